@@ -1,0 +1,362 @@
+//! `strata build`: the phases in order.
+//!
+//! load -> graph -> key (hash sources) -> execute (scheduler) -> store ->
+//! materialize -> record.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use petgraph::graph::NodeIndex;
+use strata_store::{Digest, DigestFunction, Store};
+
+use crate::exec::{Failure, Isolation, StepFailure};
+use crate::graph::Graph;
+use crate::inputs;
+use crate::load::diag::{At, did_you_mean};
+use crate::load::{self, ConfigError, LoadOptions, Workspace};
+use crate::materialize;
+use crate::records::{self, Record, RecordedTarget};
+use crate::scheduler::{self, Job, Observer, Outcome, Settings};
+use crate::statcache::StatCache;
+
+/// What `strata build` was asked to do.
+#[derive(Clone, Debug)]
+pub struct BuildOptions {
+    pub build_file: PathBuf,
+    /// Targets to build; empty means every target.
+    pub targets: Vec<String>,
+    pub jobs: usize,
+    pub keep_going: bool,
+    pub no_cache: bool,
+    pub store_dir: PathBuf,
+    /// Defaults to `out/` beside the BUILD file.
+    pub out_dir: Option<PathBuf>,
+    pub load: LoadOptions,
+}
+
+/// Why a build could not start or finish.
+#[derive(Debug)]
+pub enum BuildError {
+    /// BUILD.yaml is wrong (exit code 2).
+    Config(Vec<ConfigError>),
+    /// The command line is wrong (exit code 2).
+    Usage(String),
+    /// The store or `out/` could not be used (exit code 1).
+    Environment(String),
+}
+
+/// How one target ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Executed,
+    Cached,
+    Failed,
+    Skipped,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Executed => "executed",
+            Status::Cached => "cached",
+            Status::Failed => "failed",
+            Status::Skipped => "skipped",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct TargetReport {
+    pub name: String,
+    pub status: Status,
+    pub key: Option<Digest>,
+    pub output: Option<Digest>,
+    pub failure: Option<StepFailure>,
+    /// For failures tied to a place in BUILD.yaml (a missing declared
+    /// output, a digest mismatch), a diagnostic pointing there.
+    pub diagnostic: Option<ConfigError>,
+}
+
+#[derive(Debug)]
+pub struct BuildReport {
+    pub targets: Vec<TargetReport>,
+    pub function: DigestFunction,
+    pub elapsed: Duration,
+    pub interrupted: bool,
+    pub out_dir: PathBuf,
+}
+
+impl BuildReport {
+    pub fn count(&self, status: Status) -> usize {
+        self.targets.iter().filter(|t| t.status == status).count()
+    }
+
+    /// `<function>:<hex>`, the form `output_digest` accepts.
+    pub fn digest_string(&self, d: &Digest) -> String {
+        format!("{}:{}", self.function, d.hex())
+    }
+}
+
+/// Loads the workspace and builds the requested targets.
+pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildReport, BuildError> {
+    let t0 = Instant::now();
+    let ws = load::load(&opts.build_file, &opts.load).map_err(BuildError::Config)?;
+    let graph = Graph::build(&ws).map_err(BuildError::Config)?;
+    let roots = requested(&ws, &graph, &opts.targets)?;
+    let order = graph.closure(&roots);
+
+    let store = Store::open(&opts.store_dir, DigestFunction::Blake3)
+        .map_err(|e| BuildError::Environment(format!("cannot open the store: {e}")))?;
+    check_digest_functions(&ws, &order, &graph, store.function())?;
+    let out_dir = opts.out_dir.clone().unwrap_or_else(|| ws.root.join("out"));
+    let workspace_tag =
+        blake3::hash(ws.build_file.as_os_str().as_encoded_bytes()).to_hex()[..16].to_string();
+
+    // Key phase, first half: expand and hash sources (the stat cache spares
+    // re-reading unchanged files).
+    let cache_path = store
+        .meta_dir()
+        .join("statcache")
+        .join(format!("{workspace_tag}-{}", store.function()));
+    let _ = std::fs::create_dir_all(cache_path.parent().expect("has parent"));
+    let mut stat_cache = StatCache::load(cache_path, store.tmp_dir());
+    let skip = [out_dir.clone(), store.root().to_path_buf()];
+    let indices: Vec<usize> = order.iter().map(|n| graph.dag[*n]).collect();
+    let mut sources = inputs::resolve(&ws, &indices, &skip, &mut stat_cache, store.function())
+        .map_err(BuildError::Config)?;
+    if let Err(e) = stat_cache.save() {
+        observer.warn(&format!("cannot save the stat cache: {e}"));
+    }
+
+    let jobs: BTreeMap<NodeIndex, Job> = order
+        .iter()
+        .map(|&n| {
+            let t = &ws.targets[graph.dag[n]];
+            let job = Job {
+                name: t.name.clone(),
+                step: t.run.step(),
+                sources: sources.remove(&graph.dag[n]).unwrap_or_default(),
+                deps: graph
+                    .deps_of(&ws, n)
+                    .map(|(d, name)| (name.to_string(), d))
+                    .collect(),
+                dependents: graph.dependents(n).collect(),
+            };
+            (n, job)
+        })
+        .collect();
+    let settings = Settings {
+        jobs: opts.jobs,
+        keep_going: opts.keep_going,
+        no_cache: opts.no_cache,
+        workspace_tag: workspace_tag.clone(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| BuildError::Environment(format!("cannot start the runtime: {e}")))?;
+    let run = runtime.block_on(scheduler::run(
+        store.clone(),
+        settings,
+        jobs,
+        order.clone(),
+        observer.clone(),
+    ));
+
+    let mut reports: BTreeMap<String, TargetReport> = BTreeMap::new();
+    for (n, outcome) in run.outcomes {
+        let t = &ws.targets[graph.dag[n]];
+        let (status, key, output, failure) = match outcome {
+            Outcome::Executed { key, output } => (Status::Executed, Some(key), Some(output), None),
+            Outcome::Cached { key, output } => (Status::Cached, Some(key), Some(output), None),
+            Outcome::Failed { key, failure } => (Status::Failed, key, None, Some(failure)),
+            Outcome::Skipped => (Status::Skipped, None, None, None),
+        };
+        let diagnostic = failure
+            .as_ref()
+            .and_then(|f| failure_diagnostic(&ws, t, &f.failure));
+        reports.insert(
+            t.name.clone(),
+            TargetReport {
+                name: t.name.clone(),
+                status,
+                key,
+                output,
+                failure,
+                diagnostic,
+            },
+        );
+    }
+
+    if !run.interrupted {
+        let requested: BTreeMap<String, Option<Digest>> = roots
+            .iter()
+            .map(|n| {
+                let name = &ws.targets[graph.dag[*n]].name;
+                (name.clone(), reports[name].output)
+            })
+            .collect();
+        let known: Vec<&str> = ws.targets.iter().map(|t| t.name.as_str()).collect();
+        let lock = materialize::lock(&out_dir, |holder| {
+            observer.warn(&format!(
+                "waiting for {} (locked by {holder})",
+                out_dir.display()
+            ))
+        })
+        .map_err(|e| BuildError::Environment(format!("cannot lock {}: {e}", out_dir.display())))?;
+        materialize::update(&store, &out_dir, &requested, &known, &lock)
+            .map_err(BuildError::Environment)?;
+    }
+
+    let record = Record {
+        version: 1,
+        finished: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        build_file: ws.build_file.display().to_string(),
+        digest_function: store.function().to_string(),
+        isolation: match &run.isolation {
+            Some(Isolation::Sandbox { .. }) => "sandbox".into(),
+            Some(Isolation::Unsandboxed { reason }) => format!("unsandboxed: {reason}"),
+            None => "nothing executed".into(),
+        },
+        targets: reports
+            .values()
+            .map(|r| {
+                (
+                    r.name.clone(),
+                    RecordedTarget {
+                        status: r.status.as_str(),
+                        key: r.key.map(|k| k.hex()),
+                        output: r
+                            .output
+                            .map(|o| format!("{}:{}", store.function(), o.hex())),
+                    },
+                )
+            })
+            .collect(),
+    };
+    if let Err(e) = records::write(&store.meta_dir(), &store.tmp_dir(), &workspace_tag, &record) {
+        observer.warn(&format!("cannot write the build record: {e}"));
+    }
+
+    Ok(BuildReport {
+        targets: reports.into_values().collect(),
+        function: store.function(),
+        elapsed: t0.elapsed(),
+        interrupted: run.interrupted,
+        out_dir,
+    })
+}
+
+fn requested(
+    ws: &Workspace,
+    graph: &Graph,
+    names: &[String],
+) -> Result<Vec<NodeIndex>, BuildError> {
+    if names.is_empty() {
+        return Ok(ws
+            .targets
+            .iter()
+            .map(|t| graph.node(&t.name).expect("every target is a node"))
+            .collect());
+    }
+    names
+        .iter()
+        .map(|name| {
+            graph.node(name).ok_or_else(|| {
+                let hint = did_you_mean(name, ws.targets.iter().map(|t| t.name.as_str()))
+                    .map(|h| format!(" ({h})"))
+                    .unwrap_or_default();
+                BuildError::Usage(format!(
+                    "no target named `{name}` in {}{hint}",
+                    ws.build_file.display()
+                ))
+            })
+        })
+        .collect()
+}
+
+fn check_digest_functions(
+    ws: &Workspace,
+    order: &[NodeIndex],
+    graph: &Graph,
+    function: DigestFunction,
+) -> Result<(), BuildError> {
+    let at = At {
+        sources: &ws.sources,
+    };
+    let errors: Vec<ConfigError> = order
+        .iter()
+        .filter_map(|n| ws.targets[graph.dag[*n]].output_digest.as_ref())
+        .filter(|d| d.value.function != function)
+        .map(|d| {
+            at.error(
+                d.loc,
+                format!(
+                    "output_digest uses {}, but this store uses {function}",
+                    d.value.function
+                ),
+                "other digest function",
+                Some(format!("declare the digest as `{function}:<hex>`")),
+            )
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(BuildError::Config(errors))
+    }
+}
+
+fn failure_diagnostic(ws: &Workspace, t: &load::Target, failure: &Failure) -> Option<ConfigError> {
+    let at = At {
+        sources: &ws.sources,
+    };
+    match failure {
+        Failure::MissingOutput { out } | Failure::OutputKind { out, .. } => {
+            let plain = out.trim_end_matches('/');
+            let loc = t
+                .outs
+                .iter()
+                .find(|o| o.value.trim_end_matches('/') == plain)?
+                .loc;
+            Some(at.error(
+                loc,
+                format!("target `{}`: {failure}", t.name),
+                "declared here",
+                Some("the step must create every declared output under $OUT".into()),
+            ))
+        }
+        Failure::DigestMismatch { actual, .. } => {
+            let loc = t.output_digest.as_ref()?.loc;
+            Some(at.error(
+                loc,
+                format!("target `{}`: {failure}", t.name),
+                "declared here",
+                Some(format!(
+                    "if the new content is expected, declare `output_digest: \"{actual}\"`"
+                )),
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// The default store folder: `$STRATA_STORE`, else `$XDG_CACHE_HOME/strata`,
+/// else `~/.cache/strata`.
+pub fn default_store_dir() -> PathBuf {
+    if let Some(s) = std::env::var_os("STRATA_STORE") {
+        return PathBuf::from(s);
+    }
+    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| Path::new(x).is_absolute()) {
+        return Path::new(&x).join("strata");
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
+    home.join(".cache").join("strata")
+}

@@ -1,0 +1,408 @@
+//! Phase 4, execute: running one step in a fresh scratch folder.
+//!
+//! The scratch folder `<store>/scratch/<name>` holds `exec/` (the exec root:
+//! `work/`, `deps/`, `out/`, `home/`, `tmp/`), `root/` (the sandbox's mount
+//! point) and the step's `stdout` and `stderr`. On success it is removed; on
+//! failure it is kept for inspection.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::SystemTime;
+
+use strata_rules::layout;
+use strata_rules::run::RunStep;
+use strata_store::reapi;
+use strata_store::tree::{self, Placement};
+use strata_store::{Digest, Store, StoreError};
+
+use crate::inputs::SourceFile;
+use crate::sandbox;
+
+/// How steps are isolated on this machine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Isolation {
+    /// Namespaces via `<helper> __sandbox`.
+    Sandbox { helper: PathBuf },
+    /// No namespaces available: run in the scratch folder only. The reason is
+    /// shown once and recorded.
+    Unsandboxed { reason: String },
+}
+
+/// Why a step failed.
+#[derive(Debug)]
+pub enum Failure {
+    Exit(i32),
+    Signal(i32),
+    SandboxSetup(String),
+    MissingOutput { out: String },
+    OutputKind { out: String, expected: &'static str },
+    DigestMismatch { declared: String, actual: String },
+    SourceChanged { path: PathBuf },
+    Store(StoreError),
+    Io(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Exit(code) => write!(f, "the command exited with code {code}"),
+            Failure::Signal(sig) => write!(f, "the command was killed by signal {sig}"),
+            Failure::SandboxSetup(msg) => write!(f, "the sandbox could not be set up: {msg}"),
+            Failure::MissingOutput { out } => {
+                write!(f, "declared output `{out}` was not created in $OUT")
+            }
+            Failure::OutputKind { out, expected } => {
+                write!(f, "declared output `{out}` is not {expected}")
+            }
+            Failure::DigestMismatch { declared, actual } => {
+                write!(
+                    f,
+                    "output digest mismatch:\n  declared: {declared}\n  actual:   {actual}"
+                )
+            }
+            Failure::SourceChanged { path } => write!(
+                f,
+                "source {} changed while the build was running",
+                path.display()
+            ),
+            Failure::Store(e) if e.is_disk_full() => write!(f, "the store's disk is full: {e}"),
+            Failure::Store(e) => write!(f, "{e}"),
+            Failure::Io(msg) => write!(f, "{msg}"),
+        }
+    }
+}
+
+/// A failed step with what the user needs to see.
+#[derive(Debug)]
+pub struct StepFailure {
+    pub failure: Failure,
+    pub stdout: String,
+    pub stderr: String,
+    /// The kept scratch folder, for inspection.
+    pub scratch: Option<PathBuf>,
+}
+
+/// A step that ran and whose outputs are in the store.
+#[derive(Debug)]
+pub struct StepSuccess {
+    pub output: Digest,
+    pub result: reapi::ActionResult,
+}
+
+/// Everything one step needs.
+pub struct StepRequest<'a> {
+    pub scratch_name: String,
+    pub step: &'a RunStep,
+    pub sources: &'a [SourceFile],
+    pub deps: &'a [(String, Digest)],
+    pub store: &'a Store,
+    pub isolation: &'a Isolation,
+}
+
+const LOG_TAIL: usize = 8 * 1024;
+
+/// Runs one step to completion. Cancel-safe: dropping the future kills the
+/// step's whole process group.
+pub async fn run(req: StepRequest<'_>) -> Result<StepSuccess, StepFailure> {
+    let scratch = req.store.scratch_dir().join(&req.scratch_name);
+    let exec_root = scratch.join("exec");
+    let early = |failure: Failure| StepFailure {
+        failure,
+        stdout: String::new(),
+        stderr: String::new(),
+        scratch: Some(scratch.clone()),
+    };
+
+    let sandboxed = matches!(req.isolation, Isolation::Sandbox { .. });
+    {
+        let (store, sources, deps, exec_root, scratch) = (
+            req.store.clone(),
+            req.sources.to_vec(),
+            req.deps.to_vec(),
+            exec_root.clone(),
+            scratch.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            stage(&store, &scratch, &exec_root, &sources, &deps, sandboxed)
+        })
+        .await
+        .map_err(|e| early(Failure::Io(e.to_string())))?
+        .map_err(early)?;
+    }
+
+    let started = SystemTime::now();
+    let status = spawn_and_wait(&req, &scratch, &exec_root)
+        .await
+        .map_err(early)?;
+    let finished = SystemTime::now();
+    let stdout_path = scratch.join("stdout");
+    let stderr_path = scratch.join("stderr");
+    let logs_failure = |failure: Failure| StepFailure {
+        failure,
+        stdout: tail(&stdout_path),
+        stderr: tail(&stderr_path),
+        scratch: Some(scratch.clone()),
+    };
+    if let Some(failure) = status {
+        return Err(logs_failure(failure));
+    }
+
+    let store = req.store.clone();
+    let step = req.step.clone();
+    let out_dir = exec_root.join(layout::OUT);
+    let (out_log, err_log) = (stdout_path.clone(), stderr_path.clone());
+    let collected =
+        tokio::task::spawn_blocking(move || collect(&store, &step, &out_dir, &out_log, &err_log))
+            .await
+            .map_err(|e| logs_failure(Failure::Io(e.to_string())))?;
+    let (output, stdout_digest, stderr_digest) = collected.map_err(logs_failure)?;
+    remove_tree(&scratch);
+    let result = reapi::ActionResult {
+        output_directories: vec![reapi::OutputDirectory {
+            path: layout::OUT.to_string(),
+            tree_digest: None,
+            is_topologically_sorted: false,
+            root_directory_digest: Some(output.to_proto()),
+        }],
+        exit_code: 0,
+        stdout_digest: Some(stdout_digest.to_proto()),
+        stderr_digest: Some(stderr_digest.to_proto()),
+        execution_metadata: Some(reapi::ExecutedActionMetadata {
+            worker: String::new(),
+            execution_start_timestamp: Some(timestamp(started)),
+            execution_completed_timestamp: Some(timestamp(finished)),
+            ..Default::default()
+        }),
+    };
+    Ok(StepSuccess { output, result })
+}
+
+fn timestamp(t: SystemTime) -> reapi::Timestamp {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    reapi::Timestamp {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
+/// Creates the exec root with the sources and dependency outputs in place.
+fn stage(
+    store: &Store,
+    scratch: &Path,
+    exec_root: &Path,
+    sources: &[SourceFile],
+    deps: &[(String, Digest)],
+    sandboxed: bool,
+) -> Result<(), Failure> {
+    if scratch.exists() {
+        remove_tree(scratch);
+    }
+    let io = |what: &str, p: &Path, e: std::io::Error| {
+        Failure::Io(format!("{what} {}: {e}", p.display()))
+    };
+    for sub in [
+        layout::WORK,
+        layout::DEPS,
+        layout::OUT,
+        layout::HOME,
+        layout::TMP,
+    ] {
+        let d = exec_root.join(sub);
+        fs::create_dir_all(&d).map_err(|e| io("cannot create", &d, e))?;
+    }
+    let work = exec_root.join(layout::WORK);
+    for src in sources {
+        let dest = tree::rel_join(&work, &src.rel);
+        if let Some(parent) = dest.parent() {
+            fs::create_dir_all(parent).map_err(|e| io("cannot create", parent, e))?;
+        }
+        fs::copy(&src.abs, &dest).map_err(|e| io("cannot stage source", &src.abs, e))?;
+        let mode = if src.executable { 0o555 } else { 0o444 };
+        fs::set_permissions(&dest, fs::Permissions::from_mode(mode))
+            .map_err(|e| io("cannot set mode of", &dest, e))?;
+        if !src.unchanged() {
+            return Err(Failure::SourceChanged {
+                path: src.abs.clone(),
+            });
+        }
+    }
+    // In the sandbox `deps/` is mounted read-only, so hard links into the
+    // store are safe; without it a step could write through them.
+    let placement = if sandboxed {
+        Placement::HardLink
+    } else {
+        Placement::Copy
+    };
+    for (name, output) in deps {
+        let dest = exec_root.join(layout::DEPS).join(name);
+        fs::create_dir(&dest).map_err(|e| io("cannot create", &dest, e))?;
+        tree::materialize(store.cas(), output, &dest, placement).map_err(Failure::Store)?;
+    }
+    Ok(())
+}
+
+/// Kills a process group when dropped, so a cancelled build leaves no step behind.
+struct GroupGuard(Option<i32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0 {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pgid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+async fn spawn_and_wait(
+    req: &StepRequest<'_>,
+    scratch: &Path,
+    exec_root: &Path,
+) -> Result<Option<Failure>, Failure> {
+    let io = |what: &str, e: std::io::Error| Failure::Io(format!("{what}: {e}"));
+    let stdout =
+        fs::File::create(scratch.join("stdout")).map_err(|e| io("cannot create the log", e))?;
+    let stderr =
+        fs::File::create(scratch.join("stderr")).map_err(|e| io("cannot create the log", e))?;
+    let step = req.step;
+    let mut cmd = match req.isolation {
+        Isolation::Sandbox { helper } => {
+            let mut c = tokio::process::Command::new(helper);
+            c.args(sandbox::helper_args(exec_root, step.network, &step.argv));
+            c.env_clear().envs(step.env.iter().map(|(k, v)| (k, v)));
+            c
+        }
+        Isolation::Unsandboxed { .. } => {
+            let mut c = tokio::process::Command::new(&step.argv[0]);
+            c.args(&step.argv[1..]);
+            c.current_dir(exec_root.join(layout::WORK));
+            // The keyed environment names the sandbox layout; point it at the
+            // real scratch folder instead.
+            let prefix = format!("{}/", layout::EXEC_ROOT);
+            let real = format!("{}/", exec_root.display());
+            c.env_clear().envs(step.env.iter().map(|(k, v)| {
+                let v = match v.strip_prefix(&prefix) {
+                    Some(rest) if matches!(k.as_str(), "HOME" | "TMPDIR" | "OUT" | "DEPS") => {
+                        format!("{real}{rest}")
+                    }
+                    _ => v.clone(),
+                };
+                (k.clone(), v)
+            }));
+            c
+        }
+    };
+    cmd.stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            return Ok(Some(Failure::Io(format!(
+                "cannot start `{}`: {e}",
+                step.argv[0]
+            ))));
+        }
+    };
+    let guard = GroupGuard(child.id().map(|p| p as i32));
+    let status = child
+        .wait()
+        .await
+        .map_err(|e| io("cannot wait for the step", e))?;
+    // In the sandbox the step's processes died with its PID namespace;
+    // unsandboxed, this kills whatever it left in its group.
+    drop(guard);
+    use std::os::unix::process::ExitStatusExt;
+    Ok(match (status.code(), status.signal()) {
+        (Some(0), _) => None,
+        (Some(code), _)
+            if code == sandbox::SETUP_FAILED
+                && matches!(req.isolation, Isolation::Sandbox { .. })
+                && is_setup_failure(scratch) =>
+        {
+            Some(Failure::SandboxSetup(
+                tail(&scratch.join("stderr")).trim().to_string(),
+            ))
+        }
+        (Some(code), _) if code > 128 && matches!(req.isolation, Isolation::Sandbox { .. }) => {
+            Some(Failure::Signal(code - 128))
+        }
+        (Some(code), _) => Some(Failure::Exit(code)),
+        (None, Some(sig)) => Some(Failure::Signal(sig)),
+        (None, None) => Some(Failure::Exit(-1)),
+    })
+}
+
+fn is_setup_failure(scratch: &Path) -> bool {
+    fs::read_to_string(scratch.join("stderr"))
+        .map(|s| s.starts_with("strata-sandbox:"))
+        .unwrap_or(false)
+}
+
+/// Checks the declared outputs, then moves them and the logs into the store.
+fn collect(
+    store: &Store,
+    step: &RunStep,
+    out_dir: &Path,
+    stdout: &Path,
+    stderr: &Path,
+) -> Result<(Digest, Digest, Digest), Failure> {
+    for (out, &is_dir) in step.outs.iter().zip(&step.declared_dirs) {
+        let path = tree::rel_join(out_dir, out);
+        let meta =
+            fs::symlink_metadata(&path).map_err(|_| Failure::MissingOutput { out: out.clone() })?;
+        if is_dir && !meta.is_dir() {
+            return Err(Failure::OutputKind {
+                out: format!("{out}/"),
+                expected: "a folder",
+            });
+        }
+        if !is_dir && meta.is_dir() {
+            return Err(Failure::OutputKind {
+                out: out.clone(),
+                expected: "a file (declare a folder with a trailing `/`)",
+            });
+        }
+    }
+    let output = match &step.fixed_output {
+        Some(fixed) => {
+            let actual = tree::digest_on_disk(store.function(), out_dir, &step.outs)
+                .map_err(Failure::Store)?;
+            if !fixed.matches(store.function(), &actual) {
+                return Err(Failure::DigestMismatch {
+                    declared: fixed.to_string(),
+                    actual: format!("{}:{}", store.function(), actual.hex()),
+                });
+            }
+            tree::capture(store.cas(), out_dir, &step.outs).map_err(Failure::Store)?
+        }
+        None => tree::capture(store.cas(), out_dir, &step.outs).map_err(Failure::Store)?,
+    };
+    let stdout = store.cas().put_file_move(stdout).map_err(Failure::Store)?;
+    let stderr = store.cas().put_file_move(stderr).map_err(Failure::Store)?;
+    Ok((output, stdout, stderr))
+}
+
+fn tail(path: &Path) -> String {
+    let bytes = fs::read(path).unwrap_or_default();
+    let start = bytes.len().saturating_sub(LOG_TAIL);
+    String::from_utf8_lossy(&bytes[start..]).into_owned()
+}
+
+/// Removes a folder tree even where a step left read-only folders behind.
+pub fn remove_tree(path: &Path) {
+    if fs::remove_dir_all(path).is_ok() || !path.exists() {
+        return;
+    }
+    for entry in walkdir::WalkDir::new(path).into_iter().flatten() {
+        if entry.file_type().is_dir() {
+            let _ = fs::set_permissions(entry.path(), fs::Permissions::from_mode(0o755));
+        }
+    }
+    let _ = fs::remove_dir_all(path);
+}

@@ -1,0 +1,151 @@
+//! Phase 2, graph: targets and their dependencies as a checked DAG.
+
+use std::collections::BTreeMap;
+
+use petgraph::Direction;
+use petgraph::graph::{DiGraph, NodeIndex};
+
+use crate::load::diag::{At, did_you_mean};
+use crate::load::{ConfigError, Target, Workspace};
+
+/// The dependency graph of a workspace. Edges point from a dependency to its
+/// dependents; node weights index `Workspace::targets`.
+pub struct Graph {
+    pub dag: DiGraph<usize, ()>,
+    by_name: BTreeMap<String, NodeIndex>,
+}
+
+impl Graph {
+    /// Builds the graph, reporting unknown dependencies and cycles.
+    pub fn build(ws: &Workspace) -> Result<Graph, Vec<ConfigError>> {
+        let at = At {
+            sources: &ws.sources,
+        };
+        let mut dag = DiGraph::new();
+        let mut by_name = BTreeMap::new();
+        for (i, t) in ws.targets.iter().enumerate() {
+            by_name.insert(t.name.clone(), dag.add_node(i));
+        }
+        let mut errors = Vec::new();
+        for (i, t) in ws.targets.iter().enumerate() {
+            for dep in &t.deps {
+                match by_name.get(&dep.value) {
+                    Some(&d) => {
+                        dag.add_edge(d, NodeIndex::new(i), ());
+                    }
+                    None => {
+                        let hint = did_you_mean(&dep.value, by_name.keys().map(String::as_str))
+                            .unwrap_or_else(|| {
+                                "dependencies name targets of this workspace".to_string()
+                            });
+                        errors.push(at.error(
+                            dep.loc,
+                            format!(
+                                "target `{}` depends on unknown target `{}`",
+                                t.name, dep.value
+                            ),
+                            "unknown target",
+                            Some(hint),
+                        ));
+                    }
+                }
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let graph = Graph { dag, by_name };
+        if let Some(cycle) = graph.find_cycle() {
+            let names: Vec<&str> = cycle
+                .iter()
+                .map(|&n| ws.targets[graph.dag[n]].name.as_str())
+                .collect();
+            let first: &Target = &ws.targets[graph.dag[cycle[0]]];
+            let second = names.get(1).copied().unwrap_or(names[0]);
+            let loc = first
+                .deps
+                .iter()
+                .find(|d| d.value == second)
+                .map(|d| d.loc)
+                .unwrap_or(first.loc);
+            let mut shown = names.clone();
+            shown.push(names[0]);
+            return Err(vec![at.error(
+                loc,
+                format!("dependency cycle: {}", shown.join(" -> ")),
+                "this dependency closes the cycle",
+                Some("a target cannot depend on itself, directly or through other targets; remove one of these dependencies".into()),
+            )]);
+        }
+        Ok(graph)
+    }
+
+    pub fn node(&self, name: &str) -> Option<NodeIndex> {
+        self.by_name.get(name).copied()
+    }
+
+    /// A cycle as `[a, b, c]` meaning a depends on b, b on c, c on a.
+    fn find_cycle(&self) -> Option<Vec<NodeIndex>> {
+        // Tarjan gives strongly connected components; a cycle lives in one with
+        // more than one node, or a node with an edge to itself.
+        for scc in petgraph::algo::tarjan_scc(&self.dag) {
+            if scc.len() == 1 && !self.dag.contains_edge(scc[0], scc[0]) {
+                continue;
+            }
+            let mut members: Vec<NodeIndex> = scc.clone();
+            members.sort();
+            let start = members[0];
+            // Walk "depends on" edges (incoming) inside the component until a
+            // node repeats.
+            let mut path = vec![start];
+            let mut cur = start;
+            loop {
+                let next = self
+                    .dag
+                    .neighbors_directed(cur, Direction::Incoming)
+                    .filter(|n| members.binary_search(n).is_ok())
+                    .min()
+                    .expect("a node of a cycle has a predecessor in it");
+                if let Some(pos) = path.iter().position(|&p| p == next) {
+                    return Some(path.split_off(pos));
+                }
+                path.push(next);
+                cur = next;
+            }
+        }
+        None
+    }
+
+    /// The requested nodes and everything they depend on, in topological order.
+    pub fn closure(&self, roots: &[NodeIndex]) -> Vec<NodeIndex> {
+        let mut wanted = vec![false; self.dag.node_count()];
+        let mut stack: Vec<NodeIndex> = roots.to_vec();
+        while let Some(n) = stack.pop() {
+            if std::mem::replace(&mut wanted[n.index()], true) {
+                continue;
+            }
+            stack.extend(self.dag.neighbors_directed(n, Direction::Incoming));
+        }
+        petgraph::algo::toposort(&self.dag, None)
+            .expect("cycles were rejected")
+            .into_iter()
+            .filter(|n| wanted[n.index()])
+            .collect()
+    }
+
+    /// Dependencies of `n`, in declaration order.
+    pub fn deps_of<'a>(
+        &self,
+        ws: &'a Workspace,
+        n: NodeIndex,
+    ) -> impl Iterator<Item = (NodeIndex, &'a str)> + use<'a, '_> {
+        ws.targets[self.dag[n]]
+            .deps
+            .iter()
+            .map(move |d| (self.by_name[&d.value], d.value.as_str()))
+    }
+
+    pub fn dependents(&self, n: NodeIndex) -> impl Iterator<Item = NodeIndex> + '_ {
+        self.dag.neighbors_directed(n, Direction::Outgoing)
+    }
+}

@@ -1,0 +1,150 @@
+//! Source files: expanding `srcs` and hashing what they match, in parallel,
+//! through the stat cache.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use strata_store::{Digest, DigestFunction};
+
+use crate::globs::{self, GlobError};
+use crate::load::diag::At;
+use crate::load::{ConfigError, Workspace};
+use crate::statcache::StatCache;
+
+/// One declared source of a target.
+#[derive(Clone, Debug)]
+pub struct SourceFile {
+    /// Where the step sees it, relative to its working folder.
+    pub rel: String,
+    pub abs: PathBuf,
+    pub digest: Digest,
+    pub executable: bool,
+    /// Size, mtime and inode when hashed, to detect edits during the build.
+    pub fingerprint: (u64, i64, i64, u64),
+}
+
+fn fingerprint(m: &fs::Metadata) -> (u64, i64, i64, u64) {
+    (m.size(), m.mtime(), m.mtime_nsec(), m.ino())
+}
+
+impl SourceFile {
+    /// Whether the file on disk is still the one that was hashed.
+    pub fn unchanged(&self) -> bool {
+        fs::metadata(&self.abs)
+            .map(|m| fingerprint(&m) == self.fingerprint)
+            .unwrap_or(false)
+    }
+}
+
+/// Expands the `srcs` of `targets` (indices into `ws.targets`) and hashes
+/// every matched file once. Returns each target's sources, sorted by path.
+pub fn resolve(
+    ws: &Workspace,
+    targets: &[usize],
+    skip: &[PathBuf],
+    cache: &mut StatCache,
+    function: DigestFunction,
+) -> Result<BTreeMap<usize, Vec<SourceFile>>, Vec<ConfigError>> {
+    let at = At {
+        sources: &ws.sources,
+    };
+    let mut errors = Vec::new();
+    let mut matched: BTreeMap<usize, BTreeMap<String, PathBuf>> = BTreeMap::new();
+    let mut unique: BTreeSet<PathBuf> = BTreeSet::new();
+    for &i in targets {
+        let t = &ws.targets[i];
+        let files = matched.entry(i).or_default();
+        for pattern in &t.srcs {
+            match globs::expand(&t.dir, &pattern.value, skip) {
+                Ok(found) if found.is_empty() => errors.push(at.error(
+                    pattern.loc,
+                    format!("`{}` matches no file", pattern.value),
+                    "matches nothing",
+                    Some(format!("srcs patterns are relative to {}", display(&ws.root, &t.dir))),
+                )),
+                Ok(found) => {
+                    for rel in found {
+                        let abs = t.dir.join(&rel);
+                        unique.insert(abs.clone());
+                        files.insert(rel, abs);
+                    }
+                }
+                Err(GlobError::Pattern(msg)) => errors.push(at.error(pattern.loc, format!("bad pattern `{}`: {msg}", pattern.value), "bad pattern", None)),
+                Err(GlobError::Path { path, reason }) => errors.push(at.error(
+                    pattern.loc,
+                    format!("`{}`: {}: {reason}", pattern.value, display(&ws.root, &path)),
+                    "while expanding this",
+                    Some("sources must be readable regular files (or symlinks to them) with UTF-8 names".into()),
+                )),
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+
+    let unique: Vec<PathBuf> = unique.into_iter().collect();
+    let hashed: Vec<Result<(fs::Metadata, Digest, bool), String>> = unique
+        .par_iter()
+        .map(|abs| {
+            let meta = fs::metadata(abs).map_err(|e| e.to_string())?;
+            if let Some(d) = cache.lookup(abs, &meta) {
+                return Ok((meta, d, true));
+            }
+            let d = function
+                .of_reader(fs::File::open(abs).map_err(|e| e.to_string())?)
+                .map_err(|e| e.to_string())?;
+            Ok((meta, d, false))
+        })
+        .collect();
+    let mut by_path: BTreeMap<&Path, (fs::Metadata, Digest)> = BTreeMap::new();
+    for (abs, r) in unique.iter().zip(hashed) {
+        match r {
+            Ok((meta, d, from_cache)) => {
+                if from_cache {
+                    cache.touch(abs);
+                } else {
+                    cache.record(abs.clone(), &meta, d);
+                }
+                by_path.insert(abs.as_path(), (meta, d));
+            }
+            Err(e) => errors.push(ConfigError::general(
+                format!("cannot read source {}: {e}", display(&ws.root, abs)),
+                Some("sources must be readable; check the file's permissions".into()),
+            )),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(matched
+        .into_iter()
+        .map(|(i, files)| {
+            let list = files
+                .into_iter()
+                .map(|(rel, abs)| {
+                    let (meta, digest) = &by_path[abs.as_path()];
+                    SourceFile {
+                        rel,
+                        digest: *digest,
+                        executable: meta.permissions().mode() & 0o111 != 0,
+                        fingerprint: fingerprint(meta),
+                        abs,
+                    }
+                })
+                .collect();
+            (i, list)
+        })
+        .collect())
+}
+
+fn display(root: &Path, p: &Path) -> String {
+    match p.strip_prefix(root) {
+        Ok(r) if r.as_os_str().is_empty() => ".".into(),
+        Ok(r) => r.display().to_string(),
+        Err(_) => p.display().to_string(),
+    }
+}

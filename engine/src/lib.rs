@@ -1,0 +1,19 @@
+//! Strata's engine: everything between a BUILD.yaml and an `out/` folder.
+//!
+//! The phases, in the order data flows through them, each in its own module:
+//! load (`load`) -> graph (`graph`) -> key (`inputs`, `key`) -> execute
+//! (`exec`, `sandbox`, `scheduler`) -> store (`strata_store`) -> materialize
+//! (`materialize`), with `records` keeping what each build did.
+
+pub mod build;
+pub mod exec;
+pub mod globs;
+pub mod graph;
+pub mod inputs;
+pub mod key;
+pub mod load;
+pub mod materialize;
+pub mod records;
+pub mod sandbox;
+pub mod scheduler;
+pub mod statcache;

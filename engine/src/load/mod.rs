@@ -1,0 +1,789 @@
+//! Phase 1, load: BUILD.yaml (and what it includes) -> typed targets.
+//!
+//! Every check that can be made without touching sources happens here, and
+//! every failure is a [`ConfigError`] pointing at the offending token.
+
+pub mod diag;
+mod interp;
+mod schema;
+pub mod source;
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use serde_saphyr::{Location, Spanned};
+use strata_rules::Text;
+use strata_rules::run::{FixedOutput, Program, RunParams};
+
+pub use diag::ConfigError;
+use diag::{At, did_you_mean};
+pub use interp::{EnvSpec, Var, Vars, is_var_name};
+use schema::{Pairs, RawFile, RawTarget, TARGET_FIELDS};
+pub use source::{Loc, Sources};
+
+use crate::globs;
+
+/// A value and where it was written.
+#[derive(Clone, Debug)]
+pub struct Located<T> {
+    pub value: T,
+    pub loc: Loc,
+}
+
+/// One target after loading: names resolved, strings interpolated, checked.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub name: String,
+    pub loc: Loc,
+    /// The folder of the file that declared it; `srcs` are relative to it.
+    pub dir: PathBuf,
+    pub srcs: Vec<Located<String>>,
+    pub deps: Vec<Located<String>>,
+    pub outs: Vec<Located<String>>,
+    pub output_digest: Option<Located<FixedOutput>>,
+    pub run: RunParams,
+}
+
+/// A loaded workspace: its root folder, files and targets (sorted by name).
+#[derive(Debug)]
+pub struct Workspace {
+    pub root: PathBuf,
+    pub build_file: PathBuf,
+    pub sources: Sources,
+    pub targets: Vec<Target>,
+}
+
+/// Inputs of loading besides the files.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// `--var name=value`, applied over `vars:`.
+    pub var_overrides: Vec<(String, String)>,
+}
+
+const KNOWN_RULES: &[&str] = &["run"];
+
+/// Loads `build_file` and everything it includes.
+pub fn load(build_file: &Path, options: &LoadOptions) -> Result<Workspace, Vec<ConfigError>> {
+    let build_file = fs::canonicalize(build_file).map_err(|e| {
+        vec![ConfigError::general(
+            format!("cannot open {}: {e}", build_file.display()),
+            Some("run strata in a folder with a BUILD.yaml, or pass one with -f FILE".into()),
+        )]
+    })?;
+    let root = build_file
+        .parent()
+        .expect("a file has a parent")
+        .to_path_buf();
+    let mut loader = Loader {
+        root: root.clone(),
+        sources: Sources::default(),
+        errors: Vec::new(),
+        seen_files: BTreeSet::new(),
+    };
+    let mut pending: Vec<Pending> = Vec::new();
+    let mut vars = Vars::default();
+    if let Some((file, ids)) = loader.parse(&build_file) {
+        if let Some(raw_vars) = file.vars {
+            vars = loader.vars(raw_vars, &ids, options);
+        }
+        loader.collect(file.targets, file.include, &ids, &root, &mut pending);
+    }
+    let mut targets: BTreeMap<String, Target> = BTreeMap::new();
+    let source_date_epoch = vars
+        .get("SOURCE_DATE_EPOCH")
+        .map(|v| v.value.clone())
+        .unwrap_or_else(|| "0".into());
+    for Pending {
+        raw,
+        ids,
+        name,
+        dir,
+    } in pending
+    {
+        if let Some(first) = targets.get(&name.value) {
+            let at = At {
+                sources: &loader.sources,
+            };
+            let first_place = at.error(first.loc, "", "", None).place.unwrap_or_default();
+            loader.errors.push(at.error(
+                name.loc,
+                format!("duplicate target `{}`", name.value),
+                "defined again here",
+                Some(format!("`{}` is first defined at {first_place}; target names are unique across all included files", name.value)),
+            ));
+            continue;
+        }
+        if let Some(t) = loader.target(raw, &ids, name, dir, &vars, &source_date_epoch) {
+            targets.insert(t.name.clone(), t);
+        }
+    }
+    if !loader.errors.is_empty() {
+        return Err(loader.errors);
+    }
+    Ok(Workspace {
+        root,
+        build_file,
+        sources: loader.sources,
+        targets: targets.into_values().collect(),
+    })
+}
+
+struct Loader {
+    root: PathBuf,
+    sources: Sources,
+    errors: Vec<ConfigError>,
+    seen_files: BTreeSet<PathBuf>,
+}
+
+/// Maps serde-saphyr source ids of one parse to our file indices: id 1 is the
+/// parsed file, 2.. the `!include`d files in the order they were resolved.
+#[derive(Clone)]
+struct FileIds(Rc<Vec<usize>>);
+
+/// A target read from some file, waiting for all files to be read.
+struct Pending {
+    raw: RawTarget,
+    ids: FileIds,
+    name: Located<String>,
+    dir: PathBuf,
+}
+
+impl FileIds {
+    fn at<T>(&self, s: &Spanned<T>) -> Loc {
+        self.loc(&s.referenced)
+    }
+
+    fn loc(&self, l: &Location) -> Loc {
+        let idx = (l.source_id() as usize).saturating_sub(1);
+        Loc {
+            file: self.0.get(idx).copied().unwrap_or(self.0[0]),
+            line: l.line().max(1),
+            column: l.column().max(1),
+            len: l.span().len(),
+        }
+    }
+}
+
+impl Loader {
+    fn at(&self) -> At<'_> {
+        At {
+            sources: &self.sources,
+        }
+    }
+
+    fn display_name(&self, path: &Path) -> String {
+        path.strip_prefix(&self.root)
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| path.display().to_string())
+    }
+
+    /// Reads and parses one file; `!include` tags resolve inside the workspace.
+    fn parse(&mut self, path: &Path) -> Option<(RawFile, FileIds)> {
+        let display = self.display_name(path);
+        let bytes = match fs::read(path) {
+            Ok(b) => b,
+            Err(e) => {
+                self.errors.push(ConfigError::general(
+                    format!("cannot read {display}: {e}"),
+                    None,
+                ));
+                return None;
+            }
+        };
+        let Ok(text) = String::from_utf8(bytes) else {
+            self.errors.push(ConfigError::general(
+                format!("{display} is not UTF-8 text"),
+                Some("a BUILD file is YAML, which must be UTF-8".into()),
+            ));
+            return None;
+        };
+        let file = self.sources.add(path, display.clone(), text.clone());
+        let resolved: Rc<RefCell<Vec<PathBuf>>> = Rc::default();
+        let resolver = match serde_saphyr::SafeFileResolver::new(&self.root) {
+            Ok(r) => r,
+            Err(e) => {
+                self.errors.push(ConfigError::general(
+                    format!("cannot resolve includes in {}: {e}", self.root.display()),
+                    None,
+                ));
+                return None;
+            }
+        };
+        let record = resolved.clone();
+        let options = serde_saphyr::options! { with_snippet: false }.with_include_resolver(
+            move |req: serde_saphyr::IncludeRequest<'_>| {
+                let r = resolver.resolve(req)?;
+                record.borrow_mut().push(PathBuf::from(&r.id));
+                Ok(r)
+            },
+        );
+        let parsed = serde_saphyr::from_str_with_options::<RawFile>(&text, options);
+        let mut ids = vec![file];
+        for included in resolved.borrow().iter() {
+            let text = fs::read_to_string(included).unwrap_or_default();
+            let name = self.display_name(included);
+            ids.push(self.sources.add(included, name, text));
+        }
+        let ids = FileIds(Rc::new(ids));
+        match parsed {
+            Ok(raw) => Some((raw, ids)),
+            Err(e) => {
+                let err = match e.location() {
+                    Some(l) => {
+                        let full = e.to_string();
+                        let message = strip_location(&full);
+                        let help = if message.contains("unknown field") {
+                            Some(format!(
+                                "a target accepts: {TARGET_FIELDS}; the file accepts: vars, targets, include"
+                            ))
+                        } else if message.contains("invalid type") {
+                            Some("check the value's type against the BUILD.yaml reference in README.md".into())
+                        } else {
+                            Some("fix the YAML at the marked place".into())
+                        };
+                        self.at().error(ids.loc(&l), message.clone(), message, help)
+                    }
+                    None => ConfigError::general(format!("{display}: {e}"), None),
+                };
+                self.errors.push(err);
+                None
+            }
+        }
+    }
+
+    fn vars(
+        &mut self,
+        raw: Pairs<Spanned<serde_saphyr::Tagged<String>>>,
+        ids: &FileIds,
+        options: &LoadOptions,
+    ) -> Vars {
+        let mut vars = Vars::default();
+        let mut seen: BTreeMap<String, Loc> = BTreeMap::new();
+        for (name, value) in raw.0 {
+            let name_loc = ids.loc(&name.referenced);
+            let value_loc = ids.loc(&value.referenced);
+            let name = name.value;
+            if !is_var_name(&name) {
+                let e = self.at().error(
+                    name_loc,
+                    format!("`{name}` is not a valid variable name"),
+                    "invalid name",
+                    Some(
+                        "variable names are letters, digits and `_`, not starting with a digit"
+                            .into(),
+                    ),
+                );
+                self.errors.push(e);
+                continue;
+            }
+            if seen.insert(name.clone(), name_loc).is_some() {
+                let e = self.at().error(
+                    name_loc,
+                    format!("variable `{name}` is declared twice"),
+                    "declared again here",
+                    None,
+                );
+                self.errors.push(e);
+                continue;
+            }
+            let serde_saphyr::Tagged(text, tag) = value.value;
+            let var = match tag.as_deref() {
+                None => match vars.interpolate(&text) {
+                    Ok(t) if t.has_secret() => Var {
+                        value: t.actual,
+                        from_env: Some(format!("via {name}")),
+                    },
+                    Ok(t) => Var {
+                        value: t.actual,
+                        from_env: None,
+                    },
+                    Err(e) => {
+                        let err = self.interp_error(value_loc, &text, e);
+                        self.errors.push(err);
+                        continue;
+                    }
+                },
+                Some("!ENV") => match EnvSpec::parse(&text) {
+                    Ok(spec) => match (std::env::var(&spec.name), spec.default) {
+                        (Ok(v), _) => Var {
+                            value: v,
+                            from_env: Some(spec.name),
+                        },
+                        (Err(_), Some(d)) => Var {
+                            value: d,
+                            from_env: Some(spec.name),
+                        },
+                        (Err(_), None) => {
+                            let e = self.at().error(
+                                value_loc,
+                                format!("environment variable `{}` is not set", spec.name),
+                                "required here",
+                                Some(format!("set {} in the environment, or give a default: `!ENV ${{{}:default}}`", spec.name, spec.name)),
+                            );
+                            self.errors.push(e);
+                            continue;
+                        }
+                    },
+                    Err(msg) => {
+                        let e = self.at().error(
+                            value_loc,
+                            format!("bad !ENV reference: {msg}"),
+                            "here",
+                            Some("write `!ENV NAME` (required) or `!ENV ${NAME:default}`".into()),
+                        );
+                        self.errors.push(e);
+                        continue;
+                    }
+                },
+                Some(other) => {
+                    let e = self.at().error(
+                        value_loc,
+                        format!("unknown tag `{other}` on variable `{name}`"),
+                        "unknown tag",
+                        Some("the only tag a variable takes is `!ENV`".into()),
+                    );
+                    self.errors.push(e);
+                    continue;
+                }
+            };
+            vars.insert(name, var);
+        }
+        for (name, value) in &options.var_overrides {
+            vars.insert(
+                name.clone(),
+                Var {
+                    value: value.clone(),
+                    from_env: None,
+                },
+            );
+        }
+        if let Some(sde) = vars.get("SOURCE_DATE_EPOCH")
+            && (sde.value.is_empty() || !sde.value.chars().all(|c| c.is_ascii_digit()))
+        {
+            let loc = seen.get("SOURCE_DATE_EPOCH").copied();
+            let msg = "SOURCE_DATE_EPOCH must be a whole number of seconds".to_string();
+            self.errors.push(match loc {
+                Some(l) => self.at().error(
+                    l,
+                    msg,
+                    "not a number",
+                    Some("for example `SOURCE_DATE_EPOCH: \"1700000000\"`".into()),
+                ),
+                None => ConfigError::general(msg, None),
+            });
+        }
+        vars
+    }
+
+    /// Queues the targets of one file and follows its `include:` patterns.
+    fn collect(
+        &mut self,
+        targets: Option<Pairs<Spanned<RawTarget>>>,
+        include: Option<Vec<Spanned<String>>>,
+        ids: &FileIds,
+        dir: &Path,
+        pending: &mut Vec<Pending>,
+    ) {
+        for (name, value) in targets.map(|t| t.0).unwrap_or_default() {
+            let name_loc = ids.loc(&name.referenced);
+            let value_loc = ids.loc(&value.referenced);
+            if !is_target_name(&name.value) {
+                let e = self.at().error(
+                    name_loc,
+                    format!("`{}` is not a valid target name", name.value),
+                    "invalid name",
+                    Some("target names match [a-z0-9][a-z0-9_-]*".into()),
+                );
+                self.errors.push(e);
+                continue;
+            }
+            pending.push(Pending {
+                raw: value.value,
+                ids: ids.clone(),
+                name: Located {
+                    value: name.value,
+                    loc: name_loc,
+                },
+                dir: dir.to_path_buf(),
+            });
+            let _ = value_loc;
+        }
+        for pattern in include.unwrap_or_default() {
+            let loc = ids.loc(&pattern.referenced);
+            let files = match globs::expand(dir, &pattern.value, &[]) {
+                Ok(f) if f.is_empty() => {
+                    let e = self.at().error(
+                        loc,
+                        format!("include pattern `{}` matches no file", pattern.value),
+                        "matches nothing",
+                        Some(format!(
+                            "patterns are relative to {}",
+                            self.display_name(dir)
+                        )),
+                    );
+                    self.errors.push(e);
+                    continue;
+                }
+                Ok(f) => f,
+                Err(e) => {
+                    let err = self.glob_error(loc, &pattern.value, e, "include");
+                    self.errors.push(err);
+                    continue;
+                }
+            };
+            for rel in files {
+                let path = match fs::canonicalize(dir.join(&rel)) {
+                    Ok(p) if p.starts_with(&self.root) => p,
+                    _ => {
+                        let e = self.at().error(
+                            loc,
+                            format!("`{rel}` is outside the workspace"),
+                            "included from here",
+                            Some(
+                                "included files must be inside the folder of the root BUILD.yaml"
+                                    .into(),
+                            ),
+                        );
+                        self.errors.push(e);
+                        continue;
+                    }
+                };
+                if !self.seen_files.insert(path.clone()) {
+                    let e = self.at().error(
+                        loc,
+                        format!("`{rel}` is included more than once"),
+                        "included again here",
+                        Some("each file may be included once; check for include cycles".into()),
+                    );
+                    self.errors.push(e);
+                    continue;
+                }
+                let Some((file, sub_ids)) = self.parse(&path) else {
+                    continue;
+                };
+                if let Some(v) = file.vars.as_ref().and_then(|v| v.0.first()) {
+                    let e = self.at().error(
+                        sub_ids.loc(&v.0.referenced),
+                        "`vars` may only be declared in the root BUILD.yaml",
+                        "not allowed in an included file",
+                        Some(
+                            "move the variable to the root file; every included file sees it"
+                                .into(),
+                        ),
+                    );
+                    self.errors.push(e);
+                }
+                let sub_dir = path.parent().expect("a file has a parent").to_path_buf();
+                self.collect(file.targets, file.include, &sub_ids, &sub_dir, pending);
+            }
+        }
+    }
+
+    fn interp_error(&self, loc: Loc, text: &str, e: interp::InterpError) -> ConfigError {
+        let piece: String = text.chars().skip(e.offset).take(e.len).collect();
+        let loc = self.find_in_source(loc, &piece);
+        self.at().error(loc, e.message, "here", Some(e.help))
+    }
+
+    /// Narrows `loc` to where `piece` appears on or after it in the source.
+    fn find_in_source(&self, loc: Loc, piece: &str) -> Loc {
+        let text = self.sources.get(loc.file).text.clone();
+        let start = self.sources.span(loc).offset();
+        let window_end = (start + 4096).min(text.len());
+        match text.get(start..window_end).and_then(|w| w.find(piece)) {
+            Some(off) => {
+                let abs = start + off;
+                let before = &text[..abs];
+                let line = before.matches('\n').count() as u64 + 1;
+                let column = before.rsplit('\n').next().unwrap_or("").chars().count() as u64 + 1;
+                Loc {
+                    file: loc.file,
+                    line,
+                    column,
+                    len: piece.chars().count() as u64,
+                }
+            }
+            None => loc,
+        }
+    }
+
+    fn glob_error(&self, loc: Loc, pattern: &str, e: globs::GlobError, what: &str) -> ConfigError {
+        match e {
+            globs::GlobError::Pattern(msg) => self.at().error(loc, format!("bad {what} pattern `{pattern}`: {msg}"), "bad pattern", Some("patterns are relative to the BUILD file's folder and stay inside the workspace".into())),
+            globs::GlobError::Path { path, reason } => self.at().error(loc, format!("{what} pattern `{pattern}`: {}: {reason}", self.display_name(&path)), "while expanding this", None),
+        }
+    }
+
+    /// Interpolates one string; secrets are refused where `allow_secret` is false.
+    fn text(
+        &mut self,
+        s: &Spanned<String>,
+        loc: Loc,
+        vars: &Vars,
+        allow_secret: bool,
+        what: &str,
+    ) -> Option<Text> {
+        match vars.interpolate(&s.value) {
+            Ok(t) if t.has_secret() && !allow_secret => {
+                let e = self.at().error(loc, format!("a value read with !ENV cannot be used in {what}"), "uses an !ENV value", Some(format!("!ENV values are secrets and never appear in paths or names; use a plain variable or `--var` for {what}")));
+                self.errors.push(e);
+                None
+            }
+            Ok(t) => Some(t),
+            Err(e) => {
+                let err = self.interp_error(loc, &s.value, e);
+                self.errors.push(err);
+                None
+            }
+        }
+    }
+
+    fn target(
+        &mut self,
+        raw: RawTarget,
+        ids: &FileIds,
+        name: Located<String>,
+        dir: PathBuf,
+        vars: &Vars,
+        source_date_epoch: &str,
+    ) -> Option<Target> {
+        let errors_before = self.errors.len();
+        let rule_loc = ids.at(&raw.rule);
+        if raw.rule.value != "run" {
+            let hint = did_you_mean(&raw.rule.value, KNOWN_RULES.iter().copied())
+                .unwrap_or_else(|| format!("known rules: {}", KNOWN_RULES.join(", ")));
+            let e = self.at().error(
+                rule_loc,
+                format!("unknown rule `{}`", raw.rule.value),
+                "unknown rule",
+                Some(hint),
+            );
+            self.errors.push(e);
+            return None;
+        }
+        let mut srcs = Vec::new();
+        for s in &raw.srcs {
+            let loc = ids.at(s);
+            if let Some(t) = self.text(s, loc, vars, false, "srcs") {
+                if let Err(msg) = globs::check_relative(&t.actual) {
+                    let e = self.at().error(loc, format!("source pattern outside the workspace: {msg}"), "outside the workspace", Some("srcs are relative to the BUILD file's folder and cannot leave the workspace".into()));
+                    self.errors.push(e);
+                    continue;
+                }
+                srcs.push(Located {
+                    value: t.actual,
+                    loc,
+                });
+            }
+        }
+        let mut deps = Vec::new();
+        for d in &raw.deps {
+            let loc = ids.at(d);
+            if let Some(t) = self.text(d, loc, vars, false, "deps") {
+                if deps.iter().any(|x: &Located<String>| x.value == t.actual) {
+                    let e = self.at().error(
+                        loc,
+                        format!("dependency `{}` is listed twice", t.actual),
+                        "listed again",
+                        None,
+                    );
+                    self.errors.push(e);
+                    continue;
+                }
+                deps.push(Located {
+                    value: t.actual,
+                    loc,
+                });
+            }
+        }
+        let mut outs: Vec<Located<String>> = Vec::new();
+        for o in &raw.outs {
+            let loc = ids.at(o);
+            let Some(t) = self.text(o, loc, vars, false, "outs") else {
+                continue;
+            };
+            if let Err(msg) = check_out_path(&t.actual) {
+                let e = self.at().error(loc, format!("output `{}` is outside $OUT: {msg}", t.actual), "outside $OUT", Some("outs are paths relative to $OUT, such as `words.txt`, or `dist/` for a folder".into()));
+                self.errors.push(e);
+                continue;
+            }
+            let norm = t.actual.trim_end_matches('/');
+            if let Some(other) = outs.iter().find(|x| {
+                let x = x.value.trim_end_matches('/');
+                x == norm
+                    || norm.starts_with(&format!("{x}/"))
+                    || x.starts_with(&format!("{norm}/"))
+            }) {
+                let e = self.at().error(loc, format!("output `{}` overlaps output `{}`", t.actual, other.value), "overlaps another output", Some("each output is declared once; a folder output already holds everything below it".into()));
+                self.errors.push(e);
+                continue;
+            }
+            outs.push(Located {
+                value: t.actual,
+                loc,
+            });
+        }
+        let program = match (&raw.cmd, &raw.argv) {
+            (Some(cmd), None) => self
+                .text(cmd, ids.at(cmd), vars, true, "cmd")
+                .map(Program::Shell),
+            (None, Some(argv)) => {
+                if argv.value.is_empty() {
+                    let e = self.at().error(
+                        ids.at(argv),
+                        "`argv` is empty",
+                        "empty",
+                        Some(
+                            "give the program and its arguments, such as `argv: [make, -C, src]`"
+                                .into(),
+                        ),
+                    );
+                    self.errors.push(e);
+                    None
+                } else {
+                    let items: Vec<Option<Text>> = argv
+                        .value
+                        .iter()
+                        .map(|a| self.text(a, ids.at(a), vars, true, "argv"))
+                        .collect();
+                    items
+                        .into_iter()
+                        .collect::<Option<Vec<_>>>()
+                        .map(Program::Argv)
+                }
+            }
+            (Some(_), Some(argv)) => {
+                let e = self.at().error(
+                    ids.at(argv),
+                    "a `run` target takes `cmd` or `argv`, not both",
+                    "second command",
+                    Some("`cmd` runs through /bin/sh -c; `argv` runs a program directly".into()),
+                );
+                self.errors.push(e);
+                None
+            }
+            (None, None) => {
+                let e = self.at().error(
+                    name.loc,
+                    format!("target `{}` has no command", name.value),
+                    "no `cmd` or `argv`",
+                    Some("a `run` target needs `cmd: \"...\"` or `argv: [...]`".into()),
+                );
+                self.errors.push(e);
+                None
+            }
+        };
+        let mut env = BTreeMap::new();
+        for (k, v) in raw.env.map(|e| e.0).unwrap_or_default() {
+            let kloc = ids.at(&k);
+            if !is_var_name(&k.value) {
+                let e = self.at().error(
+                    kloc,
+                    format!("`{}` is not a valid environment variable name", k.value),
+                    "invalid name",
+                    None,
+                );
+                self.errors.push(e);
+                continue;
+            }
+            if RunParams::RESERVED_ENV.contains(&k.value.as_str()) {
+                let e = self.at().error(
+                    kloc,
+                    format!("`{}` is set by the sandbox and cannot be declared", k.value),
+                    "reserved",
+                    Some(format!(
+                        "reserved names: {}",
+                        RunParams::RESERVED_ENV.join(", ")
+                    )),
+                );
+                self.errors.push(e);
+                continue;
+            }
+            if env.contains_key(&k.value) {
+                let e = self.at().error(
+                    kloc,
+                    format!("environment variable `{}` is declared twice", k.value),
+                    "declared again",
+                    None,
+                );
+                self.errors.push(e);
+                continue;
+            }
+            if let Some(t) = self.text(&v, ids.at(&v), vars, true, "env") {
+                env.insert(k.value, t);
+            }
+        }
+        let output_digest = match &raw.output_digest {
+            Some(d) => {
+                let loc = ids.at(d);
+                match self
+                    .text(d, loc, vars, false, "output_digest")
+                    .map(|t| FixedOutput::parse(&t.actual))
+                {
+                    Some(Ok(f)) => Some(Located { value: f, loc }),
+                    Some(Err(msg)) => {
+                        let e = self.at().error(loc, format!("bad output_digest: {msg}"), "not a digest", Some("run the step once with any digest; the error shows the digest of what it produced".into()));
+                        self.errors.push(e);
+                        None
+                    }
+                    None => None,
+                }
+            }
+            None => None,
+        };
+        if self.errors.len() > errors_before {
+            return None;
+        }
+        let run = RunParams {
+            program: program?,
+            env,
+            outs: outs.iter().map(|o| o.value.clone()).collect(),
+            network: raw.network.as_ref().map(|n| n.value).unwrap_or(false),
+            fixed_output: output_digest.as_ref().map(|d| d.value.clone()),
+            source_date_epoch: source_date_epoch.to_string(),
+        };
+        Some(Target {
+            name: name.value,
+            loc: name.loc,
+            dir,
+            srcs,
+            deps,
+            outs,
+            output_digest,
+            run,
+        })
+    }
+}
+
+fn is_target_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+}
+
+fn check_out_path(p: &str) -> Result<(), String> {
+    if p.is_empty() || p == "/" {
+        return Err("the path is empty".into());
+    }
+    if p.starts_with('/') {
+        return Err("it is an absolute path".into());
+    }
+    for part in p.trim_end_matches('/').split('/') {
+        match part {
+            "" => return Err("it has an empty component (`//`)".into()),
+            "." | ".." => return Err(format!("it contains `{part}`")),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn strip_location(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message.to_string(),
+    }
+}

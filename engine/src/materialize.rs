@@ -1,0 +1,128 @@
+//! Phase 6, materialize: each requested target's output under `out/<target>/`.
+//!
+//! Writers to one `out/` folder are serialized by a lock file that names its
+//! holder. Each target's folder is replaced as a whole (build aside, then
+//! rename), so `out/` never mixes two builds' files for one target, and a
+//! target that failed or no longer exists has its old folder removed.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+
+use strata_store::tree::{self, Placement};
+use strata_store::{Digest, Store};
+
+use crate::exec::remove_tree;
+
+const META: &str = ".strata";
+
+/// Holds the `out/` lock until dropped.
+pub struct OutLock {
+    _file: File,
+}
+
+/// Takes the lock of `out_dir`, calling `waiting` with the holder's
+/// description if another build holds it.
+pub fn lock(out_dir: &Path, waiting: impl FnOnce(&str)) -> std::io::Result<OutLock> {
+    let meta = out_dir.join(META);
+    fs::create_dir_all(&meta)?;
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(meta.join("lock"))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            waiting(if holder.is_empty() {
+                "another strata process"
+            } else {
+                holder
+            });
+            file.lock()?;
+        }
+        Err(fs::TryLockError::Error(e)) => return Err(e),
+    }
+    file.set_len(0)?;
+    file.rewind()?;
+    let argv: Vec<String> = std::env::args().collect();
+    writeln!(file, "pid {} ({})", std::process::id(), argv.join(" "))?;
+    Ok(OutLock { _file: file })
+}
+
+fn state_path(out_dir: &Path) -> PathBuf {
+    out_dir.join(META).join("state.json")
+}
+
+fn read_state(out_dir: &Path) -> BTreeMap<String, String> {
+    fs::read(state_path(out_dir))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+/// Brings `out/` up to date. `outputs` maps each requested target to its
+/// output (None if it failed or was skipped); `known` lists every target of
+/// the workspace, so folders of removed targets are cleaned up.
+pub fn update(
+    store: &Store,
+    out_dir: &Path,
+    outputs: &BTreeMap<String, Option<Digest>>,
+    known: &[&str],
+    _lock: &OutLock,
+) -> Result<(), String> {
+    let err =
+        |what: &str, p: &Path, e: &dyn std::fmt::Display| format!("{what} {}: {e}", p.display());
+    let mut state = read_state(out_dir);
+    // Folders we created for targets that no longer exist.
+    let gone: Vec<String> = state
+        .keys()
+        .filter(|k| !known.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    for name in gone {
+        remove_tree(&out_dir.join(&name));
+        state.remove(&name);
+    }
+    for (name, output) in outputs {
+        let dest = out_dir.join(name);
+        match output {
+            Some(digest) => {
+                let wanted = digest.to_string();
+                if state.get(name) == Some(&wanted) && dest.is_dir() {
+                    continue;
+                }
+                let staging = out_dir
+                    .join(META)
+                    .join(format!("new-{name}-{}", std::process::id()));
+                remove_tree(&staging);
+                fs::create_dir_all(&staging).map_err(|e| err("cannot create", &staging, &e))?;
+                tree::materialize(store.cas(), digest, &staging, Placement::HardLink)
+                    .map_err(|e| err("cannot write", &dest, &e))?;
+                let old = out_dir
+                    .join(META)
+                    .join(format!("old-{name}-{}", std::process::id()));
+                if fs::symlink_metadata(&dest).is_ok() {
+                    fs::rename(&dest, &old).map_err(|e| err("cannot replace", &dest, &e))?;
+                }
+                fs::rename(&staging, &dest).map_err(|e| err("cannot create", &dest, &e))?;
+                remove_tree(&old);
+                state.insert(name.clone(), wanted);
+            }
+            None => {
+                // Never leave a stale result that looks current.
+                if state.remove(name).is_some() {
+                    remove_tree(&dest);
+                }
+            }
+        }
+    }
+    let bytes = serde_json::to_vec_pretty(&state).map_err(|e| e.to_string())?;
+    strata_store::write_atomic(&out_dir.join(META), &state_path(out_dir), &bytes, 0o644)
+        .map_err(|e| e.to_string())
+}

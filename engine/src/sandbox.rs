@@ -1,0 +1,387 @@
+//! The Linux sandbox a step runs in, in the manner of Bazel's linux-sandbox
+//! and bubblewrap.
+//!
+//! `strata __sandbox [--network] EXEC_ROOT -- ARGV...` (started by the
+//! executor, never by users) enters new mount, PID, UTS, IPC and (unless
+//! `--network`) network namespaces, plus a user namespace when not root. Its
+//! child, PID 1 of the new PID namespace, builds a root on a tmpfs that holds:
+//!
+//! - `/usr`, `/etc`, `/opt` and the `/bin`, `/lib*`, `/sbin` links or folders of
+//!   the host, read-only: the toolchain;
+//! - a minimal `/dev`, a fresh `/proc` (showing only the sandbox's processes),
+//!   and `/tmp` backed by the exec root's `tmp/`;
+//! - the exec root at `/strata`, with `work/` and `deps/` read-only.
+//!
+//! It then pivots into that root and detaches the host's, so the workspace,
+//! the store and the home folder are not reachable, not even by absolute path.
+//! The new root is remounted read-only; only `$OUT`, `$HOME` and `$TMPDIR`
+//! are writable. With a network namespace only loopback exists.
+//!
+//! When the PID 1 child exits, the kernel kills everything left in the
+//! namespace, so a step cannot leave processes behind.
+
+use std::ffi::{CString, OsString};
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sched::{CloneFlags, unshare};
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Gid, Uid, chdir, execvp, fork, pivot_root, sethostname};
+
+use strata_rules::layout;
+
+/// Exit code of the helper when it could not set the sandbox up.
+pub const SETUP_FAILED: i32 = 125;
+/// The name of the hidden subcommand.
+pub const SUBCOMMAND: &str = "__sandbox";
+
+/// The arguments of the helper for one step.
+pub fn helper_args(exec_root: &Path, network: bool, argv: &[String]) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec![SUBCOMMAND.into()];
+    if network {
+        args.push("--network".into());
+    }
+    args.push(exec_root.as_os_str().to_owned());
+    args.push("--".into());
+    args.extend(argv.iter().map(OsString::from));
+    args
+}
+
+/// Entry point of `strata __sandbox ...`; never returns.
+pub fn helper_main(args: &[OsString]) -> ! {
+    let mut network = false;
+    let mut rest = args;
+    if rest.first().map(|a| a == "--network").unwrap_or(false) {
+        network = true;
+        rest = &rest[1..];
+    }
+    let (Some(exec_root), Some(sep)) = (rest.first(), rest.get(1)) else {
+        fail("usage: strata __sandbox [--network] EXEC_ROOT -- ARGV...")
+    };
+    if sep != "--" || rest.len() < 3 {
+        fail("usage: strata __sandbox [--network] EXEC_ROOT -- ARGV...");
+    }
+    let exec_root = PathBuf::from(exec_root);
+    let argv: Vec<CString> = rest[2..]
+        .iter()
+        .map(|a| {
+            CString::new(a.as_bytes()).unwrap_or_else(|_| fail("an argument contains a NUL byte"))
+        })
+        .collect();
+
+    let uid = Uid::current();
+    let gid = Gid::current();
+    let mut flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC;
+    if !network {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    if !uid.is_root() {
+        flags |= CloneFlags::CLONE_NEWUSER;
+    }
+    if let Err(e) = unshare(flags) {
+        fail(&format!("cannot create namespaces: {e}"));
+    }
+    if !uid.is_root()
+        && let Err(e) = map_ids(uid, gid)
+    {
+        fail(&format!("cannot map user ids: {e}"));
+    }
+    // SAFETY: the helper is single-threaded, so fork is sound.
+    match unsafe { fork() } {
+        Err(e) => fail(&format!("cannot fork: {e}")),
+        Ok(ForkResult::Parent { child }) => loop {
+            match waitpid(child, None) {
+                Ok(WaitStatus::Exited(_, code)) => std::process::exit(code),
+                Ok(WaitStatus::Signaled(_, sig, _)) => std::process::exit(128 + sig as i32),
+                Ok(_) => continue,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => fail(&format!("cannot wait for the step: {e}")),
+            }
+        },
+        Ok(ForkResult::Child) => {
+            // If the helper dies (strata was killed), take the step with it.
+            // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number.
+            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+            if let Err(e) = enter_root(&exec_root, network) {
+                fail(&e);
+            }
+            let err = execvp(&argv[0], &argv).unwrap_err();
+            eprintln!(
+                "strata-sandbox: cannot execute `{}`: {err}",
+                argv[0].to_string_lossy()
+            );
+            std::process::exit(127);
+        }
+    }
+}
+
+fn fail(msg: &str) -> ! {
+    eprintln!("strata-sandbox: {msg}");
+    std::process::exit(SETUP_FAILED);
+}
+
+fn map_ids(uid: Uid, gid: Gid) -> std::io::Result<()> {
+    fs::write("/proc/self/setgroups", "deny")?;
+    fs::write("/proc/self/uid_map", format!("{uid} {uid} 1"))?;
+    fs::write("/proc/self/gid_map", format!("{gid} {gid} 1"))?;
+    Ok(())
+}
+
+type Setup = Result<(), String>;
+
+fn ctx<T, E: std::fmt::Display>(
+    r: Result<T, E>,
+    what: impl FnOnce() -> String,
+) -> Result<T, String> {
+    r.map_err(|e| format!("{}: {e}", what()))
+}
+
+fn enter_root(exec_root: &Path, network: bool) -> Setup {
+    let none: Option<&str> = None;
+    ctx(
+        mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none),
+        || "cannot make mounts private".into(),
+    )?;
+    let root = exec_root
+        .parent()
+        .ok_or("exec root has no parent")?
+        .join("root");
+    ctx(fs::create_dir_all(&root), || {
+        format!("cannot create {}", root.display())
+    })?;
+    ctx(
+        mount(
+            Some("tmpfs"),
+            &root,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=0755,size=1m"),
+        ),
+        || "cannot mount the sandbox root".into(),
+    )?;
+
+    for dir in ["usr", "etc", "opt"] {
+        let host = Path::new("/").join(dir);
+        if host.is_dir() && !host.is_symlink() {
+            bind(&host, &root.join(dir), true)?;
+        }
+    }
+    for entry in ["bin", "sbin", "lib", "lib32", "lib64", "libx32"] {
+        let host = Path::new("/").join(entry);
+        if let Ok(target) = fs::read_link(&host) {
+            ctx(
+                std::os::unix::fs::symlink(&target, root.join(entry)),
+                || format!("cannot link /{entry}"),
+            )?;
+        } else if host.is_dir() {
+            bind(&host, &root.join(entry), true)?;
+        }
+    }
+    make_dev(&root)?;
+
+    let proc_dir = root.join("proc");
+    mkdir(&proc_dir)?;
+    ctx(
+        mount(
+            Some("proc"),
+            &proc_dir,
+            Some("proc"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            none,
+        ),
+        || "cannot mount /proc".into(),
+    )?;
+    bind(&exec_root.join(layout::TMP), &root.join("tmp"), false)?;
+    let strata = root.join(layout::EXEC_ROOT.trim_start_matches('/'));
+    bind(exec_root, &strata, false)?;
+    for ro in [layout::WORK, layout::DEPS] {
+        let p = strata.join(ro);
+        bind(&p, &p, true)?;
+    }
+
+    ctx(sethostname("strata"), || "cannot set the host name".into())?;
+    if !network {
+        loopback_up()?;
+    }
+
+    let old = root.join(".old-root");
+    mkdir(&old)?;
+    ctx(chdir(&root), || "cannot enter the sandbox root".into())?;
+    ctx(pivot_root(".", ".old-root"), || {
+        "cannot pivot into the sandbox root".into()
+    })?;
+    ctx(chdir("/"), || "cannot enter /".into())?;
+    ctx(umount2("/.old-root", MntFlags::MNT_DETACH), || {
+        "cannot detach the host root".into()
+    })?;
+    ctx(fs::remove_dir("/.old-root"), || {
+        "cannot remove the old root mount point".into()
+    })?;
+    ctx(
+        mount(
+            none,
+            "/",
+            none,
+            MsFlags::MS_REMOUNT
+                | MsFlags::MS_BIND
+                | MsFlags::MS_RDONLY
+                | MsFlags::MS_NOSUID
+                | MsFlags::MS_NODEV,
+            none,
+        ),
+        || "cannot make the sandbox root read-only".into(),
+    )?;
+    let work = format!("{}/{}", layout::EXEC_ROOT, layout::WORK);
+    ctx(chdir(work.as_str()), || format!("cannot enter {work}"))?;
+    Ok(())
+}
+
+fn mkdir(p: &Path) -> Setup {
+    ctx(fs::create_dir_all(p), || {
+        format!("cannot create {}", p.display())
+    })
+}
+
+/// Bind-mounts `src` at `dst` (created as needed), read-only if asked,
+/// keeping the flags the kernel locks on the source mount.
+fn bind(src: &Path, dst: &Path, read_only: bool) -> Setup {
+    let none: Option<&str> = None;
+    if src.is_dir() {
+        mkdir(dst)?;
+    } else if !dst.exists() {
+        ctx(fs::write(dst, b""), || {
+            format!("cannot create {}", dst.display())
+        })?;
+    }
+    ctx(
+        mount(
+            Some(src),
+            dst,
+            none,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            none,
+        ),
+        || format!("cannot bind {} to {}", src.display(), dst.display()),
+    )?;
+    if read_only {
+        let locked = locked_flags(src);
+        ctx(
+            mount(
+                none,
+                dst,
+                none,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | locked,
+                none,
+            ),
+            || format!("cannot make {} read-only", dst.display()),
+        )?;
+    }
+    Ok(())
+}
+
+/// Flags of the mount holding `p` that an unprivileged remount must keep.
+fn locked_flags(p: &Path) -> MsFlags {
+    use nix::sys::statvfs::{FsFlags, statvfs};
+    let Ok(st) = statvfs(p) else {
+        return MsFlags::empty();
+    };
+    let f = st.flags();
+    let mut out = MsFlags::empty();
+    for (from, to) in [
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ] {
+        if f.contains(from) {
+            out |= to;
+        }
+    }
+    out
+}
+
+fn make_dev(root: &Path) -> Setup {
+    let dev = root.join("dev");
+    mkdir(&dev)?;
+    ctx(
+        mount(
+            Some("tmpfs"),
+            &dev,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            Some("mode=0755,size=64k"),
+        ),
+        || "cannot mount /dev".into(),
+    )?;
+    for node in ["null", "zero", "full", "random", "urandom", "tty"] {
+        let host = Path::new("/dev").join(node);
+        if host.exists() {
+            bind(&host, &dev.join(node), false)?;
+        }
+    }
+    for (link, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        ctx(std::os::unix::fs::symlink(target, dev.join(link)), || {
+            format!("cannot link /dev/{link}")
+        })?;
+    }
+    let shm = dev.join("shm");
+    mkdir(&shm)?;
+    ctx(
+        mount(
+            Some("tmpfs"),
+            &shm,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=1777"),
+        ),
+        || "cannot mount /dev/shm".into(),
+    )
+}
+
+/// Brings up `lo` in the new network namespace, so steps can still talk to
+/// themselves over 127.0.0.1.
+fn loopback_up() -> Setup {
+    // SAFETY: plain socket/ioctl calls on a zeroed ifreq with a NUL-terminated name.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(format!(
+                "cannot open a socket: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        for (i, b) in b"lo\0".iter().enumerate() {
+            ifr.ifr_name[i] = *b as libc::c_char;
+        }
+        let mut result = Ok(());
+        if libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr) < 0 {
+            result = Err(format!(
+                "cannot read loopback flags: {}",
+                std::io::Error::last_os_error()
+            ));
+        } else {
+            ifr.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+            if libc::ioctl(fd, libc::SIOCSIFFLAGS, &ifr) < 0 {
+                result = Err(format!(
+                    "cannot bring loopback up: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+        }
+        libc::close(fd);
+        result
+    }
+}

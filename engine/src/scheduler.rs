@@ -1,0 +1,355 @@
+//! Runs the planned targets in dependency order, up to `jobs` at a time.
+//!
+//! Each target, once its dependencies are done, is keyed (with their output
+//! digests), looked up in the action cache, and executed on a miss. The loop
+//! is the only place that decides what runs next; tasks only report.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use petgraph::graph::NodeIndex;
+use strata_rules::run::RunStep;
+use strata_store::{Digest, Store, tree};
+use tokio::sync::OnceCell;
+use tokio::task::JoinSet;
+
+use crate::exec::{self, Isolation, StepFailure, StepRequest};
+use crate::inputs::SourceFile;
+use crate::key::{self, KeyedAction};
+
+/// What happened to one target.
+#[derive(Debug)]
+pub enum Outcome {
+    Executed {
+        key: Digest,
+        output: Digest,
+    },
+    Cached {
+        key: Digest,
+        output: Digest,
+    },
+    Failed {
+        key: Option<Digest>,
+        failure: StepFailure,
+    },
+    Skipped,
+}
+
+impl Outcome {
+    pub fn output(&self) -> Option<Digest> {
+        match self {
+            Outcome::Executed { output, .. } | Outcome::Cached { output, .. } => Some(*output),
+            _ => None,
+        }
+    }
+}
+
+/// Progress notifications; the CLI renders them.
+pub trait Observer: Send + Sync {
+    fn planned(&self, _total: usize) {}
+    fn started(&self, _target: &str) {}
+    fn finished(&self, _target: &str, _outcome: &Outcome, _elapsed: Duration) {}
+    fn warn(&self, _message: &str) {}
+}
+
+/// One target as the scheduler sees it.
+pub struct Job {
+    pub name: String,
+    pub step: RunStep,
+    pub sources: Vec<SourceFile>,
+    /// Dependency names and nodes, in declaration order.
+    pub deps: Vec<(String, NodeIndex)>,
+    pub dependents: Vec<NodeIndex>,
+}
+
+pub struct Settings {
+    pub jobs: usize,
+    pub keep_going: bool,
+    pub no_cache: bool,
+    pub workspace_tag: String,
+}
+
+struct Shared {
+    store: Store,
+    settings: Settings,
+    isolation: OnceCell<Isolation>,
+    observer: Arc<dyn Observer>,
+}
+
+/// The result of running the graph.
+pub struct Run {
+    pub outcomes: BTreeMap<NodeIndex, Outcome>,
+    pub interrupted: bool,
+    pub isolation: Option<Isolation>,
+}
+
+/// Runs `jobs` (keyed by node, `order` topological) and returns every outcome.
+pub async fn run(
+    store: Store,
+    settings: Settings,
+    jobs: BTreeMap<NodeIndex, Job>,
+    order: Vec<NodeIndex>,
+    observer: Arc<dyn Observer>,
+) -> Run {
+    let shared = Arc::new(Shared {
+        store,
+        settings,
+        isolation: OnceCell::new(),
+        observer,
+    });
+    let mut waiting: BTreeMap<NodeIndex, usize> =
+        order.iter().map(|n| (*n, jobs[n].deps.len())).collect();
+    let mut ready: VecDeque<NodeIndex> =
+        order.iter().copied().filter(|n| waiting[n] == 0).collect();
+    let mut outcomes: BTreeMap<NodeIndex, Outcome> = BTreeMap::new();
+    let mut running: JoinSet<(NodeIndex, Outcome, Duration)> = JoinSet::new();
+    let mut stop = false;
+    let mut interrupted = false;
+    shared.observer.planned(order.len());
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+
+    loop {
+        while !stop && running.len() < shared.settings.jobs.max(1) {
+            let Some(n) = ready.pop_front() else { break };
+            let job = &jobs[&n];
+            let deps: Vec<(String, Digest)> = job
+                .deps
+                .iter()
+                .map(|(name, d)| {
+                    (
+                        name.clone(),
+                        outcomes[d].output().expect("dependencies succeeded"),
+                    )
+                })
+                .collect();
+            let task = Task {
+                name: job.name.clone(),
+                step: job.step.clone(),
+                sources: job.sources.clone(),
+                deps,
+            };
+            let shared = shared.clone();
+            running.spawn(async move {
+                let t0 = Instant::now();
+                let outcome = task.run(&shared).await;
+                (n, outcome, t0.elapsed())
+            });
+        }
+        if running.is_empty() {
+            break;
+        }
+        tokio::select! {
+            joined = running.join_next() => {
+                let Some(joined) = joined else { continue };
+                let (n, outcome, elapsed) = match joined {
+                    Ok(r) => r,
+                    Err(e) if e.is_cancelled() => continue,
+                    Err(e) => std::panic::resume_unwind(e.into_panic()),
+                };
+                shared.observer.finished(&jobs[&n].name, &outcome, elapsed);
+                let ok = outcome.output().is_some();
+                outcomes.insert(n, outcome);
+                if ok {
+                    for d in &jobs[&n].dependents {
+                        if let Some(w) = waiting.get_mut(d) {
+                            *w -= 1;
+                            if *w == 0 {
+                                ready.push_back(*d);
+                            }
+                        }
+                    }
+                } else if !shared.settings.keep_going {
+                    stop = true;
+                }
+            }
+            _ = &mut ctrl_c => {
+                interrupted = true;
+                // Dropping the tasks kills their process groups.
+                running.abort_all();
+                while running.join_next().await.is_some() {}
+                break;
+            }
+        }
+    }
+    for n in order {
+        outcomes.entry(n).or_insert(Outcome::Skipped);
+    }
+    Run {
+        outcomes,
+        interrupted,
+        isolation: shared.isolation.get().cloned(),
+    }
+}
+
+struct Task {
+    name: String,
+    step: RunStep,
+    sources: Vec<SourceFile>,
+    deps: Vec<(String, Digest)>,
+}
+
+impl Task {
+    async fn run(self, shared: &Shared) -> Outcome {
+        let function = shared.store.function();
+        let keyed = key::key(
+            function,
+            &self.name,
+            self.step.clone(),
+            &self.sources,
+            &self.deps,
+        );
+        let key = keyed.key;
+        if !shared.settings.no_cache {
+            let store = shared.store.clone();
+            let hit = tokio::task::spawn_blocking(move || cached_output(&store, &key))
+                .await
+                .ok()
+                .flatten();
+            if let Some(output) = hit {
+                return Outcome::Cached { key, output };
+            }
+        }
+        shared.observer.started(&self.name);
+        match self.execute(shared, keyed).await {
+            Ok(output) => Outcome::Executed { key, output },
+            Err(failure) => Outcome::Failed {
+                key: Some(key),
+                failure,
+            },
+        }
+    }
+
+    async fn execute(&self, shared: &Shared, keyed: KeyedAction) -> Result<Digest, StepFailure> {
+        let fail = |failure: exec::Failure| StepFailure {
+            failure,
+            stdout: String::new(),
+            stderr: String::new(),
+            scratch: None,
+        };
+        keyed
+            .store(shared.store.cas())
+            .map_err(|e| fail(exec::Failure::Store(e)))?;
+        let isolation = shared
+            .isolation
+            .get_or_init(|| async {
+                let iso = probe_isolation(&shared.store).await;
+                if let Isolation::Unsandboxed { reason } = &iso {
+                    shared.observer.warn(&format!("steps run without a sandbox (they can see the whole file system and the network): {reason}"));
+                }
+                iso
+            })
+            .await;
+        let scratch_name = format!(
+            "{}-{}-{}",
+            shared.settings.workspace_tag,
+            self.name,
+            std::process::id()
+        );
+        remove_stale_scratch(
+            &shared.store,
+            &format!("{}-{}-", shared.settings.workspace_tag, self.name),
+        );
+        let success = exec::run(StepRequest {
+            scratch_name,
+            step: &keyed.step,
+            sources: &self.sources,
+            deps: &self.deps,
+            store: &shared.store,
+            isolation,
+        })
+        .await?;
+        shared
+            .store
+            .action_cache()
+            .put(&keyed.key, &success.result)
+            .map_err(|e| fail(exec::Failure::Store(e)))?;
+        Ok(success.output)
+    }
+}
+
+/// The output of a cached action, if its whole output tree is still stored.
+fn cached_output(store: &Store, key: &Digest) -> Option<Digest> {
+    let result = store.action_cache().get(key).ok()??;
+    let dir = result.output_directories.first()?;
+    let output = Digest::from_proto(dir.root_directory_digest.as_ref()?)?;
+    tree::first_missing(store.cas(), &output)
+        .is_none()
+        .then_some(output)
+}
+
+/// Removes scratch folders of earlier runs of a target whose process is gone
+/// (kept failures, or leftovers of a killed build).
+fn remove_stale_scratch(store: &Store, prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(store.scratch_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(prefix)) else {
+            continue;
+        };
+        let Ok(pid) = rest.parse::<i32>() else {
+            continue;
+        };
+        let alive = pid == std::process::id() as i32
+            || nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
+        if !alive {
+            exec::remove_tree(&e.path());
+        }
+    }
+}
+
+/// Decides once per build whether steps can run in namespaces here.
+async fn probe_isolation(store: &Store) -> Isolation {
+    if std::env::var("STRATA_SANDBOX").is_ok_and(|v| v == "off") {
+        return Isolation::Unsandboxed {
+            reason: "disabled by STRATA_SANDBOX=off".into(),
+        };
+    }
+    let helper = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => {
+            return Isolation::Unsandboxed {
+                reason: format!("cannot find the strata binary: {e}"),
+            };
+        }
+    };
+    let probe = store
+        .scratch_dir()
+        .join(format!("probe-{}", std::process::id()));
+    let exec_root = probe.join("exec");
+    for sub in [
+        strata_rules::layout::WORK,
+        strata_rules::layout::DEPS,
+        strata_rules::layout::OUT,
+        strata_rules::layout::HOME,
+        strata_rules::layout::TMP,
+    ] {
+        let _ = std::fs::create_dir_all(exec_root.join(sub));
+    }
+    let out = tokio::process::Command::new(&helper)
+        .args(crate::sandbox::helper_args(
+            &exec_root,
+            false,
+            &["/bin/sh".into(), "-c".into(), "exit 0".into()],
+        ))
+        .env_clear()
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await;
+    exec::remove_tree(&probe);
+    match out {
+        Ok(o) if o.status.success() => Isolation::Sandbox { helper },
+        Ok(o) => Isolation::Unsandboxed {
+            reason: String::from_utf8_lossy(&o.stderr)
+                .trim()
+                .trim_start_matches("strata-sandbox: ")
+                .to_string(),
+        },
+        Err(e) => Isolation::Unsandboxed {
+            reason: format!("cannot start the sandbox helper: {e}"),
+        },
+    }
+}

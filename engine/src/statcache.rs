@@ -1,0 +1,238 @@
+//! A persistent cache of file digests keyed by stat data, so a no-op build
+//! does not re-read source contents.
+//!
+//! An entry is trusted only if device, inode, size, mtime and ctime all match
+//! and the file's mtime is strictly older than the second the entry was
+//! recorded in: a file modified in that same second may have changed again
+//! without its mtime moving (the "racy git" problem), so it counts as dirty.
+
+use std::collections::HashMap;
+use std::fs::{self, Metadata};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use strata_store::{Digest, DigestFunction, write_atomic};
+
+const MAGIC: &[u8; 8] = b"STATC001";
+/// Untouched entries kept across builds, beyond those used by this build.
+const MAX_ENTRIES: usize = 1_000_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stat {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_s: i64,
+    mtime_ns: i64,
+    ctime_s: i64,
+    ctime_ns: i64,
+}
+
+impl Stat {
+    fn of(m: &Metadata) -> Stat {
+        Stat {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime_s: m.mtime(),
+            mtime_ns: m.mtime_nsec(),
+            ctime_s: m.ctime(),
+            ctime_ns: m.ctime_nsec(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    stat: Stat,
+    recorded_s: i64,
+    hash: [u8; 32],
+    touched: bool,
+}
+
+/// The stat cache of one workspace and digest function.
+pub struct StatCache {
+    path: PathBuf,
+    tmp: PathBuf,
+    entries: HashMap<PathBuf, Entry>,
+    changed: bool,
+}
+
+fn now_s() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl StatCache {
+    /// Loads the cache at `path`; a missing or unreadable cache is empty.
+    pub fn load(path: PathBuf, tmp: PathBuf) -> StatCache {
+        let entries = fs::read(&path)
+            .ok()
+            .and_then(|b| decode(&b))
+            .unwrap_or_default();
+        StatCache {
+            path,
+            tmp,
+            entries,
+            changed: false,
+        }
+    }
+
+    /// The cached digest of `path`, if the entry still describes the file.
+    pub fn lookup(&self, path: &Path, meta: &Metadata) -> Option<Digest> {
+        let e = self.entries.get(path)?;
+        (e.stat == Stat::of(meta) && meta.mtime() < e.recorded_s)
+            .then(|| Digest::new(e.hash, meta.size()))
+    }
+
+    /// Marks an entry as used by this build without changing it.
+    pub fn touch(&mut self, path: &Path) {
+        if let Some(e) = self.entries.get_mut(path) {
+            e.touched = true;
+        }
+    }
+
+    pub fn record(&mut self, path: PathBuf, meta: &Metadata, digest: Digest) {
+        self.entries.insert(
+            path,
+            Entry {
+                stat: Stat::of(meta),
+                recorded_s: now_s(),
+                hash: digest.hash,
+                touched: true,
+            },
+        );
+        self.changed = true;
+    }
+
+    /// Writes the cache back atomically, if anything changed.
+    pub fn save(&mut self) -> std::io::Result<()> {
+        if !self.changed {
+            return Ok(());
+        }
+        if self.entries.len() > MAX_ENTRIES {
+            self.entries.retain(|_, e| e.touched);
+        }
+        let bytes = encode(&self.entries);
+        write_atomic(&self.tmp, &self.path, &bytes, 0o644).map_err(std::io::Error::other)?;
+        self.changed = false;
+        Ok(())
+    }
+}
+
+/// Hashes `path`, using and updating nothing; for callers outside a cache.
+pub fn hash(function: DigestFunction, path: &Path) -> std::io::Result<Digest> {
+    function.of_reader(fs::File::open(path)?)
+}
+
+fn encode(entries: &HashMap<PathBuf, Entry>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + entries.len() * 120);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&(entries.len() as u64).to_le_bytes());
+    for (path, e) in entries {
+        let p = path.as_os_str().as_bytes();
+        out.extend_from_slice(&(p.len() as u32).to_le_bytes());
+        out.extend_from_slice(p);
+        for v in [e.stat.dev, e.stat.ino, e.stat.size] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        for v in [
+            e.stat.mtime_s,
+            e.stat.mtime_ns,
+            e.stat.ctime_s,
+            e.stat.ctime_ns,
+            e.recorded_s,
+        ] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.extend_from_slice(&e.hash);
+    }
+    out
+}
+
+fn decode(b: &[u8]) -> Option<HashMap<PathBuf, Entry>> {
+    let mut r = Reader { b, pos: 0 };
+    if r.take(8)? != MAGIC {
+        return None;
+    }
+    let n = r.u64()? as usize;
+    let mut entries = HashMap::with_capacity(n.min(MAX_ENTRIES));
+    for _ in 0..n {
+        let len = u32::from_le_bytes(r.take(4)?.try_into().ok()?) as usize;
+        let path = PathBuf::from(std::ffi::OsString::from_vec(r.take(len)?.to_vec()));
+        let stat = Stat {
+            dev: r.u64()?,
+            ino: r.u64()?,
+            size: r.u64()?,
+            mtime_s: r.u64()? as i64,
+            mtime_ns: r.u64()? as i64,
+            ctime_s: r.u64()? as i64,
+            ctime_ns: r.u64()? as i64,
+        };
+        let recorded_s = r.u64()? as i64;
+        let hash: [u8; 32] = r.take(32)?.try_into().ok()?;
+        entries.insert(
+            path,
+            Entry {
+                stat,
+                recorded_s,
+                hash,
+                touched: false,
+            },
+        );
+    }
+    Some(entries)
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+    pos: usize,
+}
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Option<&[u8]> {
+        let end = self.pos.checked_add(n)?;
+        let s = self.b.get(self.pos..end)?;
+        self.pos = end;
+        Some(s)
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_survive_a_round_trip_and_fresh_files_are_dirty() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("a.txt");
+        fs::write(&f, "hello").unwrap();
+        let meta = fs::metadata(&f).unwrap();
+        let digest = DigestFunction::Blake3.of_bytes(b"hello");
+        let mut c = StatCache::load(d.path().join("cache"), d.path().to_path_buf());
+        c.record(f.clone(), &meta, digest);
+        // Written within the current second: not trusted yet.
+        assert_eq!(c.lookup(&f, &meta), None);
+        c.save().unwrap();
+        // Pretend it was recorded later than the file's mtime.
+        let mut c = StatCache::load(d.path().join("cache"), d.path().to_path_buf());
+        c.entries.get_mut(&f).unwrap().recorded_s = meta.mtime() + 5;
+        assert_eq!(c.lookup(&f, &meta), Some(digest));
+        // A different size (or inode, or time) invalidates it.
+        fs::write(&f, "hello!").unwrap();
+        assert_eq!(c.lookup(&f, &fs::metadata(&f).unwrap()), None);
+    }
+
+    #[test]
+    fn garbage_is_an_empty_cache() {
+        assert!(decode(b"STATC001\xff\xff\xff\xff\xff\xff\xff\xff").is_none());
+        assert!(decode(b"nonsense").is_none());
+    }
+}

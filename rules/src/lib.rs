@@ -1,0 +1,12 @@
+//! Rule kinds: typed parameters turned into actions.
+//!
+//! A rule knows what its step needs (command, environment, outputs, network)
+//! and how that enters a key; it knows nothing of YAML, files on disk or how a
+//! step is executed. The engine loads parameters from BUILD.yaml, builds the
+//! input root, and executes what a rule describes.
+
+pub mod layout;
+pub mod run;
+mod text;
+
+pub use text::Text;

@@ -1,0 +1,266 @@
+//! The `run` rule: a command in a sandbox that sees only its declared inputs.
+
+use std::collections::BTreeMap;
+
+use strata_store::reapi;
+use strata_store::{Digest, DigestFunction};
+
+use crate::Text;
+use crate::layout;
+
+/// Version of the key encoding of `run`. Bump it when the meaning of a key
+/// changes, so old cache entries are not reused with new semantics.
+const RUN_SALT: &[u8] = b"strata/run/v1";
+const FIXED_OUTPUT_SALT: &[u8] = b"strata/fixed-output/v1";
+
+/// What the step executes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Program {
+    /// `cmd:` run by `/bin/sh -c`.
+    Shell(Text),
+    /// `argv:` run directly, without a shell.
+    Argv(Vec<Text>),
+}
+
+/// The declared output digest of a fixed-output step, `<function>:<hex>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FixedOutput {
+    pub function: DigestFunction,
+    pub hash: [u8; 32],
+}
+
+impl FixedOutput {
+    /// Parses `blake3:<64 hex>` or `sha256:<64 hex>`.
+    pub fn parse(s: &str) -> Result<FixedOutput, String> {
+        let (f, hex) = s.split_once(':').ok_or_else(|| {
+            "expected `<function>:<hex>`, for example `blake3:` followed by 64 hex digits"
+                .to_string()
+        })?;
+        let function: DigestFunction = f.parse()?;
+        let d = Digest::from_hex(hex, 0)
+            .ok_or_else(|| format!("`{hex}` is not 64 lower-case hex digits"))?;
+        Ok(FixedOutput {
+            function,
+            hash: d.hash,
+        })
+    }
+
+    pub fn matches(&self, function: DigestFunction, digest: &Digest) -> bool {
+        self.function == function && self.hash == digest.hash
+    }
+}
+
+impl std::fmt::Display for FixedOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.function, hex_of(&self.hash))
+    }
+}
+
+fn hex_of(bytes: &[u8; 32]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Typed parameters of a `run` target, after interpolation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunParams {
+    pub program: Program,
+    pub env: BTreeMap<String, Text>,
+    /// Declared outputs relative to `$OUT`; a trailing `/` marks a folder.
+    pub outs: Vec<String>,
+    pub network: bool,
+    pub fixed_output: Option<FixedOutput>,
+    /// The value of SOURCE_DATE_EPOCH the step gets.
+    pub source_date_epoch: String,
+}
+
+/// A `run` step ready to be keyed and executed.
+#[derive(Clone, Debug)]
+pub struct RunStep {
+    /// The command as it enters the key and the store (secrets hashed).
+    pub keyed_command: reapi::Command,
+    /// Arguments and environment as the step receives them.
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// Output paths relative to `$OUT`, without trailing `/`.
+    pub outs: Vec<String>,
+    /// For each output, whether it was declared as a folder (trailing `/`).
+    pub declared_dirs: Vec<bool>,
+    pub network: bool,
+    pub fixed_output: Option<FixedOutput>,
+}
+
+impl RunParams {
+    /// Whether the step may reach the network: declared, or implied by a
+    /// declared output digest (a fixed-output step, as in Nix).
+    pub fn network_allowed(&self) -> bool {
+        self.network || self.fixed_output.is_some()
+    }
+
+    pub fn step(&self) -> RunStep {
+        let (argv, keyed_argv): (Vec<String>, Vec<String>) = match &self.program {
+            Program::Shell(cmd) => (
+                vec!["/bin/sh".into(), "-c".into(), cmd.actual.clone()],
+                vec!["/bin/sh".into(), "-c".into(), cmd.keyed.clone()],
+            ),
+            Program::Argv(args) => args
+                .iter()
+                .map(|a| (a.actual.clone(), a.keyed.clone()))
+                .unzip(),
+        };
+        // Fixed variables first; declared ones may not override them (the
+        // loader refuses that), so the map below holds each name once.
+        let mut env: BTreeMap<String, Text> = BTreeMap::new();
+        for (name, value) in [
+            ("PATH", layout::PATH.to_string()),
+            ("HOME", layout::in_sandbox(layout::HOME)),
+            ("TMPDIR", layout::in_sandbox(layout::TMP)),
+            ("LANG", "C.UTF-8".to_string()),
+            ("TZ", "UTC".to_string()),
+            ("SOURCE_DATE_EPOCH", self.source_date_epoch.clone()),
+            ("OUT", layout::in_sandbox(layout::OUT)),
+            ("DEPS", layout::in_sandbox(layout::DEPS)),
+        ] {
+            env.insert(name.to_string(), Text::plain(value));
+        }
+        for (k, v) in &self.env {
+            env.insert(k.clone(), v.clone());
+        }
+        let outs: Vec<String> = self
+            .outs
+            .iter()
+            .map(|o| o.trim_end_matches('/').to_string())
+            .collect();
+        let keyed_command = reapi::Command {
+            arguments: keyed_argv,
+            environment_variables: env
+                .iter()
+                .map(|(k, v)| reapi::EnvironmentVariable {
+                    name: k.clone(),
+                    value: v.keyed.clone(),
+                })
+                .collect(),
+            platform: None,
+            working_directory: layout::WORK.to_string(),
+            output_paths: outs
+                .iter()
+                .map(|o| format!("{}/{o}", layout::OUT))
+                .collect(),
+        };
+        RunStep {
+            keyed_command,
+            argv,
+            env: env.into_iter().map(|(k, v)| (k, v.actual)).collect(),
+            outs,
+            declared_dirs: self.outs.iter().map(|o| o.ends_with('/')).collect(),
+            network: self.network_allowed(),
+            fixed_output: self.fixed_output.clone(),
+        }
+    }
+
+    /// Names of environment variables a declaration may not set, because the
+    /// sandbox owns them.
+    pub const RESERVED_ENV: &'static [&'static str] =
+        &["PATH", "HOME", "TMPDIR", "OUT", "DEPS", "SOURCE_DATE_EPOCH"];
+}
+
+impl RunStep {
+    /// The action whose digest is the step's key.
+    ///
+    /// A normal step is keyed by its command and input root (which holds the
+    /// sources' digests and the dependencies' *output* digests). A
+    /// fixed-output step is keyed by its target name and declared digest
+    /// only: how the bytes are fetched does not matter, only what they are.
+    pub fn action(
+        &self,
+        target: &str,
+        command_digest: Digest,
+        input_root: Digest,
+    ) -> reapi::Action {
+        let prop = |name: &str, value: &str| reapi::Property {
+            name: name.to_string(),
+            value: value.to_string(),
+        };
+        match &self.fixed_output {
+            Some(fixed) => reapi::Action {
+                salt: FIXED_OUTPUT_SALT.to_vec(),
+                platform: Some(reapi::Platform {
+                    properties: vec![
+                        prop("strata.output_digest", &fixed.to_string()),
+                        prop("strata.rule", "run"),
+                        prop("strata.target", target),
+                    ],
+                }),
+                ..Default::default()
+            },
+            None => reapi::Action {
+                command_digest: Some(command_digest.to_proto()),
+                input_root_digest: Some(input_root.to_proto()),
+                salt: RUN_SALT.to_vec(),
+                platform: Some(reapi::Platform {
+                    properties: vec![
+                        prop(
+                            "strata.network",
+                            if self.network { "true" } else { "false" },
+                        ),
+                        prop("strata.rule", "run"),
+                    ],
+                }),
+                ..Default::default()
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params() -> RunParams {
+        RunParams {
+            program: Program::Shell(Text::plain("echo hi > $OUT/a")),
+            env: BTreeMap::new(),
+            outs: vec!["a".into()],
+            network: false,
+            fixed_output: None,
+            source_date_epoch: "0".into(),
+        }
+    }
+
+    #[test]
+    fn secrets_never_reach_the_keyed_command() {
+        let mut p = params();
+        p.env.insert(
+            "TOKEN".into(),
+            Text {
+                actual: "hunter2".into(),
+                keyed: "<secret TOKEN blake3:abcd>".into(),
+            },
+        );
+        let step = p.step();
+        let encoded = prost::Message::encode_to_vec(&step.keyed_command);
+        assert!(!String::from_utf8_lossy(&encoded).contains("hunter2"));
+        assert!(step.env.contains(&("TOKEN".into(), "hunter2".into())));
+    }
+
+    #[test]
+    fn network_enters_the_action() {
+        let d = DigestFunction::Blake3.of_bytes(b"");
+        let off = params().step().action("t", d, d);
+        let mut p = params();
+        p.network = true;
+        let on = p.step().action("t", d, d);
+        assert_ne!(off, on);
+    }
+
+    #[test]
+    fn fixed_output_key_ignores_the_command() {
+        let d = DigestFunction::Blake3.of_bytes(b"");
+        let mut a = params();
+        a.fixed_output = Some(FixedOutput::parse(&format!("blake3:{}", "ab".repeat(32))).unwrap());
+        let mut b = a.clone();
+        b.program = Program::Shell(Text::plain("curl something else"));
+        let (sa, sb) = (a.step(), b.step());
+        assert_eq!(sa.action("t", d, d), sb.action("t", d, d));
+        assert_ne!(sa.action("t", d, d), sa.action("u", d, d));
+    }
+}

@@ -1,0 +1,147 @@
+//! Argument parsing and dispatch.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use strata_engine::build::{self, BuildError, BuildOptions};
+use strata_engine::load::LoadOptions;
+
+use crate::{progress, report};
+
+/// Exit codes: 0 success, 1 a failed build, 2 bad usage or configuration.
+pub const EXIT_FAILED: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+
+#[derive(Parser)]
+#[command(
+    name = "strata",
+    version,
+    about = "A declarative, content-addressed build engine"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build targets (default: every target of ./BUILD.yaml).
+    Build(BuildArgs),
+    /// Remove the output folder (`out/`); the store is never touched.
+    Clean {
+        #[arg(short = 'f', long = "file", default_value = "BUILD.yaml")]
+        file: PathBuf,
+        #[arg(long = "out-dir")]
+        out_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(clap::Args)]
+struct BuildArgs {
+    /// Targets to build, with their dependencies.
+    targets: Vec<String>,
+    /// The BUILD file.
+    #[arg(short = 'f', long = "file", default_value = "BUILD.yaml")]
+    file: PathBuf,
+    /// Steps run at once (default: number of cores).
+    #[arg(short = 'j', long = "jobs")]
+    jobs: Option<usize>,
+    /// Build everything not downstream of a failure.
+    #[arg(short = 'k', long = "keep-going")]
+    keep_going: bool,
+    /// Run every step even if cached (results are still recorded).
+    #[arg(long = "no-cache")]
+    no_cache: bool,
+    /// The store folder (default: $STRATA_STORE, $XDG_CACHE_HOME/strata or ~/.cache/strata).
+    #[arg(long = "store")]
+    store: Option<PathBuf>,
+    /// Where outputs are materialized (default: out/ beside the BUILD file).
+    #[arg(long = "out-dir")]
+    out_dir: Option<PathBuf>,
+    /// Set or override a variable: --var name=value (repeatable).
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    vars: Vec<String>,
+    /// Print one JSON document on stdout instead of the human summary.
+    #[arg(long = "json")]
+    json: bool,
+}
+
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Build(args) => build_command(args),
+        Command::Clean { file, out_dir } => clean_command(file, out_dir),
+    }
+}
+
+fn build_command(args: BuildArgs) -> ExitCode {
+    let mut var_overrides = Vec::new();
+    for v in &args.vars {
+        match v.split_once('=') {
+            Some((name, value)) if strata_engine::load::is_var_name(name) => {
+                var_overrides.push((name.to_string(), value.to_string()))
+            }
+            _ => return report::usage_error(&format!("--var expects NAME=VALUE, got `{v}`")),
+        }
+    }
+    if args.jobs == Some(0) {
+        return report::usage_error("-j must be at least 1");
+    }
+    let jobs = args.jobs.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let opts = BuildOptions {
+        build_file: args.file,
+        targets: args.targets,
+        jobs,
+        keep_going: args.keep_going,
+        no_cache: args.no_cache,
+        store_dir: args.store.unwrap_or_else(build::default_store_dir),
+        out_dir: args.out_dir.map(absolute),
+        load: LoadOptions { var_overrides },
+    };
+    let observer = Arc::new(progress::Progress::new(args.json));
+    let result = build::build(&opts, observer.clone());
+    observer.finish();
+    match result {
+        Ok(r) => report::build_report(&r, args.json),
+        Err(BuildError::Config(errors)) => report::config_errors(errors),
+        Err(BuildError::Usage(msg)) => report::usage_error(&msg),
+        Err(BuildError::Environment(msg)) => report::failure(&msg),
+    }
+}
+
+fn clean_command(file: PathBuf, out_dir: Option<PathBuf>) -> ExitCode {
+    let out_dir = match out_dir {
+        Some(d) => absolute(d),
+        None => {
+            let file = absolute(file);
+            file.parent()
+                .map(|p| p.join("out"))
+                .unwrap_or_else(|| PathBuf::from("out"))
+        }
+    };
+    if !out_dir.exists() {
+        return ExitCode::SUCCESS;
+    }
+    let lock = strata_engine::materialize::lock(&out_dir, |holder| {
+        eprintln!("waiting for {} (locked by {holder})", out_dir.display())
+    });
+    if let Err(e) = lock {
+        return report::failure(&format!("cannot lock {}: {e}", out_dir.display()));
+    }
+    strata_engine::exec::remove_tree(&out_dir);
+    if out_dir.exists() {
+        return report::failure(&format!("cannot remove {}", out_dir.display()));
+    }
+    println!("removed {}", out_dir.display());
+    ExitCode::SUCCESS
+}
+
+fn absolute(p: PathBuf) -> PathBuf {
+    std::path::absolute(&p).unwrap_or(p)
+}

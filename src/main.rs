@@ -1,0 +1,19 @@
+//! `strata`: the command line. It parses arguments and prints; the work is
+//! done by `strata-engine`.
+
+mod cli;
+mod progress;
+mod report;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args
+        .get(1)
+        .is_some_and(|a| a == strata_engine::sandbox::SUBCOMMAND)
+    {
+        strata_engine::sandbox::helper_main(&args[2..]);
+    }
+    cli::run()
+}

@@ -1,0 +1,114 @@
+//! What the user sees after a build: the summary, the JSON document, and
+//! failures with their logs and diagnostics.
+
+use std::process::ExitCode;
+
+use strata_engine::build::{BuildReport, Status};
+use strata_engine::load::ConfigError;
+
+use crate::cli::{EXIT_FAILED, EXIT_USAGE};
+
+pub fn build_report(r: &BuildReport, json: bool) -> ExitCode {
+    for t in r.targets.iter().filter(|t| t.status == Status::Failed) {
+        let Some(f) = &t.failure else { continue };
+        match &t.diagnostic {
+            Some(d) => eprintln!("{:?}", miette::Report::new(clone_diag(d))),
+            None => eprintln!("error: target `{}` failed: {}", t.name, f.failure),
+        }
+        for (name, text) in [("stdout", &f.stdout), ("stderr", &f.stderr)] {
+            if !text.trim().is_empty() {
+                eprintln!("--- {name} of {} ---\n{}", t.name, text.trim_end());
+            }
+        }
+        if let Some(s) = &f.scratch {
+            eprintln!("scratch folder kept for inspection: {}", s.display());
+        }
+    }
+    let (executed, cached, failed, skipped) = (
+        r.count(Status::Executed),
+        r.count(Status::Cached),
+        r.count(Status::Failed),
+        r.count(Status::Skipped),
+    );
+    if json {
+        let targets: serde_json::Map<String, serde_json::Value> = r
+            .targets
+            .iter()
+            .map(|t| {
+                (
+                    t.name.clone(),
+                    serde_json::json!({
+                        "status": t.status.as_str(),
+                        "key": t.key.map(|k| k.hex()),
+                        "output": t.output.map(|o| r.digest_string(&o)),
+                    }),
+                )
+            })
+            .collect();
+        let doc = serde_json::json!({
+            "targets": targets,
+            "executed": executed,
+            "cached": cached,
+            "failed": failed,
+            "skipped": skipped,
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&doc).expect("JSON values serialize")
+        );
+    }
+    let summary = format!(
+        "{executed} executed, {cached} cached, {failed} failed in {:.2} s",
+        r.elapsed.as_secs_f64()
+    );
+    let extra = if skipped > 0 {
+        format!(" ({skipped} skipped)")
+    } else {
+        String::new()
+    };
+    if json {
+        eprintln!("{summary}{extra}");
+    } else {
+        println!("{summary}{extra}");
+    }
+    if r.interrupted {
+        eprintln!(
+            "interrupted: running steps were killed; the store is consistent and the next build resumes"
+        );
+        return ExitCode::from(130);
+    }
+    if failed > 0 || skipped > 0 {
+        ExitCode::from(EXIT_FAILED)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Diagnostics are reported by value; rebuild one from its parts.
+fn clone_diag(d: &ConfigError) -> ConfigError {
+    ConfigError {
+        message: d.message.clone(),
+        src: d.src.clone(),
+        span: d.span,
+        label: d.label.clone(),
+        help: d.help.clone(),
+        place: d.place.clone(),
+    }
+}
+
+pub fn config_errors(errors: Vec<ConfigError>) -> ExitCode {
+    for e in errors {
+        eprintln!("{:?}", miette::Report::new(e));
+    }
+    ExitCode::from(EXIT_USAGE)
+}
+
+pub fn usage_error(msg: &str) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::from(EXIT_USAGE)
+}
+
+pub fn failure(msg: &str) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::from(EXIT_FAILED)
+}

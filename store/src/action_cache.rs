@@ -1,0 +1,57 @@
+//! The action cache: action key -> `ActionResult`.
+
+use std::fs;
+use std::io;
+use std::path::PathBuf;
+
+use crate::atomic;
+use crate::error::{Result, StoreError};
+use crate::reapi::ActionResult;
+use crate::{Digest, DigestFunction};
+
+/// Entries live at `<root>/<function>/<two hex digits>/<hex>`.
+///
+/// Guarantees: an entry is published atomically (whole or absent); writers
+/// racing on one key each publish a whole entry and the last rename wins,
+/// which is harmless because an action's result is a pure function of its key.
+/// Only successful results are ever written (callers' contract, asserted).
+#[derive(Clone, Debug)]
+pub struct ActionCache {
+    root: PathBuf,
+    tmp: PathBuf,
+}
+
+impl ActionCache {
+    pub(crate) fn new(root: PathBuf, tmp: PathBuf, function: DigestFunction) -> Self {
+        ActionCache {
+            root: root.join(function.name()),
+            tmp,
+        }
+    }
+
+    fn path(&self, key: &Digest) -> PathBuf {
+        let hex = key.hex();
+        self.root.join(&hex[..2]).join(hex)
+    }
+
+    /// The stored result for `key`, if any. An entry that does not decode is
+    /// treated as absent (and reported by `verify`), never as an error.
+    pub fn get(&self, key: &Digest) -> Result<Option<ActionResult>> {
+        let path = self.path(key);
+        match fs::read(&path) {
+            Ok(bytes) => Ok(prost::Message::decode(bytes.as_slice()).ok()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::io("cannot read action cache entry", path, e)),
+        }
+    }
+
+    /// Records a successful result for `key`.
+    pub fn put(&self, key: &Digest, result: &ActionResult) -> Result<()> {
+        assert_eq!(
+            result.exit_code, 0,
+            "failed actions never enter the action cache"
+        );
+        let bytes = prost::Message::encode_to_vec(result);
+        atomic::write_atomic(&self.tmp, &self.path(key), &bytes, 0o444)
+    }
+}

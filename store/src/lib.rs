@@ -1,0 +1,124 @@
+//! Strata's local store: a content-addressed blob store (CAS), Merkle trees of
+//! REAPI `Directory` records, and an action cache.
+//!
+//! This crate knows nothing of rules, targets or YAML: it stores bytes, trees
+//! and action results, named by digest. Its on-disk layout:
+//!
+//! ```text
+//! <root>/FORMAT            store format marker
+//! <root>/cas/<fn>/xx/...   blobs (read-only files)
+//! <root>/ac/<fn>/xx/...    action results
+//! <root>/tmp/              temporary files, same file system as the rest
+//! <root>/scratch/          step sandboxes (owned by the engine)
+//! <root>/meta/             engine-owned metadata (records, stat caches)
+//! ```
+//!
+//! Every publication is atomic (write, fsync, rename), so a crash at any
+//! instant leaves each object either absent or whole, and several processes
+//! may share one store.
+
+mod action_cache;
+mod atomic;
+mod cas;
+mod digest;
+mod error;
+pub mod reapi;
+pub mod tree;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+pub use action_cache::ActionCache;
+pub use atomic::write_atomic;
+pub use cas::{BLOB_MODE, Cas};
+pub use digest::{Digest, DigestFunction, Hasher};
+pub use error::{Result, StoreError};
+
+const FORMAT: &str = "strata-store-1";
+
+/// A local store rooted at one folder.
+#[derive(Clone, Debug)]
+pub struct Store {
+    root: PathBuf,
+    cas: Cas,
+    action_cache: ActionCache,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `root` for `function`.
+    pub fn open(root: &Path, function: DigestFunction) -> Result<Store> {
+        for sub in ["cas", "ac", "tmp", "scratch", "meta"] {
+            let dir = root.join(sub);
+            fs::create_dir_all(&dir)
+                .map_err(|e| StoreError::io("cannot create store folder", &dir, e))?;
+        }
+        let marker = root.join("FORMAT");
+        match fs::read_to_string(&marker) {
+            Ok(found) if found.trim() == FORMAT => {}
+            Ok(found) => {
+                return Err(StoreError::Version {
+                    path: root.to_path_buf(),
+                    found: found.trim().to_string(),
+                    expected: FORMAT,
+                });
+            }
+            Err(_) => write_atomic(
+                &root.join("tmp"),
+                &marker,
+                format!("{FORMAT}\n").as_bytes(),
+                0o644,
+            )?,
+        }
+        let tmp = root.join("tmp");
+        Ok(Store {
+            root: root.to_path_buf(),
+            cas: Cas::new(root.join("cas"), tmp.clone(), function),
+            action_cache: ActionCache::new(root.join("ac"), tmp, function),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn function(&self) -> DigestFunction {
+        self.cas.function()
+    }
+
+    pub fn cas(&self) -> &Cas {
+        &self.cas
+    }
+
+    pub fn action_cache(&self) -> &ActionCache {
+        &self.action_cache
+    }
+
+    /// Folder for temporary files on the store's file system.
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    /// Folder where the engine creates step sandboxes.
+    pub fn scratch_dir(&self) -> PathBuf {
+        self.root.join("scratch")
+    }
+
+    /// Folder for engine-owned metadata (build records, stat caches).
+    pub fn meta_dir(&self) -> PathBuf {
+        self.root.join("meta")
+    }
+
+    /// Re-hashes every blob; returns the ones whose content does not match
+    /// their name.
+    pub fn verify(&self) -> Vec<(Digest, PathBuf, String)> {
+        let mut bad = Vec::new();
+        for (digest, path) in self.cas.list() {
+            match fs::File::open(&path).and_then(|f| self.function().of_reader(f)) {
+                Ok(actual) if actual == digest => {}
+                Ok(actual) => bad.push((digest, path, format!("content hashes to {actual}"))),
+                Err(e) => bad.push((digest, path, e.to_string())),
+            }
+        }
+        bad
+    }
+}
