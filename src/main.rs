@@ -15,5 +15,9 @@ fn main() -> ExitCode {
     {
         strata_engine::sandbox::helper_main(&args[2..]);
     }
+    // Digests and paths in diagnostics must stay copyable: never wrap them.
+    let _ = miette::set_hook(Box::new(|_| {
+        Box::new(miette::MietteHandlerOpts::new().wrap_lines(false).build())
+    }));
     cli::run()
 }

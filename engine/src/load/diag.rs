@@ -9,7 +9,6 @@ use super::source::{Loc, Sources};
 /// A configuration error at a place in a BUILD file, with a hint.
 #[derive(Debug, thiserror::Error, Diagnostic)]
 #[error("{message}")]
-#[diagnostic(code(strata::config))]
 pub struct ConfigError {
     pub message: String,
     #[source_code]

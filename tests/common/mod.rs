@@ -1,0 +1,137 @@
+//! Helpers for end-to-end tests: a temporary workspace with its own store,
+//! and the real `strata` binary run on it.
+#![allow(dead_code)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A temporary workspace and store.
+pub struct Ws {
+    pub dir: tempfile::TempDir,
+    pub store: PathBuf,
+    _store_dir: tempfile::TempDir,
+}
+
+/// The outcome of one `strata` run.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// The parsed `--json` document.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+
+    /// Names of targets with `status` in the JSON document, sorted.
+    pub fn with_status(&self, status: &str) -> Vec<String> {
+        let doc = self.json();
+        let mut names: Vec<String> = doc["targets"]
+            .as_object()
+            .expect("targets object")
+            .iter()
+            .filter(|(_, v)| v["status"] == status)
+            .map(|(k, _)| k.clone())
+            .collect();
+        names.sort();
+        names
+    }
+
+    pub fn executed(&self) -> Vec<String> {
+        self.with_status("executed")
+    }
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Run {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+pub fn strata_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_strata")
+}
+
+impl Ws {
+    pub fn new() -> Ws {
+        let dir = tempfile::tempdir().expect("temp workspace");
+        let store_dir = tempfile::tempdir().expect("temp store");
+        let store = store_dir.path().join("store");
+        Ws {
+            dir,
+            store,
+            _store_dir: store_dir,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes `content` at `rel`, creating folders.
+    pub fn write(&self, rel: &str, content: &str) -> &Ws {
+        let p = self.path().join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, content).unwrap();
+        self
+    }
+
+    pub fn read(&self, rel: &str) -> String {
+        fs::read_to_string(self.path().join(rel))
+            .unwrap_or_else(|e| panic!("cannot read {rel}: {e}"))
+    }
+
+    /// A `strata` command in the workspace with this store, isolated from the
+    /// caller's environment.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(strata_bin());
+        c.current_dir(self.path())
+            .args(args)
+            .env("STRATA_STORE", &self.store)
+            .env_remove("XDG_CACHE_HOME")
+            .env("NO_COLOR", "1");
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        self.cmd(args).output().expect("strata runs").into()
+    }
+
+    /// `strata build --json ARGS`, asserting the exit code.
+    pub fn build_ok(&self, args: &[&str]) -> Run {
+        let mut all = vec!["build", "--json"];
+        all.extend_from_slice(args);
+        let r = self.run(&all);
+        assert_eq!(
+            r.code, 0,
+            "build failed:\nstdout:\n{}\nstderr:\n{}",
+            r.stdout, r.stderr
+        );
+        r
+    }
+
+    /// `strata build ARGS` expected to fail with `code`.
+    pub fn build_fails(&self, args: &[&str], code: i32) -> Run {
+        let mut all = vec!["build"];
+        all.extend_from_slice(args);
+        let r = self.run(&all);
+        assert_eq!(
+            r.code, code,
+            "expected exit {code}:\nstdout:\n{}\nstderr:\n{}",
+            r.stdout, r.stderr
+        );
+        r
+    }
+}

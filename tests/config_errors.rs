@@ -1,0 +1,684 @@
+//! Configuration errors and step failures as the user sees them: a miette
+//! diagnostic on stderr that names `file:line:column` of the offending token,
+//! carries a `help:` hint, and exits 2 (configuration) or 1 (a failed step).
+//!
+//! Every YAML below is written so that the place of the offending token can be
+//! counted by hand; the expected `line:column` is noted beside it.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use common::{Run, Ws};
+
+// ---------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------
+
+/// Whether `stderr` names `place` (`file:line:column`) exactly: the match
+/// must not continue with another digit (so `4:1` does not match `4:12`)
+/// and must not be the tail of a longer file name.
+fn names_place(stderr: &str, place: &str) -> bool {
+    stderr.match_indices(place).any(|(i, _)| {
+        let before = stderr[..i].chars().next_back();
+        let after = stderr[i + place.len()..].chars().next();
+        let clean_before =
+            before.is_none_or(|c| !(c.is_alphanumeric() || c == '_' || c == '-' || c == '.'));
+        let clean_after = after.is_none_or(|c| !c.is_ascii_digit());
+        clean_before && clean_after
+    })
+}
+
+fn dump(r: &Run) -> String {
+    format!(
+        "exit code {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        r.code, r.stdout, r.stderr
+    )
+}
+
+/// No run, failing or not, may end in a Rust panic.
+fn assert_no_panic(r: &Run) {
+    eprintln!("SHOW {}", dump(r));
+    assert!(
+        !r.stderr.contains("panicked"),
+        "strata panicked:\n{}",
+        dump(r)
+    );
+}
+
+/// The shape shared by every diagnostic: the exact place, a key phrase of the
+/// message, and a `help:` hint.
+fn assert_diagnostic(r: &Run, place: &str, phrase: &str) {
+    assert_no_panic(r);
+    assert!(
+        names_place(&r.stderr, place),
+        "stderr does not point at `{place}`:\n{}",
+        dump(r)
+    );
+    assert!(
+        r.stderr.contains(phrase),
+        "stderr does not say `{phrase}`:\n{}",
+        dump(r)
+    );
+    assert!(
+        r.stderr.contains("help:"),
+        "stderr has no `help:` hint:\n{}",
+        dump(r)
+    );
+}
+
+/// `strata build` in `ws` must fail with a configuration error (exit 2) at
+/// `place` whose text contains `phrase`.
+fn expect_error_in(ws: &Ws, place: &str, phrase: &str) -> Run {
+    let r = ws.build_fails(&[], 2);
+    assert_diagnostic(&r, place, phrase);
+    r
+}
+
+/// A workspace holding only `yaml` as BUILD.yaml; `strata build` must fail
+/// with a configuration error at `place` mentioning `phrase`.
+fn expect_config_error(yaml: &str, place: &str, phrase: &str) -> Run {
+    let ws = Ws::new();
+    ws.write("BUILD.yaml", yaml);
+    expect_error_in(&ws, place, phrase)
+}
+
+/// Every regular file under `root`, recursively (symlinks are not followed).
+fn files_under(root: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => panic!("cannot list {}: {e}", dir.display()),
+        };
+        for entry in entries {
+            let entry = entry.unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()));
+            let meta = fs::symlink_metadata(entry.path()).unwrap();
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else if meta.is_file() {
+                found.push(entry.path());
+            }
+        }
+    }
+    found
+}
+
+/// Files under `root` whose bytes contain `needle`.
+fn files_containing(root: &Path, needle: &str) -> Vec<PathBuf> {
+    let needle = needle.as_bytes();
+    files_under(root)
+        .into_iter()
+        .filter(|p| {
+            let bytes = fs::read(p).unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()));
+            bytes.windows(needle.len()).any(|w| w == needle)
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// 1. Unknown dependency
+// ---------------------------------------------------------------------------
+
+#[test]
+fn unknown_dependency_suggests_the_close_target() {
+    let r = expect_config_error(
+        r#"targets:
+  words:
+    rule: run
+    cmd: "echo hi > $OUT/words.txt"
+    outs: [words.txt]
+  count:
+    rule: run
+    deps: [wrods]
+    cmd: "wc -l < $DEPS/wrods/words.txt > $OUT/count.txt"
+    outs: [count.txt]
+"#,
+        // line 8: `    deps: [wrods]`, `wrods` at column 12
+        "BUILD.yaml:8:12",
+        "wrods",
+    );
+    assert!(
+        r.stderr.contains("did you mean"),
+        "no suggestion:\n{}",
+        dump(&r)
+    );
+    assert!(
+        r.stderr.contains("`words`"),
+        "the suggestion does not name `words`:\n{}",
+        dump(&r)
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 2. Duplicate target across an include
+// ---------------------------------------------------------------------------
+
+#[test]
+fn duplicate_target_points_at_the_second_definition_in_the_included_file() {
+    let ws = Ws::new();
+    ws.write(
+        "BUILD.yaml",
+        r#"targets:
+  words:
+    rule: run
+    cmd: "echo a > $OUT/a.txt"
+    outs: [a.txt]
+include: ["stages/*.yaml"]
+"#,
+    );
+    ws.write(
+        "stages/x.yaml",
+        r#"targets:
+  other:
+    rule: run
+    cmd: "echo b > $OUT/b.txt"
+    outs: [b.txt]
+  words:
+    rule: run
+    cmd: "echo c > $OUT/c.txt"
+    outs: [c.txt]
+"#,
+    );
+    // stages/x.yaml line 6: `  words:`, the name at column 3
+    let r = expect_error_in(&ws, "stages/x.yaml:6:3", "duplicate target");
+    assert!(
+        r.stderr.contains("words"),
+        "the duplicate is not named:\n{}",
+        dump(&r)
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 3. Dependency cycle
+// ---------------------------------------------------------------------------
+
+#[test]
+fn dependency_cycle_prints_the_whole_cycle() {
+    let ws = Ws::new();
+    ws.write(
+        "BUILD.yaml",
+        r#"targets:
+  a:
+    rule: run
+    deps: [b]
+    cmd: "echo a > $OUT/a.txt"
+    outs: [a.txt]
+  b:
+    rule: run
+    deps: [c]
+    cmd: "echo b > $OUT/b.txt"
+    outs: [b.txt]
+  c:
+    rule: run
+    deps: [a]
+    cmd: "echo c > $OUT/c.txt"
+    outs: [c.txt]
+"#,
+    );
+    let r = ws.build_fails(&[], 2);
+    assert_no_panic(&r);
+    assert!(
+        r.stderr.contains("cycle"),
+        "no `cycle` in the message:\n{}",
+        dump(&r)
+    );
+    assert!(r.stderr.contains("help:"), "no `help:` hint:\n{}", dump(&r));
+    // `a` depends on `b`, `b` on `c`, `c` on `a`: any rotation of that chain,
+    // in the direction of the dependencies.
+    let rotations = ["a -> b -> c -> a", "b -> c -> a -> b", "c -> a -> b -> c"];
+    assert!(
+        rotations.iter().any(|c| r.stderr.contains(c)),
+        "the cycle is not printed as one of {rotations:?}:\n{}",
+        dump(&r)
+    );
+    // The diagnostic points at one of the dependency entries that make the
+    // cycle: `[b]` (4:12), `[c]` (9:12) or `[a]` (14:12).
+    let places = ["BUILD.yaml:4:12", "BUILD.yaml:9:12", "BUILD.yaml:14:12"];
+    assert!(
+        places.iter().any(|p| names_place(&r.stderr, p)),
+        "the diagnostic points at none of the cycle's dependency entries {places:?}:\n{}",
+        dump(&r)
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 4. A srcs glob matching nothing
+// ---------------------------------------------------------------------------
+
+#[test]
+fn srcs_glob_matching_nothing() {
+    let ws = Ws::new();
+    ws.write("data/readme.md", "not a .txt file\n");
+    ws.write(
+        "BUILD.yaml",
+        r#"targets:
+  words:
+    rule: run
+    srcs:
+      - data/*.txt
+    cmd: "cat data/*.txt > $OUT/words.txt"
+    outs: [words.txt]
+"#,
+    );
+    // line 5: `      - data/*.txt`, the pattern at column 9
+    expect_error_in(&ws, "BUILD.yaml:5:9", "matches no file");
+}
+
+// ---------------------------------------------------------------------------
+// 5. Missing required !ENV variable
+// ---------------------------------------------------------------------------
+
+#[test]
+fn missing_required_env_variable() {
+    let ws = Ws::new();
+    ws.write(
+        "BUILD.yaml",
+        r#"vars:
+  token: !ENV MY_TOKEN_UNSET_XYZ
+targets:
+  t:
+    rule: run
+    cmd: "test -n ${token} && echo ok > $OUT/t.txt"
+    outs: [t.txt]
+"#,
+    );
+    let r: Run = ws
+        .cmd(&["build"])
+        .env_remove("MY_TOKEN_UNSET_XYZ")
+        .output()
+        .expect("strata runs")
+        .into();
+    assert_eq!(r.code, 2, "expected exit 2:\n{}", dump(&r));
+    assert_no_panic(&r);
+    // line 2: `  token: !ENV MY_TOKEN_UNSET_XYZ`; the value node begins with
+    // its tag at column 10 (the name itself is at column 15: both are the
+    // offending token).
+    assert!(
+        names_place(&r.stderr, "BUILD.yaml:2:10") || names_place(&r.stderr, "BUILD.yaml:2:15"),
+        "stderr does not point at the !ENV value on line 2:\n{}",
+        dump(&r)
+    );
+    assert!(
+        r.stderr.contains("not set"),
+        "the message does not say the variable is not set:\n{}",
+        dump(&r)
+    );
+    assert!(
+        r.stderr.contains("MY_TOKEN_UNSET_XYZ"),
+        "the variable is not named:\n{}",
+        dump(&r)
+    );
+    assert!(r.stderr.contains("help:"), "no `help:` hint:\n{}", dump(&r));
+}
+
+// ---------------------------------------------------------------------------
+// 6. Bad interpolation
+// ---------------------------------------------------------------------------
+
+#[test]
+fn interpolation_of_an_unknown_variable_points_at_the_dollar() {
+    let r = expect_config_error(
+        r#"vars:
+  greeting: hello
+targets:
+  t:
+    rule: run
+    cmd: "echo ${nope} > $OUT/x.txt"
+    outs: [x.txt]
+"#,
+        // line 6: `    cmd: "echo ${nope} ...`, the `$` at column 16
+        "BUILD.yaml:6:16",
+        "unknown variable",
+    );
+    assert!(
+        r.stderr.contains("nope"),
+        "the variable is not named:\n{}",
+        dump(&r)
+    );
+}
+
+#[test]
+fn interpolation_left_unclosed() {
+    expect_config_error(
+        r#"targets:
+  t:
+    rule: run
+    cmd: "echo ${unclosed > $OUT/x.txt"
+    outs: [x.txt]
+"#,
+        // line 4: `    cmd: "echo ${unclosed ...`, the `$` at column 16
+        "BUILD.yaml:4:16",
+        "not closed",
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 7. Type errors
+// ---------------------------------------------------------------------------
+
+#[test]
+fn network_must_be_a_bool() {
+    expect_config_error(
+        r#"targets:
+  t:
+    rule: run
+    network: maybe
+    cmd: "echo x > $OUT/x.txt"
+    outs: [x.txt]
+"#,
+        // line 4: `    network: maybe`, the value at column 14
+        "BUILD.yaml:4:14",
+        "boolean",
+    );
+}
+
+#[test]
+fn srcs_must_be_a_list() {
+    expect_config_error(
+        r#"targets:
+  t:
+    rule: run
+    srcs: 5
+    cmd: "echo x > $OUT/x.txt"
+    outs: [x.txt]
+"#,
+        // line 4: `    srcs: 5`, the value at column 11
+        "BUILD.yaml:4:11",
+        "sequence",
+    );
+}
+
+#[test]
+fn outs_must_be_a_list() {
+    expect_config_error(
+        r#"targets:
+  t:
+    rule: run
+    cmd: "echo x > $OUT/x.txt"
+    outs: {a: b}
+"#,
+        // line 5: `    outs: {a: b}`, the mapping at column 11
+        "BUILD.yaml:5:11",
+        "sequence",
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 8. Unknown field
+// ---------------------------------------------------------------------------
+
+#[test]
+fn unknown_field_in_a_target() {
+    let r = expect_config_error(
+        r#"targets:
+  t:
+    rule: run
+    cmdd: "echo x > $OUT/x.txt"
+    outs: [x.txt]
+"#,
+        // line 4: `    cmdd: ...`, the field at column 5
+        "BUILD.yaml:4:5",
+        "unknown field",
+    );
+    assert!(
+        r.stderr.contains("cmdd"),
+        "the field is not named:\n{}",
+        dump(&r)
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 9. Invalid target name
+// ---------------------------------------------------------------------------
+
+#[test]
+fn invalid_target_name() {
+    expect_config_error(
+        r#"targets:
+  ok:
+    rule: run
+    cmd: "echo x > $OUT/x.txt"
+    outs: [x.txt]
+  Bad_Name:
+    rule: run
+    cmd: "echo y > $OUT/y.txt"
+    outs: [y.txt]
+"#,
+        // line 6: `  Bad_Name:`, the name at column 3
+        "BUILD.yaml:6:3",
+        "`Bad_Name` is not a valid target name",
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 10. Outputs outside $OUT
+// ---------------------------------------------------------------------------
+
+#[test]
+fn output_leaving_out_with_dotdot() {
+    expect_config_error(
+        r#"targets:
+  t:
+    rule: run
+    cmd: "echo x > $OUT/../escape.txt"
+    outs:
+      - ../escape.txt
+"#,
+        // line 6: `      - ../escape.txt`, the entry at column 9
+        "BUILD.yaml:6:9",
+        "outside $OUT",
+    );
+}
+
+#[test]
+fn output_with_an_absolute_path() {
+    expect_config_error(
+        r#"targets:
+  t:
+    rule: run
+    cmd: "echo x > /tmp/abs.txt"
+    outs:
+      - /abs.txt
+"#,
+        // line 6: `      - /abs.txt`, the entry at column 9
+        "BUILD.yaml:6:9",
+        "outside $OUT",
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 11. A declared output the step did not create (exit 1)
+// ---------------------------------------------------------------------------
+
+#[test]
+fn missing_declared_output_after_the_step_ran() {
+    let ws = Ws::new();
+    ws.write(
+        "BUILD.yaml",
+        r#"targets:
+  t:
+    rule: run
+    cmd: "true"
+    outs: [x.txt]
+"#,
+    );
+    let r = ws.build_fails(&[], 1);
+    // line 5: `    outs: [x.txt]`, the entry at column 12
+    assert_diagnostic(&r, "BUILD.yaml:5:12", "x.txt");
+}
+
+/// With several outputs, the diagnostic points at the one that is missing.
+#[test]
+fn missing_declared_output_points_at_its_entry() {
+    let ws = Ws::new();
+    ws.write(
+        "BUILD.yaml",
+        r#"targets:
+  t:
+    rule: run
+    cmd: "echo made > $OUT/made.txt"
+    outs:
+      - made.txt
+      - x.txt
+"#,
+    );
+    let r = ws.build_fails(&[], 1);
+    // line 7: `      - x.txt`, the entry at column 9
+    assert_diagnostic(&r, "BUILD.yaml:7:9", "x.txt");
+}
+
+// ---------------------------------------------------------------------------
+// 12. Unknown rule
+// ---------------------------------------------------------------------------
+
+#[test]
+fn unknown_rule_suggests_run() {
+    let r = expect_config_error(
+        r#"targets:
+  t:
+    rule: rnu
+    cmd: "echo x > $OUT/x.txt"
+    outs: [x.txt]
+"#,
+        // line 3: `    rule: rnu`, the value at column 11
+        "BUILD.yaml:3:11",
+        "unknown rule",
+    );
+    assert!(
+        r.stderr.contains("did you mean `run`"),
+        "the hint does not suggest `run`:\n{}",
+        dump(&r)
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 13. A step exiting non-zero (exit 1)
+// ---------------------------------------------------------------------------
+
+#[test]
+fn failing_step_shows_its_stderr_and_keeps_the_scratch_folder() {
+    let ws = Ws::new();
+    ws.write(
+        "BUILD.yaml",
+        r#"targets:
+  t:
+    rule: run
+    cmd: "echo step-said-this-on-stderr >&2; exit 3"
+    outs: [x.txt]
+"#,
+    );
+    let r = ws.build_fails(&[], 1);
+    assert_no_panic(&r);
+    assert!(
+        r.stderr.contains("step-said-this-on-stderr"),
+        "the step's stderr is not shown:\n{}",
+        dump(&r)
+    );
+    let line = r
+        .stderr
+        .lines()
+        .find(|l| l.contains("scratch") && l.contains("kept"))
+        .unwrap_or_else(|| {
+            panic!(
+                "stderr does not say the scratch folder was kept:\n{}",
+                dump(&r)
+            )
+        });
+    let path = line
+        .split_whitespace()
+        .rev()
+        .find(|w| w.starts_with('/'))
+        .unwrap_or_else(|| panic!("no absolute path in `{line}`:\n{}", dump(&r)));
+    assert!(
+        Path::new(path).is_dir(),
+        "the kept scratch folder `{path}` does not exist:\n{}",
+        dump(&r)
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 14. Secrets never leak
+// ---------------------------------------------------------------------------
+
+#[test]
+fn env_secret_never_appears_in_output_or_store() {
+    const MARKER: &str = "hunter2-marker";
+    let ws = Ws::new();
+    ws.write(
+        "BUILD.yaml",
+        r#"vars:
+  secret: !ENV SECRET_MARKER_VALUE
+targets:
+  t:
+    rule: run
+    env: {X: "${secret}"}
+    cmd: 'test -n "$X" && exit 3'
+    outs: [x.txt]
+"#,
+    );
+    let r: Run = ws
+        .cmd(&["build"])
+        .env("SECRET_MARKER_VALUE", MARKER)
+        .output()
+        .expect("strata runs")
+        .into();
+    assert_eq!(
+        r.code,
+        1,
+        "the step should fail with exit 3, so strata exits 1:\n{}",
+        dump(&r)
+    );
+    assert_no_panic(&r);
+    assert!(
+        !r.stdout.contains(MARKER),
+        "the secret is on stdout:\n{}",
+        dump(&r)
+    );
+    assert!(
+        !r.stderr.contains(MARKER),
+        "the secret is on stderr:\n{}",
+        dump(&r)
+    );
+    let in_store = files_containing(&ws.store, MARKER);
+    assert!(
+        in_store.is_empty(),
+        "the secret is in store files: {in_store:?}\n{}",
+        dump(&r)
+    );
+    // The workspace (BUILD.yaml, out/, any kept scratch inside it) holds no
+    // copy either.
+    let in_ws = files_containing(ws.path(), MARKER);
+    assert!(
+        in_ws.is_empty(),
+        "the secret is in workspace files: {in_ws:?}\n{}",
+        dump(&r)
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 15. Binary garbage
+// ---------------------------------------------------------------------------
+
+#[test]
+fn binary_garbage_as_build_file() {
+    let ws = Ws::new();
+    fs::write(
+        ws.path().join("BUILD.yaml"),
+        [
+            0xff, 0xfe, 0x00, 0x01, 0x80, 0xc3, 0x28, 0x00, 0xff, b'\n', 0x9f,
+        ],
+    )
+    .unwrap();
+    let r = ws.build_fails(&[], 2);
+    assert_no_panic(&r);
+    assert!(
+        r.stderr.contains("BUILD.yaml"),
+        "the file is not named:\n{}",
+        dump(&r)
+    );
+    assert!(r.stderr.contains("help:"), "no `help:` hint:\n{}", dump(&r));
+}
