@@ -39,7 +39,6 @@ fn dump(r: &Run) -> String {
 
 /// No run, failing or not, may end in a Rust panic.
 fn assert_no_panic(r: &Run) {
-    eprintln!("SHOW {}", dump(r));
     assert!(
         !r.stderr.contains("panicked"),
         "strata panicked:\n{}",
@@ -313,6 +312,13 @@ targets:
         dump(&r)
     );
     assert!(r.stderr.contains("help:"), "no `help:` hint:\n{}", dump(&r));
+    // `token` is declared; its value is what is missing. A second diagnostic
+    // calling it an unknown variable at its use in `cmd` would be misleading.
+    assert!(
+        !r.stderr.contains("unknown variable `token`"),
+        "the missing !ENV value cascades into an `unknown variable` error at its use:\n{}",
+        dump(&r)
+    );
 }
 
 // ---------------------------------------------------------------------------

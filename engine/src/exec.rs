@@ -283,6 +283,13 @@ async fn spawn_and_wait(
             // real scratch folder instead.
             let prefix = format!("{}/", layout::EXEC_ROOT);
             let real = format!("{}/", exec_root.display());
+            // SAFETY: umask(2) is async-signal-safe.
+            unsafe {
+                c.pre_exec(|| {
+                    libc::umask(sandbox::STEP_UMASK as libc::mode_t);
+                    Ok(())
+                });
+            }
             c.env_clear().envs(step.env.iter().map(|(k, v)| {
                 let v = match v.strip_prefix(&prefix) {
                     Some(rest) if matches!(k.as_str(), "HOME" | "TMPDIR" | "OUT" | "DEPS") => {

@@ -34,6 +34,8 @@ use strata_rules::layout;
 
 /// Exit code of the helper when it could not set the sandbox up.
 pub const SETUP_FAILED: i32 = 125;
+/// The umask every step starts with, whatever the caller's.
+pub const STEP_UMASK: u32 = 0o022;
 /// The name of the hidden subcommand.
 pub const SUBCOMMAND: &str = "__sandbox";
 
@@ -110,6 +112,8 @@ pub fn helper_main(args: &[OsString]) -> ! {
             if let Err(e) = enter_root(&exec_root, network) {
                 fail(&e);
             }
+            // The caller's umask must not shape the step's outputs.
+            nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(STEP_UMASK));
             let err = execvp(&argv[0], &argv).unwrap_err();
             eprintln!(
                 "strata-sandbox: cannot execute `{}`: {err}",

@@ -434,3 +434,176 @@ pub fn rel_join(base: &Path, rel: &str) -> PathBuf {
         .filter(|p| !p.is_empty())
         .fold(base.to_path_buf(), |p, c| p.join(c))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn store() -> (tempfile::TempDir, crate::Store) {
+        let d = tempfile::tempdir().unwrap();
+        let s = crate::Store::open(&d.path().join("s"), DigestFunction::Blake3).unwrap();
+        (d, s)
+    }
+
+    fn write(base: &Path, rel: &str, content: &str) {
+        let p = base.join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, content).unwrap();
+    }
+
+    #[test]
+    fn creation_order_does_not_change_the_digest() {
+        let (d, s) = store();
+        let a = d.path().join("a");
+        let b = d.path().join("b");
+        for (rel, c) in [
+            ("x/1", "one"),
+            ("x/2", "two"),
+            ("y", "why"),
+            ("z/deep/f", "f"),
+        ] {
+            write(&a, rel, c);
+        }
+        for (rel, c) in [
+            ("z/deep/f", "f"),
+            ("y", "why"),
+            ("x/2", "two"),
+            ("x/1", "one"),
+        ] {
+            write(&b, rel, c);
+        }
+        let paths = ["x".to_string(), "y".to_string(), "z".to_string()];
+        let da = digest_on_disk(s.function(), &a, &paths).unwrap();
+        let db = digest_on_disk(s.function(), &b, &paths).unwrap();
+        assert_eq!(da, db);
+        // Capturing stores the same tree it hashed.
+        assert_eq!(capture(s.cas(), &a, &paths).unwrap(), da);
+    }
+
+    #[test]
+    fn symlinks_are_kept_verbatim_and_never_followed() {
+        let (d, s) = store();
+        let base = d.path().join("t");
+        write(&base, "file", "content");
+        symlink("/etc/passwd", base.join("abs")).unwrap();
+        symlink("../../outside", base.join("rel")).unwrap();
+        symlink("missing", base.join("dangling")).unwrap();
+        let names: Vec<String> = ["abs", "dangling", "file", "rel"]
+            .map(String::from)
+            .to_vec();
+        let root = capture(s.cas(), &base, &names).unwrap();
+        let entries = walk(s.cas(), &root).unwrap();
+        assert_eq!(
+            entries[0],
+            (
+                "abs".to_string(),
+                Entry::Symlink {
+                    target: "/etc/passwd".into()
+                }
+            )
+        );
+        assert_eq!(
+            entries[3],
+            (
+                "rel".to_string(),
+                Entry::Symlink {
+                    target: "../../outside".into()
+                }
+            )
+        );
+        // Changing only a link target changes the digest.
+        let other = d.path().join("u");
+        write(&other, "file", "content");
+        symlink("/etc/shadow", other.join("abs")).unwrap();
+        symlink("../../outside", other.join("rel")).unwrap();
+        symlink("missing", other.join("dangling")).unwrap();
+        assert_ne!(digest_on_disk(s.function(), &other, &names).unwrap(), root);
+    }
+
+    #[test]
+    fn the_executable_bit_is_part_of_the_digest() {
+        let (d, s) = store();
+        let base = d.path().join("t");
+        write(&base, "tool", "#!/bin/sh\n");
+        let names = ["tool".to_string()];
+        let plain = digest_on_disk(s.function(), &base, &names).unwrap();
+        fs::set_permissions(base.join("tool"), fs::Permissions::from_mode(0o755)).unwrap();
+        let exec = digest_on_disk(s.function(), &base, &names).unwrap();
+        assert_ne!(plain, exec);
+        // Other mode bits (group write) do not matter for `run` outputs.
+        fs::set_permissions(base.join("tool"), fs::Permissions::from_mode(0o775)).unwrap();
+        assert_eq!(digest_on_disk(s.function(), &base, &names).unwrap(), exec);
+    }
+
+    #[test]
+    fn materialize_round_trips_a_tree() {
+        let (d, s) = store();
+        let base = d.path().join("t");
+        write(&base, "a/b.txt", "b");
+        fs::create_dir_all(base.join("a/empty")).unwrap();
+        symlink("b.txt", base.join("a/link")).unwrap();
+        let root = capture(s.cas(), &base, &["a".to_string()]).unwrap();
+        let dest = d.path().join("m");
+        fs::create_dir(&dest).unwrap();
+        materialize(s.cas(), &root, &dest, Placement::HardLink).unwrap();
+        assert_eq!(fs::read_to_string(dest.join("a/b.txt")).unwrap(), "b");
+        assert!(dest.join("a/empty").is_dir());
+        assert_eq!(
+            digest_on_disk(s.function(), &dest, &["a".to_string()]).unwrap(),
+            root
+        );
+    }
+
+    #[test]
+    fn malformed_directory_records_are_refused() {
+        let (_d, s) = store();
+        let evil = reapi::Directory {
+            files: vec![reapi::FileNode {
+                name: "../escape".into(),
+                digest: Some(s.function().of_bytes(b"").to_proto()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let digest = s.cas().put_message(&evil).unwrap();
+        assert!(matches!(
+            walk(s.cas(), &digest),
+            Err(StoreError::Decode { .. })
+        ));
+        let unsorted = reapi::Directory {
+            symlinks: vec![
+                reapi::SymlinkNode {
+                    name: "b".into(),
+                    target: "x".into(),
+                    node_properties: None,
+                },
+                reapi::SymlinkNode {
+                    name: "a".into(),
+                    target: "x".into(),
+                    node_properties: None,
+                },
+            ],
+            ..Default::default()
+        };
+        let digest = s.cas().put_message(&unsorted).unwrap();
+        assert!(matches!(
+            walk(s.cas(), &digest),
+            Err(StoreError::Decode { .. })
+        ));
+    }
+
+    #[test]
+    fn a_flipped_byte_is_detected_on_read_and_by_verify() {
+        let (_d, s) = store();
+        let digest = s.cas().put_bytes(b"precious").unwrap();
+        let path = s.cas().path(&digest);
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        fs::write(&path, b"pRecious").unwrap();
+        assert!(matches!(
+            s.cas().read(&digest),
+            Err(StoreError::Corrupt { .. })
+        ));
+        assert_eq!(s.verify().len(), 1);
+    }
+}
