@@ -143,7 +143,7 @@ pub fn resolve(
 
 fn display(root: &Path, p: &Path) -> String {
     match p.strip_prefix(root) {
-        Ok(r) if r.as_os_str().is_empty() => ".".into(),
+        Ok(r) if r.as_os_str().is_empty() => "the workspace root".into(),
         Ok(r) => r.display().to_string(),
         Err(_) => p.display().to_string(),
     }

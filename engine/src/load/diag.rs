@@ -66,15 +66,44 @@ impl At<'_> {
     }
 }
 
-/// The closest of `candidates` to `name`, for "did you mean" hints.
+/// The closest of `candidates` to `name`, for "did you mean" hints. Close
+/// means few edits (a transposition counts as one, so short names like `rnu`
+/// still find `run`) or a high Jaro-Winkler similarity.
 pub fn did_you_mean<'a>(
     name: &str,
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<String> {
+    let max_edits = (name.chars().count() / 3).max(1);
     candidates
         .into_iter()
-        .map(|c| (strsim::jaro_winkler(name, c), c))
-        .filter(|(score, _)| *score > 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .filter_map(|c| {
+            let edits = strsim::damerau_levenshtein(name, c);
+            let similar = strsim::jaro_winkler(name, c);
+            let rank = (edits, std::cmp::Reverse((similar * 1e6) as u64));
+            (edits <= max_edits || similar > 0.8).then_some((rank, c))
+        })
+        .min_by_key(|(rank, _)| *rank)
         .map(|(_, c)| format!("did you mean `{c}`?"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::did_you_mean;
+
+    #[test]
+    fn suggests_transpositions_and_typos_but_not_strangers() {
+        assert_eq!(
+            did_you_mean("rnu", ["run"]).as_deref(),
+            Some("did you mean `run`?")
+        );
+        assert_eq!(
+            did_you_mean("wrods", ["words", "count"]).as_deref(),
+            Some("did you mean `words`?")
+        );
+        assert_eq!(
+            did_you_mean("ab", ["ba"]).as_deref(),
+            Some("did you mean `ba`?")
+        );
+        assert_eq!(did_you_mean("compile", ["words", "count"]), None);
+    }
 }

@@ -235,15 +235,7 @@ impl Loader {
                     Some(l) => {
                         let full = e.to_string();
                         let message = strip_location(&full);
-                        let help = if message.contains("unknown field") {
-                            Some(format!(
-                                "a target accepts: {TARGET_FIELDS}; the file accepts: vars, targets, include"
-                            ))
-                        } else if message.contains("invalid type") {
-                            Some("check the value's type against the BUILD.yaml reference in README.md".into())
-                        } else {
-                            Some("fix the YAML at the marked place".into())
-                        };
+                        let help = Some(parse_error_hint(&message));
                         self.at().error(ids.loc(&l), message.clone(), message, help)
                     }
                     None => ConfigError::general(format!("{display}: {e}"), None),
@@ -290,6 +282,12 @@ impl Loader {
                 continue;
             }
             let serde_saphyr::Tagged(text, tag) = value.value;
+            // A variable whose value is in error stays declared (empty), so its
+            // uses do not report a second, misleading "unknown variable".
+            let broken = Var {
+                value: String::new(),
+                from_env: None,
+            };
             let var = match tag.as_deref() {
                 None => match vars.interpolate(&text) {
                     Ok(t) if t.has_secret() => Var {
@@ -303,7 +301,7 @@ impl Loader {
                     Err(e) => {
                         let err = self.interp_error(value_loc, &text, e);
                         self.errors.push(err);
-                        continue;
+                        broken.clone()
                     }
                 },
                 Some("!ENV") => match EnvSpec::parse(&text) {
@@ -324,7 +322,7 @@ impl Loader {
                                 Some(format!("set {} in the environment, or give a default: `!ENV ${{{}:default}}`", spec.name, spec.name)),
                             );
                             self.errors.push(e);
-                            continue;
+                            broken.clone()
                         }
                     },
                     Err(msg) => {
@@ -335,7 +333,7 @@ impl Loader {
                             Some("write `!ENV NAME` (required) or `!ENV ${NAME:default}`".into()),
                         );
                         self.errors.push(e);
-                        continue;
+                        broken.clone()
                     }
                 },
                 Some(other) => {
@@ -346,7 +344,7 @@ impl Loader {
                         Some("the only tag a variable takes is `!ENV`".into()),
                     );
                     self.errors.push(e);
-                    continue;
+                    broken.clone()
                 }
             };
             vars.insert(name, var);
@@ -779,6 +777,23 @@ fn check_out_path(p: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A hint for the common shapes of YAML and type errors.
+fn parse_error_hint(message: &str) -> String {
+    if message.contains("unknown field") {
+        format!("a target accepts: {TARGET_FIELDS}; the file accepts: vars, targets, include")
+    } else if message.contains("sequence") {
+        "this field takes a list, such as `[a.txt, b.txt]`".into()
+    } else if message.contains("boolean") {
+        "this field takes `true` or `false`".into()
+    } else if message.contains("mapping") || message.contains("a map") {
+        "this field takes a mapping, such as `{NAME: value}`".into()
+    } else if message.contains("invalid type") || message.contains("expected") {
+        "check the value's type against the BUILD.yaml reference in README.md".into()
+    } else {
+        "fix the YAML at the marked place".into()
+    }
 }
 
 fn strip_location(message: &str) -> String {
