@@ -228,9 +228,6 @@ impl Task {
             stderr: String::new(),
             scratch: None,
         };
-        keyed
-            .store(shared.store.cas())
-            .map_err(|e| fail(exec::Failure::Store(e)))?;
         let isolation = shared
             .isolation
             .get_or_init(|| async {
@@ -260,6 +257,11 @@ impl Task {
             isolation,
         })
         .await?;
+        // Only a succeeded step's action enters the store, ahead of the
+        // action-cache entry that refers to it.
+        keyed
+            .store(shared.store.cas())
+            .map_err(|e| fail(exec::Failure::Store(e)))?;
         shared
             .store
             .action_cache()

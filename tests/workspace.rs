@@ -1,0 +1,252 @@
+//! End-to-end behaviour around the build: includes, argv, Ctrl-C, flags,
+//! build records and the unsandboxed fallback.
+
+mod common;
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use common::{Run, Ws};
+
+#[test]
+fn include_globs_and_the_include_tag_add_targets_with_their_own_folders() {
+    let ws = Ws::new();
+    ws.write("stages/compile/src/a.c", "int a;\n");
+    ws.write(
+        "stages/compile/targets.yaml",
+        r#"
+targets:
+  compile:
+    rule: run
+    srcs: ["src/*.c"]          # relative to this file's folder
+    cmd: "cat src/a.c > $OUT/a.o"
+    outs: [a.o]
+"#,
+    );
+    ws.write("fragments/env.yaml", "PHASE: release\n");
+    ws.write(
+        "BUILD.yaml",
+        r#"
+include: ["stages/*/targets.yaml"]
+targets:
+  link:
+    rule: run
+    deps: [compile]
+    env: !include fragments/env.yaml
+    cmd: "echo $PHASE > $OUT/bin; cat $DEPS/compile/a.o >> $OUT/bin"
+    outs: [bin]
+"#,
+    );
+    let r = ws.build_ok(&[]);
+    assert_eq!(r.executed(), ["compile", "link"]);
+    assert_eq!(ws.read("out/link/bin"), "release\nint a;\n");
+}
+
+#[test]
+fn include_tag_cannot_leave_the_workspace() {
+    let ws = Ws::new();
+    let outside = tempfile::tempdir().unwrap();
+    fs::write(outside.path().join("evil.yaml"), "X: y\n").unwrap();
+    ws.write(
+        "BUILD.yaml",
+        &format!(
+            "targets:\n  t:\n    rule: run\n    env: !include {}/evil.yaml\n    cmd: \"true\"\n",
+            outside.path().display()
+        ),
+    );
+    let r = ws.build_fails(&[], 2);
+    assert!(r.stderr.contains("BUILD.yaml:4:"), "{}", r.stderr);
+}
+
+#[test]
+fn argv_runs_a_program_without_a_shell() {
+    let ws = Ws::new();
+    ws.write(
+        "BUILD.yaml",
+        r#"
+targets:
+  literal:
+    rule: run
+    argv: ["/bin/sh", "-c", "printf '%s\n' \"$0\" > $OUT/o", "$HOME; not expanded"]
+    outs: [o]
+"#,
+    );
+    ws.build_ok(&[]);
+    assert_eq!(ws.read("out/literal/o"), "$HOME; not expanded\n");
+}
+
+/// Pids of processes whose command line contains `marker`.
+fn processes_with(marker: &str) -> Vec<String> {
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .chars()
+                .all(|c| c.is_ascii_digit())
+        })
+        .filter(|e| {
+            fs::read(e.path().join("cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(marker))
+                .unwrap_or(false)
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn ctrl_c_kills_running_steps_and_the_next_build_resumes() {
+    let ws = Ws::new();
+    // A unique sleep length marks this test's step among all processes.
+    let marker = "sleep 271.828";
+    ws.write(
+        "BUILD.yaml",
+        &format!(
+            r#"
+targets:
+  quick:
+    rule: run
+    cmd: "echo quick > $OUT/o"
+    outs: [o]
+  slow:
+    rule: run
+    deps: [quick]               # so `quick` is done before the interrupt
+    srcs: [flag]
+    cmd: "if [ \"$(cat flag)\" = wait ]; then {marker}; fi; echo slow > $OUT/o"
+    outs: [o]
+"#
+        ),
+    );
+    ws.write("flag", "wait");
+    let mut child = ws.cmd(&["build", "-j2"]).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while processes_with(marker).is_empty() {
+        assert!(Instant::now() < deadline, "the slow step never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !processes_with(marker).is_empty() {
+        assert!(Instant::now() < deadline, "the step survived Ctrl-C");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ws.write("flag", "go");
+    let r = ws.build_ok(&[]);
+    assert_eq!(r.executed(), ["slow"]);
+    assert_eq!(r.with_status("cached"), ["quick"]);
+}
+
+#[test]
+fn file_and_out_dir_flags() {
+    let ws = Ws::new();
+    ws.write(
+        "sub/pipeline.yaml",
+        "targets:\n  t:\n    rule: run\n    cmd: \"echo hi > $OUT/o\"\n    outs: [o]\n",
+    );
+    let r = ws.build_ok(&["-f", "sub/pipeline.yaml", "--out-dir", "elsewhere"]);
+    assert_eq!(r.executed(), ["t"]);
+    assert_eq!(ws.read("elsewhere/t/o"), "hi\n");
+    assert!(!ws.path().join("sub/out").exists());
+    let r = ws.run(&["clean", "-f", "sub/pipeline.yaml", "--out-dir", "elsewhere"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(!ws.path().join("elsewhere").exists());
+}
+
+#[test]
+fn var_flag_overrides_a_variable() {
+    let ws = Ws::new();
+    ws.write("BUILD.yaml", "vars:\n  flavour: plain\ntargets:\n  t:\n    rule: run\n    cmd: \"echo ${flavour} > $OUT/o\"\n    outs: [o]\n");
+    ws.build_ok(&["--var", "flavour=spicy"]);
+    assert_eq!(ws.read("out/t/o"), "spicy\n");
+    let r = ws.build_fails(&["--var", "no-equals-sign"], 2);
+    assert!(r.stderr.contains("NAME=VALUE"), "{}", r.stderr);
+}
+
+fn records(ws: &Ws) -> Vec<serde_json::Value> {
+    let dir = ws.store.join("meta/records");
+    let mut out = Vec::new();
+    for d in fs::read_dir(dir).unwrap().flatten() {
+        for f in fs::read_dir(d.path()).unwrap().flatten() {
+            out.push(serde_json::from_slice(&fs::read(f.path()).unwrap()).unwrap());
+        }
+    }
+    out
+}
+
+#[test]
+fn each_build_records_the_keys_it_built() {
+    let ws = Ws::new();
+    ws.write(
+        "BUILD.yaml",
+        "targets:\n  t:\n    rule: run\n    cmd: \"echo > $OUT/o\"\n    outs: [o]\n",
+    );
+    let r = ws.build_ok(&[]);
+    let key = r.json()["targets"]["t"]["key"].clone();
+    let recs = records(&ws);
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0]["targets"]["t"]["key"], key);
+    assert_eq!(recs[0]["targets"]["t"]["status"], "executed");
+    assert_eq!(recs[0]["isolation"], "sandbox");
+    ws.build_ok(&[]);
+    assert_eq!(records(&ws).len(), 2);
+}
+
+#[test]
+fn without_namespaces_the_build_says_so_once_and_records_it() {
+    let ws = Ws::new();
+    let mut yaml = String::from("targets:\n");
+    for i in 0..3 {
+        yaml.push_str(&format!(
+            "  t{i}:\n    rule: run\n    cmd: \"echo {i} > $OUT/o\"\n    outs: [o]\n"
+        ));
+    }
+    ws.write("BUILD.yaml", &yaml);
+    let r: Run = ws
+        .cmd(&["build"])
+        .env("STRATA_SANDBOX", "off")
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        r.stderr.matches("without a sandbox").count(),
+        1,
+        "{}",
+        r.stderr
+    );
+    assert!(
+        records(&ws)[0]["isolation"]
+            .as_str()
+            .unwrap()
+            .starts_with("unsandboxed")
+    );
+}
+
+#[test]
+fn a_failed_step_leaves_nothing_in_the_store() {
+    let ws = Ws::new();
+    ws.write("BUILD.yaml", "targets:\n  t:\n    rule: run\n    cmd: \"echo partial > $OUT/o; exit 4\"\n    outs: [o]\n");
+    ws.build_fails(&[], 1);
+    for sub in ["cas", "ac"] {
+        let files: Vec<_> = walk(&ws.store.join(sub));
+        assert!(files.is_empty(), "{sub} holds {files:?}");
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.file_type().unwrap().is_dir() {
+                out.extend(walk(&e.path()));
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
