@@ -51,7 +51,7 @@ pub fn expand(base: &Path, pattern: &str, skip: &[PathBuf]) -> Result<Vec<String
     if literal.len() == parts.len() {
         // No wildcard: a file, or every file of a folder.
         return match fs::metadata(&start) {
-            Ok(m) if m.is_dir() => walk(base, &start, &|_| true, skip, true),
+            Ok(m) if m.is_dir() => walk(base, &start, &|_| true, skip, true, usize::MAX),
             Ok(_) => Ok(vec![rel_string(base, &start)?]),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 // A dangling symlink is an error worth naming; a missing file matches nothing.
@@ -67,15 +67,58 @@ pub fn expand(base: &Path, pattern: &str, skip: &[PathBuf]) -> Result<Vec<String
             Err(e) => Err(io_error(&start, e)),
         };
     }
-    let glob = GlobBuilder::new(&parts.join("/"))
-        .literal_separator(true)
-        .build()
-        .map_err(|e| GlobError::Pattern(e.kind().to_string()))?
-        .compile_matcher();
+    // Match the wildcard part relative to the literal folder it starts in:
+    // patterns of many targets share it (`src/<target>/*.txt`), so one
+    // compiled matcher serves them all.
+    let suffix = parts[literal.len()..].join("/");
+    let glob = matcher(&suffix)?;
     if !start.is_dir() {
         return Ok(Vec::new());
     }
-    walk(base, &start, &|rel: &str| glob.is_match(rel), skip, false)
+    let depth = if suffix.contains("**") {
+        usize::MAX
+    } else {
+        parts.len() - literal.len()
+    };
+    let found = walk(
+        &start,
+        &start,
+        &|rel: &str| glob.is_match(rel),
+        skip,
+        false,
+        depth,
+    )?;
+    let prefix = rel_string(base, &start)?;
+    Ok(found
+        .into_iter()
+        .map(|rel| {
+            if prefix.is_empty() {
+                rel
+            } else {
+                format!("{prefix}/{rel}")
+            }
+        })
+        .collect())
+}
+
+thread_local! {
+    static MATCHERS: std::cell::RefCell<std::collections::HashMap<String, globset::GlobMatcher>> =
+        std::cell::RefCell::default();
+}
+
+fn matcher(pattern: &str) -> Result<globset::GlobMatcher, GlobError> {
+    MATCHERS.with(|m| {
+        if let Some(g) = m.borrow().get(pattern) {
+            return Ok(g.clone());
+        }
+        let g = GlobBuilder::new(pattern)
+            .literal_separator(true)
+            .build()
+            .map_err(|e| GlobError::Pattern(e.kind().to_string()))?
+            .compile_matcher();
+        m.borrow_mut().insert(pattern.to_string(), g.clone());
+        Ok(g)
+    })
 }
 
 fn walk(
@@ -84,10 +127,12 @@ fn walk(
     keep: &dyn Fn(&str) -> bool,
     skip: &[PathBuf],
     enter_hidden: bool,
+    max_depth: usize,
 ) -> Result<Vec<String>, GlobError> {
     let mut found = Vec::new();
     let walker = walkdir::WalkDir::new(start)
         .follow_links(false)
+        .max_depth(max_depth)
         .sort_by_file_name()
         .into_iter()
         .filter_entry(|e| {

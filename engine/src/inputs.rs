@@ -1,7 +1,7 @@
 //! Source files: expanding `srcs` and hashing what they match, in parallel,
 //! through the stat cache.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -39,6 +39,9 @@ impl SourceFile {
     }
 }
 
+/// The files one pattern matched, relative to its target's folder.
+type Expansion = Result<Vec<String>, GlobError>;
+
 /// Expands the `srcs` of `targets` (indices into `ws.targets`) and hashes
 /// every matched file once. Returns each target's sources, sorted by path.
 pub fn resolve(
@@ -51,14 +54,31 @@ pub fn resolve(
     let at = At {
         sources: &ws.sources,
     };
+    // Expand every pattern in parallel, then merge in target order so errors
+    // and results do not depend on thread timing.
+    let expanded: Vec<(usize, Vec<Expansion>)> = targets
+        .par_iter()
+        .map(|&i| {
+            let t = &ws.targets[i];
+            (
+                i,
+                t.srcs
+                    .iter()
+                    .map(|pattern| globs::expand(&t.dir, &pattern.value, skip))
+                    .collect(),
+            )
+        })
+        .collect();
     let mut errors = Vec::new();
-    let mut matched: BTreeMap<usize, BTreeMap<String, PathBuf>> = BTreeMap::new();
-    let mut unique: BTreeSet<PathBuf> = BTreeSet::new();
-    for &i in targets {
+    // Each distinct file once, by index, so paths are compared only when interned.
+    let mut unique: Vec<PathBuf> = Vec::new();
+    let mut index_of: HashMap<PathBuf, usize> = HashMap::new();
+    let mut matched: Vec<(usize, BTreeMap<String, usize>)> = Vec::with_capacity(targets.len());
+    for (i, per_pattern) in expanded {
         let t = &ws.targets[i];
-        let files = matched.entry(i).or_default();
-        for pattern in &t.srcs {
-            match globs::expand(&t.dir, &pattern.value, skip) {
+        let mut files = BTreeMap::new();
+        for (pattern, result) in t.srcs.iter().zip(per_pattern) {
+            match result {
                 Ok(found) if found.is_empty() => errors.push(at.error(
                     pattern.loc,
                     format!("`{}` matches no file", pattern.value),
@@ -68,11 +88,19 @@ pub fn resolve(
                 Ok(found) => {
                     for rel in found {
                         let abs = t.dir.join(&rel);
-                        unique.insert(abs.clone());
-                        files.insert(rel, abs);
+                        let idx = *index_of.entry(abs.clone()).or_insert_with(|| {
+                            unique.push(abs);
+                            unique.len() - 1
+                        });
+                        files.insert(rel, idx);
                     }
                 }
-                Err(GlobError::Pattern(msg)) => errors.push(at.error(pattern.loc, format!("bad pattern `{}`: {msg}", pattern.value), "bad pattern", None)),
+                Err(GlobError::Pattern(msg)) => errors.push(at.error(
+                    pattern.loc,
+                    format!("bad pattern `{}`: {msg}", pattern.value),
+                    "bad pattern",
+                    None,
+                )),
                 Err(GlobError::Path { path, reason }) => errors.push(at.error(
                     pattern.loc,
                     format!("`{}`: {}: {reason}", pattern.value, display(&ws.root, &path)),
@@ -81,12 +109,12 @@ pub fn resolve(
                 )),
             }
         }
+        matched.push((i, files));
     }
     if !errors.is_empty() {
         return Err(errors);
     }
 
-    let unique: Vec<PathBuf> = unique.into_iter().collect();
     let hashed: Vec<Result<(fs::Metadata, Digest, bool), String>> = unique
         .par_iter()
         .map(|abs| {
@@ -94,13 +122,12 @@ pub fn resolve(
             if let Some(d) = cache.lookup(abs, &meta) {
                 return Ok((meta, d, true));
             }
-            let d = function
-                .of_reader(fs::File::open(abs).map_err(|e| e.to_string())?)
-                .map_err(|e| e.to_string())?;
+            let file = fs::File::open(abs).map_err(|e| e.to_string())?;
+            let d = function.of_reader(file).map_err(|e| e.to_string())?;
             Ok((meta, d, false))
         })
         .collect();
-    let mut by_path: BTreeMap<&Path, (fs::Metadata, Digest)> = BTreeMap::new();
+    let mut by_index: Vec<Option<(fs::Metadata, Digest)>> = Vec::with_capacity(unique.len());
     for (abs, r) in unique.iter().zip(hashed) {
         match r {
             Ok((meta, d, from_cache)) => {
@@ -109,12 +136,15 @@ pub fn resolve(
                 } else {
                     cache.record(abs.clone(), &meta, d);
                 }
-                by_path.insert(abs.as_path(), (meta, d));
+                by_index.push(Some((meta, d)));
             }
-            Err(e) => errors.push(ConfigError::general(
-                format!("cannot read source {}: {e}", display(&ws.root, abs)),
-                Some("sources must be readable; check the file's permissions".into()),
-            )),
+            Err(e) => {
+                errors.push(ConfigError::general(
+                    format!("cannot read source {}: {e}", display(&ws.root, abs)),
+                    Some("sources must be readable; check the file's permissions".into()),
+                ));
+                by_index.push(None);
+            }
         }
     }
     if !errors.is_empty() {
@@ -125,14 +155,15 @@ pub fn resolve(
         .map(|(i, files)| {
             let list = files
                 .into_iter()
-                .map(|(rel, abs)| {
-                    let (meta, digest) = &by_path[abs.as_path()];
+                .map(|(rel, idx)| {
+                    let (meta, digest) =
+                        by_index[idx].as_ref().expect("read errors returned above");
                     SourceFile {
                         rel,
                         digest: *digest,
                         executable: meta.permissions().mode() & 0o111 != 0,
                         fingerprint: fingerprint(meta),
-                        abs,
+                        abs: unique[idx].clone(),
                     }
                 })
                 .collect();

@@ -75,7 +75,16 @@ struct Shared {
     settings: Settings,
     isolation: OnceCell<Isolation>,
     observer: Arc<dyn Observer>,
+    /// `-j`: how many steps may execute at once. Cache lookups do not take a
+    /// slot, so a mostly cached graph is not walked `-j` nodes at a time.
+    exec_slots: tokio::sync::Semaphore,
+    /// Set when a failure stops the build: queued steps no longer start.
+    stopping: std::sync::atomic::AtomicBool,
 }
+
+/// Targets in flight beyond `-j`: their keys are computed and looked up while
+/// the steps before them execute.
+const LOOKAHEAD: usize = 32;
 
 /// The result of running the graph.
 pub struct Run {
@@ -92,11 +101,14 @@ pub async fn run(
     order: Vec<NodeIndex>,
     observer: Arc<dyn Observer>,
 ) -> Run {
+    let exec_slots = tokio::sync::Semaphore::new(settings.jobs.max(1));
     let shared = Arc::new(Shared {
         store,
         settings,
         isolation: OnceCell::new(),
         observer,
+        exec_slots,
+        stopping: std::sync::atomic::AtomicBool::new(false),
     });
     let mut waiting: BTreeMap<NodeIndex, usize> =
         order.iter().map(|n| (*n, jobs[n].deps.len())).collect();
@@ -111,7 +123,7 @@ pub async fn run(
     tokio::pin!(ctrl_c);
 
     loop {
-        while !stop && running.len() < shared.settings.jobs.max(1) {
+        while !stop && running.len() < shared.settings.jobs.max(1) + LOOKAHEAD {
             let Some(n) = ready.pop_front() else { break };
             let job = &jobs[&n];
             let deps: Vec<(String, Digest)> = job
@@ -162,6 +174,7 @@ pub async fn run(
                     }
                 } else if !shared.settings.keep_going {
                     stop = true;
+                    shared.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
                 }
             }
             _ = &mut ctrl_c => {
@@ -201,15 +214,18 @@ impl Task {
             &self.deps,
         );
         let key = keyed.key;
-        if !shared.settings.no_cache {
-            let store = shared.store.clone();
-            let hit = tokio::task::spawn_blocking(move || cached_output(&store, &key))
-                .await
-                .ok()
-                .flatten();
-            if let Some(output) = hit {
-                return Outcome::Cached { key, output };
-            }
+        // A lookup reads one small action-cache entry and stats the output
+        // tree's blobs: inline is cheaper than a trip to the blocking pool.
+        if !shared.settings.no_cache
+            && let Some(output) = cached_output(&shared.store, &key)
+        {
+            return Outcome::Cached { key, output };
+        }
+        let Ok(_slot) = shared.exec_slots.acquire().await else {
+            return Outcome::Skipped;
+        };
+        if shared.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            return Outcome::Skipped;
         }
         shared.observer.started(&self.name);
         match self.execute(shared, keyed).await {
