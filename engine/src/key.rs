@@ -129,6 +129,23 @@ mod tests {
         assert_eq!(a.key, again.key);
     }
 
+    /// The key encoding is a contract with every store and shared cache: a
+    /// change must be deliberate (bump the rule's salt) and update this value.
+    #[test]
+    fn key_encoding_is_pinned() {
+        let f = DigestFunction::Blake3;
+        let k = key(
+            f,
+            "t",
+            step("cat a.txt > $OUT/o"),
+            &[src("a.txt", b"x", false, "/a")],
+            &[("d".into(), f.of_bytes(b"1"))],
+        );
+        assert_eq!(k.key.hex(), PINNED_KEY);
+    }
+
+    const PINNED_KEY: &str = "5e6474587f07988ac7880cf23e4294e3358d2b2e7a07c923e9037966754f53c2";
+
     #[test]
     fn every_component_enters_the_key() {
         let f = DigestFunction::Blake3;
