@@ -554,3 +554,66 @@ fn a_build_killed_midway_leaves_a_store_the_next_build_completes() {
     assert_eq!(ws.read("out/all/all"), expected);
     assert!(start.elapsed() < Duration::from_secs(60));
 }
+
+#[test]
+fn steps_cannot_reach_the_host_through_outputs_devices_or_privileges() {
+    let ws = Ws::new();
+    ws.write("in.txt", "x\n");
+    ws.write(
+        "BUILD.yaml",
+        r#"
+targets:
+  dep:
+    rule: run
+    cmd: "echo original > $OUT/o"
+    outs: [o]
+  link-parent:
+    rule: run
+    cmd: "ln -s /etc $OUT/h"
+    outs: [h/passwd]
+  swap-out:
+    rule: run
+    cmd: "rmdir $OUT && ln -s / $OUT"
+    outs: [etc/]
+  remount:
+    rule: run
+    deps: [dep]
+    cmd: "mount -o remount,rw /strata/deps || mount -o remount,rw /strata; echo changed > $DEPS/dep/o"
+    outs: [o]
+  tty:
+    rule: run
+    cmd: "echo hi > /dev/tty"
+    outs: [o]
+  sysctl:
+    rule: run
+    cmd: "echo 1 > /proc/sys/kernel/sysrq"
+    outs: [o]
+  write-work:
+    rule: run
+    srcs: [in.txt]
+    cmd: "echo y > in.txt"
+    outs: [o]
+"#,
+    );
+    let r = ws.build_fails(&["--json", "-k"], 1);
+    assert_eq!(r.executed(), ["dep"]);
+    assert_eq!(
+        r.with_status("failed"),
+        [
+            "link-parent",
+            "remount",
+            "swap-out",
+            "sysctl",
+            "tty",
+            "write-work"
+        ]
+    );
+    assert!(
+        r.stderr.contains("lies behind the symlink `$OUT/h`"),
+        "{}",
+        r.stderr
+    );
+    // The dependency's stored output is untouched.
+    assert_eq!(ws.read("out/dep/o"), "original\n");
+    assert_eq!(ws.read("in.txt"), "x\n");
+}

@@ -40,6 +40,7 @@ pub enum Failure {
     OutputKind { out: String, expected: &'static str },
     DigestMismatch { declared: String, actual: String },
     SourceChanged { path: PathBuf },
+    OutputThroughSymlink { out: String, link: String },
     Store(StoreError),
     Io(String),
 }
@@ -62,6 +63,10 @@ impl std::fmt::Display for Failure {
                     "output digest mismatch:\n  declared: {declared}\n  actual:   {actual}"
                 )
             }
+            Failure::OutputThroughSymlink { out, link } => write!(
+                f,
+                "declared output `{out}` lies behind the symlink `{link}`; outputs are read without following symlinks"
+            ),
             Failure::SourceChanged { path } => write!(
                 f,
                 "source {} changed while the build was running",
@@ -272,6 +277,14 @@ async fn spawn_and_wait(
         Isolation::Sandbox { helper } => {
             let mut c = tokio::process::Command::new(helper);
             c.args(sandbox::helper_args(exec_root, step.network, &step.argv));
+            // If strata dies, so does the helper (and with it the step).
+            // SAFETY: prctl(2) is async-signal-safe.
+            unsafe {
+                c.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    Ok(())
+                });
+            }
             c.env_clear().envs(step.env.iter().map(|(k, v)| (k, v)));
             c
         }
@@ -359,6 +372,12 @@ fn collect(
     stdout: &Path,
     stderr: &Path,
 ) -> Result<(Digest, Digest, Digest), Failure> {
+    // Outputs are read on the host: a symlink on the way (`$OUT/x -> /etc`
+    // with `outs: [x/passwd]`) would make us store host files. Only the last
+    // component of an output may be a symlink, and it is kept verbatim.
+    for out in &step.outs {
+        refuse_symlinked_parents(out_dir, out)?;
+    }
     for (out, &is_dir) in step.outs.iter().zip(&step.declared_dirs) {
         let path = tree::rel_join(out_dir, out);
         let meta =
@@ -393,6 +412,31 @@ fn collect(
     let stdout = store.cas().put_file_move(stdout).map_err(Failure::Store)?;
     let stderr = store.cas().put_file_move(stderr).map_err(Failure::Store)?;
     Ok((output, stdout, stderr))
+}
+
+fn refuse_symlinked_parents(out_dir: &Path, out: &str) -> Result<(), Failure> {
+    let mut path = out_dir.to_path_buf();
+    let mut shown = String::from("$OUT");
+    let parts: Vec<&str> = out.split('/').collect();
+    let parents = std::iter::once(None).chain(parts[..parts.len() - 1].iter().map(Some));
+    for part in parents {
+        if let Some(p) = part {
+            path.push(p);
+            shown = format!("{shown}/{p}");
+        }
+        match fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(Failure::OutputThroughSymlink {
+                    out: out.to_string(),
+                    link: shown,
+                });
+            }
+            Ok(m) if m.is_dir() => {}
+            // Missing or not a folder: the output itself will be reported missing.
+            _ => return Ok(()),
+        }
+    }
+    Ok(())
 }
 
 fn tail(path: &Path) -> String {

@@ -10,7 +10,8 @@
 //!   the host, read-only: the toolchain;
 //! - a minimal `/dev`, a fresh `/proc` (showing only the sandbox's processes),
 //!   and `/tmp` backed by the exec root's `tmp/`;
-//! - the exec root at `/strata`, with `work/` and `deps/` read-only.
+//! - the exec root at `/strata`, read-only except `out/`, `home/` and `tmp/`,
+//!   each bind-mounted on its own so none can be swapped for a symlink.
 //!
 //! It then pivots into that root and detaches the host's, so the workspace,
 //! the store and the home folder are not reachable, not even by absolute path.
@@ -18,7 +19,10 @@
 //! are writable. With a network namespace only loopback exists.
 //!
 //! When the PID 1 child exits, the kernel kills everything left in the
-//! namespace, so a step cannot leave processes behind.
+//! namespace, so a step cannot leave processes behind. Before exec the child
+//! starts a new session (no controlling terminal), drops every capability and
+//! sets `no_new_privs`; a non-root caller is mapped to uid 0 inside, so steps
+//! see the same owner whoever runs the build.
 
 use std::ffi::{CString, OsString};
 use std::fs;
@@ -109,19 +113,76 @@ pub fn helper_main(args: &[OsString]) -> ! {
             // If the helper dies (strata was killed), take the step with it.
             // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number.
             unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
-            if let Err(e) = enter_root(&exec_root, network) {
+            // A session of its own: no controlling terminal to read from or
+            // to push keystrokes into.
+            let _ = nix::unistd::setsid();
+            if let Err(e) = enter_root(&exec_root, network).and_then(|()| drop_privileges()) {
                 fail(&e);
             }
             // The caller's umask must not shape the step's outputs.
             nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(STEP_UMASK));
             let err = execvp(&argv[0], &argv).unwrap_err();
-            eprintln!(
-                "strata-sandbox: cannot execute `{}`: {err}",
-                argv[0].to_string_lossy()
-            );
+            // The program name may hold a secret: describe, do not quote it.
+            eprintln!("strata-sandbox: cannot execute the step's program: {err}");
             std::process::exit(127);
         }
     }
+}
+
+/// Drops every capability, for good: with an empty bounding set even a root
+/// step gains none at exec, and `no_new_privs` rules out setuid programs. So
+/// the step cannot remount anything (the read-only views of `deps/` and the
+/// toolchain hold) nor reach kernel knobs.
+fn drop_privileges() -> Setup {
+    #[repr(C)]
+    struct CapHeader {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct CapData {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+    // SAFETY: prctl and capset with valid arguments and live pointers.
+    unsafe {
+        for cap in 0..64 {
+            // Numbers past the kernel's last capability fail with EINVAL.
+            libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0);
+        }
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        );
+        let header = CapHeader {
+            version: CAPABILITY_VERSION_3,
+            pid: 0,
+        };
+        let data = [CapData {
+            effective: 0,
+            permitted: 0,
+            inheritable: 0,
+        }; 2];
+        if libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr()) != 0 {
+            return Err(format!(
+                "cannot drop capabilities: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+            return Err(format!(
+                "cannot set no_new_privs: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn fail(msg: &str) -> ! {
@@ -131,8 +192,8 @@ fn fail(msg: &str) -> ! {
 
 fn map_ids(uid: Uid, gid: Gid) -> std::io::Result<()> {
     fs::write("/proc/self/setgroups", "deny")?;
-    fs::write("/proc/self/uid_map", format!("{uid} {uid} 1"))?;
-    fs::write("/proc/self/gid_map", format!("{gid} {gid} 1"))?;
+    fs::write("/proc/self/uid_map", format!("0 {uid} 1"))?;
+    fs::write("/proc/self/gid_map", format!("0 {gid} 1"))?;
     Ok(())
 }
 
@@ -200,12 +261,21 @@ fn enter_root(exec_root: &Path, network: bool) -> Setup {
         ),
         || "cannot mount /proc".into(),
     )?;
+    // Kernel knobs stay read-only, as in Docker's default profile.
+    for knob in ["sys", "sysrq-trigger", "irq", "bus"] {
+        let p = proc_dir.join(knob);
+        if p.exists() {
+            bind(&p, &p, true)?;
+        }
+    }
     bind(&exec_root.join(layout::TMP), &root.join("tmp"), false)?;
+    // The exec root is read-only as a whole (so `work/`, `deps/` and the
+    // mount points cannot be replaced, say by a symlink to the host); only
+    // `$OUT`, `$HOME` and `$TMPDIR` are writable, each its own mount.
     let strata = root.join(layout::EXEC_ROOT.trim_start_matches('/'));
-    bind(exec_root, &strata, false)?;
-    for ro in [layout::WORK, layout::DEPS] {
-        let p = strata.join(ro);
-        bind(&p, &p, true)?;
+    bind(exec_root, &strata, true)?;
+    for rw in [layout::OUT, layout::HOME, layout::TMP] {
+        bind(&exec_root.join(rw), &strata.join(rw), false)?;
     }
 
     ctx(sethostname("strata"), || "cannot set the host name".into())?;
@@ -324,7 +394,7 @@ fn make_dev(root: &Path) -> Setup {
         ),
         || "cannot mount /dev".into(),
     )?;
-    for node in ["null", "zero", "full", "random", "urandom", "tty"] {
+    for node in ["null", "zero", "full", "random", "urandom"] {
         let host = Path::new("/dev").join(node);
         if host.exists() {
             bind(&host, &dev.join(node), false)?;
