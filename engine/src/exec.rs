@@ -98,7 +98,8 @@ pub struct StepSuccess {
 
 /// Everything one step needs.
 pub struct StepRequest<'a> {
-    pub scratch_name: String,
+    /// Scratch folders of this target are named `<prefix><random>`.
+    pub scratch_prefix: String,
     pub step: &'a RunStep,
     pub sources: &'a [SourceFile],
     pub deps: &'a [(String, Digest)],
@@ -111,7 +112,13 @@ const LOG_TAIL: usize = 8 * 1024;
 /// Runs one step to completion. Cancel-safe: dropping the future kills the
 /// step's whole process group.
 pub async fn run(req: StepRequest<'_>) -> Result<StepSuccess, StepFailure> {
-    let scratch = req.store.scratch_dir().join(&req.scratch_name);
+    let (scratch, _scratch_lock) =
+        create_scratch(req.store, &req.scratch_prefix).map_err(|e| StepFailure {
+            failure: Failure::Io(format!("cannot create a scratch folder: {e}")),
+            stdout: String::new(),
+            stderr: String::new(),
+            scratch: None,
+        })?;
     let exec_root = scratch.join("exec");
     let early = |failure: Failure| StepFailure {
         failure,
@@ -122,19 +129,16 @@ pub async fn run(req: StepRequest<'_>) -> Result<StepSuccess, StepFailure> {
 
     let sandboxed = matches!(req.isolation, Isolation::Sandbox { .. });
     {
-        let (store, sources, deps, exec_root, scratch) = (
+        let (store, sources, deps, exec_root) = (
             req.store.clone(),
             req.sources.to_vec(),
             req.deps.to_vec(),
             exec_root.clone(),
-            scratch.clone(),
         );
-        tokio::task::spawn_blocking(move || {
-            stage(&store, &scratch, &exec_root, &sources, &deps, sandboxed)
-        })
-        .await
-        .map_err(|e| early(Failure::Io(e.to_string())))?
-        .map_err(early)?;
+        tokio::task::spawn_blocking(move || stage(&store, &exec_root, &sources, &deps, sandboxed))
+            .await
+            .map_err(|e| early(Failure::Io(e.to_string())))?
+            .map_err(early)?;
     }
 
     let started = SystemTime::now();
@@ -195,28 +199,15 @@ fn timestamp(t: SystemTime) -> reapi::Timestamp {
 /// Creates the exec root with the sources and dependency outputs in place.
 fn stage(
     store: &Store,
-    scratch: &Path,
     exec_root: &Path,
     sources: &[SourceFile],
     deps: &[(String, Digest)],
     sandboxed: bool,
 ) -> Result<(), Failure> {
-    if scratch.exists() {
-        remove_tree(scratch);
-    }
     let io = |what: &str, p: &Path, e: std::io::Error| {
         Failure::Io(format!("{what} {}: {e}", p.display()))
     };
-    for sub in [
-        layout::WORK,
-        layout::DEPS,
-        layout::OUT,
-        layout::HOME,
-        layout::TMP,
-    ] {
-        let d = exec_root.join(sub);
-        fs::create_dir_all(&d).map_err(|e| io("cannot create", &d, e))?;
-    }
+    create_exec_root(exec_root).map_err(|e| io("cannot create", exec_root, e))?;
     let work = exec_root.join(layout::WORK);
     for src in sources {
         let dest = tree::rel_join(&work, &src.rel);
@@ -246,6 +237,80 @@ fn stage(
         tree::materialize(store.cas(), output, &dest, placement).map_err(Failure::Store)?;
     }
     Ok(())
+}
+
+/// Creates the empty folders of an exec root.
+pub fn create_exec_root(exec_root: &Path) -> std::io::Result<()> {
+    for sub in [
+        layout::WORK,
+        layout::DEPS,
+        layout::OUT,
+        layout::HOME,
+        layout::TMP,
+    ] {
+        fs::create_dir_all(exec_root.join(sub))?;
+    }
+    Ok(())
+}
+
+const SCRATCH_LOCK: &str = ".lock";
+
+/// Creates `<scratch>/<prefix><random>` holding a lock for as long as the
+/// returned file lives. The folder is prepared under a hidden name and
+/// renamed into place only once locked, so a reaper never sees it unlocked
+/// while its owner is alive.
+fn create_scratch(store: &Store, prefix: &str) -> std::io::Result<(PathBuf, fs::File)> {
+    let dir = store.scratch_dir();
+    let tmp = tempfile::Builder::new()
+        .prefix(".new-")
+        .tempdir_in(&dir)?
+        .keep();
+    let lock = fs::File::create(tmp.join(SCRATCH_LOCK))?;
+    lock.lock()?;
+    loop {
+        let name = format!("{prefix}{:016x}", rand_u64());
+        let path = dir.join(name);
+        match fs::rename(&tmp, &path) {
+            Ok(()) => return Ok((path, lock)),
+            // A non-empty folder of that name exists: pick another name.
+            Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    h.finish()
+}
+
+/// Removes this target's scratch folders that no live build holds: failures
+/// kept for inspection, and leftovers of killed builds. Works across
+/// processes, containers and machines sharing a store (locks, not PIDs).
+pub fn remove_stale_scratch(store: &Store, prefix: &str) {
+    let Ok(entries) = fs::read_dir(store.scratch_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        if !name.to_str().is_some_and(|n| n.starts_with(prefix)) {
+            continue;
+        }
+        let held = match fs::File::open(e.path().join(SCRATCH_LOCK)) {
+            Ok(f) => matches!(f.try_lock(), Err(fs::TryLockError::WouldBlock)),
+            Err(_) => false,
+        };
+        if !held {
+            remove_tree(&e.path());
+        }
+    }
 }
 
 /// Kills a process group when dropped, so a cancelled build leaves no step behind.

@@ -32,6 +32,7 @@ pub fn key(
     step: RunStep,
     sources: &[SourceFile],
     deps: &[(String, Digest)],
+    sandboxed: bool,
 ) -> KeyedAction {
     let mut root = TreeBuilder::new();
     root.insert(layout::WORK, Node::Dir(TreeBuilder::new()))
@@ -55,7 +56,7 @@ pub fn key(
     let command = step.keyed_command.clone();
     let command_digest = function.of_bytes(&prost::Message::encode_to_vec(&command));
     let input_root = root.encode(function).root;
-    let action = step.action(target_name, command_digest, input_root);
+    let action = step.action(target_name, command_digest, input_root, sandboxed);
     let key = function.of_bytes(&prost::Message::encode_to_vec(&action));
     KeyedAction {
         key,
@@ -83,6 +84,50 @@ mod tests {
     use std::collections::BTreeMap;
     use strata_rules::Text;
     use strata_rules::run::{Program, RunParams};
+
+    /// The key of a sandboxed step (the usual case).
+    fn key(
+        f: DigestFunction,
+        name: &str,
+        step: RunStep,
+        sources: &[SourceFile],
+        deps: &[(String, Digest)],
+    ) -> KeyedAction {
+        super::key(f, name, step, sources, deps, true)
+    }
+
+    #[test]
+    fn an_unsandboxed_result_has_another_key() {
+        let f = DigestFunction::Blake3;
+        let a = super::key(f, "t", step("c"), &[], &[], true);
+        let b = super::key(f, "t", step("c"), &[], &[], false);
+        assert_ne!(a.key, b.key);
+    }
+
+    #[test]
+    fn a_folder_output_and_a_file_output_have_other_keys() {
+        let f = DigestFunction::Blake3;
+        let as_dir = RunParams {
+            outs: vec!["o/".into()],
+            ..params_of("c")
+        }
+        .step();
+        assert_ne!(
+            key(f, "t", step("c"), &[], &[]).key,
+            key(f, "t", as_dir, &[], &[]).key
+        );
+    }
+
+    fn params_of(cmd: &str) -> RunParams {
+        RunParams {
+            program: Program::Shell(Text::plain(cmd)),
+            env: BTreeMap::new(),
+            outs: vec!["o".into()],
+            network: false,
+            fixed_output: None,
+            source_date_epoch: "0".into(),
+        }
+    }
 
     fn step(cmd: &str) -> RunStep {
         RunParams {
@@ -144,7 +189,7 @@ mod tests {
         assert_eq!(k.key.hex(), PINNED_KEY);
     }
 
-    const PINNED_KEY: &str = "5e6474587f07988ac7880cf23e4294e3358d2b2e7a07c923e9037966754f53c2";
+    const PINNED_KEY: &str = "81012ab86be00e0605bd045ebad500e7953d22ebc88c680152da81dbbbef12d1";
 
     #[test]
     fn every_component_enters_the_key() {

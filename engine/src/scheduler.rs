@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use petgraph::graph::NodeIndex;
 use strata_rules::run::RunStep;
 use strata_store::{Digest, Store, tree};
-use tokio::sync::OnceCell;
 use tokio::task::JoinSet;
 
 use crate::exec::{self, Isolation, StepFailure, StepRequest};
@@ -73,7 +72,7 @@ pub struct Settings {
 struct Shared {
     store: Store,
     settings: Settings,
-    isolation: OnceCell<Isolation>,
+    isolation: Isolation,
     observer: Arc<dyn Observer>,
     /// `-j`: how many steps may execute at once. Cache lookups do not take a
     /// slot, so a mostly cached graph is not walked `-j` nodes at a time.
@@ -101,11 +100,18 @@ pub async fn run(
     order: Vec<NodeIndex>,
     observer: Arc<dyn Observer>,
 ) -> Run {
+    // Keys depend on the isolation, so it is known before the first key.
+    let isolation = probe_isolation(&store).await;
+    if let Isolation::Unsandboxed { reason } = &isolation {
+        observer.warn(&format!(
+            "steps run without a sandbox (they can see the whole file system and the network): {reason}"
+        ));
+    }
     let exec_slots = tokio::sync::Semaphore::new(settings.jobs.max(1));
     let shared = Arc::new(Shared {
         store,
         settings,
-        isolation: OnceCell::new(),
+        isolation,
         observer,
         exec_slots,
         stopping: std::sync::atomic::AtomicBool::new(false),
@@ -192,7 +198,7 @@ pub async fn run(
     Run {
         outcomes,
         interrupted,
-        isolation: shared.isolation.get().cloned(),
+        isolation: Some(shared.isolation.clone()),
     }
 }
 
@@ -206,12 +212,14 @@ struct Task {
 impl Task {
     async fn run(self, shared: &Shared) -> Outcome {
         let function = shared.store.function();
+        let sandboxed = matches!(shared.isolation, Isolation::Sandbox { .. });
         let keyed = key::key(
             function,
             &self.name,
             self.step.clone(),
             &self.sources,
             &self.deps,
+            sandboxed,
         );
         let key = keyed.key;
         // A lookup reads one small action-cache entry and stats the output
@@ -244,33 +252,15 @@ impl Task {
             stderr: String::new(),
             scratch: None,
         };
-        let isolation = shared
-            .isolation
-            .get_or_init(|| async {
-                let iso = probe_isolation(&shared.store).await;
-                if let Isolation::Unsandboxed { reason } = &iso {
-                    shared.observer.warn(&format!("steps run without a sandbox (they can see the whole file system and the network): {reason}"));
-                }
-                iso
-            })
-            .await;
-        let scratch_name = format!(
-            "{}-{}-{}",
-            shared.settings.workspace_tag,
-            self.name,
-            std::process::id()
-        );
-        remove_stale_scratch(
-            &shared.store,
-            &format!("{}-{}-", shared.settings.workspace_tag, self.name),
-        );
+        let scratch_prefix = format!("{}-{}-", shared.settings.workspace_tag, self.name);
+        exec::remove_stale_scratch(&shared.store, &scratch_prefix);
         let success = exec::run(StepRequest {
-            scratch_name,
+            scratch_prefix,
             step: &keyed.step,
             sources: &self.sources,
             deps: &self.deps,
             store: &shared.store,
-            isolation,
+            isolation: &shared.isolation,
         })
         .await?;
         // Only a succeeded step's action enters the store, ahead of the
@@ -297,28 +287,6 @@ fn cached_output(store: &Store, key: &Digest) -> Option<Digest> {
         .then_some(output)
 }
 
-/// Removes scratch folders of earlier runs of a target whose process is gone
-/// (kept failures, or leftovers of a killed build).
-fn remove_stale_scratch(store: &Store, prefix: &str) {
-    let Ok(entries) = std::fs::read_dir(store.scratch_dir()) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name();
-        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(prefix)) else {
-            continue;
-        };
-        let Ok(pid) = rest.parse::<i32>() else {
-            continue;
-        };
-        let alive = pid == std::process::id() as i32
-            || nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
-        if !alive {
-            exec::remove_tree(&e.path());
-        }
-    }
-}
-
 /// Decides once per build whether steps can run in namespaces here.
 async fn probe_isolation(store: &Store) -> Isolation {
     if std::env::var("STRATA_SANDBOX").is_ok_and(|v| v == "off") {
@@ -334,19 +302,19 @@ async fn probe_isolation(store: &Store) -> Isolation {
             };
         }
     };
-    let probe = store
-        .scratch_dir()
-        .join(format!("probe-{}", std::process::id()));
+    let probe = match tempfile::Builder::new()
+        .prefix(".probe-")
+        .tempdir_in(store.scratch_dir())
+    {
+        Ok(d) => d.keep(),
+        Err(e) => {
+            return Isolation::Unsandboxed {
+                reason: format!("cannot create a probe folder: {e}"),
+            };
+        }
+    };
     let exec_root = probe.join("exec");
-    for sub in [
-        strata_rules::layout::WORK,
-        strata_rules::layout::DEPS,
-        strata_rules::layout::OUT,
-        strata_rules::layout::HOME,
-        strata_rules::layout::TMP,
-    ] {
-        let _ = std::fs::create_dir_all(exec_root.join(sub));
-    }
+    let _ = exec::create_exec_root(&exec_root);
     let out = tokio::process::Command::new(&helper)
         .args(crate::sandbox::helper_args(
             &exec_root,

@@ -141,7 +141,10 @@ impl RunParams {
                 .collect(),
             platform: None,
             working_directory: layout::WORK.to_string(),
-            output_paths: outs
+            // As declared: the trailing `/` of a folder output is part of the
+            // contract (a file where a folder was declared fails the step).
+            output_paths: self
+                .outs
                 .iter()
                 .map(|o| format!("{}/{o}", layout::OUT))
                 .collect(),
@@ -170,11 +173,14 @@ impl RunStep {
     /// sources' digests and the dependencies' *output* digests). A
     /// fixed-output step is keyed by its target name and declared digest
     /// only: how the bytes are fetched does not matter, only what they are.
+    /// `sandboxed` says whether the step runs in the namespace sandbox: a
+    /// result made without it (seeing the whole host) is a different result.
     pub fn action(
         &self,
         target: &str,
         command_digest: Digest,
         input_root: Digest,
+        sandboxed: bool,
     ) -> reapi::Action {
         let prop = |name: &str, value: &str| reapi::Property {
             name: name.to_string(),
@@ -203,6 +209,10 @@ impl RunStep {
                             if self.network { "true" } else { "false" },
                         ),
                         prop("strata.rule", "run"),
+                        prop(
+                            "strata.sandbox",
+                            if sandboxed { "namespaces" } else { "none" },
+                        ),
                     ],
                 }),
                 ..Default::default()
@@ -245,10 +255,10 @@ mod tests {
     #[test]
     fn network_enters_the_action() {
         let d = DigestFunction::Blake3.of_bytes(b"");
-        let off = params().step().action("t", d, d);
+        let off = params().step().action("t", d, d, true);
         let mut p = params();
         p.network = true;
-        let on = p.step().action("t", d, d);
+        let on = p.step().action("t", d, d, true);
         assert_ne!(off, on);
     }
 
@@ -260,7 +270,7 @@ mod tests {
         let mut b = a.clone();
         b.program = Program::Shell(Text::plain("curl something else"));
         let (sa, sb) = (a.step(), b.step());
-        assert_eq!(sa.action("t", d, d), sb.action("t", d, d));
-        assert_ne!(sa.action("t", d, d), sa.action("u", d, d));
+        assert_eq!(sa.action("t", d, d, true), sb.action("t", d, d, true));
+        assert_ne!(sa.action("t", d, d, true), sa.action("u", d, d, true));
     }
 }
