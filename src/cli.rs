@@ -14,6 +14,9 @@ use crate::{progress, report};
 pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 
+/// The most steps `-j` may run at once.
+const MAX_JOBS: usize = 4096;
+
 #[derive(Parser)]
 #[command(
     name = "strata",
@@ -86,8 +89,10 @@ fn build_command(args: BuildArgs) -> ExitCode {
             _ => return report::usage_error(&format!("--var expects NAME=VALUE, got `{v}`")),
         }
     }
-    if args.jobs == Some(0) {
-        return report::usage_error("-j must be at least 1");
+    if let Some(j) = args.jobs
+        && !(1..=MAX_JOBS).contains(&j)
+    {
+        return report::usage_error(&format!("-j must be between 1 and {MAX_JOBS}"));
     }
     let jobs = args.jobs.unwrap_or_else(|| {
         std::thread::available_parallelism()
@@ -100,7 +105,7 @@ fn build_command(args: BuildArgs) -> ExitCode {
         jobs,
         keep_going: args.keep_going,
         no_cache: args.no_cache,
-        store_dir: args.store.unwrap_or_else(build::default_store_dir),
+        store_dir: absolute(args.store.unwrap_or_else(build::default_store_dir)),
         out_dir: args.out_dir.map(absolute),
         load: LoadOptions { var_overrides },
     };

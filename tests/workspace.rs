@@ -162,6 +162,17 @@ fn var_flag_overrides_a_variable() {
     ws.write("BUILD.yaml", "vars:\n  flavour: plain\ntargets:\n  t:\n    rule: run\n    cmd: \"echo ${flavour} > $OUT/o\"\n    outs: [o]\n");
     ws.build_ok(&["--var", "flavour=spicy"]);
     assert_eq!(ws.read("out/t/o"), "spicy\n");
+    // Applied before interpolation: variables built from it follow.
+    ws.write("BUILD.yaml", "vars:\n  flavour: plain\n  dish: \"${flavour} soup\"\ntargets:\n  t:\n    rule: run\n    cmd: \"echo ${dish} > $OUT/o\"\n    outs: [o]\n");
+    ws.build_ok(&["--var", "flavour=spicy"]);
+    assert_eq!(ws.read("out/t/o"), "spicy soup\n");
+    // Without any `vars:` section, and for names the file does not declare.
+    ws.write(
+        "BUILD.yaml",
+        "targets:\n  t:\n    rule: run\n    cmd: \"echo ${extra} > $OUT/o\"\n    outs: [o]\n",
+    );
+    ws.build_ok(&["--var", "extra=added"]);
+    assert_eq!(ws.read("out/t/o"), "added\n");
     let r = ws.build_fails(&["--var", "no-equals-sign"], 2);
     assert!(r.stderr.contains("NAME=VALUE"), "{}", r.stderr);
 }

@@ -122,7 +122,9 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
         .join(format!("{workspace_tag}-{}", store.function()));
     let _ = std::fs::create_dir_all(cache_path.parent().expect("has parent"));
     let mut stat_cache = StatCache::load(cache_path, store.tmp_dir());
-    let skip = [out_dir.clone(), store.root().to_path_buf()];
+    // Never hash our own output folder or store as sources, however they
+    // are spelled.
+    let skip = [canonical(&out_dir), store.root().to_path_buf()];
     let indices: Vec<usize> = order.iter().map(|n| graph.dag[*n]).collect();
     let mut sources = inputs::resolve(&ws, &indices, &skip, &mut stat_cache, store.function())
         .map_err(BuildError::Config)?;
@@ -343,6 +345,17 @@ fn failure_diagnostic(ws: &Workspace, t: &load::Target, failure: &Failure) -> Op
             ))
         }
         _ => None,
+    }
+}
+
+/// `path` with symlinks resolved, as far as it exists.
+fn canonical(path: &Path) -> PathBuf {
+    if let Ok(p) = std::fs::canonicalize(path) {
+        return p;
+    }
+    match (path.parent(), path.file_name()) {
+        (Some(parent), Some(name)) => canonical(parent).join(name),
+        _ => path.to_path_buf(),
     }
 }
 

@@ -388,10 +388,14 @@ async fn spawn_and_wait(
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
-            return Ok(Some(Failure::Io(format!(
-                "cannot start `{}`: {e}",
-                step.argv[0]
-            ))));
+            // The keyed name: the real one may carry a secret.
+            let program = step
+                .keyed_command
+                .arguments
+                .first()
+                .map(String::as_str)
+                .unwrap_or("");
+            return Ok(Some(Failure::Io(format!("cannot start `{program}`: {e}"))));
         }
     };
     let guard = GroupGuard(child.id().map(|p| p as i32));

@@ -38,7 +38,17 @@ pub fn check_relative(pattern: &str) -> Result<(), String> {
 /// every file below it. Folders in `skip` (the output folder, the store) and
 /// `.git` are never entered by a wildcard. Symlinks to files are followed;
 /// symlinks to folders are not descended into.
-pub fn expand(base: &Path, pattern: &str, skip: &[PathBuf]) -> Result<Vec<String>, GlobError> {
+///
+/// Nothing outside `confine` (the workspace root, canonical) is matched: a
+/// symlink leading out of it, or a pattern folder reached through one, is an
+/// error naming it, so a checked-out tree cannot hand a step a file such as
+/// `~/.ssh/id_rsa`.
+pub fn expand(
+    base: &Path,
+    pattern: &str,
+    skip: &[PathBuf],
+    confine: &Path,
+) -> Result<Vec<String>, GlobError> {
     check_relative(pattern).map_err(GlobError::Pattern)?;
     let pattern = pattern.trim_start_matches("./");
     let parts: Vec<&str> = pattern
@@ -47,11 +57,16 @@ pub fn expand(base: &Path, pattern: &str, skip: &[PathBuf]) -> Result<Vec<String
         .collect();
     let literal: Vec<&str> = parts.iter().take_while(|p| !has_meta(p)).copied().collect();
     let start = literal.iter().fold(base.to_path_buf(), |p, c| p.join(c));
+    if let Ok(real) = fs::canonicalize(&start)
+        && !real.starts_with(confine)
+    {
+        return Err(outside(&start, &real));
+    }
 
     if literal.len() == parts.len() {
         // No wildcard: a file, or every file of a folder.
         return match fs::metadata(&start) {
-            Ok(m) if m.is_dir() => walk(base, &start, &|_| true, skip, true, usize::MAX),
+            Ok(m) if m.is_dir() => walk(base, &start, &|_| true, skip, true, usize::MAX, confine),
             Ok(_) => Ok(vec![rel_string(base, &start)?]),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 // A dangling symlink is an error worth naming; a missing file matches nothing.
@@ -87,6 +102,7 @@ pub fn expand(base: &Path, pattern: &str, skip: &[PathBuf]) -> Result<Vec<String
         skip,
         false,
         depth,
+        confine,
     )?;
     let prefix = rel_string(base, &start)?;
     Ok(found
@@ -128,6 +144,7 @@ fn walk(
     skip: &[PathBuf],
     enter_hidden: bool,
     max_depth: usize,
+    confine: &Path,
 ) -> Result<Vec<String>, GlobError> {
     let mut found = Vec::new();
     let walker = walkdir::WalkDir::new(start)
@@ -158,7 +175,15 @@ fn walk(
         let ft = entry.file_type();
         let is_file = if ft.is_symlink() {
             match fs::metadata(entry.path()) {
-                Ok(m) => m.is_file(),
+                Ok(m) if m.is_file() => {
+                    let real =
+                        fs::canonicalize(entry.path()).map_err(|e| io_error(entry.path(), e))?;
+                    if !real.starts_with(confine) && keep(&rel_string(base, entry.path())?) {
+                        return Err(outside(entry.path(), &real));
+                    }
+                    true
+                }
+                Ok(_) => false,
                 Err(e) => {
                     let rel = rel_string(base, entry.path())?;
                     if !keep(&rel) {
@@ -187,6 +212,16 @@ fn walk(
         }
     }
     Ok(found)
+}
+
+fn outside(path: &Path, real: &Path) -> GlobError {
+    GlobError::Path {
+        path: path.to_path_buf(),
+        reason: format!(
+            "leads outside the workspace (to {}) through a symlink",
+            real.display()
+        ),
+    }
 }
 
 fn rel_string(base: &Path, path: &Path) -> Result<String, GlobError> {
@@ -221,22 +256,29 @@ mod tests {
             fs::create_dir_all(p.parent().unwrap()).unwrap();
             fs::write(p, f).unwrap();
         }
-        assert_eq!(expand(d.path(), "*.txt", &[]).unwrap(), ["a.txt", "b.txt"]);
         assert_eq!(
-            expand(d.path(), "**/*.txt", &[]).unwrap(),
+            expand(d.path(), "*.txt", &[], d.path()).unwrap(),
+            ["a.txt", "b.txt"]
+        );
+        assert_eq!(
+            expand(d.path(), "**/*.txt", &[], d.path()).unwrap(),
             ["a.txt", "b.txt", "sub/c.txt", "sub/deep/d.txt"]
         );
         assert_eq!(
-            expand(d.path(), "sub", &[]).unwrap(),
+            expand(d.path(), "sub", &[], d.path()).unwrap(),
             ["sub/c.txt", "sub/deep/d.txt"]
         );
-        assert!(expand(d.path(), "nothing/*.c", &[]).unwrap().is_empty());
+        assert!(
+            expand(d.path(), "nothing/*.c", &[], d.path())
+                .unwrap()
+                .is_empty()
+        );
         assert!(matches!(
-            expand(d.path(), "../x", &[]),
+            expand(d.path(), "../x", &[], d.path()),
             Err(GlobError::Pattern(_))
         ));
         assert!(matches!(
-            expand(d.path(), "/etc/passwd", &[]),
+            expand(d.path(), "/etc/passwd", &[], d.path()),
             Err(GlobError::Pattern(_))
         ));
     }
@@ -247,8 +289,34 @@ mod tests {
         std::os::unix::fs::symlink("b", d.path().join("a")).unwrap();
         std::os::unix::fs::symlink("a", d.path().join("b")).unwrap();
         assert!(matches!(
-            expand(d.path(), "*", &[]),
+            expand(d.path(), "*", &[], d.path()),
             Err(GlobError::Path { .. })
         ));
+    }
+
+    #[test]
+    fn symlinks_out_of_the_workspace_are_refused() {
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("id_rsa"), "secret").unwrap();
+        let d = tempfile::tempdir().unwrap();
+        fs::write(d.path().join("ok.txt"), "fine").unwrap();
+        std::os::unix::fs::symlink(outside.path().join("id_rsa"), d.path().join("key.txt"))
+            .unwrap();
+        std::os::unix::fs::symlink(outside.path(), d.path().join("dir")).unwrap();
+        std::os::unix::fs::symlink("ok.txt", d.path().join("inside.txt")).unwrap();
+        let ws = fs::canonicalize(d.path()).unwrap();
+        assert!(matches!(
+            expand(&ws, "*.txt", &[], &ws),
+            Err(GlobError::Path { .. })
+        ));
+        assert!(matches!(
+            expand(&ws, "key.txt", &[], &ws),
+            Err(GlobError::Path { .. })
+        ));
+        assert!(matches!(
+            expand(&ws, "dir/*", &[], &ws),
+            Err(GlobError::Path { .. })
+        ));
+        assert_eq!(expand(&ws, "inside.txt", &[], &ws).unwrap(), ["inside.txt"]);
     }
 }

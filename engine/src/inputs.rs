@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
@@ -12,7 +12,7 @@ use strata_store::{Digest, DigestFunction};
 use crate::globs::{self, GlobError};
 use crate::load::diag::At;
 use crate::load::{ConfigError, Workspace};
-use crate::statcache::StatCache;
+use crate::statcache::{Stat, StatCache};
 
 /// One declared source of a target.
 #[derive(Clone, Debug)]
@@ -22,19 +22,15 @@ pub struct SourceFile {
     pub abs: PathBuf,
     pub digest: Digest,
     pub executable: bool,
-    /// Size, mtime and inode when hashed, to detect edits during the build.
-    pub fingerprint: (u64, i64, i64, u64),
-}
-
-fn fingerprint(m: &fs::Metadata) -> (u64, i64, i64, u64) {
-    (m.size(), m.mtime(), m.mtime_nsec(), m.ino())
+    /// The file's stat when hashed, to detect edits during the build.
+    pub fingerprint: Stat,
 }
 
 impl SourceFile {
     /// Whether the file on disk is still the one that was hashed.
     pub fn unchanged(&self) -> bool {
         fs::metadata(&self.abs)
-            .map(|m| fingerprint(&m) == self.fingerprint)
+            .map(|m| Stat::of(&m) == self.fingerprint)
             .unwrap_or(false)
     }
 }
@@ -64,7 +60,7 @@ pub fn resolve(
                 i,
                 t.srcs
                     .iter()
-                    .map(|pattern| globs::expand(&t.dir, &pattern.value, skip))
+                    .map(|pattern| globs::expand(&t.dir, &pattern.value, skip, &ws.root))
                     .collect(),
             )
         })
@@ -162,7 +158,7 @@ pub fn resolve(
                         rel,
                         digest: *digest,
                         executable: meta.permissions().mode() & 0o111 != 0,
-                        fingerprint: fingerprint(meta),
+                        fingerprint: Stat::of(meta),
                         abs: unique[idx].clone(),
                     }
                 })

@@ -125,7 +125,7 @@ mod tests {
             outs: vec!["o".into()],
             network: false,
             fixed_output: None,
-            source_date_epoch: "0".into(),
+            source_date_epoch: Text::plain("0"),
         }
     }
 
@@ -136,7 +136,7 @@ mod tests {
             outs: vec!["o".into()],
             network: false,
             fixed_output: None,
-            source_date_epoch: "0".into(),
+            source_date_epoch: Text::plain("0"),
         }
         .step()
     }
@@ -147,7 +147,7 @@ mod tests {
             abs: abs.into(),
             digest: DigestFunction::Blake3.of_bytes(content),
             executable,
-            fingerprint: (0, 0, 0, 0),
+            fingerprint: crate::statcache::Stat::of(&std::fs::metadata("/").unwrap()),
         }
     }
 

@@ -13,14 +13,15 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use strata_store::{Digest, DigestFunction, write_atomic};
+use strata_store::{Digest, write_atomic};
 
 const MAGIC: &[u8; 8] = b"STATC001";
 /// Untouched entries kept across builds, beyond those used by this build.
 const MAX_ENTRIES: usize = 1_000_000;
 
+/// What the stat cache compares: a file whose stat differs may have changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Stat {
+pub struct Stat {
     dev: u64,
     ino: u64,
     size: u64,
@@ -31,7 +32,7 @@ struct Stat {
 }
 
 impl Stat {
-    fn of(m: &Metadata) -> Stat {
+    pub fn of(m: &Metadata) -> Stat {
         Stat {
             dev: m.dev(),
             ino: m.ino(),
@@ -124,11 +125,6 @@ impl StatCache {
     }
 }
 
-/// Hashes `path`, using and updating nothing; for callers outside a cache.
-pub fn hash(function: DigestFunction, path: &Path) -> std::io::Result<Digest> {
-    function.of_reader(fs::File::open(path)?)
-}
-
 fn encode(entries: &HashMap<PathBuf, Entry>) -> Vec<u8> {
     let mut out = Vec::with_capacity(16 + entries.len() * 120);
     out.extend_from_slice(MAGIC);
@@ -215,7 +211,7 @@ mod tests {
         let f = d.path().join("a.txt");
         fs::write(&f, "hello").unwrap();
         let meta = fs::metadata(&f).unwrap();
-        let digest = DigestFunction::Blake3.of_bytes(b"hello");
+        let digest = strata_store::DigestFunction::Blake3.of_bytes(b"hello");
         let mut c = StatCache::load(d.path().join("cache"), d.path().to_path_buf());
         c.record(f.clone(), &meta, digest);
         // Written within the current second: not trusted yet.

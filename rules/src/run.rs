@@ -70,7 +70,7 @@ pub struct RunParams {
     pub network: bool,
     pub fixed_output: Option<FixedOutput>,
     /// The value of SOURCE_DATE_EPOCH the step gets.
-    pub source_date_epoch: String,
+    pub source_date_epoch: Text,
 }
 
 /// A `run` step ready to be keyed and executed.
@@ -116,12 +116,12 @@ impl RunParams {
             ("TMPDIR", layout::in_sandbox(layout::TMP)),
             ("LANG", "C.UTF-8".to_string()),
             ("TZ", "UTC".to_string()),
-            ("SOURCE_DATE_EPOCH", self.source_date_epoch.clone()),
             ("OUT", layout::in_sandbox(layout::OUT)),
             ("DEPS", layout::in_sandbox(layout::DEPS)),
         ] {
             env.insert(name.to_string(), Text::plain(value));
         }
+        env.insert("SOURCE_DATE_EPOCH".into(), self.source_date_epoch.clone());
         for (k, v) in &self.env {
             env.insert(k.clone(), v.clone());
         }
@@ -232,7 +232,7 @@ mod tests {
             outs: vec!["a".into()],
             network: false,
             fixed_output: None,
-            source_date_epoch: "0".into(),
+            source_date_epoch: Text::plain("0"),
         }
     }
 

@@ -69,6 +69,9 @@ impl Store {
                 0o644,
             )?,
         }
+        // One spelling of the root, so callers can compare paths with it.
+        let root = &fs::canonicalize(root)
+            .map_err(|e| StoreError::io("cannot open the store", root, e))?;
         let tmp = root.join("tmp");
         Ok(Store {
             root: root.to_path_buf(),

@@ -15,7 +15,8 @@ pub struct Var {
 }
 
 impl Var {
-    fn text(&self) -> Text {
+    /// The value as a step receives it, and as keys and messages may show it.
+    pub fn text(&self) -> Text {
         match &self.from_env {
             None => Text::plain(self.value.clone()),
             Some(name) => Text {

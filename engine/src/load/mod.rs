@@ -86,16 +86,15 @@ pub fn load(build_file: &Path, options: &LoadOptions) -> Result<Workspace, Vec<C
     let mut pending: Vec<Pending> = Vec::new();
     let mut vars = Vars::default();
     if let Some((file, ids)) = loader.parse(&build_file) {
-        if let Some(raw_vars) = file.vars {
-            vars = loader.vars(raw_vars, &ids, options);
-        }
+        vars = loader.vars(file.vars, &ids, options);
         loader.collect(file.targets, file.include, &ids, &root, &mut pending);
     }
     let mut targets: BTreeMap<String, Target> = BTreeMap::new();
+    // Read with !ENV it is a secret like any other: keyed by its hash.
     let source_date_epoch = vars
         .get("SOURCE_DATE_EPOCH")
-        .map(|v| v.value.clone())
-        .unwrap_or_else(|| "0".into());
+        .map(Var::text)
+        .unwrap_or_else(|| Text::plain("0"));
     for Pending {
         raw,
         ids,
@@ -248,13 +247,33 @@ impl Loader {
 
     fn vars(
         &mut self,
-        raw: Pairs<Spanned<serde_saphyr::Tagged<String>>>,
+        raw: Option<Pairs<Spanned<serde_saphyr::Tagged<String>>>>,
         ids: &FileIds,
         options: &LoadOptions,
     ) -> Vars {
+        let raw = raw.map(|r| r.0).unwrap_or_default();
         let mut vars = Vars::default();
         let mut seen: BTreeMap<String, Loc> = BTreeMap::new();
-        for (name, value) in raw.0 {
+        // `--var` wins over the file, and applies before interpolation: a
+        // variable built from an overridden one sees the new value. New names
+        // come first so file variables can use them.
+        let overrides: BTreeMap<&str, &str> = options
+            .var_overrides
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        for (name, value) in &overrides {
+            if !raw.iter().any(|(n, _)| n.value == *name) {
+                vars.insert(
+                    name.to_string(),
+                    Var {
+                        value: value.to_string(),
+                        from_env: None,
+                    },
+                );
+            }
+        }
+        for (name, value) in raw {
             let name_loc = ids.loc(&name.referenced);
             let value_loc = ids.loc(&value.referenced);
             let name = name.value;
@@ -279,6 +298,16 @@ impl Loader {
                     None,
                 );
                 self.errors.push(e);
+                continue;
+            }
+            if let Some(v) = overrides.get(name.as_str()) {
+                vars.insert(
+                    name,
+                    Var {
+                        value: v.to_string(),
+                        from_env: None,
+                    },
+                );
                 continue;
             }
             let serde_saphyr::Tagged(text, tag) = value.value;
@@ -349,15 +378,6 @@ impl Loader {
             };
             vars.insert(name, var);
         }
-        for (name, value) in &options.var_overrides {
-            vars.insert(
-                name.clone(),
-                Var {
-                    value: value.clone(),
-                    from_env: None,
-                },
-            );
-        }
         if let Some(sde) = vars.get("SOURCE_DATE_EPOCH")
             && (sde.value.is_empty() || !sde.value.chars().all(|c| c.is_ascii_digit()))
         {
@@ -411,7 +431,7 @@ impl Loader {
         }
         for pattern in include.unwrap_or_default() {
             let loc = ids.loc(&pattern.referenced);
-            let files = match globs::expand(dir, &pattern.value, &[]) {
+            let files = match globs::expand(dir, &pattern.value, &[], &self.root) {
                 Ok(f) if f.is_empty() => {
                     let e = self.at().error(
                         loc,
@@ -546,7 +566,7 @@ impl Loader {
         name: Located<String>,
         dir: PathBuf,
         vars: &Vars,
-        source_date_epoch: &str,
+        source_date_epoch: &Text,
     ) -> Option<Target> {
         let errors_before = self.errors.len();
         let rule_loc = ids.at(&raw.rule);
@@ -741,7 +761,7 @@ impl Loader {
             outs: outs.iter().map(|o| o.value.clone()).collect(),
             network: raw.network.as_ref().map(|n| n.value).unwrap_or(false),
             fixed_output: output_digest.as_ref().map(|d| d.value.clone()),
-            source_date_epoch: source_date_epoch.to_string(),
+            source_date_epoch: source_date_epoch.clone(),
         };
         Some(Target {
             name: name.value,
