@@ -261,3 +261,44 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn builds_sharing_an_out_folder_take_turns_and_say_who_holds_it() {
+    let ws = Ws::new();
+    ws.write(
+        "BUILD.yaml",
+        "targets:\n  t:\n    rule: run\n    cmd: \"echo > $OUT/o\"\n    outs: [o]\n",
+    );
+    ws.build_ok(&[]);
+    // Hold the lock the way a running build does: a flock on out/'s folder.
+    let dir = fs::File::open(ws.path()).unwrap();
+    dir.lock().unwrap();
+    fs::write(
+        ws.path().join("out/.strata/holder"),
+        "pid 4242 (strata build)\n",
+    )
+    .unwrap();
+    let mut child = ws
+        .cmd(&["build"])
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the build must wait for the lock"
+    );
+    dir.unlock().unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("locked by pid 4242 (strata build)"),
+        "{stderr}"
+    );
+    // `clean` under the same lock removes out/ entirely.
+    let r = ws.run(&["clean"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(!ws.path().join("out").exists());
+}

@@ -95,7 +95,7 @@ impl BuildReport {
 
     /// `<function>:<hex>`, the form `output_digest` accepts.
     pub fn digest_string(&self, d: &Digest) -> String {
-        format!("{}:{}", self.function, d.hex())
+        self.function.qualified(d)
     }
 }
 
@@ -233,9 +233,7 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
                     RecordedTarget {
                         status: r.status.as_str(),
                         key: r.key.map(|k| k.hex()),
-                        output: r
-                            .output
-                            .map(|o| format!("{}:{}", store.function(), o.hex())),
+                        output: r.output.map(|o| store.function().qualified(&o)),
                     },
                 )
             })

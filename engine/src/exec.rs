@@ -471,7 +471,7 @@ fn collect(
             if !fixed.matches(store.function(), &actual) {
                 return Err(Failure::DigestMismatch {
                     declared: fixed.to_string(),
-                    actual: format!("{}:{}", store.function(), actual.hex()),
+                    actual: store.function().qualified(&actual),
                 });
             }
             tree::capture(store.cas(), out_dir, &step.outs).map_err(Failure::Store)?

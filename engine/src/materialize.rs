@@ -6,8 +6,7 @@
 //! target that failed or no longer exists has its old folder removed.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, Write};
+use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
 use strata_store::tree::{self, Placement};
@@ -19,40 +18,55 @@ const META: &str = ".strata";
 
 /// Holds the `out/` lock until dropped.
 pub struct OutLock {
-    _file: File,
+    _dir: File,
 }
 
 /// Takes the lock of `out_dir`, calling `waiting` with the holder's
-/// description if another build holds it.
+/// description if another build (or `strata clean`) holds it.
+///
+/// The lock is a `flock` on the folder that contains `out_dir`, not a file
+/// inside it, so `strata clean` can delete `out/` while holding it and
+/// nobody is left locking a deleted file.
 pub fn lock(out_dir: &Path, waiting: impl FnOnce(&str)) -> std::io::Result<OutLock> {
-    let meta = out_dir.join(META);
-    fs::create_dir_all(&meta)?;
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(meta.join("lock"))?;
-    match file.try_lock() {
+    let parent = match out_dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    fs::create_dir_all(parent)?;
+    let dir = File::open(parent)?;
+    let holder_file = out_dir.join(META).join("holder");
+    match dir.try_lock() {
         Ok(()) => {}
         Err(fs::TryLockError::WouldBlock) => {
-            let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
+            let holder = fs::read_to_string(&holder_file).unwrap_or_default();
             let holder = holder.trim();
             waiting(if holder.is_empty() {
                 "another strata process"
             } else {
                 holder
             });
-            file.lock()?;
+            dir.lock()?;
         }
         Err(fs::TryLockError::Error(e)) => return Err(e),
     }
-    file.set_len(0)?;
-    file.rewind()?;
+    fs::create_dir_all(out_dir.join(META))?;
     let argv: Vec<String> = std::env::args().collect();
-    writeln!(file, "pid {} ({})", std::process::id(), argv.join(" "))?;
-    Ok(OutLock { _file: file })
+    // Only informative: who to wait for.
+    let _ = fs::write(
+        &holder_file,
+        format!("pid {} ({})\n", std::process::id(), argv.join(" ")),
+    );
+    // Staging folders of a build that crashed while holding the lock.
+    if let Ok(entries) = fs::read_dir(out_dir.join(META)) {
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with("new-") || name.starts_with("old-") {
+                remove_tree(&e.path());
+            }
+        }
+    }
+    Ok(OutLock { _dir: dir })
 }
 
 fn state_path(out_dir: &Path) -> PathBuf {

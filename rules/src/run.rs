@@ -52,12 +52,8 @@ impl FixedOutput {
 
 impl std::fmt::Display for FixedOutput {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.function, hex_of(&self.hash))
+        write!(f, "{}:{}", self.function, hex::encode(self.hash))
     }
-}
-
-fn hex_of(bytes: &[u8; 32]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Typed parameters of a `run` target, after interpolation.

@@ -115,7 +115,7 @@ impl Cas {
         match fs::rename(src, &dest) {
             Ok(()) => Ok(digest),
             // A different file system: fall back to a copy.
-            Err(e) if e.raw_os_error() == Some(libc_exdev()) => self.put_file_copy(src),
+            Err(e) if e.kind() == io::ErrorKind::CrossesDevices => self.put_file_copy(src),
             Err(e) => Err(StoreError::io("cannot move into the store", src, e)),
         }
     }
@@ -173,8 +173,4 @@ impl Cas {
                 Some((digest, e.into_path()))
             })
     }
-}
-
-fn libc_exdev() -> i32 {
-    18
 }

@@ -33,6 +33,11 @@ impl DigestFunction {
         }
     }
 
+    /// `<function>:<hex>`, the form users see and `output_digest` accepts.
+    pub fn qualified(self, digest: &Digest) -> String {
+        format!("{self}:{}", digest.hex())
+    }
+
     /// Digest of an in-memory byte string.
     pub fn of_bytes(self, bytes: &[u8]) -> Digest {
         let mut h = self.hasher();

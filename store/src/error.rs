@@ -45,7 +45,7 @@ impl StoreError {
     /// True when the failure was the disk running out of space, so callers can
     /// say so plainly.
     pub fn is_disk_full(&self) -> bool {
-        matches!(self, StoreError::Io { source, .. } if source.raw_os_error() == Some(28))
+        matches!(self, StoreError::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull)
     }
 }
 
