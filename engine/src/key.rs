@@ -130,15 +130,7 @@ mod tests {
     }
 
     fn step(cmd: &str) -> RunStep {
-        RunParams {
-            program: Program::Shell(Text::plain(cmd)),
-            env: BTreeMap::new(),
-            outs: vec!["o".into()],
-            network: false,
-            fixed_output: None,
-            source_date_epoch: Text::plain("0"),
-        }
-        .step()
+        params_of(cmd).step()
     }
 
     fn src(rel: &str, content: &[u8], executable: bool, abs: &str) -> SourceFile {
@@ -169,7 +161,6 @@ mod tests {
             &[],
         );
         assert_eq!(a.key, b.key);
-        // Pinned: a change to the key encoding must be deliberate (bump the salt).
         let again = key(f, "t", step("c"), &[src("a.txt", b"x", false, "/x")], &[]);
         assert_eq!(a.key, again.key);
     }

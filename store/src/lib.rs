@@ -125,3 +125,39 @@ impl Store {
         bad
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sha256_store_names_objects_by_sha256_apart_from_blake3() {
+        let d = tempfile::tempdir().unwrap();
+        let sha = Store::open(d.path(), DigestFunction::Sha256).unwrap();
+        let digest = sha.cas().put_bytes(b"abc").unwrap();
+        // The well-known SHA-256 of "abc".
+        assert_eq!(
+            digest.hex(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert!(
+            sha.cas()
+                .path(&digest)
+                .starts_with(d.path().canonicalize().unwrap().join("cas/sha256"))
+        );
+        let b3 = Store::open(d.path(), DigestFunction::Blake3).unwrap();
+        assert!(!b3.cas().contains(&b3.function().of_bytes(b"abc")));
+        assert_eq!(sha.cas().read(&digest).unwrap(), b"abc");
+    }
+
+    #[test]
+    fn a_store_of_another_format_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        Store::open(d.path(), DigestFunction::Blake3).unwrap();
+        fs::write(d.path().join("FORMAT"), "strata-store-999\n").unwrap();
+        assert!(matches!(
+            Store::open(d.path(), DigestFunction::Blake3),
+            Err(StoreError::Version { .. })
+        ));
+    }
+}
