@@ -42,10 +42,7 @@ pub fn key(
     for src in sources {
         root.insert(
             &format!("{}/{}", layout::WORK, src.rel),
-            Node::File {
-                digest: src.digest,
-                executable: src.executable,
-            },
+            Node::file(src.digest, src.executable),
         )
         .expect("source paths are clean and distinct");
     }
