@@ -118,12 +118,15 @@ pub struct EncodedTree {
     pub directories: Vec<(Digest, Vec<u8>)>,
 }
 
+/// A device node's kind, major and minor numbers.
+pub(crate) type DeviceSpec = (DeviceKind, u32, u32);
+
 /// Name of the node property holding a device's kind and numbers.
 const DEVICE_PROPERTY: &str = "strata.device";
 
 pub(crate) fn node_properties(
     meta: Option<Meta>,
-    device: Option<(DeviceKind, u32, u32)>,
+    device: Option<DeviceSpec>,
 ) -> Option<reapi::NodeProperties> {
     if meta.is_none() && device.is_none() {
         return None;
@@ -157,7 +160,7 @@ pub(crate) fn node_properties(
 /// Reads back what [`node_properties`] wrote; `Err` on anything else.
 pub(crate) fn parse_properties(
     p: Option<&reapi::NodeProperties>,
-) -> std::result::Result<(Option<Meta>, Option<(DeviceKind, u32, u32)>), String> {
+) -> std::result::Result<(Option<Meta>, Option<DeviceSpec>), String> {
     let Some(p) = p else { return Ok((None, None)) };
     let mut uid = None;
     let mut gid = None;
