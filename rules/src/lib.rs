@@ -5,6 +5,7 @@
 //! step is executed. The engine loads parameters from BUILD.yaml, builds the
 //! input root, and executes what a rule describes.
 
+pub mod builtin;
 pub mod layout;
 pub mod run;
 mod text;

@@ -92,6 +92,20 @@ impl Cas {
         Ok(digest)
     }
 
+    /// A writer whose bytes become one blob when [`BlobWriter::finish`] is
+    /// called; for outputs too large to hold in memory.
+    pub fn writer(&self) -> Result<BlobWriter<'_>> {
+        let tmp = tempfile::Builder::new()
+            .prefix(".tmp-")
+            .tempfile_in(&self.tmp)
+            .map_err(|e| StoreError::io("cannot create a temporary file", &self.tmp, e))?;
+        Ok(BlobWriter {
+            cas: self,
+            out: io::BufWriter::new(tmp),
+            hasher: self.function.hasher(),
+        })
+    }
+
     /// Stores the content of `src` by moving it into the store. `src` must be
     /// on the store's file system and must not be written by anyone else.
     pub fn put_file_move(&self, src: &Path) -> Result<Digest> {
@@ -172,5 +186,45 @@ impl Cas {
                 let digest = Digest::from_hex(hex, size.parse().ok()?)?;
                 Some((digest, e.into_path()))
             })
+    }
+}
+
+/// Streams bytes into a new blob; see [`Cas::writer`]. Dropped without
+/// `finish`, it leaves nothing in the store.
+pub struct BlobWriter<'a> {
+    cas: &'a Cas,
+    out: io::BufWriter<tempfile::NamedTempFile>,
+    hasher: crate::Hasher,
+}
+
+impl io::Write for BlobWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.out.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+impl BlobWriter<'_> {
+    /// Publishes the blob (fsync, rename) and returns its digest.
+    pub fn finish(self) -> Result<Digest> {
+        let digest = self.hasher.finish();
+        let tmp = self
+            .out
+            .into_inner()
+            .map_err(|e| StoreError::io("cannot write", "<blob>", e.into_error()))?;
+        let dest = self.cas.path(&digest);
+        if dest.exists() {
+            return Ok(digest);
+        }
+        tmp.as_file()
+            .sync_all()
+            .map_err(|e| StoreError::io("cannot write", tmp.path(), e))?;
+        atomic::publish(tmp, &dest, BLOB_MODE)?;
+        Ok(digest)
     }
 }

@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 
 pub use action_cache::ActionCache;
 pub use atomic::write_atomic;
-pub use cas::{BLOB_MODE, Cas};
+pub use cas::{BLOB_MODE, BlobWriter, Cas};
 pub use digest::{Digest, DigestFunction, Hasher};
 pub use error::{Result, StoreError};
 

@@ -1,0 +1,105 @@
+//! `archive`: a tar of a tree, optionally compressed.
+//!
+//! ```yaml
+//! bundle:
+//!   rule: archive
+//!   from: rootfs            # a target's output, `target:sub/dir`, or `srcs`
+//!   compression: zstd       # none | gzip (default) | zstd | xz
+//!   level: 19               # optional, per codec
+//!   name: rootfs.tar.zst    # optional output file name
+//!   prefix: opt/app         # optional folder the entries are placed under
+//! ```
+
+use serde::{Deserialize, Serialize};
+use strata_store::tree::{Node, TreeBuilder};
+
+use super::compress::Compression;
+use super::tarball::{TarOptions, write_tree};
+use super::{BuiltinError, Ctx, From, ParamError};
+
+pub const FIELDS: &[&str] = &["from", "compression", "level", "name", "prefix"];
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    pub from: From,
+    #[serde(default)]
+    pub compression: Compression,
+    #[serde(default)]
+    pub level: Option<i32>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub prefix: Option<String>,
+}
+
+impl Params {
+    pub(super) fn validate(&self) -> Result<(), ParamError> {
+        if let Some(level) = self.level
+            && !self.compression.levels().contains(&level)
+        {
+            let r = self.compression.levels();
+            return Err(ParamError {
+                field: Some("level".into()),
+                message: format!(
+                    "level {level} is out of range for {:?} ({}..={})",
+                    self.compression,
+                    r.start(),
+                    r.end()
+                ),
+            });
+        }
+        if let Some(name) = &self.name
+            && (name.is_empty() || name.contains('/') || name == "." || name == "..")
+        {
+            return Err(ParamError {
+                field: Some("name".into()),
+                message: format!("`{name}` is not a file name"),
+            });
+        }
+        if let Some(prefix) = &self.prefix
+            && prefix.split('/').any(|p| p == "..")
+        {
+            return Err(ParamError {
+                field: Some("prefix".into()),
+                message: "the prefix cannot contain `..`".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The output file name.
+    pub fn file_name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| {
+            let stem = self.from.target.clone().unwrap_or_else(|| "srcs".into());
+            format!("{stem}.tar{}", self.compression.extension())
+        })
+    }
+}
+
+pub fn run(p: &Params, ctx: &Ctx) -> Result<strata_store::Digest, BuiltinError> {
+    let tree = ctx.tree(&p.from)?;
+    let opts = TarOptions {
+        dot_prefix: false,
+        prefix: p
+            .prefix
+            .clone()
+            .unwrap_or_default()
+            .trim_matches('/')
+            .to_string(),
+        mtime: ctx.source_date_epoch,
+    };
+    let level = p.level.unwrap_or(p.compression.default_level());
+    let writer = ctx.cas.writer()?;
+    let mut result = Ok(());
+    let writer = p.compression.encode(level, writer, |w| {
+        result = write_tree(ctx.cas, &tree, w, &opts).map(|_| ());
+        Ok(())
+    })?;
+    result?;
+    let blob = writer.finish()?;
+    let mut out = TreeBuilder::new();
+    out.insert(&p.file_name(), Node::file(blob, false))
+        .map_err(BuiltinError::Format)?;
+    Ok(out.store(ctx.cas)?)
+}
