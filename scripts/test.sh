@@ -11,6 +11,8 @@ need cc gcc
 need tar tar
 need gzip gzip
 need sha256sum coreutils
+need zstd zstd
+need xz xz-utils
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
   apt-get update -qq

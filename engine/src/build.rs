@@ -15,10 +15,10 @@ use crate::exec::{Failure, Isolation, StepFailure};
 use crate::graph::Graph;
 use crate::inputs;
 use crate::load::diag::{At, did_you_mean};
-use crate::load::{self, ConfigError, LoadOptions, Workspace};
+use crate::load::{self, ConfigError, Kind, LoadOptions, Workspace};
 use crate::materialize;
 use crate::records::{self, Record, RecordedTarget};
-use crate::scheduler::{self, Job, Observer, Outcome, Settings};
+use crate::scheduler::{self, Job, Observer, Outcome, Settings, Work};
 use crate::statcache::StatCache;
 
 /// What `strata build` was asked to do.
@@ -138,7 +138,13 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
             let t = &ws.targets[graph.dag[n]];
             let job = Job {
                 name: t.name.clone(),
-                step: t.run.step(),
+                work: match &t.kind {
+                    Kind::Run(params) => Work::Run(params.step()),
+                    Kind::Builtin(rule, sde) => Work::Builtin {
+                        rule: rule.clone(),
+                        source_date_epoch: sde.clone(),
+                    },
+                },
                 sources: sources.remove(&graph.dag[n]).unwrap_or_default(),
                 deps: graph
                     .deps_of(&ws, n)

@@ -36,11 +36,26 @@ pub enum Failure {
     Exit(i32),
     Signal(i32),
     SandboxSetup(String),
-    MissingOutput { out: String },
-    OutputKind { out: String, expected: &'static str },
-    DigestMismatch { declared: String, actual: String },
-    SourceChanged { path: PathBuf },
-    OutputThroughSymlink { out: String, link: String },
+    MissingOutput {
+        out: String,
+    },
+    OutputKind {
+        out: String,
+        expected: &'static str,
+    },
+    DigestMismatch {
+        declared: String,
+        actual: String,
+    },
+    SourceChanged {
+        path: PathBuf,
+    },
+    OutputThroughSymlink {
+        out: String,
+        link: String,
+    },
+    /// A built-in rule refused its input or could not produce its output.
+    Rule(String),
     Store(StoreError),
     Io(String),
 }
@@ -67,6 +82,7 @@ impl std::fmt::Display for Failure {
                 f,
                 "declared output `{out}` lies behind the symlink `{link}`; outputs are read without following symlinks"
             ),
+            Failure::Rule(msg) => write!(f, "{msg}"),
             Failure::SourceChanged { path } => write!(
                 f,
                 "source {} changed while the build was running",
@@ -168,7 +184,24 @@ pub async fn run(req: StepRequest<'_>) -> Result<StepSuccess, StepFailure> {
             .map_err(|e| logs_failure(Failure::Io(e.to_string())))?;
     let (output, stdout_digest, stderr_digest) = collected.map_err(logs_failure)?;
     remove_tree(&scratch);
-    let result = reapi::ActionResult {
+    let result = action_result(
+        output,
+        Some((stdout_digest, stderr_digest)),
+        started,
+        finished,
+    );
+    Ok(StepSuccess { output, result })
+}
+
+/// The action-cache entry of a succeeded action: its output tree under
+/// `out`, its logs if it had any, and when it ran.
+pub fn action_result(
+    output: Digest,
+    logs: Option<(Digest, Digest)>,
+    started: SystemTime,
+    finished: SystemTime,
+) -> reapi::ActionResult {
+    reapi::ActionResult {
         output_directories: vec![reapi::OutputDirectory {
             path: layout::OUT.to_string(),
             tree_digest: None,
@@ -176,16 +209,15 @@ pub async fn run(req: StepRequest<'_>) -> Result<StepSuccess, StepFailure> {
             root_directory_digest: Some(output.to_proto()),
         }],
         exit_code: 0,
-        stdout_digest: Some(stdout_digest.to_proto()),
-        stderr_digest: Some(stderr_digest.to_proto()),
+        stdout_digest: logs.map(|(o, _)| o.to_proto()),
+        stderr_digest: logs.map(|(_, e)| e.to_proto()),
         execution_metadata: Some(reapi::ExecutedActionMetadata {
             worker: String::new(),
             execution_start_timestamp: Some(timestamp(started)),
             execution_completed_timestamp: Some(timestamp(finished)),
             ..Default::default()
         }),
-    };
-    Ok(StepSuccess { output, result })
+    }
 }
 
 fn timestamp(t: SystemTime) -> reapi::Timestamp {

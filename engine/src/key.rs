@@ -8,6 +8,8 @@
 //! Nothing host-specific enters: paths are relative, the command names the
 //! fixed sandbox layout, and times never appear.
 
+use strata_rules::Text;
+use strata_rules::builtin::Builtin;
 use strata_rules::layout;
 use strata_rules::run::RunStep;
 use strata_store::reapi;
@@ -19,21 +21,13 @@ use crate::inputs::SourceFile;
 /// Everything that determines a target's result, ready to hash or store.
 pub struct KeyedAction {
     pub key: Digest,
-    pub step: RunStep,
     pub action: reapi::Action,
     pub input_root: TreeBuilder,
     pub command: reapi::Command,
 }
 
-/// Builds the action of `target_name` from its step, sources and dependency outputs.
-pub fn key(
-    function: DigestFunction,
-    target_name: &str,
-    step: RunStep,
-    sources: &[SourceFile],
-    deps: &[(String, Digest)],
-    sandboxed: bool,
-) -> KeyedAction {
+/// The input root: `work/<source>` and `deps/<name>` (by output digest).
+fn input_root(sources: &[SourceFile], deps: &[(String, Digest)]) -> TreeBuilder {
     let mut root = TreeBuilder::new();
     root.insert(layout::WORK, Node::Dir(TreeBuilder::new()))
         .expect("fresh tree");
@@ -50,18 +44,57 @@ pub fn key(
         root.insert(&format!("{}/{name}", layout::DEPS), Node::Stored(*output))
             .expect("dependency names are distinct");
     }
-    let command = step.keyed_command.clone();
+    root
+}
+
+fn finish(
+    function: DigestFunction,
+    command: reapi::Command,
+    root: TreeBuilder,
+    action: impl FnOnce(Digest, Digest) -> reapi::Action,
+) -> KeyedAction {
     let command_digest = function.of_bytes(&prost::Message::encode_to_vec(&command));
-    let input_root = root.encode(function).root;
-    let action = step.action(target_name, command_digest, input_root, sandboxed);
+    let action = action(command_digest, root.encode(function).root);
     let key = function.of_bytes(&prost::Message::encode_to_vec(&action));
     KeyedAction {
         key,
-        step,
         action,
         input_root: root,
         command,
     }
+}
+
+/// The action of a `run` target from its step, sources and dependency outputs.
+pub fn key(
+    function: DigestFunction,
+    target_name: &str,
+    step: &RunStep,
+    sources: &[SourceFile],
+    deps: &[(String, Digest)],
+    sandboxed: bool,
+) -> KeyedAction {
+    finish(
+        function,
+        step.keyed_command.clone(),
+        input_root(sources, deps),
+        |cmd, root| step.action(target_name, cmd, root, sandboxed),
+    )
+}
+
+/// The action of a built-in rule's target.
+pub fn key_builtin(
+    function: DigestFunction,
+    rule: &Builtin,
+    source_date_epoch: &Text,
+    sources: &[SourceFile],
+    deps: &[(String, Digest)],
+) -> KeyedAction {
+    finish(
+        function,
+        rule.keyed_command(&source_date_epoch.keyed),
+        input_root(sources, deps),
+        |cmd, root| rule.action(cmd, root),
+    )
 }
 
 impl KeyedAction {
@@ -79,7 +112,6 @@ impl KeyedAction {
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
-    use strata_rules::Text;
     use strata_rules::run::{Program, RunParams};
 
     /// The key of a sandboxed step (the usual case).
@@ -90,14 +122,14 @@ mod tests {
         sources: &[SourceFile],
         deps: &[(String, Digest)],
     ) -> KeyedAction {
-        super::key(f, name, step, sources, deps, true)
+        super::key(f, name, &step, sources, deps, true)
     }
 
     #[test]
     fn an_unsandboxed_result_has_another_key() {
         let f = DigestFunction::Blake3;
-        let a = super::key(f, "t", step("c"), &[], &[], true);
-        let b = super::key(f, "t", step("c"), &[], &[], false);
+        let a = super::key(f, "t", &step("c"), &[], &[], true);
+        let b = super::key(f, "t", &step("c"), &[], &[], false);
         assert_ne!(a.key, b.key);
     }
 

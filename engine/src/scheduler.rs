@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use petgraph::graph::NodeIndex;
+use strata_rules::Text;
+use strata_rules::builtin::{Builtin, Ctx};
 use strata_rules::run::RunStep;
 use strata_store::{Digest, Store, tree};
 use tokio::task::JoinSet;
@@ -36,6 +38,14 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    pub fn key(&self) -> Option<Digest> {
+        match self {
+            Outcome::Executed { key, .. } | Outcome::Cached { key, .. } => Some(*key),
+            Outcome::Failed { key, .. } => *key,
+            Outcome::Skipped => None,
+        }
+    }
+
     pub fn output(&self) -> Option<Digest> {
         match self {
             Outcome::Executed { output, .. } | Outcome::Cached { output, .. } => Some(*output),
@@ -53,9 +63,19 @@ pub trait Observer: Send + Sync {
 }
 
 /// One target as the scheduler sees it.
+/// What a target does when it runs.
+#[derive(Clone, Debug)]
+pub enum Work {
+    Run(RunStep),
+    Builtin {
+        rule: Builtin,
+        source_date_epoch: Text,
+    },
+}
+
 pub struct Job {
     pub name: String,
-    pub step: RunStep,
+    pub work: Work,
     pub sources: Vec<SourceFile>,
     /// Dependency names and nodes, in declaration order.
     pub deps: Vec<(String, NodeIndex)>,
@@ -142,11 +162,17 @@ pub async fn run(
                     )
                 })
                 .collect();
+            let dep_keys = job
+                .deps
+                .iter()
+                .filter_map(|(name, d)| outcomes[d].key().map(|k| (name.clone(), k)))
+                .collect();
             let task = Task {
                 name: job.name.clone(),
-                step: job.step.clone(),
+                work: job.work.clone(),
                 sources: job.sources.clone(),
                 deps,
+                dep_keys,
             };
             let shared = shared.clone();
             running.spawn(async move {
@@ -204,23 +230,30 @@ pub async fn run(
 
 struct Task {
     name: String,
-    step: RunStep,
+    work: Work,
     sources: Vec<SourceFile>,
     deps: Vec<(String, Digest)>,
+    dep_keys: BTreeMap<String, Digest>,
 }
 
 impl Task {
     async fn run(self, shared: &Shared) -> Outcome {
         let function = shared.store.function();
         let sandboxed = matches!(shared.isolation, Isolation::Sandbox { .. });
-        let keyed = key::key(
-            function,
-            &self.name,
-            self.step.clone(),
-            &self.sources,
-            &self.deps,
-            sandboxed,
-        );
+        let keyed = match &self.work {
+            Work::Run(step) => key::key(
+                function,
+                &self.name,
+                step,
+                &self.sources,
+                &self.deps,
+                sandboxed,
+            ),
+            Work::Builtin {
+                rule,
+                source_date_epoch,
+            } => key::key_builtin(function, rule, source_date_epoch, &self.sources, &self.deps),
+        };
         let key = keyed.key;
         // A lookup reads one small action-cache entry and stats the output
         // tree's blobs: inline is cheaper than a trip to the blocking pool.
@@ -252,29 +285,92 @@ impl Task {
             stderr: String::new(),
             scratch: None,
         };
-        let scratch_prefix = format!("{}-{}-", shared.settings.workspace_tag, self.name);
-        exec::remove_stale_scratch(&shared.store, &scratch_prefix);
-        let success = exec::run(StepRequest {
-            scratch_prefix,
-            step: &keyed.step,
-            sources: &self.sources,
-            deps: &self.deps,
-            store: &shared.store,
-            isolation: &shared.isolation,
-        })
-        .await?;
-        // Only a succeeded step's action enters the store, ahead of the
-        // action-cache entry that refers to it.
-        keyed
-            .store(shared.store.cas())
-            .map_err(|e| fail(exec::Failure::Store(e)))?;
+        let key = keyed.key;
+        let (output, result) = match &self.work {
+            Work::Run(step) => {
+                let scratch_prefix = format!("{}-{}-", shared.settings.workspace_tag, self.name);
+                exec::remove_stale_scratch(&shared.store, &scratch_prefix);
+                let success = exec::run(StepRequest {
+                    scratch_prefix,
+                    step,
+                    sources: &self.sources,
+                    deps: &self.deps,
+                    store: &shared.store,
+                    isolation: &shared.isolation,
+                })
+                .await?;
+                // Only a succeeded step's action enters the store, ahead of
+                // the action-cache entry that refers to it.
+                keyed
+                    .store(shared.store.cas())
+                    .map_err(|e| fail(exec::Failure::Store(e)))?;
+                (success.output, success.result)
+            }
+            Work::Builtin {
+                rule,
+                source_date_epoch,
+            } => {
+                let (store, rule, sources) =
+                    (shared.store.clone(), rule.clone(), self.sources.clone());
+                let sde = source_date_epoch.actual.parse::<u64>().unwrap_or(0);
+                let dep_keys = self.dep_keys.clone();
+                let started = std::time::SystemTime::now();
+                let output = tokio::task::spawn_blocking(move || {
+                    run_builtin(&store, &rule, &keyed, &sources, sde, dep_keys)
+                })
+                .await
+                .map_err(|e| fail(exec::Failure::Io(e.to_string())))?
+                .map_err(fail)?;
+                let result =
+                    exec::action_result(output, None, started, std::time::SystemTime::now());
+                (output, result)
+            }
+        };
         shared
             .store
             .action_cache()
-            .put(&keyed.key, &success.result)
+            .put(&key, &result)
             .map_err(|e| fail(exec::Failure::Store(e)))?;
-        Ok(success.output)
+        Ok(output)
     }
+}
+
+/// Runs a built-in rule in this (blocking) thread. Its sources enter the
+/// store first, since the rule reads everything from there.
+fn run_builtin(
+    store: &Store,
+    rule: &Builtin,
+    keyed: &KeyedAction,
+    sources: &[SourceFile],
+    source_date_epoch: u64,
+    dep_keys: BTreeMap<String, Digest>,
+) -> Result<Digest, exec::Failure> {
+    for src in sources {
+        let stored = store
+            .cas()
+            .put_file_copy(&src.abs)
+            .map_err(exec::Failure::Store)?;
+        if stored != src.digest {
+            return Err(exec::Failure::SourceChanged {
+                path: src.abs.clone(),
+            });
+        }
+    }
+    keyed.store(store.cas()).map_err(exec::Failure::Store)?;
+    let input_root = keyed
+        .action
+        .input_root_digest
+        .as_ref()
+        .and_then(Digest::from_proto)
+        .expect("actions carry their input root");
+    let ctx = Ctx {
+        cas: store.cas(),
+        input_root,
+        source_date_epoch,
+        dep_keys,
+    };
+    rule.run(&ctx)
+        .map_err(|e| exec::Failure::Rule(e.to_string()))
 }
 
 /// The output of a cached action, if its whole output tree is still stored.

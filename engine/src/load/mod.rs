@@ -16,6 +16,7 @@ use std::rc::Rc;
 
 use serde_saphyr::{Location, Spanned};
 use strata_rules::Text;
+use strata_rules::builtin::{self, Builtin};
 use strata_rules::run::{FixedOutput, Program, RunParams};
 
 pub use diag::ConfigError;
@@ -44,7 +45,16 @@ pub struct Target {
     pub deps: Vec<Located<String>>,
     pub outs: Vec<Located<String>>,
     pub output_digest: Option<Located<FixedOutput>>,
-    pub run: RunParams,
+    pub kind: Kind,
+}
+
+/// What a target does.
+#[derive(Clone, Debug)]
+pub enum Kind {
+    /// A command in the sandbox.
+    Run(RunParams),
+    /// A built-in in-process rule, with the SOURCE_DATE_EPOCH it uses.
+    Builtin(Builtin, Text),
 }
 
 /// A loaded workspace: its root folder, files and targets (sorted by name).
@@ -62,8 +72,6 @@ pub struct LoadOptions {
     /// `--var name=value`, applied over `vars:`.
     pub var_overrides: Vec<(String, String)>,
 }
-
-const KNOWN_RULES: &[&str] = &["run"];
 
 /// Loads `build_file` and everything it includes.
 pub fn load(build_file: &Path, options: &LoadOptions) -> Result<Workspace, Vec<ConfigError>> {
@@ -570,9 +578,10 @@ impl Loader {
     ) -> Option<Target> {
         let errors_before = self.errors.len();
         let rule_loc = ids.at(&raw.rule);
-        if raw.rule.value != "run" {
-            let hint = did_you_mean(&raw.rule.value, KNOWN_RULES.iter().copied())
-                .unwrap_or_else(|| format!("known rules: {}", KNOWN_RULES.join(", ")));
+        let known = known_rules();
+        if !known.contains(&raw.rule.value.as_str()) {
+            let hint = did_you_mean(&raw.rule.value, known.iter().copied())
+                .unwrap_or_else(|| format!("known rules: {}", known.join(", ")));
             let e = self.at().error(
                 rule_loc,
                 format!("unknown rule `{}`", raw.rule.value),
@@ -616,6 +625,28 @@ impl Loader {
                     loc,
                 });
             }
+        }
+        if raw.rule.value != "run" {
+            return self.builtin_target(
+                raw,
+                ids,
+                name,
+                dir,
+                vars,
+                source_date_epoch,
+                srcs,
+                deps,
+                errors_before,
+            );
+        }
+        for (field, value) in raw.builtin_fields() {
+            let e = self.at().error(
+                ids.at(value),
+                format!("field `{field}` does not apply to rule `run`"),
+                "not a field of `run`",
+                Some(format!("`run` takes: {RUN_FIELDS}")),
+            );
+            self.errors.push(e);
         }
         let mut outs: Vec<Located<String>> = Vec::new();
         for o in &raw.outs {
@@ -771,9 +802,154 @@ impl Loader {
             deps,
             outs,
             output_digest,
-            run,
+            kind: Kind::Run(run),
         })
     }
+
+    /// The rest of a built-in rule's target: its own fields, read by the rule.
+    #[allow(clippy::too_many_arguments)]
+    fn builtin_target(
+        &mut self,
+        raw: RawTarget,
+        ids: &FileIds,
+        name: Located<String>,
+        dir: PathBuf,
+        vars: &Vars,
+        source_date_epoch: &Text,
+        srcs: Vec<Located<String>>,
+        mut deps: Vec<Located<String>>,
+        errors_before: usize,
+    ) -> Option<Target> {
+        let rule = raw.rule.value.as_str();
+        let rule_loc = ids.at(&raw.rule);
+        let accepted: &[&str] = builtin::RULES
+            .iter()
+            .find(|(r, _)| *r == rule)
+            .map(|(_, f)| *f)
+            .unwrap_or(&[]);
+        let help = format!("`{rule}` takes: {}", accepted.join(", "));
+        for (field, loc) in raw.run_fields() {
+            let e = self.at().error(
+                ids.loc(&loc),
+                format!("field `{field}` does not apply to rule `{rule}`"),
+                format!("not a field of `{rule}`"),
+                Some(help.clone()),
+            );
+            self.errors.push(e);
+        }
+        let mut fields = serde_json::Map::new();
+        let mut field_locs: BTreeMap<&str, Loc> = BTreeMap::new();
+        for (field, value) in raw.builtin_fields() {
+            let loc = ids.at(value);
+            if !accepted.contains(&field) {
+                let e = self.at().error(
+                    loc,
+                    format!("field `{field}` does not apply to rule `{rule}`"),
+                    format!("not a field of `{rule}`"),
+                    Some(help.clone()),
+                );
+                self.errors.push(e);
+                continue;
+            }
+            match interpolate_json(&value.value, vars) {
+                Ok(v) => {
+                    fields.insert(field.to_string(), v);
+                    field_locs.insert(field, loc);
+                }
+                Err(e) => {
+                    let err = self.at().error(loc, e.message, "here", Some(e.help));
+                    self.errors.push(err);
+                }
+            }
+        }
+        if self.errors.len() > errors_before {
+            return None;
+        }
+        let parsed = match Builtin::parse(rule, fields) {
+            Ok(b) => b,
+            Err(e) => {
+                let loc = e
+                    .field
+                    .as_deref()
+                    .and_then(|f| field_locs.get(f).copied())
+                    .unwrap_or(rule_loc);
+                let what = e
+                    .field
+                    .map(|f| format!("field `{f}`: "))
+                    .unwrap_or_default();
+                let err = self
+                    .at()
+                    .error(loc, format!("{what}{}", e.message), "here", Some(help));
+                self.errors.push(err);
+                return None;
+            }
+        };
+        // Targets a rule reads are dependencies even when `deps` omits them.
+        for input in parsed.inputs() {
+            if !deps.iter().any(|d| d.value == input) {
+                let loc = field_locs
+                    .get("from")
+                    .or(field_locs.values().next())
+                    .copied()
+                    .unwrap_or(rule_loc);
+                deps.push(Located { value: input, loc });
+            }
+        }
+        Some(Target {
+            name: name.value,
+            loc: name.loc,
+            dir,
+            srcs,
+            deps,
+            outs: Vec::new(),
+            output_digest: None,
+            kind: Kind::Builtin(parsed, source_date_epoch.clone()),
+        })
+    }
+}
+
+/// `run` and the built-in rules.
+fn known_rules() -> Vec<&'static str> {
+    std::iter::once("run")
+        .chain(builtin::RULES.iter().map(|(r, _)| *r))
+        .collect()
+}
+
+const RUN_FIELDS: &str = "srcs, deps, cmd, argv, env, outs, network, output_digest";
+
+/// `${var}` interpolation in every string of a built-in rule's field. A
+/// secret has no use in a built-in rule and would end up in its output.
+fn interpolate_json(
+    value: &serde_json::Value,
+    vars: &Vars,
+) -> Result<serde_json::Value, interp::InterpError> {
+    use serde_json::Value;
+    Ok(match value {
+        Value::String(s) => {
+            let t = vars.interpolate(s)?;
+            if t.has_secret() {
+                return Err(interp::InterpError {
+                    offset: 0,
+                    len: s.chars().count(),
+                    message: "a value read with !ENV cannot be used in a built-in rule".into(),
+                    help: "!ENV values are secrets; built-in rules write their parameters into outputs and keys".into(),
+                });
+            }
+            Value::String(t.actual)
+        }
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|v| interpolate_json(v, vars))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| Ok((k.clone(), interpolate_json(v, vars)?)))
+                .collect::<Result<_, interp::InterpError>>()?,
+        ),
+        other => other.clone(),
+    })
 }
 
 fn is_target_name(s: &str) -> bool {

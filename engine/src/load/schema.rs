@@ -40,10 +40,109 @@ pub struct RawTarget {
     pub network: Option<Spanned<bool>>,
     #[serde(default)]
     pub output_digest: Option<Spanned<String>>,
+    // Fields of built-in rules, read by the rule itself (see
+    // `strata_rules::builtin`); kept generic here, with their location.
+    #[serde(default)]
+    pub from: Option<Spanned<serde_json::Value>>,
+    #[serde(default)]
+    pub compression: Option<Spanned<serde_json::Value>>,
+    #[serde(default)]
+    pub level: Option<Spanned<serde_json::Value>>,
+    #[serde(default)]
+    pub name: Option<Spanned<serde_json::Value>>,
+    #[serde(default)]
+    pub prefix: Option<Spanned<serde_json::Value>>,
+    #[serde(default)]
+    pub strip_components: Option<Spanned<serde_json::Value>>,
+    #[serde(default)]
+    pub include: Option<Spanned<serde_json::Value>>,
+    #[serde(default)]
+    pub exclude: Option<Spanned<serde_json::Value>>,
+    #[serde(default)]
+    pub control: Option<Spanned<serde_json::Value>>,
+    #[serde(default)]
+    pub max_size: Option<Spanned<serde_json::Value>>,
+    #[serde(default)]
+    pub layers: Option<Spanned<serde_json::Value>>,
+    #[serde(default)]
+    pub components: Option<Spanned<serde_json::Value>>,
+    #[serde(default)]
+    pub remove: Option<Spanned<serde_json::Value>>,
+    #[serde(default)]
+    pub scripts: Option<Spanned<serde_json::Value>>,
+    #[serde(default)]
+    pub conffiles: Option<Spanned<serde_json::Value>>,
+    #[serde(default)]
+    pub version: Option<Spanned<serde_json::Value>>,
+    #[serde(default)]
+    pub startup: Option<Spanned<serde_json::Value>>,
+    #[serde(default)]
+    pub args: Option<Spanned<serde_json::Value>>,
+    #[serde(default)]
+    pub label: Option<Spanned<serde_json::Value>>,
+    #[serde(default)]
+    pub of: Option<Spanned<serde_json::Value>>,
+}
+
+impl RawTarget {
+    /// The built-in rule fields that are present, by name.
+    pub fn builtin_fields(&self) -> Vec<(&'static str, &Spanned<serde_json::Value>)> {
+        [
+            ("from", &self.from),
+            ("compression", &self.compression),
+            ("level", &self.level),
+            ("name", &self.name),
+            ("prefix", &self.prefix),
+            ("strip_components", &self.strip_components),
+            ("include", &self.include),
+            ("exclude", &self.exclude),
+            ("control", &self.control),
+            ("max_size", &self.max_size),
+            ("layers", &self.layers),
+            ("components", &self.components),
+            ("remove", &self.remove),
+            ("scripts", &self.scripts),
+            ("conffiles", &self.conffiles),
+            ("version", &self.version),
+            ("startup", &self.startup),
+            ("args", &self.args),
+            ("label", &self.label),
+            ("of", &self.of),
+        ]
+        .into_iter()
+        .filter_map(|(name, v)| v.as_ref().map(|v| (name, v)))
+        .collect()
+    }
+
+    /// The `run`-only fields that are present, with their locations.
+    pub fn run_fields(&self) -> Vec<(&'static str, serde_saphyr::Location)> {
+        let mut v = Vec::new();
+        if let Some(x) = &self.cmd {
+            v.push(("cmd", x.referenced));
+        }
+        if let Some(x) = &self.argv {
+            v.push(("argv", x.referenced));
+        }
+        if let Some(x) = &self.env {
+            if let Some((k, _)) = x.0.first() {
+                v.push(("env", k.referenced));
+            }
+        }
+        if let Some(x) = self.outs.first() {
+            v.push(("outs", x.referenced));
+        }
+        if let Some(x) = &self.network {
+            v.push(("network", x.referenced));
+        }
+        if let Some(x) = &self.output_digest {
+            v.push(("output_digest", x.referenced));
+        }
+        v
+    }
 }
 
 /// The field names of a target, for hints.
-pub const TARGET_FIELDS: &str = "rule, srcs, deps, cmd, argv, env, outs, network, output_digest";
+pub const TARGET_FIELDS: &str = "rule, srcs, deps, and for `run`: cmd, argv, env, outs, network, output_digest; built-in rules list theirs in README.md";
 
 /// A mapping read in document order with the location of every key, so
 /// duplicate keys can be reported at both places.

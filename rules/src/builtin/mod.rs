@@ -18,7 +18,11 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use strata_store::tree::{Entry, walk};
-use strata_store::{Cas, Digest, StoreError};
+use strata_store::{Cas, Digest, StoreError, reapi};
+
+/// Version of the key encoding of built-in rules; bump it when an output
+/// format changes, so old cache entries are not reused.
+const BUILTIN_SALT: &[u8] = b"strata/builtin/v1";
 
 /// The built-in rule kinds and the target fields each accepts (besides
 /// `rule`, `srcs` and `deps`).
@@ -106,6 +110,43 @@ impl Builtin {
     /// The canonical form of the parameters that enters the key.
     pub fn canonical(&self) -> String {
         serde_json::to_string(self).expect("parameters serialize")
+    }
+
+    /// The command that stands for this rule in its key and in the store:
+    /// the rule, its canonical parameters, and the SOURCE_DATE_EPOCH (keyed
+    /// form) it stamps into outputs.
+    pub fn keyed_command(&self, source_date_epoch_keyed: &str) -> reapi::Command {
+        reapi::Command {
+            arguments: vec![
+                "strata-builtin".into(),
+                self.name().into(),
+                self.canonical(),
+            ],
+            environment_variables: vec![reapi::EnvironmentVariable {
+                name: "SOURCE_DATE_EPOCH".into(),
+                value: source_date_epoch_keyed.into(),
+            }],
+            platform: None,
+            working_directory: String::new(),
+            output_paths: Vec::new(),
+        }
+    }
+
+    /// The action whose digest is the key: command and input root, under a
+    /// versioned salt shared by all built-in rules.
+    pub fn action(&self, command_digest: Digest, input_root: Digest) -> reapi::Action {
+        reapi::Action {
+            command_digest: Some(command_digest.to_proto()),
+            input_root_digest: Some(input_root.to_proto()),
+            salt: BUILTIN_SALT.to_vec(),
+            platform: Some(reapi::Platform {
+                properties: vec![reapi::Property {
+                    name: "strata.rule".into(),
+                    value: self.name().into(),
+                }],
+            }),
+            ..Default::default()
+        }
     }
 
     /// Runs the rule; returns the output tree.
