@@ -123,10 +123,8 @@ impl RawTarget {
         if let Some(x) = &self.argv {
             v.push(("argv", x.referenced));
         }
-        if let Some(x) = &self.env {
-            if let Some((k, _)) = x.0.first() {
-                v.push(("env", k.referenced));
-            }
+        if let Some((k, _)) = self.env.as_ref().and_then(|x| x.0.first()) {
+            v.push(("env", k.referenced));
         }
         if let Some(x) = self.outs.first() {
             v.push(("outs", x.referenced));
