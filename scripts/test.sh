@@ -13,6 +13,8 @@ need gzip gzip
 need sha256sum coreutils
 need zstd zstd
 need xz xz-utils
+need cpio cpio
+need dpkg-deb dpkg
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
   apt-get update -qq

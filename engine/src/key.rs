@@ -8,6 +8,8 @@
 //! Nothing host-specific enters: paths are relative, the command names the
 //! fixed sandbox layout, and times never appear.
 
+use std::collections::BTreeMap;
+
 use strata_rules::Text;
 use strata_rules::builtin::Builtin;
 use strata_rules::layout;
@@ -88,10 +90,11 @@ pub fn key_builtin(
     source_date_epoch: &Text,
     sources: &[SourceFile],
     deps: &[(String, Digest)],
+    dep_keys: &BTreeMap<String, Digest>,
 ) -> KeyedAction {
     finish(
         function,
-        rule.keyed_command(&source_date_epoch.keyed),
+        rule.keyed_command(&source_date_epoch.keyed, dep_keys),
         input_root(sources, deps),
         |cmd, root| rule.action(cmd, root),
     )
@@ -111,7 +114,6 @@ impl KeyedAction {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
     use strata_rules::run::{Program, RunParams};
 
     /// The key of a sandboxed step (the usual case).

@@ -252,7 +252,14 @@ impl Task {
             Work::Builtin {
                 rule,
                 source_date_epoch,
-            } => key::key_builtin(function, rule, source_date_epoch, &self.sources, &self.deps),
+            } => key::key_builtin(
+                function,
+                rule,
+                source_date_epoch,
+                &self.sources,
+                &self.deps,
+                &self.dep_keys,
+            ),
         };
         let key = keyed.key;
         // A lookup reads one small action-cache entry and stats the output

@@ -862,6 +862,27 @@ impl Loader {
                 }
             }
         }
+        // `version: git-describe` makes the workspace's git state an input:
+        // the description is resolved here, so it enters the key.
+        if rule == "deb" && fields.get("version").and_then(|v| v.as_str()) == Some("git-describe") {
+            match git_describe(&self.root) {
+                Ok(described) => {
+                    fields.insert("version".into(), serde_json::Value::String(described));
+                }
+                Err(msg) => {
+                    let loc = field_locs.get("version").copied().unwrap_or(rule_loc);
+                    let e = self.at().error(
+                        loc,
+                        format!("cannot use `git describe`: {msg}"),
+                        "here",
+                        Some(
+                            "the workspace must be a git checkout with at least one commit".into(),
+                        ),
+                    );
+                    self.errors.push(e);
+                }
+            }
+        }
         if self.errors.len() > errors_before {
             return None;
         }
@@ -906,6 +927,28 @@ impl Loader {
             kind: Kind::Builtin(parsed, source_date_epoch.clone()),
         })
     }
+}
+
+/// `git describe --tags --always --dirty` of the workspace, as a Debian
+/// version (Debian versions start with a digit: a bare hash gets `0~`).
+fn git_describe(root: &Path) -> Result<String, String> {
+    let out = std::process::Command::new("git")
+        .args(["describe", "--tags", "--always", "--dirty"])
+        .current_dir(root)
+        .output()
+        .map_err(|e| format!("cannot run git: {e}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    }
+    let described = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .trim_start_matches('v')
+        .to_string();
+    Ok(if described.starts_with(|c: char| c.is_ascii_digit()) {
+        described
+    } else {
+        format!("0~{described}")
+    })
 }
 
 /// `run` and the built-in rules.

@@ -68,6 +68,10 @@ impl Params {
         Ok(())
     }
 
+    pub(super) fn inputs(&self) -> Vec<String> {
+        self.from.targets()
+    }
+
     /// The output file name.
     pub fn file_name(&self) -> String {
         self.name.clone().unwrap_or_else(|| {
@@ -88,6 +92,7 @@ pub fn run(p: &Params, ctx: &Ctx) -> Result<strata_store::Digest, BuiltinError> 
             .trim_matches('/')
             .to_string(),
         mtime: ctx.source_date_epoch,
+        owner_names: false,
     };
     let level = p.level.unwrap_or(p.compression.default_level());
     let writer = ctx.cas.writer()?;

@@ -11,7 +11,13 @@
 //! object, so this crate knows nothing of YAML) and a `run` function.
 
 pub mod archive;
+pub mod checksums;
 pub mod compress;
+pub mod deb;
+pub mod extract;
+pub mod initramfs;
+pub mod makeself;
+pub mod rootfs;
 pub mod tarball;
 
 use std::collections::BTreeMap;
@@ -26,7 +32,15 @@ const BUILTIN_SALT: &[u8] = b"strata/builtin/v1";
 
 /// The built-in rule kinds and the target fields each accepts (besides
 /// `rule`, `srcs` and `deps`).
-pub const RULES: &[(&str, &[&str])] = &[("archive", archive::FIELDS)];
+pub const RULES: &[(&str, &[&str])] = &[
+    ("archive", archive::FIELDS),
+    ("checksums", checksums::FIELDS),
+    ("deb", deb::FIELDS),
+    ("extract", extract::FIELDS),
+    ("initramfs", initramfs::FIELDS),
+    ("makeself", makeself::FIELDS),
+    ("rootfs", rootfs::FIELDS),
+];
 
 /// Every field name any built-in rule accepts.
 pub fn all_fields() -> impl Iterator<Item = &'static str> {
@@ -38,6 +52,27 @@ pub fn all_fields() -> impl Iterator<Item = &'static str> {
 #[serde(tag = "rule", rename_all = "kebab-case")]
 pub enum Builtin {
     Archive(archive::Params),
+    Checksums(checksums::Params),
+    Deb(deb::Params),
+    Extract(extract::Params),
+    Initramfs(initramfs::Params),
+    Makeself(makeself::Params),
+    Rootfs(rootfs::Params),
+}
+
+/// Applies one expression to the parameters of whichever rule `$b` is.
+macro_rules! each_rule {
+    ($b:expr, $p:ident => $e:expr) => {
+        match $b {
+            Builtin::Archive($p) => $e,
+            Builtin::Checksums($p) => $e,
+            Builtin::Deb($p) => $e,
+            Builtin::Extract($p) => $e,
+            Builtin::Initramfs($p) => $e,
+            Builtin::Makeself($p) => $e,
+            Builtin::Rootfs($p) => $e,
+        }
+    };
 }
 
 /// A parameter error, naming the field (its first path segment) so the
@@ -77,6 +112,12 @@ impl Builtin {
     ) -> Result<Builtin, ParamError> {
         let b = match rule {
             "archive" => Builtin::Archive(from_fields(fields)?),
+            "checksums" => Builtin::Checksums(from_fields(fields)?),
+            "deb" => Builtin::Deb(from_fields(fields)?),
+            "extract" => Builtin::Extract(from_fields(fields)?),
+            "initramfs" => Builtin::Initramfs(from_fields(fields)?),
+            "makeself" => Builtin::Makeself(from_fields(fields)?),
+            "rootfs" => Builtin::Rootfs(from_fields(fields)?),
             other => {
                 return Err(ParamError {
                     field: None,
@@ -91,20 +132,28 @@ impl Builtin {
     pub fn name(&self) -> &'static str {
         match self {
             Builtin::Archive(_) => "archive",
+            Builtin::Checksums(_) => "checksums",
+            Builtin::Deb(_) => "deb",
+            Builtin::Extract(_) => "extract",
+            Builtin::Initramfs(_) => "initramfs",
+            Builtin::Makeself(_) => "makeself",
+            Builtin::Rootfs(_) => "rootfs",
         }
     }
 
     fn validate(&self) -> Result<(), ParamError> {
-        match self {
-            Builtin::Archive(p) => p.validate(),
-        }
+        each_rule!(self, p => p.validate())
     }
 
     /// Targets whose outputs this rule reads; the engine adds them to `deps`.
     pub fn inputs(&self) -> Vec<String> {
-        match self {
-            Builtin::Archive(p) => p.from.targets(),
-        }
+        each_rule!(self, p => p.inputs())
+    }
+
+    /// Whether the rule records its dependencies' keys in its output (so
+    /// those keys must enter its own key).
+    pub fn uses_dep_keys(&self) -> bool {
+        matches!(self, Builtin::Checksums(_))
     }
 
     /// The canonical form of the parameters that enters the key.
@@ -115,13 +164,25 @@ impl Builtin {
     /// The command that stands for this rule in its key and in the store:
     /// the rule, its canonical parameters, and the SOURCE_DATE_EPOCH (keyed
     /// form) it stamps into outputs.
-    pub fn keyed_command(&self, source_date_epoch_keyed: &str) -> reapi::Command {
+    pub fn keyed_command(
+        &self,
+        source_date_epoch_keyed: &str,
+        dep_keys: &BTreeMap<String, Digest>,
+    ) -> reapi::Command {
+        let mut arguments = vec![
+            "strata-builtin".into(),
+            self.name().into(),
+            self.canonical(),
+        ];
+        if self.uses_dep_keys() {
+            arguments.extend(
+                dep_keys
+                    .iter()
+                    .map(|(name, key)| format!("dep-key:{name}={}", key.hex())),
+            );
+        }
         reapi::Command {
-            arguments: vec![
-                "strata-builtin".into(),
-                self.name().into(),
-                self.canonical(),
-            ],
+            arguments,
             environment_variables: vec![reapi::EnvironmentVariable {
                 name: "SOURCE_DATE_EPOCH".into(),
                 value: source_date_epoch_keyed.into(),
@@ -153,6 +214,12 @@ impl Builtin {
     pub fn run(&self, ctx: &Ctx) -> Result<Digest, BuiltinError> {
         match self {
             Builtin::Archive(p) => archive::run(p, ctx),
+            Builtin::Checksums(p) => checksums::run(p, ctx),
+            Builtin::Deb(p) => deb::run(p, ctx),
+            Builtin::Extract(p) => extract::run(p, ctx),
+            Builtin::Initramfs(p) => initramfs::run(p, ctx),
+            Builtin::Makeself(p) => makeself::run(p, ctx),
+            Builtin::Rootfs(p) => rootfs::run(p, ctx),
         }
     }
 }
@@ -225,6 +292,97 @@ impl From {
     }
 }
 
+/// A file or folder named by a component: a path among the target's
+/// sources (`files/motd`), or `target:path` inside a dependency's output.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Source(pub From);
+
+impl TryFrom<String> for Source {
+    type Error = String;
+    fn try_from(s: String) -> Result<Source, String> {
+        if s.contains(':') {
+            return From::try_from(s).map(Source);
+        }
+        let path = s.trim_matches('/').to_string();
+        if path.is_empty() || path.split('/').any(|p| p == "..") {
+            return Err(format!("`{s}` is not a path inside the sources"));
+        }
+        Ok(Source(From { target: None, path }))
+    }
+}
+
+impl std::convert::From<Source> for String {
+    fn from(s: Source) -> String {
+        match &s.0.target {
+            None => s.0.path.clone(),
+            Some(_) => String::from(s.0),
+        }
+    }
+}
+
+/// Permission bits written as in chmod: `"0644"`, `"644"`, `"4755"` or an
+/// integer read as octal digits (`644`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "serde_json::Value", into = "String")]
+pub struct Mode(pub u32);
+
+impl TryFrom<serde_json::Value> for Mode {
+    type Error = String;
+    fn try_from(v: serde_json::Value) -> Result<Mode, String> {
+        let s = match &v {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Number(n) => n.to_string(),
+            _ => return Err(format!("{v} is not a mode such as \"0644\"")),
+        };
+        let bits = u32::from_str_radix(s.trim_start_matches("0o"), 8)
+            .map_err(|_| format!("`{s}` is not an octal mode such as \"0644\""))?;
+        if bits > 0o7777 {
+            return Err(format!("`{s}` has bits beyond 07777"));
+        }
+        Ok(Mode(bits))
+    }
+}
+
+impl std::convert::From<Mode> for String {
+    fn from(m: Mode) -> String {
+        format!("{:04o}", m.0)
+    }
+}
+
+/// Ownership written as in chown: `"root:root"`, `"0:0"`, `"1000:1000"`.
+/// `root` is the only name understood: Strata does not read the build
+/// machine's user database, so ids elsewhere are numeric.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl TryFrom<String> for Owner {
+    type Error = String;
+    fn try_from(s: String) -> Result<Owner, String> {
+        let id = |x: &str| -> Result<u32, String> {
+            match x {
+                "root" => Ok(0),
+                n => n.parse().map_err(|_| format!("`{n}` is neither `root` nor a numeric id (user names other than root are not looked up)")),
+            }
+        };
+        let (u, g) = s.split_once(':').unwrap_or((&s, &s));
+        Ok(Owner {
+            uid: id(u)?,
+            gid: id(g)?,
+        })
+    }
+}
+
+impl std::convert::From<Owner> for String {
+    fn from(o: Owner) -> String {
+        format!("{}:{}", o.uid, o.gid)
+    }
+}
+
 /// What a built-in rule may use while running.
 pub struct Ctx<'a> {
     pub cas: &'a Cas,
@@ -249,11 +407,18 @@ impl Ctx<'_> {
                 });
             };
             digest = d;
-            let dir = strata_store::tree::read_directory(self.cas, &digest)?;
-            entry = child(self.cas, &dir, part)?.ok_or_else(|| BuiltinError::Input {
-                what: String::from(from.clone()),
-                reason: format!("`{part}` does not exist"),
-            })?;
+            entry = strata_store::tree::list(self.cas, &digest)?
+                .into_iter()
+                .find_map(|(name, e)| (name == part).then_some(e))
+                .ok_or_else(|| BuiltinError::Input {
+                    what: String::from(from.clone()),
+                    reason: match &from.target {
+                        None => "is not among the target's sources (add it to `srcs:`)".to_string(),
+                        Some(t) => {
+                            format!("does not exist: `{part}` is not in the output of `{t}`")
+                        }
+                    },
+                })?;
         }
         Ok(entry)
     }
@@ -299,33 +464,6 @@ impl Ctx<'_> {
             }),
         }
     }
-}
-
-fn child(
-    cas: &Cas,
-    dir: &strata_store::reapi::Directory,
-    name: &str,
-) -> Result<Option<Entry>, BuiltinError> {
-    if let Some(f) = dir.files.iter().find(|f| f.name == name) {
-        let digest = Digest::from_proto(f.digest.as_ref().expect("validated")).expect("validated");
-        return Ok(Some(Entry::File {
-            digest,
-            executable: f.is_executable,
-            meta: None,
-        }));
-    }
-    if let Some(d) = dir.directories.iter().find(|d| d.name == name) {
-        let digest = Digest::from_proto(d.digest.as_ref().expect("validated")).expect("validated");
-        let _ = cas;
-        return Ok(Some(Entry::Dir { digest, meta: None }));
-    }
-    if let Some(s) = dir.symlinks.iter().find(|s| s.name == name) {
-        return Ok(Some(Entry::Symlink {
-            target: s.target.clone(),
-            meta: None,
-        }));
-    }
-    Ok(None)
 }
 
 /// Why a built-in rule failed.

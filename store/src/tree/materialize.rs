@@ -40,8 +40,10 @@ pub fn materialize(cas: &Cas, root: &Digest, dest: &Path, placement: Placement) 
             Entry::Dir { .. } => out
                 .create_dir(&path)
                 .map_err(|e| io_err("cannot create folder", &path, e))?,
+            // A link's target is data, whatever it says (rootfs links are
+            // absolute); the link itself is still created inside `out`.
             Entry::Symlink { target, .. } => out
-                .symlink(&target, &path)
+                .symlink_contents(&target, &path)
                 .map_err(|e| io_err("cannot create symlink", &path, e))?,
             Entry::Device { .. } => {}
             Entry::File {

@@ -29,7 +29,7 @@ use crate::{Digest, DigestFunction};
 pub use capture::{capture, digest_on_disk, hash_file};
 pub use edit::EditError;
 pub use materialize::{Placement, materialize};
-pub use walk::{Entry, first_missing, read_directory, walk};
+pub use walk::{Entry, first_missing, list, read_directory, walk};
 
 /// Ownership and permission bits of a rootfs entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -340,3 +340,24 @@ fn overlays_merge_folders_and_edits_never_pass_through_symlinks() {
     assert!(!t.remove(cas, "etc/missing").unwrap());
     assert!(t.get(cas, "etc/a.conf").unwrap().is_none());
 }
+
+#[test]
+fn a_deep_tree_walks_without_exhausting_the_stack() {
+    let (_d, s) = store();
+    let cas = s.cas();
+    // 3,000 levels: far beyond what a recursive walk survives on a 2 MiB stack.
+    let mut digest = TreeBuilder::new().store(cas).unwrap();
+    for _ in 0..3000 {
+        let mut b = TreeBuilder::new();
+        b.insert("d", Node::Stored(digest)).unwrap();
+        digest = b.store(cas).unwrap();
+    }
+    let handle = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn({
+            let cas = cas.clone();
+            move || walk(&cas, &digest).map(|e| e.len())
+        })
+        .unwrap();
+    assert_eq!(handle.join().unwrap().unwrap(), 3000);
+}

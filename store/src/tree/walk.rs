@@ -97,45 +97,74 @@ fn validate_directory(dir: &reapi::Directory) -> std::result::Result<(), String>
 }
 
 /// Lists every entry of the stored tree `root`, depth first, with paths
-/// relative to the root joined by `/`, in canonical order.
+/// relative to the root joined by `/`, in canonical order. Iterative, so a
+/// deep (possibly hostile) tree costs heap, not stack; deeper than
+/// `MAX_DEPTH` is an error.
 pub fn walk(cas: &Cas, root: &Digest) -> Result<Vec<(String, Entry)>> {
+    type Level = std::vec::IntoIter<(String, Entry, Option<reapi::Directory>)>;
     let mut out = Vec::new();
     let dir = read_directory(cas, root)?;
-    walk_into(cas, root, &dir, "", &mut out, 0)?;
+    let mut items = Vec::new();
+    walk_level(cas, root, &dir, &mut items)?;
+    let mut stack: Vec<(String, Level)> = vec![(String::new(), items.into_iter())];
+    while let Some((prefix, level)) = stack.last_mut() {
+        let Some((name, entry, child)) = level.next() else {
+            stack.pop();
+            continue;
+        };
+        let path = if prefix.is_empty() {
+            name
+        } else {
+            format!("{prefix}/{name}")
+        };
+        match (entry, child) {
+            (Entry::Dir { digest, meta }, Some(child)) => {
+                out.push((path.clone(), Entry::Dir { digest, meta }));
+                if stack.len() > MAX_DEPTH {
+                    return Err(StoreError::Decode {
+                        digest,
+                        what: "a directory",
+                        reason: "tree is nested too deeply".into(),
+                    });
+                }
+                let mut sub = Vec::new();
+                walk_level(cas, &digest, &child, &mut sub)?;
+                stack.push((path, sub.into_iter()));
+            }
+            (entry, _) => out.push((path, entry)),
+        }
+    }
     Ok(out)
 }
 
 const MAX_DEPTH: usize = 4096;
 
-fn walk_into(
+/// The entries directly inside the stored folder `digest` (one level), with
+/// their metadata, in name order.
+pub fn list(cas: &Cas, digest: &Digest) -> Result<Vec<(String, Entry)>> {
+    let dir = read_directory(cas, digest)?;
+    let mut out = Vec::new();
+    let mut one_level = Vec::new();
+    walk_level(cas, digest, &dir, &mut one_level)?;
+    for (name, entry, _) in one_level {
+        out.push((name, entry));
+    }
+    Ok(out)
+}
+
+/// One folder's entries in name order, with each subfolder's record (read
+/// anyway, for its metadata) so a walk can descend without reading it twice.
+fn walk_level(
     cas: &Cas,
     digest: &Digest,
     dir: &reapi::Directory,
-    prefix: &str,
-    out: &mut Vec<(String, Entry)>,
-    depth: usize,
+    items: &mut Vec<(String, Entry, Option<reapi::Directory>)>,
 ) -> Result<()> {
-    if depth > MAX_DEPTH {
-        return Err(StoreError::Decode {
-            digest: *digest,
-            what: "a directory",
-            reason: "tree is nested too deeply".into(),
-        });
-    }
-    let join = |name: &str| {
-        if prefix.is_empty() {
-            name.to_string()
-        } else {
-            format!("{prefix}/{name}")
-        }
-    };
     let bad = |reason: String| StoreError::Decode {
         digest: *digest,
         what: "a directory",
         reason,
     };
-    // Merge the three sorted lists so the walk is in name order.
-    let mut items: Vec<(&str, Entry, Option<reapi::Directory>)> = Vec::new();
     for f in &dir.files {
         let digest = Digest::from_proto(f.digest.as_ref().expect("validated")).expect("validated");
         let (meta, device) = parse_properties(f.node_properties.as_ref()).map_err(bad)?;
@@ -152,12 +181,12 @@ fn walk_into(
                 meta,
             },
         };
-        items.push((&f.name, entry, None));
+        items.push((f.name.clone(), entry, None));
     }
     for s in &dir.symlinks {
         let (meta, _) = parse_properties(s.node_properties.as_ref()).map_err(bad)?;
         items.push((
-            &s.name,
+            s.name.clone(),
             Entry::Symlink {
                 target: s.target.clone(),
                 meta,
@@ -171,7 +200,7 @@ fn walk_into(
         let child = read_directory(cas, &child_digest)?;
         let (meta, _) = parse_properties(child.node_properties.as_ref()).map_err(bad)?;
         items.push((
-            &d.name,
+            d.name.clone(),
             Entry::Dir {
                 digest: child_digest,
                 meta,
@@ -179,17 +208,7 @@ fn walk_into(
             Some(child),
         ));
     }
-    items.sort_by(|a, b| a.0.cmp(b.0));
-    for (name, entry, child) in items {
-        let path = join(name);
-        match (entry, child) {
-            (Entry::Dir { digest, meta }, Some(child)) => {
-                out.push((path.clone(), Entry::Dir { digest, meta }));
-                walk_into(cas, &digest, &child, &path, out, depth + 1)?;
-            }
-            (entry, _) => out.push((path, entry)),
-        }
-    }
+    items.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(())
 }
 
