@@ -32,12 +32,28 @@ struct Cli {
 enum Command {
     /// Build targets (default: every target of ./BUILD.yaml).
     Build(BuildArgs),
+    /// Inspect the store.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
     /// Remove the output folder (`out/`); the store is never touched.
     Clean {
         #[arg(short = 'f', long = "file", default_value = "BUILD.yaml")]
         file: PathBuf,
         #[arg(long = "out-dir")]
         out_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Re-hash every object and check every action-cache entry; exit 1 if
+    /// anything is corrupt.
+    Verify {
+        /// The store folder (default as for `build`).
+        #[arg(long = "store")]
+        store: Option<PathBuf>,
     },
 }
 
@@ -76,6 +92,9 @@ pub fn run() -> ExitCode {
     match cli.command {
         Command::Build(args) => build_command(args),
         Command::Clean { file, out_dir } => clean_command(file, out_dir),
+        Command::Store {
+            command: StoreCommand::Verify { store },
+        } => verify_command(store),
     }
 }
 
@@ -145,6 +164,18 @@ fn clean_command(file: PathBuf, out_dir: Option<PathBuf>) -> ExitCode {
     }
     println!("removed {}", out_dir.display());
     ExitCode::SUCCESS
+}
+
+fn verify_command(store: Option<PathBuf>) -> ExitCode {
+    let dir = absolute(store.unwrap_or_else(build::default_store_dir));
+    if !dir.exists() {
+        return report::usage_error(&format!("no store at {}", dir.display()));
+    }
+    let store = match strata_engine::open_store(&dir) {
+        Ok(s) => s,
+        Err(e) => return report::failure(&format!("cannot open the store: {e}")),
+    };
+    report::verify_report(&store.verify())
 }
 
 fn absolute(p: PathBuf) -> PathBuf {

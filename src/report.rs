@@ -112,3 +112,36 @@ pub fn failure(msg: &str) -> ExitCode {
     eprintln!("error: {msg}");
     ExitCode::from(EXIT_FAILED)
 }
+
+pub fn verify_report(r: &strata_engine::VerifyReport) -> ExitCode {
+    for (digest, path, problem) in &r.corrupt {
+        println!("corrupt object {digest} ({}): {problem}", path.display());
+    }
+    for (path, problem) in &r.bad_action_results {
+        println!("bad action-cache entry {}: {problem}", path.display());
+    }
+    for path in &r.stray {
+        println!("stray file {}", path.display());
+    }
+    println!(
+        "{} objects, {} action results checked: {}",
+        r.objects,
+        r.action_results,
+        if r.is_clean() {
+            "no corruption"
+        } else {
+            "CORRUPTION FOUND"
+        }
+    );
+    if r.temporaries > 0 {
+        println!(
+            "{} temporary files left by interrupted writes (harmless)",
+            r.temporaries
+        );
+    }
+    if r.is_clean() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILED)
+    }
+}

@@ -302,3 +302,40 @@ fn builds_sharing_an_out_folder_take_turns_and_say_who_holds_it() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(!ws.path().join("out").exists());
 }
+
+#[test]
+fn store_verify_finds_a_flipped_byte() {
+    let ws = Ws::new();
+    ws.write(
+        "BUILD.yaml",
+        "targets:\n  t:\n    rule: run\n    cmd: \"echo precious > $OUT/o\"\n    outs: [o]\n",
+    );
+    ws.build_ok(&[]);
+    let store = ws.store.to_str().unwrap().to_string();
+    let r = ws.run(&["store", "verify", "--store", &store]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("no corruption"), "{}", r.stdout);
+    // Flip one byte of the output blob in place.
+    let digest_name = find_blob_with(&ws.store, b"precious\n");
+    let mut bytes = fs::read(&digest_name).unwrap();
+    bytes[0] ^= 0x20;
+    let mut perms = fs::metadata(&digest_name).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o644);
+    fs::set_permissions(&digest_name, perms).unwrap();
+    fs::write(&digest_name, &bytes).unwrap();
+    let r = ws.run(&["store", "verify", "--store", &store]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(
+        r.stdout.contains("corrupt object") && r.stdout.contains("CORRUPTION FOUND"),
+        "{}",
+        r.stdout
+    );
+}
+
+/// The path of the blob in `store` holding exactly `content`.
+fn find_blob_with(store: &std::path::Path, content: &[u8]) -> std::path::PathBuf {
+    walk(&store.join("cas"))
+        .into_iter()
+        .find(|p| fs::read(p).map(|b| b == content).unwrap_or(false))
+        .expect("blob present")
+}

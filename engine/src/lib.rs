@@ -17,3 +17,10 @@ pub mod records;
 pub mod sandbox;
 pub mod scheduler;
 pub mod statcache;
+
+pub use strata_store::VerifyReport;
+
+/// Opens the store at `dir` with the digest function builds use.
+pub fn open_store(dir: &std::path::Path) -> strata_store::Result<strata_store::Store> {
+    strata_store::Store::open(dir, strata_store::DigestFunction::Blake3)
+}

@@ -54,4 +54,43 @@ impl ActionCache {
         let bytes = prost::Message::encode_to_vec(result);
         atomic::write_atomic(&self.tmp, &self.path(key), &bytes, 0o444)
     }
+
+    /// Entries that do not decode as an `ActionResult` or are misnamed.
+    pub fn check_entries(&self) -> Vec<(PathBuf, String)> {
+        let mut bad = Vec::new();
+        for e in walkdir::WalkDir::new(&self.root)
+            .min_depth(2)
+            .max_depth(2)
+            .into_iter()
+            .filter_map(|e| e.ok())
+        {
+            let named_ok = e
+                .file_name()
+                .to_str()
+                .is_some_and(|n| Digest::from_hex(n, 0).is_some());
+            if !named_ok {
+                bad.push((e.into_path(), "not named by a key".into()));
+                continue;
+            }
+            match fs::read(e.path()) {
+                Ok(bytes) => {
+                    if let Err(err) = <ActionResult as prost::Message>::decode(bytes.as_slice()) {
+                        bad.push((e.into_path(), format!("does not decode: {err}")));
+                    }
+                }
+                Err(err) => bad.push((e.into_path(), err.to_string())),
+            }
+        }
+        bad
+    }
+
+    /// How many entries there are.
+    pub fn count(&self) -> usize {
+        walkdir::WalkDir::new(&self.root)
+            .min_depth(2)
+            .max_depth(2)
+            .into_iter()
+            .filter_map(|e| e.ok())
+            .count()
+    }
 }

@@ -173,6 +173,39 @@ impl Cas {
         })
     }
 
+    /// Files under the object folders that are not named like objects
+    /// (`<2 hex>/<64 hex>-<size>`), which a healthy store never has.
+    pub fn stray_files(&self) -> Vec<PathBuf> {
+        walkdir::WalkDir::new(&self.root)
+            .min_depth(1)
+            .into_iter()
+            .filter_map(|e| e.ok())
+            .filter(|e| {
+                let ok = match e.depth() {
+                    1 => e.file_type().is_dir() && e.file_name().len() == 2,
+                    2 => {
+                        e.file_type().is_file()
+                            && e.file_name()
+                                .to_str()
+                                .and_then(|n| n.split_once('-'))
+                                .is_some_and(|(h, sz)| {
+                                    Digest::from_hex(h, 0).is_some()
+                                        && sz.parse::<u64>().is_ok()
+                                        && e.path()
+                                            .parent()
+                                            .and_then(|p| p.file_name())
+                                            .and_then(|p| p.to_str())
+                                            == Some(&h[..2])
+                                })
+                    }
+                    _ => false,
+                };
+                !ok
+            })
+            .map(|e| e.into_path())
+            .collect()
+    }
+
     /// Every blob on disk, for verification and statistics.
     pub fn list(&self) -> impl Iterator<Item = (Digest, PathBuf)> + '_ {
         walkdir::WalkDir::new(&self.root)

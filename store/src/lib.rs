@@ -111,18 +111,62 @@ impl Store {
         self.root.join("meta")
     }
 
-    /// Re-hashes every blob; returns the ones whose content does not match
-    /// their name.
-    pub fn verify(&self) -> Vec<(Digest, PathBuf, String)> {
-        let mut bad = Vec::new();
-        for (digest, path) in self.cas.list() {
-            match fs::File::open(&path).and_then(|f| self.function().of_reader(f)) {
-                Ok(actual) if actual == digest => {}
-                Ok(actual) => bad.push((digest, path, format!("content hashes to {actual}"))),
-                Err(e) => bad.push((digest, path, e.to_string())),
+    /// Re-hashes every blob and decodes every action-cache entry. Blobs are
+    /// hashed in parallel over `threads` threads.
+    pub fn verify(&self) -> VerifyReport {
+        let mut report = VerifyReport::default();
+        let blobs: Vec<(Digest, PathBuf)> = self.cas.list().collect();
+        report.objects = blobs.len();
+        let function = self.function();
+        let check = |(digest, path): &(Digest, PathBuf)| -> Option<(Digest, PathBuf, String)> {
+            match fs::File::open(path).and_then(|f| function.of_reader(f)) {
+                Ok(actual) if actual == *digest => None,
+                Ok(actual) => Some((*digest, path.clone(), format!("content hashes to {actual}"))),
+                Err(e) => Some((*digest, path.clone(), e.to_string())),
             }
+        };
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        let chunk = blobs.len().div_ceil(threads).max(1);
+        report.corrupt = std::thread::scope(|scope| {
+            let handles: Vec<_> = blobs
+                .chunks(chunk)
+                .map(|c| scope.spawn(move || c.iter().filter_map(check).collect::<Vec<_>>()))
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("verification thread"))
+                .collect()
+        });
+        report.stray = self.cas.stray_files();
+        for (path, problem) in self.action_cache.check_entries() {
+            report.bad_action_results.push((path, problem));
         }
-        bad
+        report.action_results = self.action_cache.count();
+        report.temporaries = fs::read_dir(self.tmp_dir()).map(|d| d.count()).unwrap_or(0);
+        report
+    }
+}
+
+/// What [`Store::verify`] found.
+#[derive(Debug, Default)]
+pub struct VerifyReport {
+    pub objects: usize,
+    pub action_results: usize,
+    /// Blobs whose content does not hash to their name.
+    pub corrupt: Vec<(Digest, PathBuf, String)>,
+    /// Action-cache entries that do not decode.
+    pub bad_action_results: Vec<(PathBuf, String)>,
+    /// Files in the object folders that are not named like objects.
+    pub stray: Vec<PathBuf>,
+    /// Temporary files left by interrupted writers (harmless).
+    pub temporaries: usize,
+}
+
+impl VerifyReport {
+    pub fn is_clean(&self) -> bool {
+        self.corrupt.is_empty() && self.bad_action_results.is_empty() && self.stray.is_empty()
     }
 }
 
