@@ -170,7 +170,7 @@ fn a_flipped_byte_is_detected_on_read_and_by_verify() {
         s.cas().read(&digest),
         Err(StoreError::Corrupt { .. })
     ));
-    assert_eq!(s.verify().len(), 1);
+    assert_eq!(s.verify().corrupt.len(), 1);
 }
 
 fn meta(mode: u32, uid: u32, gid: u32) -> Option<Meta> {
