@@ -8,6 +8,10 @@ mod report;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // Like other Unix tools, end quietly when the reader of our output goes
+    // away (`strata build | head`), instead of panicking on a failed write.
+    // SAFETY: setting a signal disposition at startup, before any thread.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if args
         .get(1)

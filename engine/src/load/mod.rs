@@ -220,13 +220,17 @@ impl Loader {
             }
         };
         let record = resolved.clone();
-        let options = serde_saphyr::options! { with_snippet: false }.with_include_resolver(
-            move |req: serde_saphyr::IncludeRequest<'_>| {
-                let r = resolver.resolve(req)?;
-                record.borrow_mut().push(PathBuf::from(&r.id));
-                Ok(r)
-            },
-        );
+        // Big enough for workspaces of a few hundred thousand targets; the
+        // nesting and alias limits stay at serde-saphyr's safe defaults.
+        let options = serde_saphyr::options! {
+            with_snippet: false,
+            budget: serde_saphyr::budget! { max_events: 20_000_000, max_nodes: 10_000_000 },
+        }
+        .with_include_resolver(move |req: serde_saphyr::IncludeRequest<'_>| {
+            let r = resolver.resolve(req)?;
+            record.borrow_mut().push(PathBuf::from(&r.id));
+            Ok(r)
+        });
         let parsed = serde_saphyr::from_str_with_options::<RawFile>(&text, options);
         let mut ids = vec![file];
         for included in resolved.borrow().iter() {
