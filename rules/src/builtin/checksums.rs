@@ -289,21 +289,12 @@ fn check_no_clash(outputs: &[(String, String)]) -> Result<(), BuiltinError> {
 mod tests {
     use std::collections::BTreeMap;
 
+    use strata_store::DigestFunction;
     use strata_store::tree::{DeviceKind, Node, TreeBuilder, walk};
-    use strata_store::{DigestFunction, Store};
 
     use super::*;
 
-    struct Fixture {
-        _dir: tempfile::TempDir,
-        store: Store,
-    }
-
-    fn fixture() -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("store"), DigestFunction::Blake3).unwrap();
-        Fixture { _dir: dir, store }
-    }
+    use super::super::testkit::fixture;
 
     fn sha(bytes: &[u8]) -> String {
         hex::encode(sha2::Sha256::digest(bytes))

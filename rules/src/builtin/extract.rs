@@ -910,7 +910,6 @@ mod tests {
     use std::io::Write;
 
     use strata_store::tree::{Entry, walk};
-    use strata_store::{DigestFunction, Store};
 
     use super::*;
 
@@ -1048,16 +1047,7 @@ mod tests {
 
     // ---- running the rule -----------------------------------------------
 
-    struct Fixture {
-        _dir: tempfile::TempDir,
-        store: Store,
-    }
-
-    fn fixture() -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("store"), DigestFunction::Blake3).unwrap();
-        Fixture { _dir: dir, store }
-    }
+    use super::super::testkit::{Fixture, fixture};
 
     fn params(yaml_like: serde_json::Value) -> Params {
         let mut v = serde_json::json!({"from": "srcs:pkg"});

@@ -295,7 +295,6 @@ mod tests {
     use std::io::Read;
 
     use strata_store::tree::{DeviceKind, Meta, Node, TreeBuilder};
-    use strata_store::{DigestFunction, Store};
 
     use super::*;
     use crate::builtin::compress::decoder;
@@ -377,16 +376,7 @@ mod tests {
         }
     }
 
-    struct Fixture {
-        _dir: tempfile::TempDir,
-        store: Store,
-    }
-
-    fn fixture() -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("store"), DigestFunction::Blake3).unwrap();
-        Fixture { _dir: dir, store }
-    }
+    use super::super::testkit::fixture;
 
     /// A root file system with metadata, a plain file, a symlink, devices.
     fn rootfs(cas: &strata_store::Cas) -> Digest {

@@ -487,21 +487,12 @@ mod tests {
     use std::io::Read;
 
     use sha2::Digest as _;
+    use strata_store::Digest;
     use strata_store::tree::{Meta, Node, TreeBuilder, walk};
-    use strata_store::{Digest, DigestFunction, Store};
 
     use super::*;
 
-    struct Fixture {
-        _dir: tempfile::TempDir,
-        store: Store,
-    }
-
-    fn fixture() -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("store"), DigestFunction::Blake3).unwrap();
-        Fixture { _dir: dir, store }
-    }
+    use super::super::testkit::fixture;
 
     fn payload_tree(cas: &strata_store::Cas) -> Digest {
         let mut t = TreeBuilder::new();

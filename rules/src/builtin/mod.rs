@@ -19,6 +19,8 @@ pub mod initramfs;
 pub mod makeself;
 pub mod rootfs;
 pub mod tarball;
+#[cfg(test)]
+mod testkit;
 
 use std::collections::BTreeMap;
 
