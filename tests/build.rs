@@ -617,3 +617,13 @@ targets:
     assert_eq!(ws.read("out/dep/o"), "original\n");
     assert_eq!(ws.read("in.txt"), "x\n");
 }
+
+#[test]
+fn a_file_deleted_from_out_is_restored_without_executing() {
+    let ws = pipeline();
+    ws.build_ok(&[]);
+    fs::remove_file(ws.path().join("out/words/words.txt")).unwrap();
+    let r = ws.build_ok(&[]);
+    assert!(r.executed().is_empty());
+    assert_eq!(ws.read("out/words/words.txt"), "apple\nfig\npear\n");
+}

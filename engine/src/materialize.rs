@@ -69,6 +69,26 @@ pub fn lock(out_dir: &Path, waiting: impl FnOnce(&str)) -> std::io::Result<OutLo
     Ok(OutLock { _dir: dir })
 }
 
+/// Whether `dest` still holds every entry of the tree `digest` with the
+/// right kind and size (a deleted or truncated file means re-materializing).
+/// Contents are not re-read: files in `out/` are read-only.
+fn still_intact(store: &Store, digest: &Digest, dest: &Path) -> bool {
+    let Ok(entries) = tree::walk(store.cas(), digest) else {
+        return false;
+    };
+    entries.iter().all(|(path, entry)| {
+        let Ok(meta) = fs::symlink_metadata(tree::rel_join(dest, path)) else {
+            return matches!(entry, tree::Entry::Device { .. });
+        };
+        match entry {
+            tree::Entry::File { digest, .. } => meta.is_file() && meta.len() == digest.size_bytes,
+            tree::Entry::Dir { .. } => meta.is_dir(),
+            tree::Entry::Symlink { .. } => meta.file_type().is_symlink(),
+            tree::Entry::Device { .. } => true,
+        }
+    })
+}
+
 fn state_path(out_dir: &Path) -> PathBuf {
     out_dir.join(META).join("state.json")
 }
@@ -108,7 +128,7 @@ pub fn update(
         match output {
             Some(digest) => {
                 let wanted = digest.to_string();
-                if state.get(name) == Some(&wanted) && dest.is_dir() {
+                if state.get(name) == Some(&wanted) && still_intact(store, digest, &dest) {
                     continue;
                 }
                 let staging = out_dir
