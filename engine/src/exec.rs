@@ -56,6 +56,8 @@ pub enum Failure {
     },
     /// A built-in rule refused its input or could not produce its output.
     Rule(String),
+    /// The step failed while the store's file system was full.
+    DiskFull(Box<Failure>),
     Store(StoreError),
     Io(String),
 }
@@ -83,6 +85,10 @@ impl std::fmt::Display for Failure {
                 "declared output `{out}` lies behind the symlink `{link}`; outputs are read without following symlinks"
             ),
             Failure::Rule(msg) => write!(f, "{msg}"),
+            Failure::DiskFull(inner) => write!(
+                f,
+                "{inner}, and the store's disk is full (No space left on device): free space and build again"
+            ),
             Failure::SourceChanged { path } => write!(
                 f,
                 "source {} changed while the build was running",
@@ -171,6 +177,13 @@ pub async fn run(req: StepRequest<'_>) -> Result<StepSuccess, StepFailure> {
         scratch: Some(scratch.clone()),
     };
     if let Some(failure) = status {
+        // A step that filled the store's disk usually just "exits 1" (its
+        // own error message may not even fit in its log): say why.
+        let failure = if disk_full(&scratch) {
+            Failure::DiskFull(Box::new(failure))
+        } else {
+            failure
+        };
         return Err(logs_failure(failure));
     }
 
@@ -271,6 +284,12 @@ fn stage(
     Ok(())
 }
 
+/// Whether the file system holding `path` has no space left for us.
+fn disk_full(path: &Path) -> bool {
+    nix::sys::statvfs::statvfs(path)
+        .is_ok_and(|s| s.blocks_available() == 0 || s.files_available() == 0)
+}
+
 /// Creates the empty folders of an exec root.
 pub fn create_exec_root(exec_root: &Path) -> std::io::Result<()> {
     for sub in [
@@ -345,6 +364,21 @@ pub fn remove_stale_scratch(store: &Store, prefix: &str) {
     }
 }
 
+/// Run in the child before exec: it gets SIGKILL when strata dies. (If
+/// strata already died before the call took effect, the child is an orphan
+/// and exits at once.) Without a sandbox this reaches the step's own shell,
+/// not processes that shell detaches.
+fn die_with_parent(parent: libc::pid_t) -> std::io::Result<()> {
+    // SAFETY: async-signal-safe calls only.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        if libc::getppid() != parent {
+            libc::_exit(1);
+        }
+    }
+    Ok(())
+}
+
 /// Kills a process group when dropped, so a cancelled build leaves no step behind.
 struct GroupGuard(Option<i32>);
 
@@ -375,12 +409,10 @@ async fn spawn_and_wait(
             let mut c = tokio::process::Command::new(helper);
             c.args(sandbox::helper_args(exec_root, step.network, &step.argv));
             // If strata dies, so does the helper (and with it the step).
-            // SAFETY: prctl(2) is async-signal-safe.
+            // SAFETY: prctl(2), getppid(2) and _exit(2) are async-signal-safe.
+            let parent = std::process::id() as libc::pid_t;
             unsafe {
-                c.pre_exec(|| {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                    Ok(())
-                });
+                c.pre_exec(move || die_with_parent(parent));
             }
             c.env_clear().envs(step.env.iter().map(|(k, v)| (k, v)));
             c
@@ -393,11 +425,12 @@ async fn spawn_and_wait(
             // real scratch folder instead.
             let prefix = format!("{}/", layout::EXEC_ROOT);
             let real = format!("{}/", exec_root.display());
-            // SAFETY: umask(2) is async-signal-safe.
+            // SAFETY: umask(2), prctl(2), getppid(2), _exit(2) are async-signal-safe.
+            let parent = std::process::id() as libc::pid_t;
             unsafe {
-                c.pre_exec(|| {
+                c.pre_exec(move || {
                     libc::umask(sandbox::STEP_UMASK as libc::mode_t);
-                    Ok(())
+                    die_with_parent(parent)
                 });
             }
             c.env_clear().envs(step.env.iter().map(|(k, v)| {

@@ -113,50 +113,65 @@ pub fn update(
     let err =
         |what: &str, p: &Path, e: &dyn std::fmt::Display| format!("{what} {}: {e}", p.display());
     let mut state = read_state(out_dir);
-    // Folders we created for targets that no longer exist.
+    // What changes: folders of targets that no longer exist, of requested
+    // targets that failed, and of those whose output differs (or was tampered
+    // with). They leave the state file *before* their folders change, so a
+    // build killed halfway never leaves a folder the state vouches for.
     let gone: Vec<String> = state
         .keys()
         .filter(|k| !known.contains(&k.as_str()))
         .cloned()
         .collect();
-    for name in gone {
-        remove_tree(&out_dir.join(&name));
-        state.remove(&name);
-    }
-    for (name, output) in outputs {
-        let dest = out_dir.join(name);
-        match output {
+    let stale: Vec<(&String, Option<&Digest>)> = outputs
+        .iter()
+        .filter(|(name, output)| match output {
             Some(digest) => {
-                let wanted = digest.to_string();
-                if state.get(name) == Some(&wanted) && still_intact(store, digest, &dest) {
-                    continue;
-                }
-                let staging = out_dir
-                    .join(META)
-                    .join(format!("new-{name}-{}", std::process::id()));
-                remove_tree(&staging);
-                fs::create_dir_all(&staging).map_err(|e| err("cannot create", &staging, &e))?;
-                tree::materialize(store.cas(), digest, &staging, Placement::HardLink)
-                    .map_err(|e| err("cannot write", &dest, &e))?;
-                let old = out_dir
-                    .join(META)
-                    .join(format!("old-{name}-{}", std::process::id()));
-                if fs::symlink_metadata(&dest).is_ok() {
-                    fs::rename(&dest, &old).map_err(|e| err("cannot replace", &dest, &e))?;
-                }
-                fs::rename(&staging, &dest).map_err(|e| err("cannot create", &dest, &e))?;
-                remove_tree(&old);
-                state.insert(name.clone(), wanted);
+                state.get(*name) != Some(&digest.to_string())
+                    || !still_intact(store, digest, &out_dir.join(name))
             }
-            None => {
-                // Never leave a stale result that looks current.
-                if state.remove(name).is_some() {
-                    remove_tree(&dest);
-                }
-            }
-        }
+            None => state.contains_key(*name),
+        })
+        .map(|(name, output)| (name, output.as_ref()))
+        .collect();
+    if gone.is_empty() && stale.is_empty() {
+        return Ok(());
     }
-    let bytes = serde_json::to_vec_pretty(&state).map_err(|e| e.to_string())?;
+    for name in gone.iter().chain(stale.iter().map(|(n, _)| *n)) {
+        state.remove(name);
+    }
+    write_state(out_dir, &state)?;
+    for name in &gone {
+        remove_tree(&out_dir.join(name));
+    }
+    for (name, output) in stale {
+        let dest = out_dir.join(name);
+        let Some(digest) = output else {
+            // Never leave a stale result that looks current.
+            remove_tree(&dest);
+            continue;
+        };
+        let staging = out_dir
+            .join(META)
+            .join(format!("new-{name}-{}", std::process::id()));
+        remove_tree(&staging);
+        fs::create_dir_all(&staging).map_err(|e| err("cannot create", &staging, &e))?;
+        tree::materialize(store.cas(), digest, &staging, Placement::HardLink)
+            .map_err(|e| err("cannot write", &dest, &e))?;
+        let old = out_dir
+            .join(META)
+            .join(format!("old-{name}-{}", std::process::id()));
+        if fs::symlink_metadata(&dest).is_ok() {
+            fs::rename(&dest, &old).map_err(|e| err("cannot replace", &dest, &e))?;
+        }
+        fs::rename(&staging, &dest).map_err(|e| err("cannot create", &dest, &e))?;
+        remove_tree(&old);
+        state.insert(name.clone(), digest.to_string());
+    }
+    write_state(out_dir, &state)
+}
+
+fn write_state(out_dir: &Path, state: &BTreeMap<String, String>) -> Result<(), String> {
+    let bytes = serde_json::to_vec_pretty(state).map_err(|e| e.to_string())?;
     strata_store::write_atomic(&out_dir.join(META), &state_path(out_dir), &bytes, 0o644)
         .map_err(|e| e.to_string())
 }

@@ -112,6 +112,8 @@ pub fn helper_main(args: &[OsString]) -> ! {
         Ok(ForkResult::Child) => {
             // If the helper dies (strata was killed), take the step with it.
             // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number.
+            // (No orphan check: as PID 1 of its namespace the child's
+            // getppid() is 0.)
             unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
             // A session of its own: no controlling terminal to read from or
             // to push keystrokes into.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use petgraph::graph::NodeIndex;
 use strata_rules::Text;
-use strata_rules::builtin::{Builtin, Ctx};
+use strata_rules::builtin::{Builtin, BuiltinError, Ctx};
 use strata_rules::run::RunStep;
 use strata_store::{Digest, Store, tree};
 use tokio::task::JoinSet;
@@ -376,8 +376,13 @@ fn run_builtin(
         source_date_epoch,
         dep_keys,
     };
-    rule.run(&ctx)
-        .map_err(|e| exec::Failure::Rule(e.to_string()))
+    rule.run(&ctx).map_err(|e| match e {
+        BuiltinError::Store(e) => exec::Failure::Store(e),
+        BuiltinError::Io(e) if e.kind() == std::io::ErrorKind::StorageFull => {
+            exec::Failure::Rule(format!("the store's disk is full: {e}"))
+        }
+        e => exec::Failure::Rule(e.to_string()),
+    })
 }
 
 /// The output of a cached action, if its whole output tree is still stored.
