@@ -527,7 +527,10 @@ impl Extractor<'_> {
             // What the reader may consume until the next entry: this one's
             // data and padding, then the next entry's headers.
             let size = entry.size();
-            left.set(size.saturating_add(511) / 512 * 512 + self.limits.max_header_bytes);
+            // Saturating: a hostile header may declare a size near u64::MAX.
+            left.set(
+                (size.saturating_add(511) / 512 * 512).saturating_add(self.limits.max_header_bytes),
+            );
             previous = shown_path(&entry.path_bytes());
             self.entry(&mut entry, part, &previous)?;
         }
@@ -1860,5 +1863,23 @@ mod tests {
         // Without the control files, the data alone fits.
         let p = params(serde_json::json!({"max_size": 1 << 20}));
         assert_eq!(f.paths(&f.ok(&deb, &p)), ["big"]);
+    }
+
+    /// Found by fuzzing: a header declaring a size near u64::MAX overflowed
+    /// the byte budget for the next entry (a panic in debug builds).
+    #[test]
+    fn fuzz_regression_a_huge_declared_size_is_an_error_not_a_panic() {
+        let f = fixture();
+        let archive = include_bytes!("testdata/fuzz-size-overflow.tar.gz");
+        let p = params(serde_json::json!({
+            "max_size": 16 << 20,
+            "include": ["usr/**", "etc/*", "DEBIAN"],
+            "prefix": "opt/x",
+        }));
+        let err = f.run(archive, &p).unwrap_err();
+        assert!(
+            !matches!(err, BuiltinError::Input { .. }),
+            "the archive was not reached: {err}"
+        );
     }
 }
