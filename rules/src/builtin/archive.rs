@@ -15,7 +15,7 @@ use strata_store::tree::{Node, TreeBuilder};
 
 use super::compress::Compression;
 use super::tarball::{TarOptions, write_tree};
-use super::{BuiltinError, Ctx, From, ParamError};
+use super::{BuiltinError, Ctx, From, ParamError, check_file_name, check_level};
 
 pub const FIELDS: &[&str] = &["from", "compression", "level", "name", "prefix"];
 
@@ -35,27 +35,9 @@ pub struct Params {
 
 impl Params {
     pub(super) fn validate(&self) -> Result<(), ParamError> {
-        if let Some(level) = self.level
-            && !self.compression.levels().contains(&level)
-        {
-            let r = self.compression.levels();
-            return Err(ParamError {
-                field: Some("level".into()),
-                message: format!(
-                    "level {level} is out of range for {:?} ({}..={})",
-                    self.compression,
-                    r.start(),
-                    r.end()
-                ),
-            });
-        }
-        if let Some(name) = &self.name
-            && (name.is_empty() || name.contains('/') || name == "." || name == "..")
-        {
-            return Err(ParamError {
-                field: Some("name".into()),
-                message: format!("`{name}` is not a file name"),
-            });
+        check_level(self.compression, self.level)?;
+        if let Some(name) = &self.name {
+            check_file_name("name", name)?;
         }
         if let Some(prefix) = &self.prefix
             && prefix.split('/').any(|p| p == "..")

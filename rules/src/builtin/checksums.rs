@@ -35,7 +35,7 @@ use sha2::Digest as _;
 use strata_store::Digest;
 use strata_store::tree::{Entry, Node, TreeBuilder, walk};
 
-use super::{BuiltinError, Ctx, From, ParamError};
+use super::{BuiltinError, Ctx, From, ParamError, check_file_name};
 
 pub const FIELDS: &[&str] = &["of", "name"];
 
@@ -78,13 +78,7 @@ impl Params {
             );
         }
         if let Some(name) = &self.name {
-            if name.is_empty()
-                || name.contains(['/', '\0', '\n', '\\'])
-                || name == "."
-                || name == ".."
-            {
-                return err("name", format!("`{name}` is not a file name"));
-            }
+            check_file_name("name", name)?;
             if name == MANIFEST {
                 return err("name", format!("`{MANIFEST}` is the manifest's name"));
             }

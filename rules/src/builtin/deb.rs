@@ -43,7 +43,7 @@ use strata_store::{Cas, Digest, StoreError};
 
 use super::compress::Compression;
 use super::tarball::{TarOptions, write_tree};
-use super::{BuiltinError, Ctx, From, ParamError, Source};
+use super::{BuiltinError, Ctx, From, ParamError, Source, check_file_name};
 
 pub const FIELDS: &[&str] = &["from", "control", "version", "scripts", "conffiles", "name"];
 
@@ -86,10 +86,8 @@ impl Params {
                 ));
             }
         }
-        if let Some(name) = &self.name
-            && (name.is_empty() || name.contains(['/', '\0']) || name == "." || name == "..")
-        {
-            return Err(param_error("name", format!("`{name}` is not a file name")));
+        if let Some(name) = &self.name {
+            check_file_name("name", name)?;
         }
         Ok(())
     }

@@ -28,7 +28,7 @@ use strata_store::tree::{DeviceKind, Entry, Meta, Node, TreeBuilder, walk};
 use strata_store::{Cas, Digest};
 
 use super::compress::Compression;
-use super::{BuiltinError, Ctx, From, ParamError};
+use super::{BuiltinError, Ctx, From, ParamError, check_file_name, check_level};
 
 pub const FIELDS: &[&str] = &["from", "compression", "level", "name"];
 
@@ -56,31 +56,9 @@ impl Params {
                     .into(),
             });
         }
-        if let Some(level) = self.level
-            && !self.compression.levels().contains(&level)
-        {
-            let r = self.compression.levels();
-            return Err(ParamError {
-                field: Some("level".into()),
-                message: format!(
-                    "level {level} is out of range for {:?} ({}..={})",
-                    self.compression,
-                    r.start(),
-                    r.end()
-                ),
-            });
-        }
-        if let Some(name) = &self.name
-            && (name.is_empty()
-                || name.contains('/')
-                || name.contains('\0')
-                || name == "."
-                || name == "..")
-        {
-            return Err(ParamError {
-                field: Some("name".into()),
-                message: format!("`{name}` is not a file name"),
-            });
+        check_level(self.compression, self.level)?;
+        if let Some(name) = &self.name {
+            check_file_name("name", name)?;
         }
         Ok(())
     }

@@ -37,7 +37,7 @@ use strata_store::tree::{Entry, Node, TreeBuilder, walk};
 
 use super::compress::Compression;
 use super::tarball::{TarOptions, write_tree};
-use super::{BuiltinError, Ctx, From, ParamError};
+use super::{BuiltinError, Ctx, From, ParamError, check_file_name};
 
 pub const FIELDS: &[&str] = &["from", "startup", "args", "label", "name"];
 
@@ -97,14 +97,8 @@ impl Params {
         {
             return err("label", "the label contains a NUL byte".into());
         }
-        if let Some(name) = &self.name
-            && (name.is_empty()
-                || name.contains('/')
-                || name.contains('\0')
-                || name == "."
-                || name == "..")
-        {
-            return err("name", format!("`{name}` is not a file name"));
+        if let Some(name) = &self.name {
+            check_file_name("name", name)?;
         }
         Ok(())
     }

@@ -85,6 +85,37 @@ pub struct ParamError {
     pub message: String,
 }
 
+/// Checks an output file name given in `field`: a single path component
+/// (no `/`, NUL, newline or backslash, which `sha256sum` would escape).
+pub(crate) fn check_file_name(field: &str, name: &str) -> Result<(), ParamError> {
+    if name.is_empty() || name.contains(['/', '\0', '\n', '\\']) || name == "." || name == ".." {
+        return Err(ParamError {
+            field: Some(field.into()),
+            message: format!("`{name}` is not a file name"),
+        });
+    }
+    Ok(())
+}
+
+/// Checks a compression level (the `level` field) against its codec.
+pub(crate) fn check_level(
+    compression: compress::Compression,
+    level: Option<i32>,
+) -> Result<(), ParamError> {
+    let range = compression.levels();
+    match level {
+        Some(l) if !range.contains(&l) => Err(ParamError {
+            field: Some("level".into()),
+            message: format!(
+                "level {l} is out of range for {compression:?} ({}..={})",
+                range.start(),
+                range.end()
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
 fn from_fields<T: serde::de::DeserializeOwned>(
     fields: serde_json::Map<String, serde_json::Value>,
 ) -> Result<T, ParamError> {
