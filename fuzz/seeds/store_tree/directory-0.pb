@@ -1,0 +1,12 @@
+K
+binD
+@24411ca7b71c61cbbbae72fd0ce92f26d7144fc901950d4cc0170daf83735defkL
+devE
+@cfe66fa7cd9eced42a80b2b35b8ea93b40cb2ac7218a12a496c0aa805f19d945ïL
+etcE
+@f3839c9cb291e01c9b8fe3b758e3bee8001e44572b3cbf942ea1fe5049b30aa6‚
+abs/etc/passwd*
+
+gid0
+
+uid0í

@@ -1,0 +1,6 @@
+
+M
+a.txtD
+@8e4c7c1b99dbfd50e7a95185fead5ee1448fa904a2fdd778eaf5f2dbfd629a99K
+subD
+@344c303f6fa2ad0745eb797a7abf679781dcf28bff404e64d2d64f17a3f7aa02M
