@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{Run, Ws};
+use common::{Run, Ws, sh};
 
 fn copy_example(ws: &Ws) {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/image");
@@ -18,22 +18,6 @@ fn copy_example(ws: &Ws) {
         .unwrap();
     assert!(out.status.success());
     let _ = std::fs::remove_dir_all(ws.path().join("out"));
-}
-
-fn sh(dir: &Path, script: &str) -> String {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{script}\nstdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn outputs(r: &Run) -> serde_json::Value {

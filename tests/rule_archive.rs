@@ -2,22 +2,10 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::Ws;
 
 fn tool(args: &[&str], dir: &std::path::Path) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .current_dir(dir)
-        .output()
-        .expect("tool runs");
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    common::tool(dir, args)
 }
 
 fn workspace() -> Ws {

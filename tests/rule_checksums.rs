@@ -11,19 +11,7 @@ use common::Ws;
 
 /// Runs a shell command in `dir` and returns its stdout.
 fn sh(cmd: &str, dir: &Path) -> String {
-    let out = Command::new("sh")
-        .args(["-c", cmd])
-        .current_dir(dir)
-        .env("LC_ALL", "C")
-        .output()
-        .expect("sh runs");
-    assert!(
-        out.status.success(),
-        "{cmd}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    common::sh(dir, cmd)
 }
 
 fn workspace() -> Ws {

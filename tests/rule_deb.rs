@@ -2,28 +2,7 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
-
-use common::Ws;
-
-fn sh(dir: &Path, script: &str) -> String {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .current_dir(dir)
-        .env("TZ", "UTC")
-        .env("LC_ALL", "C")
-        .output()
-        .expect("sh runs");
-    assert!(
-        out.status.success(),
-        "{script}\nstdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use common::{Ws, sh};
 
 const LONG: &str =
     "a-folder-name-long-enough-that-the-whole-path-needs-a-gnu-long-name-entry-in-the-tar";

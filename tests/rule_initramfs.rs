@@ -2,25 +2,11 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::Ws;
 
 /// Runs a shell command in `dir` (C locale, UTC) and returns its stdout.
 fn sh(cmd: &str, dir: &std::path::Path) -> String {
-    let out = Command::new("sh")
-        .args(["-c", cmd])
-        .current_dir(dir)
-        .env("TZ", "UTC")
-        .env("LC_ALL", "C")
-        .output()
-        .expect("sh runs");
-    assert!(
-        out.status.success(),
-        "{cmd}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    common::sh(dir, cmd)
 }
 
 fn workspace() -> Ws {

@@ -135,3 +135,34 @@ impl Ws {
         r
     }
 }
+
+fn checked(mut cmd: Command, what: &str) -> String {
+    let out = cmd
+        .env("TZ", "UTC")
+        .env("LC_ALL", "C")
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what}\nstdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs `script` with `sh -c` in `dir` (TZ=UTC, LC_ALL=C), asserts success,
+/// and returns its stdout.
+pub fn sh(dir: &Path, script: &str) -> String {
+    let mut c = Command::new("sh");
+    c.arg("-c").arg(script).current_dir(dir);
+    checked(c, script)
+}
+
+/// Runs a program (`args[0]`) in `dir` (TZ=UTC, LC_ALL=C), asserts success,
+/// and returns its stdout.
+pub fn tool(dir: &Path, args: &[&str]) -> String {
+    let mut c = Command::new(args[0]);
+    c.args(&args[1..]).current_dir(dir);
+    checked(c, &format!("{args:?}"))
+}
