@@ -21,6 +21,11 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
 
+# The container tests need a Docker Engine and a registry binary; in CI they
+# must run, never skip.
+scripts/docker-up.sh
+export STRATA_REQUIRE_DOCKER=1
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked

@@ -2,6 +2,8 @@
 //! and the real `strata` binary run on it.
 #![allow(dead_code)]
 
+pub mod docker;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,0 +1,183 @@
+//! Real Docker components for the container tests: the engine started by
+//! `scripts/docker-up.sh`, a tiny base image made from host binaries, and
+//! registries each test starts on its own loopback port and folder.
+#![allow(dead_code)]
+
+use std::fs;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::sh;
+
+/// Whether the container tests can run. With `STRATA_REQUIRE_DOCKER` set (as
+/// in CI) an unreachable engine fails the test instead of skipping it.
+pub fn docker_available() -> bool {
+    let ok = Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        assert!(
+            std::env::var_os("STRATA_REQUIRE_DOCKER").is_none(),
+            "STRATA_REQUIRE_DOCKER is set but no Docker Engine answers (run scripts/docker-up.sh)"
+        );
+        eprintln!("skipped: no Docker Engine (run scripts/docker-up.sh)");
+    }
+    ok
+}
+
+/// Skips the calling test when no engine is reachable (see `docker_available`).
+#[macro_export]
+macro_rules! require_docker {
+    () => {
+        if !common::docker::docker_available() {
+            return;
+        }
+    };
+}
+
+/// Copies `/bin/sh` (dash), a few coreutils and their libraries into `root`,
+/// so a test has a runnable root file system without pulling anything.
+pub fn mini_rootfs(root: &Path) {
+    let tools = [
+        "sh", "cat", "ls", "echo", "mkdir", "rm", "cp", "date", "sleep", "touch", "id", "head",
+        "od", "tr", "env", "test", "true", "false",
+    ];
+    fs::create_dir_all(root.join("bin")).unwrap();
+    let mut libs = std::collections::BTreeSet::new();
+    for t in tools {
+        let src = PathBuf::from("/bin").join(t);
+        let src = fs::canonicalize(&src).unwrap_or(src);
+        fs::copy(&src, root.join("bin").join(t)).unwrap();
+        let ldd = Command::new("ldd").arg(&src).output().unwrap();
+        for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+            if let Some(p) = line.split_whitespace().find(|w| w.starts_with('/')) {
+                libs.insert(PathBuf::from(p));
+            }
+        }
+    }
+    for lib in libs {
+        let dest = root.join(lib.strip_prefix("/").unwrap());
+        fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        fs::copy(&lib, &dest).unwrap();
+    }
+    for d in ["tmp", "etc", "proc", "sys", "dev"] {
+        fs::create_dir_all(root.join(d)).unwrap();
+    }
+}
+
+/// A local image (`docker import` of `mini_rootfs`), returned as its ID.
+pub fn mini_image(tag: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    mini_rootfs(&dir.path().join("root"));
+    sh(
+        dir.path(),
+        &format!("tar -C root -c . | docker import - {tag} >/dev/null"),
+    );
+    sh(
+        dir.path(),
+        &format!("docker image inspect --format '{{{{.Id}}}}' {tag}"),
+    )
+    .trim()
+    .to_string()
+}
+
+/// A `docker-registry` on its own 127.0.0.1 port and storage folder,
+/// stopped when dropped.
+pub struct Registry {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl Registry {
+    /// Starts a registry; with `basic` (user, password) it requires HTTP
+    /// basic authentication (htpasswd, bcrypt).
+    pub fn start(basic: Option<(&str, &str)>) -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let auth = match basic {
+            None => String::new(),
+            Some((user, pass)) => {
+                let htpasswd = dir.path().join("htpasswd");
+                let out = Command::new("htpasswd")
+                    .args(["-Bbn", user, pass])
+                    .output()
+                    .expect("htpasswd (apache2-utils) runs");
+                fs::write(&htpasswd, out.stdout).unwrap();
+                format!(
+                    "auth:\n  htpasswd:\n    realm: strata-test\n    path: {}\n",
+                    htpasswd.display()
+                )
+            }
+        };
+        let config = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth}",
+            dir.path().join("data").display()
+        );
+        let config_path = dir.path().join("config.yml");
+        fs::write(&config_path, config).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config_path)
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(dir.path().join("log")).unwrap())
+            .spawn()
+            .expect("docker-registry starts (scripts/docker-up.sh installs it)");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "registry did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Registry { port, dir, child }
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The stored blob file of `sha256:<hex>` (filesystem driver layout).
+    pub fn blob_path(&self, digest: &str) -> PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.dir
+            .path()
+            .join("data/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+
+    /// Pushes the local image `image` as `<registry>/<name>:<tag>` with
+    /// `docker push` and returns the manifest digest (`sha256:...`).
+    pub fn push(&self, image: &str, name: &str, tag: &str) -> String {
+        let target = format!("{}/{name}:{tag}", self.host());
+        let dir = self.dir.path();
+        sh(dir, &format!("docker tag {image} {target}"));
+        let out = sh(dir, &format!("docker push {target}"));
+        sh(dir, &format!("docker rmi {target} >/dev/null"));
+        out.lines()
+            .find_map(|l| l.split("digest: ").nth(1))
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no digest in docker push output:\n{out}"))
+            .to_string()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
