@@ -1,6 +1,7 @@
 //! Real Docker components for the container tests: the engine started by
 //! `scripts/docker-up.sh`, a tiny base image made from host binaries, and
 //! registries each test starts on its own loopback port and folder.
+//! Self-contained, so crate tests can include it with `#[path]`.
 #![allow(dead_code)]
 
 use std::fs;
@@ -9,9 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::sh;
-
-/// Whether the container tests can run. With `STRATA_REQUIRE_DOCKER` set (as
+/// Whether the container tests can run; a test starts with
+/// `if !docker_available() { return; }`. With `STRATA_REQUIRE_DOCKER` set (as
 /// in CI) an unreachable engine fails the test instead of skipping it.
 pub fn docker_available() -> bool {
     let ok = Command::new("docker")
@@ -28,16 +28,6 @@ pub fn docker_available() -> bool {
         eprintln!("skipped: no Docker Engine (run scripts/docker-up.sh)");
     }
     ok
-}
-
-/// Skips the calling test when no engine is reachable (see `docker_available`).
-#[macro_export]
-macro_rules! require_docker {
-    () => {
-        if !common::docker::docker_available() {
-            return;
-        }
-    };
 }
 
 /// Copies `/bin/sh` (dash), a few coreutils and their libraries into `root`,
@@ -180,4 +170,21 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Runs `script` with `sh -c` in `dir`, asserts success, returns stdout.
+fn sh(dir: &Path, script: &str) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("{script}: {e}"));
+    assert!(
+        out.status.success(),
+        "{script}\nstdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
