@@ -37,6 +37,11 @@ enum Command {
         #[command(subcommand)]
         command: StoreCommand,
     },
+    /// Cache mounts (`caches:` of container steps): list, export, import.
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
     /// Remove the output folder (`out/`); the store is never touched.
     Clean {
         #[arg(short = 'f', long = "file", default_value = "BUILD.yaml")]
@@ -52,6 +57,31 @@ enum StoreCommand {
     /// anything is corrupt.
     Verify {
         /// The store folder (default as for `build`).
+        #[arg(long = "store")]
+        store: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacheCommand {
+    /// List the caches in the store with their sizes.
+    List {
+        #[arg(long = "store")]
+        store: Option<PathBuf>,
+    },
+    /// Write cache NAME to a .tar.zst file (e.g. to save it in CI).
+    Export {
+        name: String,
+        /// The file to write (default: NAME.tar.zst).
+        #[arg(short = 'o', long = "output")]
+        output: Option<PathBuf>,
+        #[arg(long = "store")]
+        store: Option<PathBuf>,
+    },
+    /// Replace cache NAME with the contents of an exported file.
+    Import {
+        name: String,
+        file: PathBuf,
         #[arg(long = "store")]
         store: Option<PathBuf>,
     },
@@ -95,6 +125,58 @@ pub fn run() -> ExitCode {
         Command::Store {
             command: StoreCommand::Verify { store },
         } => verify_command(store),
+        Command::Cache { command } => cache_command(command),
+    }
+}
+
+fn cache_command(command: CacheCommand) -> ExitCode {
+    let (store_dir, name) = match &command {
+        CacheCommand::List { store } => (store, None),
+        CacheCommand::Export { store, name, .. } | CacheCommand::Import { store, name, .. } => {
+            (store, Some(name))
+        }
+    };
+    if let Some(name) = name
+        && let Err(msg) = strata_engine::caches::check_name(name)
+    {
+        return report::usage_error(&msg);
+    }
+    let dir = absolute(store_dir.clone().unwrap_or_else(build::default_store_dir));
+    let store = match strata_engine::open_store(&dir) {
+        Ok(s) => s,
+        Err(e) => return report::failure(&format!("cannot open the store: {e}")),
+    };
+    let result = match command {
+        CacheCommand::List { .. } => strata_engine::caches::list(&store).map(|caches| {
+            for (name, size) in caches {
+                println!("{name}\t{size}");
+            }
+        }),
+        CacheCommand::Export { name, output, .. } => {
+            let output =
+                absolute(output.unwrap_or_else(|| PathBuf::from(format!("{name}.tar.zst"))));
+            strata_engine::caches::export(&store, &name, &output).map(|n| {
+                println!(
+                    "exported cache `{name}` ({n} entries) to {}",
+                    output.display()
+                )
+            })
+        }
+        CacheCommand::Import { name, file, .. } => {
+            if !file.is_file() {
+                return report::usage_error(&format!("no file {}", file.display()));
+            }
+            strata_engine::caches::import(&store, &name, &file).map(|n| {
+                println!(
+                    "imported cache `{name}` ({n} entries) from {}",
+                    file.display()
+                )
+            })
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => report::failure(&e.to_string()),
     }
 }
 

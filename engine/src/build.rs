@@ -144,6 +144,12 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
                         rule: rule.clone(),
                         source_date_epoch: sde.clone(),
                     },
+                    Kind::Stage { parent, step } => Work::Stage {
+                        parent: parent.clone(),
+                        step: step.clone(),
+                    },
+                    Kind::ImagePull(p) => Work::ImagePull(p.clone()),
+                    Kind::DataRoot(p) => Work::DataRoot(p.clone()),
                 },
                 sources: sources.remove(&graph.dag[n]).unwrap_or_default(),
                 deps: graph

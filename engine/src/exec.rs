@@ -17,6 +17,7 @@ use strata_store::reapi;
 use strata_store::tree::{self, Placement};
 use strata_store::{Digest, Store, StoreError};
 
+use crate::containers::{self, ContainerRun};
 use crate::inputs::SourceFile;
 use crate::sandbox;
 
@@ -127,6 +128,8 @@ pub struct StepRequest<'a> {
     pub deps: &'a [(String, Digest)],
     pub store: &'a Store,
     pub isolation: &'a Isolation,
+    /// Set for a step with `image:`: it runs on the Docker Engine instead.
+    pub container: Option<&'a ContainerRun>,
 }
 
 const LOG_TAIL: usize = 8 * 1024;
@@ -149,7 +152,8 @@ pub async fn run(req: StepRequest<'_>) -> Result<StepSuccess, StepFailure> {
         scratch: Some(scratch.clone()),
     };
 
-    let sandboxed = matches!(req.isolation, Isolation::Sandbox { .. });
+    // A container mounts `deps/` read-only, as the sandbox does.
+    let sandboxed = matches!(req.isolation, Isolation::Sandbox { .. }) || req.container.is_some();
     {
         let (store, sources, deps, exec_root) = (
             req.store.clone(),
@@ -164,9 +168,11 @@ pub async fn run(req: StepRequest<'_>) -> Result<StepSuccess, StepFailure> {
     }
 
     let started = SystemTime::now();
-    let status = spawn_and_wait(&req, &scratch, &exec_root)
-        .await
-        .map_err(early)?;
+    let status = match req.container {
+        Some(c) => containers::run_step(c, req.step, &scratch, &exec_root).await,
+        None => spawn_and_wait(&req, &scratch, &exec_root).await,
+    }
+    .map_err(early)?;
     let finished = SystemTime::now();
     let stdout_path = scratch.join("stdout");
     let stderr_path = scratch.join("stderr");
@@ -203,6 +209,79 @@ pub async fn run(req: StepRequest<'_>) -> Result<StepSuccess, StepFailure> {
         started,
         finished,
     );
+    Ok(StepSuccess { output, result })
+}
+
+/// Everything a `stage` step with a command needs.
+pub struct StageRequest<'a> {
+    pub scratch_prefix: String,
+    pub engine: &'a crate::docker::Engine,
+    pub store: &'a Store,
+    pub parent: Option<Digest>,
+    pub step: &'a strata_rules::stage::RunInStage,
+    pub sources: &'a [SourceFile],
+    /// The step's own dependencies (not the parent), mounted read-only.
+    pub deps: &'a [(String, Digest)],
+    pub caches: &'a [(PathBuf, String)],
+}
+
+/// Runs a stage step's command in a container on its parent tree; the
+/// output is the container's root file system afterwards.
+pub async fn run_stage(req: StageRequest<'_>) -> Result<StepSuccess, StepFailure> {
+    let (scratch, _scratch_lock) =
+        create_scratch(req.store, &req.scratch_prefix).map_err(|e| StepFailure {
+            failure: Failure::Io(format!("cannot create a scratch folder: {e}")),
+            stdout: String::new(),
+            stderr: String::new(),
+            scratch: None,
+        })?;
+    let exec_root = scratch.join("exec");
+    let early = |failure: Failure| StepFailure {
+        failure,
+        stdout: String::new(),
+        stderr: String::new(),
+        scratch: Some(scratch.clone()),
+    };
+    {
+        let (store, sources, deps, exec_root) = (
+            req.store.clone(),
+            req.sources.to_vec(),
+            req.deps.to_vec(),
+            exec_root.clone(),
+        );
+        tokio::task::spawn_blocking(move || stage(&store, &exec_root, &sources, &deps, true))
+            .await
+            .map_err(|e| early(Failure::Io(e.to_string())))?
+            .map_err(early)?;
+    }
+    let started = SystemTime::now();
+    let outcome = containers::stage_run(
+        req.engine,
+        req.store,
+        req.parent,
+        req.step,
+        &exec_root,
+        &scratch,
+        req.caches,
+    )
+    .await
+    .map_err(early)?;
+    let finished = SystemTime::now();
+    let stdout_path = scratch.join("stdout");
+    let stderr_path = scratch.join("stderr");
+    let output = outcome.map_err(|failure| StepFailure {
+        failure,
+        stdout: tail(&stdout_path),
+        stderr: tail(&stderr_path),
+        scratch: Some(scratch.clone()),
+    })?;
+    let cas = req.store.cas();
+    let logs = cas
+        .put_file_move(&stdout_path)
+        .and_then(|o| Ok((o, cas.put_file_move(&stderr_path)?)))
+        .map_err(|e| early(Failure::Store(e)))?;
+    remove_tree(&scratch);
+    let result = action_result(output, Some(logs), started, finished);
     Ok(StepSuccess { output, result })
 }
 
@@ -310,7 +389,7 @@ const SCRATCH_LOCK: &str = ".lock";
 /// returned file lives. The folder is prepared under a hidden name and
 /// renamed into place only once locked, so a reaper never sees it unlocked
 /// while its owner is alive.
-fn create_scratch(store: &Store, prefix: &str) -> std::io::Result<(PathBuf, fs::File)> {
+pub(crate) fn create_scratch(store: &Store, prefix: &str) -> std::io::Result<(PathBuf, fs::File)> {
     let dir = store.scratch_dir();
     let tmp = tempfile::Builder::new()
         .prefix(".new-")

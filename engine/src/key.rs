@@ -12,8 +12,11 @@ use std::collections::BTreeMap;
 
 use strata_rules::Text;
 use strata_rules::builtin::Builtin;
+use strata_rules::data_root::DataRootParams;
+use strata_rules::image_pull::PullParams;
 use strata_rules::layout;
 use strata_rules::run::RunStep;
+use strata_rules::stage::StageStep;
 use strata_store::reapi;
 use strata_store::tree::{Node, TreeBuilder};
 use strata_store::{Cas, Digest, DigestFunction, Result as StoreResult};
@@ -100,6 +103,46 @@ pub fn key_builtin(
     )
 }
 
+/// The action of a stage step: its command, the parent tree (a dependency)
+/// and the step's own sources and dependencies.
+pub fn key_stage(
+    function: DigestFunction,
+    step: &StageStep,
+    sources: &[SourceFile],
+    deps: &[(String, Digest)],
+) -> KeyedAction {
+    finish(
+        function,
+        step.keyed_command(),
+        input_root(sources, deps),
+        |cmd, root| step.action(cmd, root),
+    )
+}
+
+/// The action of an `image-pull`: the pinned digest and platform only.
+pub fn key_pull(function: DigestFunction, pull: &PullParams) -> KeyedAction {
+    finish(
+        function,
+        pull.keyed_command(),
+        TreeBuilder::new(),
+        |cmd, _| pull.action(cmd),
+    )
+}
+
+/// The action of a `docker-data-root`: the images it preloads.
+pub fn key_data_root(
+    function: DigestFunction,
+    params: &DataRootParams,
+    deps: &[(String, Digest)],
+) -> KeyedAction {
+    finish(
+        function,
+        params.keyed_command(),
+        input_root(&[], deps),
+        |cmd, root| params.action(cmd, root),
+    )
+}
+
 impl KeyedAction {
     /// Stores the action, its command and its input root's directories, so
     /// the key can be explained and shared later.
@@ -157,6 +200,7 @@ mod tests {
             network: false,
             fixed_output: None,
             source_date_epoch: Text::plain("0"),
+            container: None,
         }
     }
 

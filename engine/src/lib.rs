@@ -6,6 +6,9 @@
 //! (`materialize`), with `records` keeping what each build did.
 
 pub mod build;
+pub mod caches;
+pub mod containers;
+pub mod data_root;
 pub mod exec;
 pub mod globs;
 pub mod graph;

@@ -11,11 +11,15 @@ use std::time::{Duration, Instant};
 use petgraph::graph::NodeIndex;
 use strata_rules::Text;
 use strata_rules::builtin::{Builtin, BuiltinError, Ctx};
+use strata_rules::data_root::DataRootParams;
+use strata_rules::image_pull::PullParams;
 use strata_rules::run::RunStep;
+use strata_rules::stage::StageStep;
 use strata_store::{Digest, Store, tree};
 use tokio::task::JoinSet;
 
-use crate::exec::{self, Isolation, StepFailure, StepRequest};
+use crate::containers::{self, ContainerRun, Docker};
+use crate::exec::{self, Isolation, StageRequest, StepFailure, StepRequest};
 use crate::inputs::SourceFile;
 use crate::key::{self, KeyedAction};
 
@@ -71,6 +75,25 @@ pub enum Work {
         rule: Builtin,
         source_date_epoch: Text,
     },
+    /// A stage step on its parent's tree (`None`: an empty tree).
+    Stage {
+        parent: Option<String>,
+        step: StageStep,
+    },
+    ImagePull(PullParams),
+    DataRoot(DataRootParams),
+}
+
+impl Work {
+    /// Whether the work needs the Docker Engine.
+    pub fn needs_docker(&self) -> bool {
+        match self {
+            Work::Run(step) => step.container.is_some(),
+            Work::Stage { step, .. } => matches!(step, StageStep::Run(_)),
+            Work::DataRoot(_) => true,
+            Work::Builtin { .. } | Work::ImagePull(_) => false,
+        }
+    }
 }
 
 pub struct Job {
@@ -99,6 +122,7 @@ struct Shared {
     exec_slots: tokio::sync::Semaphore,
     /// Set when a failure stops the build: queued steps no longer start.
     stopping: std::sync::atomic::AtomicBool,
+    docker: Docker,
 }
 
 /// Targets in flight beyond `-j`: their keys are computed and looked up while
@@ -135,6 +159,7 @@ pub async fn run(
         observer,
         exec_slots,
         stopping: std::sync::atomic::AtomicBool::new(false),
+        docker: Docker::default(),
     });
     let mut waiting: BTreeMap<NodeIndex, usize> =
         order.iter().map(|n| (*n, jobs[n].deps.len())).collect();
@@ -214,6 +239,8 @@ pub async fn run(
                 // Dropping the tasks kills their process groups.
                 running.abort_all();
                 while running.join_next().await.is_some() {}
+                // Dropped container steps only scheduled their removal.
+                shared.docker.shutdown().await;
                 break;
             }
         }
@@ -260,6 +287,9 @@ impl Task {
                 &self.deps,
                 &self.dep_keys,
             ),
+            Work::Stage { step, .. } => key::key_stage(function, step, &self.sources, &self.deps),
+            Work::ImagePull(pull) => key::key_pull(function, pull),
+            Work::DataRoot(params) => key::key_data_root(function, params, &self.deps),
         };
         let key = keyed.key;
         // A lookup reads one small action-cache entry and stats the output
@@ -297,6 +327,29 @@ impl Task {
             Work::Run(step) => {
                 let scratch_prefix = format!("{}-{}-", shared.settings.workspace_tag, self.name);
                 exec::remove_stale_scratch(&shared.store, &scratch_prefix);
+                // A container step holds its caches until it is done.
+                let mut _caches = Vec::new();
+                let container = match &step.container {
+                    None => None,
+                    Some(c) => {
+                        let engine = shared.docker.engine().await.map_err(fail)?;
+                        let image = containers::image_for(engine, &shared.store, c, &self.deps)
+                            .await
+                            .map_err(fail)?;
+                        let (locks, mounts) =
+                            containers::lock_caches(&shared.store, &c.caches, |m| {
+                                shared.observer.warn(m)
+                            })
+                            .await
+                            .map_err(fail)?;
+                        _caches = locks;
+                        Some(ContainerRun {
+                            engine: engine.clone(),
+                            image,
+                            caches: mounts,
+                        })
+                    }
+                };
                 let success = exec::run(StepRequest {
                     scratch_prefix,
                     step,
@@ -304,6 +357,7 @@ impl Task {
                     deps: &self.deps,
                     store: &shared.store,
                     isolation: &shared.isolation,
+                    container: container.as_ref(),
                 })
                 .await?;
                 // Only a succeeded step's action enters the store, ahead of
@@ -312,6 +366,30 @@ impl Task {
                     .store(shared.store.cas())
                     .map_err(|e| fail(exec::Failure::Store(e)))?;
                 (success.output, success.result)
+            }
+            Work::Stage { parent, step } => self.stage_step(shared, &keyed, parent.as_deref(), step).await?,
+            Work::ImagePull(params) => {
+                let started = std::time::SystemTime::now();
+                let output = containers::pull(&shared.store, params).await.map_err(fail)?;
+                keyed
+                    .store(shared.store.cas())
+                    .map_err(|e| fail(exec::Failure::Store(e)))?;
+                let result =
+                    exec::action_result(output, None, started, std::time::SystemTime::now());
+                (output, result)
+            }
+            Work::DataRoot(params) => {
+                let started = std::time::SystemTime::now();
+                let engine_dir = format!("{}-{}-", shared.settings.workspace_tag, self.name);
+                let output = crate::data_root::build(&shared.store, &engine_dir, params, &self.deps)
+                    .await
+                    .map_err(|failure| failure)?;
+                keyed
+                    .store(shared.store.cas())
+                    .map_err(|e| fail(exec::Failure::Store(e)))?;
+                let result =
+                    exec::action_result(output, None, started, std::time::SystemTime::now());
+                (output, result)
             }
             Work::Builtin {
                 rule,
@@ -342,16 +420,103 @@ impl Task {
     }
 }
 
-/// Runs a built-in rule in this (blocking) thread. Its sources enter the
-/// store first, since the rule reads everything from there.
-fn run_builtin(
+impl Task {
+    /// A stage step: a `copy` in-process, a command in a container.
+    async fn stage_step(
+        &self,
+        shared: &Shared,
+        keyed: &KeyedAction,
+        parent: Option<&str>,
+        step: &StageStep,
+    ) -> Result<(Digest, strata_store::reapi::ActionResult), StepFailure> {
+        let fail = |failure: exec::Failure| StepFailure {
+            failure,
+            stdout: String::new(),
+            stderr: String::new(),
+            scratch: None,
+        };
+        let parent_output = parent.map(|p| {
+            self.deps
+                .iter()
+                .find(|(n, _)| n == p)
+                .map(|(_, d)| *d)
+                .expect("the parent is a dependency")
+        });
+        let store = shared.store.clone();
+        let parent_tree =
+            tokio::task::spawn_blocking(move || containers::stage_parent(&store, parent_output))
+                .await
+                .map_err(|e| fail(exec::Failure::Io(e.to_string())))?
+                .map_err(fail)?;
+        let started = std::time::SystemTime::now();
+        match step {
+            StageStep::Copy(copy) => {
+                let (store, sources, copy) =
+                    (shared.store.clone(), self.sources.clone(), copy.clone());
+                let input_root = keyed_input_root(keyed);
+                store_inputs(&shared.store, keyed, &self.sources).map_err(fail)?;
+                let output = tokio::task::spawn_blocking(move || {
+                    let _ = sources;
+                    containers::copy_step(&store, parent_tree, input_root, &copy)
+                })
+                .await
+                .map_err(|e| fail(exec::Failure::Io(e.to_string())))?
+                .map_err(fail)?;
+                let result =
+                    exec::action_result(output, None, started, std::time::SystemTime::now());
+                Ok((output, result))
+            }
+            StageStep::Run(run) => {
+                let engine = shared.docker.engine().await.map_err(fail)?;
+                let (_locks, mounts) = containers::lock_caches(&shared.store, &run.caches, |m| {
+                    shared.observer.warn(m)
+                })
+                .await
+                .map_err(fail)?;
+                let own_deps: Vec<(String, Digest)> = self
+                    .deps
+                    .iter()
+                    .filter(|(n, _)| Some(n.as_str()) != parent)
+                    .cloned()
+                    .collect();
+                let scratch_prefix = format!("{}-{}-", shared.settings.workspace_tag, self.name.replace('#', "."));
+                exec::remove_stale_scratch(&shared.store, &scratch_prefix);
+                let success = exec::run_stage(StageRequest {
+                    scratch_prefix,
+                    engine,
+                    store: &shared.store,
+                    parent: parent_tree,
+                    step: run,
+                    sources: &self.sources,
+                    deps: &own_deps,
+                    caches: &mounts,
+                })
+                .await?;
+                keyed
+                    .store(shared.store.cas())
+                    .map_err(|e| fail(exec::Failure::Store(e)))?;
+                Ok((success.output, success.result))
+            }
+        }
+    }
+}
+
+fn keyed_input_root(keyed: &KeyedAction) -> Digest {
+    keyed
+        .action
+        .input_root_digest
+        .as_ref()
+        .and_then(Digest::from_proto)
+        .expect("actions carry their input root")
+}
+
+/// Puts a step's sources and its action into the store, for work that reads
+/// its inputs from there (built-in rules, `copy` steps).
+fn store_inputs(
     store: &Store,
-    rule: &Builtin,
     keyed: &KeyedAction,
     sources: &[SourceFile],
-    source_date_epoch: u64,
-    dep_keys: BTreeMap<String, Digest>,
-) -> Result<Digest, exec::Failure> {
+) -> Result<(), exec::Failure> {
     for src in sources {
         let stored = store
             .cas()
@@ -363,13 +528,21 @@ fn run_builtin(
             });
         }
     }
-    keyed.store(store.cas()).map_err(exec::Failure::Store)?;
-    let input_root = keyed
-        .action
-        .input_root_digest
-        .as_ref()
-        .and_then(Digest::from_proto)
-        .expect("actions carry their input root");
+    keyed.store(store.cas()).map_err(exec::Failure::Store)
+}
+
+/// Runs a built-in rule in this (blocking) thread. Its sources enter the
+/// store first, since the rule reads everything from there.
+fn run_builtin(
+    store: &Store,
+    rule: &Builtin,
+    keyed: &KeyedAction,
+    sources: &[SourceFile],
+    source_date_epoch: u64,
+    dep_keys: BTreeMap<String, Digest>,
+) -> Result<Digest, exec::Failure> {
+    store_inputs(store, keyed, sources)?;
+    let input_root = keyed_input_root(keyed);
     let ctx = Ctx {
         cas: store.cas(),
         input_root,

@@ -6,8 +6,11 @@
 //! input root, and executes what a rule describes.
 
 pub mod builtin;
+pub mod data_root;
+pub mod image_pull;
 pub mod layout;
 pub mod run;
+pub mod stage;
 mod text;
 
 pub use text::Text;

@@ -56,6 +56,136 @@ impl std::fmt::Display for FixedOutput {
     }
 }
 
+/// The image a containerized step runs in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ImageRef {
+    /// The output of a target (an image layout): keyed by that output, like
+    /// any dependency.
+    Target(String),
+    /// A registry image pinned by digest (`name@sha256:<hex>`): keyed by the
+    /// digest only, since the name is just where the bytes are found.
+    Pinned { name: String, digest: String },
+}
+
+impl ImageRef {
+    /// Reads `image:`: a target name, or a reference pinned by digest. A
+    /// reference by tag is refused: a tag moves, so the key would lie.
+    pub fn parse(s: &str) -> Result<ImageRef, String> {
+        if let Some((name, digest)) = s.rsplit_once('@') {
+            let hex = digest.strip_prefix("sha256:").ok_or_else(|| {
+                format!("`{digest}` is not a sha256 digest (`sha256:` and 64 hex digits)")
+            })?;
+            if hex.len() != 64
+                || !hex
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+            {
+                return Err(format!(
+                    "`{digest}` is not `sha256:` followed by 64 lower-case hex digits"
+                ));
+            }
+            if name.is_empty() {
+                return Err("the image name before `@` is empty".into());
+            }
+            return Ok(ImageRef::Pinned {
+                name: name.to_string(),
+                digest: digest.to_string(),
+            });
+        }
+        let is_target = !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        if is_target {
+            Ok(ImageRef::Target(s.to_string()))
+        } else {
+            Err(format!(
+                "`{s}` is neither a target nor an image pinned by digest"
+            ))
+        }
+    }
+
+    /// How the image enters the key.
+    pub fn keyed(&self) -> String {
+        match self {
+            ImageRef::Target(t) => format!("target:{t}"),
+            ImageRef::Pinned { digest, .. } => digest.clone(),
+        }
+    }
+}
+
+/// Where a step runs when it names an `image:`: a container of the Docker
+/// Engine instead of the namespace sandbox.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Container {
+    pub image: ImageRef,
+    /// `user:` as Docker takes it (`1000:1000`, `nobody`); the image's
+    /// default (usually root) when absent.
+    pub user: Option<String>,
+    /// Named persistent caches (name -> mount path): their contents are not
+    /// keyed, only where they are mounted.
+    pub caches: BTreeMap<String, String>,
+}
+
+impl Container {
+    /// The keyed description: image, user and cache mount points.
+    fn properties(&self) -> Vec<reapi::Property> {
+        let prop = |name: &str, value: String| reapi::Property {
+            name: name.to_string(),
+            value,
+        };
+        let mut v = vec![prop("image", self.image.keyed())];
+        if let Some(u) = &self.user {
+            v.push(prop("user", u.clone()));
+        }
+        for (name, path) in &self.caches {
+            v.push(prop(&format!("cache:{name}"), path.clone()));
+        }
+        v
+    }
+}
+
+/// Checks a cache name (`apt`, `pip-3.11`): it names a folder in the store.
+pub fn check_cache_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{name}` is not a cache name (letters, digits, `_`, `-`, `.`; up to 64)"
+        ))
+    }
+}
+
+/// Checks an absolute path inside a container (a cache mount point, a
+/// working directory, a copy destination).
+pub fn check_container_path(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err(format!("`{path}` is not an absolute path"));
+    }
+    if path.split('/').any(|p| p == ".." || p == ".") || path.contains('\0') {
+        return Err(format!("`{path}` contains `.` or `..`"));
+    }
+    let trimmed = path.trim_end_matches('/');
+    if trimmed.is_empty() {
+        return Err("`/` is the whole file system".into());
+    }
+    if trimmed == layout::EXEC_ROOT || trimmed.starts_with(&format!("{}/", layout::EXEC_ROOT)) {
+        return Err(format!(
+            "`{path}` is inside {}, which Strata owns",
+            layout::EXEC_ROOT
+        ));
+    }
+    Ok(())
+}
+
 /// Typed parameters of a `run` target, after interpolation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RunParams {
@@ -67,6 +197,8 @@ pub struct RunParams {
     pub fixed_output: Option<FixedOutput>,
     /// The value of SOURCE_DATE_EPOCH the step gets.
     pub source_date_epoch: Text,
+    /// `image:`: run in a container instead of the sandbox.
+    pub container: Option<Container>,
 }
 
 /// A `run` step ready to be keyed and executed.
@@ -83,6 +215,7 @@ pub struct RunStep {
     pub declared_dirs: Vec<bool>,
     pub network: bool,
     pub fixed_output: Option<FixedOutput>,
+    pub container: Option<Container>,
 }
 
 impl RunParams {
@@ -135,7 +268,9 @@ impl RunParams {
                     value: v.keyed.clone(),
                 })
                 .collect(),
-            platform: None,
+            platform: self.container.as_ref().map(|c| reapi::Platform {
+                properties: c.properties(),
+            }),
             working_directory: layout::WORK.to_string(),
             // As declared: the trailing `/` of a folder output is part of the
             // contract (a file where a folder was declared fails the step).
@@ -153,6 +288,7 @@ impl RunParams {
             declared_dirs: self.outs.iter().map(|o| o.ends_with('/')).collect(),
             network: self.network_allowed(),
             fixed_output: self.fixed_output.clone(),
+            container: self.container.clone(),
         }
     }
 
@@ -207,7 +343,11 @@ impl RunStep {
                         prop("strata.rule", "run"),
                         prop(
                             "strata.sandbox",
-                            if sandboxed { "namespaces" } else { "none" },
+                            match (&self.container, sandboxed) {
+                                (Some(_), _) => "docker",
+                                (None, true) => "namespaces",
+                                (None, false) => "none",
+                            },
                         ),
                     ],
                 }),
@@ -229,6 +369,7 @@ mod tests {
             network: false,
             fixed_output: None,
             source_date_epoch: Text::plain("0"),
+            container: None,
         }
     }
 

@@ -3,6 +3,7 @@
 //! Every check that can be made without touching sources happens here, and
 //! every failure is a [`ConfigError`] pointing at the offending token.
 
+mod containers;
 pub mod diag;
 mod interp;
 mod schema;
@@ -17,7 +18,10 @@ use std::rc::Rc;
 use serde_saphyr::{Location, Spanned};
 use strata_rules::Text;
 use strata_rules::builtin::{self, Builtin};
+use strata_rules::data_root::DataRootParams;
+use strata_rules::image_pull::PullParams;
 use strata_rules::run::{FixedOutput, Program, RunParams};
+use strata_rules::stage::StageStep;
 
 pub use diag::ConfigError;
 use diag::{At, did_you_mean};
@@ -45,6 +49,9 @@ pub struct Target {
     pub deps: Vec<Located<String>>,
     pub outs: Vec<Located<String>>,
     pub output_digest: Option<Located<FixedOutput>>,
+    /// A step of a stage other than its last: built as a dependency, never
+    /// by default and never placed in `out/`.
+    pub hidden: bool,
     pub kind: Kind,
 }
 
@@ -55,6 +62,13 @@ pub enum Kind {
     Run(RunParams),
     /// A built-in in-process rule, with the SOURCE_DATE_EPOCH it uses.
     Builtin(Builtin, Text),
+    /// A step of a stage on its parent's tree (`None`: an empty tree).
+    Stage {
+        parent: Option<String>,
+        step: StageStep,
+    },
+    ImagePull(PullParams),
+    DataRoot(DataRootParams),
 }
 
 /// A loaded workspace: its root folder, files and targets (sorted by name).
@@ -123,7 +137,7 @@ pub fn load(build_file: &Path, options: &LoadOptions) -> Result<Workspace, Vec<C
             ));
             continue;
         }
-        if let Some(t) = loader.target(raw, &ids, name, dir, &vars, &source_date_epoch) {
+        for t in loader.target(raw, &ids, name, dir, &vars, &source_date_epoch) {
             targets.insert(t.name.clone(), t);
         }
     }
@@ -573,13 +587,13 @@ impl Loader {
 
     fn target(
         &mut self,
-        raw: RawTarget,
+        mut raw: RawTarget,
         ids: &FileIds,
         name: Located<String>,
         dir: PathBuf,
         vars: &Vars,
         source_date_epoch: &Text,
-    ) -> Option<Target> {
+    ) -> Vec<Target> {
         let errors_before = self.errors.len();
         let rule_loc = ids.at(&raw.rule);
         let known = known_rules();
@@ -593,55 +607,49 @@ impl Loader {
                 Some(hint),
             );
             self.errors.push(e);
-            return None;
+            return Vec::new();
         }
-        let mut srcs = Vec::new();
-        for s in &raw.srcs {
-            let loc = ids.at(s);
-            if let Some(t) = self.text(s, loc, vars, false, "srcs") {
-                if let Err(msg) = globs::check_relative(&t.actual) {
-                    let e = self.at().error(loc, format!("source pattern outside the workspace: {msg}"), "outside the workspace", Some("srcs are relative to the BUILD file's folder and cannot leave the workspace".into()));
-                    self.errors.push(e);
-                    continue;
-                }
-                srcs.push(Located {
-                    value: t.actual,
-                    loc,
-                });
+        let srcs = self.sources(&raw.srcs, ids, vars);
+        let mut deps = self.dependencies(&raw.deps, ids, vars);
+        let common = |srcs, deps| containers::Common {
+            name: name.clone(),
+            dir: dir.clone(),
+            srcs,
+            deps,
+            source_date_epoch: source_date_epoch.clone(),
+            errors_before,
+        };
+        match raw.rule.value.as_str() {
+            "stage" => return self.stage_targets(raw, ids, vars, common(srcs, deps)),
+            "image-pull" => {
+                return self
+                    .image_pull_target(raw, ids, vars, common(srcs, deps))
+                    .into_iter()
+                    .collect();
             }
-        }
-        let mut deps = Vec::new();
-        for d in &raw.deps {
-            let loc = ids.at(d);
-            if let Some(t) = self.text(d, loc, vars, false, "deps") {
-                if deps.iter().any(|x: &Located<String>| x.value == t.actual) {
-                    let e = self.at().error(
-                        loc,
-                        format!("dependency `{}` is listed twice", t.actual),
-                        "listed again",
-                        None,
-                    );
-                    self.errors.push(e);
-                    continue;
-                }
-                deps.push(Located {
-                    value: t.actual,
-                    loc,
-                });
+            "docker-data-root" => {
+                return self
+                    .data_root_target(raw, ids, vars, common(srcs, deps))
+                    .into_iter()
+                    .collect();
             }
+            _ => {}
         }
         if raw.rule.value != "run" {
-            return self.builtin_target(
-                raw,
-                ids,
-                name,
-                dir,
-                vars,
-                source_date_epoch,
-                srcs,
-                deps,
-                errors_before,
-            );
+            return self
+                .builtin_target(
+                    raw,
+                    ids,
+                    name,
+                    dir,
+                    vars,
+                    source_date_epoch,
+                    srcs,
+                    deps,
+                    errors_before,
+                )
+                .into_iter()
+                .collect();
         }
         for (field, value) in raw.builtin_fields() {
             let e = self.at().error(
@@ -679,7 +687,128 @@ impl Loader {
                 loc,
             });
         }
-        let program = match (&raw.cmd, &raw.argv) {
+        let program = self.program(
+            &raw.cmd,
+            &raw.argv,
+            ids,
+            vars,
+            name.loc,
+            &format!("target `{}`", name.value),
+        );
+        let env = self.env(raw.env.take(), ids, vars, RunParams::RESERVED_ENV);
+        let output_digest = match &raw.output_digest {
+            Some(d) => {
+                let loc = ids.at(d);
+                match self
+                    .text(d, loc, vars, false, "output_digest")
+                    .map(|t| FixedOutput::parse(&t.actual))
+                {
+                    Some(Ok(f)) => Some(Located { value: f, loc }),
+                    Some(Err(msg)) => {
+                        let e = self.at().error(loc, format!("bad output_digest: {msg}"), "not a digest", Some("run the step once with any digest; the error shows the digest of what it produced".into()));
+                        self.errors.push(e);
+                        None
+                    }
+                    None => None,
+                }
+            }
+            None => None,
+        };
+        let container = self.run_container(&mut raw, ids, vars, name.loc, &mut deps);
+        if self.errors.len() > errors_before {
+            return Vec::new();
+        }
+        let Some(program) = program else {
+            return Vec::new();
+        };
+        let run = RunParams {
+            program,
+            env,
+            outs: outs.iter().map(|o| o.value.clone()).collect(),
+            network: raw.network.as_ref().map(|n| n.value).unwrap_or(false),
+            fixed_output: output_digest.as_ref().map(|d| d.value.clone()),
+            source_date_epoch: source_date_epoch.clone(),
+            container,
+        };
+        vec![Target {
+            name: name.value,
+            loc: name.loc,
+            dir,
+            srcs,
+            deps,
+            outs,
+            output_digest,
+            hidden: false,
+            kind: Kind::Run(run),
+        }]
+    }
+
+    /// `srcs:` patterns, interpolated and checked.
+    fn sources(
+        &mut self,
+        raw: &[Spanned<String>],
+        ids: &FileIds,
+        vars: &Vars,
+    ) -> Vec<Located<String>> {
+        let mut srcs = Vec::new();
+        for s in raw {
+            let loc = ids.at(s);
+            if let Some(t) = self.text(s, loc, vars, false, "srcs") {
+                if let Err(msg) = globs::check_relative(&t.actual) {
+                    let e = self.at().error(loc, format!("source pattern outside the workspace: {msg}"), "outside the workspace", Some("srcs are relative to the BUILD file's folder and cannot leave the workspace".into()));
+                    self.errors.push(e);
+                    continue;
+                }
+                srcs.push(Located {
+                    value: t.actual,
+                    loc,
+                });
+            }
+        }
+        srcs
+    }
+
+    /// `deps:` names, interpolated, each once.
+    fn dependencies(
+        &mut self,
+        raw: &[Spanned<String>],
+        ids: &FileIds,
+        vars: &Vars,
+    ) -> Vec<Located<String>> {
+        let mut deps = Vec::new();
+        for d in raw {
+            let loc = ids.at(d);
+            if let Some(t) = self.text(d, loc, vars, false, "deps") {
+                if deps.iter().any(|x: &Located<String>| x.value == t.actual) {
+                    let e = self.at().error(
+                        loc,
+                        format!("dependency `{}` is listed twice", t.actual),
+                        "listed again",
+                        None,
+                    );
+                    self.errors.push(e);
+                    continue;
+                }
+                deps.push(Located {
+                    value: t.actual,
+                    loc,
+                });
+            }
+        }
+        deps
+    }
+
+    /// `cmd:` or `argv:` (exactly one) of a `run` target or a stage step.
+    fn program(
+        &mut self,
+        cmd: &Option<Spanned<String>>,
+        argv: &Option<Spanned<Vec<Spanned<String>>>>,
+        ids: &FileIds,
+        vars: &Vars,
+        name_loc: Loc,
+        what: &str,
+    ) -> Option<Program> {
+        match (cmd, argv) {
             (Some(cmd), None) => self
                 .text(cmd, ids.at(cmd), vars, true, "cmd")
                 .map(Program::Shell),
@@ -720,17 +849,27 @@ impl Loader {
             }
             (None, None) => {
                 let e = self.at().error(
-                    name.loc,
-                    format!("target `{}` has no command", name.value),
+                    name_loc,
+                    format!("{what} has no command"),
                     "no `cmd` or `argv`",
                     Some("a `run` target needs `cmd: \"...\"` or `argv: [...]`".into()),
                 );
                 self.errors.push(e);
                 None
             }
-        };
+        }
+    }
+
+    /// `env:` of a `run` target or a stage step; `reserved` names are refused.
+    fn env(
+        &mut self,
+        raw_env: Option<Pairs<Spanned<String>>>,
+        ids: &FileIds,
+        vars: &Vars,
+        reserved: &[&str],
+    ) -> BTreeMap<String, Text> {
         let mut env = BTreeMap::new();
-        for (k, v) in raw.env.map(|e| e.0).unwrap_or_default() {
+        for (k, v) in raw_env.map(|e| e.0).unwrap_or_default() {
             let kloc = ids.at(&k);
             if !is_var_name(&k.value) {
                 let e = self.at().error(
@@ -742,15 +881,12 @@ impl Loader {
                 self.errors.push(e);
                 continue;
             }
-            if RunParams::RESERVED_ENV.contains(&k.value.as_str()) {
+            if reserved.contains(&k.value.as_str()) {
                 let e = self.at().error(
                     kloc,
-                    format!("`{}` is set by the sandbox and cannot be declared", k.value),
+                    format!("`{}` is set by Strata and cannot be declared", k.value),
                     "reserved",
-                    Some(format!(
-                        "reserved names: {}",
-                        RunParams::RESERVED_ENV.join(", ")
-                    )),
+                    Some(format!("reserved names: {}", reserved.join(", "))),
                 );
                 self.errors.push(e);
                 continue;
@@ -769,45 +905,7 @@ impl Loader {
                 env.insert(k.value, t);
             }
         }
-        let output_digest = match &raw.output_digest {
-            Some(d) => {
-                let loc = ids.at(d);
-                match self
-                    .text(d, loc, vars, false, "output_digest")
-                    .map(|t| FixedOutput::parse(&t.actual))
-                {
-                    Some(Ok(f)) => Some(Located { value: f, loc }),
-                    Some(Err(msg)) => {
-                        let e = self.at().error(loc, format!("bad output_digest: {msg}"), "not a digest", Some("run the step once with any digest; the error shows the digest of what it produced".into()));
-                        self.errors.push(e);
-                        None
-                    }
-                    None => None,
-                }
-            }
-            None => None,
-        };
-        if self.errors.len() > errors_before {
-            return None;
-        }
-        let run = RunParams {
-            program: program?,
-            env,
-            outs: outs.iter().map(|o| o.value.clone()).collect(),
-            network: raw.network.as_ref().map(|n| n.value).unwrap_or(false),
-            fixed_output: output_digest.as_ref().map(|d| d.value.clone()),
-            source_date_epoch: source_date_epoch.clone(),
-        };
-        Some(Target {
-            name: name.value,
-            loc: name.loc,
-            dir,
-            srcs,
-            deps,
-            outs,
-            output_digest,
-            kind: Kind::Run(run),
-        })
+        env
     }
 
     /// The rest of a built-in rule's target: its own fields, read by the rule.
@@ -928,6 +1026,7 @@ impl Loader {
             deps,
             outs: Vec::new(),
             output_digest: None,
+            hidden: false,
             kind: Kind::Builtin(parsed, source_date_epoch.clone()),
         })
     }
@@ -957,12 +1056,16 @@ fn git_describe(root: &Path) -> Result<String, String> {
 
 /// `run` and the built-in rules.
 fn known_rules() -> Vec<&'static str> {
-    std::iter::once("run")
+    let mut rules: Vec<&str> = std::iter::once("run")
         .chain(builtin::RULES.iter().map(|(r, _)| *r))
-        .collect()
+        .chain(containers::RULES.iter().copied())
+        .collect();
+    rules.sort();
+    rules
 }
 
-const RUN_FIELDS: &str = "srcs, deps, cmd, argv, env, outs, network, output_digest";
+const RUN_FIELDS: &str =
+    "srcs, deps, cmd, argv, env, outs, network, output_digest, image, user, caches";
 
 /// `${var}` interpolation in every string of a built-in rule's field. A
 /// secret has no use in a built-in rule and would end up in its output.

@@ -40,6 +40,25 @@ pub struct RawTarget {
     pub network: Option<Spanned<bool>>,
     #[serde(default)]
     pub output_digest: Option<Spanned<String>>,
+    /// `run` in a container, `image-pull`: an image (target or pinned reference).
+    #[serde(default)]
+    pub image: Option<Spanned<String>>,
+    #[serde(default)]
+    pub user: Option<Spanned<String>>,
+    #[serde(default)]
+    pub caches: Option<Pairs<Spanned<String>>>,
+    /// `stage`: the ordered steps.
+    #[serde(default)]
+    pub steps: Option<Spanned<Vec<Spanned<RawStep>>>>,
+    /// `image-pull`: the platform of a multi-platform image.
+    #[serde(default)]
+    pub platform: Option<Spanned<String>>,
+    /// `image-pull`: names of environment variables holding credentials.
+    #[serde(default)]
+    pub auth: Option<Spanned<RawAuth>>,
+    /// `docker-data-root`: the image targets to preload.
+    #[serde(default)]
+    pub images: Option<Spanned<Vec<Spanned<String>>>>,
     // Fields of built-in rules, read by the rule itself (see
     // `strata_rules::builtin`); kept generic here, with their location.
     #[serde(default)]
@@ -82,6 +101,48 @@ pub struct RawTarget {
     pub label: Option<Spanned<serde_json::Value>>,
     #[serde(default)]
     pub of: Option<Spanned<serde_json::Value>>,
+}
+
+/// One step of a `stage`: a command (with the `run` fields that apply in
+/// a container) or a `copy`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStep {
+    #[serde(default)]
+    pub cmd: Option<Spanned<String>>,
+    #[serde(default)]
+    pub argv: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    pub env: Option<Pairs<Spanned<String>>>,
+    #[serde(default)]
+    pub srcs: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub deps: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub network: Option<Spanned<bool>>,
+    #[serde(default)]
+    pub user: Option<Spanned<String>>,
+    #[serde(default)]
+    pub workdir: Option<Spanned<String>>,
+    #[serde(default)]
+    pub caches: Option<Pairs<Spanned<String>>>,
+    #[serde(default)]
+    pub copy: Option<Spanned<String>>,
+    #[serde(default)]
+    pub to: Option<Spanned<String>>,
+    #[serde(default)]
+    pub mode: Option<Spanned<serde_json::Value>>,
+    #[serde(default)]
+    pub owner: Option<Spanned<String>>,
+}
+
+/// Registry credentials, by the names of the environment variables that
+/// hold them (never the values: BUILD.yaml is committed).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    pub username_env: Spanned<String>,
+    pub password_env: Spanned<String>,
 }
 
 impl RawTarget {
@@ -135,12 +196,33 @@ impl RawTarget {
         if let Some(x) = &self.output_digest {
             v.push(("output_digest", x.referenced));
         }
+        if let Some(x) = &self.image {
+            v.push(("image", x.referenced));
+        }
+        if let Some(x) = &self.user {
+            v.push(("user", x.referenced));
+        }
+        if let Some((k, _)) = self.caches.as_ref().and_then(|x| x.0.first()) {
+            v.push(("caches", k.referenced));
+        }
+        if let Some(x) = &self.steps {
+            v.push(("steps", x.referenced));
+        }
+        if let Some(x) = &self.platform {
+            v.push(("platform", x.referenced));
+        }
+        if let Some(x) = &self.auth {
+            v.push(("auth", x.referenced));
+        }
+        if let Some(x) = &self.images {
+            v.push(("images", x.referenced));
+        }
         v
     }
 }
 
 /// The field names of a target, for hints.
-pub const TARGET_FIELDS: &str = "rule, srcs, deps, and for `run`: cmd, argv, env, outs, network, output_digest; built-in rules list theirs in README.md";
+pub const TARGET_FIELDS: &str = "rule, srcs, deps, and for `run`: cmd, argv, env, outs, network, output_digest, image, user, caches; for `stage`: from, steps; built-in rules list theirs in README.md";
 
 /// A mapping read in document order with the location of every key, so
 /// duplicate keys can be reported at both places.

@@ -1,0 +1,345 @@
+//! Executing on the Docker Engine: `run` steps with `image:`, `stage` steps,
+//! and the `image-pull` and `docker-data-root` rules.
+//!
+//! The engine is connected to lazily, once per build, so builds without
+//! container work never need Docker. Every container this process starts is
+//! removed (see `docker`), and steps see exactly what the sandbox would
+//! show: `/strata/work` and `/strata/deps` read-only, `$OUT`, `$HOME` and
+//! `$TMPDIR` writable, no network unless declared.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use strata_rules::builtin::Ctx;
+use strata_rules::image_pull::PullParams;
+use strata_rules::layout;
+use strata_rules::oci;
+use strata_rules::run::{Container, ImageRef, RunStep};
+use strata_rules::stage::{self, RunInStage};
+use strata_store::{Digest, Store};
+use tokio::sync::OnceCell;
+
+use crate::caches::{self, CacheLock};
+use crate::docker::{self, ContainerSpec, Engine, LogSink, Mount};
+use crate::exec::Failure;
+use crate::registry;
+
+/// The platform images are run and pulled for.
+pub const PLATFORM: &str = "linux/amd64";
+
+/// The build's connection to the Docker Engine, made on first use.
+#[derive(Default)]
+pub struct Docker {
+    engine: OnceCell<Result<Engine, String>>,
+}
+
+impl Docker {
+    /// The engine; the first call connects and removes containers that
+    /// killed builds left behind.
+    pub async fn engine(&self) -> Result<&Engine, Failure> {
+        let r = self
+            .engine
+            .get_or_init(|| async {
+                let engine = docker::connect().await.map_err(|e| e.to_string())?;
+                let _ = docker::reap_stale(&engine).await;
+                Ok(engine)
+            })
+            .await;
+        r.as_ref().map_err(|e| Failure::Io(e.clone()))
+    }
+
+    /// Removes every container still running (after Ctrl-C).
+    pub async fn shutdown(&self) {
+        if let Some(Ok(engine)) = self.engine.get() {
+            let _ = docker::remove_all(engine).await;
+        }
+    }
+}
+
+/// What a containerized `run` step needs besides its staged exec root.
+pub struct ContainerRun {
+    pub engine: Engine,
+    pub image: String,
+    pub caches: Vec<(PathBuf, String)>,
+}
+
+fn docker_failure(e: docker::DockerError) -> Failure {
+    Failure::Io(e.to_string())
+}
+
+fn rule_failure(e: strata_rules::builtin::BuiltinError) -> Failure {
+    match e {
+        strata_rules::builtin::BuiltinError::Store(e) => Failure::Store(e),
+        e => Failure::Rule(e.to_string()),
+    }
+}
+
+/// Makes the image of a `run` step present and returns what to run.
+pub async fn image_for(
+    engine: &Engine,
+    store: &Store,
+    container: &Container,
+    deps: &[(String, Digest)],
+) -> Result<String, Failure> {
+    match &container.image {
+        ImageRef::Pinned { name, digest } => {
+            let reference = format!("{name}@{digest}");
+            docker::ensure_pinned(engine, &reference)
+                .await
+                .map_err(docker_failure)?;
+            Ok(reference)
+        }
+        ImageRef::Target(t) => {
+            let layout = deps
+                .iter()
+                .find(|(n, _)| n == t)
+                .map(|(_, d)| *d)
+                .expect("the image target is a dependency");
+            let (cas_store, l) = (store.clone(), layout);
+            let image = tokio::task::spawn_blocking(move || {
+                oci::layout::read(cas_store.cas(), &l, PLATFORM)
+            })
+            .await
+            .map_err(|e| Failure::Io(e.to_string()))?
+            .map_err(|e| Failure::Rule(format!("`{t}` is not an image: {e}")))?;
+            let id = image.config.sha256.clone();
+            docker::ensure_layout(engine, store.cas(), &layout, &id)
+                .await
+                .map_err(docker_failure)?;
+            Ok(id)
+        }
+    }
+}
+
+/// Takes the step's caches (waiting for other writers) for the duration of
+/// the step.
+pub async fn lock_caches(
+    store: &Store,
+    wanted: &std::collections::BTreeMap<String, String>,
+    warn: impl Fn(&str),
+) -> Result<(Vec<CacheLock>, Vec<(PathBuf, String)>), Failure> {
+    let mut locks = Vec::new();
+    let mut mounts = Vec::new();
+    for (name, target) in wanted {
+        let (store, n) = (store.clone(), name.clone());
+        let held = match caches::lock(&store, &n, || {}) {
+            Ok(l) => l,
+            Err(_) => {
+                warn(&format!("waiting for cache `{name}` (used by another step)"));
+                tokio::task::spawn_blocking(move || caches::lock(&store, &n, || {}))
+                    .await
+                    .map_err(|e| Failure::Io(e.to_string()))?
+                    .map_err(|e| Failure::Io(format!("cannot lock cache `{name}`: {e}")))?
+            }
+        };
+        mounts.push((held.dir.clone(), target.clone()));
+        locks.push(held);
+    }
+    Ok((locks, mounts))
+}
+
+/// Runs a `run` step's command in its container, with the exec root's
+/// folders mounted at the sandbox layout. `Ok(None)` when it exited 0.
+pub async fn run_step(
+    run: &ContainerRun,
+    step: &RunStep,
+    scratch: &Path,
+    exec_root: &Path,
+) -> Result<Option<Failure>, Failure> {
+    let container = step.container.as_ref().expect("a container step");
+    // Writable folders for a declared non-root user; the scratch folder is
+    // private to this step.
+    if container.user.is_some() {
+        for sub in [layout::OUT, layout::HOME, layout::TMP] {
+            let p = exec_root.join(sub);
+            fs::set_permissions(&p, fs::Permissions::from_mode(0o1777))
+                .map_err(|e| Failure::Io(format!("cannot open {} to the step's user: {e}", p.display())))?;
+        }
+    }
+    let mut mounts: Vec<Mount> = [
+        (layout::WORK, true),
+        (layout::DEPS, true),
+        (layout::OUT, false),
+        (layout::HOME, false),
+        (layout::TMP, false),
+    ]
+    .into_iter()
+    .map(|(sub, read_only)| Mount {
+        host: exec_root.join(sub),
+        target: layout::in_sandbox(sub),
+        read_only,
+    })
+    .collect();
+    mounts.extend(run.caches.iter().map(|(host, target)| Mount {
+        host: host.clone(),
+        target: target.clone(),
+        read_only: false,
+    }));
+    let spec = ContainerSpec {
+        image: run.image.clone(),
+        argv: step.argv.clone(),
+        env: step.env.clone(),
+        workdir: layout::in_sandbox(layout::WORK),
+        user: container.user.clone(),
+        network: step.network,
+        mounts,
+    };
+    let logs = LogSink::files(scratch.join("stdout"), scratch.join("stderr"));
+    let finished = docker::run(&run.engine, &spec, logs)
+        .await
+        .map_err(docker_failure)?;
+    let code = finished.exit_code;
+    finished.container.remove().await.map_err(docker_failure)?;
+    Ok(match code {
+        0 => None,
+        c => Some(Failure::Exit(c as i32)),
+    })
+}
+
+/// The root file system a stage step starts from: the parent's output,
+/// flattened when it is an image layout; an empty tree for `scratch`.
+pub fn stage_parent(store: &Store, parent: Option<Digest>) -> Result<Option<Digest>, Failure> {
+    let Some(parent) = parent else {
+        return Ok(None);
+    };
+    let cas = store.cas();
+    if oci::layout::is_layout(cas, &parent).map_err(rule_failure)? {
+        let image = oci::layout::read(cas, &parent, PLATFORM).map_err(rule_failure)?;
+        return oci::layer::flatten(cas, &image)
+            .map(Some)
+            .map_err(rule_failure);
+    }
+    Ok(Some(parent))
+}
+
+/// A `copy` step, in-process.
+pub fn copy_step(
+    store: &Store,
+    parent: Option<Digest>,
+    input_root: Digest,
+    copy: &stage::CopyInto,
+) -> Result<Digest, Failure> {
+    let ctx = Ctx {
+        cas: store.cas(),
+        input_root,
+        source_date_epoch: 0,
+        dep_keys: Default::default(),
+    };
+    stage::copy_into(&ctx, parent, copy).map_err(rule_failure)
+}
+
+/// A `run` step of a stage: the command in a container whose root file
+/// system is the parent tree, then the container's file system as the
+/// output (what Docker put there for its own use restored from the parent).
+pub async fn stage_run(
+    engine: &Engine,
+    store: &Store,
+    parent: Option<Digest>,
+    step: &RunInStage,
+    exec_root: &Path,
+    scratch: &Path,
+    caches: &[(PathBuf, String)],
+) -> Result<Result<Digest, Failure>, Failure> {
+    let base = match parent {
+        Some(p) => p,
+        None => strata_store::tree::TreeBuilder::new()
+            .store(store.cas())
+            .map_err(Failure::Store)?,
+    };
+    let image = docker::ensure_tree_image(engine, store.cas(), &base)
+        .await
+        .map_err(docker_failure)?;
+    let mut mounts = vec![
+        Mount {
+            host: exec_root.join(layout::WORK),
+            target: stage::SRCS_MOUNT.into(),
+            read_only: true,
+        },
+        Mount {
+            host: exec_root.join(layout::DEPS),
+            target: stage::DEPS_MOUNT.into(),
+            read_only: true,
+        },
+    ];
+    mounts.extend(caches.iter().map(|(host, target)| Mount {
+        host: host.clone(),
+        target: target.clone(),
+        read_only: false,
+    }));
+    let (argv, _) = step.argv();
+    let spec = ContainerSpec {
+        image,
+        argv,
+        env: step.env().into_iter().map(|(k, v)| (k, v.actual)).collect(),
+        workdir: step.workdir.clone(),
+        user: step.user.clone(),
+        network: step.network,
+        mounts,
+    };
+    let logs = LogSink::files(scratch.join("stdout"), scratch.join("stderr"));
+    let finished = docker::run(engine, &spec, logs)
+        .await
+        .map_err(docker_failure)?;
+    if finished.exit_code != 0 {
+        let code = finished.exit_code;
+        finished.container.remove().await.map_err(docker_failure)?;
+        return Ok(Err(Failure::Exit(code as i32)));
+    }
+    let exported = finished
+        .container
+        .export_tree(store.cas())
+        .await
+        .map_err(docker_failure)?;
+    let injected: Vec<String> = finished.container.injected_paths().to_vec();
+    finished.container.remove().await.map_err(docker_failure)?;
+    let (s, p) = (store.clone(), base);
+    let output = tokio::task::spawn_blocking(move || {
+        docker::restore_injected(s.cas(), &p, &exported, &injected)
+    })
+    .await
+    .map_err(|e| Failure::Io(e.to_string()))?
+    .map_err(docker_failure)?;
+    Ok(Ok(output))
+}
+
+/// Pulls an `image-pull` target's image into an OCI layout tree.
+pub async fn pull(store: &Store, params: &PullParams) -> Result<Digest, Failure> {
+    let reference = registry::Reference::parse(&params.reference)
+        .map_err(|e| Failure::Rule(e.to_string()))?;
+    let mut options = registry::ClientOptions::default();
+    if let Some((user_env, pass_env)) = &params.auth_env {
+        let read = |name: &str| {
+            std::env::var(name).map_err(|_| {
+                Failure::Rule(format!(
+                    "the registry credentials are read from ${name}, which is not set"
+                ))
+            })
+        };
+        options = options.with_credentials(
+            reference.registry(),
+            registry::Credentials::new(read(user_env)?, read(pass_env)?),
+        );
+    }
+    let client = registry::Client::new(options).map_err(|e| Failure::Rule(e.to_string()))?;
+    let pulled = registry::pull(&client, &reference, &params.platform, store.cas())
+        .await
+        .map_err(|e| Failure::Rule(e.to_string()))?;
+    let blob = |b: &registry::PulledBlob| oci::layout::Blob {
+        media_type: b.media_type.clone(),
+        sha256: b.sha256.clone(),
+        size: b.size,
+        stored: b.stored,
+    };
+    let manifest = blob(&pulled.manifest);
+    let config = blob(&pulled.config);
+    let layers: Vec<oci::layout::Blob> = pulled.layers.iter().map(blob).collect();
+    let s = store.clone();
+    let reference_name = params.reference.clone();
+    tokio::task::spawn_blocking(move || {
+        oci::layout::assemble(s.cas(), &manifest, &config, &layers, Some(&reference_name))
+    })
+    .await
+    .map_err(|e| Failure::Io(e.to_string()))?
+    .map_err(rule_failure)
+}

@@ -1,0 +1,204 @@
+//! `docker-data-root`: images preloaded into a Docker data-root tree.
+//!
+//! An ephemeral `dockerd` (Docker-in-Docker style: its own data-root,
+//! exec-root and socket, no network, no iptables) loads each image layout,
+//! then stops cleanly; its data-root becomes the output tree, with owners,
+//! modes and overlay whiteout devices kept. Docker writes random IDs and
+//! times there, so the rule is declared non-reproducible.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use strata_rules::builtin::extract::{Limits, tar_to_tree};
+use strata_rules::data_root::DataRootParams;
+use strata_rules::oci;
+use strata_store::{Digest, Store};
+
+use crate::containers::PLATFORM;
+use crate::docker;
+use crate::exec::{Failure, StepFailure};
+
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn fail(failure: Failure, scratch: Option<&Path>, log: &Path) -> StepFailure {
+    StepFailure {
+        failure,
+        stdout: String::new(),
+        stderr: std::fs::read_to_string(log)
+            .map(|s| {
+                let start = s.len().saturating_sub(8 * 1024);
+                s[s.floor_char_boundary(start)..].to_string()
+            })
+            .unwrap_or_default(),
+        scratch: scratch.map(Path::to_path_buf),
+    }
+}
+
+/// A running ephemeral dockerd, killed if dropped before `stop`.
+struct Daemon {
+    child: tokio::process::Child,
+}
+
+impl Daemon {
+    async fn stop(mut self) -> Result<(), Failure> {
+        if let Some(pid) = self.child.id() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        match tokio::time::timeout(STOP_TIMEOUT, self.child.wait()).await {
+            Ok(Ok(status)) if status.success() => Ok(()),
+            Ok(Ok(status)) => Err(Failure::Rule(format!("the ephemeral dockerd stopped with {status}"))),
+            Ok(Err(e)) => Err(Failure::Io(format!("cannot wait for the ephemeral dockerd: {e}"))),
+            Err(_) => {
+                let _ = self.child.kill().await;
+                Err(Failure::Rule(format!(
+                    "the ephemeral dockerd did not stop within {} s",
+                    STOP_TIMEOUT.as_secs()
+                )))
+            }
+        }
+    }
+}
+
+/// Builds the data-root of `params.images` (their layouts among `deps`).
+pub async fn build(
+    store: &Store,
+    scratch_prefix: &str,
+    params: &DataRootParams,
+    deps: &[(String, Digest)],
+) -> Result<Digest, StepFailure> {
+    let early = |failure: Failure| StepFailure {
+        failure,
+        stdout: String::new(),
+        stderr: String::new(),
+        scratch: None,
+    };
+    // The data-root lives in the store's file system (it becomes blobs);
+    // sockets need a short path, so the exec-root is in the temp folder.
+    crate::exec::remove_stale_scratch(store, scratch_prefix);
+    let (scratch, _scratch_lock) = crate::exec::create_scratch(store, scratch_prefix)
+        .map_err(|e| early(Failure::Io(format!("cannot create a scratch folder: {e}"))))?;
+    let run_dir = tempfile::Builder::new()
+        .prefix("strata-dd")
+        .tempdir()
+        .map_err(|e| early(Failure::Io(format!("cannot create a temporary folder: {e}"))))?;
+    let data = scratch.join("data-root");
+    let log = scratch.join("dockerd.log");
+    let socket = run_dir.path().join("docker.sock");
+    let config = run_dir.path().join("daemon.json");
+    std::fs::create_dir_all(&data)
+        .and_then(|()| std::fs::write(&config, "{}\n"))
+        .map_err(|e| early(Failure::Io(e.to_string())))?;
+    let log_file = std::fs::File::create(&log).map_err(|e| early(Failure::Io(e.to_string())))?;
+    let mut cmd = tokio::process::Command::new("dockerd");
+    cmd.arg("--data-root")
+        .arg(&data)
+        .arg("--exec-root")
+        .arg(run_dir.path().join("x"))
+        .arg("--pidfile")
+        .arg(run_dir.path().join("pid"))
+        .arg("--config-file")
+        .arg(&config)
+        .arg("--host")
+        .arg(format!("unix://{}", socket.display()))
+        .args([
+            "--bridge=none",
+            "--iptables=false",
+            "--ip-masq=false",
+            "--ip-forward=false",
+            "--ipv6=false",
+            "--userland-proxy=false",
+            "--log-level=warn",
+        ])
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone().map_err(|e| early(Failure::Io(e.to_string())))?)
+        .stderr(log_file)
+        .kill_on_drop(true);
+    let child = cmd.spawn().map_err(|e| {
+        fail(
+            Failure::Io(format!("cannot start dockerd (is docker.io installed?): {e}")),
+            Some(&scratch),
+            &log,
+        )
+    })?;
+    let daemon = Daemon { child };
+    let host = format!("unix://{}", socket.display());
+    let deadline = Instant::now() + START_TIMEOUT;
+    let engine = loop {
+        if socket.exists()
+            && let Ok(engine) = docker::connect_to(&host).await
+        {
+            break engine;
+        }
+        if Instant::now() > deadline {
+            return Err(fail(
+                Failure::Rule("the ephemeral dockerd did not answer within 60 s".into()),
+                Some(&scratch),
+                &log,
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for name in &params.images {
+        let layout = deps
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, d)| *d)
+            .expect("images are dependencies");
+        let cas_store = store.clone();
+        let image = tokio::task::spawn_blocking(move || {
+            oci::layout::read(cas_store.cas(), &layout, PLATFORM)
+        })
+        .await
+        .map_err(|e| early(Failure::Io(e.to_string())))?
+        .map_err(|e| early(Failure::Rule(format!("`{name}` is not an image: {e}"))))?;
+        docker::ensure_layout(&engine, store.cas(), &layout, &image.config.sha256)
+            .await
+            .map_err(|e| fail(Failure::Rule(format!("loading `{name}`: {e}")), Some(&scratch), &log))?;
+    }
+    drop(engine);
+    daemon.stop().await.map_err(|f| fail(f, Some(&scratch), &log))?;
+    let output = capture(store, &data)
+        .await
+        .map_err(|f| fail(f, Some(&scratch), &log))?;
+    crate::exec::remove_tree(&scratch);
+    Ok(output)
+}
+
+/// The data-root as a tree: read by `tar` (which keeps owners, modes and
+/// device nodes) and unpacked with the same checks as any archive.
+async fn capture(store: &Store, data: &Path) -> Result<Digest, Failure> {
+    let mut tar = std::process::Command::new("tar")
+        .args(["--numeric-owner", "--sort=name", "-C"])
+        .arg(data)
+        .args(["-cf", "-", "."])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Failure::Io(format!("cannot run tar: {e}")))?;
+    let stdout = tar.stdout.take().expect("piped");
+    let s = store.clone();
+    let tree = tokio::task::spawn_blocking(move || {
+        let limits = Limits {
+            max_size: u64::MAX / 2,
+            ..Limits::default()
+        };
+        tar_to_tree(s.cas(), std::io::BufReader::new(stdout), limits)
+    })
+    .await
+    .map_err(|e| Failure::Io(e.to_string()))?;
+    let out = tar
+        .wait_with_output()
+        .map_err(|e| Failure::Io(format!("tar: {e}")))?;
+    if !out.status.success() {
+        return Err(Failure::Io(format!(
+            "tar of the data-root failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    tree.map_err(|e| Failure::Rule(format!("reading the data-root: {e}")))
+}

@@ -1,0 +1,51 @@
+//! The `docker-data-root` rule: images preloaded into a Docker data-root
+//! tree that a root file system can ship as `/var/lib/docker`.
+//!
+//! An ephemeral `dockerd` writes it, and Docker's data-root holds random IDs
+//! and times, so the result is declared non-reproducible: it is cached by
+//! key like any output, and audits report it apart instead of failing on it.
+
+use strata_store::{Digest, reapi};
+
+const DATA_ROOT_SALT: &[u8] = b"strata/docker-data-root/v1";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DataRootParams {
+    /// Targets whose outputs are image layouts, in load order.
+    pub images: Vec<String>,
+}
+
+impl DataRootParams {
+    /// Whether the output is byte-identical across runs: never, here.
+    pub const REPRODUCIBLE: bool = false;
+
+    pub fn keyed_command(&self) -> reapi::Command {
+        let mut arguments = vec!["strata-docker-data-root".to_string()];
+        arguments.extend(self.images.iter().cloned());
+        reapi::Command {
+            arguments,
+            ..Default::default()
+        }
+    }
+
+    pub fn action(&self, command_digest: Digest, input_root: Digest) -> reapi::Action {
+        reapi::Action {
+            command_digest: Some(command_digest.to_proto()),
+            input_root_digest: Some(input_root.to_proto()),
+            salt: DATA_ROOT_SALT.to_vec(),
+            platform: Some(reapi::Platform {
+                properties: vec![
+                    reapi::Property {
+                        name: "strata.reproducible".into(),
+                        value: "false".into(),
+                    },
+                    reapi::Property {
+                        name: "strata.rule".into(),
+                        value: "docker-data-root".into(),
+                    },
+                ],
+            }),
+            ..Default::default()
+        }
+    }
+}
