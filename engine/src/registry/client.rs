@@ -265,10 +265,7 @@ impl Session {
                     if negotiations == 2 {
                         return Err(self.unauthorized(match self.credentials {
                             Some(_) => "the credentials given were refused (HTTP 401)".into(),
-                            None => format!(
-                                "it requires credentials and none were given for {}",
-                                self.registry
-                            ),
+                            None => "it requires credentials and none were given".into(),
                         }));
                     }
                     negotiations += 1;
@@ -314,10 +311,9 @@ impl Session {
         }
         if challenges.iter().any(|c| c.scheme == "basic") {
             if self.credentials.is_none() {
-                return Err(self.unauthorized(format!(
-                    "it requires credentials (HTTP basic) and none were given for {}",
-                    self.registry
-                )));
+                return Err(self.unauthorized(
+                    "it requires credentials (HTTP basic) and none were given".into(),
+                ));
             }
             *self.auth.lock().expect("auth lock") = Auth::Basic;
             return Ok(());
@@ -392,9 +388,7 @@ impl Session {
                     status.as_u16()
                 ),
                 None => format!(
-                    "the token service {realm_authority} requires credentials and none were \
-                     given for {}",
-                    self.registry
+                    "the token service {realm_authority} requires credentials and none were given"
                 ),
             }));
         }
