@@ -200,6 +200,30 @@ async fn tampered_blobs_are_refused_and_not_stored() {
         "a refused layer must not be in the store"
     );
 
+    // A blob longer than its descriptor says is refused for its size.
+    let longer = [
+        std::fs::read(registry.blob_path(&layers[0])).unwrap(),
+        b"x".to_vec(),
+    ]
+    .concat();
+    overwrite(&layer_path, &longer);
+    let err = pull(&client(), &r, "linux/amd64", store.cas())
+        .await
+        .unwrap_err();
+    let RegistryError::DigestMismatch { what, actual, .. } = &err else {
+        panic!("expected a digest mismatch, got: {err}");
+    };
+    assert!(what.starts_with("layer 1 of 1"), "{what}");
+    assert!(
+        actual.contains(&format!("{} bytes", longer.len())),
+        "{actual}"
+    );
+    assert!(
+        !store
+            .cas()
+            .contains(&DigestFunction::Blake3.of_bytes(&longer))
+    );
+
     // A manifest that does not hash to the reference is refused before
     // anything it lists is fetched.
     let manifest_path = registry.blob_path(&digest);
@@ -420,6 +444,9 @@ struct TokenProxy {
     registry_requests: Arc<AtomicUsize>,
     /// Registry requests still to be answered with 503.
     fail_next: Arc<AtomicUsize>,
+    /// Blob requests are sent to the registry itself with a 307, as Docker
+    /// Hub sends them to its CDN.
+    redirect_blobs: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
 }
 
@@ -432,26 +459,27 @@ impl TokenProxy {
             token_requests: Arc::default(),
             registry_requests: Arc::default(),
             fail_next: Arc::default(),
+            redirect_blobs: Arc::default(),
             stop: Arc::default(),
         };
-        let state = (
-            proxy.token_requests.clone(),
-            proxy.registry_requests.clone(),
-            proxy.fail_next.clone(),
-            proxy.stop.clone(),
-        );
+        let state = Shared {
+            port,
+            upstream,
+            basic,
+            tokens: proxy.token_requests.clone(),
+            requests: proxy.registry_requests.clone(),
+            fail_next: proxy.fail_next.clone(),
+            redirect_blobs: proxy.redirect_blobs.clone(),
+        };
+        let stop = proxy.stop.clone();
         std::thread::spawn(move || {
-            let (tokens, requests, fail_next, stop) = state;
             for conn in listener.incoming() {
                 if stop.load(Ordering::SeqCst) {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
-                let (tokens, requests, fail_next) =
-                    (tokens.clone(), requests.clone(), fail_next.clone());
-                std::thread::spawn(move || {
-                    serve(conn, port, upstream, basic, &tokens, &requests, &fail_next)
-                });
+                let state = state.clone();
+                std::thread::spawn(move || serve(conn, &state));
             }
         });
         proxy
@@ -469,15 +497,24 @@ impl Drop for TokenProxy {
     }
 }
 
-fn serve(
-    mut conn: TcpStream,
+#[derive(Clone)]
+struct Shared {
     port: u16,
     upstream: u16,
-    basic: &str,
-    tokens: &Mutex<Vec<String>>,
-    requests: &AtomicUsize,
-    fail_next: &AtomicUsize,
-) {
+    basic: &'static str,
+    tokens: Arc<Mutex<Vec<String>>>,
+    requests: Arc<AtomicUsize>,
+    fail_next: Arc<AtomicUsize>,
+    redirect_blobs: Arc<AtomicBool>,
+}
+
+fn serve(mut conn: TcpStream, state: &Shared) {
+    let Shared {
+        port,
+        upstream,
+        basic,
+        ..
+    } = *state;
     conn.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     let mut reader = BufReader::new(conn.try_clone().unwrap());
@@ -514,7 +551,7 @@ fn serve(
     };
 
     if let Some(query) = path.strip_prefix("/token?") {
-        tokens.lock().unwrap().push(query.to_string());
+        state.tokens.lock().unwrap().push(query.to_string());
         if header("authorization") == Some(&format!("Basic {basic}")) {
             let body = format!(r#"{{"token":"{TOKEN}","expires_in":300}}"#);
             reply(
@@ -528,8 +565,9 @@ fn serve(
         }
         return;
     }
-    requests.fetch_add(1, Ordering::SeqCst);
-    if fail_next
+    state.requests.fetch_add(1, Ordering::SeqCst);
+    if state
+        .fail_next
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
         .is_ok()
     {
@@ -546,6 +584,11 @@ fn serve(
             "WWW-Authenticate: Bearer realm=\"http://127.0.0.1:{port}/token\",service=\"{SERVICE}\",scope=\"repository:{repo}:pull\"\r\n"
         );
         reply(&mut conn, "401 Unauthorized", &challenge, "");
+        return;
+    }
+    if path.contains("/blobs/") && state.redirect_blobs.load(Ordering::SeqCst) {
+        let location = format!("Location: http://127.0.0.1:{upstream}{path}\r\n");
+        reply(&mut conn, "307 Temporary Redirect", &location, "");
         return;
     }
     let Ok(mut up) = TcpStream::connect(("127.0.0.1", upstream)) else {
@@ -612,6 +655,7 @@ async fn bearer_token_flow_fetches_one_token_per_pull() {
     let proxy = TokenProxy::start(registry.port, basic);
     let r = reference(&proxy.host(), "strata/tokened", &digest);
     let (_dir, store) = new_store();
+    proxy.redirect_blobs.store(true, Ordering::SeqCst);
 
     let err = pull(&client(), &r, "linux/amd64", store.cas())
         .await
@@ -630,6 +674,11 @@ async fn bearer_token_flow_fetches_one_token_per_pull() {
     assert_eq!(pulled.config.sha256, image.id);
     assert_eq!(pulled.manifest.sha256, digest);
 
+    // The blobs came through the redirects (the proxy itself serves none).
+    assert_eq!(
+        stored_bytes(store.cas(), &pulled.config).len() as u64,
+        pulled.config.size
+    );
     // One token for the manifest, the config and every layer.
     let tokens = proxy.token_requests.lock().unwrap().clone();
     assert_eq!(
