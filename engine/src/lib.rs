@@ -3,7 +3,8 @@
 //! The phases, in the order data flows through them, each in its own module:
 //! load (`load`) -> graph (`graph`) -> key (`inputs`, `key`) -> execute
 //! (`exec`, `sandbox`, `scheduler`) -> store (`strata_store`) -> materialize
-//! (`materialize`), with `records` keeping what each build did.
+//! (`materialize`), with `records` keeping what each build did. `registry`
+//! pulls images by digest for `image-pull`.
 
 pub mod build;
 pub mod caches;
@@ -17,6 +18,7 @@ pub mod key;
 pub mod load;
 pub mod materialize;
 pub mod records;
+pub mod registry;
 pub mod sandbox;
 pub mod scheduler;
 pub mod statcache;

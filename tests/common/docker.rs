@@ -90,40 +90,17 @@ impl Registry {
     pub fn start(basic: Option<(&str, &str)>) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let auth = match basic {
-            None => String::new(),
-            Some((user, pass)) => {
-                let htpasswd = dir.path().join("htpasswd");
-                let out = Command::new("htpasswd")
-                    .args(["-Bbn", user, pass])
-                    .output()
-                    .expect("htpasswd (apache2-utils) runs");
-                fs::write(&htpasswd, out.stdout).unwrap();
-                format!(
-                    "auth:\n  htpasswd:\n    realm: strata-test\n    path: {}\n",
-                    htpasswd.display()
-                )
-            }
-        };
-        let config = format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth}",
-            dir.path().join("data").display()
-        );
-        let config_path = dir.path().join("config.yml");
-        fs::write(&config_path, config).unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config_path)
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(dir.path().join("log")).unwrap())
-            .spawn()
-            .expect("docker-registry starts (scripts/docker-up.sh installs it)");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "registry did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let child = spawn_registry(dir.path(), port, basic);
         Registry { port, dir, child }
+    }
+
+    /// Stops the registry and starts it again on the same port and storage
+    /// folder, now with (or without) basic authentication: what was pushed
+    /// to an open registry can then be pulled from a protected one.
+    pub fn restart(&mut self, basic: Option<(&str, &str)>) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn_registry(self.dir.path(), self.port, basic);
     }
 
     pub fn host(&self) -> String {
@@ -164,6 +141,53 @@ impl Drop for Registry {
     }
 }
 
+/// Writes the configuration for a registry storing in `dir/data` and
+/// listening on 127.0.0.1:`port`, starts it and waits until it accepts
+/// connections.
+fn spawn_registry(dir: &Path, port: u16, basic: Option<(&str, &str)>) -> Child {
+    let auth = match basic {
+        None => String::new(),
+        Some((user, pass)) => {
+            let htpasswd = dir.join("htpasswd");
+            let out = Command::new("htpasswd")
+                .args(["-Bbn", user, pass])
+                .output()
+                .expect("htpasswd (apache2-utils) runs");
+            fs::write(&htpasswd, out.stdout).unwrap();
+            format!(
+                "auth:\n  htpasswd:\n    realm: strata-test\n    path: {}\n",
+                htpasswd.display()
+            )
+        }
+    };
+    let config = format!(
+        "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth}",
+        dir.join("data").display()
+    );
+    let config_path = dir.join("config.yml");
+    fs::write(&config_path, config).unwrap();
+    let mut child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(&config_path)
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(dir.join("log")).unwrap())
+        .spawn()
+        .expect("docker-registry starts (scripts/docker-up.sh installs it)");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "registry did not start:\n{}",
+                fs::read_to_string(dir.join("log")).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -173,7 +197,7 @@ fn free_port() -> u16 {
 }
 
 /// Runs `script` with `sh -c` in `dir`, asserts success, returns stdout.
-fn sh(dir: &Path, script: &str) -> String {
+pub fn sh(dir: &Path, script: &str) -> String {
     let out = Command::new("sh")
         .arg("-c")
         .arg(script)
