@@ -3,9 +3,11 @@
 //! The phases, in the order data flows through them, each in its own module:
 //! load (`load`) -> graph (`graph`) -> key (`inputs`, `key`) -> execute
 //! (`exec`, `sandbox`, `scheduler`) -> store (`strata_store`) -> materialize
-//! (`materialize`), with `records` keeping what each build did.
+//! (`materialize`), with `records` keeping what each build did. `docker`
+//! runs steps in containers of a Docker Engine.
 
 pub mod build;
+pub mod docker;
 pub mod exec;
 pub mod globs;
 pub mod graph;
