@@ -146,29 +146,102 @@ fn tar_to_tree(cas: &Cas, blob: Digest) -> Result<Digest, DockerError> {
 }
 
 /// The exported tree `exported` of a container of the image whose root file
-/// system is `parent`, with the engine's additions undone: at each path of
-/// [`INJECTED`] and of `extra` (mount targets and the working directory:
-/// [`ContainerHandle::injected_paths`]), the parent's entry is put back, or
-/// the path removed if the parent had none, along with folders above it that
-/// the parent did not have and that are left empty. A container that changed
-/// nothing thus gives back exactly `parent`.
+/// system is `parent`, with the engine's additions undone, so that a
+/// container that changed nothing gives back exactly `parent`:
 ///
-/// Where the step replaced a folder above such a path (say `/etc` by a
-/// symlink), the engine's entry is not in the export and nothing is put back.
+/// - at each path of [`INJECTED`] the parent's entry is put back, or the path
+///   removed if the parent had none;
+/// - each path of `created` (mount targets and the working directory:
+///   [`ContainerHandle::injected_paths`]) that the parent did not have is
+///   removed if it is an empty folder or file, as the engine creates it (a
+///   mount point's content is never exported; a working directory the step
+///   wrote into is kept).
+///
+/// Folders above a removed path that the parent did not have and that are
+/// left empty are removed too. Where the step replaced a folder above such a
+/// path (say `/etc` by a symlink), the engine's entry is not in the export
+/// and nothing is put back.
 pub fn restore_injected(
     cas: &Cas,
     parent: &Digest,
     exported: &Digest,
-    extra: &[String],
+    created: &[String],
 ) -> Result<Digest, DockerError> {
-    let what = "undoing the engine's additions to an exported container";
-    let mut out = TreeBuilder::load(cas, exported).map_err(DockerError::store(what))?;
-    let mut before = TreeBuilder::load(cas, parent).map_err(DockerError::store(what))?;
-    let paths = INJECTED
-        .iter()
-        .map(|p| p.to_string())
-        .chain(extra.iter().cloned());
-    for path in paths {
+    let mut r = Restorer {
+        cas,
+        out: TreeBuilder::load(cas, exported).map_err(DockerError::store(WHAT))?,
+        before: TreeBuilder::load(cas, parent).map_err(DockerError::store(WHAT))?,
+    };
+    for path in INJECTED {
+        r.put_back(path)?;
+    }
+    for path in created {
+        r.remove_if_created(path)?;
+    }
+    r.out.store(cas).map_err(DockerError::store(WHAT))
+}
+
+const WHAT: &str = "undoing the engine's additions to an exported container";
+
+struct Restorer<'a> {
+    cas: &'a Cas,
+    out: TreeBuilder,
+    before: TreeBuilder,
+}
+
+impl Restorer<'_> {
+    fn put_back(&mut self, path: &str) -> Result<(), DockerError> {
+        let Some((path, ancestors)) = self.reachable(path)? else {
+            return Ok(());
+        };
+        match self
+            .before
+            .get(self.cas, &path)
+            .map_err(DockerError::tree(WHAT))?
+        {
+            Some(node) => {
+                // A folder as one stored entry, so it replaces what the
+                // export has there rather than merging into it.
+                let node = match node {
+                    Node::Dir(b) => {
+                        Node::Stored(b.store(self.cas).map_err(DockerError::store(WHAT))?)
+                    }
+                    other => other.clone(),
+                };
+                self.out
+                    .insert_at(self.cas, &path, node, None)
+                    .map_err(DockerError::tree(WHAT))?;
+                Ok(())
+            }
+            None => self.remove(&path, &ancestors),
+        }
+    }
+
+    fn remove_if_created(&mut self, path: &str) -> Result<(), DockerError> {
+        let Some((path, ancestors)) = self.reachable(path)? else {
+            return Ok(());
+        };
+        if self.had(&path)? {
+            return Ok(());
+        }
+        let created = match self
+            .out
+            .get(self.cas, &path)
+            .map_err(DockerError::tree(WHAT))?
+        {
+            Some(Node::File { digest, .. }) => digest.size_bytes == 0,
+            Some(node) => is_empty_dir(self.cas, node),
+            None => false,
+        };
+        if created {
+            self.remove(&path, &ancestors)?;
+        }
+        Ok(())
+    }
+
+    /// `path` made clean, and the folders above it, if they are all
+    /// folders in the export.
+    fn reachable(&mut self, path: &str) -> Result<Option<(String, Vec<String>)>, DockerError> {
         let parts: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
         if parts.is_empty()
             || parts
@@ -176,64 +249,56 @@ pub fn restore_injected(
                 .any(|c| *c == "." || *c == ".." || c.contains('\0'))
         {
             return Err(DockerError::refused(
-                what,
+                WHAT,
                 format!("`{path}` is not a clean relative path"),
             ));
         }
-        let path = parts.join("/");
         let ancestors: Vec<String> = (1..parts.len()).map(|n| parts[..n].join("/")).collect();
-        let mut reachable = true;
         for a in &ancestors {
-            if !is_dir(out.get(cas, a).map_err(DockerError::tree(what))?) {
-                reachable = false;
+            let node = self.out.get(self.cas, a).map_err(DockerError::tree(WHAT))?;
+            if !matches!(node, Some(Node::Dir(_) | Node::Stored(_))) {
+                return Ok(None);
+            }
+        }
+        Ok(Some((parts.join("/"), ancestors)))
+    }
+
+    fn had(&mut self, path: &str) -> Result<bool, DockerError> {
+        Ok(self
+            .before
+            .get(self.cas, path)
+            .map_err(DockerError::tree(WHAT))?
+            .is_some())
+    }
+
+    /// Removes `path`, then the folders above it that the parent did not
+    /// have and that are left empty.
+    fn remove(&mut self, path: &str, ancestors: &[String]) -> Result<(), DockerError> {
+        self.out
+            .remove(self.cas, path)
+            .map_err(DockerError::tree(WHAT))?;
+        for a in ancestors.iter().rev() {
+            if self.had(a)? {
                 break;
             }
-        }
-        if !reachable {
-            continue;
-        }
-        match before.get(cas, &path).map_err(DockerError::tree(what))? {
-            Some(node) => {
-                // A folder as one stored entry, so it replaces what the
-                // export has there rather than merging into it.
-                let node = match node {
-                    Node::Dir(b) => Node::Stored(b.store(cas).map_err(DockerError::store(what))?),
-                    other => other.clone(),
-                };
-                out.insert_at(cas, &path, node, None)
-                    .map_err(DockerError::tree(what))?;
+            let node = self.out.get(self.cas, a).map_err(DockerError::tree(WHAT))?;
+            if !node.is_some_and(|n| is_empty_dir(self.cas, n)) {
+                break;
             }
-            None => {
-                out.remove(cas, &path).map_err(DockerError::tree(what))?;
-                for a in ancestors.iter().rev() {
-                    let had = before
-                        .get(cas, a)
-                        .map_err(DockerError::tree(what))?
-                        .is_some();
-                    let empty = matches!(
-                        out.get(cas, a).map_err(DockerError::tree(what))?,
-                        Some(Node::Dir(d)) if d.is_empty()
-                    ) || matches!(
-                        out.get(cas, a).map_err(DockerError::tree(what))?,
-                        Some(Node::Stored(d)) if is_empty_dir(cas, d)
-                    );
-                    if had || !empty {
-                        break;
-                    }
-                    out.remove(cas, a).map_err(DockerError::tree(what))?;
-                }
-            }
+            self.out
+                .remove(self.cas, a)
+                .map_err(DockerError::tree(WHAT))?;
         }
+        Ok(())
     }
-    out.store(cas).map_err(DockerError::store(what))
 }
 
-fn is_dir(node: Option<&Node>) -> bool {
-    matches!(node, Some(Node::Dir(_) | Node::Stored(_)))
-}
-
-fn is_empty_dir(cas: &Cas, digest: &Digest) -> bool {
-    TreeBuilder::load(cas, digest).is_ok_and(|b| b.is_empty())
+fn is_empty_dir(cas: &Cas, node: &Node) -> bool {
+    match node {
+        Node::Dir(d) => d.is_empty(),
+        Node::Stored(d) => TreeBuilder::load(cas, d).is_ok_and(|b| b.is_empty()),
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -377,6 +442,41 @@ mod tests {
             .insert_at(cas, "etc/motd", file(cas, b"hi", ROOT), None)
             .unwrap();
         expected.remove(cas, "bin/sh").unwrap();
+        assert_eq!(restored, expected.store(cas).unwrap());
+    }
+
+    #[test]
+    fn a_working_directory_the_step_wrote_into_is_kept() {
+        let (_d, s) = store();
+        let cas = s.cas();
+        let mut b = parent(cas);
+        b.insert("src", dir(ROOT)).unwrap();
+        b.insert("src/main.c", file(cas, b"int main;", ROOT))
+            .unwrap();
+        let parent_digest = b.store(cas).unwrap();
+        engine_additions(cas, &mut b);
+        // Created by the engine as the working directory, then written to.
+        b.insert_at(cas, "build/out", file(cas, b"made", ROOT), Some(ROOT))
+            .unwrap();
+        // An existing working directory the step added a file to.
+        b.insert_at(cas, "src/main.o", file(cas, b"obj", ROOT), None)
+            .unwrap();
+        let exported = b.store(cas).unwrap();
+        let created = ["build".to_string(), "src".into(), "strata/work".into()];
+        let restored = restore_injected(cas, &parent_digest, &exported, &created).unwrap();
+
+        let mut expected = parent(cas);
+        expected.insert("src", dir(ROOT)).unwrap();
+        expected
+            .insert("src/main.c", file(cas, b"int main;", ROOT))
+            .unwrap();
+        expected
+            .insert("src/main.o", file(cas, b"obj", ROOT))
+            .unwrap();
+        expected.insert("build", dir(ROOT)).unwrap();
+        expected
+            .insert("build/out", file(cas, b"made", ROOT))
+            .unwrap();
         assert_eq!(restored, expected.store(cas).unwrap());
     }
 
