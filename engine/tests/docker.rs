@@ -564,6 +564,30 @@ async fn a_tree_becomes_an_image_that_runs_and_is_reused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tree_holding_a_whiteout_name_is_refused_not_imported_without_it() {
+    if !docker_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
+    let mut b = TreeBuilder::new();
+    let blob = store.cas().put_bytes(b"x").unwrap();
+    b.insert("etc/.wh.passwd", Node::file(blob, false)).unwrap();
+    let tree = b.store(store.cas()).unwrap();
+    let engine = engine().await;
+    let err = docker::ensure_tree_image(&engine, store.cas(), &tree)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("etc/.wh.passwd"), "{err}");
+    let tag = format!("{}:{}", docker::TREE_REPOSITORY, tree.hex());
+    let inspect = Command::new("docker")
+        .args(["image", "inspect", &tag])
+        .output()
+        .unwrap();
+    assert!(!inspect.status.success(), "no image was made");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ensure_pinned_pulls_by_digest_and_refuses_unpinned_references() {
     if !docker_available() {
         return;

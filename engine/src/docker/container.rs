@@ -127,10 +127,11 @@ pub async fn run(
         injected: injected_paths(spec),
         state: State::Creating,
     };
-    let outcome = match drive(&mut handle, &spec.image, body, &mut sink).await {
-        Ok(code) => sink.finish().await.map(|()| code),
-        Err(e) => Err(e),
-    };
+    let driven = drive(&mut handle, &spec.image, body, &mut sink).await;
+    // Flushed whatever happened: a failed step's output is what its user
+    // needs most.
+    let flushed = sink.finish().await;
+    let outcome = driven.and_then(|code| flushed.map(|()| code));
     match outcome {
         Ok(exit_code) => Ok(Finished {
             exit_code,
@@ -209,9 +210,9 @@ async fn drive(
             None => Err(DockerError::refused(what, "the engine gave no exit status")),
         }
     };
-    let (pumped, code) = tokio::join!(pump, wait);
-    pumped?;
-    code
+    // If the output cannot be written, the step is not waited for.
+    let ((), code) = tokio::try_join!(pump, wait)?;
+    Ok(code)
 }
 
 /// The engine's form of `spec`, checked.

@@ -86,6 +86,7 @@ pub async fn ensure_tree_image(
     if let Some(id) = image_id_of(engine, &reference).await? {
         return Ok(id);
     }
+    refuse_whiteouts(cas, rootfs_tree, &what).await?;
     let (body, writer) = upload::tree_tar(cas, *rootfs_tree, TarOptions::default());
     let request = async {
         let options = CreateImageOptions {
@@ -109,6 +110,33 @@ pub async fn ensure_tree_image(
             format!("the engine has no {reference} after importing it"),
         )
     })
+}
+
+/// The engine applies an imported tar as a layer, where `.wh.<name>` marks
+/// `<name>` deleted: such a file would silently not be in the image.
+async fn refuse_whiteouts(cas: &Cas, tree: &Digest, what: &str) -> Result<(), DockerError> {
+    let (cas, tree) = (cas.clone(), *tree);
+    let found = tokio::task::spawn_blocking(move || {
+        strata_store::tree::walk(&cas, &tree).map(|entries| {
+            entries.into_iter().map(|(path, _)| path).find(|path| {
+                path.rsplit('/')
+                    .next()
+                    .is_some_and(|n| n.starts_with(".wh."))
+            })
+        })
+    })
+    .await
+    .map_err(|e| DockerError::refused(what, e.to_string()))?
+    .map_err(DockerError::store(what))?;
+    match found {
+        Some(path) => Err(DockerError::refused(
+            what,
+            format!(
+                "`{path}`: a file named `.wh.*` cannot be in a container image (the engine reads it as a deletion)"
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Makes the image `reference` (`name@sha256:<hex>`) present, pulled by the
