@@ -3,13 +3,17 @@
 //! The phases, in the order data flows through them, each in its own module:
 //! load (`load`) -> graph (`graph`) -> key (`inputs`, `key`) -> execute
 //! (`exec`, `sandbox`, `scheduler`) -> store (`strata_store`) -> materialize
-//! (`materialize`), with `records` keeping what each build did. `registry`
-//! pulls images by digest for `image-pull`.
+//! (`materialize`), with `records` keeping what each build did. `docker`
+//! runs steps in containers of a Docker Engine, `containers` drives it for
+//! container work (`run` with `image:`, stages), `registry` pulls images by
+//! digest for `image-pull`, and `data_root` preloads images for
+//! `docker-data-root`; `caches` holds cache mounts.
 
 pub mod build;
 pub mod caches;
 pub mod containers;
 pub mod data_root;
+pub mod docker;
 pub mod exec;
 pub mod globs;
 pub mod graph;

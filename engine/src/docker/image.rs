@@ -1,0 +1,225 @@
+//! Making a step's image present in the engine: loaded from an image layout
+//! in the store, imported from a root file system tree, or pulled by digest.
+//!
+//! Each check-then-create runs under a per-image lock, so steps of one build
+//! sharing an image transfer it once. Builds in other processes may race;
+//! the engine makes that harmless (loading the same image twice is a no-op,
+//! and the tag of a tree image names the same content whichever import set
+//! it last).
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
+
+use bollard::query_parameters::{CreateImageOptions, ImportImageOptions};
+use futures_util::StreamExt;
+use strata_rules::builtin::tarball::TarOptions;
+use strata_store::{Cas, Digest};
+
+use super::error::status;
+use super::{DockerError, Engine, upload};
+
+/// The repository of images made from trees: `strata-tree:<tree digest hex>`.
+pub const TREE_REPOSITORY: &str = "strata-tree";
+
+/// Makes the image `image_id` (its config digest, `sha256:<hex>`) present:
+/// if the engine lacks it, the tree `layout_tree` (a docker-archive:
+/// `manifest.json` and the files it names) is streamed to `docker load`.
+/// Fails if the image is still missing afterwards.
+pub async fn ensure_layout(
+    engine: &Engine,
+    cas: &Cas,
+    layout_tree: &Digest,
+    image_id: &str,
+) -> Result<(), DockerError> {
+    let what = format!("loading image {image_id}");
+    if !is_sha256_digest(image_id) {
+        return Err(DockerError::refused(
+            what,
+            "not an image ID (`sha256:` and 64 lowercase hex digits)",
+        ));
+    }
+    let lock = lock_for(image_id);
+    let _held = lock.lock().await;
+    if image_id_of(engine, image_id).await?.is_some() {
+        return Ok(());
+    }
+    let (body, writer) = upload::tree_tar(cas, *layout_tree, TarOptions::default());
+    let request = async {
+        let options = ImportImageOptions {
+            quiet: true,
+            ..Default::default()
+        };
+        let mut answers = engine.long().import_image_stream(options, body, None);
+        while let Some(answer) = answers.next().await {
+            answer.map_err(DockerError::api(what.as_str()))?;
+        }
+        Ok(())
+    }
+    .await;
+    upload::finish(request, writer, &what).await?;
+    match image_id_of(engine, image_id).await? {
+        Some(_) => Ok(()),
+        None => Err(DockerError::refused(
+            what,
+            "the engine loaded the archive, but it does not hold this image",
+        )),
+    }
+}
+
+/// Makes an image whose root file system is exactly the stored tree
+/// `rootfs_tree` and returns its image ID. The image is tagged
+/// `strata-tree:<tree digest hex>` and reused while that tag exists;
+/// otherwise the tree is streamed as a tar to `docker import`.
+///
+/// The image has no configuration (no entrypoint, environment or user): a
+/// container of it runs exactly what its [`ContainerSpec`](super::ContainerSpec) says.
+pub async fn ensure_tree_image(
+    engine: &Engine,
+    cas: &Cas,
+    rootfs_tree: &Digest,
+) -> Result<String, DockerError> {
+    let tag = rootfs_tree.hex();
+    let reference = format!("{TREE_REPOSITORY}:{tag}");
+    let what = format!("importing tree {tag} as an image");
+    let lock = lock_for(&reference);
+    let _held = lock.lock().await;
+    if let Some(id) = image_id_of(engine, &reference).await? {
+        return Ok(id);
+    }
+    refuse_whiteouts(cas, rootfs_tree, &what).await?;
+    let (body, writer) = upload::tree_tar(cas, *rootfs_tree, TarOptions::default());
+    let request = async {
+        let options = CreateImageOptions {
+            from_src: Some("-".into()),
+            repo: Some(TREE_REPOSITORY.into()),
+            tag: Some(tag.clone()),
+            ..Default::default()
+        };
+        let body = bollard::body_try_stream(body);
+        let mut answers = engine.long().create_image(Some(options), Some(body), None);
+        while let Some(answer) = answers.next().await {
+            answer.map_err(DockerError::api(what.as_str()))?;
+        }
+        Ok(())
+    }
+    .await;
+    upload::finish(request, writer, &what).await?;
+    image_id_of(engine, &reference).await?.ok_or_else(|| {
+        DockerError::refused(
+            what,
+            format!("the engine has no {reference} after importing it"),
+        )
+    })
+}
+
+/// The engine applies an imported tar as a layer, where `.wh.<name>` marks
+/// `<name>` deleted: such a file would silently not be in the image.
+async fn refuse_whiteouts(cas: &Cas, tree: &Digest, what: &str) -> Result<(), DockerError> {
+    let (cas, tree) = (cas.clone(), *tree);
+    let found = tokio::task::spawn_blocking(move || {
+        strata_store::tree::walk(&cas, &tree).map(|entries| {
+            entries.into_iter().map(|(path, _)| path).find(|path| {
+                path.rsplit('/')
+                    .next()
+                    .is_some_and(|n| n.starts_with(".wh."))
+            })
+        })
+    })
+    .await
+    .map_err(|e| DockerError::refused(what, e.to_string()))?
+    .map_err(DockerError::store(what))?;
+    match found {
+        Some(path) => Err(DockerError::refused(
+            what,
+            format!(
+                "`{path}`: a file named `.wh.*` cannot be in a container image (the engine reads it as a deletion)"
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Makes the image `reference` (`name@sha256:<hex>`) present, pulled by the
+/// engine from its registry if missing. Only references pinned by digest are
+/// accepted, so what runs cannot change under the same name. The engine
+/// pulls anonymously (registries it treats as insecure include loopback
+/// ones).
+pub async fn ensure_pinned(engine: &Engine, reference: &str) -> Result<(), DockerError> {
+    let what = format!("pulling {reference}");
+    let pinned = reference
+        .rsplit_once('@')
+        .is_some_and(|(name, digest)| !name.is_empty() && is_sha256_digest(digest));
+    if !pinned {
+        return Err(DockerError::refused(
+            what,
+            "not pinned by digest (expected `name@sha256:<64 hex digits>`)",
+        ));
+    }
+    let lock = lock_for(reference);
+    let _held = lock.lock().await;
+    if image_id_of(engine, reference).await?.is_some() {
+        return Ok(());
+    }
+    let options = CreateImageOptions {
+        from_image: Some(reference.to_string()),
+        ..Default::default()
+    };
+    let mut answers = engine.long().create_image(Some(options), None, None);
+    while let Some(answer) = answers.next().await {
+        answer.map_err(DockerError::api(what.as_str()))?;
+    }
+    match image_id_of(engine, reference).await? {
+        Some(_) => Ok(()),
+        None => Err(DockerError::refused(
+            what,
+            "the pull finished, but the engine does not hold the image",
+        )),
+    }
+}
+
+/// The ID of the image `reference` names, or `None` if the engine has none.
+pub(crate) async fn image_id_of(
+    engine: &Engine,
+    reference: &str,
+) -> Result<Option<String>, DockerError> {
+    match engine.quick().inspect_image(reference).await {
+        Ok(image) => Ok(Some(image.id.unwrap_or_else(|| reference.to_string()))),
+        Err(e) if status(&e) == Some(404) => Ok(None),
+        Err(e) => Err(DockerError::api(format!("inspecting image {reference}"))(e)),
+    }
+}
+
+/// `sha256:` and 64 lowercase hex digits.
+fn is_sha256_digest(s: &str) -> bool {
+    s.strip_prefix("sha256:").is_some_and(|hex| {
+        hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+type ImageLock = Arc<tokio::sync::Mutex<()>>;
+
+/// One lock per image for this process. Entries are never removed: there is
+/// one per image a build uses.
+fn lock_for(key: &str) -> ImageLock {
+    static LOCKS: LazyLock<Mutex<HashMap<String, ImageLock>>> = LazyLock::new(Default::default);
+    let mut locks = LOCKS.lock().unwrap_or_else(|p| p.into_inner());
+    locks.entry(key.to_string()).or_default().clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_ids_are_sha256_digests_only() {
+        let hex = "a".repeat(64);
+        assert!(is_sha256_digest(&format!("sha256:{hex}")));
+        assert!(!is_sha256_digest(&format!("sha256:{}", "A".repeat(64))));
+        assert!(!is_sha256_digest(&format!("sha256:{}", &hex[1..])));
+        assert!(!is_sha256_digest(&hex));
+        assert!(!is_sha256_digest("ubuntu:latest"));
+    }
+}

@@ -1,0 +1,41 @@
+//! Steps in containers: the Docker Engine executor.
+//!
+//! Everything here talks to a Docker Engine through its API (bollard), with
+//! the API version negotiated, so an engine as old as 20.10 (API 1.41) works.
+//! The scheduler uses it in this order:
+//!
+//! 1. [`connect`] once per build (the [`Engine`] is cheap to clone and share),
+//!    then [`reap_stale`] to remove containers that killed builds left behind.
+//! 2. Make the step's image present: [`ensure_layout`] (an image layout tree
+//!    from the store, loaded as a docker-archive), [`ensure_tree_image`] (a
+//!    root file system tree, for `stage` steps) or [`ensure_pinned`] (pulled
+//!    by the engine, by digest).
+//! 3. [`run`] a [`ContainerSpec`]; its output goes to a [`LogSink`]. The
+//!    [`Finished`] result holds the exit code and a [`ContainerHandle`], from
+//!    which a `stage` step exports its file system
+//!    ([`ContainerHandle::export_tree`], then [`restore_injected`]).
+//! 4. The container is removed when the handle is removed or dropped, and
+//!    when `run` fails or its future is dropped. A Ctrl-C handler awaits
+//!    [`remove_all`] before the process exits, since a dropped future only
+//!    schedules the removal.
+//!
+//! Containers carry the labels `strata=1` and `strata.pid` (with the start
+//! time, boot and PID namespace of this process, so a reused PID or another
+//! machine's build is never mistaken for a dead one).
+
+mod cleanup;
+mod connect;
+mod container;
+mod error;
+mod export;
+mod image;
+mod logs;
+mod upload;
+
+pub use cleanup::{reap_stale, remove_all};
+pub use connect::{Engine, connect};
+pub use container::{ContainerHandle, ContainerSpec, Finished, Mount, run};
+pub use error::DockerError;
+pub use export::{INJECTED, restore_injected};
+pub use image::{TREE_REPOSITORY, ensure_layout, ensure_pinned, ensure_tree_image};
+pub use logs::{LogSink, LogStream};
