@@ -7,6 +7,7 @@
 
 pub mod builtin;
 pub mod layout;
+pub mod oci;
 pub mod run;
 mod text;
 

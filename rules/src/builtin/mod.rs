@@ -20,7 +20,7 @@ pub mod makeself;
 pub mod rootfs;
 pub mod tarball;
 #[cfg(test)]
-mod testkit;
+pub(crate) mod testkit;
 
 use std::collections::BTreeMap;
 
