@@ -9,6 +9,7 @@ pub mod builtin;
 pub mod data_root;
 pub mod image_pull;
 pub mod layout;
+pub mod oci;
 pub mod run;
 pub mod stage;
 mod text;

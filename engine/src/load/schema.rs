@@ -101,6 +101,12 @@ pub struct RawTarget {
     pub label: Option<Spanned<serde_json::Value>>,
     #[serde(default)]
     pub of: Option<Spanned<serde_json::Value>>,
+    #[serde(default)]
+    pub tag: Option<Spanned<serde_json::Value>>,
+    #[serde(default)]
+    pub platform: Option<Spanned<serde_json::Value>>,
+    #[serde(default)]
+    pub config: Option<Spanned<serde_json::Value>>,
 }
 
 /// One step of a `stage`: a command (with the `run` fields that apply in
@@ -169,6 +175,9 @@ impl RawTarget {
             ("args", &self.args),
             ("label", &self.label),
             ("of", &self.of),
+            ("tag", &self.tag),
+            ("platform", &self.platform),
+            ("config", &self.config),
         ]
         .into_iter()
         .filter_map(|(name, v)| v.as_ref().map(|v| (name, v)))

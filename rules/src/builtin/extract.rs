@@ -198,13 +198,17 @@ pub fn run(p: &Params, ctx: &Ctx) -> Result<Digest, BuiltinError> {
 }
 
 /// The bounds an archive must stay within.
-#[derive(Clone, Copy, Debug)]
-struct Limits {
-    max_size: u64,
-    max_entries: u64,
-    max_depth: usize,
-    max_header_bytes: u64,
-    max_name_bytes: u64,
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Declared content bytes of all entries (kept or not).
+    pub max_size: u64,
+    pub max_entries: u64,
+    /// Path components of one entry.
+    pub max_depth: usize,
+    /// Extension headers (long names, PAX records) before one entry.
+    pub max_header_bytes: u64,
+    /// Paths and link targets of all entries together.
+    pub max_name_bytes: u64,
 }
 
 impl Default for Limits {
@@ -219,21 +223,42 @@ impl Default for Limits {
     }
 }
 
+/// Unpacks one tar stream into a tree with the rules of `extract` (see the
+/// module documentation: paths, metadata, order, limits), keeping every
+/// entry. The stream may be plain or compressed with gzip, xz, zstd or bzip2,
+/// recognised by content. Folders the archive does not list get 0755
+/// root:root. Nothing is written outside the store.
+///
+/// This is how untrusted tar streams from elsewhere (image layers, `docker
+/// export`) become trees.
+pub fn tar_to_tree(cas: &Cas, reader: impl Read, limits: Limits) -> Result<Digest, BuiltinError> {
+    unpack_tar(cas, reader, limits, Some(DEFAULT_DIR_META))
+}
+
+/// [`tar_to_tree`], with the metadata of folders the archive does not list
+/// chosen by the caller: `None` lets an image layer's unlisted parents be
+/// told apart from the folders it sets.
+pub(crate) fn unpack_tar(
+    cas: &Cas,
+    reader: impl Read,
+    limits: Limits,
+    unlisted_dirs: Option<Meta>,
+) -> Result<Digest, BuiltinError> {
+    let mut x = Extractor::new(cas, limits, unlisted_dirs);
+    x.tar(reader, Part::Data, "")?;
+    x.finish(&[])
+}
+
 fn extract(p: &Params, cas: &Cas, blob: &Digest, limits: Limits) -> Result<Digest, BuiltinError> {
     let bad_param = |e: ParamError| BuiltinError::Format(e.message);
     let include = globs(&p.include, "include").map_err(bad_param)?;
     let exclude = globs(&p.exclude, "exclude").map_err(bad_param)?;
     let prefix = prefix_parts(p.prefix.as_deref()).map_err(bad_param)?;
     let mut x = Extractor {
-        cas,
         strip: p.strip_components as usize,
         include,
         exclude,
-        limits,
-        size: 0,
-        entries: 0,
-        name_bytes: 0,
-        items: BTreeMap::new(),
+        ..Extractor::new(cas, limits, Some(DEFAULT_DIR_META))
     };
     let mut file = match File::open(cas.path(blob)) {
         Ok(f) => f,
@@ -294,6 +319,8 @@ struct Extractor<'a> {
     name_bytes: u64,
     /// Every entry by its relative path (before `prefix`).
     items: BTreeMap<String, Item>,
+    /// Metadata of folders the archive does not list.
+    unlisted_dirs: Option<Meta>,
 }
 
 /// Counts what the tar reader may read before control comes back to us, so
@@ -364,7 +391,23 @@ fn shown_path(bytes: &[u8]) -> String {
     format!("{head}...({} characters)...{tail}", chars.len() - 280)
 }
 
-impl Extractor<'_> {
+impl<'a> Extractor<'a> {
+    /// An extractor that keeps every entry where the archive puts it.
+    fn new(cas: &'a Cas, limits: Limits, unlisted_dirs: Option<Meta>) -> Extractor<'a> {
+        Extractor {
+            cas,
+            strip: 0,
+            include: GlobSet::empty(),
+            exclude: GlobSet::empty(),
+            limits,
+            size: 0,
+            entries: 0,
+            name_bytes: 0,
+            items: BTreeMap::new(),
+            unlisted_dirs,
+        }
+    }
+
     fn refuse(entry: &str, reason: impl Into<String>) -> BuiltinError {
         BuiltinError::Refused {
             entry: entry.to_string(),
@@ -767,8 +810,8 @@ impl Extractor<'_> {
         let base = prefix.join("/");
         if !base.is_empty() {
             let mut top = TreeBuilder::new();
-            top.set_meta(Some(DEFAULT_DIR_META));
-            out.insert_at(self.cas, &base, Node::Dir(top), Some(DEFAULT_DIR_META))
+            top.set_meta(self.unlisted_dirs);
+            out.insert_at(self.cas, &base, Node::Dir(top), self.unlisted_dirs)
                 .map_err(|e| BuiltinError::Format(e.to_string()))?;
         }
         for (path, item) in &self.items {
@@ -790,7 +833,7 @@ impl Extractor<'_> {
             } else {
                 format!("{base}/{path}")
             };
-            out.insert_at(self.cas, &full, node, Some(DEFAULT_DIR_META))
+            out.insert_at(self.cas, &full, node, self.unlisted_dirs)
                 .map_err(|e| match e {
                     EditError::Store(s) => BuiltinError::Store(s),
                     EditError::ThroughSymlink { link, .. } => Self::refuse(
@@ -1863,6 +1906,46 @@ mod tests {
         // Without the control files, the data alone fits.
         let p = params(serde_json::json!({"max_size": 1 << 20}));
         assert_eq!(f.paths(&f.ok(&deb, &p)), ["big"]);
+    }
+
+    #[test]
+    fn tar_to_tree_unpacks_a_stream_as_the_rule_does() {
+        let f = fixture();
+        let archive = tar_of(&[
+            dir("etc").mode(0o750),
+            file("etc/motd", "hi"),
+            file("usr/bin/tool", "T").mode(0o4755),
+            symlink("bin", "usr/bin"),
+        ]);
+        let want = f.ok(&archive, &none());
+        let got = tar_to_tree(f.cas(), gzip(&archive).as_slice(), Limits::default()).unwrap();
+        assert_eq!(got, want);
+        // Unlisted folders (`usr`, `usr/bin`) get 0755 root:root.
+        assert!(
+            f.listing(&got)
+                .contains(&("usr/bin".to_string(), "dir 0755 0:0".to_string()))
+        );
+        // The same refusals and limits.
+        let evil = tar_of(&[symlink("l", "/etc"), file("l/passwd", "x")]);
+        let r = tar_to_tree(f.cas(), evil.as_slice(), Limits::default());
+        assert_eq!(refused(r).0, "l/passwd");
+        let small = Limits {
+            max_size: 1,
+            ..Limits::default()
+        };
+        let r = tar_to_tree(f.cas(), archive.as_slice(), small);
+        assert_eq!(refused(r).0, "etc/motd");
+        // Without a default, unlisted folders carry no metadata.
+        let bare = unpack_tar(f.cas(), archive.as_slice(), Limits::default(), None).unwrap();
+        let listing = f.listing(&bare);
+        assert!(
+            listing.contains(&("usr".to_string(), "dir -".to_string())),
+            "{listing:?}"
+        );
+        assert!(
+            listing.contains(&("etc".to_string(), "dir 0750 0:0".to_string())),
+            "{listing:?}"
+        );
     }
 
     /// Found by fuzzing: a header declaring a size near u64::MAX overflowed

@@ -15,12 +15,13 @@ pub mod checksums;
 pub mod compress;
 pub mod deb;
 pub mod extract;
+pub mod image;
 pub mod initramfs;
 pub mod makeself;
 pub mod rootfs;
 pub mod tarball;
 #[cfg(test)]
-mod testkit;
+pub(crate) mod testkit;
 
 use std::collections::BTreeMap;
 
@@ -39,6 +40,7 @@ pub const RULES: &[(&str, &[&str])] = &[
     ("checksums", checksums::FIELDS),
     ("deb", deb::FIELDS),
     ("extract", extract::FIELDS),
+    ("image", image::FIELDS),
     ("initramfs", initramfs::FIELDS),
     ("makeself", makeself::FIELDS),
     ("rootfs", rootfs::FIELDS),
@@ -57,6 +59,7 @@ pub enum Builtin {
     Checksums(checksums::Params),
     Deb(deb::Params),
     Extract(extract::Params),
+    Image(image::Params),
     Initramfs(initramfs::Params),
     Makeself(makeself::Params),
     Rootfs(rootfs::Params),
@@ -70,6 +73,7 @@ macro_rules! each_rule {
             Builtin::Checksums($p) => $e,
             Builtin::Deb($p) => $e,
             Builtin::Extract($p) => $e,
+            Builtin::Image($p) => $e,
             Builtin::Initramfs($p) => $e,
             Builtin::Makeself($p) => $e,
             Builtin::Rootfs($p) => $e,
@@ -148,6 +152,7 @@ impl Builtin {
             "checksums" => Builtin::Checksums(from_fields(fields)?),
             "deb" => Builtin::Deb(from_fields(fields)?),
             "extract" => Builtin::Extract(from_fields(fields)?),
+            "image" => Builtin::Image(from_fields(fields)?),
             "initramfs" => Builtin::Initramfs(from_fields(fields)?),
             "makeself" => Builtin::Makeself(from_fields(fields)?),
             "rootfs" => Builtin::Rootfs(from_fields(fields)?),
@@ -168,6 +173,7 @@ impl Builtin {
             Builtin::Checksums(_) => "checksums",
             Builtin::Deb(_) => "deb",
             Builtin::Extract(_) => "extract",
+            Builtin::Image(_) => "image",
             Builtin::Initramfs(_) => "initramfs",
             Builtin::Makeself(_) => "makeself",
             Builtin::Rootfs(_) => "rootfs",
@@ -250,6 +256,7 @@ impl Builtin {
             Builtin::Checksums(p) => checksums::run(p, ctx),
             Builtin::Deb(p) => deb::run(p, ctx),
             Builtin::Extract(p) => extract::run(p, ctx),
+            Builtin::Image(p) => image::run(p, ctx),
             Builtin::Initramfs(p) => initramfs::run(p, ctx),
             Builtin::Makeself(p) => makeself::run(p, ctx),
             Builtin::Rootfs(p) => rootfs::run(p, ctx),

@@ -1,0 +1,231 @@
+//! `image`: a container image from a root file system tree, in-process (no
+//! Docker needed), as an image layout tree that `docker load` also accepts.
+//!
+//! ```yaml
+//! app-image:
+//!   rule: image
+//!   from: rootfs                  # a rootfs tree (or `srcs`, or an image layout: flattened)
+//!   tag: "example.com/app:1.0"    # optional: RepoTags and the index's ref.name
+//!   platform: linux/amd64         # the default
+//!   config:                       # all optional
+//!     env: {PATH: "/usr/bin:/bin", LANG: C.UTF-8}
+//!     entrypoint: ["/usr/bin/app"]
+//!     cmd: ["--serve"]
+//!     workdir: /srv
+//!     user: "1000:1000"
+//!     labels: {org.opencontainers.image.source: "https://example.com/app"}
+//! ```
+//!
+//! The output is an OCI image layout (`oci-layout`, `index.json`,
+//! `blobs/sha256/`) with a docker-archive `manifest.json`: tar it and pipe
+//! it to `docker load`. The image has one uncompressed layer, the tree
+//! written as by `archive` (entries in path order, times from
+//! SOURCE_DATE_EPOCH, owners and modes from the tree, root:root and
+//! 0755/0644 where it has none); its config records `created` as
+//! SOURCE_DATE_EPOCH. So the output, and the image ID (the config's
+//! SHA-256), depend only on the tree, the fields and SOURCE_DATE_EPOCH.
+//!
+//! A `from` tree that is itself an image layout (an `image` or a pulled
+//! image) is flattened first: its layers for `platform` applied in order.
+//! Its config is not inherited. A tree holding a name starting with `.wh.`
+//! is refused: in a layer such a name means a deletion.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use strata_store::Digest;
+use strata_store::tree::walk;
+
+use super::tarball::{TarOptions, write_tree};
+use super::{BuiltinError, Ctx, From, ParamError};
+use crate::oci::layer::{WHITEOUT_PREFIX, flatten};
+use crate::oci::layout::{Platform, assemble, is_layout, read};
+use crate::oci::reference::check_tag;
+use crate::oci::spec::{
+    ContainerConfig, History, ImageConfig, Manifest, RootFs, media_type, rfc3339, to_json,
+};
+use crate::oci::{Blob, BlobSink};
+
+pub const FIELDS: &[&str] = &["from", "tag", "platform", "config"];
+
+fn linux_amd64() -> String {
+    "linux/amd64".into()
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    pub from: From,
+    #[serde(default)]
+    pub tag: Option<String>,
+    /// `os/architecture[/variant]`.
+    #[serde(default = "linux_amd64")]
+    pub platform: String,
+    #[serde(default)]
+    pub config: Config,
+}
+
+/// How containers of the image run (Docker's `Env`, `Entrypoint`, `Cmd`,
+/// `WorkingDir`, `User`, `Labels`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub entrypoint: Option<Vec<String>>,
+    #[serde(default)]
+    pub cmd: Option<Vec<String>>,
+    #[serde(default)]
+    pub workdir: Option<String>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Params {
+    pub(super) fn validate(&self) -> Result<(), ParamError> {
+        let err = |field: &str, message: String| ParamError {
+            field: Some(field.into()),
+            message,
+        };
+        if let Some(tag) = &self.tag {
+            check_tag(tag).map_err(|m| err("tag", m))?;
+        }
+        Platform::parse(&self.platform).map_err(|m| err("platform", m))?;
+        self.config.check().map_err(|m| err("config", m))
+    }
+
+    pub(super) fn inputs(&self) -> Vec<String> {
+        self.from.targets()
+    }
+}
+
+impl Config {
+    fn check(&self) -> Result<(), String> {
+        let nul = |field: &str, s: &str| {
+            if s.contains('\0') {
+                Err(format!("config.{field}: {s:?} contains a NUL byte"))
+            } else {
+                Ok(())
+            }
+        };
+        for (name, value) in &self.env {
+            if name.is_empty() || name.contains('=') {
+                return Err(format!(
+                    "config.env: `{name}` is not a variable name (it must be non-empty, without `=`)"
+                ));
+            }
+            nul("env", name)?;
+            nul("env", value)?;
+        }
+        for (field, list) in [("entrypoint", &self.entrypoint), ("cmd", &self.cmd)] {
+            for arg in list.iter().flatten() {
+                nul(field, arg)?;
+            }
+        }
+        if let Some(dir) = &self.workdir {
+            if !dir.starts_with('/') {
+                return Err(format!(
+                    "config.workdir: `{dir}` is not an absolute path (Docker requires one)"
+                ));
+            }
+            nul("workdir", dir)?;
+        }
+        if let Some(user) = &self.user {
+            if user.is_empty() {
+                return Err("config.user: empty (leave it out for root)".into());
+            }
+            nul("user", user)?;
+        }
+        for (key, value) in &self.labels {
+            if key.is_empty() {
+                return Err("config.labels: a label has an empty name".into());
+            }
+            nul("labels", key)?;
+            nul("labels", value)?;
+        }
+        Ok(())
+    }
+
+    fn container_config(&self) -> ContainerConfig {
+        ContainerConfig {
+            user: self.user.clone(),
+            env: self.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+            entrypoint: self.entrypoint.clone(),
+            cmd: self.cmd.clone(),
+            working_dir: self.workdir.clone(),
+            labels: self.labels.clone(),
+        }
+    }
+}
+
+pub fn run(p: &Params, ctx: &Ctx) -> Result<Digest, BuiltinError> {
+    let cas = ctx.cas;
+    let platform = Platform::parse(&p.platform).map_err(BuiltinError::Format)?;
+    let what = || String::from(p.from.clone());
+    let mut rootfs = ctx.tree(&p.from)?;
+    if is_layout(cas, &rootfs)? {
+        let base = read(cas, &rootfs, &p.platform).map_err(|e| BuiltinError::Input {
+            what: what(),
+            reason: format!("is an image layout that cannot be read: {e}"),
+        })?;
+        rootfs = flatten(cas, &base).map_err(|e| BuiltinError::Input {
+            what: what(),
+            reason: format!("is an image whose layers cannot be applied: {e}"),
+        })?;
+    }
+    for (path, _) in walk(cas, &rootfs)? {
+        if path
+            .rsplit('/')
+            .next()
+            .is_some_and(|name| name.starts_with(WHITEOUT_PREFIX))
+        {
+            return Err(BuiltinError::Input {
+                what: what(),
+                reason: format!(
+                    "holds `{path}`, which an image layer cannot carry: names starting with \
+                     `{WHITEOUT_PREFIX}` mark deletions"
+                ),
+            });
+        }
+    }
+
+    let created = rfc3339(ctx.source_date_epoch);
+    let opts = TarOptions {
+        mtime: ctx.source_date_epoch,
+        ..TarOptions::default()
+    };
+    let layer =
+        write_tree(cas, &rootfs, BlobSink::new(cas)?, &opts)?.finish(media_type::OCI_LAYER)?;
+    let config = ImageConfig {
+        created: Some(created.clone()),
+        architecture: platform.architecture.clone(),
+        os: platform.os.clone(),
+        variant: platform.variant.clone(),
+        config: Some(p.config.container_config()),
+        rootfs: RootFs {
+            kind: "layers".into(),
+            // The layer is uncompressed: its digest is its diff ID.
+            diff_ids: vec![layer.sha256.clone()],
+        },
+        history: vec![History {
+            created: Some(created),
+            created_by: Some("strata image".into()),
+            ..History::default()
+        }],
+    };
+    let config = Blob::from_bytes(cas, media_type::OCI_CONFIG, &to_json(&config))?;
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: Some(media_type::OCI_MANIFEST.into()),
+        config: config.descriptor(),
+        layers: vec![layer.descriptor()],
+    };
+    let manifest = Blob::from_bytes(cas, media_type::OCI_MANIFEST, &to_json(&manifest))?;
+    assemble(cas, &manifest, &config, &[layer], p.tag.as_deref())
+}
+
+#[cfg(test)]
+mod tests;
