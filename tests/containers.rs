@@ -38,9 +38,11 @@ fn containers_of(pid: u32) -> Vec<String> {
     strata_containers()
         .into_iter()
         .filter(|l| {
-            l.split_whitespace()
-                .nth(1)
-                .is_some_and(|label| label.split(|c: char| !c.is_ascii_digit()).any(|p| p == pid.to_string()))
+            l.split_whitespace().nth(1).is_some_and(|label| {
+                label
+                    .split(|c: char| !c.is_ascii_digit())
+                    .any(|p| p == pid.to_string())
+            })
         })
         .collect()
 }
@@ -88,7 +90,11 @@ fn a_step_in_an_image_sees_only_its_inputs_and_no_network() {
     );
     assert_eq!(ws.read("out/probe/work"), "in.txt\n");
     assert_eq!(ws.read("out/probe/in"), "hello from the host\n");
-    assert_eq!(ws.read("out/probe/net"), "lo\n", "no network unless declared");
+    assert_eq!(
+        ws.read("out/probe/net"),
+        "lo\n",
+        "no network unless declared"
+    );
     assert_eq!(ws.read("out/probe/ro"), "read-only\n");
     assert_eq!(ws.read("out/probe/leak"), "none\n");
     assert_eq!(ws.read("out/probe/uid"), "0\n");
@@ -135,8 +141,15 @@ fn a_pinned_registry_image_runs_and_a_tag_is_refused() {
     );
     let r = ws.build_fails(&[], 2);
     assert!(r.stderr.contains("BUILD.yaml:4:"), "{}", r.stderr);
-    assert!(r.stderr.contains("sha256"), "the hint says how to pin: {}", r.stderr);
-    let _ = sh(ws.path(), "docker rmi -f strata-test/mini:pinned >/dev/null 2>&1 || true");
+    assert!(
+        r.stderr.contains("sha256"),
+        "the hint says how to pin: {}",
+        r.stderr
+    );
+    let _ = sh(
+        ws.path(),
+        "docker rmi -f strata-test/mini:pinned >/dev/null 2>&1 || true",
+    );
 }
 
 const STAGE: &str = r#"  tools:
@@ -164,15 +177,27 @@ fn stage_steps_are_cached_one_by_one_with_early_cutoff() {
     assert_eq!(ws.read("out/tools/first"), "a");
     assert_eq!(ws.read("out/tools/second"), "a");
     assert_eq!(ws.read("out/tools/opt/made/extra.txt"), "copied in\n");
-    assert!(!ws.path().join("out/tools/bin/ls").exists(), "deleted by a step");
+    assert!(
+        !ws.path().join("out/tools/bin/ls").exists(),
+        "deleted by a step"
+    );
     assert!(ws.path().join("out/tools/bin/cat").exists());
-    for injected in [".dockerenv", "etc/hostname", "etc/hosts", "etc/resolv.conf", "strata"] {
+    for injected in [
+        ".dockerenv",
+        "etc/hostname",
+        "etc/hosts",
+        "etc/resolv.conf",
+        "strata",
+    ] {
         assert!(
             !ws.path().join("out/tools").join(injected).exists(),
             "{injected} is Docker's, not the step's"
         );
     }
-    assert!(!ws.path().join("out/tools#1").exists(), "steps are not outputs");
+    assert!(
+        !ws.path().join("out/tools#1").exists(),
+        "steps are not outputs"
+    );
 
     // The first step re-runs and writes the same byte: the rest is cached.
     ws.write("v.txt", "ac\n");
@@ -224,7 +249,10 @@ fn a_cache_mount_persists_across_builds_and_is_not_keyed() {
     let other = Ws::new();
     let r = other.run(&["cache", "import", "counter", export.to_str().unwrap()]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(std::fs::read_to_string(other.store.join("caches/counter/n")).unwrap(), "2\n");
+    assert_eq!(
+        std::fs::read_to_string(other.store.join("caches/counter/n")).unwrap(),
+        "2\n"
+    );
     let r = other.run(&["cache", "list"]);
     assert!(r.stdout.starts_with("counter\t"), "{}", r.stdout);
 }
@@ -234,7 +262,9 @@ fn no_container_is_left_after_a_failed_step() {
     if !docker_available() {
         return;
     }
-    let ws = workspace("  bad:\n    rule: run\n    image: base\n    cmd: echo oops >&2; exit 3\n    outs: [x]\n");
+    let ws = workspace(
+        "  bad:\n    rule: run\n    image: base\n    cmd: echo oops >&2; exit 3\n    outs: [x]\n",
+    );
     let child = ws
         .cmd(&["build"])
         .stdout(Stdio::piped())
@@ -255,7 +285,8 @@ fn no_container_is_left_after_ctrl_c() {
     if !docker_available() {
         return;
     }
-    let ws = workspace("  slow:\n    rule: run\n    image: base\n    cmd: sleep 120\n    outs: [x]\n");
+    let ws =
+        workspace("  slow:\n    rule: run\n    image: base\n    cmd: sleep 120\n    outs: [x]\n");
     let mut child = ws
         .cmd(&["build"])
         .stdout(Stdio::null())
@@ -313,23 +344,37 @@ fn image_pull_verifies_digests_and_refuses_tags() {
         digest.trim_start_matches("sha256:")
     )))
     .unwrap();
-    let layer = manifest["layers"][0]["digest"].as_str().unwrap().to_string();
+    let layer = manifest["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let path = registry.blob_path(&layer);
     let mut bytes = std::fs::read(&path).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xff;
     std::fs::write(&path, bytes).unwrap();
     let fresh = Ws::new();
-    fresh.write("BUILD.yaml", &format!("targets:\n  pulled:\n    rule: image-pull\n    image: {reference}\n"));
+    fresh.write(
+        "BUILD.yaml",
+        &format!("targets:\n  pulled:\n    rule: image-pull\n    image: {reference}\n"),
+    );
     let r = fresh.build_fails(&[], 1);
     assert!(r.stderr.contains(&layer), "names the blob: {}", r.stderr);
 
     // A tag is not a pin.
-    fresh.write("BUILD.yaml", &format!("targets:\n  pulled:\n    rule: image-pull\n    image: {}/mini:v1\n", registry.host()));
+    fresh.write(
+        "BUILD.yaml",
+        &format!(
+            "targets:\n  pulled:\n    rule: image-pull\n    image: {}/mini:v1\n",
+            registry.host()
+        ),
+    );
     let r = fresh.build_fails(&[], 2);
     assert!(r.stderr.contains("BUILD.yaml:4:"), "{}", r.stderr);
     assert!(r.stderr.contains("not pinned by digest"), "{}", r.stderr);
-    let _ = Command::new("docker").args(["rmi", "-f", "strata-test/mini:pull"]).output();
+    let _ = Command::new("docker")
+        .args(["rmi", "-f", "strata-test/mini:pull"])
+        .output();
 }
 
 #[test]
@@ -351,7 +396,10 @@ fn a_preloaded_data_root_boots_and_runs_its_image() {
     let r = ws.build_ok(&[]);
     assert_eq!(r.executed(), ["base", "data-root", "shipped"]);
     // Boot a fresh engine on the shipped tree, as a device would.
-    let root = tempfile::Builder::new().prefix("strata-boot").tempdir().unwrap();
+    let root = tempfile::Builder::new()
+        .prefix("strata-boot")
+        .tempdir()
+        .unwrap();
     let data = root.path().join("data");
     std::fs::create_dir(&data).unwrap();
     sh(
@@ -378,17 +426,35 @@ fn a_preloaded_data_root_boots_and_runs_its_image() {
         .unwrap();
     let host = format!("unix://{}", sock.display());
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !Command::new("docker").args(["-H", &host, "info"]).stdout(Stdio::null()).stderr(Stdio::null()).status().unwrap().success() {
-        assert!(Instant::now() < deadline, "the booted dockerd did not answer");
+    while !Command::new("docker")
+        .args(["-H", &host, "info"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the booted dockerd did not answer"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let images = sh(root.path(), &format!("docker -H {host} images --format '{{{{.Repository}}}}:{{{{.Tag}}}}'"));
+    let images = sh(
+        root.path(),
+        &format!("docker -H {host} images --format '{{{{.Repository}}}}:{{{{.Tag}}}}'"),
+    );
     let run = sh(
         root.path(),
-        &format!("docker -H {host} run --rm --network none strata-test/preloaded:1 /bin/sh -c 'echo preloaded and running'"),
+        &format!(
+            "docker -H {host} run --rm --network none strata-test/preloaded:1 /bin/sh -c 'echo preloaded and running'"
+        ),
     );
     nix_kill(dockerd.id(), libc::SIGTERM);
     let _ = dockerd.wait();
-    assert!(images.lines().any(|l| l == "strata-test/preloaded:1"), "{images}");
+    assert!(
+        images.lines().any(|l| l == "strata-test/preloaded:1"),
+        "{images}"
+    );
     assert_eq!(run, "preloaded and running\n");
 }

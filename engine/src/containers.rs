@@ -126,7 +126,9 @@ pub async fn lock_caches(
         let held = match caches::lock(&store, &n, || {}) {
             Ok(l) => l,
             Err(_) => {
-                warn(&format!("waiting for cache `{name}` (used by another step)"));
+                warn(&format!(
+                    "waiting for cache `{name}` (used by another step)"
+                ));
                 tokio::task::spawn_blocking(move || caches::lock(&store, &n, || {}))
                     .await
                     .map_err(|e| Failure::Io(e.to_string()))?
@@ -153,8 +155,12 @@ pub async fn run_step(
     if container.user.is_some() {
         for sub in [layout::OUT, layout::HOME, layout::TMP] {
             let p = exec_root.join(sub);
-            fs::set_permissions(&p, fs::Permissions::from_mode(0o1777))
-                .map_err(|e| Failure::Io(format!("cannot open {} to the step's user: {e}", p.display())))?;
+            fs::set_permissions(&p, fs::Permissions::from_mode(0o1777)).map_err(|e| {
+                Failure::Io(format!(
+                    "cannot open {} to the step's user: {e}",
+                    p.display()
+                ))
+            })?;
         }
     }
     let mut mounts: Vec<Mount> = [
@@ -305,8 +311,8 @@ pub async fn stage_run(
 
 /// Pulls an `image-pull` target's image into an OCI layout tree.
 pub async fn pull(store: &Store, params: &PullParams) -> Result<Digest, Failure> {
-    let reference = registry::Reference::parse(&params.reference)
-        .map_err(|e| Failure::Rule(e.to_string()))?;
+    let reference =
+        registry::Reference::parse(&params.reference).map_err(|e| Failure::Rule(e.to_string()))?;
     let mut options = registry::ClientOptions::default();
     if let Some((user_env, pass_env)) = &params.auth_env {
         let read = |name: &str| {

@@ -51,8 +51,12 @@ impl Daemon {
         }
         match tokio::time::timeout(STOP_TIMEOUT, self.child.wait()).await {
             Ok(Ok(status)) if status.success() => Ok(()),
-            Ok(Ok(status)) => Err(Failure::Rule(format!("the ephemeral dockerd stopped with {status}"))),
-            Ok(Err(e)) => Err(Failure::Io(format!("cannot wait for the ephemeral dockerd: {e}"))),
+            Ok(Ok(status)) => Err(Failure::Rule(format!(
+                "the ephemeral dockerd stopped with {status}"
+            ))),
+            Ok(Err(e)) => Err(Failure::Io(format!(
+                "cannot wait for the ephemeral dockerd: {e}"
+            ))),
             Err(_) => {
                 let _ = self.child.kill().await;
                 Err(Failure::Rule(format!(
@@ -85,7 +89,11 @@ pub async fn build(
     let run_dir = tempfile::Builder::new()
         .prefix("strata-dd")
         .tempdir()
-        .map_err(|e| early(Failure::Io(format!("cannot create a temporary folder: {e}"))))?;
+        .map_err(|e| {
+            early(Failure::Io(format!(
+                "cannot create a temporary folder: {e}"
+            )))
+        })?;
     let data = scratch.join("data-root");
     let log = scratch.join("dockerd.log");
     let socket = run_dir.path().join("docker.sock");
@@ -115,12 +123,18 @@ pub async fn build(
             "--log-level=warn",
         ])
         .stdin(Stdio::null())
-        .stdout(log_file.try_clone().map_err(|e| early(Failure::Io(e.to_string())))?)
+        .stdout(
+            log_file
+                .try_clone()
+                .map_err(|e| early(Failure::Io(e.to_string())))?,
+        )
         .stderr(log_file)
         .kill_on_drop(true);
     let child = cmd.spawn().map_err(|e| {
         fail(
-            Failure::Io(format!("cannot start dockerd (is docker.io installed?): {e}")),
+            Failure::Io(format!(
+                "cannot start dockerd (is docker.io installed?): {e}"
+            )),
             Some(&scratch),
             &log,
         )
@@ -158,10 +172,19 @@ pub async fn build(
         .map_err(|e| early(Failure::Rule(format!("`{name}` is not an image: {e}"))))?;
         docker::ensure_layout(&engine, store.cas(), &layout, &image.config.sha256)
             .await
-            .map_err(|e| fail(Failure::Rule(format!("loading `{name}`: {e}")), Some(&scratch), &log))?;
+            .map_err(|e| {
+                fail(
+                    Failure::Rule(format!("loading `{name}`: {e}")),
+                    Some(&scratch),
+                    &log,
+                )
+            })?;
     }
     drop(engine);
-    daemon.stop().await.map_err(|f| fail(f, Some(&scratch), &log))?;
+    daemon
+        .stop()
+        .await
+        .map_err(|f| fail(f, Some(&scratch), &log))?;
     let output = capture(store, &data)
         .await
         .map_err(|f| fail(f, Some(&scratch), &log))?;

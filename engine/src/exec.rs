@@ -256,13 +256,7 @@ pub async fn run_stage(req: StageRequest<'_>) -> Result<StepSuccess, StepFailure
     }
     let started = SystemTime::now();
     let outcome = containers::stage_run(
-        req.engine,
-        req.store,
-        req.parent,
-        req.step,
-        &exec_root,
-        &scratch,
-        req.caches,
+        req.engine, req.store, req.parent, req.step, &exec_root, &scratch, req.caches,
     )
     .await
     .map_err(early)?;

@@ -367,10 +367,15 @@ impl Task {
                     .map_err(|e| fail(exec::Failure::Store(e)))?;
                 (success.output, success.result)
             }
-            Work::Stage { parent, step } => self.stage_step(shared, &keyed, parent.as_deref(), step).await?,
+            Work::Stage { parent, step } => {
+                self.stage_step(shared, &keyed, parent.as_deref(), step)
+                    .await?
+            }
             Work::ImagePull(params) => {
                 let started = std::time::SystemTime::now();
-                let output = containers::pull(&shared.store, params).await.map_err(fail)?;
+                let output = containers::pull(&shared.store, params)
+                    .await
+                    .map_err(fail)?;
                 keyed
                     .store(shared.store.cas())
                     .map_err(|e| fail(exec::Failure::Store(e)))?;
@@ -381,9 +386,10 @@ impl Task {
             Work::DataRoot(params) => {
                 let started = std::time::SystemTime::now();
                 let engine_dir = format!("{}-{}-", shared.settings.workspace_tag, self.name);
-                let output = crate::data_root::build(&shared.store, &engine_dir, params, &self.deps)
-                    .await
-                    .map_err(|failure| failure)?;
+                let output =
+                    crate::data_root::build(&shared.store, &engine_dir, params, &self.deps)
+                        .await
+                        .map_err(|failure| failure)?;
                 keyed
                     .store(shared.store.cas())
                     .map_err(|e| fail(exec::Failure::Store(e)))?;
@@ -479,7 +485,11 @@ impl Task {
                     .filter(|(n, _)| Some(n.as_str()) != parent)
                     .cloned()
                     .collect();
-                let scratch_prefix = format!("{}-{}-", shared.settings.workspace_tag, self.name.replace('#', "."));
+                let scratch_prefix = format!(
+                    "{}-{}-",
+                    shared.settings.workspace_tag,
+                    self.name.replace('#', ".")
+                );
                 exec::remove_stale_scratch(&shared.store, &scratch_prefix);
                 let success = exec::run_stage(StageRequest {
                     scratch_prefix,

@@ -227,14 +227,23 @@ pub fn copy_into(ctx: &Ctx, parent: Option<Digest>, c: &CopyInto) -> Result<Dige
             if to.is_empty() {
                 root.overlay(ctx.cas, "", &digest).map_err(refused)?;
             } else {
-                root.insert_at(ctx.cas, to, Node::Dir(TreeBuilder::new()), Some(NEW_DIR_META))
-                    .map_err(refused)?;
+                root.insert_at(
+                    ctx.cas,
+                    to,
+                    Node::Dir(TreeBuilder::new()),
+                    Some(NEW_DIR_META),
+                )
+                .map_err(refused)?;
                 root.overlay(ctx.cas, to, &digest).map_err(refused)?;
             }
         }
         other => {
             let dest = if c.to.ends_with('/') {
-                if to.is_empty() { name } else { format!("{to}/{name}") }
+                if to.is_empty() {
+                    name
+                } else {
+                    format!("{to}/{name}")
+                }
             } else {
                 to.to_string()
             };

@@ -59,7 +59,7 @@ pub async fn connect() -> Result<Engine, DockerError> {
     connect_to(&host).await
 }
 
-async fn connect_to(host: &str) -> Result<Engine, DockerError> {
+pub async fn connect_to(host: &str) -> Result<Engine, DockerError> {
     let unreachable = |reason: String| DockerError::Unreachable {
         host: host.to_string(),
         reason,

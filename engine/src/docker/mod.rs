@@ -33,7 +33,7 @@ mod logs;
 mod upload;
 
 pub use cleanup::{reap_stale, remove_all};
-pub use connect::{Engine, connect};
+pub use connect::{Engine, connect, connect_to};
 pub use container::{ContainerHandle, ContainerSpec, Finished, Mount, run};
 pub use error::DockerError;
 pub use export::{INJECTED, restore_injected};

@@ -506,19 +506,25 @@ impl Loader {
         let platform = match &raw.platform {
             None => "linux/amd64".to_string(),
             Some(p) => {
-                let p = self.plain(p, ids, vars, "platform")?;
-                let parts: Vec<&str> = p.value.split('/').collect();
-                if !(2..=3).contains(&parts.len()) || parts.iter().any(|x| x.is_empty()) {
-                    let e = self.at().error(
-                        p.loc,
-                        format!("`{}` is not a platform", p.value),
-                        "not os/arch",
-                        Some("write `linux/amd64`, `linux/arm64` or `linux/arm/v7`".into()),
-                    );
-                    self.errors.push(e);
-                    return None;
+                let loc = ids.at(p);
+                let value = p.value.as_str().map(|s| vars.interpolate(s));
+                let parts_ok = |s: &str| {
+                    let parts: Vec<&str> = s.split('/').collect();
+                    (2..=3).contains(&parts.len()) && parts.iter().all(|x| !x.is_empty())
+                };
+                match value {
+                    Some(Ok(t)) if !t.has_secret() && parts_ok(&t.actual) => t.actual,
+                    _ => {
+                        let e = self.at().error(
+                            loc,
+                            "`platform` is not `os/arch`",
+                            "not os/arch",
+                            Some("write `linux/amd64`, `linux/arm64` or `linux/arm/v7`".into()),
+                        );
+                        self.errors.push(e);
+                        return None;
+                    }
                 }
-                p.value
             }
         };
         let auth_env = match &raw.auth {

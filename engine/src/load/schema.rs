@@ -50,9 +50,6 @@ pub struct RawTarget {
     /// `stage`: the ordered steps.
     #[serde(default)]
     pub steps: Option<Spanned<Vec<Spanned<RawStep>>>>,
-    /// `image-pull`: the platform of a multi-platform image.
-    #[serde(default)]
-    pub platform: Option<Spanned<String>>,
     /// `image-pull`: names of environment variables holding credentials.
     #[serde(default)]
     pub auth: Option<Spanned<RawAuth>>,
@@ -216,9 +213,6 @@ impl RawTarget {
         }
         if let Some(x) = &self.steps {
             v.push(("steps", x.referenced));
-        }
-        if let Some(x) = &self.platform {
-            v.push(("platform", x.referenced));
         }
         if let Some(x) = &self.auth {
             v.push(("auth", x.referenced));
