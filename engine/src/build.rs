@@ -273,6 +273,7 @@ fn requested(
         return Ok(ws
             .targets
             .iter()
+            .filter(|t| !t.hidden)
             .map(|t| graph.node(&t.name).expect("every target is a node"))
             .collect());
     }

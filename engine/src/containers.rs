@@ -341,9 +341,9 @@ pub async fn pull(store: &Store, params: &PullParams) -> Result<Digest, Failure>
     let config = blob(&pulled.config);
     let layers: Vec<oci::layout::Blob> = pulled.layers.iter().map(blob).collect();
     let s = store.clone();
-    let reference_name = params.reference.clone();
+    // Pinned by digest, the image has no tag to record.
     tokio::task::spawn_blocking(move || {
-        oci::layout::assemble(s.cas(), &manifest, &config, &layers, Some(&reference_name))
+        oci::layout::assemble(s.cas(), &manifest, &config, &layers, None)
     })
     .await
     .map_err(|e| Failure::Io(e.to_string()))?

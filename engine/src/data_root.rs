@@ -28,8 +28,11 @@ fn fail(failure: Failure, scratch: Option<&Path>, log: &Path) -> StepFailure {
         stdout: String::new(),
         stderr: std::fs::read_to_string(log)
             .map(|s| {
-                let start = s.len().saturating_sub(8 * 1024);
-                s[s.floor_char_boundary(start)..].to_string()
+                let mut start = s.len().saturating_sub(8 * 1024);
+                while !s.is_char_boundary(start) {
+                    start += 1;
+                }
+                s[start..].to_string()
             })
             .unwrap_or_default(),
         scratch: scratch.map(Path::to_path_buf),

@@ -388,8 +388,7 @@ impl Task {
                 let engine_dir = format!("{}-{}-", shared.settings.workspace_tag, self.name);
                 let output =
                     crate::data_root::build(&shared.store, &engine_dir, params, &self.deps)
-                        .await
-                        .map_err(|failure| failure)?;
+                        .await?;
                 keyed
                     .store(shared.store.cas())
                     .map_err(|e| fail(exec::Failure::Store(e)))?;
@@ -457,12 +456,10 @@ impl Task {
         let started = std::time::SystemTime::now();
         match step {
             StageStep::Copy(copy) => {
-                let (store, sources, copy) =
-                    (shared.store.clone(), self.sources.clone(), copy.clone());
+                let (store, copy) = (shared.store.clone(), copy.clone());
                 let input_root = keyed_input_root(keyed);
                 store_inputs(&shared.store, keyed, &self.sources).map_err(fail)?;
                 let output = tokio::task::spawn_blocking(move || {
-                    let _ = sources;
                     containers::copy_step(&store, parent_tree, input_root, &copy)
                 })
                 .await

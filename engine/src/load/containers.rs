@@ -17,6 +17,9 @@ use super::schema::{Pairs, RawStep, RawTarget};
 use super::{FileIds, Kind, Loader, Located, Target, Vars, is_var_name};
 use crate::load::Loc;
 
+/// A loaded stage step: its kind, sources and dependencies.
+type LoadedStep = (Kind, Vec<Located<String>>, Vec<Located<String>>);
+
 /// The rules loaded here, besides `run`'s container fields.
 pub(super) const RULES: &[&str] = &["docker-data-root", "image-pull", "stage"];
 
@@ -323,7 +326,7 @@ impl Loader {
         vars: &Vars,
         source_date_epoch: &Text,
         parent: Option<String>,
-    ) -> Option<(Kind, Vec<Located<String>>, Vec<Located<String>>)> {
+    ) -> Option<LoadedStep> {
         let srcs = self.sources(&step.srcs, ids, vars);
         let mut deps = self.dependencies(&step.deps, ids, vars);
         let kind = if let Some(copy) = &step.copy {
