@@ -348,7 +348,7 @@ fn layout_from_docker_save(saved: &Path, layout: &Path) {
     let entry = &archive[0];
     let blobs = layout.join("blobs/sha256");
     fs::create_dir_all(&blobs).unwrap();
-    let mut put = |from: &Path, media_type: &str| -> serde_json::Value {
+    let put = |from: &Path, media_type: &str| -> serde_json::Value {
         let sum = tool(saved, &["sha256sum", from.to_str().unwrap()]);
         let hex = sum.split_whitespace().next().unwrap().to_string();
         fs::copy(from, blobs.join(&hex)).unwrap();
