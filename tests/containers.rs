@@ -410,7 +410,10 @@ fn a_preloaded_data_root_boots_and_runs_its_image() {
         ),
     );
     let sock = root.path().join("d.sock");
-    let mut dockerd = Command::new("dockerd")
+    // In its own network namespace, as on a device: it must not touch the
+    // host engine's bridge.
+    let mut dockerd = Command::new("unshare")
+        .args(["--net", "dockerd"])
         .arg("--data-root")
         .arg(&data)
         .arg("--exec-root")

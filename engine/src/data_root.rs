@@ -133,6 +133,19 @@ pub async fn build(
         )
         .stderr(log_file)
         .kill_on_drop(true);
+    // Its own network namespace: the ephemeral engine can neither reach the
+    // network nor touch the host's interfaces (a second dockerd in the host
+    // namespace would manage the host engine's bridge).
+    // SAFETY: unshare(2) and prctl(2) are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::unshare(libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
     let child = cmd.spawn().map_err(|e| {
         fail(
             Failure::Io(format!(

@@ -387,8 +387,7 @@ impl Task {
                 let started = std::time::SystemTime::now();
                 let engine_dir = format!("{}-{}-", shared.settings.workspace_tag, self.name);
                 let output =
-                    crate::data_root::build(&shared.store, &engine_dir, params, &self.deps)
-                        .await?;
+                    crate::data_root::build(&shared.store, &engine_dir, params, &self.deps).await?;
                 keyed
                     .store(shared.store.cas())
                     .map_err(|e| fail(exec::Failure::Store(e)))?;
