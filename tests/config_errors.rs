@@ -688,3 +688,88 @@ fn binary_garbage_as_build_file() {
     );
     assert!(r.stderr.contains("help:"), "no `help:` hint:\n{}", dump(&r));
 }
+
+// ---------------------------------------------------------------------------
+// Containers, stages, image-pull, docker-data-root
+// ---------------------------------------------------------------------------
+
+#[test]
+fn container_fields_without_an_image_are_refused() {
+    expect_config_error(
+        "targets:\n  t:\n    rule: run\n    user: \"1000\"\n    cmd: \"true\"\n",
+        // line 4: `    user: "1000"`, the value at column 11
+        "BUILD.yaml:4:11",
+        "applies to steps in a container",
+    );
+}
+
+#[test]
+fn an_image_by_tag_is_refused_with_the_way_to_pin_it() {
+    expect_config_error(
+        "targets:\n  t:\n    rule: run\n    image: debian:bookworm\n    cmd: \"true\"\n",
+        // line 4: `    image: debian:bookworm`, the value at column 12
+        "BUILD.yaml:4:12",
+        "sha256",
+    );
+}
+
+#[test]
+fn a_bad_cache_mount_point_is_named() {
+    expect_config_error(
+        "targets:\n  t:\n    rule: run\n    image: base\n    caches: {apt: var/cache/apt}\n    cmd: \"true\"\n  base:\n    rule: run\n    cmd: \"true\"\n",
+        // line 5: `    caches: {apt: var/cache/apt}`, the path at column 19
+        "BUILD.yaml:5:19",
+        "not an absolute path",
+    );
+}
+
+#[test]
+fn a_stage_without_steps_or_from_is_named() {
+    expect_config_error(
+        "targets:\n  s:\n    rule: stage\n    from: scratch\n",
+        // line 2: the target's name at column 3
+        "BUILD.yaml:2:3",
+        "has no `steps:`",
+    );
+    expect_config_error(
+        "targets:\n  s:\n    rule: stage\n    steps:\n      - cmd: \"true\"\n",
+        "BUILD.yaml:2:3",
+        "has no `from:`",
+    );
+}
+
+#[test]
+fn a_stage_step_with_a_field_of_another_kind_is_named() {
+    expect_config_error(
+        "targets:\n  s:\n    rule: stage\n    from: scratch\n    steps:\n      - copy: srcs:a\n        to: /a\n        cmd: \"true\"\n",
+        // line 8: `        cmd: "true"`, the value at column 14
+        "BUILD.yaml:8:14",
+        "does not apply to a `copy` step",
+    );
+    expect_config_error(
+        "targets:\n  s:\n    rule: stage\n    from: scratch\n    steps:\n      - cmd: \"true\"\n        colour: red\n",
+        // line 7: the unknown key at column 9
+        "BUILD.yaml:7:9",
+        "unknown field `colour`",
+    );
+}
+
+#[test]
+fn a_stage_reports_an_unknown_dependency_of_a_step() {
+    expect_config_error(
+        "targets:\n  s:\n    rule: stage\n    from: scratch\n    steps:\n      - deps: [nothere]\n        cmd: \"true\"\n",
+        // line 6: `      - deps: [nothere]`, the name at column 16
+        "BUILD.yaml:6:16",
+        "nothere",
+    );
+}
+
+#[test]
+fn data_root_images_must_be_targets() {
+    expect_config_error(
+        "targets:\n  d:\n    rule: docker-data-root\n    images: [\"busybox:1.36\"]\n",
+        // line 4: the entry at column 14
+        "BUILD.yaml:4:14",
+        "is not a target",
+    );
+}
