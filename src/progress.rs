@@ -14,6 +14,8 @@ pub struct Progress {
     total: AtomicUsize,
     done: AtomicUsize,
     running: Mutex<Vec<String>>,
+    /// The last line each running container step printed.
+    last_line: Mutex<std::collections::BTreeMap<String, String>>,
 }
 
 impl Progress {
@@ -33,6 +35,7 @@ impl Progress {
             total: AtomicUsize::new(0),
             done: AtomicUsize::new(0),
             running: Mutex::new(Vec::new()),
+            last_line: Mutex::new(Default::default()),
         }
     }
 
@@ -52,7 +55,15 @@ impl Progress {
     fn refresh(&self) {
         if let Some(b) = &self.bar {
             let running = self.running.lock().expect("not poisoned");
-            b.set_message(running.join(" "));
+            let last = self.last_line.lock().expect("not poisoned");
+            let shown: Vec<String> = running
+                .iter()
+                .map(|t| match last.get(t) {
+                    Some(line) => format!("{t}: {line}"),
+                    None => t.clone(),
+                })
+                .collect();
+            b.set_message(shown.join("  "));
         }
     }
 }
@@ -79,6 +90,7 @@ impl Observer for Progress {
             .lock()
             .expect("not poisoned")
             .retain(|t| t != target);
+        self.last_line.lock().expect("not poisoned").remove(target);
         if let Some(b) = &self.bar {
             b.set_position(done as u64);
         }
@@ -99,5 +111,18 @@ impl Observer for Progress {
 
     fn warn(&self, message: &str) {
         self.line(&format!("warning: {message}"));
+    }
+
+    fn log(&self, target: &str, line: &str) {
+        // Only the live display shows logs as they come; plain output keeps
+        // to one line per target (a failed step's log tail is printed).
+        if self.bar.is_some() {
+            let line: String = line.chars().filter(|c| !c.is_control()).take(120).collect();
+            self.last_line
+                .lock()
+                .expect("not poisoned")
+                .insert(target.to_string(), line);
+            self.refresh();
+        }
     }
 }

@@ -32,11 +32,17 @@ fn the_multistage_pipeline_builds_a_slim_image_reproducibly() {
 
     // The runtime stage holds the binary and nothing else.
     let files = sh(a.path(), "cd out/runtime && find . -mindepth 1 | sort");
-    assert_eq!(files, "./usr\n./usr/local\n./usr/local/bin\n./usr/local/bin/tree\n");
+    assert_eq!(
+        files,
+        "./usr\n./usr/local\n./usr/local/bin\n./usr/local/bin/tree\n"
+    );
 
     // Its image runs with nothing but that binary: it is static.
     let tag = "strata-examples/tree:1";
-    sh(a.path(), "tar -C out/runtime-image -c . | docker load >/dev/null");
+    sh(
+        a.path(),
+        "tar -C out/runtime-image -c . | docker load >/dev/null",
+    );
     let listing = sh(
         a.path(),
         &format!("docker run --rm --network none {tag} --noreport /usr/local"),
@@ -58,5 +64,8 @@ fn the_multistage_pipeline_builds_a_slim_image_reproducibly() {
             "`{name}` differs between two workspaces"
         );
     }
-    assert!(b.build_ok(&[]).executed().is_empty(), "a second build is a no-op");
+    assert!(
+        b.build_ok(&[]).executed().is_empty(),
+        "a second build is a no-op"
+    );
 }

@@ -16,13 +16,13 @@ use strata_rules::image_pull::PullParams;
 use strata_rules::layout;
 use strata_rules::oci;
 use strata_rules::run::{Container, ImageRef, RunStep};
-use strata_rules::stage::{self, RunInStage};
+use strata_rules::stage;
 use strata_store::{Digest, Store};
 use tokio::sync::OnceCell;
 
 use crate::caches::{self, CacheLock};
 use crate::docker::{self, ContainerSpec, Engine, LogSink, Mount};
-use crate::exec::Failure;
+use crate::exec::{Failure, StageRequest};
 use crate::registry;
 
 /// The platform images are run and pulled for.
@@ -57,11 +57,24 @@ impl Docker {
     }
 }
 
+/// Where a step's log lines go as they are printed.
+pub type LogFn = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
+
 /// What a containerized `run` step needs besides its staged exec root.
 pub struct ContainerRun {
     pub engine: Engine,
     pub image: String,
     pub caches: Vec<(PathBuf, String)>,
+    pub log: LogFn,
+}
+
+fn log_sink(scratch: &Path, log: &LogFn) -> LogSink {
+    let log = log.clone();
+    LogSink::new(
+        scratch.join("stdout"),
+        scratch.join("stderr"),
+        move |_, line| log(line),
+    )
 }
 
 fn docker_failure(e: docker::DockerError) -> Failure {
@@ -191,8 +204,7 @@ pub async fn run_step(
         network: step.network,
         mounts,
     };
-    let logs = LogSink::files(scratch.join("stdout"), scratch.join("stderr"));
-    let finished = docker::run(&run.engine, &spec, logs)
+    let finished = docker::run(&run.engine, &spec, log_sink(scratch, &run.log))
         .await
         .map_err(docker_failure)?;
     let code = finished.exit_code;
@@ -239,15 +251,12 @@ pub fn copy_step(
 /// system is the parent tree, then the container's file system as the
 /// output (what Docker put there for its own use restored from the parent).
 pub async fn stage_run(
-    engine: &Engine,
-    store: &Store,
-    parent: Option<Digest>,
-    step: &RunInStage,
+    req: &StageRequest<'_>,
     exec_root: &Path,
     scratch: &Path,
-    caches: &[(PathBuf, String)],
 ) -> Result<Result<Digest, Failure>, Failure> {
-    let base = match parent {
+    let (engine, store, step) = (req.engine, req.store, req.step);
+    let base = match req.parent {
         Some(p) => p,
         None => strata_store::tree::TreeBuilder::new()
             .store(store.cas())
@@ -268,7 +277,7 @@ pub async fn stage_run(
             read_only: true,
         },
     ];
-    mounts.extend(caches.iter().map(|(host, target)| Mount {
+    mounts.extend(req.caches.iter().map(|(host, target)| Mount {
         host: host.clone(),
         target: target.clone(),
         read_only: false,
@@ -283,8 +292,7 @@ pub async fn stage_run(
         network: step.network,
         mounts,
     };
-    let logs = LogSink::files(scratch.join("stdout"), scratch.join("stderr"));
-    let finished = docker::run(engine, &spec, logs)
+    let finished = docker::run(engine, &spec, log_sink(scratch, &req.log))
         .await
         .map_err(docker_failure)?;
     if finished.exit_code != 0 {

@@ -223,6 +223,7 @@ pub struct StageRequest<'a> {
     /// The step's own dependencies (not the parent), mounted read-only.
     pub deps: &'a [(String, Digest)],
     pub caches: &'a [(PathBuf, String)],
+    pub log: crate::containers::LogFn,
 }
 
 /// Runs a stage step's command in a container on its parent tree; the
@@ -255,11 +256,9 @@ pub async fn run_stage(req: StageRequest<'_>) -> Result<StepSuccess, StepFailure
             .map_err(early)?;
     }
     let started = SystemTime::now();
-    let outcome = containers::stage_run(
-        req.engine, req.store, req.parent, req.step, &exec_root, &scratch, req.caches,
-    )
-    .await
-    .map_err(early)?;
+    let outcome = containers::stage_run(&req, &exec_root, &scratch)
+        .await
+        .map_err(early)?;
     let finished = SystemTime::now();
     let stdout_path = scratch.join("stdout");
     let stderr_path = scratch.join("stderr");

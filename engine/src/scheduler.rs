@@ -64,6 +64,8 @@ pub trait Observer: Send + Sync {
     fn started(&self, _target: &str) {}
     fn finished(&self, _target: &str, _outcome: &Outcome, _elapsed: Duration) {}
     fn warn(&self, _message: &str) {}
+    /// A line a running step printed (container steps stream their logs).
+    fn log(&self, _target: &str, _line: &str) {}
 }
 
 /// One target as the scheduler sees it.
@@ -347,6 +349,7 @@ impl Task {
                             engine: engine.clone(),
                             image,
                             caches: mounts,
+                            log: self.log_fn(shared),
                         })
                     }
                 };
@@ -425,6 +428,12 @@ impl Task {
 }
 
 impl Task {
+    /// Hands a step's log lines to the progress display.
+    fn log_fn(&self, shared: &Shared) -> containers::LogFn {
+        let (observer, name) = (shared.observer.clone(), self.name.clone());
+        Arc::new(move |line: &str| observer.log(&name, line))
+    }
+
     /// A stage step: a `copy` in-process, a command in a container.
     async fn stage_step(
         &self,
@@ -496,6 +505,7 @@ impl Task {
                     sources: &self.sources,
                     deps: &own_deps,
                     caches: &mounts,
+                    log: self.log_fn(shared),
                 })
                 .await?;
                 keyed
