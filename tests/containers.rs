@@ -461,3 +461,50 @@ fn a_preloaded_data_root_boots_and_runs_its_image() {
     );
     assert_eq!(run, "preloaded and running\n");
 }
+
+#[test]
+fn an_image_on_a_base_adds_one_layer_with_whiteouts() {
+    if !docker_available() {
+        return;
+    }
+    let ws = workspace(
+        r#"  slim:
+    rule: stage
+    from: base
+    steps:
+      - cmd: rm /bin/ls && echo added > /added
+  slim-image:
+    rule: image
+    base: base
+    from: slim
+    tag: strata-test/slim:1
+    config: {cmd: [/bin/sh]}
+"#,
+    );
+    ws.build_ok(&[]);
+    let manifest: serde_json::Value = {
+        let index: serde_json::Value =
+            serde_json::from_str(&ws.read("out/slim-image/index.json")).unwrap();
+        let hex = index["manifests"][0]["digest"].as_str().unwrap().trim_start_matches("sha256:").to_string();
+        serde_json::from_str(&ws.read(&format!("out/slim-image/blobs/sha256/{hex}"))).unwrap()
+    };
+    let base_index: serde_json::Value =
+        serde_json::from_str(&ws.read("out/base/index.json")).unwrap();
+    let base_hex = base_index["manifests"][0]["digest"].as_str().unwrap().trim_start_matches("sha256:").to_string();
+    let base_manifest: serde_json::Value =
+        serde_json::from_str(&ws.read(&format!("out/base/blobs/sha256/{base_hex}"))).unwrap();
+    let layers = manifest["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 2, "the base's layer, then the changes");
+    assert_eq!(layers[0], base_manifest["layers"][0], "the base layer is shared as is");
+    let top = layers[1]["digest"].as_str().unwrap().trim_start_matches("sha256:");
+    let entries = sh(ws.path(), &format!("tar -tf out/slim-image/blobs/sha256/{top} | sort"));
+    assert_eq!(entries, "added\nbin/\nbin/.wh.ls\n", "only the changes, the deletion as a whiteout");
+
+    sh(ws.path(), "tar -C out/slim-image -c . | docker load >/dev/null");
+    let seen = sh(
+        ws.path(),
+        "docker run --rm --network none strata-test/slim:1 /bin/sh -c 'cat /added; test -e /bin/ls && echo ls || echo no ls; test -e /bin/cat && echo cat'",
+    );
+    let _ = Command::new("docker").args(["rmi", "-f", "strata-test/slim:1"]).output();
+    assert_eq!(seen, "added\nno ls\ncat\n");
+}

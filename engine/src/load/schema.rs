@@ -101,6 +101,8 @@ pub struct RawTarget {
     #[serde(default)]
     pub tag: Option<Spanned<serde_json::Value>>,
     #[serde(default)]
+    pub base: Option<Spanned<serde_json::Value>>,
+    #[serde(default)]
     pub platform: Option<Spanned<serde_json::Value>>,
     #[serde(default)]
     pub config: Option<Spanned<serde_json::Value>>,
@@ -173,6 +175,7 @@ impl RawTarget {
             ("label", &self.label),
             ("of", &self.of),
             ("tag", &self.tag),
+            ("base", &self.base),
             ("platform", &self.platform),
             ("config", &self.config),
         ]

@@ -27,7 +27,14 @@
 //!
 //! A `from` tree that is itself an image layout (an `image` or a pulled
 //! image) is flattened first: its layers for `platform` applied in order.
-//! Its config is not inherited. A tree holding a name starting with `.wh.`
+//! Its config is not inherited.
+//!
+//! With `base:` (an image layout), the image is that image plus one layer:
+//! the changes from the base's files to the `from` tree, with OCI whiteouts
+//! (`.wh.<name>`) for what the tree no longer has, as `docker build` makes
+//! one layer per step. The base's layers are kept as they are (so they are
+//! shared on push and load) and its config is inherited, the `config:`
+//! fields given here overriding it (`env` merged by name). A tree holding a name starting with `.wh.`
 //! is refused: in a layer such a name means a deletion.
 
 use std::collections::BTreeMap;
@@ -38,7 +45,7 @@ use strata_store::tree::walk;
 
 use super::tarball::{TarOptions, write_tree};
 use super::{BuiltinError, Ctx, From, ParamError};
-use crate::oci::layer::{WHITEOUT_PREFIX, flatten};
+use crate::oci::layer::{WHITEOUT_PREFIX, diff, flatten};
 use crate::oci::layout::{Platform, assemble, is_layout, read};
 use crate::oci::reference::check_tag;
 use crate::oci::spec::{
@@ -46,7 +53,7 @@ use crate::oci::spec::{
 };
 use crate::oci::{Blob, BlobSink};
 
-pub const FIELDS: &[&str] = &["from", "tag", "platform", "config"];
+pub const FIELDS: &[&str] = &["from", "base", "tag", "platform", "config"];
 
 fn linux_amd64() -> String {
     "linux/amd64".into()
@@ -56,6 +63,9 @@ fn linux_amd64() -> String {
 #[serde(deny_unknown_fields)]
 pub struct Params {
     pub from: From,
+    /// An image layout the new layer goes on top of.
+    #[serde(default)]
+    pub base: Option<From>,
     #[serde(default)]
     pub tag: Option<String>,
     /// `os/architecture[/variant]`.
@@ -98,7 +108,9 @@ impl Params {
     }
 
     pub(super) fn inputs(&self) -> Vec<String> {
-        self.from.targets()
+        let mut v = self.from.targets();
+        v.extend(self.base.iter().flat_map(From::targets));
+        v
     }
 }
 
@@ -149,6 +161,29 @@ impl Config {
         Ok(())
     }
 
+    /// The base image's config with the fields given here laid over it.
+    fn over(&self, base: ContainerConfig) -> ContainerConfig {
+        let mut env: Vec<String> = base
+            .env
+            .into_iter()
+            .filter(|e| {
+                let name = e.split('=').next().unwrap_or("");
+                !self.env.contains_key(name)
+            })
+            .collect();
+        env.extend(self.env.iter().map(|(k, v)| format!("{k}={v}")));
+        let mut labels = base.labels;
+        labels.extend(self.labels.clone());
+        ContainerConfig {
+            user: self.user.clone().or(base.user),
+            env,
+            entrypoint: self.entrypoint.clone().or(base.entrypoint),
+            cmd: self.cmd.clone().or(base.cmd),
+            working_dir: self.workdir.clone().or(base.working_dir),
+            labels,
+        }
+    }
+
     fn container_config(&self) -> ContainerConfig {
         ContainerConfig {
             user: self.user.clone(),
@@ -197,34 +232,93 @@ pub fn run(p: &Params, ctx: &Ctx) -> Result<Digest, BuiltinError> {
         mtime: ctx.source_date_epoch,
         ..TarOptions::default()
     };
+    let base = match &p.base {
+        None => None,
+        Some(b) => Some(base_image(ctx, b, &p.platform)?),
+    };
+    let layer_tree = match &base {
+        Some(base) => diff(cas, &base.files, &rootfs)?,
+        None => rootfs,
+    };
     let layer =
-        write_tree(cas, &rootfs, BlobSink::new(cas)?, &opts)?.finish(media_type::OCI_LAYER)?;
-    let config = ImageConfig {
+        write_tree(cas, &layer_tree, BlobSink::new(cas)?, &opts)?.finish(media_type::OCI_LAYER)?;
+    let history = History {
         created: Some(created.clone()),
+        created_by: Some("strata image".into()),
+        ..History::default()
+    };
+    let (mut diff_ids, mut layers, mut histories, container) = match base {
+        Some(base) => (
+            base.config.rootfs.diff_ids,
+            base.image.layers,
+            base.config.history,
+            p.config.over(base.config.config.unwrap_or_default()),
+        ),
+        None => (Vec::new(), Vec::new(), Vec::new(), p.config.container_config()),
+    };
+    // The layer is uncompressed: its digest is its diff ID.
+    diff_ids.push(layer.sha256.clone());
+    histories.push(history);
+    layers.push(layer);
+    let config = ImageConfig {
+        created: Some(created),
         architecture: platform.architecture.clone(),
         os: platform.os.clone(),
         variant: platform.variant.clone(),
-        config: Some(p.config.container_config()),
+        config: Some(container),
         rootfs: RootFs {
             kind: "layers".into(),
-            // The layer is uncompressed: its digest is its diff ID.
-            diff_ids: vec![layer.sha256.clone()],
+            diff_ids,
         },
-        history: vec![History {
-            created: Some(created),
-            created_by: Some("strata image".into()),
-            ..History::default()
-        }],
+        history: histories,
     };
     let config = Blob::from_bytes(cas, media_type::OCI_CONFIG, &to_json(&config))?;
     let manifest = Manifest {
         schema_version: 2,
         media_type: Some(media_type::OCI_MANIFEST.into()),
         config: config.descriptor(),
-        layers: vec![layer.descriptor()],
+        layers: layers.iter().map(Blob::descriptor).collect(),
     };
     let manifest = Blob::from_bytes(cas, media_type::OCI_MANIFEST, &to_json(&manifest))?;
-    assemble(cas, &manifest, &config, &[layer], p.tag.as_deref())
+    assemble(cas, &manifest, &config, &layers, p.tag.as_deref())
+}
+
+/// A base image: its blobs, its config and its files.
+struct Base {
+    image: crate::oci::layout::Image,
+    config: ImageConfig,
+    files: Digest,
+}
+
+fn base_image(ctx: &Ctx, from: &From, platform: &str) -> Result<Base, BuiltinError> {
+    let cas = ctx.cas;
+    let what = || String::from(from.clone());
+    let tree = ctx.tree(from)?;
+    if !is_layout(cas, &tree)? {
+        return Err(BuiltinError::Input {
+            what: what(),
+            reason: "is not an image layout (`base:` takes an `image` or `image-pull` target)"
+                .into(),
+        });
+    }
+    let image = read(cas, &tree, platform).map_err(|e| BuiltinError::Input {
+        what: what(),
+        reason: format!("is an image layout that cannot be read: {e}"),
+    })?;
+    let config: ImageConfig = serde_json::from_slice(&cas.read(&image.config.stored)?)
+        .map_err(|e| BuiltinError::Input {
+            what: what(),
+            reason: format!("has a config that cannot be read: {e}"),
+        })?;
+    let files = flatten(cas, &image).map_err(|e| BuiltinError::Input {
+        what: what(),
+        reason: format!("is an image whose layers cannot be applied: {e}"),
+    })?;
+    Ok(Base {
+        image,
+        config,
+        files,
+    })
 }
 
 #[cfg(test)]
