@@ -485,26 +485,101 @@ fn an_image_on_a_base_adds_one_layer_with_whiteouts() {
     let manifest: serde_json::Value = {
         let index: serde_json::Value =
             serde_json::from_str(&ws.read("out/slim-image/index.json")).unwrap();
-        let hex = index["manifests"][0]["digest"].as_str().unwrap().trim_start_matches("sha256:").to_string();
+        let hex = index["manifests"][0]["digest"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("sha256:")
+            .to_string();
         serde_json::from_str(&ws.read(&format!("out/slim-image/blobs/sha256/{hex}"))).unwrap()
     };
     let base_index: serde_json::Value =
         serde_json::from_str(&ws.read("out/base/index.json")).unwrap();
-    let base_hex = base_index["manifests"][0]["digest"].as_str().unwrap().trim_start_matches("sha256:").to_string();
+    let base_hex = base_index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
     let base_manifest: serde_json::Value =
         serde_json::from_str(&ws.read(&format!("out/base/blobs/sha256/{base_hex}"))).unwrap();
     let layers = manifest["layers"].as_array().unwrap();
     assert_eq!(layers.len(), 2, "the base's layer, then the changes");
-    assert_eq!(layers[0], base_manifest["layers"][0], "the base layer is shared as is");
-    let top = layers[1]["digest"].as_str().unwrap().trim_start_matches("sha256:");
-    let entries = sh(ws.path(), &format!("tar -tf out/slim-image/blobs/sha256/{top} | sort"));
-    assert_eq!(entries, "added\nbin/\nbin/.wh.ls\n", "only the changes, the deletion as a whiteout");
+    assert_eq!(
+        layers[0], base_manifest["layers"][0],
+        "the base layer is shared as is"
+    );
+    let top = layers[1]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:");
+    let entries = sh(
+        ws.path(),
+        &format!("tar -tf out/slim-image/blobs/sha256/{top} | sort"),
+    );
+    assert_eq!(
+        entries, "added\nbin/\nbin/.wh.ls\n",
+        "only the changes, the deletion as a whiteout"
+    );
 
-    sh(ws.path(), "tar -C out/slim-image -c . | docker load >/dev/null");
+    sh(
+        ws.path(),
+        "tar -C out/slim-image -c . | docker load >/dev/null",
+    );
     let seen = sh(
         ws.path(),
         "docker run --rm --network none strata-test/slim:1 /bin/sh -c 'cat /added; test -e /bin/ls && echo ls || echo no ls; test -e /bin/cat && echo cat'",
     );
-    let _ = Command::new("docker").args(["rmi", "-f", "strata-test/slim:1"]).output();
+    let _ = Command::new("docker")
+        .args(["rmi", "-f", "strata-test/slim:1"])
+        .output();
     assert_eq!(seen, "added\nno ls\ncat\n");
+}
+
+#[test]
+fn image_pull_reads_registry_credentials_from_the_environment() {
+    if !docker_available() {
+        return;
+    }
+    let mut registry = Registry::start(None);
+    let id = mini_image("strata-test/mini:auth");
+    let digest = registry.push(&id, "private/mini", "v1");
+    registry.restart(Some(("builder", "s3cret-passw0rd")));
+    let ws = Ws::new();
+    ws.write(
+        "BUILD.yaml",
+        &format!(
+            "targets:\n  pulled:\n    rule: image-pull\n    image: {}/private/mini@{digest}\n    auth: {{username_env: REG_USER, password_env: REG_PASS}}\n",
+            registry.host()
+        ),
+    );
+    let r = ws.run(&["build"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("REG_USER"),
+        "names the missing variable: {}",
+        r.stderr
+    );
+
+    let r: common::Run = ws
+        .cmd(&["build"])
+        .env("REG_USER", "builder")
+        .env("REG_PASS", "wrong")
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(!r.stderr.contains("wrong"), "{}", r.stderr);
+
+    let r: common::Run = ws
+        .cmd(&["build"])
+        .env("REG_USER", "builder")
+        .env("REG_PASS", "s3cret-passw0rd")
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(!r.stderr.contains("s3cret") && !r.stdout.contains("s3cret"));
+    assert!(ws.path().join("out/pulled/index.json").exists());
+    let _ = Command::new("docker")
+        .args(["rmi", "-f", "strata-test/mini:auth"])
+        .output();
 }

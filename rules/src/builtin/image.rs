@@ -254,7 +254,12 @@ pub fn run(p: &Params, ctx: &Ctx) -> Result<Digest, BuiltinError> {
             base.config.history,
             p.config.over(base.config.config.unwrap_or_default()),
         ),
-        None => (Vec::new(), Vec::new(), Vec::new(), p.config.container_config()),
+        None => (
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            p.config.container_config(),
+        ),
     };
     // The layer is uncompressed: its digest is its diff ID.
     diff_ids.push(layer.sha256.clone());
@@ -305,10 +310,12 @@ fn base_image(ctx: &Ctx, from: &From, platform: &str) -> Result<Base, BuiltinErr
         what: what(),
         reason: format!("is an image layout that cannot be read: {e}"),
     })?;
-    let config: ImageConfig = serde_json::from_slice(&cas.read(&image.config.stored)?)
-        .map_err(|e| BuiltinError::Input {
-            what: what(),
-            reason: format!("has a config that cannot be read: {e}"),
+    let config: ImageConfig =
+        serde_json::from_slice(&cas.read(&image.config.stored)?).map_err(|e| {
+            BuiltinError::Input {
+                what: what(),
+                reason: format!("has a config that cannot be read: {e}"),
+            }
         })?;
     let files = flatten(cas, &image).map_err(|e| BuiltinError::Input {
         what: what(),
