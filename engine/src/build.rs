@@ -224,8 +224,19 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
             .map_err(BuildError::Environment)?;
     }
 
+    let rule_names: BTreeMap<String, String> = ws
+        .targets
+        .iter()
+        .map(|t| (t.name.clone(), t.kind.rule_name().to_string()))
+        .collect();
+    let non_reproducible: std::collections::BTreeSet<String> = ws
+        .targets
+        .iter()
+        .filter(|t| !t.kind.reproducible())
+        .map(|t| t.name.clone())
+        .collect();
     let record = Record {
-        version: 1,
+        version: 2,
         finished: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -243,9 +254,12 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
                 (
                     r.name.clone(),
                     RecordedTarget {
-                        status: r.status.as_str(),
+                        status: r.status.as_str().to_string(),
                         key: r.key.map(|k| k.hex()),
+                        key_size: r.key.map(|k| k.size_bytes),
                         output: r.output.map(|o| store.function().qualified(&o)),
+                        rule: rule_names.get(&r.name).cloned().unwrap_or_default(),
+                        reproducible: !non_reproducible.contains(&r.name),
                     },
                 )
             })

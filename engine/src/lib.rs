@@ -19,6 +19,7 @@ pub mod globs;
 pub mod graph;
 pub mod inputs;
 pub mod key;
+pub mod keyinfo;
 pub mod load;
 pub mod materialize;
 pub mod records;

@@ -6,13 +6,13 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use strata_store::write_atomic;
 
 /// How many records of one workspace are kept.
 pub const KEEP: usize = 50;
 
-#[derive(Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Record {
     pub version: u32,
     /// Seconds since the epoch when the build finished.
@@ -24,11 +24,31 @@ pub struct Record {
     pub targets: BTreeMap<String, RecordedTarget>,
 }
 
-#[derive(Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RecordedTarget {
-    pub status: &'static str,
+    pub status: String,
+    /// The key's hex digest; with `key_size`, the action's name in the CAS.
     pub key: Option<String>,
+    #[serde(default)]
+    pub key_size: Option<u64>,
     pub output: Option<String>,
+    /// The rule (`run`, `archive`, `stage`, ...).
+    #[serde(default)]
+    pub rule: String,
+    /// False for rules declared non-reproducible (`docker-data-root`).
+    #[serde(default = "yes")]
+    pub reproducible: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl RecordedTarget {
+    /// The key as a digest, when the record has its size (version 2).
+    pub fn key_digest(&self) -> Option<strata_store::Digest> {
+        strata_store::Digest::from_hex(self.key.as_deref()?, self.key_size?)
+    }
 }
 
 /// Folder of one workspace's records.
@@ -58,4 +78,40 @@ pub fn write(meta: &Path, tmp: &Path, workspace_tag: &str, record: &Record) -> s
         let _ = fs::remove_file(old);
     }
     Ok(())
+}
+
+/// The records of one workspace, oldest first; unreadable ones are skipped.
+pub fn read_all(meta: &Path, workspace_tag: &str) -> Vec<Record> {
+    let Ok(entries) = fs::read_dir(dir(meta, workspace_tag)) else {
+        return Vec::new();
+    };
+    let mut names: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    names.sort();
+    names
+        .iter()
+        .filter_map(|p| serde_json::from_slice(&fs::read(p).ok()?).ok())
+        .collect()
+}
+
+/// Every workspace's records (for `gc`): (workspace tag, records oldest first).
+pub fn read_every_workspace(meta: &Path) -> Vec<(String, Vec<Record>)> {
+    let Ok(entries) = fs::read_dir(meta.join("records")) else {
+        return Vec::new();
+    };
+    let mut tags: Vec<String> = entries
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    tags.sort();
+    tags.into_iter()
+        .map(|t| {
+            let records = read_all(meta, &t);
+            (t, records)
+        })
+        .collect()
 }

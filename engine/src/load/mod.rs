@@ -71,6 +71,24 @@ pub enum Kind {
     DataRoot(DataRootParams),
 }
 
+impl Kind {
+    /// The rule's name as written in BUILD.yaml.
+    pub fn rule_name(&self) -> &'static str {
+        match self {
+            Kind::Run(_) => "run",
+            Kind::Builtin(b, _) => b.name(),
+            Kind::Stage { .. } => "stage",
+            Kind::ImagePull(_) => "image-pull",
+            Kind::DataRoot(_) => "docker-data-root",
+        }
+    }
+
+    /// Whether the rule promises byte-identical outputs for one key.
+    pub fn reproducible(&self) -> bool {
+        !matches!(self, Kind::DataRoot(_))
+    }
+}
+
 /// A loaded workspace: its root folder, files and targets (sorted by name).
 #[derive(Debug)]
 pub struct Workspace {
