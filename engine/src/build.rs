@@ -111,56 +111,20 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
         .map_err(|e| BuildError::Environment(format!("cannot open the store: {e}")))?;
     check_digest_functions(&ws, &order, &graph, store.function())?;
     let out_dir = opts.out_dir.clone().unwrap_or_else(|| ws.root.join("out"));
-    let workspace_tag =
-        blake3::hash(ws.build_file.as_os_str().as_encoded_bytes()).to_hex()[..16].to_string();
+    let workspace_tag = workspace_tag(&ws.build_file);
 
     // Key phase, first half: expand and hash sources (the stat cache spares
     // re-reading unchanged files).
-    let cache_path = store
-        .meta_dir()
-        .join("statcache")
-        .join(format!("{workspace_tag}-{}", store.function()));
-    let _ = std::fs::create_dir_all(cache_path.parent().expect("has parent"));
-    let mut stat_cache = StatCache::load(cache_path, store.tmp_dir());
-    // Never hash our own output folder or store as sources, however they
-    // are spelled.
-    let skip = [canonical(&out_dir), store.root().to_path_buf()];
-    let indices: Vec<usize> = order.iter().map(|n| graph.dag[*n]).collect();
-    let mut sources = inputs::resolve(&ws, &indices, &skip, &mut stat_cache, store.function())
-        .map_err(BuildError::Config)?;
-    if let Err(e) = stat_cache.save() {
-        observer.warn(&format!("cannot save the stat cache: {e}"));
-    }
-
-    let jobs: BTreeMap<NodeIndex, Job> = order
-        .iter()
-        .map(|&n| {
-            let t = &ws.targets[graph.dag[n]];
-            let job = Job {
-                name: t.name.clone(),
-                work: match &t.kind {
-                    Kind::Run(params) => Work::Run(params.step()),
-                    Kind::Builtin(rule, sde) => Work::Builtin {
-                        rule: rule.clone(),
-                        source_date_epoch: sde.clone(),
-                    },
-                    Kind::Stage { parent, step } => Work::Stage {
-                        parent: parent.clone(),
-                        step: step.clone(),
-                    },
-                    Kind::ImagePull(p) => Work::ImagePull(p.clone()),
-                    Kind::DataRoot(p) => Work::DataRoot(p.clone()),
-                },
-                sources: sources.remove(&graph.dag[n]).unwrap_or_default(),
-                deps: graph
-                    .deps_of(&ws, n)
-                    .map(|(d, name)| (name.to_string(), d))
-                    .collect(),
-                dependents: graph.dependents(n).collect(),
-            };
-            (n, job)
-        })
-        .collect();
+    let sources = hash_sources(
+        &ws,
+        &graph,
+        &order,
+        &store,
+        &workspace_tag,
+        &out_dir,
+        observer.as_ref(),
+    )?;
+    let jobs = make_jobs(&ws, &graph, &order, sources);
     let settings = Settings {
         jobs: opts.jobs,
         keep_going: opts.keep_going,
@@ -278,7 +242,78 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
     })
 }
 
-fn requested(
+/// The scheduler's view of each target in `order`.
+pub(crate) fn make_jobs(
+    ws: &Workspace,
+    graph: &Graph,
+    order: &[NodeIndex],
+    mut sources: BTreeMap<usize, Vec<inputs::SourceFile>>,
+) -> BTreeMap<NodeIndex, Job> {
+    order
+        .iter()
+        .map(|&n| {
+            let t = &ws.targets[graph.dag[n]];
+            let job = Job {
+                name: t.name.clone(),
+                work: match &t.kind {
+                    Kind::Run(params) => Work::Run(params.step()),
+                    Kind::Builtin(rule, sde) => Work::Builtin {
+                        rule: rule.clone(),
+                        source_date_epoch: sde.clone(),
+                    },
+                    Kind::Stage { parent, step } => Work::Stage {
+                        parent: parent.clone(),
+                        step: step.clone(),
+                    },
+                    Kind::ImagePull(p) => Work::ImagePull(p.clone()),
+                    Kind::DataRoot(p) => Work::DataRoot(p.clone()),
+                },
+                sources: sources.remove(&graph.dag[n]).unwrap_or_default(),
+                deps: graph
+                    .deps_of(&ws, n)
+                    .map(|(d, name)| (name.to_string(), d))
+                    .collect(),
+                dependents: graph.dependents(n).collect(),
+            };
+            (n, job)
+        })
+        .collect()
+}
+
+/// Names a workspace's records and stat cache: its BUILD file's path.
+pub(crate) fn workspace_tag(build_file: &Path) -> String {
+    blake3::hash(build_file.as_os_str().as_encoded_bytes()).to_hex()[..16].to_string()
+}
+
+/// Hashes the sources of `order`'s targets through the workspace's stat cache.
+pub(crate) fn hash_sources(
+    ws: &Workspace,
+    graph: &Graph,
+    order: &[NodeIndex],
+    store: &Store,
+    workspace_tag: &str,
+    out_dir: &Path,
+    observer: &dyn Observer,
+) -> Result<BTreeMap<usize, Vec<inputs::SourceFile>>, BuildError> {
+    let cache_path = store
+        .meta_dir()
+        .join("statcache")
+        .join(format!("{workspace_tag}-{}", store.function()));
+    let _ = std::fs::create_dir_all(cache_path.parent().expect("has parent"));
+    let mut stat_cache = StatCache::load(cache_path, store.tmp_dir());
+    // Never hash our own output folder or store as sources, however they
+    // are spelled.
+    let skip = [canonical(out_dir), store.root().to_path_buf()];
+    let indices: Vec<usize> = order.iter().map(|n| graph.dag[*n]).collect();
+    let sources = inputs::resolve(ws, &indices, &skip, &mut stat_cache, store.function())
+        .map_err(BuildError::Config)?;
+    if let Err(e) = stat_cache.save() {
+        observer.warn(&format!("cannot save the stat cache: {e}"));
+    }
+    Ok(sources)
+}
+
+pub(crate) fn requested(
     ws: &Workspace,
     graph: &Graph,
     names: &[String],

@@ -143,6 +143,29 @@ pub fn key_data_root(
     )
 }
 
+/// The action of any work: what the scheduler keys before each lookup.
+pub fn of_work(
+    function: DigestFunction,
+    name: &str,
+    work: &crate::scheduler::Work,
+    sandboxed: bool,
+    sources: &[SourceFile],
+    deps: &[(String, Digest)],
+    dep_keys: &BTreeMap<String, Digest>,
+) -> KeyedAction {
+    use crate::scheduler::Work;
+    match work {
+        Work::Run(step) => key(function, name, step, sources, deps, sandboxed),
+        Work::Builtin {
+            rule,
+            source_date_epoch,
+        } => key_builtin(function, rule, source_date_epoch, sources, deps, dep_keys),
+        Work::Stage { step, .. } => key_stage(function, step, sources, deps),
+        Work::ImagePull(pull) => key_pull(function, pull),
+        Work::DataRoot(params) => key_data_root(function, params, deps),
+    }
+}
+
 impl KeyedAction {
     /// Stores the action, its command and its input root's directories, so
     /// the key can be explained and shared later.

@@ -269,30 +269,15 @@ impl Task {
     async fn run(self, shared: &Shared) -> Outcome {
         let function = shared.store.function();
         let sandboxed = matches!(shared.isolation, Isolation::Sandbox { .. });
-        let keyed = match &self.work {
-            Work::Run(step) => key::key(
-                function,
-                &self.name,
-                step,
-                &self.sources,
-                &self.deps,
-                sandboxed,
-            ),
-            Work::Builtin {
-                rule,
-                source_date_epoch,
-            } => key::key_builtin(
-                function,
-                rule,
-                source_date_epoch,
-                &self.sources,
-                &self.deps,
-                &self.dep_keys,
-            ),
-            Work::Stage { step, .. } => key::key_stage(function, step, &self.sources, &self.deps),
-            Work::ImagePull(pull) => key::key_pull(function, pull),
-            Work::DataRoot(params) => key::key_data_root(function, params, &self.deps),
-        };
+        let keyed = key::of_work(
+            function,
+            &self.name,
+            &self.work,
+            sandboxed,
+            &self.sources,
+            &self.deps,
+            &self.dep_keys,
+        );
         let key = keyed.key;
         // A lookup reads one small action-cache entry and stats the output
         // tree's blobs: inline is cheaper than a trip to the blocking pool.
@@ -575,7 +560,7 @@ fn run_builtin(
 }
 
 /// The output of a cached action, if its whole output tree is still stored.
-fn cached_output(store: &Store, key: &Digest) -> Option<Digest> {
+pub fn cached_output(store: &Store, key: &Digest) -> Option<Digest> {
     let result = store.action_cache().get(key).ok()??;
     let dir = result.output_directories.first()?;
     let output = Digest::from_proto(dir.root_directory_digest.as_ref()?)?;
