@@ -270,7 +270,7 @@ pub(crate) fn make_jobs(
                 },
                 sources: sources.remove(&graph.dag[n]).unwrap_or_default(),
                 deps: graph
-                    .deps_of(&ws, n)
+                    .deps_of(ws, n)
                     .map(|(d, name)| (name.to_string(), d))
                     .collect(),
                 dependents: graph.dependents(n).collect(),
