@@ -32,6 +32,20 @@ struct Cli {
 enum Command {
     /// Build targets (default: every target of ./BUILD.yaml).
     Build(BuildArgs),
+    /// Why TARGET has its key: the key's parts, and what changed since the
+    /// target's last build, followed through dependencies to the cause.
+    Explain {
+        target: String,
+        #[arg(short = 'f', long = "file", default_value = "BUILD.yaml")]
+        file: PathBuf,
+        #[arg(long = "store")]
+        store: Option<PathBuf>,
+        #[arg(long = "var", value_name = "NAME=VALUE")]
+        vars: Vec<String>,
+        /// Print the explanation as JSON.
+        #[arg(long = "json")]
+        json: bool,
+    },
     /// Inspect the store.
     Store {
         #[command(subcommand)]
@@ -115,6 +129,10 @@ struct BuildArgs {
     /// Print one JSON document on stdout instead of the human summary.
     #[arg(long = "json")]
     json: bool,
+    /// After the build, print one line per executed target with the root
+    /// cause of its new key.
+    #[arg(long = "explain")]
+    explain: bool,
 }
 
 pub fn run() -> ExitCode {
@@ -126,6 +144,13 @@ pub fn run() -> ExitCode {
             command: StoreCommand::Verify { store },
         } => verify_command(store),
         Command::Cache { command } => cache_command(command),
+        Command::Explain {
+            target,
+            file,
+            store,
+            vars,
+            json,
+        } => explain_command(target, file, store, vars, json),
     }
 }
 
@@ -180,16 +205,55 @@ fn cache_command(command: CacheCommand) -> ExitCode {
     }
 }
 
-fn build_command(args: BuildArgs) -> ExitCode {
-    let mut var_overrides = Vec::new();
-    for v in &args.vars {
+/// `--var NAME=VALUE` options.
+fn var_overrides(vars: &[String]) -> Result<Vec<(String, String)>, ExitCode> {
+    let mut overrides = Vec::new();
+    for v in vars {
         match v.split_once('=') {
             Some((name, value)) if strata_engine::load::is_var_name(name) => {
-                var_overrides.push((name.to_string(), value.to_string()))
+                overrides.push((name.to_string(), value.to_string()))
             }
-            _ => return report::usage_error(&format!("--var expects NAME=VALUE, got `{v}`")),
+            _ => {
+                return Err(report::usage_error(&format!(
+                    "--var expects NAME=VALUE, got `{v}`"
+                )));
+            }
         }
     }
+    Ok(overrides)
+}
+
+fn explain_command(
+    target: String,
+    file: PathBuf,
+    store: Option<PathBuf>,
+    vars: Vec<String>,
+    json: bool,
+) -> ExitCode {
+    let var_overrides = match var_overrides(&vars) {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    let opts = strata_engine::explain::ExplainOptions {
+        build_file: file,
+        target,
+        store_dir: absolute(store.unwrap_or_else(build::default_store_dir)),
+        load: LoadOptions { var_overrides },
+    };
+    let observer = progress::Progress::new(true);
+    match strata_engine::explain::explain(&opts, &observer) {
+        Ok(e) => report::explanation(&e, json),
+        Err(BuildError::Config(errors)) => report::config_errors(errors),
+        Err(BuildError::Usage(msg)) => report::usage_error(&msg),
+        Err(BuildError::Environment(msg)) => report::failure(&msg),
+    }
+}
+
+fn build_command(args: BuildArgs) -> ExitCode {
+    let var_overrides = match var_overrides(&args.vars) {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
     if let Some(j) = args.jobs
         && !(1..=MAX_JOBS).contains(&j)
     {
@@ -214,7 +278,12 @@ fn build_command(args: BuildArgs) -> ExitCode {
     let result = build::build(&opts, observer.clone());
     observer.finish();
     match result {
-        Ok(r) => report::build_report(&r, args.json),
+        Ok(r) => {
+            if args.explain {
+                report::executed_causes(&opts.store_dir, &r.workspace_tag);
+            }
+            report::build_report(&r, args.json)
+        }
         Err(BuildError::Config(errors)) => report::config_errors(errors),
         Err(BuildError::Usage(msg)) => report::usage_error(&msg),
         Err(BuildError::Environment(msg)) => report::failure(&msg),

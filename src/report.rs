@@ -145,3 +145,86 @@ pub fn verify_report(r: &strata_engine::VerifyReport) -> ExitCode {
         ExitCode::from(EXIT_FAILED)
     }
 }
+
+/// `strata explain`: the explanation as an indented tree (or JSON).
+pub fn explanation(e: &strata_engine::explain::Explanation, json: bool) -> ExitCode {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(e).expect("explanations serialize")
+        );
+        return ExitCode::SUCCESS;
+    }
+    print_explanation(e, 0);
+    let c = &e.components;
+    println!("key parts of `{}`:", e.target);
+    println!("  rule version: {}", c.salt);
+    for (k, v) in &c.properties {
+        println!("  {k}: {v}");
+    }
+    if !c.arguments.is_empty() {
+        println!("  command: {:?}", c.arguments.join(" "));
+    }
+    for (k, v) in &c.env {
+        println!("  env {k}={v:?}");
+    }
+    for (path, d) in &c.sources {
+        println!("  source {path}  {d}");
+    }
+    for (name, d) in &c.deps {
+        println!("  dependency {name}  {d}");
+    }
+    ExitCode::SUCCESS
+}
+
+fn print_explanation(e: &strata_engine::explain::Explanation, depth: usize) {
+    let pad = "  ".repeat(depth);
+    let state = match e.state {
+        "cached" => "cached (a build would not run it)",
+        "pending" => {
+            "waits for a dependency that would run (cached if that one reproduces its last output)"
+        }
+        _ => "would run",
+    };
+    println!(
+        "{pad}`{}` ({}): {state}, key {}..",
+        e.target,
+        e.rule,
+        &e.key[..12]
+    );
+    match &e.last_build {
+        None => println!("{pad}  never built before in this workspace"),
+        Some(last) if last.key == e.key => println!(
+            "{pad}  its own inputs are unchanged since its last build ({}, {})",
+            last.when, last.status
+        ),
+        Some(last) => {
+            println!(
+                "{pad}  changed since its last build ({}, {}, key {}..):",
+                last.when,
+                last.status,
+                last.key.get(..12).unwrap_or(&last.key)
+            );
+            for c in &e.changes {
+                println!("{pad}    {c}");
+            }
+            if e.changes.is_empty() {
+                println!("{pad}    (the last key's parts are no longer in the store)");
+            }
+        }
+    }
+    for b in &e.because {
+        print_explanation(b, depth + 1);
+    }
+}
+
+/// `build --explain`: one line per executed target (on stderr, beside the
+/// progress).
+pub fn executed_causes(store_dir: &std::path::Path, workspace_tag: &str) {
+    let Ok(store) = strata_engine::open_store(store_dir) else {
+        return;
+    };
+    for (name, cause) in strata_engine::explain::executed_causes(&store, workspace_tag) {
+        eprintln!("explain: `{name}`: {cause}");
+    }
+}

@@ -86,6 +86,8 @@ pub struct BuildReport {
     pub elapsed: Duration,
     pub interrupted: bool,
     pub out_dir: PathBuf,
+    /// Names this workspace's records in the store.
+    pub workspace_tag: String,
 }
 
 impl BuildReport {
@@ -239,6 +241,7 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
         elapsed: t0.elapsed(),
         interrupted: run.interrupted,
         out_dir,
+        workspace_tag,
     })
 }
 

@@ -15,6 +15,7 @@ pub mod containers;
 pub mod data_root;
 pub mod docker;
 pub mod exec;
+pub mod explain;
 pub mod globs;
 pub mod graph;
 pub mod inputs;
