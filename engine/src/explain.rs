@@ -148,7 +148,7 @@ pub fn explain(opts: &ExplainOptions, observer: &dyn Observer) -> Result<Explana
         );
     }
     let node = roots[0];
-    Ok(explain_node(node, &graph, &jobs, &keyed, &last, &store))
+    Ok(explain_node(node, &jobs, &keyed, &last, &store))
 }
 
 fn parse_qualified(store: &Store, qualified: &str) -> Option<Digest> {
@@ -159,7 +159,6 @@ fn parse_qualified(store: &Store, qualified: &str) -> Option<Digest> {
 
 fn explain_node(
     n: NodeIndex,
-    graph: &Graph,
     jobs: &BTreeMap<NodeIndex, scheduler::Job>,
     keyed: &BTreeMap<NodeIndex, Keyed>,
     last: &BTreeMap<String, (RecordedTarget, u64)>,
@@ -189,7 +188,7 @@ fn explain_node(
         .filter(|(name, d)| {
             changed_deps.contains(&name.as_str()) || keyed[d].pending || keyed[d].cached.is_none()
         })
-        .map(|(_, d)| explain_node(*d, graph, jobs, keyed, last, store))
+        .map(|(_, d)| explain_node(*d, jobs, keyed, last, store))
         .collect();
     Explanation {
         target: job.name.clone(),
