@@ -1,12 +1,10 @@
 //! A container's file system back into the store, as a tree, without what
 //! the engine added to it.
 
-use std::collections::BTreeMap;
-use std::io::Write;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use strata_rules::builtin::{Ctx, From, extract};
+use strata_rules::builtin::extract;
 use strata_store::tree::{Node, TreeBuilder};
 use strata_store::{Cas, Digest};
 use tokio::sync::mpsc;
@@ -45,45 +43,23 @@ impl ContainerHandle {
     /// (the container ran untrusted commands). Call
     /// [`restore_injected`] on the result to drop what the engine added.
     pub async fn export_tree(&self, cas: &Cas) -> Result<Digest, DockerError> {
-        let blob = self.export_blob(cas).await?;
-        let cas = cas.clone();
-        let name = self.name().to_string();
-        tokio::task::spawn_blocking(move || tar_to_tree(&cas, blob))
-            .await
-            .map_err(|e| {
-                DockerError::refused(format!("reading the export of {name}"), e.to_string())
-            })?
-    }
-
-    /// Streams `docker export` into one blob, in bounded memory.
-    async fn export_blob(&self, cas: &Cas) -> Result<Digest, DockerError> {
         let what = format!("exporting container {}", self.name());
-        let (tx, mut rx) = mpsc::channel::<Piece>(DEPTH);
+        let (tx, rx) = mpsc::channel::<Piece>(DEPTH);
         let cas = cas.clone();
-        let writer_what = what.clone();
-        let writer = tokio::task::spawn_blocking(move || -> Result<Digest, DockerError> {
-            let mut blob = cas
-                .writer()
-                .map_err(DockerError::store(writer_what.as_str()))?;
-            loop {
-                match rx.blocking_recv() {
-                    Some(Piece::Data(bytes)) => blob
-                        .write_all(&bytes)
-                        .map_err(DockerError::io(writer_what.as_str()))?,
-                    Some(Piece::End) => {
-                        return blob
-                            .finish()
-                            .map_err(DockerError::store(writer_what.as_str()));
-                    }
-                    // Dropping the writer unfinished leaves nothing behind.
-                    None => {
-                        return Err(DockerError::refused(
-                            writer_what,
-                            "the export was cut short",
-                        ));
-                    }
-                }
-            }
+        let reader_what = what.clone();
+        // The export is unpacked as it streams in, with the same checks and
+        // limits as any archive; it is never stored whole.
+        let reader = tokio::task::spawn_blocking(move || -> Result<Digest, DockerError> {
+            let limits = extract::Limits {
+                max_size: u64::MAX / 2,
+                ..extract::Limits::default()
+            };
+            let input = std::io::BufReader::new(ChannelReader {
+                rx,
+                current: Bytes::new(),
+            });
+            extract::tar_to_tree(&cas, input, limits)
+                .map_err(|e| DockerError::refused(reader_what, e.to_string()))
         });
         let mut stream = self.engine.long().export_container(self.name());
         let mut sent = Ok(());
@@ -96,7 +72,7 @@ impl ContainerHandle {
                 }
             };
             if tx.send(piece).await.is_err() {
-                // The writer stopped: its own error says why.
+                // The reader stopped: its own error says why.
                 break;
             }
         }
@@ -104,45 +80,39 @@ impl ContainerHandle {
             let _ = tx.send(Piece::End).await;
         }
         drop(tx);
-        let written = writer
+        let tree = reader
             .await
             .map_err(|e| DockerError::refused(what.as_str(), e.to_string()))?;
         sent?;
-        written
+        tree
     }
 }
 
-/// Reads a tar blob as the `extract` rule does, through an input root that
-/// holds it at `work/export.tar`.
-fn tar_to_tree(cas: &Cas, blob: Digest) -> Result<Digest, DockerError> {
-    let what = "reading a container's export";
-    let mut input = TreeBuilder::new();
-    input
-        .insert("work/export.tar", Node::file(blob, false))
-        .map_err(|reason| DockerError::refused(what, reason))?;
-    let input_root = input.store(cas).map_err(DockerError::store(what))?;
-    let params = extract::Params {
-        from: From {
-            target: None,
-            path: "export.tar".into(),
-        },
-        strip_components: 0,
-        include: Vec::new(),
-        exclude: Vec::new(),
-        control: false,
-        max_size: None,
-        prefix: None,
-    };
-    let ctx = Ctx {
-        cas,
-        input_root,
-        source_date_epoch: 0,
-        dep_keys: BTreeMap::new(),
-    };
-    extract::run(&params, &ctx).map_err(|source| DockerError::Archive {
-        what: what.into(),
-        source,
-    })
+/// The export stream as a blocking reader; a stream cut short is an error,
+/// never a shorter archive.
+struct ChannelReader {
+    rx: mpsc::Receiver<Piece>,
+    current: Bytes,
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Piece::Data(b)) => self.current = b,
+                Some(Piece::End) => return Ok(0),
+                None => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the export was cut short",
+                    ));
+                }
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
 }
 
 /// The exported tree `exported` of a container of the image whose root file
