@@ -42,6 +42,9 @@ enum Command {
         #[command(subcommand)]
         command: CacheCommand,
     },
+    /// Print the dependency graph of targets (default: every target) as
+    /// Graphviz DOT or JSON.
+    Graph(GraphArgs),
     /// Remove the output folder (`out/`); the store is never touched.
     Clean {
         #[arg(short = 'f', long = "file", default_value = "BUILD.yaml")]
@@ -117,10 +120,33 @@ struct BuildArgs {
     json: bool,
 }
 
+#[derive(clap::Args)]
+struct GraphArgs {
+    /// Targets to show, with their dependencies.
+    targets: Vec<String>,
+    /// The BUILD file.
+    #[arg(short = 'f', long = "file", default_value = "BUILD.yaml")]
+    file: PathBuf,
+    #[arg(long = "format", value_enum, default_value_t = GraphFormat::Dot)]
+    format: GraphFormat,
+    /// Set or override a variable: --var name=value (repeatable).
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    vars: Vec<String>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum GraphFormat {
+    /// Graphviz: edges point from a dependency to its dependent.
+    Dot,
+    /// {"targets": {"name": {"rule": "...", "deps": [...]}}}
+    Json,
+}
+
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Build(args) => build_command(args),
+        Command::Graph(args) => graph_command(args),
         Command::Clean { file, out_dir } => clean_command(file, out_dir),
         Command::Store {
             command: StoreCommand::Verify { store },
@@ -219,6 +245,44 @@ fn build_command(args: BuildArgs) -> ExitCode {
         Err(BuildError::Usage(msg)) => report::usage_error(&msg),
         Err(BuildError::Environment(msg)) => report::failure(&msg),
     }
+}
+
+fn graph_command(args: GraphArgs) -> ExitCode {
+    let var_overrides = match parse_vars(&args.vars) {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    let load = LoadOptions { var_overrides };
+    match strata_engine::render::plan(&args.file, &load, &args.targets) {
+        Ok(plan) => {
+            match args.format {
+                GraphFormat::Dot => print!("{}", strata_engine::render::dot(&plan)),
+                GraphFormat::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&strata_engine::render::json(&plan))
+                        .expect("JSON values serialize")
+                ),
+            }
+            ExitCode::SUCCESS
+        }
+        Err(BuildError::Config(errors)) => report::config_errors(errors),
+        Err(BuildError::Usage(msg)) => report::usage_error(&msg),
+        Err(BuildError::Environment(msg)) => report::failure(&msg),
+    }
+}
+
+/// `--var NAME=VALUE` arguments, or the exit code of a usage error.
+fn parse_vars(vars: &[String]) -> Result<Vec<(String, String)>, ExitCode> {
+    vars.iter()
+        .map(|v| match v.split_once('=') {
+            Some((name, value)) if strata_engine::load::is_var_name(name) => {
+                Ok((name.to_string(), value.to_string()))
+            }
+            _ => Err(report::usage_error(&format!(
+                "--var expects NAME=VALUE, got `{v}`"
+            ))),
+        })
+        .collect()
 }
 
 fn clean_command(file: PathBuf, out_dir: Option<PathBuf>) -> ExitCode {

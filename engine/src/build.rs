@@ -278,7 +278,9 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
     })
 }
 
-fn requested(
+/// The nodes `names` ask for (empty: every target that is not a hidden
+/// stage step).
+pub(crate) fn requested(
     ws: &Workspace,
     graph: &Graph,
     names: &[String],

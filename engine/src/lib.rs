@@ -24,6 +24,7 @@ pub mod load;
 pub mod materialize;
 pub mod records;
 pub mod registry;
+pub mod render;
 pub mod sandbox;
 pub mod scheduler;
 pub mod statcache;
