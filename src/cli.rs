@@ -118,6 +118,9 @@ struct BuildArgs {
     /// Print one JSON document on stdout instead of the human summary.
     #[arg(long = "json")]
     json: bool,
+    /// Write a Chrome trace of the build (Perfetto, chrome://tracing) to FILE.
+    #[arg(long = "trace", value_name = "FILE")]
+    trace: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -235,6 +238,7 @@ fn build_command(args: BuildArgs) -> ExitCode {
         store_dir: absolute(args.store.unwrap_or_else(build::default_store_dir)),
         out_dir: args.out_dir.map(absolute),
         load: LoadOptions { var_overrides },
+        trace: args.trace.map(absolute),
     };
     let observer = Arc::new(progress::Progress::new(args.json));
     let result = build::build(&opts, observer.clone());

@@ -28,6 +28,7 @@ pub mod render;
 pub mod sandbox;
 pub mod scheduler;
 pub mod statcache;
+pub mod trace;
 
 pub use strata_store::VerifyReport;
 
