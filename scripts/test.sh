@@ -15,6 +15,7 @@ need zstd zstd
 need xz xz-utils
 need cpio cpio
 need dpkg-deb dpkg
+need dot graphviz
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
   apt-get update -qq

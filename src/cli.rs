@@ -56,6 +56,9 @@ enum Command {
         #[command(subcommand)]
         command: CacheCommand,
     },
+    /// Print the dependency graph of targets (default: every target) as
+    /// Graphviz DOT or JSON.
+    Graph(GraphArgs),
     /// Remove the output folder (`out/`); the store is never touched.
     Clean {
         #[arg(short = 'f', long = "file", default_value = "BUILD.yaml")]
@@ -133,12 +136,38 @@ struct BuildArgs {
     /// cause of its new key.
     #[arg(long = "explain")]
     explain: bool,
+    /// Write a Chrome trace of the build (Perfetto, chrome://tracing) to FILE.
+    #[arg(long = "trace", value_name = "FILE")]
+    trace: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct GraphArgs {
+    /// Targets to show, with their dependencies.
+    targets: Vec<String>,
+    /// The BUILD file.
+    #[arg(short = 'f', long = "file", default_value = "BUILD.yaml")]
+    file: PathBuf,
+    #[arg(long = "format", value_enum, default_value_t = GraphFormat::Dot)]
+    format: GraphFormat,
+    /// Set or override a variable: --var name=value (repeatable).
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    vars: Vec<String>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum GraphFormat {
+    /// Graphviz: edges point from a dependency to its dependent.
+    Dot,
+    /// {"targets": {"name": {"rule": "...", "deps": [...]}}}
+    Json,
 }
 
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Build(args) => build_command(args),
+        Command::Graph(args) => graph_command(args),
         Command::Clean { file, out_dir } => clean_command(file, out_dir),
         Command::Store {
             command: StoreCommand::Verify { store },
@@ -205,24 +234,6 @@ fn cache_command(command: CacheCommand) -> ExitCode {
     }
 }
 
-/// `--var NAME=VALUE` options.
-fn var_overrides(vars: &[String]) -> Result<Vec<(String, String)>, ExitCode> {
-    let mut overrides = Vec::new();
-    for v in vars {
-        match v.split_once('=') {
-            Some((name, value)) if strata_engine::load::is_var_name(name) => {
-                overrides.push((name.to_string(), value.to_string()))
-            }
-            _ => {
-                return Err(report::usage_error(&format!(
-                    "--var expects NAME=VALUE, got `{v}`"
-                )));
-            }
-        }
-    }
-    Ok(overrides)
-}
-
 fn explain_command(
     target: String,
     file: PathBuf,
@@ -230,7 +241,7 @@ fn explain_command(
     vars: Vec<String>,
     json: bool,
 ) -> ExitCode {
-    let var_overrides = match var_overrides(&vars) {
+    let var_overrides = match parse_vars(&vars) {
         Ok(v) => v,
         Err(code) => return code,
     };
@@ -250,7 +261,7 @@ fn explain_command(
 }
 
 fn build_command(args: BuildArgs) -> ExitCode {
-    let var_overrides = match var_overrides(&args.vars) {
+    let var_overrides = match parse_vars(&args.vars) {
         Ok(v) => v,
         Err(code) => return code,
     };
@@ -273,6 +284,7 @@ fn build_command(args: BuildArgs) -> ExitCode {
         store_dir: absolute(args.store.unwrap_or_else(build::default_store_dir)),
         out_dir: args.out_dir.map(absolute),
         load: LoadOptions { var_overrides },
+        trace: args.trace.map(absolute),
     };
     let observer = Arc::new(progress::Progress::new(args.json));
     let result = build::build(&opts, observer.clone());
@@ -288,6 +300,45 @@ fn build_command(args: BuildArgs) -> ExitCode {
         Err(BuildError::Usage(msg)) => report::usage_error(&msg),
         Err(BuildError::Environment(msg)) => report::failure(&msg),
     }
+}
+
+fn graph_command(args: GraphArgs) -> ExitCode {
+    let var_overrides = match parse_vars(&args.vars) {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    let load = LoadOptions { var_overrides };
+    match strata_engine::render::plan(&args.file, &load, &args.targets) {
+        Ok(plan) => {
+            match args.format {
+                GraphFormat::Dot => print!("{}", strata_engine::render::dot(&plan)),
+                GraphFormat::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&strata_engine::render::json(&plan))
+                        .expect("JSON values serialize")
+                ),
+            }
+            ExitCode::SUCCESS
+        }
+        Err(BuildError::Config(errors)) => report::config_errors(errors),
+        Err(BuildError::Usage(msg)) => report::usage_error(&msg),
+        Err(BuildError::Environment(msg)) => report::failure(&msg),
+    }
+}
+
+/// `--var NAME=VALUE` arguments, or the exit code of a usage error.
+/// `--var NAME=VALUE` options.
+fn parse_vars(vars: &[String]) -> Result<Vec<(String, String)>, ExitCode> {
+    vars.iter()
+        .map(|v| match v.split_once('=') {
+            Some((name, value)) if strata_engine::load::is_var_name(name) => {
+                Ok((name.to_string(), value.to_string()))
+            }
+            _ => Err(report::usage_error(&format!(
+                "--var expects NAME=VALUE, got `{v}`"
+            ))),
+        })
+        .collect()
 }
 
 fn clean_command(file: PathBuf, out_dir: Option<PathBuf>) -> ExitCode {

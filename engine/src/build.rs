@@ -20,6 +20,7 @@ use crate::materialize;
 use crate::records::{self, Record, RecordedTarget};
 use crate::scheduler::{self, Job, Observer, Outcome, Settings, Work};
 use crate::statcache::StatCache;
+use crate::trace::{self, Tracer};
 
 /// What `strata build` was asked to do.
 #[derive(Clone, Debug)]
@@ -34,6 +35,8 @@ pub struct BuildOptions {
     /// Defaults to `out/` beside the BUILD file.
     pub out_dir: Option<PathBuf>,
     pub load: LoadOptions,
+    /// `--trace`: where to write a Chrome trace of the build.
+    pub trace: Option<PathBuf>,
 }
 
 /// Why a build could not start or finish.
@@ -104,10 +107,28 @@ impl BuildReport {
 /// Loads the workspace and builds the requested targets.
 pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildReport, BuildError> {
     let t0 = Instant::now();
+    if let Some(path) = &opts.trace {
+        trace::check_path(path).map_err(BuildError::Usage)?;
+    }
+    let tracer = opts
+        .trace
+        .as_ref()
+        .map(|_| Tracer::new(observer.clone(), t0));
+    let observer: Arc<dyn Observer> = match &tracer {
+        Some(t) => t.clone(),
+        None => observer,
+    };
+    let phase = |name, start| {
+        if let Some(t) = &tracer {
+            t.phase(name, start)
+        }
+    };
     let ws = load::load(&opts.build_file, &opts.load).map_err(BuildError::Config)?;
     let graph = Graph::build(&ws).map_err(BuildError::Config)?;
     let roots = requested(&ws, &graph, &opts.targets)?;
     let order = graph.closure(&roots);
+    phase("load", t0);
+    let started = Instant::now();
 
     let store = Store::open(&opts.store_dir, DigestFunction::Blake3)
         .map_err(|e| BuildError::Environment(format!("cannot open the store: {e}")))?;
@@ -126,6 +147,9 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
         &out_dir,
         observer.as_ref(),
     )?;
+    phase("key", started);
+    let started = Instant::now();
+
     let jobs = make_jobs(&ws, &graph, &order, sources);
     let settings = Settings {
         jobs: opts.jobs,
@@ -144,6 +168,8 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
         order.clone(),
         observer.clone(),
     ));
+    phase("execute", started);
+    let started = Instant::now();
 
     let mut reports: BTreeMap<String, TargetReport> = BTreeMap::new();
     for (n, outcome) in run.outcomes {
@@ -189,6 +215,8 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
         materialize::update(&store, &out_dir, &requested, &known, &lock)
             .map_err(BuildError::Environment)?;
     }
+    phase("materialize", started);
+    let started = Instant::now();
 
     let rule_names: BTreeMap<String, String> = ws
         .targets
@@ -233,6 +261,12 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
     };
     if let Err(e) = records::write(&store.meta_dir(), &store.tmp_dir(), &workspace_tag, &record) {
         observer.warn(&format!("cannot write the build record: {e}"));
+    }
+    phase("record", started);
+    if let (Some(t), Some(path)) = (&tracer, &opts.trace)
+        && let Err(e) = t.write(path, &rule_names)
+    {
+        observer.warn(&format!("cannot write the trace {}: {e}", path.display()));
     }
 
     Ok(BuildReport {
@@ -316,6 +350,8 @@ pub(crate) fn hash_sources(
     Ok(sources)
 }
 
+/// The nodes `names` ask for (empty: every target that is not a hidden
+/// stage step).
 pub(crate) fn requested(
     ws: &Workspace,
     graph: &Graph,

@@ -25,9 +25,11 @@ pub mod load;
 pub mod materialize;
 pub mod records;
 pub mod registry;
+pub mod render;
 pub mod sandbox;
 pub mod scheduler;
 pub mod statcache;
+pub mod trace;
 
 pub use strata_store::VerifyReport;
 
