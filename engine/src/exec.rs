@@ -137,35 +137,18 @@ const LOG_TAIL: usize = 8 * 1024;
 /// Runs one step to completion. Cancel-safe: dropping the future kills the
 /// step's whole process group.
 pub async fn run(req: StepRequest<'_>) -> Result<StepSuccess, StepFailure> {
-    let (scratch, _scratch_lock) =
-        create_scratch(req.store, &req.scratch_prefix).map_err(|e| StepFailure {
-            failure: Failure::Io(format!("cannot create a scratch folder: {e}")),
-            stdout: String::new(),
-            stderr: String::new(),
-            scratch: None,
-        })?;
-    let exec_root = scratch.join("exec");
-    let early = |failure: Failure| StepFailure {
-        failure,
-        stdout: String::new(),
-        stderr: String::new(),
-        scratch: Some(scratch.clone()),
-    };
-
     // A container mounts `deps/` read-only, as the sandbox does.
     let sandboxed = matches!(req.isolation, Isolation::Sandbox { .. }) || req.container.is_some();
-    {
-        let (store, sources, deps, exec_root) = (
-            req.store.clone(),
-            req.sources.to_vec(),
-            req.deps.to_vec(),
-            exec_root.clone(),
-        );
-        tokio::task::spawn_blocking(move || stage(&store, &exec_root, &sources, &deps, sandboxed))
-            .await
-            .map_err(|e| early(Failure::Io(e.to_string())))?
-            .map_err(early)?;
-    }
+    let (scratch, _scratch_lock) = prepare(
+        req.store,
+        &req.scratch_prefix,
+        req.sources,
+        req.deps,
+        sandboxed,
+    )
+    .await?;
+    let exec_root = scratch.join("exec");
+    let early = |failure: Failure| kept(&scratch, failure);
 
     let started = SystemTime::now();
     let status = match req.container {
@@ -230,31 +213,9 @@ pub struct StageRequest<'a> {
 /// output is the container's root file system afterwards.
 pub async fn run_stage(req: StageRequest<'_>) -> Result<StepSuccess, StepFailure> {
     let (scratch, _scratch_lock) =
-        create_scratch(req.store, &req.scratch_prefix).map_err(|e| StepFailure {
-            failure: Failure::Io(format!("cannot create a scratch folder: {e}")),
-            stdout: String::new(),
-            stderr: String::new(),
-            scratch: None,
-        })?;
+        prepare(req.store, &req.scratch_prefix, req.sources, req.deps, true).await?;
     let exec_root = scratch.join("exec");
-    let early = |failure: Failure| StepFailure {
-        failure,
-        stdout: String::new(),
-        stderr: String::new(),
-        scratch: Some(scratch.clone()),
-    };
-    {
-        let (store, sources, deps, exec_root) = (
-            req.store.clone(),
-            req.sources.to_vec(),
-            req.deps.to_vec(),
-            exec_root.clone(),
-        );
-        tokio::task::spawn_blocking(move || stage(&store, &exec_root, &sources, &deps, true))
-            .await
-            .map_err(|e| early(Failure::Io(e.to_string())))?
-            .map_err(early)?;
-    }
+    let early = |failure: Failure| kept(&scratch, failure);
     let started = SystemTime::now();
     let outcome = containers::stage_run(&req, &exec_root, &scratch)
         .await
@@ -276,6 +237,44 @@ pub async fn run_stage(req: StageRequest<'_>) -> Result<StepSuccess, StepFailure
     remove_tree(&scratch);
     let result = action_result(output, Some(logs), started, finished);
     Ok(StepSuccess { output, result })
+}
+
+/// A failure before the step ran: no logs, the scratch folder kept.
+fn kept(scratch: &Path, failure: Failure) -> StepFailure {
+    StepFailure {
+        failure,
+        stdout: String::new(),
+        stderr: String::new(),
+        scratch: Some(scratch.to_path_buf()),
+    }
+}
+
+/// A fresh scratch folder (held by its lock) with the step's inputs staged
+/// in `exec/`.
+async fn prepare(
+    store: &Store,
+    prefix: &str,
+    sources: &[SourceFile],
+    deps: &[(String, Digest)],
+    sandboxed: bool,
+) -> Result<(PathBuf, fs::File), StepFailure> {
+    let (scratch, lock) = create_scratch(store, prefix).map_err(|e| StepFailure {
+        failure: Failure::Io(format!("cannot create a scratch folder: {e}")),
+        stdout: String::new(),
+        stderr: String::new(),
+        scratch: None,
+    })?;
+    let (store, sources, deps, exec_root) = (
+        store.clone(),
+        sources.to_vec(),
+        deps.to_vec(),
+        scratch.join("exec"),
+    );
+    tokio::task::spawn_blocking(move || stage(&store, &exec_root, &sources, &deps, sandboxed))
+        .await
+        .map_err(|e| kept(&scratch, Failure::Io(e.to_string())))?
+        .map_err(|f| kept(&scratch, f))?;
+    Ok((scratch, lock))
 }
 
 /// The action-cache entry of a succeeded action: its output tree under

@@ -359,23 +359,18 @@ impl Task {
                 self.stage_step(shared, &keyed, parent.as_deref(), step)
                     .await?
             }
-            Work::ImagePull(params) => {
+            Work::ImagePull(_) | Work::DataRoot(_) => {
                 let started = std::time::SystemTime::now();
-                let output = containers::pull(&shared.store, params)
-                    .await
-                    .map_err(fail)?;
-                keyed
-                    .store(shared.store.cas())
-                    .map_err(|e| fail(exec::Failure::Store(e)))?;
-                let result =
-                    exec::action_result(output, None, started, std::time::SystemTime::now());
-                (output, result)
-            }
-            Work::DataRoot(params) => {
-                let started = std::time::SystemTime::now();
-                let engine_dir = format!("{}-{}-", shared.settings.workspace_tag, self.name);
-                let output =
-                    crate::data_root::build(&shared.store, &engine_dir, params, &self.deps).await?;
+                let output = match &self.work {
+                    Work::ImagePull(params) => containers::pull(&shared.store, params)
+                        .await
+                        .map_err(fail)?,
+                    Work::DataRoot(params) => {
+                        let prefix = format!("{}-{}-", shared.settings.workspace_tag, self.name);
+                        crate::data_root::build(&shared.store, &prefix, params, &self.deps).await?
+                    }
+                    _ => unreachable!("matched above"),
+                };
                 keyed
                     .store(shared.store.cas())
                     .map_err(|e| fail(exec::Failure::Store(e)))?;

@@ -22,6 +22,22 @@ pub enum Program {
     Argv(Vec<Text>),
 }
 
+impl Program {
+    /// The arguments as the step receives them, and as they are keyed.
+    pub fn argv(&self) -> (Vec<String>, Vec<String>) {
+        match self {
+            Program::Shell(cmd) => (
+                vec!["/bin/sh".into(), "-c".into(), cmd.actual.clone()],
+                vec!["/bin/sh".into(), "-c".into(), cmd.keyed.clone()],
+            ),
+            Program::Argv(args) => args
+                .iter()
+                .map(|a| (a.actual.clone(), a.keyed.clone()))
+                .unzip(),
+        }
+    }
+}
+
 /// The declared output digest of a fixed-output step, `<function>:<hex>`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FixedOutput {
@@ -226,16 +242,7 @@ impl RunParams {
     }
 
     pub fn step(&self) -> RunStep {
-        let (argv, keyed_argv): (Vec<String>, Vec<String>) = match &self.program {
-            Program::Shell(cmd) => (
-                vec!["/bin/sh".into(), "-c".into(), cmd.actual.clone()],
-                vec!["/bin/sh".into(), "-c".into(), cmd.keyed.clone()],
-            ),
-            Program::Argv(args) => args
-                .iter()
-                .map(|a| (a.actual.clone(), a.keyed.clone()))
-                .unzip(),
-        };
+        let (argv, keyed_argv) = self.program.argv();
         // Fixed variables first; declared ones may not override them (the
         // loader refuses that), so the map below holds each name once.
         let mut env: BTreeMap<String, Text> = BTreeMap::new();

@@ -62,16 +62,7 @@ pub struct CopyInto {
 impl RunInStage {
     /// Arguments as the step receives them and as they are keyed.
     pub fn argv(&self) -> (Vec<String>, Vec<String>) {
-        match &self.program {
-            Program::Shell(cmd) => (
-                vec!["/bin/sh".into(), "-c".into(), cmd.actual.clone()],
-                vec!["/bin/sh".into(), "-c".into(), cmd.keyed.clone()],
-            ),
-            Program::Argv(args) => args
-                .iter()
-                .map(|a| (a.actual.clone(), a.keyed.clone()))
-                .unzip(),
-        }
+        self.program.argv()
     }
 
     /// The environment, fixed variables first (declarations cannot override
