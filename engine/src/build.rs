@@ -111,8 +111,7 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
         .map_err(|e| BuildError::Environment(format!("cannot open the store: {e}")))?;
     check_digest_functions(&ws, &order, &graph, store.function())?;
     let out_dir = opts.out_dir.clone().unwrap_or_else(|| ws.root.join("out"));
-    let workspace_tag =
-        blake3::hash(ws.build_file.as_os_str().as_encoded_bytes()).to_hex()[..16].to_string();
+    let workspace_tag = workspace_tag(&ws.build_file);
 
     // Key phase, first half: expand and hash sources (the stat cache spares
     // re-reading unchanged files).
@@ -276,6 +275,13 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
         interrupted: run.interrupted,
         out_dir,
     })
+}
+
+/// The name under which a workspace's records and stat cache are kept, from
+/// its BUILD file's canonical path (as `load` resolves it), so every command
+/// finds the records of the workspace `strata build` built.
+pub fn workspace_tag(canonical_build_file: &Path) -> String {
+    blake3::hash(canonical_build_file.as_os_str().as_encoded_bytes()).to_hex()[..16].to_string()
 }
 
 fn requested(
