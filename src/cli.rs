@@ -42,6 +42,9 @@ enum Command {
         #[command(subcommand)]
         command: CacheCommand,
     },
+    /// The hashes of the last build: keys, their parts, every output file;
+    /// `manifest diff A B` compares two saved with --json.
+    Manifest(crate::manifest::ManifestArgs),
     /// Remove the output folder (`out/`); the store is never touched.
     Clean {
         #[arg(short = 'f', long = "file", default_value = "BUILD.yaml")]
@@ -126,6 +129,7 @@ pub fn run() -> ExitCode {
             command: StoreCommand::Verify { store },
         } => verify_command(store),
         Command::Cache { command } => cache_command(command),
+        Command::Manifest(args) => crate::manifest::command(args),
     }
 }
 
