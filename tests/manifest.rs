@@ -495,3 +495,73 @@ fn a_malformed_manifest_exits_2_naming_the_file() {
         r.stderr
     );
 }
+
+#[test]
+fn modes_owners_and_devices_of_root_file_systems_are_listed_and_compared() {
+    let saved = tempfile::tempdir().unwrap();
+    let build = |mode: &str| {
+        let ws = Ws::new();
+        ws.write("files/motd", "hello\n").write(
+            "BUILD.yaml",
+            &format!(
+                r#"
+targets:
+  root:
+    rule: rootfs
+    srcs: ["files/motd"]
+    components:
+      - {{type: file, source: files/motd, target: /etc/motd, chmod: "{mode}", chown: "0:0"}}
+      - {{type: device, path: /dev/console, kind: char, major: 5, minor: 1, mode: "0600"}}
+"#
+            ),
+        );
+        ws.build_ok(&[]);
+        ws
+    };
+    let (a, b) = (build("0640"), build("0644"));
+    let r = a.run(&["manifest"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let motd = blake3_of(b"hello\n");
+    assert!(
+        r.stdout
+            .contains("\n  char    dev/console  5:1  mode 0600  owner 0:0\n"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains(&format!(
+            "\n  file    etc/motd  6  {motd}  mode 0640  owner 0:0\n"
+        )),
+        "{}",
+        r.stdout
+    );
+
+    let ma = save_manifest(&a, saved.path(), "a.json", &[]);
+    let mb = save_manifest(&b, saved.path(), "b.json", &[]);
+    let console = read_json(&ma)["targets"]["root"]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"] == "dev/console")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        console,
+        serde_json::json!({"path": "dev/console", "type": "char", "major": 5, "minor": 1,
+                           "mode": "0600", "uid": 0, "gid": 0})
+    );
+    let r = diff(&ma, &mb, &[]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stdout.contains("  root: key "), "{}", r.stdout);
+    let short = &motd["blake3:".len()..][..10];
+    assert!(
+        r.stdout.contains(&format!(
+            "    file `etc/motd` 6 bytes {short}.. mode 0640 owner 0:0 -> 6 bytes {short}.. mode 0644 owner 0:0\n"
+        )),
+        "{}",
+        r.stdout
+    );
+    // Only the entry that differs is listed (the command mentions both).
+    assert!(!r.stdout.contains("file `dev/console`"), "{}", r.stdout);
+    assert!(!r.stdout.contains("file `etc`"), "{}", r.stdout);
+}
