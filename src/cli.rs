@@ -59,6 +59,9 @@ enum Command {
     /// Print the dependency graph of targets (default: every target) as
     /// Graphviz DOT or JSON.
     Graph(GraphArgs),
+    /// The hashes of the last build: keys, their parts, every output file;
+    /// `manifest diff A B` compares two saved with --json.
+    Manifest(crate::manifest::ManifestArgs),
     /// Remove the output folder (`out/`); the store is never touched.
     Clean {
         #[arg(short = 'f', long = "file", default_value = "BUILD.yaml")]
@@ -180,6 +183,7 @@ pub fn run() -> ExitCode {
             vars,
             json,
         } => explain_command(target, file, store, vars, json),
+        Command::Manifest(args) => crate::manifest::command(args),
     }
 }
 

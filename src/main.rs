@@ -2,6 +2,7 @@
 //! done by `strata-engine`.
 
 mod cli;
+mod manifest;
 mod progress;
 mod report;
 

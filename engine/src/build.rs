@@ -317,9 +317,11 @@ pub(crate) fn make_jobs(
         .collect()
 }
 
-/// Names a workspace's records and stat cache: its BUILD file's path.
-pub(crate) fn workspace_tag(build_file: &Path) -> String {
-    blake3::hash(build_file.as_os_str().as_encoded_bytes()).to_hex()[..16].to_string()
+/// The name under which a workspace's records and stat cache are kept, from
+/// its BUILD file's canonical path (as `load` resolves it), so every command
+/// finds the records of the workspace `strata build` built.
+pub fn workspace_tag(canonical_build_file: &Path) -> String {
+    blake3::hash(canonical_build_file.as_os_str().as_encoded_bytes()).to_hex()[..16].to_string()
 }
 
 /// Hashes the sources of `order`'s targets through the workspace's stat cache.

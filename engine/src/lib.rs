@@ -22,6 +22,7 @@ pub mod inputs;
 pub mod key;
 pub mod keyinfo;
 pub mod load;
+pub mod manifest;
 pub mod materialize;
 pub mod records;
 pub mod registry;
