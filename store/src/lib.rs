@@ -22,6 +22,7 @@ mod atomic;
 mod cas;
 mod digest;
 mod error;
+pub mod gc;
 pub mod reapi;
 pub mod tree;
 
