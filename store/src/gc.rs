@@ -149,14 +149,7 @@ impl Collector {
                 };
                 let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
                 let bytes = meta.len();
-                entries.insert(
-                    (f, hash),
-                    Entry {
-                        path,
-                        bytes,
-                        mtime,
-                    },
-                );
+                entries.insert((f, hash), Entry { path, bytes, mtime });
             }
         }
         Collector {
@@ -339,10 +332,9 @@ impl Collector {
                     swept.removed.blobs += 1;
                     swept.removed.blob_bytes += b.bytes;
                 }
-                Err(err) => swept.errors.push(format!(
-                    "cannot remove blob {}: {err}",
-                    b.path.display()
-                )),
+                Err(err) => swept
+                    .errors
+                    .push(format!("cannot remove blob {}: {err}", b.path.display())),
             }
         }
         swept
@@ -360,11 +352,12 @@ impl Collector {
         let Some(store) = self.store(f) else { return };
         if seen.insert(key) {
             out.push(key);
-            if let Some(action) = self
-                .blobs
-                .get(&key)
-                .and_then(|b| store.cas().get_message::<reapi::Action>(&b.digest, "an action").ok())
-            {
+            if let Some(action) = self.blobs.get(&key).and_then(|b| {
+                store
+                    .cas()
+                    .get_message::<reapi::Action>(&b.digest, "an action")
+                    .ok()
+            }) {
                 if let Some(d) = proto_id(f, action.command_digest.as_ref()) {
                     leaf(d, seen, out);
                 }
@@ -639,9 +632,8 @@ mod tests {
             .unwrap()
             .command_digest
             .unwrap();
-        let only_a = c.entries[&(s.function(), a.hash)].bytes
-            + a.size_bytes
-            + command_a.size_bytes as u64;
+        let only_a =
+            c.entries[&(s.function(), a.hash)].bytes + a.size_bytes + command_a.size_bytes as u64;
         let plan = c.plan(c.usage().bytes() - only_a);
         assert_eq!((plan.removed.blobs, plan.removed.action_results), (2, 1));
         c.sweep(&plan);
