@@ -4,6 +4,7 @@
 mod cli;
 mod progress;
 mod report;
+mod store_cmd;
 
 use std::process::ExitCode;
 
