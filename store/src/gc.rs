@@ -568,6 +568,18 @@ mod tests {
         let after = Collector::scan(vec![s.clone()]);
         assert_eq!(after.usage(), plan.after);
         assert_eq!(after.usage(), c.kept());
+        assert!(s.verify().is_clean());
+    }
+
+    #[test]
+    fn verify_reports_an_entry_whose_output_lost_a_blob() {
+        let (_d, s) = store();
+        let (_, _, file) = action(&s, "one", "one");
+        assert!(s.verify().is_clean());
+        fs::remove_file(s.cas().path(&file)).unwrap();
+        let report = s.verify();
+        assert_eq!(report.incomplete_action_results.len(), 1, "{report:?}");
+        assert!(!report.is_clean());
     }
 
     #[test]

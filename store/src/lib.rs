@@ -144,9 +144,43 @@ impl Store {
         for (path, problem) in self.action_cache.check_entries() {
             report.bad_action_results.push((path, problem));
         }
+        // Blobs are written before the entries naming them and `gc` removes
+        // entries before their blobs: an entry reaching a missing blob means
+        // one of them broke its order.
+        for (hash, path) in self.action_cache.list() {
+            let Ok(Some(result)) = self.action_cache.get(&Digest::new(hash, 0)) else {
+                continue;
+            };
+            if let Some(missing) = self.missing_from(&result) {
+                report
+                    .incomplete_action_results
+                    .push((path, format!("object {missing} is missing")));
+            }
+        }
         report.action_results = self.action_cache.count();
         report.temporaries = fs::read_dir(self.tmp_dir()).map(|d| d.count()).unwrap_or(0);
         report
+    }
+}
+
+impl Store {
+    /// The first blob an action result names (outputs, logs) that is not
+    /// stored, if any.
+    fn missing_from(&self, result: &reapi::ActionResult) -> Option<Digest> {
+        let unreadable = Digest::new([0; 32], 0);
+        for dir in &result.output_directories {
+            if let Some(d) = &dir.root_directory_digest {
+                let d = Digest::from_proto(d).unwrap_or(unreadable);
+                if let Some(missing) = tree::first_missing(&self.cas, &d) {
+                    return Some(missing);
+                }
+            }
+        }
+        [&result.stdout_digest, &result.stderr_digest]
+            .into_iter()
+            .flatten()
+            .map(|d| Digest::from_proto(d).unwrap_or(unreadable))
+            .find(|d| !self.cas.contains(d))
     }
 }
 
@@ -159,6 +193,8 @@ pub struct VerifyReport {
     pub corrupt: Vec<(Digest, PathBuf, String)>,
     /// Action-cache entries that do not decode.
     pub bad_action_results: Vec<(PathBuf, String)>,
+    /// Action-cache entries naming a blob the store does not hold.
+    pub incomplete_action_results: Vec<(PathBuf, String)>,
     /// Files in the object folders that are not named like objects.
     pub stray: Vec<PathBuf>,
     /// Temporary files left by interrupted writers (harmless).
@@ -167,7 +203,10 @@ pub struct VerifyReport {
 
 impl VerifyReport {
     pub fn is_clean(&self) -> bool {
-        self.corrupt.is_empty() && self.bad_action_results.is_empty() && self.stray.is_empty()
+        self.corrupt.is_empty()
+            && self.bad_action_results.is_empty()
+            && self.incomplete_action_results.is_empty()
+            && self.stray.is_empty()
     }
 }
 
