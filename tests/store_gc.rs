@@ -427,3 +427,46 @@ fn bad_sizes_and_missing_stores_are_usage_errors() {
     // Nothing was collected by any of them.
     assert_eq!(ws.build_ok(&[]).with_status("cached"), ["first", "second"]);
 }
+
+/// Twenty targets, each writing a few files named by the variable `v`.
+fn many_targets() -> String {
+    let mut yaml = String::from("vars:\n  v: a\ntargets:\n");
+    for i in 0..20 {
+        yaml.push_str(&format!(
+            "  t{i}:\n    rule: run\n    cmd: \"mkdir $OUT/d; for f in 1 2 3 4 5; do seq -f '${{v}}-{i}-$f-%g' 1 200 > $OUT/d/$f; done\"\n    outs: [d/]\n"
+        ));
+    }
+    yaml
+}
+
+#[test]
+fn a_killed_gc_leaves_no_entry_pointing_at_a_removed_blob() {
+    let ws = Ws::new();
+    ws.write("BUILD.yaml", &many_targets());
+    let versions = ["a", "b", "c"];
+    for v in versions {
+        ws.build_ok(&["--var", &format!("v={v}")]);
+    }
+    let t0 = Instant::now();
+    gc(&ws, &["--max-size", "0", "--keep-builds", "1", "--dry-run"]);
+    let span = t0.elapsed().as_micros() as u64 * 2 + 1;
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    for round in 0..8 {
+        let latest = versions[round % versions.len()];
+        let r = ws.build_ok(&["--var", &format!("v={latest}")]);
+        assert_eq!(r.with_status("failed"), Vec::<String>::new());
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let mut collector =
+            spawn(ws.cmd(&["store", "gc", "--max-size", "0", "--keep-builds", "1"]));
+        std::thread::sleep(Duration::from_micros(seed % span));
+        let _ = collector.kill();
+        let _ = collector.wait();
+        // Whatever it removed, entries went before their blobs, and what the
+        // newest build uses is all there.
+        verify_clean(&ws);
+        let again = ws.build_ok(&["--var", &format!("v={latest}")]);
+        assert_eq!(again.executed(), Vec::<String>::new(), "round {round}");
+    }
+}
