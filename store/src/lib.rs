@@ -151,10 +151,8 @@ impl Store {
             let Ok(Some(result)) = self.action_cache.get(&Digest::new(hash, 0)) else {
                 continue;
             };
-            if let Some(missing) = self.missing_from(&result) {
-                report
-                    .incomplete_action_results
-                    .push((path, format!("object {missing} is missing")));
+            if let Some(problem) = self.missing_from(&result) {
+                report.incomplete_action_results.push((path, problem));
             }
         }
         report.action_results = self.action_cache.count();
@@ -164,23 +162,30 @@ impl Store {
 }
 
 impl Store {
-    /// The first blob an action result names (outputs, logs) that is not
-    /// stored, if any.
-    fn missing_from(&self, result: &reapi::ActionResult) -> Option<Digest> {
-        let unreadable = Digest::new([0; 32], 0);
-        for dir in &result.output_directories {
-            if let Some(d) = &dir.root_directory_digest {
-                let d = Digest::from_proto(d).unwrap_or(unreadable);
-                if let Some(missing) = tree::first_missing(&self.cas, &d) {
-                    return Some(missing);
-                }
+    /// Why an action result is incomplete: the first blob it names
+    /// (outputs, logs) that is not stored, or a malformed digest.
+    fn missing_from(&self, result: &reapi::ActionResult) -> Option<String> {
+        let named = result
+            .output_directories
+            .iter()
+            .map(|d| (d.root_directory_digest.as_ref(), true))
+            .chain([(result.stdout_digest.as_ref(), false)])
+            .chain([(result.stderr_digest.as_ref(), false)]);
+        for (digest, is_tree) in named {
+            let Some(proto) = digest else { continue };
+            let Some(d) = Digest::from_proto(proto) else {
+                return Some(format!("malformed digest {proto:?}"));
+            };
+            let missing = if is_tree {
+                tree::first_missing(&self.cas, &d)
+            } else {
+                (!self.cas.contains(&d)).then_some(d)
+            };
+            if let Some(m) = missing {
+                return Some(format!("object {m} is missing"));
             }
         }
-        [&result.stdout_digest, &result.stderr_digest]
-            .into_iter()
-            .flatten()
-            .map(|d| Digest::from_proto(d).unwrap_or(unreadable))
-            .find(|d| !self.cas.contains(d))
+        None
     }
 }
 
