@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use strata_engine::build::{self, BuildError, BuildOptions};
 use strata_engine::load::LoadOptions;
 
-use crate::{progress, report};
+use crate::{progress, report, store_cmd};
 
 /// Exit codes: 0 success, 1 a failed build, 2 bad usage or configuration.
 pub const EXIT_FAILED: u8 = 1;
@@ -79,6 +79,39 @@ enum StoreCommand {
         /// The store folder (default as for `build`).
         #[arg(long = "store")]
         store: Option<PathBuf>,
+    },
+    /// Count objects and bytes: blobs, action results, leftovers, caches,
+    /// build records, and what the newest builds reach.
+    Stats {
+        #[arg(long = "store")]
+        store: Option<PathBuf>,
+        /// Count as reachable what this many newest builds of each workspace use.
+        #[arg(long = "keep-builds", default_value_t = strata_engine::gc::DEFAULT_KEEP_BUILDS)]
+        keep_builds: usize,
+        /// Print one JSON document.
+        #[arg(long = "json")]
+        json: bool,
+    },
+    /// Evict least recently used objects that the newest builds of every
+    /// workspace do not need, until the store fits in SIZE.
+    Gc {
+        /// The most the CAS and action cache may hold: 10G, 500M, 64K, 0 (powers of 1024).
+        #[arg(long = "max-size", value_name = "SIZE", value_parser = strata_engine::gc::parse_size)]
+        max_size: u64,
+        /// Keep everything the newest N builds of each workspace use.
+        #[arg(long = "keep-builds", value_name = "N", default_value_t = strata_engine::gc::DEFAULT_KEEP_BUILDS)]
+        keep_builds: usize,
+        #[arg(long = "store")]
+        store: Option<PathBuf>,
+        /// Report what would be removed; remove nothing.
+        #[arg(long = "dry-run")]
+        dry_run: bool,
+        /// Exit 1 at once if a build is running, instead of waiting for it.
+        #[arg(long = "no-wait")]
+        no_wait: bool,
+        /// Print one JSON document.
+        #[arg(long = "json")]
+        json: bool,
     },
 }
 
@@ -172,9 +205,7 @@ pub fn run() -> ExitCode {
         Command::Build(args) => build_command(args),
         Command::Graph(args) => graph_command(args),
         Command::Clean { file, out_dir } => clean_command(file, out_dir),
-        Command::Store {
-            command: StoreCommand::Verify { store },
-        } => verify_command(store),
+        Command::Store { command } => store_command(command),
         Command::Cache { command } => cache_command(command),
         Command::Explain {
             target,
@@ -370,6 +401,38 @@ fn clean_command(file: PathBuf, out_dir: Option<PathBuf>) -> ExitCode {
     }
     println!("removed {}", out_dir.display());
     ExitCode::SUCCESS
+}
+
+fn store_command(command: StoreCommand) -> ExitCode {
+    match command {
+        StoreCommand::Verify { store } => verify_command(store),
+        StoreCommand::Stats {
+            store,
+            keep_builds,
+            json,
+        } => store_cmd::stats(store_dir(store), keep_builds, json),
+        StoreCommand::Gc {
+            max_size,
+            keep_builds,
+            store,
+            dry_run,
+            no_wait,
+            json,
+        } => store_cmd::gc(
+            store_dir(store),
+            &strata_engine::gc::GcOptions {
+                max_bytes: max_size,
+                keep_builds,
+                dry_run,
+            },
+            !no_wait,
+            json,
+        ),
+    }
+}
+
+fn store_dir(store: Option<PathBuf>) -> PathBuf {
+    absolute(store.unwrap_or_else(build::default_store_dir))
 }
 
 fn verify_command(store: Option<PathBuf>) -> ExitCode {

@@ -5,6 +5,7 @@ mod cli;
 mod manifest;
 mod progress;
 mod report;
+mod store_cmd;
 
 use std::process::ExitCode;
 

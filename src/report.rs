@@ -120,6 +120,12 @@ pub fn verify_report(r: &strata_engine::VerifyReport) -> ExitCode {
     for (path, problem) in &r.bad_action_results {
         println!("bad action-cache entry {}: {problem}", path.display());
     }
+    for (path, problem) in &r.incomplete_action_results {
+        println!(
+            "incomplete action-cache entry {}: {problem}",
+            path.display()
+        );
+    }
     for path in &r.stray {
         println!("stray file {}", path.display());
     }

@@ -12,6 +12,7 @@ use petgraph::graph::NodeIndex;
 use strata_store::{Digest, DigestFunction, Store};
 
 use crate::exec::{Failure, Isolation, StepFailure};
+use crate::gc;
 use crate::graph::Graph;
 use crate::inputs;
 use crate::load::diag::{At, did_you_mean};
@@ -132,6 +133,17 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
 
     let store = Store::open(&opts.store_dir, DigestFunction::Blake3)
         .map_err(|e| BuildError::Environment(format!("cannot open the store: {e}")))?;
+    // Held until the build returns, so `gc` never collects what this build
+    // wrote before its record names it.
+    let _gc_lock = gc::lock_shared(&store, || {
+        observer.warn("waiting for `strata store gc` to finish with this store")
+    })
+    .map_err(|e| {
+        BuildError::Environment(format!(
+            "cannot lock {}: {e}",
+            gc::lock_path(&store).display()
+        ))
+    })?;
     check_digest_functions(&ws, &order, &graph, store.function())?;
     let out_dir = opts.out_dir.clone().unwrap_or_else(|| ws.root.join("out"));
     let workspace_tag = workspace_tag(&ws.build_file);

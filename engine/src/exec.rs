@@ -417,22 +417,38 @@ fn rand_u64() -> u64 {
 /// kept for inspection, and leftovers of killed builds. Works across
 /// processes, containers and machines sharing a store (locks, not PIDs).
 pub fn remove_stale_scratch(store: &Store, prefix: &str) {
-    let Ok(entries) = fs::read_dir(store.scratch_dir()) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name();
-        if !name.to_str().is_some_and(|n| n.starts_with(prefix)) {
-            continue;
-        }
-        let held = match fs::File::open(e.path().join(SCRATCH_LOCK)) {
-            Ok(f) => matches!(f.try_lock(), Err(fs::TryLockError::WouldBlock)),
-            Err(_) => false,
-        };
+    for (path, held) in scratch_folders(store, prefix) {
         if !held {
-            remove_tree(&e.path());
+            remove_tree(&path);
         }
     }
+}
+
+/// The scratch folders whose names start with `prefix`, each with whether a
+/// live build holds it. A folder still being prepared (`.new-`, not locked
+/// yet) counts as not held: only a caller that owns the prefix, or knows no
+/// build is running (`gc`, under its lock), may remove such a folder.
+pub fn scratch_folders(store: &Store, prefix: &str) -> Vec<(PathBuf, bool)> {
+    let Ok(entries) = fs::read_dir(store.scratch_dir()) else {
+        return Vec::new();
+    };
+    let mut found: Vec<(PathBuf, bool)> = entries
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with(prefix))
+        })
+        .map(|e| {
+            let held = match fs::File::open(e.path().join(SCRATCH_LOCK)) {
+                Ok(f) => matches!(f.try_lock(), Err(fs::TryLockError::WouldBlock)),
+                Err(_) => false,
+            };
+            (e.path(), held)
+        })
+        .collect();
+    found.sort();
+    found
 }
 
 /// Run in the child before exec: it gets SIGKILL when strata dies. (If

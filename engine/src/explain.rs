@@ -84,6 +84,11 @@ pub fn explain(opts: &ExplainOptions, observer: &dyn Observer) -> Result<Explana
     let order = graph.closure(&roots);
     let store = crate::open_store(&opts.store_dir)
         .map_err(|e| BuildError::Environment(format!("cannot open the store: {e}")))?;
+    // Keys are stored below: a running gc must not see them half-written.
+    let _gc_lock = crate::gc::lock_shared(&store, || {
+        observer.warn("waiting for `strata store gc` to finish")
+    })
+    .map_err(|e| BuildError::Environment(format!("cannot lock the store: {e}")))?;
     let tag = build::workspace_tag(&ws.build_file);
     let records = records::read_all(&store.meta_dir(), &tag);
     let last = last_builds(&records);

@@ -7,7 +7,7 @@
 //! runs steps in containers of a Docker Engine, `containers` drives it for
 //! container work (`run` with `image:`, stages), `registry` pulls images by
 //! digest for `image-pull`, and `data_root` preloads images for
-//! `docker-data-root`; `caches` holds cache mounts.
+//! `docker-data-root`; `caches` holds cache mounts; `gc` bounds the store.
 
 pub mod build;
 pub mod caches;
@@ -16,6 +16,7 @@ pub mod data_root;
 pub mod docker;
 pub mod exec;
 pub mod explain;
+pub mod gc;
 pub mod globs;
 pub mod graph;
 pub mod inputs;

@@ -559,9 +559,12 @@ pub fn cached_output(store: &Store, key: &Digest) -> Option<Digest> {
     let result = store.action_cache().get(key).ok()??;
     let dir = result.output_directories.first()?;
     let output = Digest::from_proto(dir.root_directory_digest.as_ref()?)?;
-    tree::first_missing(store.cas(), &output)
-        .is_none()
-        .then_some(output)
+    if tree::first_missing(store.cas(), &output).is_some() {
+        return None;
+    }
+    // The entry's time is the last use `gc` evicts by.
+    store.action_cache().touch(key);
+    Some(output)
 }
 
 /// Decides once per build whether steps can run in namespaces here.

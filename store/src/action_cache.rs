@@ -30,7 +30,13 @@ impl ActionCache {
     }
 
     fn path(&self, key: &Digest) -> PathBuf {
-        let hex = key.hex();
+        self.path_of(&key.hash)
+    }
+
+    /// Entries are named by the key's hash alone (an action's size adds
+    /// nothing to its identity).
+    pub(crate) fn path_of(&self, hash: &[u8; 32]) -> PathBuf {
+        let hex = hex::encode(hash);
         self.root.join(&hex[..2]).join(hex)
     }
 
@@ -53,6 +59,29 @@ impl ActionCache {
         );
         let bytes = prost::Message::encode_to_vec(result);
         atomic::write_atomic(&self.tmp, &self.path(key), &bytes, 0o444)
+    }
+
+    /// Marks the entry for `key` as just used: its modification time is the
+    /// last use of everything its result references, which `gc` evicts
+    /// least recently used first. Best effort: a store shared between users
+    /// may not let us set the time, which only makes the entry look older.
+    pub fn touch(&self, key: &Digest) {
+        if let Ok(f) = fs::File::open(self.path(key)) {
+            let _ = f.set_modified(std::time::SystemTime::now());
+        }
+    }
+
+    /// Every entry named like one: its key's hash and its path.
+    pub(crate) fn list(&self) -> impl Iterator<Item = ([u8; 32], PathBuf)> + '_ {
+        walkdir::WalkDir::new(&self.root)
+            .min_depth(2)
+            .max_depth(2)
+            .into_iter()
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let digest = Digest::from_hex(e.file_name().to_str()?, 0)?;
+                Some((digest.hash, e.into_path()))
+            })
     }
 
     /// Entries that do not decode as an `ActionResult` or are misnamed.

@@ -22,6 +22,7 @@ mod atomic;
 mod cas;
 mod digest;
 mod error;
+pub mod gc;
 pub mod reapi;
 pub mod tree;
 
@@ -143,9 +144,48 @@ impl Store {
         for (path, problem) in self.action_cache.check_entries() {
             report.bad_action_results.push((path, problem));
         }
+        // Blobs are written before the entries naming them and `gc` removes
+        // entries before their blobs: an entry reaching a missing blob means
+        // one of them broke its order.
+        for (hash, path) in self.action_cache.list() {
+            let Ok(Some(result)) = self.action_cache.get(&Digest::new(hash, 0)) else {
+                continue;
+            };
+            if let Some(problem) = self.missing_from(&result) {
+                report.incomplete_action_results.push((path, problem));
+            }
+        }
         report.action_results = self.action_cache.count();
         report.temporaries = fs::read_dir(self.tmp_dir()).map(|d| d.count()).unwrap_or(0);
         report
+    }
+}
+
+impl Store {
+    /// Why an action result is incomplete: the first blob it names
+    /// (outputs, logs) that is not stored, or a malformed digest.
+    fn missing_from(&self, result: &reapi::ActionResult) -> Option<String> {
+        let named = result
+            .output_directories
+            .iter()
+            .map(|d| (d.root_directory_digest.as_ref(), true))
+            .chain([(result.stdout_digest.as_ref(), false)])
+            .chain([(result.stderr_digest.as_ref(), false)]);
+        for (digest, is_tree) in named {
+            let Some(proto) = digest else { continue };
+            let Some(d) = Digest::from_proto(proto) else {
+                return Some(format!("malformed digest {proto:?}"));
+            };
+            let missing = if is_tree {
+                tree::first_missing(&self.cas, &d)
+            } else {
+                (!self.cas.contains(&d)).then_some(d)
+            };
+            if let Some(m) = missing {
+                return Some(format!("object {m} is missing"));
+            }
+        }
+        None
     }
 }
 
@@ -158,6 +198,8 @@ pub struct VerifyReport {
     pub corrupt: Vec<(Digest, PathBuf, String)>,
     /// Action-cache entries that do not decode.
     pub bad_action_results: Vec<(PathBuf, String)>,
+    /// Action-cache entries naming a blob the store does not hold.
+    pub incomplete_action_results: Vec<(PathBuf, String)>,
     /// Files in the object folders that are not named like objects.
     pub stray: Vec<PathBuf>,
     /// Temporary files left by interrupted writers (harmless).
@@ -166,7 +208,10 @@ pub struct VerifyReport {
 
 impl VerifyReport {
     pub fn is_clean(&self) -> bool {
-        self.corrupt.is_empty() && self.bad_action_results.is_empty() && self.stray.is_empty()
+        self.corrupt.is_empty()
+            && self.bad_action_results.is_empty()
+            && self.incomplete_action_results.is_empty()
+            && self.stray.is_empty()
     }
 }
 

@@ -1,0 +1,168 @@
+//! `strata store stats` and `strata store gc`: printing what the engine
+//! counted or removed.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use strata_engine::gc::{self, Count, GcOptions, GcReport, Objects, Stats};
+
+use crate::cli::EXIT_FAILED;
+use crate::report;
+
+/// Opens an existing store (these commands never create one).
+macro_rules! open_store {
+    ($dir:expr) => {{
+        if !$dir.exists() {
+            return report::usage_error(&format!("no store at {}", $dir.display()));
+        }
+        match strata_engine::open_store(&$dir) {
+            Ok(s) => s,
+            Err(e) => return report::failure(&format!("cannot open the store: {e}")),
+        }
+    }};
+}
+
+fn print_json(value: Result<serde_json::Value, serde_json::Error>) {
+    let text = value.and_then(|v| serde_json::to_string_pretty(&v));
+    println!("{}", text.expect("reports serialize"));
+}
+
+pub fn stats(dir: PathBuf, keep_builds: usize, json: bool) -> ExitCode {
+    let store = open_store!(dir);
+    let stats = match gc::stats(&store, keep_builds) {
+        Ok(s) => s,
+        Err(e) => return report::failure(&e),
+    };
+    if json {
+        print_json(serde_json::to_value(&stats));
+    } else {
+        print_stats(&stats);
+    }
+    ExitCode::SUCCESS
+}
+
+fn print_stats(s: &Stats) {
+    println!("store {}", s.store.display());
+    for (function, o) in &s.by_function {
+        row(&format!("blobs ({function})"), o.blobs);
+        row(&format!("action results ({function})"), o.action_results);
+    }
+    println!("{:<28} {:>10} {:>11}", "total", "", human(s.objects.bytes));
+    row("temporaries", s.temporaries);
+    println!(
+        "{:<28} {:>10} {:>11}  ({} in use)",
+        "scratch folders",
+        s.scratch.folders,
+        human(s.scratch.bytes),
+        s.scratch.in_use
+    );
+    row("cache mounts", s.caches);
+    println!("build records of {} workspaces:", s.workspaces.len());
+    for w in &s.workspaces {
+        println!("  {:>3} builds  {}", w.builds, w.build_file);
+    }
+    println!(
+        "reachable from the newest {} builds of each workspace: {}",
+        s.keep_builds,
+        objects(&s.reachable)
+    );
+}
+
+fn row(name: &str, c: Count) {
+    println!("{name:<28} {:>10} {:>11}", c.count, human(c.bytes));
+}
+
+pub fn gc(dir: PathBuf, opts: &GcOptions, wait: bool, json: bool) -> ExitCode {
+    let store = open_store!(dir);
+    let lock_path = gc::lock_path(&store);
+    let lock = gc::lock_exclusive(&store, wait, || {
+        eprintln!(
+            "waiting for the running builds to finish (they hold {})",
+            lock_path.display()
+        )
+    });
+    let lock = match lock {
+        Ok(Some(l)) => l,
+        Ok(None) => {
+            return report::failure(&format!(
+                "a build is running on this store (it holds {}); nothing was collected",
+                lock_path.display()
+            ));
+        }
+        Err(e) => {
+            return report::failure(&format!("cannot lock {}: {e}", lock_path.display()));
+        }
+    };
+    let r = match gc::collect(&store, opts, &lock) {
+        Ok(r) => r,
+        Err(e) => return report::failure(&e),
+    };
+    drop(lock);
+    if json {
+        print_json(serde_json::to_value(&r));
+    } else {
+        print_gc(&r);
+    }
+    for e in &r.errors {
+        eprintln!("error: {e}");
+    }
+    if r.errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILED)
+    }
+}
+
+fn print_gc(r: &GcReport) {
+    let verb = if r.dry_run { "would remove" } else { "removed" };
+    println!(
+        "{verb} {} action results ({}) and {} blobs ({}); {} temporaries ({}) and {} scratch folders ({})",
+        r.removed.action_results.count,
+        human(r.removed.action_results.bytes),
+        r.removed.blobs.count,
+        human(r.removed.blobs.bytes),
+        r.removed.temporaries.count,
+        human(r.removed.temporaries.bytes),
+        r.removed.scratch.count,
+        human(r.removed.scratch.bytes),
+    );
+    println!(
+        "store {}: {} (limit {}); the newest {} builds of each workspace reach {}",
+        if r.dry_run { "would hold" } else { "holds" },
+        objects(&r.after),
+        human(r.max_bytes),
+        r.keep_builds,
+        human(r.reachable.bytes),
+    );
+    if r.over_limit {
+        println!(
+            "note: still above the limit: what the newest {} builds reach is never removed (lower --keep-builds to free more)",
+            r.keep_builds
+        );
+    }
+}
+
+fn objects(o: &Objects) -> String {
+    format!(
+        "{} in {} blobs and {} action results",
+        human(o.bytes),
+        o.blobs.count,
+        o.action_results.count
+    )
+}
+
+/// Bytes in binary units, as `--max-size` reads them.
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
