@@ -26,6 +26,7 @@ pub mod load;
 pub mod manifest;
 pub mod materialize;
 pub mod records;
+pub mod remote;
 pub mod registry;
 pub mod render;
 pub mod sandbox;

@@ -186,6 +186,17 @@ pub struct ExecutedActionMetadata {
     pub execution_start_timestamp: Option<Timestamp>,
     #[prost(message, optional, tag = "8")]
     pub execution_completed_timestamp: Option<Timestamp>,
+    #[prost(message, repeated, tag = "11")]
+    pub auxiliary_metadata: Vec<Any>,
+}
+
+/// `google.protobuf.Any`.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct Any {
+    #[prost(string, tag = "1")]
+    pub type_url: String,
+    #[prost(bytes = "vec", tag = "2")]
+    pub value: Vec<u8>,
 }
 
 #[derive(Clone, PartialEq, Eq, prost::Message)]

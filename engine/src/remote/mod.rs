@@ -1,0 +1,4 @@
+//! The remote cache as a build uses it: looked up on a local miss, filled
+//! after a step runs, trusted by signature, and never fatal.
+
+pub mod sign;
