@@ -138,6 +138,13 @@ enum CacheCommand {
         #[arg(long = "store")]
         store: Option<PathBuf>,
     },
+    /// Create an ed25519 key for signing remote cache entries (`--sign-key
+    /// FILE`); prints the public key for `trusted_keys`.
+    Keygen {
+        /// Where to write the private key (created, mode 0600).
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -175,6 +182,19 @@ struct BuildArgs {
     /// Write a Chrome trace of the build (Perfetto, chrome://tracing) to FILE.
     #[arg(long = "trace", value_name = "FILE")]
     trace: Option<PathBuf>,
+    /// A remote cache: grpc://, grpcs://, http:// or https:// (overrides
+    /// `remote_cache.url` in strata.yaml). Credentials come from
+    /// $STRATA_REMOTE_TOKEN or strata.yaml, never from the command line.
+    #[arg(long = "remote-cache", value_name = "URL")]
+    remote_cache: Option<String>,
+    /// `--remote-upload=false`: read from the remote cache, never write
+    /// (for untrusted pull-request CI).
+    #[arg(long = "remote-upload", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    remote_upload: Option<bool>,
+    /// Sign uploaded action-cache entries with this ed25519 key (see
+    /// `strata cache keygen`).
+    #[arg(long = "sign-key", value_name = "FILE")]
+    sign_key: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -219,7 +239,17 @@ pub fn run() -> ExitCode {
 }
 
 fn cache_command(command: CacheCommand) -> ExitCode {
+    if let CacheCommand::Keygen { output } = &command {
+        return match strata_engine::remote::sign::keygen(output) {
+            Ok(public) => {
+                println!("{public}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => report::usage_error(&format!("cannot write {}: {e}", output.display())),
+        };
+    }
     let (store_dir, name) = match &command {
+        CacheCommand::Keygen { .. } => unreachable!("handled above"),
         CacheCommand::List { store } => (store, None),
         CacheCommand::Export { store, name, .. } | CacheCommand::Import { store, name, .. } => {
             (store, Some(name))
@@ -236,6 +266,7 @@ fn cache_command(command: CacheCommand) -> ExitCode {
         Err(e) => return report::failure(&format!("cannot open the store: {e}")),
     };
     let result = match command {
+        CacheCommand::Keygen { .. } => unreachable!("handled above"),
         CacheCommand::List { .. } => strata_engine::caches::list(&store).map(|caches| {
             for (name, size) in caches {
                 println!("{name}\t{size}");
@@ -320,6 +351,11 @@ fn build_command(args: BuildArgs) -> ExitCode {
         out_dir: args.out_dir.map(absolute),
         load: LoadOptions { var_overrides },
         trace: args.trace.map(absolute),
+        remote: strata_engine::remote::RemoteCli {
+            url: args.remote_cache,
+            upload: args.remote_upload,
+            sign_key: args.sign_key.map(absolute),
+        },
     };
     let observer = Arc::new(progress::Progress::new(args.json));
     let result = build::build(&opts, observer.clone());

@@ -45,13 +45,16 @@ pub fn build_report(r: &BuildReport, json: bool) -> ExitCode {
                 )
             })
             .collect();
-        let doc = serde_json::json!({
+        let mut doc = serde_json::json!({
             "targets": targets,
             "executed": executed,
             "cached": cached,
             "failed": failed,
             "skipped": skipped,
         });
+        if let Some(remote) = &r.remote {
+            doc["remote"] = serde_json::to_value(remote).expect("stats serialize");
+        }
         println!(
             "{}",
             serde_json::to_string_pretty(&doc).expect("JSON values serialize")
@@ -70,6 +73,25 @@ pub fn build_report(r: &BuildReport, json: bool) -> ExitCode {
         eprintln!("{summary}{extra}");
     } else {
         println!("{summary}{extra}");
+    }
+    if let Some(s) = &r.remote {
+        let line = format!(
+            "remote cache ({}): {} hits, {} misses, {} downloaded, {} uploaded in {} results{}{}{}",
+            s.digest_function,
+            s.hits,
+            s.misses,
+            human_bytes(s.downloaded_bytes),
+            human_bytes(s.uploaded_bytes),
+            s.uploads,
+            if s.untrusted > 0 { format!(", {} untrusted", s.untrusted) } else { String::new() },
+            if s.refused_blobs > 0 { format!(", {} tampered blobs refused", s.refused_blobs) } else { String::new() },
+            if s.switched_off { ", switched off after errors" } else { "" },
+        );
+        if json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
     }
     if r.interrupted {
         eprintln!(
@@ -232,5 +254,20 @@ pub fn executed_causes(store_dir: &std::path::Path, workspace_tag: &str) {
     };
     for (name, cause) in strata_engine::explain::executed_causes(&store, workspace_tag) {
         eprintln!("explain: `{name}`: {cause}");
+    }
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
     }
 }

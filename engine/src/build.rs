@@ -38,6 +38,8 @@ pub struct BuildOptions {
     pub load: LoadOptions,
     /// `--trace`: where to write a Chrome trace of the build.
     pub trace: Option<PathBuf>,
+    /// `--remote-cache`, `--remote-upload`, `--sign-key` (over `strata.yaml`).
+    pub remote: crate::remote::RemoteCli,
 }
 
 /// Why a build could not start or finish.
@@ -92,6 +94,8 @@ pub struct BuildReport {
     pub out_dir: PathBuf,
     /// Names this workspace's records in the store.
     pub workspace_tag: String,
+    /// What the remote cache did, if one was configured and reachable.
+    pub remote: Option<crate::remote::RemoteStats>,
 }
 
 impl BuildReport {
@@ -131,7 +135,20 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
     phase("load", t0);
     let started = Instant::now();
 
-    let store = Store::open(&opts.store_dir, DigestFunction::Blake3)
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| BuildError::Environment(format!("cannot start the runtime: {e}")))?;
+    // A remote cache decides the digest function (BLAKE3 when it speaks it,
+    // SHA-256 otherwise), so it is asked before the store opens.
+    let (remote, function) =
+        match crate::remote::config::settings(&ws.root, &opts.remote).map_err(BuildError::Usage)? {
+            None => (None, DigestFunction::Blake3),
+            Some(settings) => {
+                runtime.block_on(crate::remote::cache::open(settings, observer.clone()))
+            }
+        };
+    let store = Store::open(&opts.store_dir, function)
         .map_err(|e| BuildError::Environment(format!("cannot open the store: {e}")))?;
     // Held until the build returns, so `gc` never collects what this build
     // wrote before its record names it.
@@ -144,7 +161,6 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
             gc::lock_path(&store).display()
         ))
     })?;
-    check_digest_functions(&ws, &order, &graph, store.function())?;
     let out_dir = opts.out_dir.clone().unwrap_or_else(|| ws.root.join("out"));
     let workspace_tag = workspace_tag(&ws.build_file);
 
@@ -169,16 +185,13 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
         no_cache: opts.no_cache,
         workspace_tag: workspace_tag.clone(),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| BuildError::Environment(format!("cannot start the runtime: {e}")))?;
     let run = runtime.block_on(scheduler::run(
         store.clone(),
         settings,
         jobs,
         order.clone(),
         observer.clone(),
+        remote.clone(),
     ));
     phase("execute", started);
     let started = Instant::now();
@@ -288,6 +301,7 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
         interrupted: run.interrupted,
         out_dir,
         workspace_tag,
+        remote: remote.map(|r| r.stats()),
     })
 }
 
@@ -395,37 +409,6 @@ pub(crate) fn requested(
         .collect()
 }
 
-fn check_digest_functions(
-    ws: &Workspace,
-    order: &[NodeIndex],
-    graph: &Graph,
-    function: DigestFunction,
-) -> Result<(), BuildError> {
-    let at = At {
-        sources: &ws.sources,
-    };
-    let errors: Vec<ConfigError> = order
-        .iter()
-        .filter_map(|n| ws.targets[graph.dag[*n]].output_digest.as_ref())
-        .filter(|d| d.value.function != function)
-        .map(|d| {
-            at.error(
-                d.loc,
-                format!(
-                    "output_digest uses {}, but this store uses {function}",
-                    d.value.function
-                ),
-                "other digest function",
-                Some(format!("declare the digest as `{function}:<hex>`")),
-            )
-        })
-        .collect();
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(BuildError::Config(errors))
-    }
-}
 
 fn failure_diagnostic(ws: &Workspace, t: &load::Target, failure: &Failure) -> Option<ConfigError> {
     let at = At {

@@ -618,12 +618,14 @@ fn collect(
     }
     let output = match &step.fixed_output {
         Some(fixed) => {
-            let actual = tree::digest_on_disk(store.function(), out_dir, &step.outs)
+            // Checked with the declared function, whatever the store uses
+            // (a remote cache may have the store on SHA-256).
+            let actual = tree::digest_on_disk(fixed.function, out_dir, &step.outs)
                 .map_err(Failure::Store)?;
-            if !fixed.matches(store.function(), &actual) {
+            if !fixed.matches(fixed.function, &actual) {
                 return Err(Failure::DigestMismatch {
                     declared: fixed.to_string(),
-                    actual: store.function().qualified(&actual),
+                    actual: fixed.function.qualified(&actual),
                 });
             }
             tree::capture(store.cas(), out_dir, &step.outs).map_err(Failure::Store)?

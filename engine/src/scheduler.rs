@@ -22,6 +22,7 @@ use crate::containers::{self, ContainerRun, Docker};
 use crate::exec::{self, Isolation, StageRequest, StepFailure, StepRequest};
 use crate::inputs::SourceFile;
 use crate::key::{self, KeyedAction};
+use crate::remote::RemoteCache;
 
 /// What happened to one target.
 #[derive(Debug)]
@@ -125,6 +126,8 @@ struct Shared {
     /// Set when a failure stops the build: queued steps no longer start.
     stopping: std::sync::atomic::AtomicBool,
     docker: Docker,
+    /// Looked up on a local miss, filled after a step runs.
+    remote: Option<Arc<RemoteCache>>,
 }
 
 /// Targets in flight beyond `-j`: their keys are computed and looked up while
@@ -145,6 +148,7 @@ pub async fn run(
     jobs: BTreeMap<NodeIndex, Job>,
     order: Vec<NodeIndex>,
     observer: Arc<dyn Observer>,
+    remote: Option<Arc<RemoteCache>>,
 ) -> Run {
     // Keys depend on the isolation, so it is known before the first key.
     let isolation = probe_isolation(&store).await;
@@ -162,6 +166,7 @@ pub async fn run(
         exec_slots,
         stopping: std::sync::atomic::AtomicBool::new(false),
         docker: Docker::default(),
+        remote,
     });
     let mut waiting: BTreeMap<NodeIndex, usize> =
         order.iter().map(|n| (*n, jobs[n].deps.len())).collect();
@@ -250,6 +255,10 @@ pub async fn run(
     for n in order {
         outcomes.entry(n).or_insert(Outcome::Skipped);
     }
+    // Results stay useful to others after a failure; not after Ctrl-C.
+    if !interrupted && let Some(remote) = &shared.remote {
+        remote.finish().await;
+    }
     Run {
         outcomes,
         interrupted,
@@ -283,6 +292,12 @@ impl Task {
         // tree's blobs: inline is cheaper than a trip to the blocking pool.
         if !shared.settings.no_cache
             && let Some(output) = cached_output(&shared.store, &key)
+        {
+            return Outcome::Cached { key, output };
+        }
+        if !shared.settings.no_cache
+            && let Some(remote) = &shared.remote
+            && let Some(output) = remote.lookup(&shared.store, &key).await
         {
             return Outcome::Cached { key, output };
         }
@@ -403,6 +418,9 @@ impl Task {
             .action_cache()
             .put(&key, &result)
             .map_err(|e| fail(exec::Failure::Store(e)))?;
+        if let Some(remote) = &shared.remote {
+            remote.upload(&shared.store, key, result);
+        }
         Ok(output)
     }
 }

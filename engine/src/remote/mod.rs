@@ -2,3 +2,8 @@
 //! after a step runs, trusted by signature, and never fatal.
 
 pub mod sign;
+pub mod cache;
+pub mod config;
+
+pub use cache::{RemoteCache, RemoteStats};
+pub use config::{RemoteCli, RemoteSettings};

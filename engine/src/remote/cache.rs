@@ -1,0 +1,461 @@
+//! The remote cache during a build: looked up when the local store misses,
+//! filled after a step runs, and never fatal.
+//!
+//! Every call has a timeout and is retried with backoff when the failure is
+//! transient. The first failure costs one warning; after
+//! `SWITCH_OFF_AFTER` failures in a row the remote is switched off for the
+//! rest of the build, which then continues locally. Every downloaded blob is
+//! hashed before it enters the local store; an entry whose blobs are
+//! missing, or (with trusted keys) that no trusted key signed, is a miss.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use strata_store::remote::{Remote, RemoteError};
+use strata_store::tree::{Entry, read_directory, walk};
+use strata_store::{Digest, DigestFunction, Store, reapi};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use super::config::RemoteSettings;
+use super::sign;
+use crate::scheduler::Observer;
+
+const ATTEMPTS: u32 = 3;
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+const SWITCH_OFF_AFTER: u32 = 3;
+
+/// What the remote cache did during a build.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RemoteStats {
+    pub url: String,
+    pub digest_function: String,
+    pub hits: u64,
+    pub misses: u64,
+    /// Entries refused because no trusted key signed them.
+    pub untrusted: u64,
+    /// Downloaded blobs refused because their bytes did not match.
+    pub refused_blobs: u64,
+    pub downloaded_bytes: u64,
+    pub uploaded_bytes: u64,
+    /// Action results uploaded.
+    pub uploads: u64,
+    pub errors: u64,
+    /// Switched off after repeated failures (or unreachable at the start).
+    pub switched_off: bool,
+}
+
+#[derive(Default)]
+struct Counters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    untrusted: AtomicU64,
+    refused_blobs: AtomicU64,
+    downloaded_bytes: AtomicU64,
+    uploaded_bytes: AtomicU64,
+    uploads: AtomicU64,
+    errors: AtomicU64,
+}
+
+pub struct RemoteCache {
+    remote: Remote,
+    function: DigestFunction,
+    settings: RemoteSettings,
+    counters: Counters,
+    consecutive_failures: Mutex<u32>,
+    switched_off: AtomicBool,
+    warned: AtomicBool,
+    observer: Arc<dyn Observer>,
+    transfers: Arc<Semaphore>,
+    uploads: Mutex<JoinSet<()>>,
+}
+
+/// Connects and agrees on a digest function. Returns the cache (`None` when
+/// it cannot be used: one warning says why) and the function the build uses.
+pub async fn open(
+    settings: RemoteSettings,
+    observer: Arc<dyn Observer>,
+) -> (Option<Arc<RemoteCache>>, DigestFunction) {
+    let url = settings.config.url.clone();
+    let fallback = settings.digest_function.unwrap_or(DigestFunction::Blake3);
+    let unusable = |why: String| {
+        observer.warn(&format!(
+            "remote cache {url} is not used: {why}; building with the local store only"
+        ));
+    };
+    let remote = match tokio::time::timeout(settings.config.timeout, Remote::connect(&settings.config)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            unusable(e.to_string());
+            return (None, fallback);
+        }
+        Err(_) => {
+            unusable("connecting timed out".into());
+            return (None, fallback);
+        }
+    };
+    let function = match settings.digest_function {
+        Some(f) => f,
+        None => match tokio::time::timeout(settings.config.timeout, remote.digest_functions()).await {
+            Ok(Ok(offered)) => {
+                // An empty or absent list means SHA-256 only (REAPI).
+                let offered = offered
+                    .filter(|l| !l.is_empty())
+                    .unwrap_or_else(|| vec![DigestFunction::Sha256]);
+                if offered.contains(&DigestFunction::Blake3) {
+                    DigestFunction::Blake3
+                } else if offered.contains(&DigestFunction::Sha256) {
+                    DigestFunction::Sha256
+                } else {
+                    unusable("it offers neither BLAKE3 nor SHA-256".into());
+                    return (None, fallback);
+                }
+            }
+            Ok(Err(e)) => {
+                unusable(format!("GetCapabilities failed: {e}"));
+                return (None, fallback);
+            }
+            Err(_) => {
+                unusable("GetCapabilities timed out".into());
+                return (None, fallback);
+            }
+        },
+    };
+    let transfers = Arc::new(Semaphore::new(settings.concurrency));
+    let cache = RemoteCache {
+        remote,
+        function,
+        settings,
+        counters: Counters::default(),
+        consecutive_failures: Mutex::new(0),
+        switched_off: AtomicBool::new(false),
+        warned: AtomicBool::new(false),
+        observer,
+        transfers,
+        uploads: Mutex::new(JoinSet::new()),
+    };
+    (Some(Arc::new(cache)), function)
+}
+
+/// Why a lookup did not give a result.
+enum Miss {
+    /// Not there, not trusted, incomplete: counted, no warning.
+    Quiet,
+    /// The remote failed: already counted and warned about.
+    Failed,
+}
+
+impl RemoteCache {
+    pub fn function(&self) -> DigestFunction {
+        self.function
+    }
+
+    pub fn stats(&self) -> RemoteStats {
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        RemoteStats {
+            url: self.settings.config.url.clone(),
+            digest_function: self.function.to_string(),
+            hits: get(&c.hits),
+            misses: get(&c.misses),
+            untrusted: get(&c.untrusted),
+            refused_blobs: get(&c.refused_blobs),
+            downloaded_bytes: get(&c.downloaded_bytes),
+            uploaded_bytes: get(&c.uploaded_bytes),
+            uploads: get(&c.uploads),
+            errors: get(&c.errors),
+            switched_off: self.switched_off.load(Ordering::Relaxed),
+        }
+    }
+
+    fn warn_once(&self, message: String) {
+        if !self.warned.swap(true, Ordering::SeqCst) {
+            self.observer.warn(&message);
+        }
+    }
+
+    /// Records a failed call: one warning for the build, and the remote is
+    /// switched off after repeated failures.
+    fn failed(&self, what: &str, e: &RemoteError) {
+        self.counters.errors.fetch_add(1, Ordering::Relaxed);
+        let mut n = self.consecutive_failures.lock().expect("not poisoned");
+        *n += 1;
+        self.warn_once(format!(
+            "remote cache {}: {what} failed ({e}); the build goes on locally, and the remote is switched off after {SWITCH_OFF_AFTER} failures in a row",
+            self.settings.config.url
+        ));
+        if *n >= SWITCH_OFF_AFTER {
+            self.switched_off.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// One remote call with timeout and retries; `Err` after a transient
+    /// failure that exhausted its retries (already counted) or a refusal.
+    async fn call<T, F, Fut>(&self, what: &str, f: F) -> Result<T, RemoteError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, RemoteError>>,
+    {
+        let mut backoff = FIRST_BACKOFF;
+        let mut attempt = 1;
+        loop {
+            if self.switched_off.load(Ordering::SeqCst) {
+                return Err(RemoteError::Unavailable {
+                    server: self.settings.config.url.clone(),
+                    reason: "switched off after repeated failures".into(),
+                });
+            }
+            let outcome = match tokio::time::timeout(self.settings.config.timeout, f()).await {
+                Ok(r) => r,
+                Err(_) => Err(RemoteError::Unavailable {
+                    server: self.settings.config.url.clone(),
+                    reason: format!("no answer within {} s", self.settings.config.timeout.as_secs()),
+                }),
+            };
+            match outcome {
+                Ok(v) => {
+                    *self.consecutive_failures.lock().expect("not poisoned") = 0;
+                    return Ok(v);
+                }
+                Err(e) if e.is_transient() && attempt < ATTEMPTS => {
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 4;
+                    attempt += 1;
+                }
+                Err(e) => {
+                    if e.is_transient() {
+                        self.failed(what, &e);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// The output of `key` from the remote, downloaded and checked into the
+    /// local store (with its local action-cache entry), or `None`.
+    pub async fn lookup(self: &Arc<Self>, store: &Store, key: &Digest) -> Option<Digest> {
+        if self.switched_off.load(Ordering::SeqCst) {
+            return None;
+        }
+        match self.fetch(store, key).await {
+            Ok(output) => {
+                self.counters.hits.fetch_add(1, Ordering::Relaxed);
+                Some(output)
+            }
+            Err(Miss::Quiet) => {
+                self.counters.misses.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+            Err(Miss::Failed) => None,
+        }
+    }
+
+    async fn fetch(self: &Arc<Self>, store: &Store, key: &Digest) -> Result<Digest, Miss> {
+        let f = self.function;
+        let failed = |e: RemoteError| if e.is_transient() { Miss::Failed } else { Miss::Quiet };
+        let result = self
+            .call("looking up a result", || self.remote.get_action_result(f, key))
+            .await
+            .map_err(failed)?
+            .ok_or(Miss::Quiet)?;
+        if result.exit_code != 0 {
+            return Err(Miss::Quiet);
+        }
+        if !self.settings.trusted_keys.is_empty() && !self.trusted(store, key, &result).await? {
+            self.counters.untrusted.fetch_add(1, Ordering::Relaxed);
+            return Err(Miss::Quiet);
+        }
+        let output = result
+            .output_directories
+            .first()
+            .and_then(|d| d.root_directory_digest.as_ref())
+            .and_then(Digest::from_proto)
+            .ok_or(Miss::Quiet)?;
+        // The tree's folders first (they name everything else), then every
+        // file and the logs, concurrently.
+        let mut folders = vec![output];
+        let mut files: Vec<Digest> = Vec::new();
+        while let Some(d) = folders.pop() {
+            self.download(store, &d).await?;
+            let dir = read_directory(store.cas(), &d).map_err(|_| Miss::Quiet)?;
+            for sub in &dir.directories {
+                folders.push(sub.digest.as_ref().and_then(Digest::from_proto).ok_or(Miss::Quiet)?);
+            }
+            for file in &dir.files {
+                files.push(file.digest.as_ref().and_then(Digest::from_proto).ok_or(Miss::Quiet)?);
+            }
+        }
+        files.extend(result.stdout_digest.as_ref().and_then(Digest::from_proto));
+        files.extend(result.stderr_digest.as_ref().and_then(Digest::from_proto));
+        files.sort_by_key(|d| d.hash);
+        files.dedup();
+        let mut set = JoinSet::new();
+        for d in files {
+            if store.cas().contains(&d) {
+                continue;
+            }
+            let this = self.clone();
+            let store = store.clone();
+            set.spawn(async move { this.download(&store, &d).await });
+        }
+        while let Some(done) = set.join_next().await {
+            done.map_err(|_| Miss::Quiet)??;
+        }
+        store.action_cache().put(key, &result).map_err(|_| Miss::Quiet)?;
+        Ok(output)
+    }
+
+    /// Whether a trusted key signed `result` for `key`.
+    async fn trusted(&self, store: &Store, key: &Digest, result: &reapi::ActionResult) -> Result<bool, Miss> {
+        let Some(sig) = sign::reference(result) else {
+            return Ok(false);
+        };
+        self.download(store, &sig).await?;
+        let blob = store.cas().read(&sig).map_err(|_| Miss::Quiet)?;
+        Ok(sign::verify(&self.settings.trusted_keys, self.function, key, result, &blob).is_ok())
+    }
+
+    /// Downloads one blob unless it is already stored.
+    async fn download(&self, store: &Store, d: &Digest) -> Result<(), Miss> {
+        if store.cas().contains(d) {
+            return Ok(());
+        }
+        let _slot = self.transfers.acquire().await.map_err(|_| Miss::Quiet)?;
+        match self
+            .call("downloading a blob", || self.remote.download(self.function, d, store.cas()))
+            .await
+        {
+            Ok(()) => {
+                self.counters.downloaded_bytes.fetch_add(d.size_bytes, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(RemoteError::DigestMismatch { .. }) => {
+                self.counters.refused_blobs.fetch_add(1, Ordering::Relaxed);
+                self.warn_once(format!(
+                    "remote cache {}: refused blob {} whose bytes do not match their digest (a tampered or corrupt cache)",
+                    self.settings.config.url,
+                    self.function.qualified(d)
+                ));
+                Err(Miss::Quiet)
+            }
+            Err(e) if e.is_transient() => Err(Miss::Failed),
+            Err(_) => Err(Miss::Quiet),
+        }
+    }
+
+    /// Uploads an executed action's result in the background: missing
+    /// blobs first, then the (signed) action-cache entry, so the entry never
+    /// names a blob the server lacks.
+    pub fn upload(self: &Arc<Self>, store: &Store, key: Digest, result: reapi::ActionResult) {
+        if !self.settings.upload || self.switched_off.load(Ordering::SeqCst) {
+            return;
+        }
+        let (this, store) = (self.clone(), store.clone());
+        self.uploads
+            .lock()
+            .expect("not poisoned")
+            .spawn(async move { this.push(&store, &key, result).await });
+    }
+
+    async fn push(self: &Arc<Self>, store: &Store, key: &Digest, result: reapi::ActionResult) {
+        let f = self.function;
+        let Some(blobs) = result_blobs(store, &result) else {
+            return;
+        };
+        let Ok(missing) = self
+            .call("finding missing blobs", || self.remote.find_missing(f, &blobs))
+            .await
+        else {
+            return;
+        };
+        let mut set = JoinSet::new();
+        for d in missing {
+            let (this, store) = (self.clone(), store.clone());
+            set.spawn(async move { this.send(&store, &d).await });
+        }
+        let mut sent_all = true;
+        while let Some(done) = set.join_next().await {
+            sent_all &= done.unwrap_or(false);
+        }
+        if !sent_all {
+            return;
+        }
+        let result = match &self.settings.signer {
+            None => result,
+            Some(signer) => {
+                let blob = signer.sign(f, key, &result);
+                let Ok(sig) = store.cas().put_bytes(&blob) else {
+                    return;
+                };
+                if !self.send(store, &sig).await {
+                    return;
+                }
+                sign::attach(&result, &sig)
+            }
+        };
+        if self
+            .call("uploading a result", || self.remote.update_action_result(f, key, &result))
+            .await
+            .is_ok()
+        {
+            self.counters.uploads.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    async fn send(self: &Arc<Self>, store: &Store, d: &Digest) -> bool {
+        let Ok(_slot) = self.transfers.acquire().await else {
+            return false;
+        };
+        match self
+            .call("uploading a blob", || self.remote.upload(self.function, d, store.cas()))
+            .await
+        {
+            Ok(()) => {
+                self.counters.uploaded_bytes.fetch_add(d.size_bytes, Ordering::Relaxed);
+                true
+            }
+            Err(e) => {
+                if !e.is_transient() {
+                    self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                    self.warn_once(format!(
+                        "remote cache {}: an upload was refused ({e}); the build goes on",
+                        self.settings.config.url
+                    ));
+                }
+                false
+            }
+        }
+    }
+
+    /// Waits for the uploads still running (each bounded by its timeouts).
+    pub async fn finish(&self) {
+        let mut set = std::mem::take(&mut *self.uploads.lock().expect("not poisoned"));
+        while set.join_next().await.is_some() {}
+    }
+}
+
+/// Every blob a result names: its output tree's folders and files, and its
+/// logs (from the local store).
+fn result_blobs(store: &Store, result: &reapi::ActionResult) -> Option<Vec<Digest>> {
+    let root = result
+        .output_directories
+        .first()?
+        .root_directory_digest
+        .as_ref()
+        .and_then(Digest::from_proto)?;
+    let mut blobs = vec![root];
+    for (_, entry) in walk(store.cas(), &root).ok()? {
+        match entry {
+            Entry::Dir { digest, .. } | Entry::File { digest, .. } => blobs.push(digest),
+            _ => {}
+        }
+    }
+    blobs.extend(result.stdout_digest.as_ref().and_then(Digest::from_proto));
+    blobs.extend(result.stderr_digest.as_ref().and_then(Digest::from_proto));
+    blobs.sort_by_key(|d| d.hash);
+    blobs.dedup();
+    Some(blobs)
+}
