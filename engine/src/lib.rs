@@ -9,6 +9,7 @@
 //! digest for `image-pull`, and `data_root` preloads images for
 //! `docker-data-root`; `caches` holds cache mounts.
 
+pub mod audit;
 pub mod build;
 pub mod caches;
 pub mod containers;

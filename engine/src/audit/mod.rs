@@ -1,0 +1,6 @@
+//! `strata audit`: is this build reproducible? Evidence, in the spirit of
+//! reprotest.
+
+pub mod archive;
+pub mod compare;
+pub mod reorder;
