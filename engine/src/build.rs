@@ -132,40 +132,13 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
         observer.warn(&format!("cannot save the stat cache: {e}"));
     }
 
-    let jobs: BTreeMap<NodeIndex, Job> = order
-        .iter()
-        .map(|&n| {
-            let t = &ws.targets[graph.dag[n]];
-            let job = Job {
-                name: t.name.clone(),
-                work: match &t.kind {
-                    Kind::Run(params) => Work::Run(params.step()),
-                    Kind::Builtin(rule, sde) => Work::Builtin {
-                        rule: rule.clone(),
-                        source_date_epoch: sde.clone(),
-                    },
-                    Kind::Stage { parent, step } => Work::Stage {
-                        parent: parent.clone(),
-                        step: step.clone(),
-                    },
-                    Kind::ImagePull(p) => Work::ImagePull(p.clone()),
-                    Kind::DataRoot(p) => Work::DataRoot(p.clone()),
-                },
-                sources: sources.remove(&graph.dag[n]).unwrap_or_default(),
-                deps: graph
-                    .deps_of(&ws, n)
-                    .map(|(d, name)| (name.to_string(), d))
-                    .collect(),
-                dependents: graph.dependents(n).collect(),
-            };
-            (n, job)
-        })
-        .collect();
+    let jobs = plan_jobs(&ws, &graph, &order, &mut sources);
     let settings = Settings {
         jobs: opts.jobs,
         keep_going: opts.keep_going,
         no_cache: opts.no_cache,
         workspace_tag: workspace_tag.clone(),
+        audit: None,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -278,7 +251,45 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
     })
 }
 
-fn requested(
+/// The scheduler's job for each node of `order`, taking its sources.
+pub(crate) fn plan_jobs(
+    ws: &Workspace,
+    graph: &Graph,
+    order: &[NodeIndex],
+    sources: &mut BTreeMap<usize, Vec<inputs::SourceFile>>,
+) -> BTreeMap<NodeIndex, Job> {
+    order
+        .iter()
+        .map(|&n| {
+            let t = &ws.targets[graph.dag[n]];
+            let job = Job {
+                name: t.name.clone(),
+                work: match &t.kind {
+                    Kind::Run(params) => Work::Run(params.step()),
+                    Kind::Builtin(rule, sde) => Work::Builtin {
+                        rule: rule.clone(),
+                        source_date_epoch: sde.clone(),
+                    },
+                    Kind::Stage { parent, step } => Work::Stage {
+                        parent: parent.clone(),
+                        step: step.clone(),
+                    },
+                    Kind::ImagePull(p) => Work::ImagePull(p.clone()),
+                    Kind::DataRoot(p) => Work::DataRoot(p.clone()),
+                },
+                sources: sources.remove(&graph.dag[n]).unwrap_or_default(),
+                deps: graph
+                    .deps_of(ws, n)
+                    .map(|(d, name)| (name.to_string(), d))
+                    .collect(),
+                dependents: graph.dependents(n).collect(),
+            };
+            (n, job)
+        })
+        .collect()
+}
+
+pub(crate) fn requested(
     ws: &Workspace,
     graph: &Graph,
     names: &[String],
@@ -307,7 +318,7 @@ fn requested(
         .collect()
 }
 
-fn check_digest_functions(
+pub(crate) fn check_digest_functions(
     ws: &Workspace,
     order: &[NodeIndex],
     graph: &Graph,
@@ -374,7 +385,7 @@ fn failure_diagnostic(ws: &Workspace, t: &load::Target, failure: &Failure) -> Op
 }
 
 /// `path` with symlinks resolved, as far as it exists.
-fn canonical(path: &Path) -> PathBuf {
+pub(crate) fn canonical(path: &Path) -> PathBuf {
     if let Ok(p) = std::fs::canonicalize(path) {
         return p;
     }

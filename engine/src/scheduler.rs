@@ -18,6 +18,7 @@ use strata_rules::stage::StageStep;
 use strata_store::{Digest, Store, tree};
 use tokio::task::JoinSet;
 
+use crate::audit::perturb::AuditRun;
 use crate::containers::{self, ContainerRun, Docker};
 use crate::exec::{self, Isolation, StageRequest, StepFailure, StepRequest};
 use crate::inputs::SourceFile;
@@ -87,6 +88,16 @@ pub enum Work {
 }
 
 impl Work {
+    /// Whether the output is named in advance (`output_digest`,
+    /// `image-pull`): rebuilding it can only give those bytes or fail.
+    pub fn pinned(&self) -> bool {
+        match self {
+            Work::Run(step) => step.fixed_output.is_some(),
+            Work::ImagePull(_) => true,
+            _ => false,
+        }
+    }
+
     /// Whether the work needs the Docker Engine.
     pub fn needs_docker(&self) -> bool {
         match self {
@@ -98,6 +109,7 @@ impl Work {
     }
 }
 
+#[derive(Clone)]
 pub struct Job {
     pub name: String,
     pub work: Work,
@@ -112,6 +124,9 @@ pub struct Settings {
     pub keep_going: bool,
     pub no_cache: bool,
     pub workspace_tag: String,
+    /// Set by `strata audit`: run every step again, perturbed, and leave
+    /// the action cache alone.
+    pub audit: Option<Arc<AuditRun>>,
 }
 
 struct Shared {
@@ -183,9 +198,15 @@ pub async fn run(
                 .deps
                 .iter()
                 .map(|(name, d)| {
+                    let fed = shared
+                        .settings
+                        .audit
+                        .as_ref()
+                        .and_then(|a| a.feed.get(&jobs[d].name).copied());
                     (
                         name.clone(),
-                        outcomes[d].output().expect("dependencies succeeded"),
+                        fed.or_else(|| outcomes[d].output())
+                            .expect("dependencies succeeded"),
                     )
                 })
                 .collect();
@@ -269,36 +290,24 @@ impl Task {
     async fn run(self, shared: &Shared) -> Outcome {
         let function = shared.store.function();
         let sandboxed = matches!(shared.isolation, Isolation::Sandbox { .. });
-        let keyed = match &self.work {
-            Work::Run(step) => key::key(
-                function,
-                &self.name,
-                step,
-                &self.sources,
-                &self.deps,
-                sandboxed,
-            ),
-            Work::Builtin {
-                rule,
-                source_date_epoch,
-            } => key::key_builtin(
-                function,
-                rule,
-                source_date_epoch,
-                &self.sources,
-                &self.deps,
-                &self.dep_keys,
-            ),
-            Work::Stage { step, .. } => key::key_stage(function, step, &self.sources, &self.deps),
-            Work::ImagePull(pull) => key::key_pull(function, pull),
-            Work::DataRoot(params) => key::key_data_root(function, params, &self.deps),
-        };
+        let keyed = key_of(
+            function,
+            &self.name,
+            &self.work,
+            &self.sources,
+            &self.deps,
+            &self.dep_keys,
+            sandboxed,
+        );
         let key = keyed.key;
         // A lookup reads one small action-cache entry and stats the output
         // tree's blobs: inline is cheaper than a trip to the blocking pool.
-        if !shared.settings.no_cache
-            && let Some(output) = cached_output(&shared.store, &key)
-        {
+        // An audit rebuilds everything but what is pinned by its digest.
+        let lookup = match &shared.settings.audit {
+            None => !shared.settings.no_cache,
+            Some(_) => self.work.pinned(),
+        };
+        if lookup && let Some(output) = cached_output(&shared.store, &key) {
             return Outcome::Cached { key, output };
         }
         let Ok(_slot) = shared.exec_slots.acquire().await else {
@@ -327,7 +336,7 @@ impl Task {
         let key = keyed.key;
         let (output, result) = match &self.work {
             Work::Run(step) => {
-                let scratch_prefix = format!("{}-{}-", shared.settings.workspace_tag, self.name);
+                let scratch_prefix = self.scratch_prefix(shared, &self.name);
                 exec::remove_stale_scratch(&shared.store, &scratch_prefix);
                 // A container step holds its caches until it is done.
                 let mut _caches = Vec::new();
@@ -361,6 +370,7 @@ impl Task {
                     store: &shared.store,
                     isolation: &shared.isolation,
                     container: container.as_ref(),
+                    perturb: self.perturbation(shared),
                 })
                 .await?;
                 // Only a succeeded step's action enters the store, ahead of
@@ -388,7 +398,7 @@ impl Task {
             }
             Work::DataRoot(params) => {
                 let started = std::time::SystemTime::now();
-                let engine_dir = format!("{}-{}-", shared.settings.workspace_tag, self.name);
+                let engine_dir = self.scratch_prefix(shared, &self.name);
                 let output =
                     crate::data_root::build(&shared.store, &engine_dir, params, &self.deps).await?;
                 keyed
@@ -418,16 +428,35 @@ impl Task {
                 (output, result)
             }
         };
-        shared
-            .store
-            .action_cache()
-            .put(&key, &result)
-            .map_err(|e| fail(exec::Failure::Store(e)))?;
+        if shared.settings.audit.is_none() {
+            shared
+                .store
+                .action_cache()
+                .put(&key, &result)
+                .map_err(|e| fail(exec::Failure::Store(e)))?;
+        }
         Ok(output)
     }
 }
 
 impl Task {
+    /// Scratch folders of this target are named `<prefix><random>`.
+    fn scratch_prefix(&self, shared: &Shared, name: &str) -> String {
+        let audit = match shared.settings.audit {
+            Some(_) => AuditRun::SCRATCH_PREFIX,
+            None => "",
+        };
+        format!("{audit}{}-{name}-", shared.settings.workspace_tag)
+    }
+
+    fn perturbation(&self, shared: &Shared) -> Option<crate::audit::perturb::Perturbation> {
+        shared
+            .settings
+            .audit
+            .as_ref()
+            .map(|a| a.for_target(&self.name))
+    }
+
     /// Hands a step's log lines to the progress display.
     fn log_fn(&self, shared: &Shared) -> containers::LogFn {
         let (observer, name) = (shared.observer.clone(), self.name.clone());
@@ -490,11 +519,7 @@ impl Task {
                     .filter(|(n, _)| Some(n.as_str()) != parent)
                     .cloned()
                     .collect();
-                let scratch_prefix = format!(
-                    "{}-{}-",
-                    shared.settings.workspace_tag,
-                    self.name.replace('#', ".")
-                );
+                let scratch_prefix = self.scratch_prefix(shared, &self.name.replace('#', "."));
                 exec::remove_stale_scratch(&shared.store, &scratch_prefix);
                 let success = exec::run_stage(StageRequest {
                     scratch_prefix,
@@ -506,6 +531,7 @@ impl Task {
                     deps: &own_deps,
                     caches: &mounts,
                     log: self.log_fn(shared),
+                    perturb: self.perturbation(shared),
                 })
                 .await?;
                 keyed
@@ -514,6 +540,29 @@ impl Task {
                 Ok((success.output, success.result))
             }
         }
+    }
+}
+
+/// The action of `work` (target `name`) with these inputs: its digest is
+/// the target's key.
+pub(crate) fn key_of(
+    function: strata_store::DigestFunction,
+    name: &str,
+    work: &Work,
+    sources: &[SourceFile],
+    deps: &[(String, Digest)],
+    dep_keys: &BTreeMap<String, Digest>,
+    sandboxed: bool,
+) -> KeyedAction {
+    match work {
+        Work::Run(step) => key::key(function, name, step, sources, deps, sandboxed),
+        Work::Builtin {
+            rule,
+            source_date_epoch,
+        } => key::key_builtin(function, rule, source_date_epoch, sources, deps, dep_keys),
+        Work::Stage { step, .. } => key::key_stage(function, step, sources, deps),
+        Work::ImagePull(pull) => key::key_pull(function, pull),
+        Work::DataRoot(params) => key::key_data_root(function, params, deps),
     }
 }
 
@@ -585,7 +634,7 @@ fn cached_output(store: &Store, key: &Digest) -> Option<Digest> {
 }
 
 /// Decides once per build whether steps can run in namespaces here.
-async fn probe_isolation(store: &Store) -> Isolation {
+pub(crate) async fn probe_isolation(store: &Store) -> Isolation {
     if std::env::var("STRATA_SANDBOX").is_ok_and(|v| v == "off") {
         return Isolation::Unsandboxed {
             reason: "disabled by STRATA_SANDBOX=off".into(),

@@ -3,4 +3,5 @@
 
 pub mod archive;
 pub mod compare;
+pub mod perturb;
 pub mod reorder;
