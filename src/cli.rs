@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use strata_engine::audit::AuditOptions;
 use strata_engine::build::{self, BuildError, BuildOptions};
 use strata_engine::load::LoadOptions;
 
@@ -32,6 +33,9 @@ struct Cli {
 enum Command {
     /// Build targets (default: every target of ./BUILD.yaml).
     Build(BuildArgs),
+    /// Rebuild targets under perturbations, bypassing the cache, and compare
+    /// with the last build; exit 1 if a target is not reproducible.
+    Audit(AuditArgs),
     /// Inspect the store.
     Store {
         #[command(subcommand)]
@@ -117,10 +121,36 @@ struct BuildArgs {
     json: bool,
 }
 
+#[derive(clap::Args)]
+struct AuditArgs {
+    /// Targets to audit, with their dependencies (default: every target).
+    targets: Vec<String>,
+    /// The BUILD file.
+    #[arg(short = 'f', long = "file", default_value = "BUILD.yaml")]
+    file: PathBuf,
+    /// The -j your builds use (default: number of cores); the audit runs
+    /// with another (1, or 2 if this is 1).
+    #[arg(short = 'j', long = "jobs")]
+    jobs: Option<usize>,
+    /// The store folder (default as for `build`).
+    #[arg(long = "store")]
+    store: Option<PathBuf>,
+    /// The build's output folder, kept out of the sources (never written).
+    #[arg(long = "out-dir")]
+    out_dir: Option<PathBuf>,
+    /// Set or override a variable: --var name=value (repeatable).
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    vars: Vec<String>,
+    /// Print one JSON document on stdout instead of the human report.
+    #[arg(long = "json")]
+    json: bool,
+}
+
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Build(args) => build_command(args),
+        Command::Audit(args) => audit_command(args),
         Command::Clean { file, out_dir } => clean_command(file, out_dir),
         Command::Store {
             command: StoreCommand::Verify { store },
@@ -208,13 +238,60 @@ fn build_command(args: BuildArgs) -> ExitCode {
         no_cache: args.no_cache,
         store_dir: absolute(args.store.unwrap_or_else(build::default_store_dir)),
         out_dir: args.out_dir.map(absolute),
-        load: LoadOptions { var_overrides },
+        load: LoadOptions {
+            var_overrides,
+            ..LoadOptions::default()
+        },
     };
     let observer = Arc::new(progress::Progress::new(args.json));
     let result = build::build(&opts, observer.clone());
     observer.finish();
     match result {
         Ok(r) => report::build_report(&r, args.json),
+        Err(BuildError::Config(errors)) => report::config_errors(errors),
+        Err(BuildError::Usage(msg)) => report::usage_error(&msg),
+        Err(BuildError::Environment(msg)) => report::failure(&msg),
+    }
+}
+
+fn audit_command(args: AuditArgs) -> ExitCode {
+    // SAFETY: nothing but this thread runs yet (no runtime, no progress
+    // ticker): the process environment may change.
+    let original_env = unsafe { strata_engine::audit::perturb::pin_process_env() };
+    let mut var_overrides = Vec::new();
+    for v in &args.vars {
+        match v.split_once('=') {
+            Some((name, value)) if strata_engine::load::is_var_name(name) => {
+                var_overrides.push((name.to_string(), value.to_string()))
+            }
+            _ => return report::usage_error(&format!("--var expects NAME=VALUE, got `{v}`")),
+        }
+    }
+    if let Some(j) = args.jobs
+        && !(1..=MAX_JOBS).contains(&j)
+    {
+        return report::usage_error(&format!("-j must be between 1 and {MAX_JOBS}"));
+    }
+    let opts = AuditOptions {
+        build_file: args.file,
+        targets: args.targets,
+        jobs: args.jobs.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        }),
+        store_dir: absolute(args.store.unwrap_or_else(build::default_store_dir)),
+        out_dir: args.out_dir.map(absolute),
+        load: LoadOptions {
+            var_overrides,
+            env_overrides: original_env,
+        },
+    };
+    let observer = Arc::new(progress::Progress::new(args.json));
+    let result = strata_engine::audit::audit(&opts, observer.clone());
+    observer.finish();
+    match result {
+        Ok(r) => report::audit_report(&r, args.json),
         Err(BuildError::Config(errors)) => report::config_errors(errors),
         Err(BuildError::Usage(msg)) => report::usage_error(&msg),
         Err(BuildError::Environment(msg)) => report::failure(&msg),
