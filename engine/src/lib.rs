@@ -7,7 +7,8 @@
 //! runs steps in containers of a Docker Engine, `containers` drives it for
 //! container work (`run` with `image:`, stages), `registry` pulls images by
 //! digest for `image-pull`, and `data_root` preloads images for
-//! `docker-data-root`; `caches` holds cache mounts.
+//! `docker-data-root`; `caches` holds cache mounts. `audit` rebuilds under
+//! perturbations and compares with the last build.
 
 pub mod audit;
 pub mod build;
