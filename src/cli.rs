@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use strata_engine::audit::AuditOptions;
 use strata_engine::build::{self, BuildError, BuildOptions};
 use strata_engine::load::LoadOptions;
 
@@ -46,6 +47,9 @@ enum Command {
         #[arg(long = "json")]
         json: bool,
     },
+    /// Rebuild targets under perturbations, bypassing the cache, and compare
+    /// with the last build; exit 1 if a target is not reproducible.
+    Audit(AuditArgs),
     /// Inspect the store.
     Store {
         #[command(subcommand)]
@@ -219,11 +223,37 @@ enum GraphFormat {
     Json,
 }
 
+#[derive(clap::Args)]
+struct AuditArgs {
+    /// Targets to audit, with their dependencies (default: every target).
+    targets: Vec<String>,
+    /// The BUILD file.
+    #[arg(short = 'f', long = "file", default_value = "BUILD.yaml")]
+    file: PathBuf,
+    /// The -j your builds use (default: number of cores); the audit runs
+    /// with another (1, or 2 if this is 1).
+    #[arg(short = 'j', long = "jobs")]
+    jobs: Option<usize>,
+    /// The store folder (default as for `build`).
+    #[arg(long = "store")]
+    store: Option<PathBuf>,
+    /// The build's output folder, kept out of the sources (never written).
+    #[arg(long = "out-dir")]
+    out_dir: Option<PathBuf>,
+    /// Set or override a variable: --var name=value (repeatable).
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    vars: Vec<String>,
+    /// Print one JSON document on stdout instead of the human report.
+    #[arg(long = "json")]
+    json: bool,
+}
+
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Build(args) => build_command(args),
         Command::Graph(args) => graph_command(args),
+        Command::Audit(args) => audit_command(args),
         Command::Clean { file, out_dir } => clean_command(file, out_dir),
         Command::Store { command } => store_command(command),
         Command::Cache { command } => cache_command(command),
@@ -315,7 +345,10 @@ fn explain_command(
         build_file: file,
         target,
         store_dir: absolute(store.unwrap_or_else(build::default_store_dir)),
-        load: LoadOptions { var_overrides },
+        load: LoadOptions {
+            var_overrides,
+            ..LoadOptions::default()
+        },
     };
     let observer = progress::Progress::new(true);
     match strata_engine::explain::explain(&opts, &observer) {
@@ -349,7 +382,10 @@ fn build_command(args: BuildArgs) -> ExitCode {
         no_cache: args.no_cache,
         store_dir: absolute(args.store.unwrap_or_else(build::default_store_dir)),
         out_dir: args.out_dir.map(absolute),
-        load: LoadOptions { var_overrides },
+        load: LoadOptions {
+            var_overrides,
+            ..LoadOptions::default()
+        },
         trace: args.trace.map(absolute),
         remote: strata_engine::remote::RemoteCli {
             url: args.remote_cache,
@@ -378,7 +414,10 @@ fn graph_command(args: GraphArgs) -> ExitCode {
         Ok(v) => v,
         Err(code) => return code,
     };
-    let load = LoadOptions { var_overrides };
+    let load = LoadOptions {
+        var_overrides,
+        ..LoadOptions::default()
+    };
     match strata_engine::render::plan(&args.file, &load, &args.targets) {
         Ok(plan) => {
             match args.format {
@@ -397,8 +436,46 @@ fn graph_command(args: GraphArgs) -> ExitCode {
     }
 }
 
+fn audit_command(args: AuditArgs) -> ExitCode {
+    // SAFETY: nothing but this thread runs yet (no runtime, no progress
+    // ticker): the process environment may change.
+    let original_env = unsafe { strata_engine::audit::perturb::pin_process_env() };
+    let var_overrides = match parse_vars(&args.vars) {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    if let Some(j) = args.jobs
+        && !(1..=MAX_JOBS).contains(&j)
+    {
+        return report::usage_error(&format!("-j must be between 1 and {MAX_JOBS}"));
+    }
+    let opts = AuditOptions {
+        build_file: args.file,
+        targets: args.targets,
+        jobs: args.jobs.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        }),
+        store_dir: absolute(args.store.unwrap_or_else(build::default_store_dir)),
+        out_dir: args.out_dir.map(absolute),
+        load: LoadOptions {
+            var_overrides,
+            env_overrides: original_env,
+        },
+    };
+    let observer = Arc::new(progress::Progress::new(args.json));
+    let result = strata_engine::audit::audit(&opts, observer.clone());
+    observer.finish();
+    match result {
+        Ok(r) => report::audit_report(&r, args.json),
+        Err(BuildError::Config(errors)) => report::config_errors(errors),
+        Err(BuildError::Usage(msg)) => report::usage_error(&msg),
+        Err(BuildError::Environment(msg)) => report::failure(&msg),
+    }
+}
+
 /// `--var NAME=VALUE` arguments, or the exit code of a usage error.
-/// `--var NAME=VALUE` options.
 fn parse_vars(vars: &[String]) -> Result<Vec<(String, String)>, ExitCode> {
     vars.iter()
         .map(|v| match v.split_once('=') {

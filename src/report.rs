@@ -3,6 +3,9 @@
 
 use std::process::ExitCode;
 
+use strata_engine::audit::archive::EntryDiff;
+use strata_engine::audit::compare::FileDiff;
+use strata_engine::audit::{AuditReport, Cause, Verdict};
 use strata_engine::build::{BuildReport, Status};
 use strata_engine::load::ConfigError;
 
@@ -269,5 +272,207 @@ fn human_bytes(n: u64) -> String {
         format!("{n} B")
     } else {
         format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// A failed step's logs and kept scratch folder.
+fn step_logs(name: &str, f: &strata_engine::exec::StepFailure) {
+    for (stream, text) in [("stdout", &f.stdout), ("stderr", &f.stderr)] {
+        if !text.trim().is_empty() {
+            eprintln!("--- {stream} of {name} ---\n{}", text.trim_end());
+        }
+    }
+    if let Some(s) = &f.scratch {
+        eprintln!("scratch folder kept for inspection: {}", s.display());
+    }
+}
+
+/// `strata audit`'s report: exit 0 when everything that promises to be
+/// reproducible is, 1 otherwise, 130 when interrupted.
+pub fn audit_report(r: &AuditReport, json: bool) -> ExitCode {
+    for (name, t) in &r.targets {
+        if let (Some(f), Some(e)) = (&t.failure, &t.error) {
+            eprintln!("error: target `{name}` failed in the audit: {e}");
+            step_logs(name, f);
+        }
+    }
+    let c = &r.counts;
+    let skipped = if c.skipped > 0 {
+        format!(" ({} skipped)", c.skipped)
+    } else {
+        String::new()
+    };
+    let summary = format!(
+        "{} reproducible, {} not reproducible, {} declared non-reproducible, {} failed in {:.2} s{skipped}",
+        c.reproducible,
+        c.not_reproducible,
+        c.declared_non_reproducible,
+        c.failed,
+        r.elapsed.as_secs_f64()
+    );
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(r).expect("JSON values serialize")
+        );
+        eprintln!("{summary}");
+    } else {
+        print!("{}", audit_text(r));
+        println!("{summary}");
+    }
+    if r.interrupted {
+        eprintln!("interrupted: the audit is incomplete");
+        return ExitCode::from(130);
+    }
+    if r.reproducible {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILED)
+    }
+}
+
+fn audit_text(r: &AuditReport) -> String {
+    use std::fmt::Write;
+    let p = &r.perturbations;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "rebuilt with: scratch folders {}, TZ={}, LANG={}, umask {}, environment order {}, \
+         directory order {}, -j {} ({})",
+        p.scratch,
+        p.tz,
+        p.lang,
+        p.umask,
+        p.environment_order,
+        p.directory_order,
+        p.jobs,
+        p.isolation
+    );
+    let named = |v: Verdict| -> Vec<&str> {
+        r.order
+            .iter()
+            .filter(|n| r.targets.get(*n).is_some_and(|t| t.status == v))
+            .map(String::as_str)
+            .collect()
+    };
+    let same = named(Verdict::Reproducible);
+    if !same.is_empty() {
+        let _ = writeln!(out, "reproducible: {}", same.join(", "));
+    }
+    for name in &r.order {
+        let t = &r.targets[name];
+        let heading = match t.status {
+            Verdict::Reproducible => continue,
+            Verdict::NotReproducible => format!(
+                "NOT reproducible: {name} ({})",
+                match t.cause {
+                    Some(Cause::DependencyDiffered) =>
+                        format!("dependency {} already differed", quoted(&t.differing_deps)),
+                    _ => "its inputs were identical: this target is where reproducibility breaks"
+                        .into(),
+                }
+            ),
+            Verdict::DeclaredNonReproducible => format!(
+                "declared non-reproducible: {name} ({}; not a failure)",
+                if t.rebuilt.as_ref() == Some(&t.reference) {
+                    "identical this time"
+                } else {
+                    "differs"
+                }
+            ),
+            Verdict::Failed => format!(
+                "failed: {name}: {}",
+                t.error.as_deref().unwrap_or("unknown error")
+            ),
+            Verdict::Skipped => format!("skipped: {name} (a dependency failed)"),
+        };
+        let _ = writeln!(out, "{heading}");
+        for f in &t.files {
+            let _ = writeln!(out, "  {}", file_line(f));
+            if let Some(a) = &f.archive {
+                if let Some(at) = &a.order_differs_at {
+                    let _ = writeln!(
+                        out,
+                        "    {} entries in another order, from `{at}`",
+                        a.format
+                    );
+                }
+                for e in &a.entries {
+                    let _ = writeln!(out, "    entry `{}`: {}", e.name, entry_text(e));
+                }
+                if a.total > a.entries.len() {
+                    let _ = writeln!(
+                        out,
+                        "    ... and {} more entries",
+                        a.total - a.entries.len()
+                    );
+                }
+            }
+        }
+        if t.files_total > t.files.len() {
+            let _ = writeln!(
+                out,
+                "  ... and {} more paths",
+                t.files_total - t.files.len()
+            );
+        }
+        for n in &t.notes {
+            let _ = writeln!(out, "  note: {n}");
+        }
+    }
+    out
+}
+
+fn quoted(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn file_line(f: &FileDiff) -> String {
+    let size = |s: Option<u64>| s.map_or("-".to_string(), |s| format!("{s} bytes"));
+    match f.change {
+        "content" => format!(
+            "{}: content differs (reference {}, rebuilt {}), first difference at byte {}",
+            f.path,
+            size(f.reference_size),
+            size(f.rebuilt_size),
+            f.first_difference
+                .map_or("?".to_string(), |o| o.to_string())
+        ),
+        "only-in-reference" => format!("{}: only in the reference", f.path),
+        "only-in-rebuilt" => format!("{}: only in the rebuild", f.path),
+        other => format!(
+            "{}: {other} differs ({})",
+            f.path,
+            f.detail.as_deref().unwrap_or("")
+        ),
+    }
+}
+
+fn entry_text(e: &EntryDiff) -> String {
+    match (e.change, &e.reference, &e.rebuilt) {
+        ("changed", Some(a), Some(b)) => e
+            .fields
+            .iter()
+            .map(|f| match *f {
+                "size" => format!("size {} -> {}", a.size, b.size),
+                "mode" => format!("mode {:04o} -> {:04o}", a.mode, b.mode),
+                "mtime" => format!("mtime {} -> {}", a.mtime, b.mtime),
+                "owner" => format!("owner {}:{} -> {}:{}", a.uid, a.gid, b.uid, b.gid),
+                "kind" => format!("kind {} -> {}", a.kind, b.kind),
+                "link" => format!(
+                    "link {} -> {}",
+                    a.link.as_deref().unwrap_or("-"),
+                    b.link.as_deref().unwrap_or("-")
+                ),
+                other => other.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        ("only-in-reference", ..) => "only in the reference".into(),
+        _ => "only in the rebuild".into(),
     }
 }

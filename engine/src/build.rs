@@ -166,7 +166,7 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
 
     // Key phase, first half: expand and hash sources (the stat cache spares
     // re-reading unchanged files).
-    let sources = hash_sources(
+    let mut sources = hash_sources(
         &ws,
         &graph,
         &order,
@@ -178,12 +178,13 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
     phase("key", started);
     let started = Instant::now();
 
-    let jobs = make_jobs(&ws, &graph, &order, sources);
+    let jobs = plan_jobs(&ws, &graph, &order, &mut sources);
     let settings = Settings {
         jobs: opts.jobs,
         keep_going: opts.keep_going,
         no_cache: opts.no_cache,
         workspace_tag: workspace_tag.clone(),
+        audit: None,
     };
     let run = runtime.block_on(scheduler::run(
         store.clone(),
@@ -305,12 +306,12 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
     })
 }
 
-/// The scheduler's view of each target in `order`.
-pub(crate) fn make_jobs(
+/// The scheduler's job for each node of `order`, taking its sources.
+pub(crate) fn plan_jobs(
     ws: &Workspace,
     graph: &Graph,
     order: &[NodeIndex],
-    mut sources: BTreeMap<usize, Vec<inputs::SourceFile>>,
+    sources: &mut BTreeMap<usize, Vec<inputs::SourceFile>>,
 ) -> BTreeMap<NodeIndex, Job> {
     order
         .iter()
@@ -445,7 +446,7 @@ fn failure_diagnostic(ws: &Workspace, t: &load::Target, failure: &Failure) -> Op
 }
 
 /// `path` with symlinks resolved, as far as it exists.
-fn canonical(path: &Path) -> PathBuf {
+pub(crate) fn canonical(path: &Path) -> PathBuf {
     if let Ok(p) = std::fs::canonicalize(path) {
         return p;
     }

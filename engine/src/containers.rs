@@ -286,7 +286,14 @@ pub async fn stage_run(
     let spec = ContainerSpec {
         image,
         argv,
-        env: step.env().into_iter().map(|(k, v)| (k, v.actual)).collect(),
+        env: {
+            let env: Vec<(String, String)> =
+                step.env().into_iter().map(|(k, v)| (k, v.actual)).collect();
+            match &req.perturb {
+                Some(p) => p.step_env(&env, |k| step.env.contains_key(k)),
+                None => env,
+            }
+        },
         workdir: step.workdir.clone(),
         user: step.user.clone(),
         network: step.network,

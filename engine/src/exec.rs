@@ -17,6 +17,8 @@ use strata_store::reapi;
 use strata_store::tree::{self, Placement};
 use strata_store::{Digest, Store, StoreError};
 
+use crate::audit::perturb::Perturbation;
+use crate::audit::reorder;
 use crate::containers::{self, ContainerRun};
 use crate::inputs::SourceFile;
 use crate::sandbox;
@@ -130,6 +132,9 @@ pub struct StepRequest<'a> {
     pub isolation: &'a Isolation,
     /// Set for a step with `image:`: it runs on the Docker Engine instead.
     pub container: Option<&'a ContainerRun>,
+    /// Set by `strata audit`. The step's environment is already perturbed
+    /// (see `Perturbation::step_env`); this is the rest.
+    pub perturb: Option<Perturbation>,
 }
 
 const LOG_TAIL: usize = 8 * 1024;
@@ -139,12 +144,17 @@ const LOG_TAIL: usize = 8 * 1024;
 pub async fn run(req: StepRequest<'_>) -> Result<StepSuccess, StepFailure> {
     // A container mounts `deps/` read-only, as the sandbox does.
     let sandboxed = matches!(req.isolation, Isolation::Sandbox { .. }) || req.container.is_some();
+    // The sandbox helper reverses listings itself, onto a tmpfs; elsewhere
+    // only the order of creation can be reversed.
+    let reverse = req.perturb.as_ref().is_some_and(|p| p.reverse_dirs)
+        && (req.container.is_some() || matches!(req.isolation, Isolation::Unsandboxed { .. }));
     let (scratch, _scratch_lock) = prepare(
         req.store,
         &req.scratch_prefix,
         req.sources,
         req.deps,
         sandboxed,
+        reverse,
     )
     .await?;
     let exec_root = scratch.join("exec");
@@ -207,13 +217,23 @@ pub struct StageRequest<'a> {
     pub deps: &'a [(String, Digest)],
     pub caches: &'a [(PathBuf, String)],
     pub log: crate::containers::LogFn,
+    /// Set by `strata audit`.
+    pub perturb: Option<Perturbation>,
 }
 
 /// Runs a stage step's command in a container on its parent tree; the
 /// output is the container's root file system afterwards.
 pub async fn run_stage(req: StageRequest<'_>) -> Result<StepSuccess, StepFailure> {
-    let (scratch, _scratch_lock) =
-        prepare(req.store, &req.scratch_prefix, req.sources, req.deps, true).await?;
+    let reverse = req.perturb.as_ref().is_some_and(|p| p.reverse_dirs);
+    let (scratch, _scratch_lock) = prepare(
+        req.store,
+        &req.scratch_prefix,
+        req.sources,
+        req.deps,
+        true,
+        reverse,
+    )
+    .await?;
     let exec_root = scratch.join("exec");
     let early = |failure: Failure| kept(&scratch, failure);
     let started = SystemTime::now();
@@ -257,6 +277,7 @@ async fn prepare(
     sources: &[SourceFile],
     deps: &[(String, Digest)],
     sandboxed: bool,
+    reverse: bool,
 ) -> Result<(PathBuf, fs::File), StepFailure> {
     let (scratch, lock) = create_scratch(store, prefix).map_err(|e| StepFailure {
         failure: Failure::Io(format!("cannot create a scratch folder: {e}")),
@@ -270,10 +291,12 @@ async fn prepare(
         deps.to_vec(),
         scratch.join("exec"),
     );
-    tokio::task::spawn_blocking(move || stage(&store, &exec_root, &sources, &deps, sandboxed))
-        .await
-        .map_err(|e| kept(&scratch, Failure::Io(e.to_string())))?
-        .map_err(|f| kept(&scratch, f))?;
+    tokio::task::spawn_blocking(move || {
+        stage(&store, &exec_root, &sources, &deps, sandboxed, reverse)
+    })
+    .await
+    .map_err(|e| kept(&scratch, Failure::Io(e.to_string())))?
+    .map_err(|f| kept(&scratch, f))?;
     Ok((scratch, lock))
 }
 
@@ -312,13 +335,16 @@ fn timestamp(t: SystemTime) -> reapi::Timestamp {
     }
 }
 
-/// Creates the exec root with the sources and dependency outputs in place.
+/// Creates the exec root with the sources and dependency outputs in place;
+/// with `reverse`, each of its input folders re-created in the reverse of
+/// that order.
 fn stage(
     store: &Store,
     exec_root: &Path,
     sources: &[SourceFile],
     deps: &[(String, Digest)],
     sandboxed: bool,
+    reverse: bool,
 ) -> Result<(), Failure> {
     let io = |what: &str, p: &Path, e: std::io::Error| {
         Failure::Io(format!("{what} {}: {e}", p.display()))
@@ -351,6 +377,12 @@ fn stage(
         let dest = exec_root.join(layout::DEPS).join(name);
         fs::create_dir(&dest).map_err(|e| io("cannot create", &dest, e))?;
         tree::materialize(store.cas(), output, &dest, placement).map_err(Failure::Store)?;
+    }
+    if reverse {
+        for sub in [layout::WORK, layout::DEPS] {
+            let dir = exec_root.join(sub);
+            reorder::reverse_in_place(&dir).map_err(|e| io("cannot reorder", &dir, e))?;
+        }
     }
     Ok(())
 }
@@ -494,7 +526,11 @@ async fn spawn_and_wait(
     let mut cmd = match req.isolation {
         Isolation::Sandbox { helper } => {
             let mut c = tokio::process::Command::new(helper);
-            c.args(sandbox::helper_args(exec_root, step.network, &step.argv));
+            let mut args = sandbox::helper_args(exec_root, step.network, &step.argv);
+            if let Some(p) = &req.perturb {
+                args.splice(1..1, p.helper_flags());
+            }
+            c.args(args);
             // If strata dies, so does the helper (and with it the step).
             // SAFETY: prctl(2), getppid(2) and _exit(2) are async-signal-safe.
             let parent = std::process::id() as libc::pid_t;
@@ -514,9 +550,13 @@ async fn spawn_and_wait(
             let real = format!("{}/", exec_root.display());
             // SAFETY: umask(2), prctl(2), getppid(2), _exit(2) are async-signal-safe.
             let parent = std::process::id() as libc::pid_t;
+            let umask = req
+                .perturb
+                .as_ref()
+                .map_or(sandbox::STEP_UMASK, |p| p.umask);
             unsafe {
                 c.pre_exec(move || {
-                    libc::umask(sandbox::STEP_UMASK as libc::mode_t);
+                    libc::umask(umask as libc::mode_t);
                     die_with_parent(parent)
                 });
             }

@@ -97,8 +97,8 @@ pub fn explain(opts: &ExplainOptions, observer: &dyn Observer) -> Result<Explana
         .map(|r| r.isolation == "sandbox")
         .unwrap_or(true);
     let out_dir = ws.root.join("out");
-    let sources = build::hash_sources(&ws, &graph, &order, &store, &tag, &out_dir, observer)?;
-    let jobs = build::make_jobs(&ws, &graph, &order, sources);
+    let mut sources = build::hash_sources(&ws, &graph, &order, &store, &tag, &out_dir, observer)?;
+    let jobs = build::plan_jobs(&ws, &graph, &order, &mut sources);
 
     let mut keyed: BTreeMap<NodeIndex, Keyed> = BTreeMap::new();
     for n in &order {

@@ -8,7 +8,9 @@
 //! container work (`run` with `image:`, stages), `registry` pulls images by
 //! digest for `image-pull`, and `data_root` preloads images for
 //! `docker-data-root`; `caches` holds cache mounts; `gc` bounds the store.
+//! `audit` rebuilds under perturbations and compares with the last build.
 
+pub mod audit;
 pub mod build;
 pub mod caches;
 pub mod containers;
@@ -26,8 +28,8 @@ pub mod load;
 pub mod manifest;
 pub mod materialize;
 pub mod records;
-pub mod remote;
 pub mod registry;
+pub mod remote;
 pub mod render;
 pub mod sandbox;
 pub mod scheduler;

@@ -2,7 +2,8 @@
 //! and bubblewrap.
 //!
 //! `strata __sandbox [--network] EXEC_ROOT -- ARGV...` (started by the
-//! executor, never by users) enters new mount, PID, UTS, IPC and (unless
+//! executor, never by users; `strata audit` adds the options that perturb
+//! the step, `FLAG_*`) enters new mount, PID, UTS, IPC and (unless
 //! `--network`) network namespaces, plus a user namespace when not root. Its
 //! child, PID 1 of the new PID namespace, builds a root on a tmpfs that holds:
 //!
@@ -32,7 +33,7 @@ use std::path::{Path, PathBuf};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::{CloneFlags, unshare};
 use nix::sys::wait::{WaitStatus, waitpid};
-use nix::unistd::{ForkResult, Gid, Uid, chdir, execvp, fork, pivot_root, sethostname};
+use nix::unistd::{ForkResult, Gid, Uid, chdir, execvp, execvpe, fork, pivot_root, sethostname};
 
 use strata_rules::layout;
 
@@ -42,6 +43,21 @@ pub const SETUP_FAILED: i32 = 125;
 pub const STEP_UMASK: u32 = 0o022;
 /// The name of the hidden subcommand.
 pub const SUBCOMMAND: &str = "__sandbox";
+
+/// Options `strata audit` puts before the exec root: another umask
+/// (`--umask=0002`), the environment in reverse order, and input folders
+/// listed in reverse order (copied onto a tmpfs; see `audit::reorder`).
+pub const FLAG_UMASK: &str = "--umask=";
+pub const FLAG_REVERSE_ENV: &str = "--reverse-env";
+pub const FLAG_REVERSE_DIRS: &str = "--reverse-dirs";
+
+/// How the helper was asked to perturb the step.
+#[derive(Clone, Copy, Debug)]
+struct Perturbed {
+    umask: u32,
+    reverse_env: bool,
+    reverse_dirs: bool,
+}
 
 /// The arguments of the helper for one step.
 pub fn helper_args(exec_root: &Path, network: bool, argv: &[String]) -> Vec<OsString> {
@@ -58,16 +74,39 @@ pub fn helper_args(exec_root: &Path, network: bool, argv: &[String]) -> Vec<OsSt
 /// Entry point of `strata __sandbox ...`; never returns.
 pub fn helper_main(args: &[OsString]) -> ! {
     let mut network = false;
+    let mut perturbed = Perturbed {
+        umask: STEP_UMASK,
+        reverse_env: false,
+        reverse_dirs: false,
+    };
     let mut rest = args;
-    if rest.first().map(|a| a == "--network").unwrap_or(false) {
-        network = true;
+    // The exec root is absolute, so no option can be mistaken for it.
+    while let Some(flag) = rest.first().and_then(|a| a.to_str()) {
+        if flag == "--network" {
+            network = true;
+        } else if flag == FLAG_REVERSE_ENV {
+            perturbed.reverse_env = true;
+        } else if flag == FLAG_REVERSE_DIRS {
+            perturbed.reverse_dirs = true;
+        } else if let Some(octal) = flag.strip_prefix(FLAG_UMASK) {
+            perturbed.umask = u32::from_str_radix(octal, 8)
+                .ok()
+                .filter(|m| *m <= 0o777)
+                .unwrap_or_else(|| fail(&format!("bad umask `{octal}`")));
+        } else {
+            break;
+        }
         rest = &rest[1..];
     }
     let (Some(exec_root), Some(sep)) = (rest.first(), rest.get(1)) else {
-        fail("usage: strata __sandbox [--network] EXEC_ROOT -- ARGV...")
+        fail(
+            "usage: strata __sandbox [--network] [--umask=OCTAL] [--reverse-env] [--reverse-dirs] EXEC_ROOT -- ARGV...",
+        )
     };
     if sep != "--" || rest.len() < 3 {
-        fail("usage: strata __sandbox [--network] EXEC_ROOT -- ARGV...");
+        fail(
+            "usage: strata __sandbox [--network] [--umask=OCTAL] [--reverse-env] [--reverse-dirs] EXEC_ROOT -- ARGV...",
+        );
     }
     let exec_root = PathBuf::from(exec_root);
     let argv: Vec<CString> = rest[2..]
@@ -118,12 +157,18 @@ pub fn helper_main(args: &[OsString]) -> ! {
             // A session of its own: no controlling terminal to read from or
             // to push keystrokes into.
             let _ = nix::unistd::setsid();
-            if let Err(e) = enter_root(&exec_root, network).and_then(|()| drop_privileges()) {
+            if let Err(e) = enter_root(&exec_root, network, perturbed.reverse_dirs)
+                .and_then(|()| drop_privileges())
+            {
                 fail(&e);
             }
             // The caller's umask must not shape the step's outputs.
-            nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(STEP_UMASK));
-            let err = execvp(&argv[0], &argv).unwrap_err();
+            nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(perturbed.umask));
+            let err = if perturbed.reverse_env {
+                execvpe(&argv[0], &argv, &reversed_env()).unwrap_err()
+            } else {
+                execvp(&argv[0], &argv).unwrap_err()
+            };
             // The program name may hold a secret: describe, do not quote it.
             eprintln!("strata-sandbox: cannot execute the step's program: {err}");
             std::process::exit(127);
@@ -187,6 +232,22 @@ fn drop_privileges() -> Setup {
     Ok(())
 }
 
+/// This process's environment in reverse order: the engine hands it over
+/// sorted (`Command` keeps variables in a map), so the step sees it
+/// reversed.
+fn reversed_env() -> Vec<CString> {
+    let mut env: Vec<CString> = std::env::vars_os()
+        .filter_map(|(k, v)| {
+            let mut kv = k.as_bytes().to_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            CString::new(kv).ok()
+        })
+        .collect();
+    env.reverse();
+    env
+}
+
 fn fail(msg: &str) -> ! {
     eprintln!("strata-sandbox: {msg}");
     std::process::exit(SETUP_FAILED);
@@ -208,7 +269,7 @@ fn ctx<T, E: std::fmt::Display>(
     r.map_err(|e| format!("{}: {e}", what()))
 }
 
-fn enter_root(exec_root: &Path, network: bool) -> Setup {
+fn enter_root(exec_root: &Path, network: bool, reverse_dirs: bool) -> Setup {
     let none: Option<&str> = None;
     ctx(
         mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none),
@@ -276,6 +337,11 @@ fn enter_root(exec_root: &Path, network: bool) -> Setup {
     // `$OUT`, `$HOME` and `$TMPDIR` are writable, each its own mount.
     let strata = root.join(layout::EXEC_ROOT.trim_start_matches('/'));
     bind(exec_root, &strata, true)?;
+    if reverse_dirs {
+        for sub in [layout::WORK, layout::DEPS] {
+            reversed_copy(&exec_root.join(sub), &strata.join(sub))?;
+        }
+    }
     for rw in [layout::OUT, layout::HOME, layout::TMP] {
         bind(&exec_root.join(rw), &strata.join(rw), false)?;
     }
@@ -315,6 +381,40 @@ fn enter_root(exec_root: &Path, network: bool) -> Setup {
     let work = format!("{}/{}", layout::EXEC_ROOT, layout::WORK);
     ctx(chdir(work.as_str()), || format!("cannot enter {work}"))?;
     Ok(())
+}
+
+/// Covers `dst` with a tmpfs holding a copy of `src` whose folders list
+/// their entries in the reverse of `src`'s order, then makes it read-only.
+fn reversed_copy(src: &Path, dst: &Path) -> Setup {
+    let none: Option<&str> = None;
+    ctx(
+        mount(
+            Some("tmpfs"),
+            dst,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=0755"),
+        ),
+        || format!("cannot mount a tmpfs on {}", dst.display()),
+    )?;
+    ctx(
+        crate::audit::reorder::relist(src, dst, crate::audit::reorder::How::Copy),
+        || format!("cannot copy {} in reverse order", src.display()),
+    )?;
+    ctx(
+        mount(
+            none,
+            dst,
+            none,
+            MsFlags::MS_BIND
+                | MsFlags::MS_REMOUNT
+                | MsFlags::MS_RDONLY
+                | MsFlags::MS_NOSUID
+                | MsFlags::MS_NODEV,
+            none,
+        ),
+        || format!("cannot make {} read-only", dst.display()),
+    )
 }
 
 fn mkdir(p: &Path) -> Setup {

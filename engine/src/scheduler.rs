@@ -18,6 +18,7 @@ use strata_rules::stage::StageStep;
 use strata_store::{Digest, Store, tree};
 use tokio::task::JoinSet;
 
+use crate::audit::perturb::AuditRun;
 use crate::containers::{self, ContainerRun, Docker};
 use crate::exec::{self, Isolation, StageRequest, StepFailure, StepRequest};
 use crate::inputs::SourceFile;
@@ -88,6 +89,16 @@ pub enum Work {
 }
 
 impl Work {
+    /// Whether the output is named in advance (`output_digest`,
+    /// `image-pull`): rebuilding it can only give those bytes or fail.
+    pub fn pinned(&self) -> bool {
+        match self {
+            Work::Run(step) => step.fixed_output.is_some(),
+            Work::ImagePull(_) => true,
+            _ => false,
+        }
+    }
+
     /// Whether the work needs the Docker Engine.
     pub fn needs_docker(&self) -> bool {
         match self {
@@ -99,6 +110,7 @@ impl Work {
     }
 }
 
+#[derive(Clone)]
 pub struct Job {
     pub name: String,
     pub work: Work,
@@ -113,6 +125,9 @@ pub struct Settings {
     pub keep_going: bool,
     pub no_cache: bool,
     pub workspace_tag: String,
+    /// Set by `strata audit`: run every step again, perturbed, and leave
+    /// the action cache alone.
+    pub audit: Option<Arc<AuditRun>>,
 }
 
 struct Shared {
@@ -188,9 +203,15 @@ pub async fn run(
                 .deps
                 .iter()
                 .map(|(name, d)| {
+                    let fed = shared
+                        .settings
+                        .audit
+                        .as_ref()
+                        .and_then(|a| a.feed.get(&jobs[d].name).copied());
                     (
                         name.clone(),
-                        outcomes[d].output().expect("dependencies succeeded"),
+                        fed.or_else(|| outcomes[d].output())
+                            .expect("dependencies succeeded"),
                     )
                 })
                 .collect();
@@ -290,9 +311,12 @@ impl Task {
         let key = keyed.key;
         // A lookup reads one small action-cache entry and stats the output
         // tree's blobs: inline is cheaper than a trip to the blocking pool.
-        if !shared.settings.no_cache
-            && let Some(output) = cached_output(&shared.store, &key)
-        {
+        // An audit rebuilds everything but what is pinned by its digest.
+        let lookup = match &shared.settings.audit {
+            None => !shared.settings.no_cache,
+            Some(_) => self.work.pinned(),
+        };
+        if lookup && let Some(output) = cached_output(&shared.store, &key) {
             return Outcome::Cached { key, output };
         }
         if !shared.settings.no_cache
@@ -327,7 +351,7 @@ impl Task {
         let key = keyed.key;
         let (output, result) = match &self.work {
             Work::Run(step) => {
-                let scratch_prefix = format!("{}-{}-", shared.settings.workspace_tag, self.name);
+                let scratch_prefix = self.scratch_prefix(shared, &self.name);
                 exec::remove_stale_scratch(&shared.store, &scratch_prefix);
                 // A container step holds its caches until it is done.
                 let mut _caches = Vec::new();
@@ -361,6 +385,7 @@ impl Task {
                     store: &shared.store,
                     isolation: &shared.isolation,
                     container: container.as_ref(),
+                    perturb: self.perturbation(shared),
                 })
                 .await?;
                 // Only a succeeded step's action enters the store, ahead of
@@ -381,7 +406,7 @@ impl Task {
                         .await
                         .map_err(fail)?,
                     Work::DataRoot(params) => {
-                        let prefix = format!("{}-{}-", shared.settings.workspace_tag, self.name);
+                        let prefix = self.scratch_prefix(shared, &self.name);
                         crate::data_root::build(&shared.store, &prefix, params, &self.deps).await?
                     }
                     _ => unreachable!("matched above"),
@@ -413,19 +438,38 @@ impl Task {
                 (output, result)
             }
         };
-        shared
-            .store
-            .action_cache()
-            .put(&key, &result)
-            .map_err(|e| fail(exec::Failure::Store(e)))?;
-        if let Some(remote) = &shared.remote {
-            remote.upload(&shared.store, key, result);
+        if shared.settings.audit.is_none() {
+            shared
+                .store
+                .action_cache()
+                .put(&key, &result)
+                .map_err(|e| fail(exec::Failure::Store(e)))?;
+            if let Some(remote) = &shared.remote {
+                remote.upload(&shared.store, key, result);
+            }
         }
         Ok(output)
     }
 }
 
 impl Task {
+    /// Scratch folders of this target are named `<prefix><random>`.
+    fn scratch_prefix(&self, shared: &Shared, name: &str) -> String {
+        let audit = match shared.settings.audit {
+            Some(_) => AuditRun::SCRATCH_PREFIX,
+            None => "",
+        };
+        format!("{audit}{}-{name}-", shared.settings.workspace_tag)
+    }
+
+    fn perturbation(&self, shared: &Shared) -> Option<crate::audit::perturb::Perturbation> {
+        shared
+            .settings
+            .audit
+            .as_ref()
+            .map(|a| a.for_target(&self.name))
+    }
+
     /// Hands a step's log lines to the progress display.
     fn log_fn(&self, shared: &Shared) -> containers::LogFn {
         let (observer, name) = (shared.observer.clone(), self.name.clone());
@@ -488,11 +532,7 @@ impl Task {
                     .filter(|(n, _)| Some(n.as_str()) != parent)
                     .cloned()
                     .collect();
-                let scratch_prefix = format!(
-                    "{}-{}-",
-                    shared.settings.workspace_tag,
-                    self.name.replace('#', ".")
-                );
+                let scratch_prefix = self.scratch_prefix(shared, &self.name.replace('#', "."));
                 exec::remove_stale_scratch(&shared.store, &scratch_prefix);
                 let success = exec::run_stage(StageRequest {
                     scratch_prefix,
@@ -504,6 +544,7 @@ impl Task {
                     deps: &own_deps,
                     caches: &mounts,
                     log: self.log_fn(shared),
+                    perturb: self.perturbation(shared),
                 })
                 .await?;
                 keyed
@@ -586,7 +627,7 @@ pub fn cached_output(store: &Store, key: &Digest) -> Option<Digest> {
 }
 
 /// Decides once per build whether steps can run in namespaces here.
-async fn probe_isolation(store: &Store) -> Isolation {
+pub(crate) async fn probe_isolation(store: &Store) -> Isolation {
     if std::env::var("STRATA_SANDBOX").is_ok_and(|v| v == "off") {
         return Isolation::Unsandboxed {
             reason: "disabled by STRATA_SANDBOX=off".into(),

@@ -47,6 +47,7 @@ pub fn run(data: &[u8]) {
     fs::write(&build_file, data).expect("write BUILD.yaml");
     let options = LoadOptions {
         var_overrides: vec![("version".into(), "9.9".into())],
+        ..LoadOptions::default()
     };
     match load::load(&build_file, &options) {
         Ok(ws) => match Graph::build(&ws) {

@@ -103,6 +103,18 @@ pub struct Workspace {
 pub struct LoadOptions {
     /// `--var name=value`, applied over `vars:`.
     pub var_overrides: Vec<(String, String)>,
+    /// Values `!ENV` reads instead of the process environment's (`None`:
+    /// unset): `strata audit` changes its own `TZ` and `LANG` but loads the
+    /// workspace as a build would.
+    pub env_overrides: Vec<(String, Option<String>)>,
+}
+
+fn env_var(options: &LoadOptions, name: &str) -> Result<String, std::env::VarError> {
+    match options.env_overrides.iter().find(|(n, _)| n == name) {
+        Some((_, Some(v))) => Ok(v.clone()),
+        Some((_, None)) => Err(std::env::VarError::NotPresent),
+        None => std::env::var(name),
+    }
 }
 
 /// Loads `build_file` and everything it includes.
@@ -378,7 +390,7 @@ impl Loader {
                     }
                 },
                 Some("!ENV") => match EnvSpec::parse(&text) {
-                    Ok(spec) => match (std::env::var(&spec.name), spec.default) {
+                    Ok(spec) => match (env_var(options, &spec.name), spec.default) {
                         (Ok(v), _) => Var {
                             value: v,
                             from_env: Some(spec.name),

@@ -48,7 +48,9 @@ pub fn keygen(path: &Path) -> std::io::Result<String> {
         .open(path)?;
     writeln!(f, "{}", hex::encode(seed))?;
     f.sync_all()?;
-    Ok(public_key_string(&SigningKey::from_bytes(&seed).verifying_key()))
+    Ok(public_key_string(
+        &SigningKey::from_bytes(&seed).verifying_key(),
+    ))
 }
 
 fn public_key_string(k: &VerifyingKey) -> String {
@@ -90,7 +92,12 @@ impl Signer {
     }
 
     /// The signature blob for `result` under `key`.
-    pub fn sign(&self, function: DigestFunction, key: &Digest, result: &reapi::ActionResult) -> Vec<u8> {
+    pub fn sign(
+        &self,
+        function: DigestFunction,
+        key: &Digest,
+        result: &reapi::ActionResult,
+    ) -> Vec<u8> {
         let sig = self.key.sign(&message(function, key, result));
         serde_json::to_vec(&SignatureBlob {
             public_key: self.public_key(),
@@ -158,14 +165,20 @@ pub fn verify(
         serde_json::from_slice(blob).map_err(|e| format!("unreadable signature: {e}"))?;
     let signer = parse_public_key(&parsed.public_key)?;
     if !trusted.iter().any(|t| t == &signer) {
-        return Err(format!("signed by {}, which is not trusted", parsed.public_key));
+        return Err(format!(
+            "signed by {}, which is not trusted",
+            parsed.public_key
+        ));
     }
     let bytes: [u8; 64] = hex::decode(&parsed.signature)
         .ok()
         .and_then(|b| b.try_into().ok())
         .ok_or("the signature is not 128 hex digits")?;
     signer
-        .verify_strict(&message(function, key, result), &Signature::from_bytes(&bytes))
+        .verify_strict(
+            &message(function, key, result),
+            &Signature::from_bytes(&bytes),
+        )
         .map_err(|_| format!("the signature by {} does not match", parsed.public_key))
 }
 
