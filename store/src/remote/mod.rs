@@ -7,6 +7,7 @@
 mod blob_io;
 mod endpoint;
 mod error;
+mod grpc;
 mod http;
 mod stall;
 mod tls;
@@ -19,6 +20,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use error::RemoteError;
+pub use grpc::GrpcRemote;
 pub use http::HttpRemote;
 
 use crate::{Cas, Digest, DigestFunction, reapi};
@@ -82,6 +84,7 @@ impl fmt::Debug for RemoteConfig {
 #[derive(Clone, Debug)]
 pub enum Remote {
     Http(HttpRemote),
+    Grpc(GrpcRemote),
 }
 
 impl Remote {
@@ -90,7 +93,14 @@ impl Remote {
     pub async fn connect(cfg: &RemoteConfig) -> Result<Remote, RemoteError> {
         match Endpoint::parse(&cfg.url)? {
             Endpoint::Http { base, shown } => Ok(Remote::Http(HttpRemote::new(cfg, base, shown)?)),
-            Endpoint::Grpc { .. } => Err(RemoteError::config("gRPC is not supported yet")),
+            Endpoint::Grpc {
+                origin,
+                tls,
+                instance,
+                shown,
+            } => Ok(Remote::Grpc(
+                GrpcRemote::connect(cfg, origin, tls, instance, shown).await?,
+            )),
         }
     }
 
@@ -98,6 +108,7 @@ impl Remote {
     pub fn server(&self) -> &str {
         match self {
             Remote::Http(r) => r.server(),
+            Remote::Grpc(r) => r.server(),
         }
     }
 
@@ -107,6 +118,7 @@ impl Remote {
     pub async fn digest_functions(&self) -> Result<Option<Vec<DigestFunction>>, RemoteError> {
         match self {
             Remote::Http(_) => Ok(None),
+            Remote::Grpc(r) => r.digest_functions().await.map(Some),
         }
     }
 
@@ -118,6 +130,7 @@ impl Remote {
     ) -> Result<Option<reapi::ActionResult>, RemoteError> {
         match self {
             Remote::Http(r) => r.get_action_result(key).await,
+            Remote::Grpc(r) => r.get_action_result(function, key).await,
         }
     }
 
@@ -129,6 +142,7 @@ impl Remote {
     ) -> Result<(), RemoteError> {
         match self {
             Remote::Http(r) => r.update_action_result(key, result).await,
+            Remote::Grpc(r) => r.update_action_result(function, key, result).await,
         }
     }
 
@@ -140,6 +154,7 @@ impl Remote {
     ) -> Result<Vec<Digest>, RemoteError> {
         match self {
             Remote::Http(r) => r.find_missing(digests).await,
+            Remote::Grpc(r) => r.find_missing(function, digests).await,
         }
     }
 
@@ -155,6 +170,7 @@ impl Remote {
     ) -> Result<(), RemoteError> {
         match self {
             Remote::Http(r) => r.download(function, digest, cas).await,
+            Remote::Grpc(r) => r.download(function, digest, cas).await,
         }
     }
 
@@ -168,6 +184,7 @@ impl Remote {
     ) -> Result<(), RemoteError> {
         match self {
             Remote::Http(r) => r.download_many(function, digests, cas).await,
+            Remote::Grpc(r) => r.download_many(function, digests, cas).await,
         }
     }
 
@@ -182,6 +199,7 @@ impl Remote {
     ) -> Result<(), RemoteError> {
         match self {
             Remote::Http(r) => r.upload(function, digest, cas).await,
+            Remote::Grpc(r) => r.upload(function, digest, cas).await,
         }
     }
 
@@ -194,6 +212,7 @@ impl Remote {
     ) -> Result<(), RemoteError> {
         match self {
             Remote::Http(r) => r.upload_many(function, digests, cas).await,
+            Remote::Grpc(r) => r.upload_many(function, digests, cas).await,
         }
     }
 }

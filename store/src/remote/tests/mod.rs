@@ -1,7 +1,9 @@
 //! The remote clients against in-test servers: a tonic REAPI server built
 //! from the generated types, and a minimal HTTP/1.1 cache.
 
+mod fake_grpc;
 mod fake_http;
+mod grpc;
 mod http;
 
 use std::os::unix::fs::PermissionsExt;
