@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// One request as the server saw it.
@@ -50,6 +50,15 @@ impl FakeHttp {
     }
 
     pub(super) fn start(&self) -> SocketAddr {
+        self.listen(None)
+    }
+
+    /// Serves HTTPS with `tls`.
+    pub(super) fn start_tls(&self, tls: Arc<rustls::ServerConfig>) -> SocketAddr {
+        self.listen(Some(tls))
+    }
+
+    fn listen(&self, tls: Option<Arc<rustls::ServerConfig>>) -> SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let fake = self.clone();
@@ -57,17 +66,23 @@ impl FakeHttp {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { return };
                 let fake = fake.clone();
+                let tls = tls.clone();
                 std::thread::spawn(move || {
                     // A client that gives up mid-request is no test failure.
-                    let _ = fake.serve(stream);
+                    let _ = match tls {
+                        None => fake.serve(stream),
+                        Some(config) => rustls::ServerConnection::new(config)
+                            .map_err(std::io::Error::other)
+                            .and_then(|c| fake.serve(rustls::StreamOwned::new(c, stream))),
+                    };
                 });
             }
         });
         addr
     }
 
-    fn serve(&self, stream: TcpStream) -> std::io::Result<()> {
-        let mut reader = BufReader::new(stream.try_clone()?);
+    fn serve(&self, stream: impl Read + Write) -> std::io::Result<()> {
+        let mut reader = BufReader::new(stream);
         let mut line = String::new();
         reader.read_line(&mut line)?;
         let mut parts = line.split_whitespace();
@@ -100,7 +115,7 @@ impl FakeHttp {
         reader.read_exact(&mut body)?;
 
         let (status, payload, length) = self.answer(&method, &path, body);
-        let mut out = stream;
+        let out = reader.get_mut();
         let reason = match status {
             200 => "OK",
             201 => "Created",

@@ -5,6 +5,7 @@ mod fake_grpc;
 mod fake_http;
 mod grpc;
 mod http;
+mod tls;
 
 use std::os::unix::fs::PermissionsExt;
 
