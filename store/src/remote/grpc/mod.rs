@@ -307,18 +307,31 @@ impl GrpcRemote {
     }
 
     fn status_error(&self, what: &str, status: tonic::Status) -> RemoteError {
-        status_error(self.server(), what, status.code(), &status_reason(&status))
+        // A status with a source was made here from a failed connection
+        // (tonic calls those Unknown), not sent by the server: the server
+        // may well answer the next request.
+        let code = match std::error::Error::source(&status) {
+            Some(_) if status.code() == Code::Unknown => Code::Unavailable,
+            _ => status.code(),
+        };
+        status_error(self.server(), what, code, &status_reason(&status))
     }
 }
 
 fn status_reason(status: &tonic::Status) -> String {
-    let message = server_text(status.message());
     let mut reason = format!("{:?}", status.code());
-    if !message.is_empty() {
-        reason = format!("{reason}: {message}");
-    }
-    if let Some(source) = std::error::Error::source(status) {
-        reason = format!("{reason}: {}", chain(source));
+    let message = server_text(status.message());
+    let mut source = std::error::Error::source(status);
+    let sources = std::iter::from_fn(|| {
+        let next = source?;
+        source = next.source();
+        Some(server_text(&next.to_string()))
+    });
+    // Transport errors repeat themselves down their chain.
+    for part in std::iter::once(message).chain(sources) {
+        if !part.is_empty() && !reason.contains(&part) {
+            reason = format!("{reason}: {part}");
+        }
     }
     reason
 }

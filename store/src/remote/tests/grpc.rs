@@ -344,3 +344,29 @@ async fn remote_grpc_refuses_a_store_of_another_function() {
     assert!(matches!(err, RemoteError::Config { .. }), "{err}");
     assert!(fake.state().calls.is_empty());
 }
+
+#[test]
+fn remote_grpc_a_server_gone_mid_session_is_transient() {
+    let fake = Fake::default();
+    // The server gets its own runtime, so that shutting it down cuts the
+    // connection the client already holds.
+    let server = tokio::runtime::Runtime::new().unwrap();
+    let addr = server.block_on(fake.start());
+    let client = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    client.block_on(async {
+        let mut cfg = RemoteConfig::new(format!("grpc://{addr}/ci/main"));
+        cfg.timeout = Duration::from_secs(5);
+        let remote = Remote::connect(&cfg).await.unwrap();
+        let b3 = DigestFunction::Blake3;
+        let key = b3.of_bytes(b"key");
+        assert_eq!(remote.get_action_result(b3, &key).await.unwrap(), None);
+        server.shutdown_background();
+        for _ in 0..2 {
+            let err = remote.get_action_result(b3, &key).await.unwrap_err();
+            assert!(matches!(err, RemoteError::Unavailable { .. }), "{err}");
+        }
+    });
+}
