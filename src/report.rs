@@ -86,9 +86,21 @@ pub fn build_report(r: &BuildReport, json: bool) -> ExitCode {
             human_bytes(s.downloaded_bytes),
             human_bytes(s.uploaded_bytes),
             s.uploads,
-            if s.untrusted > 0 { format!(", {} untrusted", s.untrusted) } else { String::new() },
-            if s.refused_blobs > 0 { format!(", {} tampered blobs refused", s.refused_blobs) } else { String::new() },
-            if s.switched_off { ", switched off after errors" } else { "" },
+            if s.untrusted > 0 {
+                format!(", {} untrusted", s.untrusted)
+            } else {
+                String::new()
+            },
+            if s.refused_blobs > 0 {
+                format!(", {} tampered blobs refused", s.refused_blobs)
+            } else {
+                String::new()
+            },
+            if s.switched_off {
+                ", switched off after errors"
+            } else {
+                ""
+            },
         );
         if json {
             eprintln!("{line}");

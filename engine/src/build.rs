@@ -141,13 +141,12 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
         .map_err(|e| BuildError::Environment(format!("cannot start the runtime: {e}")))?;
     // A remote cache decides the digest function (BLAKE3 when it speaks it,
     // SHA-256 otherwise), so it is asked before the store opens.
-    let (remote, function) =
-        match crate::remote::config::settings(&ws.root, &opts.remote).map_err(BuildError::Usage)? {
-            None => (None, DigestFunction::Blake3),
-            Some(settings) => {
-                runtime.block_on(crate::remote::cache::open(settings, observer.clone()))
-            }
-        };
+    let (remote, function) = match crate::remote::config::settings(&ws.root, &opts.remote)
+        .map_err(BuildError::Usage)?
+    {
+        None => (None, DigestFunction::Blake3),
+        Some(settings) => runtime.block_on(crate::remote::cache::open(settings, observer.clone())),
+    };
     let store = Store::open(&opts.store_dir, function)
         .map_err(|e| BuildError::Environment(format!("cannot open the store: {e}")))?;
     // Held until the build returns, so `gc` never collects what this build
@@ -409,7 +408,6 @@ pub(crate) fn requested(
         })
         .collect()
 }
-
 
 fn failure_diagnostic(ws: &Workspace, t: &load::Target, failure: &Failure) -> Option<ConfigError> {
     let at = At {

@@ -23,6 +23,9 @@ use super::config::RemoteSettings;
 use super::sign;
 use crate::scheduler::Observer;
 
+/// A remote call, boxed so the tasks that run it stay `Send`.
+type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
 const ATTEMPTS: u32 = 3;
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const SWITCH_OFF_AFTER: u32 = 3;
@@ -85,7 +88,12 @@ pub async fn open(
             "remote cache {url} is not used: {why}; building with the local store only"
         ));
     };
-    let remote = match tokio::time::timeout(settings.config.timeout, Remote::connect(&settings.config)).await {
+    let remote = match tokio::time::timeout(
+        settings.config.timeout,
+        Remote::connect(&settings.config),
+    )
+    .await
+    {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
             unusable(e.to_string());
@@ -98,30 +106,32 @@ pub async fn open(
     };
     let function = match settings.digest_function {
         Some(f) => f,
-        None => match tokio::time::timeout(settings.config.timeout, remote.digest_functions()).await {
-            Ok(Ok(offered)) => {
-                // An empty or absent list means SHA-256 only (REAPI).
-                let offered = offered
-                    .filter(|l| !l.is_empty())
-                    .unwrap_or_else(|| vec![DigestFunction::Sha256]);
-                if offered.contains(&DigestFunction::Blake3) {
-                    DigestFunction::Blake3
-                } else if offered.contains(&DigestFunction::Sha256) {
-                    DigestFunction::Sha256
-                } else {
-                    unusable("it offers neither BLAKE3 nor SHA-256".into());
+        None => {
+            match tokio::time::timeout(settings.config.timeout, remote.digest_functions()).await {
+                Ok(Ok(offered)) => {
+                    // An empty or absent list means SHA-256 only (REAPI).
+                    let offered = offered
+                        .filter(|l| !l.is_empty())
+                        .unwrap_or_else(|| vec![DigestFunction::Sha256]);
+                    if offered.contains(&DigestFunction::Blake3) {
+                        DigestFunction::Blake3
+                    } else if offered.contains(&DigestFunction::Sha256) {
+                        DigestFunction::Sha256
+                    } else {
+                        unusable("it offers neither BLAKE3 nor SHA-256".into());
+                        return (None, fallback);
+                    }
+                }
+                Ok(Err(e)) => {
+                    unusable(format!("GetCapabilities failed: {e}"));
+                    return (None, fallback);
+                }
+                Err(_) => {
+                    unusable("GetCapabilities timed out".into());
                     return (None, fallback);
                 }
             }
-            Ok(Err(e)) => {
-                unusable(format!("GetCapabilities failed: {e}"));
-                return (None, fallback);
-            }
-            Err(_) => {
-                unusable("GetCapabilities timed out".into());
-                return (None, fallback);
-            }
-        },
+        }
     };
     let transfers = Arc::new(Semaphore::new(settings.concurrency));
     let cache = RemoteCache {
@@ -193,10 +203,9 @@ impl RemoteCache {
 
     /// One remote call with timeout and retries; `Err` after a transient
     /// failure that exhausted its retries (already counted) or a refusal.
-    async fn call<T, F, Fut>(&self, what: &str, f: F) -> Result<T, RemoteError>
+    async fn call<'a, T, F>(&'a self, what: &str, f: F) -> Result<T, RemoteError>
     where
-        F: Fn() -> Fut,
-        Fut: std::future::Future<Output = Result<T, RemoteError>>,
+        F: Fn() -> BoxFuture<'a, Result<T, RemoteError>>,
     {
         let mut backoff = FIRST_BACKOFF;
         let mut attempt = 1;
@@ -204,6 +213,7 @@ impl RemoteCache {
             if self.switched_off.load(Ordering::SeqCst) {
                 return Err(RemoteError::Unavailable {
                     server: self.settings.config.url.clone(),
+                    what: what.to_string(),
                     reason: "switched off after repeated failures".into(),
                 });
             }
@@ -211,7 +221,11 @@ impl RemoteCache {
                 Ok(r) => r,
                 Err(_) => Err(RemoteError::Unavailable {
                     server: self.settings.config.url.clone(),
-                    reason: format!("no answer within {} s", self.settings.config.timeout.as_secs()),
+                    what: what.to_string(),
+                    reason: format!(
+                        "no answer within {} s",
+                        self.settings.config.timeout.as_secs()
+                    ),
                 }),
             };
             match outcome {
@@ -255,9 +269,17 @@ impl RemoteCache {
 
     async fn fetch(self: &Arc<Self>, store: &Store, key: &Digest) -> Result<Digest, Miss> {
         let f = self.function;
-        let failed = |e: RemoteError| if e.is_transient() { Miss::Failed } else { Miss::Quiet };
+        let failed = |e: RemoteError| {
+            if e.is_transient() {
+                Miss::Failed
+            } else {
+                Miss::Quiet
+            }
+        };
         let result = self
-            .call("looking up a result", || self.remote.get_action_result(f, key))
+            .call("looking up a result", || {
+                Box::pin(self.remote.get_action_result(f, key))
+            })
             .await
             .map_err(failed)?
             .ok_or(Miss::Quiet)?;
@@ -282,10 +304,20 @@ impl RemoteCache {
             self.download(store, &d).await?;
             let dir = read_directory(store.cas(), &d).map_err(|_| Miss::Quiet)?;
             for sub in &dir.directories {
-                folders.push(sub.digest.as_ref().and_then(Digest::from_proto).ok_or(Miss::Quiet)?);
+                folders.push(
+                    sub.digest
+                        .as_ref()
+                        .and_then(Digest::from_proto)
+                        .ok_or(Miss::Quiet)?,
+                );
             }
             for file in &dir.files {
-                files.push(file.digest.as_ref().and_then(Digest::from_proto).ok_or(Miss::Quiet)?);
+                files.push(
+                    file.digest
+                        .as_ref()
+                        .and_then(Digest::from_proto)
+                        .ok_or(Miss::Quiet)?,
+                );
             }
         }
         files.extend(result.stdout_digest.as_ref().and_then(Digest::from_proto));
@@ -304,18 +336,33 @@ impl RemoteCache {
         while let Some(done) = set.join_next().await {
             done.map_err(|_| Miss::Quiet)??;
         }
-        store.action_cache().put(key, &result).map_err(|_| Miss::Quiet)?;
+        store
+            .action_cache()
+            .put(key, &result)
+            .map_err(|_| Miss::Quiet)?;
         Ok(output)
     }
 
     /// Whether a trusted key signed `result` for `key`.
-    async fn trusted(&self, store: &Store, key: &Digest, result: &reapi::ActionResult) -> Result<bool, Miss> {
+    async fn trusted(
+        &self,
+        store: &Store,
+        key: &Digest,
+        result: &reapi::ActionResult,
+    ) -> Result<bool, Miss> {
         let Some(sig) = sign::reference(result) else {
             return Ok(false);
         };
         self.download(store, &sig).await?;
         let blob = store.cas().read(&sig).map_err(|_| Miss::Quiet)?;
-        Ok(sign::verify(&self.settings.trusted_keys, self.function, key, result, &blob).is_ok())
+        Ok(sign::verify(
+            &self.settings.trusted_keys,
+            self.function,
+            key,
+            result,
+            &blob,
+        )
+        .is_ok())
     }
 
     /// Downloads one blob unless it is already stored.
@@ -325,11 +372,15 @@ impl RemoteCache {
         }
         let _slot = self.transfers.acquire().await.map_err(|_| Miss::Quiet)?;
         match self
-            .call("downloading a blob", || self.remote.download(self.function, d, store.cas()))
+            .call("downloading a blob", || {
+                Box::pin(self.remote.download(self.function, d, store.cas()))
+            })
             .await
         {
             Ok(()) => {
-                self.counters.downloaded_bytes.fetch_add(d.size_bytes, Ordering::Relaxed);
+                self.counters
+                    .downloaded_bytes
+                    .fetch_add(d.size_bytes, Ordering::Relaxed);
                 Ok(())
             }
             Err(RemoteError::DigestMismatch { .. }) => {
@@ -366,7 +417,9 @@ impl RemoteCache {
             return;
         };
         let Ok(missing) = self
-            .call("finding missing blobs", || self.remote.find_missing(f, &blobs))
+            .call("finding missing blobs", || {
+                Box::pin(self.remote.find_missing(f, &blobs))
+            })
             .await
         else {
             return;
@@ -397,7 +450,9 @@ impl RemoteCache {
             }
         };
         if self
-            .call("uploading a result", || self.remote.update_action_result(f, key, &result))
+            .call("uploading a result", || {
+                Box::pin(self.remote.update_action_result(f, key, &result))
+            })
             .await
             .is_ok()
         {
@@ -410,11 +465,15 @@ impl RemoteCache {
             return false;
         };
         match self
-            .call("uploading a blob", || self.remote.upload(self.function, d, store.cas()))
+            .call("uploading a blob", || {
+                Box::pin(self.remote.upload(self.function, d, store.cas()))
+            })
             .await
         {
             Ok(()) => {
-                self.counters.uploaded_bytes.fetch_add(d.size_bytes, Ordering::Relaxed);
+                self.counters
+                    .uploaded_bytes
+                    .fetch_add(d.size_bytes, Ordering::Relaxed);
                 true
             }
             Err(e) => {

@@ -1,9 +1,9 @@
 //! The remote cache as a build uses it: looked up on a local miss, filled
 //! after a step runs, trusted by signature, and never fatal.
 
-pub mod sign;
 pub mod cache;
 pub mod config;
+pub mod sign;
 
 pub use cache::{RemoteCache, RemoteStats};
 pub use config::{RemoteCli, RemoteSettings};
