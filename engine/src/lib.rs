@@ -10,6 +10,7 @@
 //! `docker-data-root`; `caches` holds cache mounts; `gc` bounds the store.
 
 pub mod build;
+pub mod cache_server;
 pub mod caches;
 pub mod containers;
 pub mod data_root;
