@@ -23,11 +23,11 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use strata_store::DigestFunction;
 use tokio::signal::unix::{SignalKind, signal};
 
 pub use auth::{READ_TOKEN_ENV, Tokens, WRITE_TOKEN_ENV};
 pub use disk::OpenReport;
+pub use strata_store::DigestFunction;
 
 /// Longest wait for a request's headers: a client that opens connections
 /// and sends nothing must not hold them forever.
