@@ -53,8 +53,8 @@ pub fn command(args: ServeArgs) -> ExitCode {
         Ok(t) => t,
         Err(msg) => return report::usage_error(&msg),
     };
-    if args.max_blob_size == Some(0) {
-        return report::usage_error("--max-blob-size must be more than 0");
+    if args.max_size == 0 || args.max_blob_size == Some(0) {
+        return report::usage_error("--max-size and --max-blob-size must be more than 0");
     }
     let dir = std::path::absolute(&args.dir).unwrap_or(args.dir);
     let opts = ServeOptions {
@@ -67,7 +67,10 @@ pub fn command(args: ServeArgs) -> ExitCode {
     };
     let started = |s: &Started| {
         let f = &s.found;
-        eprintln!(
+        // A closed stdout or stderr must not stop the server.
+        let mut err = std::io::stderr();
+        let _ = writeln!(
+            err,
             "serving {} ({function}): {} blobs, {} action results, {} of {} bytes; reads {}, writes {}",
             dir.display(),
             f.blobs,
@@ -86,13 +89,14 @@ pub fn command(args: ServeArgs) -> ExitCode {
             },
         );
         if f.incomplete > 0 || f.evicted > 0 {
-            eprintln!(
+            let _ = writeln!(
+                err,
                 "removed {} action results naming missing blobs, evicted {} entries over --max-size",
                 f.incomplete, f.evicted
             );
         }
         // The one line on stdout, so a script (or a test with port 0) can
-        // learn the address. A closed stdout must not stop the server.
+        // learn the address.
         let mut out = std::io::stdout();
         let _ = writeln!(out, "listening on http://{}", s.address).and_then(|()| out.flush());
     };

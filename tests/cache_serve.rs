@@ -778,6 +778,7 @@ fn usage_errors_exit_2() {
         &[][..],
         &["--max-size", "1M", "--digest-function", "md5"][..],
         &["--max-size", "1M", "--max-blob-size", "0"][..],
+        &["--max-size", "0"][..],
     ] {
         let (code, err) = serve_fails(&dir, args, &[]);
         assert_eq!(code, 2, "{args:?}: {err}");
