@@ -55,10 +55,11 @@ enum Command {
         #[command(subcommand)]
         command: StoreCommand,
     },
-    /// Cache mounts (`caches:` of container steps): list, export, import.
+    /// Cache mounts (`caches:` of container steps): list, export, import;
+    /// and `serve`, a remote cache server for builds to share.
     Cache {
         #[command(subcommand)]
-        command: CacheCommand,
+        command: CacheGroup,
     },
     /// Print the dependency graph of targets (default: every target) as
     /// Graphviz DOT or JSON.
@@ -117,6 +118,15 @@ enum StoreCommand {
         #[arg(long = "json")]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum CacheGroup {
+    #[command(flatten)]
+    Mounts(CacheCommand),
+    /// Serve a remote cache over HTTP (Bazel's HTTP cache protocol) from
+    /// DIR, for builds on other machines to share.
+    Serve(crate::cache_serve::ServeArgs),
 }
 
 #[derive(Subcommand)]
@@ -256,7 +266,12 @@ pub fn run() -> ExitCode {
         Command::Audit(args) => audit_command(args),
         Command::Clean { file, out_dir } => clean_command(file, out_dir),
         Command::Store { command } => store_command(command),
-        Command::Cache { command } => cache_command(command),
+        Command::Cache {
+            command: CacheGroup::Mounts(command),
+        } => cache_command(command),
+        Command::Cache {
+            command: CacheGroup::Serve(args),
+        } => crate::cache_serve::command(args),
         Command::Explain {
             target,
             file,

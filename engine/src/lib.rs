@@ -12,6 +12,7 @@
 
 pub mod audit;
 pub mod build;
+pub mod cache_server;
 pub mod caches;
 pub mod containers;
 pub mod data_root;
