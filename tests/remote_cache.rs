@@ -1,0 +1,276 @@
+//! The remote cache against real servers: nginx with WebDAV (Bazel's HTTP
+//! cache protocol), BuildGrid (REAPI gRPC, SHA-256 only) and Strata's own
+//! `strata cache serve`. Fresh local stores play CI runners that share one
+//! cache.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use common::Ws;
+use common::remote::{Buildgrid, Nginx, buildgrid_available, nginx_available};
+
+const BUILD: &str = r#"targets:
+  words:
+    rule: run
+    srcs: [words.txt]
+    cmd: sort words.txt > $OUT/words.txt
+    outs: [words.txt]
+  count:
+    rule: run
+    deps: [words]
+    cmd: wc -l < $DEPS/words/words.txt > $OUT/count.txt
+    outs: [count.txt]
+  bundle:
+    rule: archive
+    from: count
+"#;
+
+/// A runner: the same workspace, its own empty store.
+fn runner(config: &str) -> Ws {
+    let ws = Ws::new();
+    ws.write("BUILD.yaml", BUILD);
+    ws.write("words.txt", "pear\napple\nfig\n");
+    if !config.is_empty() {
+        ws.write("strata.yaml", config);
+    }
+    ws
+}
+
+fn build(ws: &Ws, url: &str, extra: &[&str]) -> common::Run {
+    let mut args = vec!["build", "--json", "--remote-cache", url];
+    args.extend_from_slice(extra);
+    let r = ws.run(&args);
+    assert_eq!(r.code, 0, "build failed:\n{}\n{}", r.stdout, r.stderr);
+    r
+}
+
+fn outputs(r: &common::Run) -> Vec<(String, String)> {
+    let doc = r.json();
+    let mut v: Vec<(String, String)> = doc["targets"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, t)| (k.clone(), t["output"].as_str().unwrap().to_string()))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Two runners share the cache: the second executes nothing and gets the
+/// same outputs; a read-only runner writes nothing.
+fn shared_between_runners(url: &str, written: impl Fn() -> usize) {
+    let before = written();
+    let ro = runner("");
+    let r = build(&ro, url, &["--remote-upload=false"]);
+    assert_eq!(r.executed().len(), 3);
+    assert_eq!(written(), before, "--remote-upload=false wrote to the cache");
+
+    let a = runner("");
+    let first = build(&a, url, &[]);
+    assert_eq!(first.executed().len(), 3, "{}", first.stderr);
+    assert!(written() > before, "the first runner uploaded nothing");
+    assert_eq!(first.json()["remote"]["uploads"], 3, "{}", first.stdout);
+
+    let b = runner("");
+    let second = build(&b, url, &[]);
+    assert!(second.executed().is_empty(), "{}", second.stderr);
+    assert_eq!(outputs(&first), outputs(&second));
+    assert_eq!(second.json()["remote"]["hits"], 3);
+    assert_eq!(b.read("out/count/count.txt"), "3\n");
+}
+
+/// With `trusted_keys`, unsigned or wrongly signed entries are misses and
+/// rightly signed ones hits.
+fn trusted_keys(url: &str) {
+    let keys = tempfile::tempdir().unwrap();
+    let key = |name: &str| {
+        let path = keys.path().join(name);
+        let r = Ws::new().run(&["cache", "keygen", "-o", path.to_str().unwrap()]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        (path, r.stdout.trim().to_string())
+    };
+    let (good, good_pub) = key("good");
+    let (bad, _) = key("bad");
+    let words = |w: &str| format!("{w}\nkiwi\n");
+
+    // Unsigned results are not trusted.
+    let unsigned = runner("");
+    unsigned.write("words.txt", &words("unsigned"));
+    build(&unsigned, url, &[]);
+    let checker = runner(&format!("remote_cache:\n  trusted_keys: [\"{good_pub}\"]\n"));
+    checker.write("words.txt", &words("unsigned"));
+    let r = build(&checker, url, &["--remote-upload=false"]);
+    assert_eq!(r.executed().len(), 3, "unsigned entries must be misses: {}", r.stderr);
+    assert_eq!(r.json()["remote"]["untrusted"], 3);
+
+    // Signed by a key nobody trusts.
+    let stranger = runner("");
+    stranger.write("words.txt", &words("stranger"));
+    build(&stranger, url, &["--sign-key", bad.to_str().unwrap()]);
+    checker.write("words.txt", &words("stranger"));
+    let r = build(&checker, url, &["--remote-upload=false"]);
+    assert_eq!(r.executed().len(), 3, "{}", r.stderr);
+
+    // Signed by the trusted key.
+    let signer = runner("");
+    signer.write("words.txt", &words("trusted"));
+    build(&signer, url, &["--sign-key", good.to_str().unwrap()]);
+    checker.write("words.txt", &words("trusted"));
+    let r = build(&checker, url, &["--remote-upload=false"]);
+    assert!(r.executed().is_empty(), "{}", r.stderr);
+}
+
+/// A blob tampered on the server is refused; the build succeeds locally.
+fn tampered_blob_is_refused(url: &str, blob_file: impl Fn(&str) -> std::path::PathBuf) {
+    let a = runner("");
+    a.write("words.txt", "tamper\nme\n");
+    let first = build(&a, url, &[]);
+    assert_eq!(first.json()["remote"]["digest_function"], "sha256");
+    // The blob of count.txt, whose content is "2\n".
+    let content_hash = |bytes: &[u8]| -> String {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(bytes))
+    };
+    let path = blob_file(&content_hash(b"2\n"));
+    assert!(path.exists(), "no blob at {}", path.display());
+    std::fs::write(&path, b"9\n").unwrap();
+    let b = runner("");
+    b.write("words.txt", "tamper\nme\n");
+    let r = build(&b, url, &["--remote-upload=false"]);
+    assert!(r.stderr.contains("refused"), "{}", r.stderr);
+    assert_eq!(b.read("out/count/count.txt"), "2\n");
+    assert_eq!(r.json()["remote"]["refused_blobs"], 1);
+}
+
+/// A server that is down costs one warning; the build succeeds locally.
+#[test]
+fn a_stopped_server_costs_one_warning() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    for url in [format!("http://127.0.0.1:{port}"), format!("grpc://127.0.0.1:{port}")] {
+        let ws = runner("");
+        let r = build(&ws, &url, &[]);
+        assert_eq!(r.executed().len(), 3);
+        let warnings = r.stderr.lines().filter(|l| l.starts_with("warning:")).count();
+        assert_eq!(warnings, 1, "{url}:\n{}", r.stderr);
+    }
+}
+
+/// `strata cache serve` on a free port, stopped on drop.
+struct Served {
+    child: Child,
+    url: String,
+    dir: tempfile::TempDir,
+}
+
+impl Served {
+    fn start() -> Served {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(common::strata_bin())
+            .args(["cache", "serve", "--listen", "127.0.0.1:0", "--max-size", "1G", "--dir"])
+            .arg(dir.path().join("cache"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_string();
+        Served { child, url, dir }
+    }
+
+    /// The stored blob with this SHA-256.
+    fn blob(&self, hex: &str) -> PathBuf {
+        self.dir.path().join("cache/cas").join(&hex[..2]).join(hex)
+    }
+
+    fn files(&self) -> usize {
+        count_files(&self.dir.path().join("cache/cas")) + count_files(&self.dir.path().join("cache/ac"))
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn count_files(dir: &Path) -> usize {
+    walk(dir).len()
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            found.extend(walk(&p));
+        } else {
+            found.push(p);
+        }
+    }
+    found
+}
+
+#[test]
+fn the_embedded_server_is_shared_by_runners() {
+    let server = Served::start();
+    shared_between_runners(&server.url, || server.files());
+    trusted_keys(&server.url);
+    tampered_blob_is_refused(&server.url, |hex| server.blob(hex));
+}
+
+#[test]
+fn nginx_webdav_is_shared_by_runners() {
+    if !nginx_available() {
+        return;
+    }
+    let nginx = Nginx::start();
+    let url = nginx.url();
+    shared_between_runners(&url, || walk(&nginx.dir()).len());
+    trusted_keys(&url);
+    tampered_blob_is_refused(&url, |hex| nginx.blob_path("cas", hex));
+}
+
+#[test]
+fn buildgrid_negotiates_sha256_and_is_shared_by_runners() {
+    if !buildgrid_available() {
+        return;
+    }
+    let bg = Buildgrid::start();
+    let url = format!("{}/{}", bg.url(), bg.instance());
+    let a = runner("");
+    let first = build(&a, &url, &[]);
+    assert_eq!(first.json()["remote"]["digest_function"], "sha256", "{}", first.stdout);
+    assert!(
+        first.json()["targets"]["count"]["output"].as_str().unwrap().starts_with("sha256:"),
+        "the whole build uses the remote's function"
+    );
+    let b = runner("");
+    let second = build(&b, &url, &[]);
+    assert!(second.executed().is_empty(), "{}", second.stderr);
+    assert_eq!(outputs(&first), outputs(&second));
+
+    // Read-only: a new workspace's results are not uploaded.
+    let ro = runner("");
+    ro.write("words.txt", "read\nonly\n");
+    build(&ro, &url, &["--remote-upload=false"]);
+    let again = runner("");
+    again.write("words.txt", "read\nonly\n");
+    let r = build(&again, &url, &["--remote-upload=false"]);
+    assert_eq!(r.executed().len(), 3, "nothing was uploaded: {}", r.stderr);
+
+    trusted_keys(&url);
+}
