@@ -1,7 +1,6 @@
 //! A container's file system back into the store, as a tree, without what
 //! the engine added to it.
 
-
 use bytes::Bytes;
 use futures_util::StreamExt;
 use strata_rules::builtin::extract;
