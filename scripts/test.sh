@@ -27,6 +27,15 @@ fi
 scripts/docker-up.sh
 export STRATA_REQUIRE_DOCKER=1
 
+# The remote cache tests start real cache servers of their own: nginx as a
+# Bazel HTTP cache and BuildGrid (PyPI, in a reused venv) as a REAPI one. The
+# scripts install them when missing and print their binaries; in CI these
+# tests must run, never skip.
+STRATA_NGINX_BIN=$(scripts/nginx-up.sh)
+STRATA_BUILDGRID_BIN=$(scripts/buildgrid-up.sh)
+export STRATA_NGINX_BIN STRATA_BUILDGRID_BIN
+export STRATA_REQUIRE_REMOTE_SERVERS=1
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked

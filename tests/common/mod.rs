@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod docker;
+pub mod remote;
 
 use std::fs;
 use std::path::{Path, PathBuf};
