@@ -66,7 +66,11 @@ fn shared_between_runners(url: &str, written: impl Fn() -> usize) {
     let ro = runner("");
     let r = build(&ro, url, &["--remote-upload=false"]);
     assert_eq!(r.executed().len(), 3);
-    assert_eq!(written(), before, "--remote-upload=false wrote to the cache");
+    assert_eq!(
+        written(),
+        before,
+        "--remote-upload=false wrote to the cache"
+    );
 
     let a = runner("");
     let first = build(&a, url, &[]);
@@ -94,16 +98,29 @@ fn trusted_keys(url: &str) {
     };
     let (good, good_pub) = key("good");
     let (bad, _) = key("bad");
-    let words = |w: &str| format!("{w}\nkiwi\n");
+    // Each phase has another number of lines, so the archive of the count
+    // (cached locally by the checker) differs too.
+    let words = |w: &str| match w {
+        "unsigned" => "unsigned\nkiwi\n".to_string(),
+        "stranger" => "stranger\nkiwi\nlime\n".to_string(),
+        _ => "trusted\nkiwi\nlime\nplum\n".to_string(),
+    };
 
     // Unsigned results are not trusted.
     let unsigned = runner("");
     unsigned.write("words.txt", &words("unsigned"));
     build(&unsigned, url, &[]);
-    let checker = runner(&format!("remote_cache:\n  trusted_keys: [\"{good_pub}\"]\n"));
+    let checker = runner(&format!(
+        "remote_cache:\n  trusted_keys: [\"{good_pub}\"]\n"
+    ));
     checker.write("words.txt", &words("unsigned"));
     let r = build(&checker, url, &["--remote-upload=false"]);
-    assert_eq!(r.executed().len(), 3, "unsigned entries must be misses: {}", r.stderr);
+    assert_eq!(
+        r.executed().len(),
+        3,
+        "unsigned entries must be misses: {}",
+        r.stderr
+    );
     assert_eq!(r.json()["remote"]["untrusted"], 3);
 
     // Signed by a key nobody trusts.
@@ -148,12 +165,23 @@ fn tampered_blob_is_refused(url: &str, blob_file: impl Fn(&str) -> std::path::Pa
 /// A server that is down costs one warning; the build succeeds locally.
 #[test]
 fn a_stopped_server_costs_one_warning() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    for url in [format!("http://127.0.0.1:{port}"), format!("grpc://127.0.0.1:{port}")] {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    for url in [
+        format!("http://127.0.0.1:{port}"),
+        format!("grpc://127.0.0.1:{port}"),
+    ] {
         let ws = runner("");
         let r = build(&ws, &url, &[]);
         assert_eq!(r.executed().len(), 3);
-        let warnings = r.stderr.lines().filter(|l| l.starts_with("warning:")).count();
+        let warnings = r
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("warning:"))
+            .count();
         assert_eq!(warnings, 1, "{url}:\n{}", r.stderr);
     }
 }
@@ -169,7 +197,15 @@ impl Served {
     fn start() -> Served {
         let dir = tempfile::tempdir().unwrap();
         let mut child = Command::new(common::strata_bin())
-            .args(["cache", "serve", "--listen", "127.0.0.1:0", "--max-size", "1G", "--dir"])
+            .args([
+                "cache",
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--max-size",
+                "1G",
+                "--dir",
+            ])
             .arg(dir.path().join("cache"))
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -193,7 +229,8 @@ impl Served {
     }
 
     fn files(&self) -> usize {
-        count_files(&self.dir.path().join("cache/cas")) + count_files(&self.dir.path().join("cache/ac"))
+        count_files(&self.dir.path().join("cache/cas"))
+            + count_files(&self.dir.path().join("cache/ac"))
     }
 }
 
@@ -253,9 +290,17 @@ fn buildgrid_negotiates_sha256_and_is_shared_by_runners() {
     let url = format!("{}/{}", bg.url(), bg.instance());
     let a = runner("");
     let first = build(&a, &url, &[]);
-    assert_eq!(first.json()["remote"]["digest_function"], "sha256", "{}", first.stdout);
+    assert_eq!(
+        first.json()["remote"]["digest_function"],
+        "sha256",
+        "{}",
+        first.stdout
+    );
     assert!(
-        first.json()["targets"]["count"]["output"].as_str().unwrap().starts_with("sha256:"),
+        first.json()["targets"]["count"]["output"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:"),
         "the whole build uses the remote's function"
     );
     let b = runner("");

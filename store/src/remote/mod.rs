@@ -26,6 +26,19 @@ pub use http::HttpRemote;
 use crate::{Cas, Digest, DigestFunction, reapi};
 use endpoint::Endpoint;
 
+/// The empty blob, never transferred: stored locally when asked for.
+fn empty_blob(function: DigestFunction, digest: &Digest, cas: &Cas) -> Result<(), RemoteError> {
+    let empty = function.of_bytes(b"");
+    if *digest != empty {
+        return Err(RemoteError::DigestMismatch {
+            server: String::new(),
+            expected: *digest,
+            actual: Some(empty),
+        });
+    }
+    cas.put_bytes(b"").map(|_| ()).map_err(RemoteError::Store)
+}
+
 /// Where a remote cache is and how to talk to it.
 #[derive(Clone)]
 pub struct RemoteConfig {
@@ -152,9 +165,16 @@ impl Remote {
         function: DigestFunction,
         digests: &[Digest],
     ) -> Result<Vec<Digest>, RemoteError> {
+        // The empty blob is always present (REAPI), and some servers refuse
+        // to store it (nginx answers an empty PUT with 500).
+        let digests: Vec<Digest> = digests
+            .iter()
+            .copied()
+            .filter(|d| d.size_bytes > 0)
+            .collect();
         match self {
-            Remote::Http(r) => r.find_missing(digests).await,
-            Remote::Grpc(r) => r.find_missing(function, digests).await,
+            Remote::Http(r) => r.find_missing(&digests).await,
+            Remote::Grpc(r) => r.find_missing(function, &digests).await,
         }
     }
 
@@ -168,6 +188,9 @@ impl Remote {
         digest: &Digest,
         cas: &Cas,
     ) -> Result<(), RemoteError> {
+        if digest.size_bytes == 0 {
+            return empty_blob(function, digest, cas);
+        }
         match self {
             Remote::Http(r) => r.download(function, digest, cas).await,
             Remote::Grpc(r) => r.download(function, digest, cas).await,
@@ -197,6 +220,9 @@ impl Remote {
         digest: &Digest,
         cas: &Cas,
     ) -> Result<(), RemoteError> {
+        if digest.size_bytes == 0 {
+            return Ok(());
+        }
         match self {
             Remote::Http(r) => r.upload(function, digest, cas).await,
             Remote::Grpc(r) => r.upload(function, digest, cas).await,
