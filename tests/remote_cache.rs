@@ -307,6 +307,10 @@ fn buildgrid_negotiates_sha256_and_is_shared_by_runners() {
     let second = build(&b, &url, &[]);
     assert!(second.executed().is_empty(), "{}", second.stderr);
     assert_eq!(outputs(&first), outputs(&second));
+    // Explaining reads the SHA-256 keys of that build.
+    let e = b.run(&["explain", "count", "--json"]);
+    assert_eq!(e.code, 0, "{}", e.stderr);
+    assert_eq!(e.json()["state"], "cached", "{}", e.stdout);
 
     // Read-only: a new workspace's results are not uploaded.
     let ro = runner("");

@@ -91,6 +91,17 @@ pub fn explain(opts: &ExplainOptions, observer: &dyn Observer) -> Result<Explana
     .map_err(|e| BuildError::Environment(format!("cannot lock the store: {e}")))?;
     let tag = build::workspace_tag(&ws.build_file);
     let records = records::read_all(&store.meta_dir(), &tag);
+    // Keys are compared in the digest function the last build used (a
+    // SHA-256 remote cache makes the whole build SHA-256).
+    let store = match records.last().and_then(|r| {
+        r.digest_function
+            .parse::<strata_store::DigestFunction>()
+            .ok()
+    }) {
+        Some(f) if f != store.function() => Store::open(&opts.store_dir, f)
+            .map_err(|e| BuildError::Environment(format!("cannot open the store: {e}")))?,
+        _ => store,
+    };
     let last = last_builds(&records);
     let sandboxed = records
         .last()
