@@ -343,6 +343,23 @@ pub(crate) fn plan_jobs(
         .collect()
 }
 
+/// The store as the workspace's last build used it: with that build's
+/// digest function (SHA-256 after a build against a SHA-256 remote cache).
+pub(crate) fn open_store_as_last_build(dir: &Path, workspace_tag: &str) -> Result<Store, BuildError> {
+    let open = |f| {
+        Store::open(dir, f)
+            .map_err(|e| BuildError::Environment(format!("cannot open the store: {e}")))
+    };
+    let store = open(DigestFunction::Blake3)?;
+    match records::read_all(&store.meta_dir(), workspace_tag)
+        .last()
+        .and_then(|r| r.digest_function.parse::<DigestFunction>().ok())
+    {
+        Some(f) if f != store.function() => open(f),
+        _ => Ok(store),
+    }
+}
+
 /// The name under which a workspace's records and stat cache are kept, from
 /// its BUILD file's canonical path (as `load` resolves it), so every command
 /// finds the records of the workspace `strata build` built.

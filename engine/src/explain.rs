@@ -82,8 +82,9 @@ pub fn explain(opts: &ExplainOptions, observer: &dyn Observer) -> Result<Explana
     let graph = Graph::build(&ws).map_err(BuildError::Config)?;
     let roots = build::requested(&ws, &graph, std::slice::from_ref(&opts.target))?;
     let order = graph.closure(&roots);
-    let store = crate::open_store(&opts.store_dir)
-        .map_err(|e| BuildError::Environment(format!("cannot open the store: {e}")))?;
+    let tag = build::workspace_tag(&ws.build_file);
+    // Keys are compared in the digest function the last build used.
+    let store = build::open_store_as_last_build(&opts.store_dir, &tag)?;
     // Keys are stored below: a running gc must not see them half-written.
     let _gc_lock = crate::gc::lock_shared(&store, || {
         observer.warn("waiting for `strata store gc` to finish")

@@ -188,8 +188,9 @@ pub fn audit(opts: &AuditOptions, observer: Arc<dyn Observer>) -> Result<AuditRe
     let graph = Graph::build(&ws).map_err(BuildError::Config)?;
     let roots = build::requested(&ws, &graph, &opts.targets)?;
     let order = graph.closure(&roots);
-    let store = Store::open(&opts.store_dir, DigestFunction::Blake3)
-        .map_err(|e| BuildError::Environment(format!("cannot open the store: {e}")))?;
+    let workspace_tag = build::workspace_tag(&ws.build_file);
+    // The reference is the last build, in its digest function.
+    let store = build::open_store_as_last_build(&opts.store_dir, &workspace_tag)?;
     // New outputs go to the store before they are compared: a running gc
     // must not collect them.
     let _gc_lock = crate::gc::lock_shared(&store, || {
@@ -197,7 +198,6 @@ pub fn audit(opts: &AuditOptions, observer: Arc<dyn Observer>) -> Result<AuditRe
     })
     .map_err(|e| BuildError::Environment(format!("cannot lock the store: {e}")))?;
     let out_dir = opts.out_dir.clone().unwrap_or_else(|| ws.root.join("out"));
-    let workspace_tag = build::workspace_tag(&ws.build_file);
 
     let names: Vec<String> = order
         .iter()
