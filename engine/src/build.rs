@@ -345,7 +345,10 @@ pub(crate) fn plan_jobs(
 
 /// The store as the workspace's last build used it: with that build's
 /// digest function (SHA-256 after a build against a SHA-256 remote cache).
-pub(crate) fn open_store_as_last_build(dir: &Path, workspace_tag: &str) -> Result<Store, BuildError> {
+pub(crate) fn open_store_as_last_build(
+    dir: &Path,
+    workspace_tag: &str,
+) -> Result<Store, BuildError> {
     let open = |f| {
         Store::open(dir, f)
             .map_err(|e| BuildError::Environment(format!("cannot open the store: {e}")))
