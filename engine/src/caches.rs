@@ -30,32 +30,38 @@ fn root(store: &Store) -> PathBuf {
     store.root().join("caches")
 }
 
-/// The folder of cache `name` (which the loader has checked).
-pub fn dir(store: &Store, name: &str) -> PathBuf {
-    root(store).join(name)
-}
-
-/// Takes cache `name` for one step, creating it when new; calls `waiting`
-/// when another step or build holds it.
-pub fn lock(store: &Store, name: &str, waiting: impl FnOnce()) -> io::Result<CacheLock> {
+fn file(store: &Store, name: &str) -> io::Result<File> {
     let root = root(store);
     fs::create_dir_all(&root)?;
-    let lock = File::options()
+    File::options()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(root.join(format!("{name}.lock")))?;
-    match lock.try_lock() {
-        Ok(()) => {}
-        Err(fs::TryLockError::WouldBlock) => {
-            waiting();
-            lock.lock()?;
-        }
-        Err(fs::TryLockError::Error(e)) => return Err(e),
-    }
-    let dir = dir(store, name);
+        .open(root.join(format!("{name}.lock")))
+}
+
+fn held(store: &Store, name: &str, lock: File) -> io::Result<CacheLock> {
+    let dir = root(store).join(name);
     fs::create_dir_all(&dir)?;
     Ok(CacheLock { dir, _lock: lock })
+}
+
+/// Takes cache `name` (created when new) if no other step or build holds
+/// it; `None` otherwise. Never blocks, so async code can call it.
+pub fn try_lock(store: &Store, name: &str) -> io::Result<Option<CacheLock>> {
+    let lock = file(store, name)?;
+    match lock.try_lock() {
+        Ok(()) => held(store, name, lock).map(Some),
+        Err(fs::TryLockError::WouldBlock) => Ok(None),
+        Err(fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
+/// Takes cache `name`, waiting for whoever holds it.
+pub fn lock(store: &Store, name: &str) -> io::Result<CacheLock> {
+    let lock = file(store, name)?;
+    lock.lock()?;
+    held(store, name, lock)
 }
 
 /// Names and sizes (bytes of regular files) of the caches in the store.
@@ -87,7 +93,7 @@ pub fn list(store: &Store) -> io::Result<Vec<(String, u64)>> {
 /// Writes cache `name` to `dest` as a zstd-compressed tar (entries sorted,
 /// owners and modes kept); returns the number of entries.
 pub fn export(store: &Store, name: &str, dest: &Path) -> io::Result<u64> {
-    let held = lock(store, name, || {})?;
+    let held = lock(store, name)?;
     let tmp = dest.with_extension("partial");
     let out = BufWriter::new(File::create(&tmp)?);
     let mut tar = tar::Builder::new(zstd::Encoder::new(out, 3)?);
@@ -118,7 +124,7 @@ pub fn export(store: &Store, name: &str, dest: &Path) -> io::Result<u64> {
 /// archive is unpacked beside the cache first (never outside it: entries
 /// with `..` or absolute paths are refused by `unpack_in`), then swapped in.
 pub fn import(store: &Store, name: &str, src: &Path) -> io::Result<u64> {
-    let held = lock(store, name, || {})?;
+    let held = lock(store, name)?;
     let staging = root(store).join(format!(".import-{name}-{}", std::process::id()));
     let _ = fs::remove_dir_all(&staging);
     fs::create_dir_all(&staging)?;

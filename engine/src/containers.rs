@@ -135,17 +135,19 @@ pub async fn lock_caches(
     let mut locks = Vec::new();
     let mut mounts = Vec::new();
     for (name, target) in wanted {
-        let (store, n) = (store.clone(), name.clone());
-        let held = match caches::lock(&store, &n, || {}) {
-            Ok(l) => l,
-            Err(_) => {
+        let failed = |e: std::io::Error| Failure::Io(format!("cannot lock cache `{name}`: {e}"));
+        let held = match caches::try_lock(store, name).map_err(failed)? {
+            Some(l) => l,
+            None => {
                 warn(&format!(
                     "waiting for cache `{name}` (used by another step)"
                 ));
-                tokio::task::spawn_blocking(move || caches::lock(&store, &n, || {}))
+                // Waiting on the lock blocks: not on a runtime thread.
+                let (store, n) = (store.clone(), name.clone());
+                tokio::task::spawn_blocking(move || caches::lock(&store, &n))
                     .await
                     .map_err(|e| Failure::Io(e.to_string()))?
-                    .map_err(|e| Failure::Io(format!("cannot lock cache `{name}`: {e}")))?
+                    .map_err(failed)?
             }
         };
         mounts.push((held.dir.clone(), target.clone()));

@@ -98,16 +98,6 @@ impl Work {
             _ => false,
         }
     }
-
-    /// Whether the work needs the Docker Engine.
-    pub fn needs_docker(&self) -> bool {
-        match self {
-            Work::Run(step) => step.container.is_some(),
-            Work::Stage { step, .. } => matches!(step, StageStep::Run(_)),
-            Work::DataRoot(_) => true,
-            Work::Builtin { .. } | Work::ImagePull(_) => false,
-        }
-    }
 }
 
 #[derive(Clone)]

@@ -16,9 +16,6 @@ pub struct DataRootParams {
 }
 
 impl DataRootParams {
-    /// Whether the output is byte-identical across runs: never, here.
-    pub const REPRODUCIBLE: bool = false;
-
     pub fn keyed_command(&self) -> reapi::Command {
         let mut arguments = vec!["strata-docker-data-root".to_string()];
         arguments.extend(self.images.iter().cloned());
