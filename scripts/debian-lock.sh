@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
-# Regenerates packages.yaml: the exact Debian packages (and their download
-# addresses) of the base image, resolved by apt as if nothing were
-# installed. Like a lock file, the result is committed; after running this,
-# build once: the `debs` step fails with the new output digest, which goes
-# into `debs_digest` in BUILD.yaml.
+# Usage: debian-lock.sh OUTPUT PACKAGE...
+# Writes OUTPUT (a BUILD.yaml fragment): the exact Debian packages (and
+# their download addresses) of a base root file system, resolved by apt as
+# if nothing were installed, as a pinned fixed-output fetch (`debs`), one
+# `extract` per package and a `base-rootfs`. Like a lock file, the result
+# is committed; after running this, build once: the `debs` step fails with
+# the new output digest, which goes into `debs_digest` in BUILD.yaml.
 set -euo pipefail
-cd "$(dirname "$0")"
-packages=(gcc libc6-dev make dash coreutils)
+if (($# < 2)); then
+  echo "usage: $0 OUTPUT PACKAGE..." >&2
+  exit 2
+fi
+output=$1
+shift
+packages=("$@")
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 touch "$tmp/status"
@@ -40,5 +47,5 @@ apt-get -qq -o Dir::State::status="$tmp/status" install --print-uris -y \
   echo "    components:"
   echo "      - {type: symlink, target: dash, link: /bin/sh}"
   echo "      - {type: symlink, target: gcc, link: /usr/bin/cc}"
-} >packages.yaml
-echo "wrote packages.yaml ($(wc -l <"$tmp/list") packages)"
+} >"$output"
+echo "wrote $output ($(wc -l <"$tmp/list") packages)"
