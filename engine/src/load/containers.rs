@@ -511,12 +511,13 @@ impl Loader {
             Some(p) => {
                 let loc = ids.at(p);
                 let value = p.value.as_str().map(|s| vars.interpolate(s));
-                let parts_ok = |s: &str| {
-                    let parts: Vec<&str> = s.split('/').collect();
-                    (2..=3).contains(&parts.len()) && parts.iter().all(|x| !x.is_empty())
-                };
                 match value {
-                    Some(Ok(t)) if !t.has_secret() && parts_ok(&t.actual) => t.actual,
+                    Some(Ok(t))
+                        if !t.has_secret()
+                            && strata_rules::oci::layout::Platform::parse(&t.actual).is_ok() =>
+                    {
+                        t.actual
+                    }
                     _ => {
                         let e = self.at().error(
                             loc,

@@ -47,64 +47,8 @@ pub enum Parsed {
     },
 }
 
-/// `os/architecture[/variant]`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Platform {
-    pub os: String,
-    pub architecture: String,
-    pub variant: Option<String>,
-}
-
-impl Platform {
-    /// Parses `linux/amd64` or `linux/arm64/v8`.
-    pub fn parse(s: &str) -> Option<Platform> {
-        let mut parts = s.split('/');
-        let os = parts.next()?;
-        let architecture = parts.next()?;
-        let variant = parts.next();
-        let ok =
-            |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-        if parts.next().is_some() || !ok(os) || !ok(architecture) || variant.is_some_and(|v| !ok(v))
-        {
-            return None;
-        }
-        Some(Platform {
-            os: os.to_string(),
-            architecture: architecture.to_string(),
-            variant: variant.map(str::to_string),
-        })
-    }
-
-    /// Whether an index entry for `self` serves a request for `wanted`. A
-    /// request without a variant takes any; `arm64` means `arm64/v8`, as in
-    /// containerd's platform matching.
-    pub fn serves(&self, wanted: &Platform) -> bool {
-        if self.os != wanted.os || self.architecture != wanted.architecture {
-            return false;
-        }
-        let Some(want) = wanted.variant.as_deref() else {
-            return true;
-        };
-        let have = self
-            .variant
-            .as_deref()
-            .or(match self.architecture.as_str() {
-                "arm64" => Some("v8"),
-                _ => None,
-            });
-        have == Some(want)
-    }
-}
-
-impl std::fmt::Display for Platform {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)?;
-        if let Some(v) = &self.variant {
-            write!(f, "/{v}")?;
-        }
-        Ok(())
-    }
-}
+/// `os/architecture[/variant]`: one definition with the image layouts'.
+pub use strata_rules::oci::layout::Platform;
 
 #[derive(Deserialize)]
 struct RawDescriptor {
@@ -325,7 +269,7 @@ mod tests {
 
     #[test]
     fn platform_matching() {
-        let p = |s| Platform::parse(s).unwrap();
+        let p = |s: &str| Platform::parse(s).unwrap();
         assert!(p("linux/amd64").serves(&p("linux/amd64")));
         assert!(!p("linux/arm64").serves(&p("linux/amd64")));
         assert!(!p("windows/amd64").serves(&p("linux/amd64")));
@@ -340,7 +284,7 @@ mod tests {
             "linux/amd64/v8/x",
             "linux/am d64",
         ] {
-            assert!(Platform::parse(bad).is_none(), "{bad}");
+            assert!(Platform::parse(bad).is_err(), "{bad}");
         }
     }
 }

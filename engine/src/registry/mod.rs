@@ -74,8 +74,8 @@ pub async fn pull(
     platform: &str,
     cas: &Cas,
 ) -> Result<Pulled, RegistryError> {
-    let wanted = Platform::parse(platform)
-        .ok_or_else(|| RegistryError::BadPlatform(platform.to_string()))?;
+    let wanted =
+        Platform::parse(platform).map_err(|_| RegistryError::BadPlatform(platform.to_string()))?;
     let session = Arc::new(Session::new(client, reference));
 
     let first = fetch_manifest(&session, reference.digest(), None, cas).await?;

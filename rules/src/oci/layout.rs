@@ -205,15 +205,33 @@ impl Platform {
         }
     }
 
-    /// Whether an image for `os`/`arch`/`variant` runs here; a variant is
-    /// compared only when both sides name one.
+    /// Whether an image for `self` (an index entry or a config) serves a
+    /// request for `wanted`. A request without a variant takes any; `arm64`
+    /// means `arm64/v8`, as in containerd's platform matching.
+    pub fn serves(&self, wanted: &Platform) -> bool {
+        if self.os != wanted.os || self.architecture != wanted.architecture {
+            return false;
+        }
+        let Some(want) = wanted.variant.as_deref() else {
+            return true;
+        };
+        let have = self
+            .variant
+            .as_deref()
+            .or(match self.architecture.as_str() {
+                "arm64" => Some("v8"),
+                _ => None,
+            });
+        have == Some(want)
+    }
+
     fn matches(&self, os: &str, arch: &str, variant: Option<&str>) -> bool {
-        self.os == os
-            && self.architecture == arch
-            && match (&self.variant, variant) {
-                (Some(a), Some(b)) => a == b,
-                _ => true,
-            }
+        Platform {
+            os: os.to_string(),
+            architecture: arch.to_string(),
+            variant: variant.map(str::to_string),
+        }
+        .serves(self)
     }
 }
 
