@@ -123,8 +123,7 @@ pub fn explain(opts: &ExplainOptions, observer: &dyn Observer) -> Result<Explana
                 let output = k.cached.or_else(|| {
                     // Would run: key dependents with its last output.
                     last.get(jobs[d].name.as_str())
-                        .and_then(|(t, _)| t.output.as_deref())
-                        .and_then(|o| parse_qualified(&store, o))
+                        .and_then(|(t, _)| t.output_digest(&store))
                 });
                 (name.clone(), output.unwrap_or(Digest::new([0; 32], 0)))
             })
@@ -166,12 +165,6 @@ pub fn explain(opts: &ExplainOptions, observer: &dyn Observer) -> Result<Explana
     }
     let node = roots[0];
     Ok(explain_node(node, &jobs, &keyed, &last, &store))
-}
-
-fn parse_qualified(store: &Store, qualified: &str) -> Option<Digest> {
-    // Records name outputs `<function>:<hex>`; trees are found by hash.
-    let hex = qualified.split_once(':')?.1;
-    store.cas().find_by_hash(hex)
 }
 
 fn explain_node(

@@ -187,24 +187,13 @@ fn target_manifest(store: &Store, t: &RecordedTarget) -> TargetManifest {
         key: t.key.clone(),
         output: t.output.clone(),
         inputs: key.as_ref().and_then(|k| keyinfo::read(store, k)),
-        files: key
-            .zip(t.output.as_deref())
-            .and_then(|(k, output)| files(store, &k, output)),
+        files: t.output_digest(store).and_then(|tree| files(store, &tree)),
     }
 }
 
-/// The entries of a recorded output tree. Records name the tree without
-/// its size, which the store needs to find it; the action cache entry of
-/// the key has it, and is trusted only if it names the recorded tree (it
-/// may hold a later result of a non-reproducible step).
-fn files(store: &Store, key: &Digest, output: &str) -> Option<Vec<FileEntry>> {
-    let result = store.action_cache().get(key).ok()??;
-    let dir = result.output_directories.first()?;
-    let tree = Digest::from_proto(dir.root_directory_digest.as_ref()?)?;
-    if store.function().qualified(&tree) != output {
-        return None;
-    }
-    let mut entries: Vec<FileEntry> = walk(store.cas(), &tree)
+/// The entries of a recorded output tree.
+fn files(store: &Store, tree: &Digest) -> Option<Vec<FileEntry>> {
+    let mut entries: Vec<FileEntry> = walk(store.cas(), tree)
         .ok()?
         .into_iter()
         .map(|(path, entry)| file_entry(store.function(), path, entry))

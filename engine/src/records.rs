@@ -49,6 +49,17 @@ impl RecordedTarget {
     pub fn key_digest(&self) -> Option<strata_store::Digest> {
         strata_store::Digest::from_hex(self.key.as_deref()?, self.key_size?)
     }
+
+    /// The recorded output tree as a digest. Records name it without its
+    /// size, which the store needs; the key's action-cache entry has it, and
+    /// is trusted only if it names the recorded tree (it may hold a later
+    /// result of a non-reproducible step).
+    pub fn output_digest(&self, store: &strata_store::Store) -> Option<strata_store::Digest> {
+        let result = store.action_cache().get(&self.key_digest()?).ok()??;
+        let dir = result.output_directories.first()?;
+        let tree = strata_store::Digest::from_proto(dir.root_directory_digest.as_ref()?)?;
+        (Some(store.function().qualified(&tree).as_str()) == self.output.as_deref()).then_some(tree)
+    }
 }
 
 /// Folder of one workspace's records.

@@ -46,23 +46,6 @@ impl Cas {
             .join(format!("{hex}-{}", digest.size_bytes))
     }
 
-    /// The stored blob whose hash is `hex` (for names recorded without a
-    /// size): one folder of the store is listed.
-    pub fn find_by_hash(&self, hex: &str) -> Option<Digest> {
-        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return None;
-        }
-        let prefix = format!("{hex}-");
-        std::fs::read_dir(self.root.join(&hex[..2]))
-            .ok()?
-            .flatten()
-            .find_map(|e| {
-                let name = e.file_name();
-                let size = name.to_str()?.strip_prefix(&prefix)?.parse().ok()?;
-                Digest::from_hex(hex, size)
-            })
-    }
-
     pub fn contains(&self, digest: &Digest) -> bool {
         self.path(digest).is_file()
     }
