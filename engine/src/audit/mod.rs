@@ -440,14 +440,16 @@ fn references(
                 return None;
             }
             let t = r.targets.get(name)?;
-            Some((t.key_digest()?, t.output.clone()?, t.reproducible))
+            t.output.as_ref()?;
+            Some((t.key_digest()?, t.clone()))
         });
-        let Some((key, output, reproducible)) = found else {
+        let Some((key, t)) = found else {
             missing.push(format!("`{name}`"));
             continue;
         };
-        let hex = output.rsplit(':').next().unwrap_or(&output);
-        match stored_tree(store, hex) {
+        let reproducible = t.reproducible;
+        let whole = |tree: &Digest| tree::first_missing(store.cas(), tree).is_none();
+        match t.output_digest(store).filter(whole) {
             Some(output) => {
                 refs.insert(
                     name.clone(),
@@ -474,25 +476,6 @@ fn references(
         )));
     }
     Ok(refs)
-}
-
-/// The stored tree whose hash is `hex` (records name outputs without their
-/// size), if it is whole.
-fn stored_tree(store: &Store, hex: &str) -> Option<Digest> {
-    let probe = Digest::from_hex(hex, 0)?;
-    let shard = store.cas().path(&probe).parent()?.to_path_buf();
-    let prefix = format!("{hex}-");
-    let size = std::fs::read_dir(shard).ok()?.flatten().find_map(|e| {
-        e.file_name()
-            .to_str()?
-            .strip_prefix(&prefix)?
-            .parse::<u64>()
-            .ok()
-    })?;
-    let digest = Digest::from_hex(hex, size)?;
-    tree::first_missing(store.cas(), &digest)
-        .is_none()
-        .then_some(digest)
 }
 
 /// Refuses to audit against records the workspace has moved away from: a
