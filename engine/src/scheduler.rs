@@ -605,15 +605,13 @@ fn run_builtin(
 
 /// The output of a cached action, if its whole output tree is still stored.
 pub fn cached_output(store: &Store, key: &Digest) -> Option<Digest> {
-    let result = store.action_cache().get(key).ok()??;
+    // The entry's time is the last use `gc` evicts by.
+    let result = store.action_cache().get_used(key).ok()??;
     let dir = result.output_directories.first()?;
     let output = Digest::from_proto(dir.root_directory_digest.as_ref()?)?;
-    if tree::first_missing(store.cas(), &output).is_some() {
-        return None;
-    }
-    // The entry's time is the last use `gc` evicts by.
-    store.action_cache().touch(key);
-    Some(output)
+    tree::first_missing(store.cas(), &output)
+        .is_none()
+        .then_some(output)
 }
 
 /// Decides once per build whether steps can run in namespaces here.

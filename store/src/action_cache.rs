@@ -61,14 +61,27 @@ impl ActionCache {
         atomic::write_atomic(&self.tmp, &self.path(key), &bytes, 0o444)
     }
 
-    /// Marks the entry for `key` as just used: its modification time is the
-    /// last use of everything its result references, which `gc` evicts
-    /// least recently used first. Best effort: a store shared between users
-    /// may not let us set the time, which only makes the entry look older.
-    pub fn touch(&self, key: &Digest) {
-        if let Ok(f) = fs::File::open(self.path(key)) {
-            let _ = f.set_modified(std::time::SystemTime::now());
-        }
+    /// [`ActionCache::get`] for a use of the entry: its modification time is
+    /// the last use of everything its result references, which `gc` evicts
+    /// least recently used first. The file is opened once for both. Best
+    /// effort: a store shared between users may not let us set the time,
+    /// which only makes the entry look older.
+    pub fn get_used(&self, key: &Digest) -> Result<Option<ActionResult>> {
+        use std::io::Read;
+        let path = self.path(key);
+        let mut file = match fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StoreError::io("cannot read action cache entry", path, e)),
+        };
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)
+            .map_err(|e| StoreError::io("cannot read action cache entry", path.clone(), e))?;
+        let Ok(result) = prost::Message::decode(bytes.as_slice()) else {
+            return Ok(None);
+        };
+        let _ = file.set_modified(std::time::SystemTime::now());
+        Ok(Some(result))
     }
 
     /// Every entry named like one: its key's hash and its path.

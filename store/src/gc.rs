@@ -590,7 +590,7 @@ mod tests {
         let (new, _, new_file) = action(&s, "new", &format!("new{big}"));
         age_all(&s, 100);
         // A cache hit makes the older action the newer one.
-        s.action_cache().touch(&old);
+        s.action_cache().get_used(&old).unwrap();
         let c = Collector::scan(vec![s.clone()]);
         let total = c.usage().bytes();
         let plan = c.plan(total - 5_000);
