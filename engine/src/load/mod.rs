@@ -5,6 +5,7 @@
 
 mod containers;
 pub mod diag;
+mod includes;
 mod interp;
 mod schema;
 pub mod source;
@@ -26,6 +27,7 @@ use strata_rules::stage::StageStep;
 
 pub use diag::ConfigError;
 use diag::{At, did_you_mean};
+use includes::Resolved;
 pub use interp::{EnvSpec, Var, Vars, is_var_name};
 use schema::{Pairs, RawFile, RawTarget, TARGET_FIELDS};
 pub use source::{Loc, Sources};
@@ -290,8 +292,10 @@ impl Loader {
             return None;
         };
         let file = self.sources.add(path, display.clone(), text.clone());
-        let resolved: Rc<RefCell<Vec<PathBuf>>> = Rc::default();
-        let resolver = match serde_saphyr::SafeFileResolver::new(&self.root) {
+        let resolved: Rc<RefCell<Vec<Resolved>>> = Rc::default();
+        let resolver = match serde_saphyr::SafeFileResolver::new(&self.root)
+            .and_then(|r| r.with_root_file(path))
+        {
             Ok(r) => r,
             Err(e) => {
                 self.errors.push(ConfigError::general(
@@ -301,24 +305,23 @@ impl Loader {
                 return None;
             }
         };
-        let record = resolved.clone();
+        let mut includes = includes::Includes::new(resolver, &self.root, path, resolved.clone());
         // Big enough for workspaces of a few hundred thousand targets; the
         // nesting and alias limits stay at serde-saphyr's safe defaults.
         let options = serde_saphyr::options! {
             with_snippet: false,
             budget: serde_saphyr::budget! { max_events: 20_000_000, max_nodes: 10_000_000 },
         }
-        .with_include_resolver(move |req: serde_saphyr::IncludeRequest<'_>| {
-            let r = resolver.resolve(req)?;
-            record.borrow_mut().push(PathBuf::from(&r.id));
-            Ok(r)
-        });
+        .with_include_resolver(move |req: serde_saphyr::IncludeRequest<'_>| includes.resolve(req));
         let parsed = serde_saphyr::from_str_with_options::<RawFile>(&text, options);
         let mut ids = vec![file];
         for included in resolved.borrow().iter() {
-            let text = fs::read_to_string(included).unwrap_or_default();
-            let name = self.display_name(included);
-            ids.push(self.sources.add(included, name, text));
+            let text = match &included.text {
+                Some(t) => t.clone(),
+                None => fs::read_to_string(&included.path).unwrap_or_default(),
+            };
+            let name = self.display_name(&included.path);
+            ids.push(self.sources.add(&included.path, name, text));
         }
         let ids = FileIds(Rc::new(ids));
         match parsed {
@@ -1226,7 +1229,9 @@ fn check_out_path(p: &str) -> Result<(), String> {
 /// A hint for the common shapes of YAML and type errors.
 fn parse_error_hint(message: &str) -> String {
     if message.contains("unknown field") {
-        format!("a target accepts: {TARGET_FIELDS}; the file accepts: vars, targets, include, out_dir")
+        format!(
+            "a target accepts: {TARGET_FIELDS}; the file accepts: vars, targets, include, out_dir"
+        )
     } else if message.contains("sequence") {
         "this field takes a list, such as `[a.txt, b.txt]`".into()
     } else if message.contains("boolean") {
