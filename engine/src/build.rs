@@ -132,6 +132,8 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
     let graph = Graph::build(&ws).map_err(BuildError::Config)?;
     let roots = requested(&ws, &graph, &opts.targets)?;
     let order = graph.closure(&roots);
+    crate::platforms::check(&ws, order.iter().map(|&n| &ws.targets[graph.dag[n]]))
+        .map_err(BuildError::Config)?;
     phase("load", t0);
     let started = Instant::now();
 
