@@ -219,9 +219,8 @@ pub async fn run(
             };
             let shared = shared.clone();
             running.spawn(async move {
-                let t0 = Instant::now();
-                let outcome = task.run(&shared).await;
-                (n, outcome, t0.elapsed())
+                let (outcome, elapsed) = task.run(&shared).await;
+                (n, outcome, elapsed)
             });
         }
         if running.is_empty() {
@@ -286,7 +285,17 @@ struct Task {
 }
 
 impl Task {
-    async fn run(self, shared: &Shared) -> Outcome {
+    /// The outcome, and how long the step ran: from the moment it had a job
+    /// slot (and was reported started), not counting the wait for one, so
+    /// a quick step queued behind long ones is not reported as long.
+    async fn run(self, shared: &Shared) -> (Outcome, Duration) {
+        let mut started = None;
+        let outcome = self.outcome(shared, &mut started).await;
+        let elapsed = started.map(|t: Instant| t.elapsed()).unwrap_or_default();
+        (outcome, elapsed)
+    }
+
+    async fn outcome(self, shared: &Shared, started: &mut Option<Instant>) -> Outcome {
         let function = shared.store.function();
         let sandboxed = matches!(shared.isolation, Isolation::Sandbox { .. });
         let keyed = key::of_work(
@@ -322,6 +331,7 @@ impl Task {
             return Outcome::Skipped;
         }
         shared.observer.started(&self.name);
+        *started = Some(Instant::now());
         match self.execute(shared, keyed).await {
             Ok(output) => Outcome::Executed { key, output },
             Err(failure) => Outcome::Failed {
