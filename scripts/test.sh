@@ -16,6 +16,7 @@ need xz xz-utils
 need cpio cpio
 need dpkg-deb dpkg
 need dot graphviz
+need qemu-system-x86_64 qemu-system-x86
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
   apt-get update -qq
