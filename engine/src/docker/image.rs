@@ -177,6 +177,32 @@ pub async fn ensure_pinned(engine: &Engine, reference: &str) -> Result<(), Docke
     }
 }
 
+/// Tags the image `image_id` as `reference` (`name:tag`; `name` alone is
+/// `name:latest`).
+pub async fn tag(engine: &Engine, image_id: &str, reference: &str) -> Result<(), DockerError> {
+    let what = format!("tagging {image_id} as {reference}");
+    let (repo, tag) = split_tag(reference);
+    let options = bollard::query_parameters::TagImageOptions {
+        repo: Some(repo.to_string()),
+        tag: Some(tag.to_string()),
+    };
+    engine
+        .quick()
+        .tag_image(image_id, Some(options))
+        .await
+        .map_err(DockerError::api(what.as_str()))
+}
+
+/// `name:tag` as (`name`, `tag`); the tag is `latest` when absent (a `:`
+/// before the last `/` belongs to a registry's port).
+pub fn split_tag(reference: &str) -> (&str, &str) {
+    let last = reference.rsplit('/').next().unwrap_or(reference);
+    match last.rsplit_once(':') {
+        Some((_, tag)) => (&reference[..reference.len() - tag.len() - 1], tag),
+        None => (reference, "latest"),
+    }
+}
+
 /// The ID of the image `reference` names, or `None` if the engine has none.
 pub(crate) async fn image_id_of(
     engine: &Engine,
@@ -212,6 +238,20 @@ fn lock_for(key: &str) -> ImageLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tags_split_after_the_registry_port() {
+        assert_eq!(split_tag("app/web:1.0"), ("app/web", "1.0"));
+        assert_eq!(
+            split_tag("127.0.0.1:5000/web"),
+            ("127.0.0.1:5000/web", "latest")
+        );
+        assert_eq!(
+            split_tag("127.0.0.1:5000/web:2"),
+            ("127.0.0.1:5000/web", "2")
+        );
+        assert_eq!(split_tag("web"), ("web", "latest"));
+    }
 
     #[test]
     fn image_ids_are_sha256_digests_only() {

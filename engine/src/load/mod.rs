@@ -3,6 +3,7 @@
 //! Every check that can be made without touching sources happens here, and
 //! every failure is a [`ConfigError`] pointing at the offending token.
 
+mod compose;
 mod containers;
 pub mod diag;
 mod interp;
@@ -134,6 +135,7 @@ pub fn load(build_file: &Path, options: &LoadOptions) -> Result<Workspace, Vec<C
         sources: Sources::default(),
         errors: Vec::new(),
         seen_files: BTreeSet::new(),
+        compose_checks: Vec::new(),
     };
     let mut pending: Vec<Pending> = Vec::new();
     let mut vars = Vars::default();
@@ -171,6 +173,7 @@ pub fn load(build_file: &Path, options: &LoadOptions) -> Result<Workspace, Vec<C
             targets.insert(t.name.clone(), t);
         }
     }
+    loader.check_compose_images(&targets);
     if !loader.errors.is_empty() {
         return Err(loader.errors);
     }
@@ -187,6 +190,8 @@ struct Loader {
     sources: Sources,
     errors: Vec<ConfigError>,
     seen_files: BTreeSet<PathBuf>,
+    /// Image targets of `docker-compose` components, checked after loading.
+    compose_checks: Vec<compose::ImageCheck>,
 }
 
 /// Maps serde-saphyr source ids of one parse to our file indices: id 1 is the
@@ -666,20 +671,17 @@ impl Loader {
             _ => {}
         }
         if raw.rule.value != "run" {
-            return self
-                .builtin_target(
-                    raw,
-                    ids,
-                    name,
-                    dir,
-                    vars,
-                    source_date_epoch,
-                    srcs,
-                    deps,
-                    errors_before,
-                )
-                .into_iter()
-                .collect();
+            return self.builtin_target(
+                raw,
+                ids,
+                name,
+                dir,
+                vars,
+                source_date_epoch,
+                srcs,
+                deps,
+                errors_before,
+            );
         }
         for (field, value) in raw.builtin_fields() {
             let e = self.at().error(
@@ -951,7 +953,7 @@ impl Loader {
         srcs: Vec<Located<String>>,
         mut deps: Vec<Located<String>>,
         errors_before: usize,
-    ) -> Option<Target> {
+    ) -> Vec<Target> {
         let rule = raw.rule.value.as_str();
         let rule_loc = ids.at(&raw.rule);
         let accepted: &[&str] = builtin::RULES
@@ -1015,8 +1017,15 @@ impl Loader {
                 }
             }
         }
+        // `docker-compose` components bring hidden targets of their own.
+        let hidden = match field_locs.get("components") {
+            Some(&loc) if rule == "rootfs" => {
+                self.compose_components(&mut fields, loc, ids, &name.value, &dir, vars)
+            }
+            _ => Vec::new(),
+        };
         if self.errors.len() > errors_before {
-            return None;
+            return Vec::new();
         }
         let parsed = match Builtin::parse(rule, fields) {
             Ok(b) => b,
@@ -1034,7 +1043,7 @@ impl Loader {
                     .at()
                     .error(loc, format!("{what}{}", e.message), "here", Some(help));
                 self.errors.push(err);
-                return None;
+                return Vec::new();
             }
         };
         // Targets a rule reads are dependencies even when `deps` omits them.
@@ -1048,7 +1057,8 @@ impl Loader {
                 deps.push(Located { value: input, loc });
             }
         }
-        Some(Target {
+        let mut targets = hidden;
+        targets.push(Target {
             name: name.value,
             loc: name.loc,
             dir,
@@ -1058,7 +1068,8 @@ impl Loader {
             output_digest: None,
             hidden: false,
             kind: Kind::Builtin(parsed, source_date_epoch.clone()),
-        })
+        });
+        targets
     }
 }
 
