@@ -509,9 +509,16 @@ fn clean_command(file: PathBuf, out_dir: Option<PathBuf>) -> ExitCode {
         Some(d) => absolute(d),
         None => {
             let file = absolute(file);
-            file.parent()
-                .map(|p| p.join("out"))
-                .unwrap_or_else(|| PathBuf::from("out"))
+            // The workspace's `out_dir:` when it loads; `out/` otherwise, so
+            // a broken BUILD.yaml can still be cleaned after.
+            let declared = strata_engine::load::load(&file, &Default::default())
+                .ok()
+                .and_then(|ws| ws.out_dir);
+            declared.unwrap_or_else(|| {
+                file.parent()
+                    .map(|p| p.join("out"))
+                    .unwrap_or_else(|| PathBuf::from("out"))
+            })
         }
     };
     if !out_dir.exists() {

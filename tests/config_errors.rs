@@ -773,3 +773,54 @@ fn data_root_images_must_be_targets() {
         "is not a target",
     );
 }
+
+#[test]
+fn an_image_of_another_architecture_without_emulation_is_refused_before_anything_runs() {
+    let emulated = std::fs::read_dir("/proc/sys/fs/binfmt_misc")
+        .map(|d| {
+            d.flatten()
+                .any(|e| e.file_name().to_string_lossy().contains("aarch64"))
+        })
+        .unwrap_or(false);
+    if std::env::consts::ARCH != "x86_64" || emulated {
+        eprintln!("skipped: needs an x86_64 machine without arm64 emulation");
+        return;
+    }
+    let ws = Ws::new();
+    ws.write(
+        "BUILD.yaml",
+        r#"targets:
+  marker:
+    rule: run
+    cmd: "echo ran > $OUT/m"
+    outs: [m]
+  tree:
+    rule: rootfs
+    layers: [{from: marker}]
+  arm-image:
+    rule: image
+    from: tree
+    platform: linux/arm64
+  compile:
+    rule: stage
+    from: arm-image
+    steps:
+      - cmd: "true"
+"#,
+    );
+    let r = expect_error_in(&ws, "BUILD.yaml:9:3", "no binfmt_misc handler for arm64");
+    assert!(
+        r.stderr
+            .contains("`compile` runs `arm-image`, an image for linux/arm64"),
+        "{}",
+        dump(&r)
+    );
+    assert!(r.stderr.contains("qemu-user-static"), "{}", dump(&r));
+    assert!(
+        !ws.path().join("out").exists(),
+        "nothing ran:\n{}",
+        dump(&r)
+    );
+    // The image itself is made in-process and needs no emulation.
+    ws.build_ok(&["arm-image"]);
+}

@@ -59,6 +59,42 @@ fn include_tag_cannot_leave_the_workspace() {
 }
 
 #[test]
+fn include_tag_with_a_glob_inserts_one_item_per_file_in_path_order() {
+    let ws = Ws::new();
+    ws.write("conf/files/motd", "hello\n");
+    ws.write("conf/files/motd.local", "site\n");
+    // Patterns are relative to the file holding the tag; an included file
+    // may include a fragment relative to its own folder. Both components
+    // write /etc/motd: the later file in path order wins.
+    ws.write(
+        "conf/components/20-local.yaml",
+        "{type: file, source: files/motd.local, target: /etc/motd, chmod: !include ../modes/plain.yaml}\n",
+    );
+    ws.write("conf/modes/plain.yaml", "\"0600\"\n");
+    ws.write(
+        "conf/components/10-motd.yaml",
+        "{type: file, source: files/motd, target: /etc/motd}\n",
+    );
+    ws.write("conf/components/notes.txt", "not yaml\n");
+    ws.write(
+        "conf/rootfs.yaml",
+        "targets:\n  root:\n    rule: rootfs\n    srcs: [\"files/*\"]\n    components: !include components/*.yaml\n",
+    );
+    ws.write("BUILD.yaml", "include: [conf/rootfs.yaml]\n");
+    ws.build_ok(&["root"]);
+    assert_eq!(ws.read("out/root/etc/motd"), "site\n");
+
+    // A glob that matches no YAML file is an error at the tag.
+    ws.write(
+        "conf/rootfs.yaml",
+        "targets:\n  root:\n    rule: rootfs\n    components: !include nothing/*.yaml\n",
+    );
+    let r = ws.build_fails(&[], 2);
+    assert!(r.stderr.contains("matches no .yaml file"), "{}", r.stderr);
+    assert!(r.stderr.contains("conf/rootfs.yaml:4:"), "{}", r.stderr);
+}
+
+#[test]
 fn argv_runs_a_program_without_a_shell() {
     let ws = Ws::new();
     ws.write(

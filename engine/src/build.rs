@@ -132,6 +132,8 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
     let graph = Graph::build(&ws).map_err(BuildError::Config)?;
     let roots = requested(&ws, &graph, &opts.targets)?;
     let order = graph.closure(&roots);
+    crate::platforms::check(&ws, order.iter().map(|&n| &ws.targets[graph.dag[n]]))
+        .map_err(BuildError::Config)?;
     phase("load", t0);
     let started = Instant::now();
 
@@ -160,7 +162,11 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
             gc::lock_path(&store).display()
         ))
     })?;
-    let out_dir = opts.out_dir.clone().unwrap_or_else(|| ws.root.join("out"));
+    let out_dir = opts
+        .out_dir
+        .clone()
+        .or_else(|| ws.out_dir.clone())
+        .unwrap_or_else(|| ws.root.join("out"));
     let workspace_tag = workspace_tag(&ws.build_file);
 
     // Key phase, first half: expand and hash sources (the stat cache spares
@@ -417,6 +423,17 @@ pub(crate) fn requested(
         .iter()
         .map(|name| {
             graph.node(name).ok_or_else(|| {
+                if let Some(loc) = ws.switched_off.get(name) {
+                    let place = At {
+                        sources: &ws.sources,
+                    }
+                    .error(*loc, "", "", None)
+                    .place
+                    .unwrap_or_default();
+                    return BuildError::Usage(format!(
+                        "target `{name}` is switched off by its `when:` at {place}"
+                    ));
+                }
                 let hint = did_you_mean(name, ws.targets.iter().map(|t| t.name.as_str()))
                     .map(|h| format!(" ({h})"))
                     .unwrap_or_default();

@@ -583,6 +583,9 @@ impl Loader {
                     let Some(t) = self.plain(i, ids, vars, "images") else {
                         continue;
                     };
+                    if self.is_switched_off(&t.value) {
+                        continue;
+                    }
                     if !matches!(ImageRef::parse(&t.value), Ok(ImageRef::Target(_))) {
                         let e = self.at().error(t.loc, format!("`{}` is not a target", t.value), "not a target", Some("name `image` or `image-pull` targets; pull registry images with `image-pull` first".into()));
                         self.errors.push(e);

@@ -6,9 +6,11 @@
 mod compose;
 mod containers;
 pub mod diag;
+mod includes;
 mod interp;
 mod schema;
 pub mod source;
+mod when;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -26,6 +28,7 @@ use strata_rules::stage::StageStep;
 
 pub use diag::ConfigError;
 use diag::{At, did_you_mean};
+use includes::Resolved;
 pub use interp::{EnvSpec, Var, Vars, is_var_name};
 use schema::{Pairs, RawFile, RawTarget, TARGET_FIELDS};
 pub use source::{Loc, Sources};
@@ -97,6 +100,11 @@ pub struct Workspace {
     pub build_file: PathBuf,
     pub sources: Sources,
     pub targets: Vec<Target>,
+    /// Targets whose `when:` is false, with where the condition is written:
+    /// not in the graph, but not unknown either.
+    pub switched_off: BTreeMap<String, Loc>,
+    /// `out_dir:` of the root file, absolute.
+    pub out_dir: Option<PathBuf>,
 }
 
 /// Inputs of loading besides the files.
@@ -136,13 +144,40 @@ pub fn load(build_file: &Path, options: &LoadOptions) -> Result<Workspace, Vec<C
         errors: Vec::new(),
         seen_files: BTreeSet::new(),
         compose_checks: Vec::new(),
+        off: BTreeMap::new(),
     };
     let mut pending: Vec<Pending> = Vec::new();
     let mut vars = Vars::default();
+    let mut out_dir = None;
     if let Some((file, ids)) = loader.parse(&build_file) {
         vars = loader.vars(file.vars, &ids, options);
-        loader.collect(file.targets, file.include, &ids, &root, &mut pending);
+        out_dir = loader.out_dir(file.out_dir.as_ref(), &ids, &vars, &root);
+        loader.collect(file.targets, file.include, &ids, &root, &vars, &mut pending);
     }
+    // Conditions first: which names are switched off must be known before
+    // any target's references are read.
+    let mut live = Vec::new();
+    let mut on_names = BTreeSet::new();
+    for p in pending {
+        match loader.condition(&p.raw, &p.ids, &vars) {
+            Some(true) => {
+                on_names.insert(p.name.value.clone());
+                live.push(p);
+            }
+            Some(false) => {
+                let loc = p
+                    .raw
+                    .when
+                    .as_ref()
+                    .map(|w| p.ids.at(w))
+                    .unwrap_or(p.name.loc);
+                loader.off.entry(p.name.value.clone()).or_insert(loc);
+            }
+            None => {}
+        }
+    }
+    // One name may have several definitions, one per condition (a `select`).
+    loader.off.retain(|name, _| !on_names.contains(name));
     let mut targets: BTreeMap<String, Target> = BTreeMap::new();
     // Read with !ENV it is a secret like any other: keyed by its hash.
     let source_date_epoch = vars
@@ -154,7 +189,7 @@ pub fn load(build_file: &Path, options: &LoadOptions) -> Result<Workspace, Vec<C
         ids,
         name,
         dir,
-    } in pending
+    } in live
     {
         if let Some(first) = targets.get(&name.value) {
             let at = At {
@@ -174,6 +209,7 @@ pub fn load(build_file: &Path, options: &LoadOptions) -> Result<Workspace, Vec<C
         }
     }
     loader.check_compose_images(&targets);
+    loader.check_switched_off_references(&targets);
     if !loader.errors.is_empty() {
         return Err(loader.errors);
     }
@@ -182,6 +218,8 @@ pub fn load(build_file: &Path, options: &LoadOptions) -> Result<Workspace, Vec<C
         build_file,
         sources: loader.sources,
         targets: targets.into_values().collect(),
+        switched_off: loader.off,
+        out_dir,
     })
 }
 
@@ -192,6 +230,8 @@ struct Loader {
     seen_files: BTreeSet<PathBuf>,
     /// Image targets of `docker-compose` components, checked after loading.
     compose_checks: Vec<compose::ImageCheck>,
+    /// Switched-off target names and where their condition is written.
+    off: BTreeMap<String, Loc>,
 }
 
 /// Maps serde-saphyr source ids of one parse to our file indices: id 1 is the
@@ -257,8 +297,10 @@ impl Loader {
             return None;
         };
         let file = self.sources.add(path, display.clone(), text.clone());
-        let resolved: Rc<RefCell<Vec<PathBuf>>> = Rc::default();
-        let resolver = match serde_saphyr::SafeFileResolver::new(&self.root) {
+        let resolved: Rc<RefCell<Vec<Resolved>>> = Rc::default();
+        let resolver = match serde_saphyr::SafeFileResolver::new(&self.root)
+            .and_then(|r| r.with_root_file(path))
+        {
             Ok(r) => r,
             Err(e) => {
                 self.errors.push(ConfigError::general(
@@ -268,24 +310,23 @@ impl Loader {
                 return None;
             }
         };
-        let record = resolved.clone();
+        let mut includes = includes::Includes::new(resolver, &self.root, path, resolved.clone());
         // Big enough for workspaces of a few hundred thousand targets; the
         // nesting and alias limits stay at serde-saphyr's safe defaults.
         let options = serde_saphyr::options! {
             with_snippet: false,
             budget: serde_saphyr::budget! { max_events: 20_000_000, max_nodes: 10_000_000 },
         }
-        .with_include_resolver(move |req: serde_saphyr::IncludeRequest<'_>| {
-            let r = resolver.resolve(req)?;
-            record.borrow_mut().push(PathBuf::from(&r.id));
-            Ok(r)
-        });
+        .with_include_resolver(move |req: serde_saphyr::IncludeRequest<'_>| includes.resolve(req));
         let parsed = serde_saphyr::from_str_with_options::<RawFile>(&text, options);
         let mut ids = vec![file];
         for included in resolved.borrow().iter() {
-            let text = fs::read_to_string(included).unwrap_or_default();
-            let name = self.display_name(included);
-            ids.push(self.sources.add(included, name, text));
+            let text = match &included.text {
+                Some(t) => t.clone(),
+                None => fs::read_to_string(&included.path).unwrap_or_default(),
+            };
+            let name = self.display_name(&included.path);
+            ids.push(self.sources.add(&included.path, name, text));
         }
         let ids = FileIds(Rc::new(ids));
         match parsed {
@@ -464,6 +505,7 @@ impl Loader {
         include: Option<Vec<Spanned<String>>>,
         ids: &FileIds,
         dir: &Path,
+        vars: &Vars,
         pending: &mut Vec<Pending>,
     ) {
         for (name, value) in targets.map(|t| t.0).unwrap_or_default() {
@@ -492,6 +534,15 @@ impl Loader {
         }
         for pattern in include.unwrap_or_default() {
             let loc = ids.loc(&pattern.referenced);
+            // `include: [arch/${arch}.yaml]` picks files by variable.
+            let Some(text) = self.text(&pattern, loc, vars, false, "include") else {
+                continue;
+            };
+            let pattern = Spanned {
+                value: text.actual,
+                referenced: pattern.referenced,
+                defined: pattern.defined,
+            };
             let files = match globs::expand(dir, &pattern.value, &[], &self.root) {
                 Ok(f) if f.is_empty() => {
                     let e = self.at().error(
@@ -555,8 +606,24 @@ impl Loader {
                     );
                     self.errors.push(e);
                 }
+                if let Some(o) = &file.out_dir {
+                    let e = self.at().error(
+                        sub_ids.at(o),
+                        "`out_dir` may only be set in the root BUILD.yaml",
+                        "not allowed in an included file",
+                        Some("move it to the root file".into()),
+                    );
+                    self.errors.push(e);
+                }
                 let sub_dir = path.parent().expect("a file has a parent").to_path_buf();
-                self.collect(file.targets, file.include, &sub_ids, &sub_dir, pending);
+                self.collect(
+                    file.targets,
+                    file.include,
+                    &sub_ids,
+                    &sub_dir,
+                    vars,
+                    pending,
+                );
             }
         }
     }
@@ -811,6 +878,9 @@ impl Loader {
         for d in raw {
             let loc = ids.at(d);
             if let Some(t) = self.text(d, loc, vars, false, "deps") {
+                if self.is_switched_off(&t.actual) {
+                    continue;
+                }
                 if deps.iter().any(|x: &Located<String>| x.value == t.actual) {
                     let e = self.at().error(
                         loc,
@@ -986,7 +1056,8 @@ impl Loader {
                 continue;
             }
             match interpolate_json(&value.value, vars) {
-                Ok(v) => {
+                Ok(mut v) => {
+                    self.drop_switched_off(&mut v);
                     fields.insert(field.to_string(), v);
                     field_locs.insert(field, loc);
                 }
@@ -1169,7 +1240,9 @@ fn check_out_path(p: &str) -> Result<(), String> {
 /// A hint for the common shapes of YAML and type errors.
 fn parse_error_hint(message: &str) -> String {
     if message.contains("unknown field") {
-        format!("a target accepts: {TARGET_FIELDS}; the file accepts: vars, targets, include")
+        format!(
+            "a target accepts: {TARGET_FIELDS}; the file accepts: vars, targets, include, out_dir"
+        )
     } else if message.contains("sequence") {
         "this field takes a list, such as `[a.txt, b.txt]`".into()
     } else if message.contains("boolean") {

@@ -17,6 +17,9 @@ pub struct RawFile {
     pub targets: Option<Pairs<Spanned<RawTarget>>>,
     #[serde(default)]
     pub include: Option<Vec<Spanned<String>>>,
+    /// Root file only: where outputs are materialized (`--out-dir` wins).
+    #[serde(default)]
+    pub out_dir: Option<Spanned<String>>,
 }
 
 /// Fields of every rule kind; each rule checks which ones it accepts.
@@ -24,6 +27,10 @@ pub struct RawFile {
 #[serde(deny_unknown_fields)]
 pub struct RawTarget {
     pub rule: Spanned<String>,
+    /// A condition (`true`, `false`, `A == B`, `A != B`) that keeps the
+    /// target in the graph; any scalar, so `when: false` reads as written.
+    #[serde(default)]
+    pub when: Option<Spanned<serde_json::Value>>,
     #[serde(default)]
     pub srcs: Vec<Spanned<String>>,
     #[serde(default)]
@@ -228,7 +235,7 @@ impl RawTarget {
 }
 
 /// The field names of a target, for hints.
-pub const TARGET_FIELDS: &str = "rule, srcs, deps, and for `run`: cmd, argv, env, outs, network, output_digest, image, user, caches; for `stage`: from, steps; built-in rules list theirs in README.md";
+pub const TARGET_FIELDS: &str = "rule, when, srcs, deps, and for `run`: cmd, argv, env, outs, network, output_digest, image, user, caches; for `stage`: from, steps; built-in rules list theirs in README.md";
 
 /// A mapping read in document order with the location of every key, so
 /// duplicate keys can be reported at both places.

@@ -1,0 +1,268 @@
+//! `when:` (targets switched on and off by variables, as Packer's
+//! `require_*` flags), `${var}` in `include:`, and `out_dir:`.
+
+mod common;
+
+use std::fs;
+
+use common::Ws;
+use serde_json::Value;
+
+/// A pipeline with an optional tool: `extra` exists only when `with_extra`
+/// is true; lists that name it (deps, layers, of) leave it out otherwise.
+fn optional_tool() -> Ws {
+    let ws = Ws::new();
+    ws.write(
+        "BUILD.yaml",
+        r#"vars:
+  with_extra: !ENV ${WITH_EXTRA:true}
+targets:
+  base:
+    rule: run
+    cmd: echo base > $OUT/base.txt
+    outs: [base.txt]
+  extra:
+    when: ${with_extra}
+    rule: run
+    cmd: echo extra > $OUT/extra.txt
+    outs: [extra.txt]
+  listing:
+    rule: run
+    deps: [base, extra]
+    cmd: ls $DEPS > $OUT/deps.txt
+    outs: [deps.txt]
+  tree:
+    rule: rootfs
+    layers:
+      - {from: base, prefix: /opt}
+      - {from: extra, prefix: /opt}
+  sums:
+    rule: checksums
+    of: [base, extra]
+"#,
+    );
+    ws
+}
+
+fn graph_targets(ws: &Ws, vars: &[&str]) -> Vec<String> {
+    let mut args = vec!["graph", "--format", "json"];
+    args.extend_from_slice(vars);
+    let r = ws.run(&args);
+    assert_eq!(r.code, 0, "graph failed:\n{}", r.stderr);
+    let doc: Value = serde_json::from_str(&r.stdout).unwrap();
+    doc["targets"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn a_switched_off_target_leaves_the_graph_and_every_list_that_names_it() {
+    let ws = optional_tool();
+    assert!(graph_targets(&ws, &[]).contains(&"extra".to_string()));
+    ws.build_ok(&[]);
+    assert_eq!(ws.read("out/listing/deps.txt"), "base\nextra\n");
+    assert!(ws.path().join("out/tree/opt/extra.txt").exists());
+    assert!(ws.read("out/sums/SHA256SUMS").contains("extra.txt"));
+
+    let off = ["--var", "with_extra=false"];
+    assert!(!graph_targets(&ws, &off).contains(&"extra".to_string()));
+    let r = ws.build_ok(&off);
+    assert!(!r.stdout.contains("extra\""), "{}", r.stdout);
+    assert_eq!(ws.read("out/listing/deps.txt"), "base\n");
+    assert!(ws.path().join("out/tree/opt/base.txt").exists());
+    assert!(!ws.path().join("out/tree/opt/extra.txt").exists());
+    assert!(!ws.read("out/sums/SHA256SUMS").contains("extra.txt"));
+    assert!(!ws.path().join("out/extra").exists());
+}
+
+#[test]
+fn a_flag_read_with_env_switches_a_target_off() {
+    let ws = optional_tool();
+    let r = ws
+        .cmd(&["graph", "--format", "json"])
+        .env("WITH_EXTRA", "false")
+        .output()
+        .unwrap();
+    let doc: Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert!(doc["targets"].get("extra").is_none(), "{doc}");
+    assert!(doc["targets"].get("listing").is_some(), "{doc}");
+}
+
+#[test]
+fn asking_for_a_switched_off_target_says_so() {
+    let ws = optional_tool();
+    let r = ws.build_fails(&["--var", "with_extra=false", "extra"], 2);
+    assert!(
+        r.stderr
+            .contains("target `extra` is switched off by its `when:` at BUILD.yaml:9:"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn a_single_reference_to_a_switched_off_target_is_an_error_at_the_reference() {
+    let ws = Ws::new();
+    ws.write(
+        "BUILD.yaml",
+        r#"vars:
+  with_extra: "false"
+targets:
+  extra:
+    when: "${with_extra}"
+    rule: run
+    cmd: echo extra > $OUT/extra.txt
+    outs: [extra.txt]
+  packed:
+    rule: archive
+    from: extra
+"#,
+    );
+    let r = ws.build_fails(&[], 2);
+    assert!(
+        r.stderr
+            .contains("`packed` needs `extra`, which is switched off"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("BUILD.yaml:11:11"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("BUILD.yaml:5:11"),
+        "the hint names the condition:\n{}",
+        r.stderr
+    );
+    // The same condition on the user switches both off together.
+    let text = ws.read("BUILD.yaml").replace(
+        "    rule: archive\n",
+        "    rule: archive\n    when: \"${with_extra}\"\n",
+    );
+    ws.write("BUILD.yaml", &text);
+    ws.build_ok(&[]);
+    assert!(!ws.path().join("out/packed").exists());
+}
+
+#[test]
+fn one_name_may_have_one_definition_per_condition() {
+    // Keys of one YAML mapping are unique, so the definitions live in
+    // files of their own, as per-architecture files do.
+    let ws = Ws::new();
+    ws.write(
+        "BUILD.yaml",
+        "vars:\n  arch: x86_64\ninclude: [\"arch/*.yaml\"]\n",
+    );
+    for (file, cond, out) in [
+        ("amd64", "${arch} == x86_64", "amd64"),
+        ("arm64", "${arch} != x86_64", "arm64"),
+    ] {
+        ws.write(
+            &format!("arch/{file}.yaml"),
+            &format!(
+                "targets:\n  tool:\n    when: {cond}\n    rule: run\n    cmd: echo {out} > $OUT/arch\n    outs: [arch]\n"
+            ),
+        );
+    }
+    ws.build_ok(&[]);
+    assert_eq!(ws.read("out/tool/arch"), "amd64\n");
+    ws.build_ok(&["--var", "arch=aarch64"]);
+    assert_eq!(ws.read("out/tool/arch"), "arm64\n");
+    // Two definitions that are both on are still a duplicate.
+    let text = ws
+        .read("arch/arm64.yaml")
+        .replace("!= x86_64", "!= riscv64");
+    ws.write("arch/arm64.yaml", &text);
+    let r = ws.build_fails(&[], 2);
+    assert!(r.stderr.contains("duplicate target `tool`"), "{}", r.stderr);
+}
+
+#[test]
+fn a_condition_that_is_not_true_or_false_is_a_config_error() {
+    let ws = Ws::new();
+    ws.write(
+        "BUILD.yaml",
+        r#"targets:
+  a:
+    rule: run
+    when: "yes"
+    cmd: "true"
+"#,
+    );
+    let r = ws.build_fails(&[], 2);
+    assert!(r.stderr.contains("bad condition `yes`"), "{}", r.stderr);
+    assert!(r.stderr.contains("BUILD.yaml:4:11"), "{}", r.stderr);
+    assert!(r.stderr.contains("help:"), "{}", r.stderr);
+}
+
+#[test]
+fn include_patterns_take_variables() {
+    let ws = Ws::new();
+    ws.write(
+        "BUILD.yaml",
+        "vars:\n  arch: x86_64\ninclude: [\"arch/${arch}.yaml\"]\n",
+    );
+    for arch in ["x86_64", "aarch64"] {
+        ws.write(
+            &format!("arch/{arch}.yaml"),
+            &format!(
+                "targets:\n  kernel:\n    rule: run\n    cmd: echo {arch} > $OUT/name\n    outs: [name]\n"
+            ),
+        );
+    }
+    ws.build_ok(&[]);
+    assert_eq!(ws.read("out/kernel/name"), "x86_64\n");
+    ws.build_ok(&["--var", "arch=aarch64"]);
+    assert_eq!(ws.read("out/kernel/name"), "aarch64\n");
+    let r = ws.build_fails(&["--var", "arch=riscv64"], 2);
+    assert!(
+        r.stderr
+            .contains("include pattern `arch/riscv64.yaml` matches no file"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn out_dir_places_outputs_and_clean_removes_them() {
+    let ws = Ws::new();
+    ws.write(
+        "BUILD.yaml",
+        r#"vars:
+  output_dir: dist
+out_dir: ${output_dir}
+targets:
+  a:
+    rule: run
+    cmd: echo a > $OUT/a
+    outs: [a]
+"#,
+    );
+    ws.build_ok(&[]);
+    assert_eq!(ws.read("dist/a/a"), "a\n");
+    assert!(!ws.path().join("out").exists());
+    ws.build_ok(&["--var", "output_dir=images/v1"]);
+    assert_eq!(ws.read("images/v1/a/a"), "a\n");
+    // --out-dir wins over the file.
+    ws.build_ok(&["--out-dir", "elsewhere"]);
+    assert_eq!(ws.read("elsewhere/a/a"), "a\n");
+    let r = ws.run(&["clean"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(!ws.path().join("dist").exists());
+    assert!(ws.path().join("BUILD.yaml").exists());
+}
+
+#[test]
+fn out_dir_holding_the_workspace_is_refused() {
+    let ws = Ws::new();
+    ws.write(
+        "BUILD.yaml",
+        "out_dir: sub/..\ntargets:\n  a:\n    rule: run\n    cmd: \"true\"\n",
+    );
+    let r = ws.build_fails(&[], 2);
+    assert!(r.stderr.contains("holds the workspace"), "{}", r.stderr);
+    assert!(r.stderr.contains("BUILD.yaml:1:10"), "{}", r.stderr);
+    let r = ws.run(&["clean"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(fs::metadata(ws.path().join("BUILD.yaml")).is_ok());
+}
