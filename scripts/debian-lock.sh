@@ -46,6 +46,9 @@ apt-get -qq -o Dir::State::status="$tmp/status" install --print-uris -y \
   done <"$tmp/list"
   echo "    components:"
   echo "      - {type: symlink, target: dash, link: /bin/sh}"
-  echo "      - {type: symlink, target: gcc, link: /usr/bin/cc}"
+  # What a dpkg installation's alternatives would add.
+  if grep -q "^[^ ]* gcc_" "$tmp/list"; then
+    echo "      - {type: symlink, target: gcc, link: /usr/bin/cc}"
+  fi
 } >"$output"
 echo "wrote $output ($(wc -l <"$tmp/list") packages)"
