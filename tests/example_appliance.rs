@@ -36,15 +36,46 @@ fn agent_image(tag: &str) -> String {
     tag.to_string()
 }
 
-/// Shell commands run when dropped, last first: unmounts, loop devices and
-/// daemons are released whether the test passes or not.
+/// What to release when the test ends, last first: containers, a daemon,
+/// a mount, a loop device, whether the test passes or not.
 #[derive(Default)]
-struct Cleanup(Vec<String>);
+struct Cleanup(Vec<Step>);
+
+enum Step {
+    Sh(String),
+    /// A dockerd (stopped with SIGTERM, then waited for) and its exec-root.
+    Daemon(std::process::Child, PathBuf),
+}
+
+impl Cleanup {
+    fn sh(&mut self, cmd: String) {
+        self.0.push(Step::Sh(cmd));
+    }
+}
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        for cmd in self.0.iter().rev() {
-            let _ = Command::new("sh").arg("-c").arg(cmd).status();
+        while let Some(step) = self.0.pop() {
+            match step {
+                Step::Sh(cmd) => {
+                    let _ = Command::new("sh").arg("-c").arg(cmd).status();
+                }
+                Step::Daemon(mut child, run) => {
+                    // SAFETY: kill(2) on a child we spawned and have not reaped.
+                    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+                    let deadline = Instant::now() + Duration::from_secs(30);
+                    while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    let netns = run.join("x/netns");
+                    let _ = Command::new("sh")
+                        .arg("-c")
+                        .arg(format!("umount {}/* 2>/dev/null", netns.display()))
+                        .status();
+                }
+            }
         }
     }
 }
@@ -69,11 +100,7 @@ fn boot_dockerd(run: &Path, data_root: &Path, cleanup: &mut Cleanup) -> String {
         .stderr(log)
         .spawn()
         .unwrap();
-    cleanup.0.push(format!(
-        "kill {pid}; for i in $(seq 300); do kill -0 {pid} 2>/dev/null || break; sleep 0.1; done; umount {run}/x/netns/* 2>/dev/null",
-        pid = child.id(),
-        run = run.display()
-    ));
+    cleanup.0.push(Step::Daemon(child, run.to_path_buf()));
     let host = format!("unix://{}", sock.display());
     let deadline = Instant::now() + Duration::from_secs(60);
     while !Command::new("docker")
@@ -280,7 +307,7 @@ fn the_appliance_is_built_flashed_and_starts_its_services_without_a_registry() {
     )
     .trim()
     .to_string();
-    cleanup.0.push(format!("losetup -d {device}"));
+    cleanup.sh(format!("losetup -d {device}"));
     let flashed = sh(
         scratch.path(),
         &format!("{} --quiet -- {device}", bundle.display()),
@@ -298,7 +325,7 @@ fn the_appliance_is_built_flashed_and_starts_its_services_without_a_registry() {
     let mnt: PathBuf = scratch.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
     sh(scratch.path(), &format!("mount {device} {}", mnt.display()));
-    cleanup.0.push(format!("umount {}", mnt.display()));
+    cleanup.sh(format!("umount {}", mnt.display()));
     let listing = sh(
         &mnt,
         "stat -c '%n %a %u:%g %F' etc/appliance/compose.yaml etc/appliance/conf.d/appliance.conf \
@@ -327,7 +354,7 @@ fn the_appliance_is_built_flashed_and_starts_its_services_without_a_registry() {
         "DOCKER_HOST={host} docker-compose -p appliance -f {}",
         compose_file.display()
     );
-    cleanup.0.push(format!("{compose_cmd} down -t 1"));
+    cleanup.sh(format!("{compose_cmd} down -t 1"));
     sh(run.path(), &format!("{compose_cmd} up -d"));
     let agent_inspect = sh(
         run.path(),

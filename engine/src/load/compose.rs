@@ -62,8 +62,11 @@ fn default_data_root() -> String {
 #[derive(Deserialize)]
 struct ComposeDoc {
     #[serde(default)]
-    services: Option<Spanned<Option<Pairs<Spanned<Option<Service>>>>>>,
+    services: Option<Spanned<Option<Services>>>,
 }
+
+/// `services:` in file order, each name with its (possibly empty) body.
+type Services = Pairs<Spanned<Option<Service>>>;
 
 #[derive(Deserialize)]
 struct Service {
