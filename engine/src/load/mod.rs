@@ -1144,26 +1144,41 @@ impl Loader {
     }
 }
 
-/// `git describe --tags --always --dirty` of the workspace, as a Debian
-/// version (Debian versions start with a digit: a bare hash gets `0~`).
+/// `git describe --tags --dirty` of the workspace, as a Debian version
+/// (`v1.2.0-3-gabc1234` gives `1.2.0-3-gabc1234`; a tag not starting with a
+/// digit gets `0~`). Without any tag it is the abbreviated commit,
+/// `0~g<commit>[-dirty]`, which sorts before every tagged version (a bare
+/// commit that happens to start with a digit is never taken for one).
 fn git_describe(root: &Path) -> Result<String, String> {
-    let out = std::process::Command::new("git")
-        .args(["describe", "--tags", "--always", "--dirty"])
-        .current_dir(root)
-        .output()
-        .map_err(|e| format!("cannot run git: {e}"))?;
+    let describe = |args: &[&str]| {
+        std::process::Command::new("git")
+            .arg("describe")
+            .args(args)
+            .current_dir(root)
+            .output()
+            .map_err(|e| format!("cannot run git: {e}"))
+    };
+    let out = describe(&["--tags", "--dirty"])?;
+    if out.status.success() {
+        let described = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .trim_start_matches('v')
+            .to_string();
+        return Ok(if described.starts_with(|c: char| c.is_ascii_digit()) {
+            described
+        } else {
+            format!("0~{described}")
+        });
+    }
+    // No tag (or no repository: then this fails too, and says so).
+    let out = describe(&["--always", "--dirty"])?;
     if !out.status.success() {
         return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
     }
-    let described = String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .trim_start_matches('v')
-        .to_string();
-    Ok(if described.starts_with(|c: char| c.is_ascii_digit()) {
-        described
-    } else {
-        format!("0~{described}")
-    })
+    Ok(format!(
+        "0~g{}",
+        String::from_utf8_lossy(&out.stdout).trim()
+    ))
 }
 
 /// `run` and the built-in rules.
