@@ -246,7 +246,11 @@ pub fn copy_step(
         source_date_epoch: 0,
         dep_keys: Default::default(),
     };
-    stage::copy_into(&ctx, parent, copy).map_err(rule_failure)
+    let output = stage::copy_into(&ctx, parent, copy).map_err(rule_failure)?;
+    if let Some(p) = parent {
+        docker::remember_base(output, p);
+    }
+    Ok(output)
 }
 
 /// A `run` step of a stage: the command in a container whose root file
@@ -323,6 +327,9 @@ pub async fn stage_run(
     .await
     .map_err(|e| Failure::Io(e.to_string()))?
     .map_err(docker_failure)?;
+    // The next step starts from this tree: the engine can then make its
+    // image as this step's base plus the changes.
+    docker::remember_base(output, base);
     Ok(Ok(output))
 }
 

@@ -16,7 +16,7 @@ use strata_rules::builtin::tarball::TarOptions;
 use strata_store::{Cas, Digest};
 
 use super::error::status;
-use super::{DockerError, Engine, upload};
+use super::{DockerError, Engine, layered, upload};
 
 /// The repository of images made from trees: `strata-tree:<tree digest hex>`.
 pub const TREE_REPOSITORY: &str = "strata-tree";
@@ -73,6 +73,11 @@ pub async fn ensure_layout(
 ///
 /// The image has no configuration (no entrypoint, environment or user): a
 /// container of it runs exactly what its [`ContainerSpec`](super::ContainerSpec) says.
+///
+/// A tree a stage step made in this process (see [`remember_base`]) whose
+/// base the engine holds becomes that image plus one layer of the changes,
+/// as `docker build` adds a layer per step: the engine then unpacks the
+/// changes only, not the whole root file system again.
 pub async fn ensure_tree_image(
     engine: &Engine,
     cas: &Cas,
@@ -85,6 +90,19 @@ pub async fn ensure_tree_image(
     let _held = lock.lock().await;
     if let Some(id) = image_id_of(engine, &reference).await? {
         return Ok(id);
+    }
+    if let Some(base) = base_of(rootfs_tree)
+        && let Some(layers) = layers_of(engine, &tree_reference(&base)).await?
+    {
+        match layered::load(engine, cas, &base, layers, rootfs_tree, &reference).await {
+            Ok(()) => {
+                if let Some(id) = image_id_of(engine, &reference).await? {
+                    return Ok(id);
+                }
+            }
+            // The whole tree still makes a correct image, only slower.
+            Err(e) => tracing::debug!("{what}: as a layer on {}: {e}", base.hex()),
+        }
     }
     refuse_whiteouts(cas, rootfs_tree, &what).await?;
     let (body, writer) = upload::tree_tar(cas, *rootfs_tree, TarOptions::default());
@@ -210,6 +228,42 @@ pub(crate) async fn image_id_of(
 ) -> Result<Option<String>, DockerError> {
     match engine.quick().inspect_image(reference).await {
         Ok(image) => Ok(Some(image.id.unwrap_or_else(|| reference.to_string()))),
+        Err(e) if status(&e) == Some(404) => Ok(None),
+        Err(e) => Err(DockerError::api(format!("inspecting image {reference}"))(e)),
+    }
+}
+
+fn tree_reference(tree: &Digest) -> String {
+    format!("{TREE_REPOSITORY}:{}", tree.hex())
+}
+
+/// Trees made by a stage step in this process from a parent tree: output ->
+/// parent. Only a hint for [`ensure_tree_image`]; losing it costs time.
+static BASES: LazyLock<Mutex<HashMap<Digest, Digest>>> = LazyLock::new(Default::default);
+
+/// Records that `tree` is `base` plus a step's changes.
+pub fn remember_base(tree: Digest, base: Digest) {
+    if tree != base {
+        BASES
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(tree, base);
+    }
+}
+
+fn base_of(tree: &Digest) -> Option<Digest> {
+    BASES
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(tree)
+        .copied()
+}
+
+/// The layer diff IDs of an image the engine holds, or `None` if it has
+/// none by that name.
+async fn layers_of(engine: &Engine, reference: &str) -> Result<Option<Vec<String>>, DockerError> {
+    match engine.quick().inspect_image(reference).await {
+        Ok(image) => Ok(image.root_fs.and_then(|r| r.layers)),
         Err(e) if status(&e) == Some(404) => Ok(None),
         Err(e) => Err(DockerError::api(format!("inspecting image {reference}"))(e)),
     }

@@ -12,6 +12,7 @@
 //!   components:
 //!     - {type: file, source: files/motd, target: /etc/motd, chmod: "0644", chown: "root:root"}
 //!     - {type: directory, source: files/conf, target: /etc/app, chmod: "0755", chown: "0:0"}
+//!     - {type: directory, target: /tmp, chmod: "1777"}   # an empty folder
 //!     - {type: systemd, service: files/app.service, enable: true}
 //!     - {type: symlink, target: /usr/bin/python3, link: /usr/bin/python}
 //!     - {type: device, path: /dev/console, kind: char, major: 5, minor: 1, mode: "0600"}
@@ -84,12 +85,15 @@ pub enum Component {
         chown: Owner,
     },
     /// Installs a folder's contents (files keep their executable bit: 0755
-    /// if executable, else `chmod`; folders get 0755).
+    /// if executable, else `chmod`, default 0644; folders get 0755). Without
+    /// `source`, makes the folder itself with mode `chmod` (default 0755),
+    /// keeping what a layer put in it: `/tmp` with 1777.
     Directory {
-        source: Source,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        source: Option<Source>,
         target: String,
-        #[serde(default = "file_mode")]
-        chmod: Mode,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        chmod: Option<Mode>,
         #[serde(default)]
         chown: Owner,
     },
@@ -157,7 +161,10 @@ impl Params {
         for c in &self.components {
             match c {
                 Component::File { source, .. }
-                | Component::Directory { source, .. }
+                | Component::Directory {
+                    source: Some(source),
+                    ..
+                }
                 | Component::Systemd {
                     service: source, ..
                 } => v.extend(source.0.targets()),
@@ -245,7 +252,16 @@ impl Component {
     fn check(&self) -> Result<(), String> {
         match self {
             Component::File { target, .. } => entry_path(target).map(drop),
-            Component::Directory { target, .. } => image_path(target).map(drop),
+            Component::Directory {
+                source: Some(_),
+                target,
+                ..
+            } => image_path(target).map(drop),
+            Component::Directory {
+                source: None,
+                target,
+                ..
+            } => entry_path(target).map(drop),
             Component::Systemd { .. } => Ok(()),
             Component::Symlink { target, link } => {
                 entry_path(link)?;
@@ -319,13 +335,28 @@ fn apply(root: &mut TreeBuilder, ctx: &Ctx, c: &Component) -> Result<(), String>
             install(root, cas, &path, node)
         }
         Component::Directory {
-            source,
+            source: None,
+            target,
+            chmod,
+            chown,
+        } => {
+            let mut dir = TreeBuilder::new();
+            dir.set_meta(Some(Meta {
+                mode: chmod.map_or(0o755, |m| m.0),
+                uid: chown.uid,
+                gid: chown.gid,
+            }));
+            install(root, cas, &entry_path(target)?, Node::Dir(dir))
+        }
+        Component::Directory {
+            source: Some(source),
             target,
             chmod,
             chown,
         } => {
             let tree = ctx.tree(&source.0).map_err(|e| e.to_string())?;
             let base = image_path(target)?;
+            let file_mode = chmod.map_or(0o644, |m| m.0);
             let meta = |mode: u32| {
                 Some(Meta {
                     mode,
@@ -346,7 +377,7 @@ fn apply(root: &mut TreeBuilder, ctx: &Ctx, c: &Component) -> Result<(), String>
                     } => Node::File {
                         digest,
                         executable,
-                        meta: meta(if executable { 0o755 } else { chmod.0 }),
+                        meta: meta(if executable { 0o755 } else { file_mode }),
                     },
                     Entry::Symlink { target, .. } => Node::Symlink {
                         target,
