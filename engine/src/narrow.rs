@@ -96,30 +96,7 @@ fn strings_of(rule: &Builtin, out: &mut Vec<String>) {
 fn narrowed(cas: &Cas, output: &Digest, paths: &BTreeSet<String>) -> Option<Node> {
     let mut tree = TreeBuilder::new();
     for path in paths {
-        let node = match entry_at(cas, output, path)? {
-            Entry::Dir { digest, .. } => Node::Stored(digest),
-            Entry::File {
-                digest,
-                executable,
-                meta,
-            } => Node::File {
-                digest,
-                executable,
-                meta,
-            },
-            Entry::Symlink { target, meta } => Node::Symlink { target, meta },
-            Entry::Device {
-                kind,
-                major,
-                minor,
-                meta,
-            } => Node::Device {
-                kind,
-                major,
-                minor,
-                meta,
-            },
-        };
+        let node = Node::from(entry_at(cas, output, path)?);
         tree.insert_at(cas, path, node, None).ok()?;
     }
     Some(Node::Dir(tree))

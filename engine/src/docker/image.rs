@@ -43,20 +43,7 @@ pub async fn ensure_layout(
     if image_id_of(engine, image_id).await?.is_some() {
         return Ok(());
     }
-    let (body, writer) = upload::tree_tar(cas, *layout_tree, TarOptions::default());
-    let request = async {
-        let options = ImportImageOptions {
-            quiet: true,
-            ..Default::default()
-        };
-        let mut answers = engine.long().import_image_stream(options, body, None);
-        while let Some(answer) = answers.next().await {
-            answer.map_err(DockerError::api(what.as_str()))?;
-        }
-        Ok(())
-    }
-    .await;
-    upload::finish(request, writer, &what).await?;
+    load_archive(engine, cas, layout_tree, &what).await?;
     match image_id_of(engine, image_id).await? {
         Some(_) => Ok(()),
         None => Err(DockerError::refused(
@@ -64,6 +51,30 @@ pub async fn ensure_layout(
             "the engine loaded the archive, but it does not hold this image",
         )),
     }
+}
+
+/// Streams the stored tree `archive` (a docker-archive: `manifest.json` and
+/// the files it names) to `docker load`.
+pub(super) async fn load_archive(
+    engine: &Engine,
+    cas: &Cas,
+    archive: &Digest,
+    what: &str,
+) -> Result<(), DockerError> {
+    let (body, writer) = upload::tree_tar(cas, *archive, TarOptions::default());
+    let request = async {
+        let options = ImportImageOptions {
+            quiet: true,
+            ..Default::default()
+        };
+        let mut answers = engine.long().import_image_stream(options, body, None);
+        while let Some(answer) = answers.next().await {
+            answer.map_err(DockerError::api(what))?;
+        }
+        Ok(())
+    }
+    .await;
+    upload::finish(request, writer, what).await
 }
 
 /// Makes an image whose root file system is exactly the stored tree

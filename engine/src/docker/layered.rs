@@ -3,15 +3,13 @@
 //! are left out: `docker load` skips layers it has) and one new layer with
 //! the changes, whiteouts included.
 
-use bollard::query_parameters::ImportImageOptions;
-use futures_util::StreamExt;
 use strata_rules::builtin::tarball::{TarOptions, write_tree};
 use strata_rules::oci::BlobSink;
 use strata_rules::oci::layer::diff;
 use strata_store::tree::{Node, TreeBuilder};
 use strata_store::{Cas, Digest};
 
-use super::{DockerError, Engine, upload};
+use super::{DockerError, Engine};
 
 const LAYER_MEDIA_TYPE: &str = "application/vnd.oci.image.layer.v1.tar";
 
@@ -31,20 +29,7 @@ pub(super) async fn load(
         .await
         .map_err(|e| DockerError::refused(what.as_str(), e.to_string()))?
         .map_err(|e| DockerError::refused(what.as_str(), e))?;
-    let (body, writer) = upload::tree_tar(cas, archive, TarOptions::default());
-    let request = async {
-        let options = ImportImageOptions {
-            quiet: true,
-            ..Default::default()
-        };
-        let mut answers = engine.long().import_image_stream(options, body, None);
-        while let Some(answer) = answers.next().await {
-            answer.map_err(DockerError::api(what.as_str()))?;
-        }
-        Ok(())
-    }
-    .await;
-    upload::finish(request, writer, &what).await
+    super::image::load_archive(engine, cas, &archive, &what).await
 }
 
 /// The docker-archive as a stored tree: `manifest.json`, the config and
