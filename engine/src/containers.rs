@@ -313,11 +313,22 @@ pub async fn stage_run(
         finished.container.remove().await.map_err(docker_failure)?;
         return Ok(Err(Failure::Exit(code as i32)));
     }
-    let exported = finished
+    // Read from the overlay's upper folder when the engine is local: only
+    // what the step changed; the same tree as an export, which is the way
+    // for any other engine.
+    let exported = match finished
         .container
-        .export_tree(store.cas())
+        .changes_on(store.cas(), &base)
         .await
-        .map_err(docker_failure)?;
+        .map_err(docker_failure)?
+    {
+        Some(tree) => tree,
+        None => finished
+            .container
+            .export_tree(store.cas())
+            .await
+            .map_err(docker_failure)?,
+    };
     let injected: Vec<String> = finished.container.injected_paths().to_vec();
     finished.container.remove().await.map_err(docker_failure)?;
     let (s, p) = (store.clone(), base);

@@ -32,6 +32,7 @@ mod image;
 mod layered;
 mod logs;
 mod upload;
+mod upper;
 
 pub use cleanup::{reap_stale, remove_all};
 pub use connect::{Engine, connect, connect_to};
