@@ -224,7 +224,10 @@ w() { [[ -z $when ]] || echo "    when: $when"; }
     done <"$tmp/list"
     echo "    components:"
     echo "      - {type: symlink, target: dash, link: /bin/sh}"
-    echo "      - {type: symlink, target: gcc, link: /usr/bin/cc}"
+    # What a dpkg installation's alternatives would add.
+    if grep -q "^[^ ]* gcc_" "$tmp/list"; then
+      echo "      - {type: symlink, target: gcc, link: /usr/bin/cc}"
+    fi
   fi
 } >"$tmp/out"
 mv "$tmp/out" "$output"

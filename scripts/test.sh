@@ -17,6 +17,12 @@ need cpio cpio
 need dpkg-deb dpkg
 need dot graphviz
 need qemu-system-x86_64 qemu-system-x86
+# examples/appliance: compose on the flashed data-root, the ext4 tools.
+need docker-compose docker-compose
+need mke2fs e2fsprogs
+need debugfs e2fsprogs
+need losetup mount
+need git git
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
   apt-get update -qq

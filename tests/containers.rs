@@ -212,6 +212,64 @@ fn stage_steps_are_cached_one_by_one_with_early_cutoff() {
     assert_eq!(ws.read("out/tools/second"), "z");
 }
 
+/// Steps that delete, replace a folder and add files, each checking what
+/// the one before left.
+const LAYERED: &str = r#"  tools:
+    rule: stage
+    from: base
+    steps:
+      - cmd: echo one > /a && rm /bin/ls && mkdir -p /d && echo x > /d/x
+      - cmd: test ! -e /bin/ls && test "$(cat /a)" = one && rm -r /d && mkdir /d && echo y > /d/y
+      - cmd: test ! -e /d/x && test -e /d/y && test ! -e /bin/ls && cat /a /d/y > /seen
+"#;
+
+#[test]
+fn a_step_after_a_step_starts_from_its_parent_image_plus_one_layer() {
+    if !docker_available() {
+        return;
+    }
+    let ws = workspace(LAYERED);
+    let r = ws.build_ok(&[]);
+    assert_eq!(ws.read("out/tools/seen"), "one\ny\n");
+    let output = |r: &common::Run, t: &str| {
+        r.json()["targets"][t]["output"]
+            .as_str()
+            .unwrap()
+            .split_once(':')
+            .unwrap()
+            .1
+            .to_string()
+    };
+    // Like `docker build`, each step's tree is its parent's image plus a
+    // layer of changes (whiteouts for /bin/ls and the replaced /d).
+    let layers = |tree: &str| {
+        sh(
+            std::path::Path::new("/"),
+            &format!(
+                "docker image inspect strata-tree:{tree} --format '{{{{len .RootFS.Layers}}}}'"
+            ),
+        )
+        .trim()
+        .to_string()
+    };
+    assert_eq!(layers(&output(&r, "tools#1")), "2");
+    assert_eq!(layers(&output(&r, "tools#2")), "3");
+
+    // With those images gone and a fresh store, they are made again and
+    // every step gives the same tree.
+    let again = workspace(LAYERED);
+    for t in ["tools#1", "tools#2"] {
+        sh(
+            std::path::Path::new("/"),
+            &format!("docker rmi strata-tree:{}", output(&r, t)),
+        );
+    }
+    let r2 = again.build_ok(&[]);
+    for t in ["tools#1", "tools#2", "tools"] {
+        assert_eq!(output(&r, t), output(&r2, t), "{t}");
+    }
+}
+
 #[test]
 fn a_cache_mount_persists_across_builds_and_is_not_keyed() {
     if !docker_available() {

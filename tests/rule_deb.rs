@@ -194,6 +194,50 @@ fn the_version_can_come_from_git_describe() {
 }
 
 #[test]
+fn git_describe_without_tags_or_outside_git_is_explicit() {
+    let git = "git -c user.name=t -c user.email=t@example.com";
+    let with_describe = |ws: &Ws| {
+        let yaml = ws.read("BUILD.yaml").replace(
+            "    conffiles:",
+            "    version: git-describe\n    conffiles:",
+        );
+        ws.write("BUILD.yaml", &yaml);
+    };
+    // A workspace that is no git checkout: a configuration error at the
+    // field, not a made-up version.
+    let ws = workspace();
+    with_describe(&ws);
+    let r = ws.build_fails(&[], 2);
+    assert!(
+        r.stderr.contains("cannot use `git describe`") && r.stderr.contains("not a git repository"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("BUILD.yaml:"), "{}", r.stderr);
+    assert!(r.stderr.contains("git checkout"), "{}", r.stderr);
+
+    // A fresh clone of a repository without tags: the abbreviated commit,
+    // as a Debian version (`0~g<commit>`, sorting before any tagged one,
+    // even when the commit starts with a digit).
+    let origin = workspace();
+    with_describe(&origin);
+    sh(
+        origin.path(),
+        &format!("git init -q && {git} add -A && {git} commit -qm init"),
+    );
+    let commit = sh(origin.path(), "git rev-parse --short HEAD");
+    let ws = Ws::new();
+    sh(
+        ws.path(),
+        &format!("git clone -q {} .", origin.path().display()),
+    );
+    ws.build_ok(&[]);
+    let deb = format!("out/package/hello_0~g{}_all.deb", commit.trim());
+    let version = sh(ws.path(), &format!("dpkg-deb --field {deb} Version"));
+    assert_eq!(version, format!("0~g{commit}"));
+}
+
+#[test]
 fn deb_mistakes_are_reported_where_they_are_written() {
     let ws = workspace();
     let yaml = ws

@@ -47,6 +47,9 @@ targets:
       - {type: systemd, service: files/app.service, enable: true}
       - {type: symlink, target: /usr/bin/hi, link: /usr/local/bin/hello}
       - {type: device, path: /dev/console, kind: char, major: 5, minor: 1, mode: "0600"}
+      - {type: directory, target: /tmp, chmod: "1777"}
+      - {type: directory, target: /usr/bin, chmod: "0750", chown: "0:10"}
+      - {type: directory, target: /var/empty}
     remove: [/usr/share/doc, /not/there]
   image:
     rule: archive
@@ -109,6 +112,24 @@ fn a_rootfs_keeps_modes_owners_links_and_devices() {
         "{listing}"
     );
     assert!(line(&listing, "etc/hostname").starts_with("-rw-r--r-- 0/0"));
+    // Folders without a source: made empty, or an existing one's mode and
+    // owner changed with its contents kept.
+    assert!(
+        line(&listing, "tmp/").starts_with("drwxrwxrwt 0/0"),
+        "{listing}"
+    );
+    assert!(
+        line(&listing, "var/empty/").starts_with("drwxr-xr-x 0/0"),
+        "{listing}"
+    );
+    assert!(
+        line(&listing, "usr/bin/").starts_with("drwxr-x--- 0/10"),
+        "{listing}"
+    );
+    assert!(
+        line(&listing, "usr/bin/hi").starts_with("-rwxr-xr-x 0/0"),
+        "{listing}"
+    );
     assert!(line(&listing, "usr/share/").starts_with("drwxr-xr-x"));
     assert!(!listing.contains("usr/share/doc"), "{listing}");
 

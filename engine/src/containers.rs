@@ -246,7 +246,11 @@ pub fn copy_step(
         source_date_epoch: 0,
         dep_keys: Default::default(),
     };
-    stage::copy_into(&ctx, parent, copy).map_err(rule_failure)
+    let output = stage::copy_into(&ctx, parent, copy).map_err(rule_failure)?;
+    if let Some(p) = parent {
+        docker::remember_base(output, p);
+    }
+    Ok(output)
 }
 
 /// A `run` step of a stage: the command in a container whose root file
@@ -309,11 +313,22 @@ pub async fn stage_run(
         finished.container.remove().await.map_err(docker_failure)?;
         return Ok(Err(Failure::Exit(code as i32)));
     }
-    let exported = finished
+    // Read from the overlay's upper folder when the engine is local: only
+    // what the step changed; the same tree as an export, which is the way
+    // for any other engine.
+    let exported = match finished
         .container
-        .export_tree(store.cas())
+        .changes_on(store.cas(), &base)
         .await
-        .map_err(docker_failure)?;
+        .map_err(docker_failure)?
+    {
+        Some(tree) => tree,
+        None => finished
+            .container
+            .export_tree(store.cas())
+            .await
+            .map_err(docker_failure)?,
+    };
     let injected: Vec<String> = finished.container.injected_paths().to_vec();
     finished.container.remove().await.map_err(docker_failure)?;
     let (s, p) = (store.clone(), base);
@@ -323,6 +338,9 @@ pub async fn stage_run(
     .await
     .map_err(|e| Failure::Io(e.to_string()))?
     .map_err(docker_failure)?;
+    // The next step starts from this tree: the engine can then make its
+    // image as this step's base plus the changes.
+    docker::remember_base(output, base);
     Ok(Ok(output))
 }
 

@@ -5,6 +5,14 @@
 //! then stops cleanly; its data-root becomes the output tree, with owners,
 //! modes and overlay whiteout devices kept. Docker writes random IDs and
 //! times there, so the rule is declared non-reproducible.
+//!
+//! References the data-root must resolve (a compose file's `image:`s) are
+//! added before it is captured: tags through the engine (`docker tag`),
+//! digest references (`name@sha256:<hex>`) into Docker's reference store,
+//! `image/<driver>/repositories.json`, once the engine has stopped. `docker
+//! load` records only tags; `docker pull` by digest records exactly such an
+//! entry (repository -> reference -> image ID), which is what `docker run`
+//! and compose look a digest reference up in.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -173,6 +181,7 @@ pub async fn build(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    let mut ids: Vec<(String, String)> = Vec::new();
     for name in &params.images {
         let layout = deps
             .iter()
@@ -195,12 +204,33 @@ pub async fn build(
                     &log,
                 )
             })?;
+        ids.push((name.clone(), image.config.sha256.clone()));
+    }
+    let id_of = |image: &str| {
+        ids.iter()
+            .find(|(n, _)| n == image)
+            .map(|(_, id)| id.clone())
+            .expect("references name loaded images")
+    };
+    for r in params.references.iter().filter(|r| !r.is_digest()) {
+        docker::tag(&engine, &id_of(&r.image), &r.reference)
+            .await
+            .map_err(|e| fail(Failure::Rule(e.to_string()), Some(&scratch), &log))?;
     }
     drop(engine);
     daemon
         .stop()
         .await
         .map_err(|f| fail(f, Some(&scratch), &log))?;
+    let digests: Vec<(String, String)> = params
+        .references
+        .iter()
+        .filter(|r| r.is_digest())
+        .map(|r| (r.reference.clone(), id_of(&r.image)))
+        .collect();
+    if !digests.is_empty() {
+        record_digests(&data, &digests).map_err(|f| fail(f, Some(&scratch), &log))?;
+    }
     let output = capture(store, &data)
         .await
         .map_err(|f| fail(f, Some(&scratch), &log))?;
@@ -240,4 +270,134 @@ async fn capture(store: &Store, data: &Path) -> Result<Digest, Failure> {
         )));
     }
     tree.map_err(|e| Failure::Rule(format!("reading the data-root: {e}")))
+}
+
+/// Adds `name@sha256:<hex>` -> image ID entries to the reference store of
+/// the stopped engine's data-root (`image/<driver>/repositories.json`), as
+/// `docker pull name@sha256:<hex>` would have.
+fn record_digests(data: &Path, digests: &[(String, String)]) -> Result<(), Failure> {
+    let io = |what: &str, e: &dyn std::fmt::Display| Failure::Io(format!("{what}: {e}"));
+    let image = data.join("image");
+    let mut drivers: Vec<_> = std::fs::read_dir(&image)
+        .map_err(|e| io("reading the data-root's image folder", &e))?
+        .filter_map(Result::ok)
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.path())
+        .collect();
+    drivers.sort();
+    let [driver] = drivers.as_slice() else {
+        return Err(Failure::Rule(format!(
+            "the data-root has {} storage drivers' image stores; expected one",
+            drivers.len()
+        )));
+    };
+    let path = driver.join("repositories.json");
+    let mut store: serde_json::Value = match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| io("reading Docker's repositories.json", &e))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => serde_json::json!({}),
+        Err(e) => return Err(io("reading Docker's repositories.json", &e)),
+    };
+    let repositories = store
+        .as_object_mut()
+        .ok_or_else(|| Failure::Rule("Docker's repositories.json is not an object".into()))?
+        .entry("Repositories")
+        .or_insert_with(|| serde_json::json!({}));
+    for (reference, id) in digests {
+        let familiar = familiar(reference);
+        let (name, _) = familiar.rsplit_once('@').expect("a digest reference");
+        let repo = repositories
+            .as_object_mut()
+            .ok_or_else(|| Failure::Rule("Docker's repositories.json is malformed".into()))?
+            .entry(name.to_string())
+            .or_insert_with(|| serde_json::json!({}));
+        repo.as_object_mut()
+            .ok_or_else(|| Failure::Rule("Docker's repositories.json is malformed".into()))?
+            .insert(familiar.clone(), serde_json::Value::String(id.clone()));
+    }
+    let bytes = serde_json::to_vec(&store).expect("JSON serializes");
+    std::fs::write(&path, bytes).map_err(|e| io("writing Docker's repositories.json", &e))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| io("writing Docker's repositories.json", &e))
+}
+
+/// A reference as Docker's reference store keys it (its "familiar" form):
+/// Docker Hub's `docker.io/` and `library/` prefixes dropped, any other
+/// registry kept.
+fn familiar(reference: &str) -> String {
+    let first = reference.split('/').next().unwrap_or("");
+    let has_host = reference.contains('/')
+        && (first.contains('.') || first.contains(':') || first == "localhost");
+    let rest = match first {
+        "docker.io" | "index.docker.io" => &reference[first.len() + 1..],
+        _ if has_host => return reference.to_string(),
+        _ => reference,
+    };
+    match rest.strip_prefix("library/") {
+        Some(r) if !r.split('@').next().unwrap_or("").contains('/') => r.to_string(),
+        _ => rest.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_are_keyed_in_their_familiar_form() {
+        let d = format!("sha256:{}", "a".repeat(64));
+        assert_eq!(
+            familiar(&format!("127.0.0.1:5000/hello@{d}")),
+            format!("127.0.0.1:5000/hello@{d}")
+        );
+        assert_eq!(
+            familiar(&format!("docker.io/library/nginx@{d}")),
+            format!("nginx@{d}")
+        );
+        assert_eq!(
+            familiar(&format!("library/nginx@{d}")),
+            format!("nginx@{d}")
+        );
+        assert_eq!(
+            familiar(&format!("docker.io/me/app@{d}")),
+            format!("me/app@{d}")
+        );
+        assert_eq!(
+            familiar(&format!("localhost/app@{d}")),
+            format!("localhost/app@{d}")
+        );
+    }
+
+    #[test]
+    fn digest_references_join_the_reference_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let driver = dir.path().join("image/overlay2");
+        std::fs::create_dir_all(&driver).unwrap();
+        std::fs::write(
+            driver.join("repositories.json"),
+            r#"{"Repositories":{"app/web":{"app/web:1":"sha256:1111"}}}"#,
+        )
+        .unwrap();
+        let d = format!("sha256:{}", "b".repeat(64));
+        record_digests(
+            dir.path(),
+            &[
+                (format!("127.0.0.1:5000/db@{d}"), "sha256:2222".into()),
+                (format!("docker.io/library/redis@{d}"), "sha256:3333".into()),
+            ],
+        )
+        .unwrap();
+        let store: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(driver.join("repositories.json")).unwrap())
+                .unwrap();
+        assert_eq!(
+            store,
+            serde_json::json!({"Repositories": {
+                "app/web": {"app/web:1": "sha256:1111"},
+                "127.0.0.1:5000/db": {format!("127.0.0.1:5000/db@{d}"): "sha256:2222"},
+                "redis": {format!("redis@{d}"): "sha256:3333"},
+            }})
+        );
+    }
 }

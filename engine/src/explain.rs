@@ -135,6 +135,7 @@ pub fn explain(opts: &ExplainOptions, observer: &dyn Observer) -> Result<Explana
             .collect();
         let action = key::of_work(
             store.function(),
+            store.cas(),
             &job.name,
             &job.work,
             sandboxed,

@@ -33,6 +33,16 @@ pub struct KeyedAction {
 
 /// The input root: `work/<source>` and `deps/<name>` (by output digest).
 fn input_root(sources: &[SourceFile], deps: &[(String, Digest)]) -> TreeBuilder {
+    let nodes = deps
+        .iter()
+        .map(|(name, d)| (name.clone(), Node::Stored(*d)))
+        .collect();
+    input_root_of(sources, nodes)
+}
+
+/// The input root with each dependency as given: a whole output, or only
+/// the paths read from it (see `narrow`).
+fn input_root_of(sources: &[SourceFile], deps: Vec<(String, Node)>) -> TreeBuilder {
     let mut root = TreeBuilder::new();
     root.insert(layout::WORK, Node::Dir(TreeBuilder::new()))
         .expect("fresh tree");
@@ -45,8 +55,8 @@ fn input_root(sources: &[SourceFile], deps: &[(String, Digest)]) -> TreeBuilder 
         )
         .expect("source paths are clean and distinct");
     }
-    for (name, output) in deps {
-        root.insert(&format!("{}/{name}", layout::DEPS), Node::Stored(*output))
+    for (name, node) in deps {
+        root.insert(&format!("{}/{name}", layout::DEPS), node)
             .expect("dependency names are distinct");
     }
     root
@@ -86,35 +96,35 @@ pub fn key(
     )
 }
 
-/// The action of a built-in rule's target.
+/// The action of a built-in rule's target; `deps` as `narrow` gives them.
 pub fn key_builtin(
     function: DigestFunction,
     rule: &Builtin,
     source_date_epoch: &Text,
     sources: &[SourceFile],
-    deps: &[(String, Digest)],
+    deps: Vec<(String, Node)>,
     dep_keys: &BTreeMap<String, Digest>,
 ) -> KeyedAction {
     finish(
         function,
         rule.keyed_command(&source_date_epoch.keyed, dep_keys),
-        input_root(sources, deps),
+        input_root_of(sources, deps),
         |cmd, root| rule.action(cmd, root),
     )
 }
 
 /// The action of a stage step: its command, the parent tree (a dependency)
-/// and the step's own sources and dependencies.
+/// and the step's own sources and dependencies (as `narrow` gives them).
 pub fn key_stage(
     function: DigestFunction,
     step: &StageStep,
     sources: &[SourceFile],
-    deps: &[(String, Digest)],
+    deps: Vec<(String, Node)>,
 ) -> KeyedAction {
     finish(
         function,
         step.keyed_command(),
-        input_root(sources, deps),
+        input_root_of(sources, deps),
         |cmd, root| step.action(cmd, root),
     )
 }
@@ -144,8 +154,11 @@ pub fn key_data_root(
 }
 
 /// The action of any work: what the scheduler keys before each lookup.
+/// `cas` holds the dependencies' outputs, for the paths read from them.
+#[allow(clippy::too_many_arguments)]
 pub fn of_work(
     function: DigestFunction,
+    cas: &Cas,
     name: &str,
     work: &crate::scheduler::Work,
     sandboxed: bool,
@@ -159,8 +172,14 @@ pub fn of_work(
         Work::Builtin {
             rule,
             source_date_epoch,
-        } => key_builtin(function, rule, source_date_epoch, sources, deps, dep_keys),
-        Work::Stage { step, .. } => key_stage(function, step, sources, deps),
+        } => {
+            let deps = crate::narrow::dependency_nodes(cas, work, deps);
+            key_builtin(function, rule, source_date_epoch, sources, deps, dep_keys)
+        }
+        Work::Stage { step, .. } => {
+            let deps = crate::narrow::dependency_nodes(cas, work, deps);
+            key_stage(function, step, sources, deps)
+        }
         Work::ImagePull(pull) => key_pull(function, pull),
         Work::DataRoot(params) => key_data_root(function, params, deps),
     }

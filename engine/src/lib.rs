@@ -28,6 +28,7 @@ pub mod keyinfo;
 pub mod load;
 pub mod manifest;
 pub mod materialize;
+pub mod narrow;
 pub mod platforms;
 pub mod records;
 pub mod registry;

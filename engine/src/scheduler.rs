@@ -300,6 +300,7 @@ impl Task {
         let sandboxed = matches!(shared.isolation, Isolation::Sandbox { .. });
         let keyed = key::of_work(
             function,
+            shared.store.cas(),
             &self.name,
             &self.work,
             sandboxed,

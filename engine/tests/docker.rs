@@ -734,3 +734,147 @@ async fn an_export_is_the_parent_tree_plus_the_steps_changes() {
         "kept\n"
     );
 }
+
+/// What a step can do to a root file system, for comparing captures.
+const EVERY_KIND_OF_CHANGE: &str = "set -e
+echo new > /newfile
+echo more >> /data/keep
+chmod 4755 /data/keep
+chown 1000:1000 /data/mode
+chmod 600 /data/mode
+rm /data/gone
+rm -r /olddir
+rm -r /replace && mkdir /replace && echo z > /replace/z
+rm /file2dir && mkdir /file2dir && echo in > /file2dir/in
+rm -r /dir2file && echo f > /dir2file
+ln -s /newfile /newlink
+rm /link && ln -s elsewhere /link
+mkfifo /fifo
+mknod /zero2 c 1 5
+mkdir -p /deep/er/est && echo d > /deep/er/est/f
+ln /newfile /hard
+mkdir /emptydir
+chmod 700 /etc
+touch /strata/work/mounted
+mkdir -p /build && echo built > /build/out
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlay_changes_on_the_parent_tree_equal_an_export() {
+    if !docker_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
+    let cas = store.cas();
+    let root = dir.path().join("root");
+    mini_rootfs(&root);
+    for tool in ["chmod", "chown", "ln", "mkfifo", "mknod"] {
+        let src = ["/bin", "/usr/bin"]
+            .iter()
+            .map(|d| Path::new(d).join(tool))
+            .find(|p| p.exists())
+            .unwrap_or_else(|| panic!("no {tool} on this machine"));
+        std::fs::copy(&src, root.join("bin").join(tool)).unwrap();
+    }
+    for (path, content) in [
+        ("data/keep", "keep\n"),
+        ("data/mode", "mode\n"),
+        ("data/gone", "gone\n"),
+        ("olddir/a", "a\n"),
+        ("replace/x", "x\n"),
+        ("file2dir", "file\n"),
+        ("dir2file/y", "y\n"),
+    ] {
+        let p = root.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+    }
+    std::os::unix::fs::symlink("/data/keep", root.join("link")).unwrap();
+    std::fs::write(
+        root.join("etc/unique"),
+        format!("{:?} {}", Instant::now(), std::process::id()),
+    )
+    .unwrap();
+    let parent = rootfs_tree(&store, dir.path(), &root);
+    let _shared = GATE.read().await;
+    let engine = engine().await;
+    let image = Image {
+        id: docker::ensure_tree_image(&engine, cas, &parent)
+            .await
+            .unwrap(),
+    };
+    let work = tempfile::tempdir().unwrap();
+    let spec = ContainerSpec {
+        workdir: "/build".into(),
+        mounts: vec![Mount {
+            host: work.path().to_path_buf(),
+            target: "/strata/work".into(),
+            read_only: false,
+        }],
+        ..sh(&image.id, EVERY_KIND_OF_CHANGE)
+    };
+    let logs = Logs::new();
+    let finished = docker::run(&engine, &spec, logs.sink()).await.unwrap();
+    assert_eq!(finished.exit_code, 0, "{}", logs.stderr());
+    let injected = finished.container.injected_paths().to_vec();
+    let from_upper = finished
+        .container
+        .changes_on(cas, &parent)
+        .await
+        .unwrap()
+        .expect("this engine uses overlay2 on this machine");
+    let exported = finished.container.export_tree(cas).await.unwrap();
+    finished.container.remove().await.unwrap();
+    let a = docker::restore_injected(cas, &parent, &from_upper, &injected).unwrap();
+    let b = docker::restore_injected(cas, &parent, &exported, &injected).unwrap();
+    if a != b {
+        let listing = |d: &Digest| -> Vec<String> {
+            tree::walk(cas, d)
+                .unwrap()
+                .into_iter()
+                .map(|(p, e)| format!("{p} {e:?}"))
+                .collect()
+        };
+        let (la, lb) = (listing(&a), listing(&b));
+        let only_a: Vec<_> = la.iter().filter(|l| !lb.contains(l)).collect();
+        let only_b: Vec<_> = lb.iter().filter(|l| !la.contains(l)).collect();
+        let root = |d: &Digest| TreeBuilder::load(cas, d).unwrap().meta();
+        panic!(
+            "overlay changes and export differ:\nupper only: {only_a:#?}\nexport only: {only_b:#?}\nroots: {:?} {:?}",
+            root(&a),
+            root(&b)
+        );
+    }
+    let listed: Vec<String> = tree::walk(cas, &a)
+        .unwrap()
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
+    for present in [
+        "newfile",
+        "replace/z",
+        "file2dir/in",
+        "dir2file",
+        "fifo",
+        "zero2",
+        "deep/er/est/f",
+        "hard",
+        "emptydir",
+        "build/out",
+    ] {
+        assert!(
+            listed.iter().any(|p| p == present),
+            "{present} missing: {listed:#?}"
+        );
+    }
+    for absent in [
+        "data/gone",
+        "olddir",
+        "replace/x",
+        "dir2file/y",
+        "strata/work/mounted",
+    ] {
+        assert!(!listed.iter().any(|p| p == absent), "{absent} is there");
+    }
+}

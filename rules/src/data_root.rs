@@ -13,12 +13,39 @@ const DATA_ROOT_SALT: &[u8] = b"strata/docker-data-root/v1";
 pub struct DataRootParams {
     /// Targets whose outputs are image layouts, in load order.
     pub images: Vec<String>,
+    /// References the data-root must resolve, each naming one of `images`:
+    /// a tag (`name:tag`, applied with `docker tag`) or a digest reference
+    /// (`name@sha256:<hex>`, recorded in Docker's reference store as
+    /// `docker pull` would), so `docker run` and compose find the image by
+    /// that name without pulling.
+    pub references: Vec<DataRootRef>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DataRootRef {
+    /// One of [`DataRootParams::images`].
+    pub image: String,
+    /// `name:tag` or `name@sha256:<hex>`, as written.
+    pub reference: String,
+}
+
+impl DataRootRef {
+    /// Whether this is a digest reference (`name@sha256:...`), which Docker
+    /// cannot tag and which is written into its reference store instead.
+    pub fn is_digest(&self) -> bool {
+        self.reference.contains('@')
+    }
 }
 
 impl DataRootParams {
     pub fn keyed_command(&self) -> reapi::Command {
         let mut arguments = vec!["strata-docker-data-root".to_string()];
         arguments.extend(self.images.iter().cloned());
+        // Appended only when present, so the keys of data-roots without
+        // references stay what they were.
+        for r in &self.references {
+            arguments.push(format!("--reference={}={}", r.image, r.reference));
+        }
         reapi::Command {
             arguments,
             ..Default::default()

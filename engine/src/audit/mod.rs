@@ -504,6 +504,7 @@ fn check_references(
             .collect();
         let keyed = crate::key::of_work(
             store.function(),
+            store.cas(),
             &job.name,
             &job.work,
             sandboxed,

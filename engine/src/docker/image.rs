@@ -16,7 +16,7 @@ use strata_rules::builtin::tarball::TarOptions;
 use strata_store::{Cas, Digest};
 
 use super::error::status;
-use super::{DockerError, Engine, upload};
+use super::{DockerError, Engine, layered, upload};
 
 /// The repository of images made from trees: `strata-tree:<tree digest hex>`.
 pub const TREE_REPOSITORY: &str = "strata-tree";
@@ -43,20 +43,7 @@ pub async fn ensure_layout(
     if image_id_of(engine, image_id).await?.is_some() {
         return Ok(());
     }
-    let (body, writer) = upload::tree_tar(cas, *layout_tree, TarOptions::default());
-    let request = async {
-        let options = ImportImageOptions {
-            quiet: true,
-            ..Default::default()
-        };
-        let mut answers = engine.long().import_image_stream(options, body, None);
-        while let Some(answer) = answers.next().await {
-            answer.map_err(DockerError::api(what.as_str()))?;
-        }
-        Ok(())
-    }
-    .await;
-    upload::finish(request, writer, &what).await?;
+    load_archive(engine, cas, layout_tree, &what).await?;
     match image_id_of(engine, image_id).await? {
         Some(_) => Ok(()),
         None => Err(DockerError::refused(
@@ -66,6 +53,30 @@ pub async fn ensure_layout(
     }
 }
 
+/// Streams the stored tree `archive` (a docker-archive: `manifest.json` and
+/// the files it names) to `docker load`.
+pub(super) async fn load_archive(
+    engine: &Engine,
+    cas: &Cas,
+    archive: &Digest,
+    what: &str,
+) -> Result<(), DockerError> {
+    let (body, writer) = upload::tree_tar(cas, *archive, TarOptions::default());
+    let request = async {
+        let options = ImportImageOptions {
+            quiet: true,
+            ..Default::default()
+        };
+        let mut answers = engine.long().import_image_stream(options, body, None);
+        while let Some(answer) = answers.next().await {
+            answer.map_err(DockerError::api(what))?;
+        }
+        Ok(())
+    }
+    .await;
+    upload::finish(request, writer, what).await
+}
+
 /// Makes an image whose root file system is exactly the stored tree
 /// `rootfs_tree` and returns its image ID. The image is tagged
 /// `strata-tree:<tree digest hex>` and reused while that tag exists;
@@ -73,6 +84,11 @@ pub async fn ensure_layout(
 ///
 /// The image has no configuration (no entrypoint, environment or user): a
 /// container of it runs exactly what its [`ContainerSpec`](super::ContainerSpec) says.
+///
+/// A tree a stage step made in this process (see [`remember_base`]) whose
+/// base the engine holds becomes that image plus one layer of the changes,
+/// as `docker build` adds a layer per step: the engine then unpacks the
+/// changes only, not the whole root file system again.
 pub async fn ensure_tree_image(
     engine: &Engine,
     cas: &Cas,
@@ -85,6 +101,19 @@ pub async fn ensure_tree_image(
     let _held = lock.lock().await;
     if let Some(id) = image_id_of(engine, &reference).await? {
         return Ok(id);
+    }
+    if let Some(base) = base_of(rootfs_tree)
+        && let Some(layers) = layers_of(engine, &tree_reference(&base)).await?
+    {
+        match layered::load(engine, cas, &base, layers, rootfs_tree, &reference).await {
+            Ok(()) => {
+                if let Some(id) = image_id_of(engine, &reference).await? {
+                    return Ok(id);
+                }
+            }
+            // The whole tree still makes a correct image, only slower.
+            Err(e) => tracing::debug!("{what}: as a layer on {}: {e}", base.hex()),
+        }
     }
     refuse_whiteouts(cas, rootfs_tree, &what).await?;
     let (body, writer) = upload::tree_tar(cas, *rootfs_tree, TarOptions::default());
@@ -177,6 +206,32 @@ pub async fn ensure_pinned(engine: &Engine, reference: &str) -> Result<(), Docke
     }
 }
 
+/// Tags the image `image_id` as `reference` (`name:tag`; `name` alone is
+/// `name:latest`).
+pub async fn tag(engine: &Engine, image_id: &str, reference: &str) -> Result<(), DockerError> {
+    let what = format!("tagging {image_id} as {reference}");
+    let (repo, tag) = split_tag(reference);
+    let options = bollard::query_parameters::TagImageOptions {
+        repo: Some(repo.to_string()),
+        tag: Some(tag.to_string()),
+    };
+    engine
+        .quick()
+        .tag_image(image_id, Some(options))
+        .await
+        .map_err(DockerError::api(what.as_str()))
+}
+
+/// `name:tag` as (`name`, `tag`); the tag is `latest` when absent (a `:`
+/// before the last `/` belongs to a registry's port).
+pub fn split_tag(reference: &str) -> (&str, &str) {
+    let last = reference.rsplit('/').next().unwrap_or(reference);
+    match last.rsplit_once(':') {
+        Some((_, tag)) => (&reference[..reference.len() - tag.len() - 1], tag),
+        None => (reference, "latest"),
+    }
+}
+
 /// The ID of the image `reference` names, or `None` if the engine has none.
 pub(crate) async fn image_id_of(
     engine: &Engine,
@@ -184,6 +239,42 @@ pub(crate) async fn image_id_of(
 ) -> Result<Option<String>, DockerError> {
     match engine.quick().inspect_image(reference).await {
         Ok(image) => Ok(Some(image.id.unwrap_or_else(|| reference.to_string()))),
+        Err(e) if status(&e) == Some(404) => Ok(None),
+        Err(e) => Err(DockerError::api(format!("inspecting image {reference}"))(e)),
+    }
+}
+
+fn tree_reference(tree: &Digest) -> String {
+    format!("{TREE_REPOSITORY}:{}", tree.hex())
+}
+
+/// Trees made by a stage step in this process from a parent tree: output ->
+/// parent. Only a hint for [`ensure_tree_image`]; losing it costs time.
+static BASES: LazyLock<Mutex<HashMap<Digest, Digest>>> = LazyLock::new(Default::default);
+
+/// Records that `tree` is `base` plus a step's changes.
+pub fn remember_base(tree: Digest, base: Digest) {
+    if tree != base {
+        BASES
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(tree, base);
+    }
+}
+
+fn base_of(tree: &Digest) -> Option<Digest> {
+    BASES
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(tree)
+        .copied()
+}
+
+/// The layer diff IDs of an image the engine holds, or `None` if it has
+/// none by that name.
+async fn layers_of(engine: &Engine, reference: &str) -> Result<Option<Vec<String>>, DockerError> {
+    match engine.quick().inspect_image(reference).await {
+        Ok(image) => Ok(image.root_fs.and_then(|r| r.layers)),
         Err(e) if status(&e) == Some(404) => Ok(None),
         Err(e) => Err(DockerError::api(format!("inspecting image {reference}"))(e)),
     }
@@ -212,6 +303,20 @@ fn lock_for(key: &str) -> ImageLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tags_split_after_the_registry_port() {
+        assert_eq!(split_tag("app/web:1.0"), ("app/web", "1.0"));
+        assert_eq!(
+            split_tag("127.0.0.1:5000/web"),
+            ("127.0.0.1:5000/web", "latest")
+        );
+        assert_eq!(
+            split_tag("127.0.0.1:5000/web:2"),
+            ("127.0.0.1:5000/web", "2")
+        );
+        assert_eq!(split_tag("web"), ("web", "latest"));
+    }
 
     #[test]
     fn image_ids_are_sha256_digests_only() {

@@ -29,13 +29,17 @@ mod container;
 mod error;
 mod export;
 mod image;
+mod layered;
 mod logs;
 mod upload;
+mod upper;
 
 pub use cleanup::{reap_stale, remove_all};
 pub use connect::{Engine, connect, connect_to};
 pub use container::{ContainerHandle, ContainerSpec, Finished, Mount, run};
 pub use error::DockerError;
 pub use export::{INJECTED, restore_injected};
-pub use image::{TREE_REPOSITORY, ensure_layout, ensure_pinned, ensure_tree_image};
+pub use image::{
+    TREE_REPOSITORY, ensure_layout, ensure_pinned, ensure_tree_image, remember_base, split_tag, tag,
+};
 pub use logs::{LogSink, LogStream};

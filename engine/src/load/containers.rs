@@ -619,7 +619,10 @@ impl Loader {
             outs: Vec::new(),
             output_digest: None,
             hidden: false,
-            kind: Kind::DataRoot(DataRootParams { images }),
+            kind: Kind::DataRoot(DataRootParams {
+                images,
+                references: Vec::new(),
+            }),
         })
     }
 }

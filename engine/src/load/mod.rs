@@ -3,6 +3,7 @@
 //! Every check that can be made without touching sources happens here, and
 //! every failure is a [`ConfigError`] pointing at the offending token.
 
+mod compose;
 mod containers;
 pub mod diag;
 mod includes;
@@ -142,6 +143,7 @@ pub fn load(build_file: &Path, options: &LoadOptions) -> Result<Workspace, Vec<C
         sources: Sources::default(),
         errors: Vec::new(),
         seen_files: BTreeSet::new(),
+        compose_checks: Vec::new(),
         off: BTreeMap::new(),
     };
     let mut pending: Vec<Pending> = Vec::new();
@@ -206,6 +208,7 @@ pub fn load(build_file: &Path, options: &LoadOptions) -> Result<Workspace, Vec<C
             targets.insert(t.name.clone(), t);
         }
     }
+    loader.check_compose_images(&targets);
     loader.check_switched_off_references(&targets);
     if !loader.errors.is_empty() {
         return Err(loader.errors);
@@ -225,6 +228,8 @@ struct Loader {
     sources: Sources,
     errors: Vec<ConfigError>,
     seen_files: BTreeSet<PathBuf>,
+    /// Image targets of `docker-compose` components, checked after loading.
+    compose_checks: Vec<compose::ImageCheck>,
     /// Switched-off target names and where their condition is written.
     off: BTreeMap<String, Loc>,
 }
@@ -733,20 +738,17 @@ impl Loader {
             _ => {}
         }
         if raw.rule.value != "run" {
-            return self
-                .builtin_target(
-                    raw,
-                    ids,
-                    name,
-                    dir,
-                    vars,
-                    source_date_epoch,
-                    srcs,
-                    deps,
-                    errors_before,
-                )
-                .into_iter()
-                .collect();
+            return self.builtin_target(
+                raw,
+                ids,
+                name,
+                dir,
+                vars,
+                source_date_epoch,
+                srcs,
+                deps,
+                errors_before,
+            );
         }
         for (field, value) in raw.builtin_fields() {
             let e = self.at().error(
@@ -1021,7 +1023,7 @@ impl Loader {
         srcs: Vec<Located<String>>,
         mut deps: Vec<Located<String>>,
         errors_before: usize,
-    ) -> Option<Target> {
+    ) -> Vec<Target> {
         let rule = raw.rule.value.as_str();
         let rule_loc = ids.at(&raw.rule);
         let accepted: &[&str] = builtin::RULES
@@ -1086,8 +1088,15 @@ impl Loader {
                 }
             }
         }
+        // `docker-compose` components bring hidden targets of their own.
+        let hidden = match field_locs.get("components") {
+            Some(&loc) if rule == "rootfs" => {
+                self.compose_components(&mut fields, loc, ids, &name.value, &dir, vars)
+            }
+            _ => Vec::new(),
+        };
         if self.errors.len() > errors_before {
-            return None;
+            return Vec::new();
         }
         let parsed = match Builtin::parse(rule, fields) {
             Ok(b) => b,
@@ -1105,7 +1114,7 @@ impl Loader {
                     .at()
                     .error(loc, format!("{what}{}", e.message), "here", Some(help));
                 self.errors.push(err);
-                return None;
+                return Vec::new();
             }
         };
         // Targets a rule reads are dependencies even when `deps` omits them.
@@ -1119,7 +1128,8 @@ impl Loader {
                 deps.push(Located { value: input, loc });
             }
         }
-        Some(Target {
+        let mut targets = hidden;
+        targets.push(Target {
             name: name.value,
             loc: name.loc,
             dir,
@@ -1129,30 +1139,46 @@ impl Loader {
             output_digest: None,
             hidden: false,
             kind: Kind::Builtin(parsed, source_date_epoch.clone()),
-        })
+        });
+        targets
     }
 }
 
-/// `git describe --tags --always --dirty` of the workspace, as a Debian
-/// version (Debian versions start with a digit: a bare hash gets `0~`).
+/// `git describe --tags --dirty` of the workspace, as a Debian version
+/// (`v1.2.0-3-gabc1234` gives `1.2.0-3-gabc1234`; a tag not starting with a
+/// digit gets `0~`). Without any tag it is the abbreviated commit,
+/// `0~g<commit>[-dirty]`, which sorts before every tagged version (a bare
+/// commit that happens to start with a digit is never taken for one).
 fn git_describe(root: &Path) -> Result<String, String> {
-    let out = std::process::Command::new("git")
-        .args(["describe", "--tags", "--always", "--dirty"])
-        .current_dir(root)
-        .output()
-        .map_err(|e| format!("cannot run git: {e}"))?;
+    let describe = |args: &[&str]| {
+        std::process::Command::new("git")
+            .arg("describe")
+            .args(args)
+            .current_dir(root)
+            .output()
+            .map_err(|e| format!("cannot run git: {e}"))
+    };
+    let out = describe(&["--tags", "--dirty"])?;
+    if out.status.success() {
+        let described = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .trim_start_matches('v')
+            .to_string();
+        return Ok(if described.starts_with(|c: char| c.is_ascii_digit()) {
+            described
+        } else {
+            format!("0~{described}")
+        });
+    }
+    // No tag (or no repository: then this fails too, and says so).
+    let out = describe(&["--always", "--dirty"])?;
     if !out.status.success() {
         return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
     }
-    let described = String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .trim_start_matches('v')
-        .to_string();
-    Ok(if described.starts_with(|c: char| c.is_ascii_digit()) {
-        described
-    } else {
-        format!("0~{described}")
-    })
+    Ok(format!(
+        "0~g{}",
+        String::from_utf8_lossy(&out.stdout).trim()
+    ))
 }
 
 /// `run` and the built-in rules.

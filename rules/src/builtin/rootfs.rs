@@ -12,9 +12,12 @@
 //!   components:
 //!     - {type: file, source: files/motd, target: /etc/motd, chmod: "0644", chown: "root:root"}
 //!     - {type: directory, source: files/conf, target: /etc/app, chmod: "0755", chown: "0:0"}
+//!     - {type: directory, target: /tmp, chmod: "1777"}   # an empty folder
 //!     - {type: systemd, service: files/app.service, enable: true}
 //!     - {type: symlink, target: /usr/bin/python3, link: /usr/bin/python}
 //!     - {type: device, path: /dev/console, kind: char, major: 5, minor: 1, mode: "0600"}
+//!     - {type: docker-compose, file: compose.yaml, target: /etc/app/compose.yaml,
+//!        images: {web: web-image}, data_root: /var/lib/docker}
 //!   remove: [/usr/share/doc]
 //! ```
 //! The tree starts as an empty root folder (0755 root:root). Layers are
@@ -25,6 +28,12 @@
 //! installed through a symlink. A `file` target ending in `/` keeps the
 //! source's name. Errors name the layer or component (`components[2]`) and
 //! its path.
+//!
+//! A `docker-compose` component is read by the engine at load time (see
+//! `engine::load::compose`), which hands this rule its resolved form: the
+//! compose file's text, where to install it, and a `docker-data-root`
+//! target (`preload`) holding the services' images, placed at `data_root`
+//! with the owners and modes Docker gave it.
 
 use serde::{Deserialize, Serialize};
 use strata_store::tree::{DeviceKind, Entry, Meta, Node, TreeBuilder, walk};
@@ -76,12 +85,15 @@ pub enum Component {
         chown: Owner,
     },
     /// Installs a folder's contents (files keep their executable bit: 0755
-    /// if executable, else `chmod`; folders get 0755).
+    /// if executable, else `chmod`, default 0644; folders get 0755). Without
+    /// `source`, makes the folder itself with mode `chmod` (default 0755),
+    /// keeping what a layer put in it: `/tmp` with 1777.
     Directory {
-        source: Source,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        source: Option<Source>,
         target: String,
-        #[serde(default = "file_mode")]
-        chmod: Mode,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        chmod: Option<Mode>,
         #[serde(default)]
         chown: Owner,
     },
@@ -105,6 +117,20 @@ pub enum Component {
         mode: Mode,
         #[serde(default)]
         chown: Owner,
+    },
+    /// A compose file and the Docker data-root holding its services'
+    /// images, in the form the engine resolves `{type: docker-compose,
+    /// file, images, ...}` to: the file's text (interpolated at load time)
+    /// and the target that preloads the images.
+    #[serde(rename = "docker-compose")]
+    DockerCompose {
+        /// The compose file's text, installed 0644 root:root at `target`.
+        compose: String,
+        target: String,
+        /// A `docker-data-root` target (a dependency).
+        preload: String,
+        /// Where the data-root goes (`/var/lib/docker`).
+        data_root: String,
     },
 }
 
@@ -135,10 +161,14 @@ impl Params {
         for c in &self.components {
             match c {
                 Component::File { source, .. }
-                | Component::Directory { source, .. }
+                | Component::Directory {
+                    source: Some(source),
+                    ..
+                }
                 | Component::Systemd {
                     service: source, ..
                 } => v.extend(source.0.targets()),
+                Component::DockerCompose { preload, .. } => v.push(preload.clone()),
                 _ => {}
             }
         }
@@ -213,6 +243,7 @@ impl Component {
             Component::Systemd { service, .. } => ("systemd", String::from(service.clone())),
             Component::Symlink { link, .. } => ("symlink", link.clone()),
             Component::Device { path, .. } => ("device", path.clone()),
+            Component::DockerCompose { target, .. } => ("docker-compose", target.clone()),
         };
         format!("components[{i}] ({kind} `{path}`)")
     }
@@ -221,7 +252,16 @@ impl Component {
     fn check(&self) -> Result<(), String> {
         match self {
             Component::File { target, .. } => entry_path(target).map(drop),
-            Component::Directory { target, .. } => image_path(target).map(drop),
+            Component::Directory {
+                source: Some(_),
+                target,
+                ..
+            } => image_path(target).map(drop),
+            Component::Directory {
+                source: None,
+                target,
+                ..
+            } => entry_path(target).map(drop),
             Component::Systemd { .. } => Ok(()),
             Component::Symlink { target, link } => {
                 entry_path(link)?;
@@ -233,6 +273,19 @@ impl Component {
             Component::Device { path, kind, .. } => {
                 entry_path(path)?;
                 device_kind(kind).map(drop)
+            }
+            Component::DockerCompose {
+                target,
+                preload,
+                data_root,
+                ..
+            } => {
+                entry_path(target)?;
+                entry_path(data_root)?;
+                if preload.is_empty() || preload.contains(['/', ':', '\0']) {
+                    return Err(format!("`{preload}` is not a target"));
+                }
+                Ok(())
             }
         }
     }
@@ -282,13 +335,28 @@ fn apply(root: &mut TreeBuilder, ctx: &Ctx, c: &Component) -> Result<(), String>
             install(root, cas, &path, node)
         }
         Component::Directory {
-            source,
+            source: None,
+            target,
+            chmod,
+            chown,
+        } => {
+            let mut dir = TreeBuilder::new();
+            dir.set_meta(Some(Meta {
+                mode: chmod.map_or(0o755, |m| m.0),
+                uid: chown.uid,
+                gid: chown.gid,
+            }));
+            install(root, cas, &entry_path(target)?, Node::Dir(dir))
+        }
+        Component::Directory {
+            source: Some(source),
             target,
             chmod,
             chown,
         } => {
             let tree = ctx.tree(&source.0).map_err(|e| e.to_string())?;
             let base = image_path(target)?;
+            let file_mode = chmod.map_or(0o644, |m| m.0);
             let meta = |mode: u32| {
                 Some(Meta {
                     mode,
@@ -309,7 +377,7 @@ fn apply(root: &mut TreeBuilder, ctx: &Ctx, c: &Component) -> Result<(), String>
                     } => Node::File {
                         digest,
                         executable,
-                        meta: meta(if executable { 0o755 } else { chmod.0 }),
+                        meta: meta(if executable { 0o755 } else { file_mode }),
                     },
                     Entry::Symlink { target, .. } => Node::Symlink {
                         target,
@@ -387,6 +455,34 @@ fn apply(root: &mut TreeBuilder, ctx: &Ctx, c: &Component) -> Result<(), String>
                 }),
             };
             install(root, cas, &entry_path(path)?, node)
+        }
+        Component::DockerCompose {
+            compose,
+            target,
+            preload,
+            data_root,
+        } => {
+            let digest = cas
+                .put_bytes(compose.as_bytes())
+                .map_err(|e| e.to_string())?;
+            let node = Node::File {
+                digest,
+                executable: false,
+                meta: Some(Meta {
+                    mode: 0o644,
+                    uid: 0,
+                    gid: 0,
+                }),
+            };
+            install(root, cas, &entry_path(target)?, node)?;
+            let from = From {
+                target: Some(preload.clone()),
+                path: String::new(),
+            };
+            let tree = ctx.tree(&from).map_err(|e| e.to_string())?;
+            let base = entry_path(data_root)?;
+            ensure_dir(root, cas, &base, ROOT_DIR)?;
+            root.overlay(cas, &base, &tree).map_err(|e| e.to_string())
         }
     }
 }
@@ -783,6 +879,79 @@ mod tests {
             err.contains("layers[0] (`app:bin/app`)") && err.contains("not a folder"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_compose_component_installs_its_file_and_the_preloaded_data_root() {
+        let f = Fixture::new();
+        let mut b = TreeBuilder::new();
+        let repos = f.cas().put_bytes(b"{}").unwrap();
+        let mut dir = TreeBuilder::new();
+        dir.set_meta(Some(Meta {
+            mode: 0o710,
+            uid: 0,
+            gid: 0,
+        }));
+        b.insert("deps/app#compose-0", Node::Dir(dir)).unwrap();
+        b.insert(
+            "deps/app#compose-0/image/overlay2/repositories.json",
+            Node::File {
+                digest: repos,
+                executable: false,
+                meta: Some(Meta {
+                    mode: 0o600,
+                    uid: 0,
+                    gid: 0,
+                }),
+            },
+        )
+        .unwrap();
+        b.insert(
+            "deps/app#compose-0/overlay2/l/.wh.x",
+            Node::Device {
+                kind: DeviceKind::Char,
+                major: 0,
+                minor: 0,
+                meta: None,
+            },
+        )
+        .unwrap();
+        let root = b.store(f.cas()).unwrap();
+        let out = f
+            .run(
+                json!({"components": [{
+                    "type": "docker-compose",
+                    "compose": "services: {}\n",
+                    "target": "/etc/app/compose.yaml",
+                    "preload": "app#compose-0",
+                    "data_root": "/var/lib/docker",
+                }]}),
+                root,
+            )
+            .unwrap();
+        let listing = f.listing(&out);
+        for line in [
+            "etc/app/compose.yaml 0644 0:0 \"services: {}\\n\"",
+            "var/lib/docker/ 0710 0:0",
+            "var/lib/docker/image/overlay2/repositories.json 0600 0:0 \"{}\"",
+            "var/lib/docker/overlay2/l/.wh.x char 0:0 -",
+        ] {
+            assert!(listing.contains(&line.to_string()), "{line}: {listing:?}");
+        }
+        let Builtin::Rootfs(p) = parse(json!({"components": [{
+            "type": "docker-compose", "compose": "", "target": "/c.yaml",
+            "preload": "app#compose-0", "data_root": "/var/lib/docker",
+        }]}))
+        .unwrap() else {
+            unreachable!()
+        };
+        assert_eq!(p.inputs(), ["app#compose-0"]);
+        let e = parse(json!({"components": [{
+            "type": "docker-compose", "compose": "", "target": "/c.yaml",
+            "preload": "app", "data_root": "/",
+        }]}))
+        .unwrap_err();
+        assert!(e.message.contains("root folder"), "{}", e.message);
     }
 
     #[test]

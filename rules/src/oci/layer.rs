@@ -105,7 +105,7 @@ fn diff_dir(
                 }
                 insert(&mut out, &name, Node::Stored(digest))?;
             }
-            (_, now) => insert(&mut out, &name, node(now))?,
+            (_, now) => insert(&mut out, &name, Node::from(now))?,
         }
     }
     Ok(out.store(cas)?)
@@ -199,13 +199,13 @@ impl Applier<'_> {
                 }
                 other => {
                     kept.remove(&name);
-                    nodes.insert(name, node(other));
+                    nodes.insert(name, Node::from(other));
                 }
             }
         }
         let mut out = TreeBuilder::new();
         for (name, e) in kept {
-            insert(&mut out, &name, node(e))?;
+            insert(&mut out, &name, Node::from(e))?;
         }
         for (name, n) in nodes {
             insert(&mut out, &name, n)?;
@@ -305,34 +305,6 @@ fn unpack_layer(cas: &Cas, layer: &Blob, diff_id: &str) -> Result<Digest, Builti
 /// The entries of one stored folder, by name.
 fn entries(cas: &Cas, dir: &Digest) -> Result<BTreeMap<String, Entry>, BuiltinError> {
     Ok(list(cas, dir)?.into_iter().collect())
-}
-
-/// A walked entry as a node of a tree being assembled.
-fn node(e: Entry) -> Node {
-    match e {
-        Entry::File {
-            digest,
-            executable,
-            meta,
-        } => Node::File {
-            digest,
-            executable,
-            meta,
-        },
-        Entry::Symlink { target, meta } => Node::Symlink { target, meta },
-        Entry::Device {
-            kind,
-            major,
-            minor,
-            meta,
-        } => Node::Device {
-            kind,
-            major,
-            minor,
-            meta,
-        },
-        Entry::Dir { digest, .. } => Node::Stored(digest),
-    }
 }
 
 fn kind(e: &Entry) -> &'static str {

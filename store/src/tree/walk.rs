@@ -31,6 +31,38 @@ pub enum Entry {
     },
 }
 
+impl From<Entry> for super::Node {
+    /// A walked entry as a node of a tree being assembled: the same entry,
+    /// a folder by its stored digest.
+    fn from(e: Entry) -> super::Node {
+        use super::Node;
+        match e {
+            Entry::File {
+                digest,
+                executable,
+                meta,
+            } => Node::File {
+                digest,
+                executable,
+                meta,
+            },
+            Entry::Symlink { target, meta } => Node::Symlink { target, meta },
+            Entry::Device {
+                kind,
+                major,
+                minor,
+                meta,
+            } => Node::Device {
+                kind,
+                major,
+                minor,
+                meta,
+            },
+            Entry::Dir { digest, .. } => Node::Stored(digest),
+        }
+    }
+}
+
 /// Reads a stored directory record and checks it is canonical and safe.
 pub fn read_directory(cas: &Cas, digest: &Digest) -> Result<reapi::Directory> {
     let dir: reapi::Directory = cas.get_message(digest, "a directory")?;

@@ -130,7 +130,7 @@ impl Gen<'_> {
                 Some(Entry::Dir { digest, .. }) if roll < 60 => {
                     Some(Node::Stored(self.mutate(digest, depth + 1)))
                 }
-                Some(e) => Some(node(e.clone())),
+                Some(e) => Some(Node::from(e.clone())),
             };
             if let Some(n) = n {
                 b.insert(name, n).unwrap();

@@ -1,0 +1,77 @@
+//! A tree image as its base's image plus one layer: a docker-archive whose
+//! manifest names the base's layers (which the engine holds, so their files
+//! are left out: `docker load` skips layers it has) and one new layer with
+//! the changes, whiteouts included.
+
+use strata_rules::builtin::tarball::{TarOptions, write_tree};
+use strata_rules::oci::BlobSink;
+use strata_rules::oci::layer::diff;
+use strata_store::tree::{Node, TreeBuilder};
+use strata_store::{Cas, Digest};
+
+use super::{DockerError, Engine};
+
+const LAYER_MEDIA_TYPE: &str = "application/vnd.oci.image.layer.v1.tar";
+
+/// Loads `tree` as the image `reference`: the layers `base_layers` (diff
+/// IDs of the engine's image of `base`) and the changes from `base`.
+pub(super) async fn load(
+    engine: &Engine,
+    cas: &Cas,
+    base: &Digest,
+    base_layers: Vec<String>,
+    tree: &Digest,
+    reference: &str,
+) -> Result<(), DockerError> {
+    let what = format!("loading tree {} as a layer on {}", tree.hex(), base.hex());
+    let (c, b, t, r) = (cas.clone(), *base, *tree, reference.to_string());
+    let archive = tokio::task::spawn_blocking(move || archive(&c, &b, base_layers, &t, &r))
+        .await
+        .map_err(|e| DockerError::refused(what.as_str(), e.to_string()))?
+        .map_err(|e| DockerError::refused(what.as_str(), e))?;
+    super::image::load_archive(engine, cas, &archive, &what).await
+}
+
+/// The docker-archive as a stored tree: `manifest.json`, the config and
+/// the new layer's tar.
+fn archive(
+    cas: &Cas,
+    base: &Digest,
+    base_layers: Vec<String>,
+    tree: &Digest,
+    reference: &str,
+) -> Result<Digest, String> {
+    let changes = diff(cas, base, tree).map_err(|e| e.to_string())?;
+    let sink = BlobSink::new(cas).map_err(|e| e.to_string())?;
+    let layer = write_tree(cas, &changes, sink, &TarOptions::default())
+        .and_then(|w| w.finish(LAYER_MEDIA_TYPE))
+        .map_err(|e| e.to_string())?;
+    let mut diff_ids = base_layers;
+    diff_ids.push(layer.sha256.clone());
+    let file_of = |diff_id: &str| format!("{}/layer.tar", diff_id.trim_start_matches("sha256:"));
+    let config = serde_json::json!({
+        "architecture": crate::platforms::host_architecture(),
+        "os": "linux",
+        "config": {},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    });
+    let manifest = serde_json::json!([{
+        "Config": "config.json",
+        "RepoTags": [reference],
+        "Layers": diff_ids.iter().map(|d| file_of(d)).collect::<Vec<_>>(),
+    }]);
+    let put = |v: &serde_json::Value| {
+        cas.put_bytes(v.to_string().as_bytes())
+            .map(|d| Node::file(d, false))
+            .map_err(|e| e.to_string())
+    };
+    let mut out = TreeBuilder::new();
+    for (path, node) in [
+        (file_of(&layer.sha256), Node::file(layer.stored, false)),
+        ("config.json".to_string(), put(&config)?),
+        ("manifest.json".to_string(), put(&manifest)?),
+    ] {
+        out.insert(&path, node).map_err(|e| e.to_string())?;
+    }
+    out.store(cas).map_err(|e| e.to_string())
+}

@@ -1,0 +1,465 @@
+//! examples/appliance, end to end: a Debian root file system with a
+//! docker-compose component (one service built by Strata, one pulled from a
+//! local registry by digest), made into an ext4 image, bundled with a flash
+//! script, flashed onto a loop device and booted by a fresh dockerd with no
+//! registry reachable; and the services' .deb.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::docker::{Registry, docker_available, mini_rootfs};
+use common::{Ws, sh};
+
+const GIT: &str = "git -c user.name=t -c user.email=t@example.com";
+
+fn copy_example(ws: &Ws) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/appliance");
+    sh(
+        ws.path(),
+        &format!("cp -a {}/. . && rm -rf out", src.display()),
+    );
+}
+
+/// The pulled service's image: a mini root file system that sleeps.
+fn agent_image(tag: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    mini_rootfs(&dir.path().join("root"));
+    sh(
+        dir.path(),
+        &format!(
+            "tar -C root -c . | docker import -c 'CMD [\"/bin/sleep\", \"1000000\"]' - {tag} >/dev/null"
+        ),
+    );
+    tag.to_string()
+}
+
+/// What to release when the test ends, last first: containers, a daemon,
+/// a mount, a loop device, whether the test passes or not.
+#[derive(Default)]
+struct Cleanup(Vec<Step>);
+
+enum Step {
+    Sh(String),
+    /// A dockerd (stopped with SIGTERM, then waited for) and its exec-root.
+    Daemon(std::process::Child, PathBuf),
+}
+
+impl Cleanup {
+    fn sh(&mut self, cmd: String) {
+        self.0.push(Step::Sh(cmd));
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        while let Some(step) = self.0.pop() {
+            match step {
+                Step::Sh(cmd) => {
+                    let _ = Command::new("sh").arg("-c").arg(cmd).status();
+                }
+                Step::Daemon(mut child, run) => {
+                    // SAFETY: kill(2) on a child we spawned and have not reaped.
+                    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+                    let deadline = Instant::now() + Duration::from_secs(30);
+                    while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    let netns = run.join("x/netns");
+                    let _ = Command::new("sh")
+                        .arg("-c")
+                        .arg(format!("umount {}/* 2>/dev/null", netns.display()))
+                        .status();
+                }
+            }
+        }
+    }
+}
+
+/// Starts a dockerd in its own network namespace (no route anywhere, as a
+/// device with no registry in reach) on `data_root`; returns its socket.
+fn boot_dockerd(run: &Path, data_root: &Path, cleanup: &mut Cleanup) -> String {
+    let sock = run.join("d.sock");
+    let log = std::fs::File::create(run.join("dockerd.log")).unwrap();
+    let child = Command::new("unshare")
+        .args(["--net", "dockerd"])
+        .arg("--data-root")
+        .arg(data_root)
+        .arg("--exec-root")
+        .arg(run.join("x"))
+        .arg("--pidfile")
+        .arg(run.join("pid"))
+        .arg("--host")
+        .arg(format!("unix://{}", sock.display()))
+        .args(["--bridge=none", "--iptables=false", "--ip-masq=false"])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    cleanup.0.push(Step::Daemon(child, run.to_path_buf()));
+    let host = format!("unix://{}", sock.display());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !Command::new("docker")
+        .args(["-H", &host, "info"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the booted dockerd did not answer:\n{}",
+            std::fs::read_to_string(run.join("dockerd.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    host
+}
+
+#[test]
+fn the_appliance_is_built_flashed_and_starts_its_services_without_a_registry() {
+    if !docker_available() {
+        return;
+    }
+    // The pulled service, pushed to a local registry and pinned by digest.
+    let registry = Registry::start(None);
+    let agent = agent_image("strata-test/appliance-agent:1");
+    let digest = registry.push(&agent, "appliance/agent", "1");
+    let _ = Command::new("docker").args(["rmi", "-f", &agent]).output();
+    let registry_host = registry.host();
+    let agent_ref = format!("{registry_host}/appliance/agent@{digest}");
+
+    let ws = Ws::new();
+    copy_example(&ws);
+    sh(
+        ws.path(),
+        &format!(
+            "git init -q && {GIT} add -A && {GIT} commit -qm init && {GIT} tag -a v1.2.0 -m v1.2.0"
+        ),
+    );
+    let vars = [
+        "--var".to_string(),
+        format!("registry={}", registry.host()),
+        "--var".to_string(),
+        format!("agent_digest={digest}"),
+    ];
+    let vars: Vec<&str> = vars.iter().map(String::as_str).collect();
+    let r = ws.build_ok(&vars);
+    assert!(r.executed().contains(&"bundle".to_string()));
+    // From here on, no registry exists.
+    drop(registry);
+    assert!(
+        ws.build_ok(&vars).executed().is_empty(),
+        "a second build is a no-op"
+    );
+
+    // The rootfs: the components, and the compose file with the digest.
+    let compose = ws.read("out/rootfs/etc/appliance/compose.yaml");
+    assert!(
+        compose.contains(&format!("image: {agent_ref}\n")),
+        "{compose}"
+    );
+    assert!(compose.contains("image: appliance/web:1\n"), "{compose}");
+    let repos = ws.read("out/rootfs/var/lib/docker/image/overlay2/repositories.json");
+    assert!(repos.contains(&format!("\"{agent_ref}\"")), "{repos}");
+    assert!(repos.contains("\"appliance/web:1\""), "{repos}");
+
+    // The .deb: version from `git describe`, the services' files, the
+    // postinst that loads, pulls and starts them.
+    let deb = ws
+        .path()
+        .join("out/package/appliance-services_1.2.0_amd64.deb");
+    let fields = sh(
+        ws.path(),
+        &format!(
+            "dpkg-deb --field {} Package Version Architecture Depends",
+            deb.display()
+        ),
+    );
+    assert_eq!(
+        fields,
+        "Package: appliance-services\nVersion: 1.2.0\nArchitecture: amd64\nDepends: docker.io | docker-ce\n"
+    );
+    let info = sh(ws.path(), &format!("dpkg-deb -I {}", deb.display()));
+    assert!(info.contains(" postinst"), "{info}");
+    assert!(info.contains(" conffiles"), "{info}");
+    let contents = sh(ws.path(), &format!("dpkg-deb -c {}", deb.display()));
+    for (mode, path) in [
+        ("-rw-r--r-- root/root", "./etc/appliance/compose.yaml"),
+        ("-rwxr-xr-x root/root", "./usr/lib/appliance/compose"),
+        (
+            "-rw-r--r-- root/root",
+            "./lib/systemd/system/appliance.service",
+        ),
+        (
+            "-rw-r--r-- root/root",
+            "./usr/share/appliance/images/web.tar",
+        ),
+    ] {
+        assert!(
+            contents
+                .lines()
+                .any(|l| l.starts_with(mode) && l.ends_with(path)),
+            "{path}: {contents}"
+        );
+    }
+    let control = ws.path().join("control");
+    sh(
+        ws.path(),
+        &format!("dpkg-deb -e {} {}", deb.display(), control.display()),
+    );
+    // The postinst, with a `docker` that has the compose plugin and then
+    // one that lacks it (docker-compose takes over).
+    let postinst = |plugin: bool| -> String {
+        let stubs = tempfile::tempdir().unwrap();
+        let log = stubs.path().join("log");
+        let version_status = if plugin { 0 } else { 1 };
+        std::fs::write(
+            stubs.path().join("docker"),
+            format!(
+                "#!/bin/sh\necho \"docker $*\" >> {log}\n[ \"$1 $2\" = \"compose version\" ] && exit {version_status}\nexit 0\n",
+                log = log.display()
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            stubs.path().join("docker-compose"),
+            format!(
+                "#!/bin/sh\necho \"docker-compose $*\" >> {}\n",
+                log.display()
+            ),
+        )
+        .unwrap();
+        sh(stubs.path(), "chmod +x docker docker-compose");
+        sh(
+            stubs.path(),
+            &format!(
+                "PATH={}:/usr/bin:/bin sh {}/postinst configure",
+                stubs.path().display(),
+                control.display()
+            ),
+        );
+        std::fs::read_to_string(log).unwrap()
+    };
+    let f = "-p appliance -f /etc/appliance/compose.yaml";
+    assert_eq!(
+        postinst(true),
+        format!(
+            "docker load -i /usr/share/appliance/images/web.tar\n\
+             docker compose version\ndocker compose {f} pull --ignore-pull-failures\n\
+             docker compose version\ndocker compose {f} up -d\n"
+        )
+    );
+    assert_eq!(
+        postinst(false),
+        format!(
+            "docker load -i /usr/share/appliance/images/web.tar\n\
+             docker compose version\ndocker-compose {f} pull --ignore-pull-failures\n\
+             docker compose version\ndocker-compose {f} up -d\n"
+        )
+    );
+
+    // The bundle verifies itself, and a corrupted copy is refused.
+    let bundle = ws.path().join("out/bundle/appliance-flash.run");
+    let check = sh(ws.path(), &format!("{} --check", bundle.display()));
+    assert!(check.contains("intact"), "{check}");
+    let corrupt = ws.path().join("corrupt.run");
+    std::fs::copy(&bundle, &corrupt).unwrap();
+    let mut bytes = std::fs::read(&corrupt).unwrap();
+    let at = bytes.len() - 1000;
+    bytes[at] ^= 0xff;
+    std::fs::write(&corrupt, bytes).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let refused_file = scratch.path().join("refused.img");
+    let out = Command::new("sh")
+        .arg(&corrupt)
+        .args(["--", refused_file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a corrupted bundle ran");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("corrupt"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!refused_file.exists(), "a corrupted bundle wrote its image");
+
+    // Flashing onto a loop device gives a clean file system with the files.
+    // (`run`, the booted dockerd's folder, outlives the cleanup.)
+    let run = tempfile::Builder::new()
+        .prefix("strata-appl")
+        .tempdir()
+        .unwrap();
+    let mut cleanup = Cleanup::default();
+    let backing = scratch.path().join("device.img");
+    sh(
+        scratch.path(),
+        &format!("truncate -s 320M {}", backing.display()),
+    );
+    let device = sh(
+        scratch.path(),
+        &format!("losetup -f --show {}", backing.display()),
+    )
+    .trim()
+    .to_string();
+    cleanup.sh(format!("losetup -d {device}"));
+    let flashed = sh(
+        scratch.path(),
+        &format!("{} --quiet -- {device}", bundle.display()),
+    );
+    assert!(
+        flashed.contains(&format!("verified: {device} holds the appliance image")),
+        "{flashed}"
+    );
+    sh(scratch.path(), &format!("e2fsck -fn {device}"));
+    let motd = sh(
+        scratch.path(),
+        &format!("debugfs -R 'cat /etc/motd' {device} 2>/dev/null"),
+    );
+    assert_eq!(motd, ws.read("files/motd"));
+    let mnt: PathBuf = scratch.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    sh(scratch.path(), &format!("mount {device} {}", mnt.display()));
+    cleanup.sh(format!("umount {}", mnt.display()));
+    let listing = sh(
+        &mnt,
+        "stat -c '%n %a %u:%g %F' etc/appliance/compose.yaml etc/appliance/conf.d/appliance.conf \
+         usr/lib/appliance/compose etc/systemd/system/appliance.service \
+         etc/systemd/system/multi-user.target.wants/appliance.service bin/sh",
+    );
+    assert_eq!(
+        listing,
+        "etc/appliance/compose.yaml 644 0:0 regular file\n\
+         etc/appliance/conf.d/appliance.conf 644 0:0 regular file\n\
+         usr/lib/appliance/compose 755 0:0 regular file\n\
+         etc/systemd/system/appliance.service 644 0:0 regular file\n\
+         etc/systemd/system/multi-user.target.wants/appliance.service 777 0:0 symbolic link\n\
+         bin/sh 777 0:0 symbolic link\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(mnt.join("etc/appliance/compose.yaml")).unwrap(),
+        compose
+    );
+
+    // A fresh dockerd on the flashed data-root, with no network: compose
+    // starts both services from what is preloaded, pulling nothing.
+    let host = boot_dockerd(run.path(), &mnt.join("var/lib/docker"), &mut cleanup);
+    let compose_file = mnt.join("etc/appliance/compose.yaml");
+    let compose_cmd = format!(
+        "DOCKER_HOST={host} docker-compose -p appliance -f {}",
+        compose_file.display()
+    );
+    cleanup.sh(format!("{compose_cmd} down -t 1"));
+    sh(run.path(), &format!("{compose_cmd} up -d"));
+    let agent_inspect = sh(
+        run.path(),
+        &format!("docker -H {host} image inspect --format '{{{{json .RepoDigests}}}}' {agent_ref}"),
+    );
+    assert!(agent_inspect.contains(&agent_ref), "{agent_inspect}");
+    let page = sh(
+        run.path(),
+        &format!(
+            "docker -H {host} exec appliance_web_1 /bin/busybox wget -qO- http://127.0.0.1:8080/"
+        ),
+    );
+    assert_eq!(page, ws.read("www/index.html"));
+    let running = sh(
+        run.path(),
+        &format!(
+            "docker -H {host} ps --filter status=running --format '{{{{.Names}}}} {{{{.Image}}}}' | sort"
+        ),
+    );
+    assert_eq!(
+        running,
+        format!(
+            "appliance_agent_1 {registry_host}/appliance/agent\nappliance_web_1 appliance/web:1\n"
+        ),
+    );
+}
+
+/// The example's compose file is checked at load time, with the place of
+/// each mistake (no Docker needed).
+#[test]
+fn compose_mistakes_are_reported_in_the_compose_file() {
+    let ws = Ws::new();
+    copy_example(&ws);
+    sh(
+        ws.path(),
+        &format!("git init -q && {GIT} add -A && {GIT} commit -qm init"),
+    );
+    let digest = format!("sha256:{}", "a".repeat(64));
+    let var = format!("agent_digest={digest}");
+    let args = ["--var", var.as_str()];
+
+    // A tag instead of a digest: not reproducible, refused.
+    let compose = ws.read("compose.yaml");
+    ws.write(
+        "compose.yaml",
+        &compose.replace("${registry}/appliance/agent@${agent_digest}", "redis:7"),
+    );
+    let r = ws.build_fails(&args, 2);
+    assert!(
+        r.stderr.contains(
+            "the image `redis:7` of service `agent` is neither built by Strata nor pinned by digest"
+        ),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("compose.yaml:14:12"), "{}", r.stderr);
+
+    // A service with no image.
+    ws.write(
+        "compose.yaml",
+        &compose.replace(
+            "    image: ${registry}/appliance/agent@${agent_digest}\n",
+            "",
+        ),
+    );
+    let r = ws.build_fails(&args, 2);
+    assert!(
+        r.stderr.contains("service `agent` has no `image:`"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("compose.yaml:12:3"), "{}", r.stderr);
+
+    // An unknown target building a service, in the included component.
+    ws.write("compose.yaml", &compose);
+    let component = ws.read("components/50-compose.yaml");
+    ws.write(
+        "components/50-compose.yaml",
+        &component.replace("{web: web-image}", "{web: web-imag}"),
+    );
+    let r = ws.build_fails(&args, 2);
+    assert!(
+        r.stderr
+            .contains("service `web` of `rootfs` is built by unknown target `web-imag`"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("components/50-compose.yaml:"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("did you mean `web-image`?"),
+        "{}",
+        r.stderr
+    );
+
+    // Without the digest variable, the compose file says what is missing.
+    ws.write("components/50-compose.yaml", &component);
+    let r = ws.build_fails(&[], 2);
+    assert!(
+        r.stderr.contains("unknown variable `agent_digest`"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("compose.yaml:14:"), "{}", r.stderr);
+}
