@@ -5,7 +5,10 @@
 #   build-packages.yaml   the build image's packages (compilers, autotools,
 #                         libssl-dev): build-debs, build-deb-*, build-base-rootfs
 #   qemu-packages.yaml    what qemu-img's build adds to them (meson, ninja,
-#                         python3, glib), only when require_qemu_img is true
+#                         python3, glib): qemu-build-debs, qemu-build-deb-*,
+#                         qemu-build-base-rootfs, on when require_qemu_img is
+#   images.yaml           (written by hand) the build images, with their
+#                         platform
 #   runtime-packages.yaml busybox-static (runtime-debs, runtime-deb-*)
 #   kernel-packages.yaml  the kernel package of linux-image-<arch> (kernel-debs)
 #                         and `kernel`, its /boot/vmlinuz-*
