@@ -221,6 +221,12 @@ fn include_patterns_take_variables() {
         "{}",
         r.stderr
     );
+    assert!(
+        r.stderr
+            .contains("patterns are relative to the root BUILD.yaml's folder"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]

@@ -549,10 +549,14 @@ impl Loader {
                         loc,
                         format!("include pattern `{}` matches no file", pattern.value),
                         "matches nothing",
-                        Some(format!(
-                            "patterns are relative to {}",
-                            self.display_name(dir)
-                        )),
+                        Some(match self.display_name(dir) {
+                            d if d.is_empty() => {
+                                "patterns are relative to the root BUILD.yaml's folder".into()
+                            }
+                            d => format!(
+                                "patterns are relative to `{d}`, the including file's folder"
+                            ),
+                        }),
                     );
                     self.errors.push(e);
                     continue;
