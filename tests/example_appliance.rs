@@ -453,8 +453,26 @@ fn compose_mistakes_are_reported_in_the_compose_file() {
         r.stderr
     );
 
-    // Without the digest variable, the compose file says what is missing.
+    // The image target switched off: the service cannot do without it.
     ws.write("components/50-compose.yaml", &component);
+    let build = ws.read("BUILD.yaml");
+    ws.write(
+        "BUILD.yaml",
+        &build.replace(
+            "  web-image:\n    rule: image\n",
+            "  web-image:\n    when: \"${with_web}\"\n    rule: image\n",
+        ),
+    );
+    let r = ws.build_fails(&["--var", var.as_str(), "--var", "with_web=false"], 2);
+    assert!(
+        r.stderr
+            .contains("service `web` of `rootfs` is built by `web-image`, which is switched off"),
+        "{}",
+        r.stderr
+    );
+    ws.write("BUILD.yaml", &build);
+
+    // Without the digest variable, the compose file says what is missing.
     let r = ws.build_fails(&[], 2);
     assert!(
         r.stderr.contains("unknown variable `agent_digest`"),

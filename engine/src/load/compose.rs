@@ -505,6 +505,21 @@ impl Loader {
                     );
                     self.errors.push(e);
                 }
+                None if self.off.contains_key(name.as_str()) => {
+                    let place = self.place(self.off[name.as_str()]);
+                    let e = self.at().error(
+                        check.target.loc,
+                        format!(
+                            "service `{}` of `{}` is built by `{name}`, which is switched off",
+                            check.service, check.rootfs
+                        ),
+                        "switched off",
+                        Some(format!(
+                            "`{name}` has a false `when:` at {place}; a service needs its image"
+                        )),
+                    );
+                    self.errors.push(e);
+                }
                 None => {
                     let hint = did_you_mean(name, targets.keys().map(String::as_str))
                         .unwrap_or_else(|| IMAGE_HINT.into());

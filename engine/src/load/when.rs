@@ -169,7 +169,7 @@ impl Loader {
         }
     }
 
-    fn place(&self, loc: Loc) -> String {
+    pub(super) fn place(&self, loc: Loc) -> String {
         self.at().error(loc, "", "", None).place.unwrap_or_default()
     }
 }
