@@ -27,20 +27,11 @@ fn copy_example(ws: &Ws) {
 /// Whether qemu-system-x86_64 can be run; in CI (STRATA_REQUIRE_DOCKER set,
 /// as for every container test) its absence fails the test.
 fn qemu_available() -> bool {
-    let ok = Command::new("qemu-system-x86_64")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        assert!(
-            std::env::var_os("STRATA_REQUIRE_DOCKER").is_none(),
-            "STRATA_REQUIRE_DOCKER is set but qemu-system-x86_64 is missing (scripts/test.sh installs qemu-system-x86)"
-        );
-        eprintln!("skipped: no qemu-system-x86_64");
-    }
-    ok
+    common::docker::runs(
+        "qemu-system-x86_64",
+        &["--version"],
+        "qemu-system-x86_64 is missing (scripts/test.sh installs qemu-system-x86)",
+    )
 }
 
 /// Boots `kernel` with `initrd` as the TinyIPA boot command does (serial

@@ -650,6 +650,28 @@ fn rootfs_tree(store: &Store, dir: &Path, root: &Path) -> Digest {
     extract::run(&params, &ctx).unwrap()
 }
 
+/// `root`, made unique to this run so no earlier image stands in for it, as
+/// a tree and as the engine's image of that tree.
+async fn tree_and_image(
+    store: &Store,
+    dir: &Path,
+    root: &Path,
+    engine: &Engine,
+) -> (Digest, Image) {
+    std::fs::write(
+        root.join("etc/unique"),
+        format!("{:?} {}", Instant::now(), std::process::id()),
+    )
+    .unwrap();
+    let parent = rootfs_tree(store, dir, root);
+    let image = Image {
+        id: docker::ensure_tree_image(engine, store.cas(), &parent)
+            .await
+            .unwrap(),
+    };
+    (parent, image)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_export_is_the_parent_tree_plus_the_steps_changes() {
     if !docker_available() {
@@ -660,19 +682,9 @@ async fn an_export_is_the_parent_tree_plus_the_steps_changes() {
     let cas = store.cas();
     let root = dir.path().join("root");
     mini_rootfs(&root);
-    std::fs::write(
-        root.join("etc/unique"),
-        format!("{:?} {}", Instant::now(), std::process::id()),
-    )
-    .unwrap();
-    let parent = rootfs_tree(&store, dir.path(), &root);
     let _shared = GATE.read().await;
     let engine = engine().await;
-    let image = Image {
-        id: docker::ensure_tree_image(&engine, cas, &parent)
-            .await
-            .unwrap(),
-    };
+    let (parent, image) = tree_and_image(&store, dir.path(), &root, &engine).await;
     let work = tempfile::tempdir().unwrap();
     let mounted = |script: &str| ContainerSpec {
         workdir: "/strata/work".into(),
@@ -791,19 +803,9 @@ async fn overlay_changes_on_the_parent_tree_equal_an_export() {
         std::fs::write(p, content).unwrap();
     }
     std::os::unix::fs::symlink("/data/keep", root.join("link")).unwrap();
-    std::fs::write(
-        root.join("etc/unique"),
-        format!("{:?} {}", Instant::now(), std::process::id()),
-    )
-    .unwrap();
-    let parent = rootfs_tree(&store, dir.path(), &root);
     let _shared = GATE.read().await;
     let engine = engine().await;
-    let image = Image {
-        id: docker::ensure_tree_image(&engine, cas, &parent)
-            .await
-            .unwrap(),
-    };
+    let (parent, image) = tree_and_image(&store, dir.path(), &root, &engine).await;
     let work = tempfile::tempdir().unwrap();
     let spec = ContainerSpec {
         workdir: "/build".into(),

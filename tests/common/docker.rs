@@ -14,8 +14,18 @@ use std::time::{Duration, Instant};
 /// `if !docker_available() { return; }`. With `STRATA_REQUIRE_DOCKER` set (as
 /// in CI) an unreachable engine fails the test instead of skipping it.
 pub fn docker_available() -> bool {
-    let ok = Command::new("docker")
-        .args(["info", "--format", "{{.ServerVersion}}"])
+    runs(
+        "docker",
+        &["info", "--format", "{{.ServerVersion}}"],
+        "no Docker Engine answers (run scripts/docker-up.sh)",
+    )
+}
+
+/// Whether `program args` succeeds; if not, the test skips (saying
+/// `missing`), or fails when `STRATA_REQUIRE_DOCKER` is set, as in CI.
+pub fn runs(program: &str, args: &[&str], missing: &str) -> bool {
+    let ok = Command::new(program)
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -23,9 +33,9 @@ pub fn docker_available() -> bool {
     if !ok {
         assert!(
             std::env::var_os("STRATA_REQUIRE_DOCKER").is_none(),
-            "STRATA_REQUIRE_DOCKER is set but no Docker Engine answers (run scripts/docker-up.sh)"
+            "STRATA_REQUIRE_DOCKER is set but {missing}"
         );
-        eprintln!("skipped: no Docker Engine (run scripts/docker-up.sh)");
+        eprintln!("skipped: {missing}");
     }
     ok
 }
