@@ -513,7 +513,7 @@ fn clean_command(file: PathBuf, out_dir: Option<PathBuf>) -> ExitCode {
             // a broken BUILD.yaml can still be cleaned after.
             let declared = strata_engine::load::load(&file, &Default::default())
                 .ok()
-                .and_then(|ws| ws.out_dir);
+                .map(|ws| ws.out_dir);
             declared.unwrap_or_else(|| {
                 file.parent()
                     .map(|p| p.join("out"))

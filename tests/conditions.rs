@@ -272,3 +272,20 @@ fn out_dir_holding_the_workspace_is_refused() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(fs::metadata(ws.path().join("BUILD.yaml")).is_ok());
 }
+
+#[test]
+fn explain_and_audit_leave_out_dir_out_of_the_sources_as_the_build_does() {
+    let ws = Ws::new();
+    ws.write("src/a.txt", "a\n");
+    ws.write(
+        "BUILD.yaml",
+        "out_dir: dist\ntargets:\n  all:\n    rule: run\n    srcs: [\"**\"]\n    cmd: cat src/a.txt > $OUT/a\n    outs: [a]\n",
+    );
+    ws.build_ok(&[]);
+    assert_eq!(ws.read("dist/all/a"), "a\n");
+    let r = ws.run(&["explain", "--json", "all"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json()["state"], "cached", "{}", r.stdout);
+    let r = ws.run(&["audit", "all"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+}

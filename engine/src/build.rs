@@ -162,11 +162,7 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
             gc::lock_path(&store).display()
         ))
     })?;
-    let out_dir = opts
-        .out_dir
-        .clone()
-        .or_else(|| ws.out_dir.clone())
-        .unwrap_or_else(|| ws.root.join("out"));
+    let out_dir = opts.out_dir.clone().unwrap_or_else(|| ws.out_dir.clone());
     let workspace_tag = workspace_tag(&ws.build_file);
 
     // Key phase, first half: expand and hash sources (the stat cache spares

@@ -90,7 +90,6 @@ pub fn explain(opts: &ExplainOptions, observer: &dyn Observer) -> Result<Explana
         observer.warn("waiting for `strata store gc` to finish")
     })
     .map_err(|e| BuildError::Environment(format!("cannot lock the store: {e}")))?;
-    let tag = build::workspace_tag(&ws.build_file);
     let records = records::read_all(&store.meta_dir(), &tag);
     // Keys are compared in the digest function the last build used (a
     // SHA-256 remote cache makes the whole build SHA-256).
@@ -108,8 +107,8 @@ pub fn explain(opts: &ExplainOptions, observer: &dyn Observer) -> Result<Explana
         .last()
         .map(|r| r.isolation == "sandbox")
         .unwrap_or(true);
-    let out_dir = ws.root.join("out");
-    let mut sources = build::hash_sources(&ws, &graph, &order, &store, &tag, &out_dir, observer)?;
+    let mut sources =
+        build::hash_sources(&ws, &graph, &order, &store, &tag, &ws.out_dir, observer)?;
     let jobs = build::plan_jobs(&ws, &graph, &order, &mut sources);
 
     let mut keyed: BTreeMap<NodeIndex, Keyed> = BTreeMap::new();

@@ -197,7 +197,7 @@ pub fn audit(opts: &AuditOptions, observer: Arc<dyn Observer>) -> Result<AuditRe
         observer.warn("waiting for `strata store gc` to finish with this store")
     })
     .map_err(|e| BuildError::Environment(format!("cannot lock the store: {e}")))?;
-    let out_dir = opts.out_dir.clone().unwrap_or_else(|| ws.root.join("out"));
+    let out_dir = opts.out_dir.clone().unwrap_or_else(|| ws.out_dir.clone());
 
     let names: Vec<String> = order
         .iter()

@@ -103,8 +103,9 @@ pub struct Workspace {
     /// Targets whose `when:` is false, with where the condition is written:
     /// not in the graph, but not unknown either.
     pub switched_off: BTreeMap<String, Loc>,
-    /// `out_dir:` of the root file, absolute.
-    pub out_dir: Option<PathBuf>,
+    /// Where outputs are materialized, absolute: `out_dir:` of the root
+    /// file, else `out/` beside it (`--out-dir` overrides it per command).
+    pub out_dir: PathBuf,
 }
 
 /// Inputs of loading besides the files.
@@ -210,6 +211,7 @@ pub fn load(build_file: &Path, options: &LoadOptions) -> Result<Workspace, Vec<C
     }
     loader.check_compose_images(&targets);
     loader.check_switched_off_references(&targets);
+    let out_dir = out_dir.unwrap_or_else(|| root.join("out"));
     if !loader.errors.is_empty() {
         return Err(loader.errors);
     }
