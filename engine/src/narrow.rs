@@ -85,7 +85,7 @@ fn strings_of(rule: &Builtin, out: &mut Vec<String>) {
             _ => {}
         }
     }
-    if let Ok(v) = serde_json::from_str::<serde_json::Value>(&rule.canonical()) {
+    if let Ok(v) = serde_json::to_value(rule) {
         walk(&v, out);
     }
 }
