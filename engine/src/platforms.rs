@@ -88,11 +88,10 @@ fn image_of(t: &Target) -> Option<&str> {
             ImageRef::Target(name) => Some(name),
             ImageRef::Pinned { .. } => None,
         },
-        // Only a stage's first step starts from the `from:` image; later
-        // steps start from the step before.
+        // Later steps start from the step before, which is no image.
         Kind::Stage {
             parent: Some(p), ..
-        } if !p.contains('#') => Some(p),
+        } => Some(p),
         _ => None,
     }
 }
