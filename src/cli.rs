@@ -114,6 +114,10 @@ enum StoreCommand {
         /// Exit 1 at once if a build is running, instead of waiting for it.
         #[arg(long = "no-wait")]
         no_wait: bool,
+        /// Also remove Strata's tree images (strata-tree:<digest>) from the
+        /// Docker Engine at DOCKER_HOST whose tree the store no longer holds.
+        #[arg(long = "docker")]
+        docker: bool,
         /// Print one JSON document.
         #[arg(long = "json")]
         json: bool,
@@ -552,6 +556,7 @@ fn store_command(command: StoreCommand) -> ExitCode {
             store,
             dry_run,
             no_wait,
+            docker,
             json,
         } => store_cmd::gc(
             store_dir(store),
@@ -559,6 +564,7 @@ fn store_command(command: StoreCommand) -> ExitCode {
                 max_bytes: max_size,
                 keep_builds,
                 dry_run,
+                docker,
             },
             !no_wait,
             json,

@@ -134,6 +134,17 @@ fn print_gc(r: &GcReport) {
         r.keep_builds,
         human(r.reachable.bytes),
     );
+    if let Some(t) = &r.tree_images {
+        let in_use = if t.in_use > 0 {
+            format!(", {} left because containers use them", t.in_use)
+        } else {
+            String::new()
+        };
+        println!(
+            "Docker Engine at {}: {verb} {} tree images whose tree is no longer stored; {} kept{in_use}",
+            t.host, t.removed, t.kept
+        );
+    }
     if r.over_limit {
         println!(
             "note: still above the limit: what the newest {} builds reach is never removed (lower --keep-builds to free more)",

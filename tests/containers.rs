@@ -7,8 +7,8 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::docker::{Registry, docker_available, mini_image, mini_rootfs};
-use common::{Ws, sh};
+use common::docker::{Dockerd, Registry, docker_available, mini_image, mini_rootfs};
+use common::{Run, Ws, sh};
 
 /// A workspace whose `base` target is an image made from a tiny root file
 /// system, followed by `rest` (more targets).
@@ -467,40 +467,9 @@ fn a_preloaded_data_root_boots_and_runs_its_image() {
             ws.path().join("out/shipped/var-lib-docker.tar").display()
         ),
     );
-    let sock = root.path().join("d.sock");
-    // In its own network namespace, as on a device: it must not touch the
-    // host engine's bridge.
-    let mut dockerd = Command::new("unshare")
-        .args(["--net", "dockerd"])
-        .arg("--data-root")
-        .arg(&data)
-        .arg("--exec-root")
-        .arg(root.path().join("x"))
-        .arg("--pidfile")
-        .arg(root.path().join("pid"))
-        .arg("--host")
-        .arg(format!("unix://{}", sock.display()))
-        .args(["--bridge=none", "--iptables=false", "--ip-masq=false"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let host = format!("unix://{}", sock.display());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !Command::new("docker")
-        .args(["-H", &host, "info"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap()
-        .success()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the booted dockerd did not answer"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    // As a device would, in its own network namespace.
+    let daemon = Dockerd::start(&data, root.path());
+    let host = daemon.host.clone();
     let images = sh(
         root.path(),
         &format!("docker -H {host} images --format '{{{{.Repository}}}}:{{{{.Tag}}}}'"),
@@ -511,8 +480,7 @@ fn a_preloaded_data_root_boots_and_runs_its_image() {
             "docker -H {host} run --rm --network none strata-test/preloaded:1 /bin/sh -c 'echo preloaded and running'"
         ),
     );
-    nix_kill(dockerd.id(), libc::SIGTERM);
-    let _ = dockerd.wait();
+    drop(daemon);
     assert!(
         images.lines().any(|l| l == "strata-test/preloaded:1"),
         "{images}"
@@ -640,4 +608,156 @@ fn image_pull_reads_registry_credentials_from_the_environment() {
     let _ = Command::new("docker")
         .args(["rmi", "-f", "strata-test/mini:auth"])
         .output();
+}
+
+/// `strata store gc --docker` removes the engine's tree images whose tree
+/// the store no longer holds, leaves the rest and other tags alone, never
+/// removes an image a container uses, and a build afterwards imports what
+/// it needs again.
+#[test]
+fn gc_with_docker_removes_the_tree_images_of_trees_no_longer_stored() {
+    if !docker_available() {
+        return;
+    }
+    // A dockerd of the test's own: the shared engine holds other tests'
+    // tree images, which this store does not hold.
+    let run = tempfile::Builder::new()
+        .prefix("strata-gcd")
+        .tempdir()
+        .unwrap();
+    let data = run.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let daemon = Dockerd::start(&data, run.path());
+    let host = daemon.host.clone();
+    let strata = |ws: &Ws, args: &[&str]| -> Run {
+        let r: Run = ws
+            .cmd(args)
+            .env("DOCKER_HOST", &host)
+            .output()
+            .unwrap()
+            .into();
+        assert_eq!(r.code, 0, "{args:?}:\n{}\n{}", r.stdout, r.stderr);
+        r
+    };
+    let docker = |script: &str| sh(run.path(), &format!("docker -H {host} {script}"));
+    let tree_images = || -> Vec<String> {
+        let mut tags: Vec<String> = docker("images strata-tree --format '{{.Tag}}'")
+            .lines()
+            .map(str::to_string)
+            .collect();
+        tags.sort();
+        tags
+    };
+    let stored = |ws: &Ws, hex: &str| {
+        std::fs::read_dir(ws.store.join("cas/blake3").join(&hex[..2])).is_ok_and(|d| {
+            d.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with(hex))
+        })
+    };
+    let ws = workspace(
+        "  tools:\n    rule: stage\n    from: base\n    steps:\n      - cmd: echo one > /a\n      - cmd: cat /a /a > /b\n      - cmd: cat /b > /c\n",
+    );
+    strata(&ws, &["build", "--json"]);
+    let first = tree_images();
+    assert!(first.len() >= 2, "{first:?}");
+    // Other tags of the same images are somebody else's: they stay.
+    for (i, tag) in first.iter().enumerate() {
+        docker(&format!("tag strata-tree:{tag} mine/kept:{i}"));
+    }
+
+    // Everything is still stored: nothing goes.
+    let r = strata(
+        &ws,
+        &["store", "gc", "--max-size", "10G", "--docker", "--json"],
+    );
+    let images = &r.json()["tree_images"];
+    assert_eq!(images["removed"], 0, "{images}");
+    assert_eq!(images["kept"], first.len(), "{images}");
+    assert_eq!(tree_images(), first);
+
+    // A second build replaces the steps; with one build kept and no room,
+    // the first build's step trees leave the store, and their images go.
+    ws.write(
+        "BUILD.yaml",
+        &ws.read("BUILD.yaml").replace("echo one", "echo two"),
+    );
+    strata(&ws, &["build", "--json"]);
+    let both = tree_images();
+    assert!(both.len() > first.len(), "{both:?}");
+    let gc_args = [
+        "store",
+        "gc",
+        "--max-size",
+        "0",
+        "--keep-builds",
+        "1",
+        "--docker",
+        "--json",
+    ];
+    let mut dry = gc_args.to_vec();
+    dry.push("--dry-run");
+    let would = strata(&ws, &dry).json()["tree_images"]["removed"].clone();
+    assert_eq!(tree_images(), both, "a dry run removed images");
+    let r = strata(&ws, &gc_args);
+    let images = r.json()["tree_images"].clone();
+    let left = tree_images();
+    assert_eq!(images["removed"], would, "{images}");
+    assert!(images["removed"].as_u64().unwrap() > 0, "{images}");
+    assert_eq!(
+        images["kept"].as_u64().unwrap() as usize + images["in_use"].as_u64().unwrap() as usize,
+        left.len(),
+        "{images} {left:?}"
+    );
+    for tag in &both {
+        assert_eq!(
+            left.contains(tag),
+            stored(&ws, tag),
+            "strata-tree:{tag} is in the engine iff its tree is in the store"
+        );
+    }
+    let others = docker("images mine/kept --format '{{.Tag}}'");
+    assert_eq!(
+        others.lines().count(),
+        first.len(),
+        "another tag of a removed image was touched: {others}"
+    );
+
+    // Back to the first version: its steps run again on re-imported images.
+    ws.write(
+        "BUILD.yaml",
+        &ws.read("BUILD.yaml").replace("echo two", "echo one"),
+    );
+    let again = strata(&ws, &["build", "--json"]);
+    assert_eq!(
+        again.executed(),
+        ["tools", "tools#1", "tools#2"],
+        "{}",
+        again.stdout
+    );
+    let second_only: Vec<&String> = left.iter().filter(|t| !first.contains(t)).collect();
+    assert!(!second_only.is_empty(), "{left:?}");
+    let mut expected: Vec<String> = first
+        .iter()
+        .chain(second_only.iter().copied())
+        .cloned()
+        .collect();
+    expected.sort();
+    assert_eq!(tree_images(), expected);
+
+    // Now the second version's images are doomed; a (stopped) container
+    // uses one of them, which stays.
+    let used = second_only[0];
+    docker(&format!(
+        "create --name gc-user strata-tree:{used} /bin/true"
+    ));
+    let images = strata(&ws, &gc_args).json()["tree_images"].clone();
+    assert_eq!(images["in_use"], 1, "{images}");
+    assert!(!stored(&ws, used));
+    let left = tree_images();
+    assert!(left.contains(used), "{left:?}");
+    for tag in expected.iter().filter(|t| *t != used) {
+        assert_eq!(left.contains(tag), stored(&ws, tag), "strata-tree:{tag}");
+    }
+    docker("rm gc-user");
+    drop(daemon);
 }

@@ -7,10 +7,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use common::docker::{Registry, docker_available, mini_rootfs};
+use common::docker::{Dockerd, Registry, docker_available, mini_rootfs};
 use common::{Ws, sh};
 
 const GIT: &str = "git -c user.name=t -c user.email=t@example.com";
@@ -43,8 +42,7 @@ struct Cleanup(Vec<Step>);
 
 enum Step {
     Sh(String),
-    /// A dockerd (stopped with SIGTERM, then waited for) and its exec-root.
-    Daemon(std::process::Child, PathBuf),
+    Daemon(Dockerd),
 }
 
 impl Cleanup {
@@ -60,65 +58,10 @@ impl Drop for Cleanup {
                 Step::Sh(cmd) => {
                     let _ = Command::new("sh").arg("-c").arg(cmd).status();
                 }
-                Step::Daemon(mut child, run) => {
-                    // SAFETY: kill(2) on a child we spawned and have not reaped.
-                    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-                    let deadline = Instant::now() + Duration::from_secs(30);
-                    while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                        std::thread::sleep(Duration::from_millis(100));
-                    }
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    let netns = run.join("x/netns");
-                    let _ = Command::new("sh")
-                        .arg("-c")
-                        .arg(format!("umount {}/* 2>/dev/null", netns.display()))
-                        .status();
-                }
+                Step::Daemon(daemon) => drop(daemon),
             }
         }
     }
-}
-
-/// Starts a dockerd in its own network namespace (no route anywhere, as a
-/// device with no registry in reach) on `data_root`; returns its socket.
-fn boot_dockerd(run: &Path, data_root: &Path, cleanup: &mut Cleanup) -> String {
-    let sock = run.join("d.sock");
-    let log = std::fs::File::create(run.join("dockerd.log")).unwrap();
-    let child = Command::new("unshare")
-        .args(["--net", "dockerd"])
-        .arg("--data-root")
-        .arg(data_root)
-        .arg("--exec-root")
-        .arg(run.join("x"))
-        .arg("--pidfile")
-        .arg(run.join("pid"))
-        .arg("--host")
-        .arg(format!("unix://{}", sock.display()))
-        .args(["--bridge=none", "--iptables=false", "--ip-masq=false"])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    cleanup.0.push(Step::Daemon(child, run.to_path_buf()));
-    let host = format!("unix://{}", sock.display());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !Command::new("docker")
-        .args(["-H", &host, "info"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap()
-        .success()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the booted dockerd did not answer:\n{}",
-            std::fs::read_to_string(run.join("dockerd.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    host
 }
 
 #[test]
@@ -348,7 +291,9 @@ fn the_appliance_is_built_flashed_and_starts_its_services_without_a_registry() {
 
     // A fresh dockerd on the flashed data-root, with no network: compose
     // starts both services from what is preloaded, pulling nothing.
-    let host = boot_dockerd(run.path(), &mnt.join("var/lib/docker"), &mut cleanup);
+    let daemon = Dockerd::start(&mnt.join("var/lib/docker"), run.path());
+    let host = daemon.host.clone();
+    cleanup.0.push(Step::Daemon(daemon));
     let compose_file = mnt.join("etc/appliance/compose.yaml");
     let compose_cmd = format!(
         "DOCKER_HOST={host} docker-compose -p appliance -f {}",

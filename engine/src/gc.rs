@@ -6,7 +6,9 @@
 //! [`Collector`] walks from there and evicts the rest least recently used
 //! first. Builds hold `<store>/meta/gc.lock` shared for their whole
 //! duration and `gc` takes it exclusively, so nothing a running build wrote
-//! (and has not recorded yet) is ever collected.
+//! (and has not recorded yet) is ever collected. With `--docker`, the Docker
+//! Engine's tree images of trees no longer stored go too (see
+//! [`docker::tree_images`]).
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -14,9 +16,10 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use strata_store::gc::{self as store_gc, Collector, Usage};
+use strata_store::gc::{self as store_gc, Collector, Plan, Usage};
 use strata_store::{Digest, DigestFunction, Store};
 
+use crate::docker;
 use crate::exec;
 use crate::records;
 
@@ -262,6 +265,9 @@ pub struct GcOptions {
     pub keep_builds: usize,
     /// Report what would go, remove nothing.
     pub dry_run: bool,
+    /// Also remove Strata's tree images from the Docker Engine
+    /// (`DOCKER_HOST`) whose tree the store no longer holds afterwards.
+    pub docker: bool,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -286,7 +292,25 @@ pub struct GcReport {
     pub reachable: Objects,
     /// The kept builds alone need more than `max_bytes`.
     pub over_limit: bool,
+    /// With `docker`: what became of Strata's tree images in the engine.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tree_images: Option<TreeImages>,
     pub errors: Vec<String>,
+}
+
+/// Strata's tree images (`strata-tree:<tree digest>`) in a Docker Engine,
+/// sorted by what `gc` did with them.
+#[derive(Debug, Default, Serialize)]
+pub struct TreeImages {
+    /// The engine's address.
+    pub host: String,
+    /// Their tree is gone from the store: removed (with `dry_run`, would
+    /// be, unless a container uses them).
+    pub removed: u64,
+    /// Their tree is still in the store.
+    pub kept: u64,
+    /// Their tree is gone, but a container (running or stopped) uses them.
+    pub in_use: u64,
 }
 
 /// Evicts what the newest `keep_builds` builds of every workspace do not
@@ -322,6 +346,17 @@ pub fn collect(store: &Store, opts: &GcOptions, _lock: &StoreLock) -> Result<GcR
         }
         swept.removed
     };
+    let tree_images = if opts.docker {
+        match prune_tree_images(&collector, &plan, opts.dry_run) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+        }
+    } else {
+        None
+    };
     let removed: Objects = removed_objects.into();
     let after = Objects::from(Usage {
         blobs: before.blobs.count - removed.blobs.count,
@@ -343,7 +378,51 @@ pub fn collect(store: &Store, opts: &GcOptions, _lock: &StoreLock) -> Result<GcR
         over_limit: after.bytes > opts.max_bytes,
         after,
         reachable,
+        tree_images,
         errors,
+    })
+}
+
+/// Removes the engine's tree images whose tree `plan` leaves out of the
+/// store: a step that needs one again imports its tree again, and a tree
+/// the store lost would be rebuilt before any step ran on it. An image a
+/// container uses stays. Images of trees another store still holds go too;
+/// that store imports them again when it needs them.
+fn prune_tree_images(
+    collector: &Collector,
+    plan: &Plan,
+    dry_run: bool,
+) -> Result<TreeImages, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the Docker client: {e}"))?;
+    runtime.block_on(async {
+        let engine = docker::connect().await.map_err(|e| e.to_string())?;
+        let mut images = TreeImages {
+            host: engine.host().to_string(),
+            ..TreeImages::default()
+        };
+        for image in docker::tree_images(&engine)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            let Some(tree) = Digest::from_hex(&image.tree_hex, 0) else {
+                continue;
+            };
+            if collector.holds_after(plan, &tree.hash) {
+                images.kept += 1;
+            } else if dry_run {
+                images.removed += 1;
+            } else {
+                match docker::remove_tree_image(&engine, &image.reference).await {
+                    Ok(docker::Removal::Removed) => images.removed += 1,
+                    Ok(docker::Removal::InUse) => images.in_use += 1,
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+        }
+        Ok(images)
     })
 }
 

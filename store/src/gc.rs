@@ -105,6 +105,7 @@ pub struct Collector {
 pub struct Plan {
     entries: Vec<Id>,
     blobs: Vec<Id>,
+    evicted: HashSet<Id>,
     /// What goes.
     pub removed: Usage,
     /// What stays.
@@ -180,6 +181,16 @@ impl Collector {
     /// records of older versions name objects by hash alone).
     pub fn blob_digest(&self, function: DigestFunction, hash: &[u8; 32]) -> Option<Digest> {
         self.blobs.get(&(function, *hash)).map(|b| b.digest)
+    }
+
+    /// Whether the blob with this hash (under any digest function, such as
+    /// a tree's root named by its hash alone) is still stored once `plan`
+    /// is swept.
+    pub fn holds_after(&self, plan: &Plan, hash: &[u8; 32]) -> bool {
+        self.stores.iter().any(|s| {
+            let id = (s.function(), *hash);
+            self.blobs.contains_key(&id) && !plan.evicted.contains(&id)
+        })
     }
 
     /// Everything in the store, per digest function.
@@ -284,6 +295,7 @@ impl Collector {
             } else {
                 let bytes = self.blobs[&id].bytes;
                 plan.blobs.push(id);
+                plan.evicted.insert(id);
                 plan.removed.blobs += 1;
                 plan.removed.blob_bytes += bytes;
                 total -= bytes;
@@ -569,6 +581,27 @@ mod tests {
         assert_eq!(after.usage(), plan.after);
         assert_eq!(after.usage(), c.kept());
         assert!(s.verify().is_clean());
+    }
+
+    #[test]
+    fn holds_after_tells_which_trees_a_plan_leaves() {
+        let (_d, s) = store();
+        let (key, output, _) = action(&s, "kept", "kept");
+        let (_, gone, _) = action(&s, "gone", "gone");
+        let mut c = Collector::scan(vec![s.clone()]);
+        c.keep_action(s.function(), &key.hash);
+        let nothing = c.plan(u64::MAX);
+        assert!(c.holds_after(&nothing, &output.hash) && c.holds_after(&nothing, &gone.hash));
+        let plan = c.plan(0);
+        assert!(c.holds_after(&plan, &output.hash));
+        assert!(!c.holds_after(&plan, &gone.hash));
+        assert!(!c.holds_after(&plan, &[7; 32]), "a hash never stored");
+        c.sweep(&plan);
+        assert_eq!(
+            s.cas().contains(&output),
+            c.holds_after(&plan, &output.hash)
+        );
+        assert_eq!(s.cas().contains(&gone), c.holds_after(&plan, &gone.hash));
     }
 
     #[test]

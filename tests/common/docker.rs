@@ -86,6 +86,84 @@ pub fn mini_image(tag: &str) -> String {
     .to_string()
 }
 
+/// A dockerd of the test's own, on a data-root the test chose: its own
+/// exec-root and socket under `run`, in its own network namespace (no route
+/// anywhere, as on a device, and the host engine's bridge untouched).
+/// Stopped (SIGTERM, then waited for) when dropped.
+pub struct Dockerd {
+    child: Child,
+    run: PathBuf,
+    /// `unix://<socket>`, for `docker -H` and `DOCKER_HOST`.
+    pub host: String,
+}
+
+impl Dockerd {
+    /// Starts the daemon and waits until it answers (its log is
+    /// `run/dockerd.log`).
+    pub fn start(data_root: &Path, run: &Path) -> Dockerd {
+        let sock = run.join("d.sock");
+        let log = run.join("dockerd.log");
+        let child = Command::new("unshare")
+            .args(["--net", "dockerd"])
+            .arg("--data-root")
+            .arg(data_root)
+            .arg("--exec-root")
+            .arg(run.join("x"))
+            .arg("--pidfile")
+            .arg(run.join("pid"))
+            .arg("--host")
+            .arg(format!("unix://{}", sock.display()))
+            .args(["--bridge=none", "--iptables=false", "--ip-masq=false"])
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("dockerd starts (scripts/docker-up.sh installs it)");
+        let daemon = Dockerd {
+            child,
+            run: run.to_path_buf(),
+            host: format!("unix://{}", sock.display()),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !Command::new("docker")
+            .args(["-H", &daemon.host, "info"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the test's dockerd did not answer:\n{}",
+                fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        daemon
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on a child we spawned and have not reaped.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // Network namespaces the daemon mounted for its containers.
+        let _ = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "umount {}/x/netns/* 2>/dev/null",
+                self.run.display()
+            ))
+            .status();
+    }
+}
+
 /// A `docker-registry` on its own 127.0.0.1 port and storage folder,
 /// stopped when dropped.
 pub struct Registry {

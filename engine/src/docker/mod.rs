@@ -19,6 +19,10 @@
 //!    [`remove_all`] before the process exits, since a dropped future only
 //!    schedules the removal.
 //!
+//! `strata store gc --docker` lists the engine's tree images
+//! ([`tree_images`]) and removes those whose tree the store no longer holds
+//! ([`remove_tree_image`]).
+//!
 //! Containers carry the labels `strata=1` and `strata.pid` (with the start
 //! time, boot and PID namespace of this process, so a reused PID or another
 //! machine's build is never mistaken for a dead one).
@@ -31,6 +35,7 @@ mod export;
 mod image;
 mod layered;
 mod logs;
+mod prune;
 mod upload;
 mod upper;
 
@@ -43,3 +48,4 @@ pub use image::{
     TREE_REPOSITORY, ensure_layout, ensure_pinned, ensure_tree_image, remember_base, split_tag, tag,
 };
 pub use logs::{LogSink, LogStream};
+pub use prune::{Removal, TreeImage, remove_tree_image, tree_images};
