@@ -205,9 +205,13 @@ impl Remote {
         digests: &[Digest],
         cas: &Cas,
     ) -> Result<(), RemoteError> {
+        let (empty, digests) = split_empty(digests);
+        if let Some(empty) = empty {
+            empty_blob(function, &empty, cas)?;
+        }
         match self {
-            Remote::Http(r) => r.download_many(function, digests, cas).await,
-            Remote::Grpc(r) => r.download_many(function, digests, cas).await,
+            Remote::Http(r) => r.download_many(function, &digests, cas).await,
+            Remote::Grpc(r) => r.download_many(function, &digests, cas).await,
         }
     }
 
@@ -236,11 +240,19 @@ impl Remote {
         digests: &[Digest],
         cas: &Cas,
     ) -> Result<(), RemoteError> {
+        let (_, digests) = split_empty(digests);
         match self {
-            Remote::Http(r) => r.upload_many(function, digests, cas).await,
-            Remote::Grpc(r) => r.upload_many(function, digests, cas).await,
+            Remote::Http(r) => r.upload_many(function, &digests, cas).await,
+            Remote::Grpc(r) => r.upload_many(function, &digests, cas).await,
         }
     }
+}
+
+/// An empty blob among `digests` (never transferred, as by the single
+/// calls), and the others.
+fn split_empty(digests: &[Digest]) -> (Option<Digest>, Vec<Digest>) {
+    let (empty, rest): (Vec<Digest>, Vec<Digest>) = digests.iter().partition(|d| d.size_bytes == 0);
+    (empty.first().copied(), rest)
 }
 
 /// `digests` without repeats, in their first order.

@@ -332,6 +332,48 @@ async fn remote_grpc_a_corrupt_local_blob_is_never_uploaded() {
 }
 
 #[tokio::test]
+async fn remote_grpc_the_empty_blob_is_never_transferred() {
+    let fake = Fake::default();
+    let remote = remote(&fake).await;
+    let (_d, store) = store_in(DigestFunction::Blake3);
+    let empty = store.cas().put_bytes(b"").unwrap();
+    let small = store.cas().put_bytes(b"small").unwrap();
+    let b3 = DigestFunction::Blake3;
+    remote.upload(b3, &empty, store.cas()).await.unwrap();
+    remote
+        .upload_many(b3, &[empty, small], store.cas())
+        .await
+        .unwrap();
+    let (_d1, one) = store_in(DigestFunction::Blake3);
+    remote.download(b3, &empty, one.cas()).await.unwrap();
+    let (_d2, many) = store_in(DigestFunction::Blake3);
+    remote
+        .download_many(b3, &[small, empty], many.cas())
+        .await
+        .unwrap();
+    assert!(one.cas().contains(&empty));
+    assert!(many.cas().contains(&empty) && many.cas().contains(&small));
+    let hex = empty.hex();
+    assert!(
+        !fake.state().blobs.contains_key(&hex),
+        "the empty blob was sent"
+    );
+    for call in &fake.state().calls {
+        assert!(
+            !call.hashes.contains(&hex),
+            "a call named the empty blob: {call:?}"
+        );
+    }
+    // Asked for under a wrong size-0 digest, it is refused.
+    let wrong = Digest::new([1; 32], 0);
+    let err = remote
+        .download_many(b3, &[wrong], many.cas())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RemoteError::DigestMismatch { .. }), "{err}");
+}
+
+#[tokio::test]
 async fn remote_grpc_refuses_a_store_of_another_function() {
     let fake = Fake::default();
     let remote = remote(&fake).await;
