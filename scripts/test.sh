@@ -4,6 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# A clean run takes some 5 GB (test binaries, tree images, the examples'
+# stores); a full disk shows up as a linker error, so say it first.
+free_mb=$(df -Pm . | awk 'NR==2 {print $4}')
+if ((free_mb < 8192)); then
+  echo "warning: only ${free_mb} MB free here; a clean test run needs about 5 GB" >&2
+fi
+
 # Tools the tests and the example pipelines call (Debian package names).
 missing=()
 need() { command -v "$1" >/dev/null 2>&1 || missing+=("$2"); }
