@@ -289,3 +289,97 @@ fn explain_and_audit_leave_out_dir_out_of_the_sources_as_the_build_does() {
     let r = ws.run(&["audit", "all"]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
 }
+
+/// Three finals and a helper; `default:` names one final and a
+/// switched-off target.
+const WITH_DEFAULT: &str = r#"vars:
+  with_extra: "false"
+default: [image, extra, image]
+targets:
+  helper:
+    rule: run
+    cmd: echo helper > $OUT/h.txt
+    outs: [h.txt]
+  image:
+    rule: run
+    deps: [helper]
+    cmd: cat $DEPS/helper/h.txt > $OUT/i.txt
+    outs: [i.txt]
+  docs:
+    rule: run
+    cmd: echo docs > $OUT/d.txt
+    outs: [d.txt]
+  extra:
+    when: ${with_extra}
+    rule: run
+    cmd: echo extra > $OUT/e.txt
+    outs: [e.txt]
+"#;
+
+#[test]
+fn default_names_what_a_build_without_targets_builds() {
+    let ws = Ws::new();
+    ws.write("BUILD.yaml", WITH_DEFAULT);
+    let r = ws.build_ok(&[]);
+    assert_eq!(r.executed(), ["helper", "image"]);
+    assert_eq!(ws.read("out/image/i.txt"), "helper\n");
+    let out: Vec<String> = fs::read_dir(ws.path().join("out"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| !name.starts_with('.'))
+        .collect();
+    assert_eq!(
+        out,
+        ["image"],
+        "only the default targets are placed in out/"
+    );
+    assert_eq!(graph_targets(&ws, &[]), ["helper", "image"]);
+    // Named targets still win, and a switched-on default is built.
+    assert_eq!(ws.build_ok(&["docs"]).executed(), ["docs"]);
+    let r = ws.build_ok(&["--var", "with_extra=true"]);
+    assert_eq!(r.executed(), ["extra"]);
+    assert_eq!(r.with_status("cached"), ["helper", "image"]);
+}
+
+#[test]
+fn a_bad_default_is_a_config_error_at_its_place() {
+    let ws = Ws::new();
+    ws.write(
+        "BUILD.yaml",
+        &WITH_DEFAULT.replace("[image, extra, image]", "[imgae]"),
+    );
+    let r = ws.build_fails(&[], 2);
+    assert!(
+        r.stderr
+            .contains("`default` names `imgae`, which is not a target"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("BUILD.yaml:3:11"), "{}", r.stderr);
+    assert!(r.stderr.contains("did you mean `image`?"), "{}", r.stderr);
+
+    ws.write(
+        "BUILD.yaml",
+        &WITH_DEFAULT.replace("[image, extra, image]", "[]"),
+    );
+    let r = ws.build_fails(&[], 2);
+    assert!(
+        r.stderr.contains("`default` lists no target"),
+        "{}",
+        r.stderr
+    );
+
+    ws.write(
+        "BUILD.yaml",
+        &WITH_DEFAULT.replace("default: [image, extra, image]\n", "include: [more.yaml]\n"),
+    );
+    ws.write("more.yaml", "default: [docs]\ntargets: {}\n");
+    let r = ws.build_fails(&[], 2);
+    assert!(
+        r.stderr
+            .contains("`default` may only be set in the root BUILD.yaml"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("more.yaml:1:"), "{}", r.stderr);
+}

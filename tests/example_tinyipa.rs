@@ -116,7 +116,10 @@ fn the_ramdisk_builds_and_boots_to_its_tools_and_powers_off() {
         assert_eq!(targets[name]["status"], "executed", "{name}");
     }
 
-    // The outputs, named after branch_path, in output_dir.
+    // The outputs, named after branch_path, in output_dir: the default
+    // targets only.
+    let placed = sh(ws.path(), "ls dist");
+    assert_eq!(placed, "bundle\nchecksums\nramdisk\nvmlinuz\n");
     let gz = ws.path().join("dist/ramdisk/tinyipa-master.gz");
     let kernel = ws.path().join("dist/vmlinuz/tinyipa-master.vmlinuz");
     assert!(gz.is_file() && kernel.is_file());

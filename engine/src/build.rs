@@ -400,13 +400,21 @@ pub(crate) fn hash_sources(
     Ok(sources)
 }
 
-/// The nodes `names` ask for (empty: every target that is not a hidden
-/// stage step).
+/// The nodes `names` ask for (empty: the workspace's `default:`, else every
+/// target that is not a hidden stage step).
 pub(crate) fn requested(
     ws: &Workspace,
     graph: &Graph,
     names: &[String],
 ) -> Result<Vec<NodeIndex>, BuildError> {
+    if names.is_empty()
+        && let Some(defaults) = &ws.defaults
+    {
+        return Ok(defaults
+            .iter()
+            .map(|name| graph.node(name).expect("`default` names loaded targets"))
+            .collect());
+    }
     if names.is_empty() {
         return Ok(ws
             .targets

@@ -5,6 +5,7 @@
 
 mod compose;
 mod containers;
+mod defaults;
 pub mod diag;
 mod includes;
 mod interp;
@@ -106,6 +107,9 @@ pub struct Workspace {
     /// Where outputs are materialized, absolute: `out_dir:` of the root
     /// file, else `out/` beside it (`--out-dir` overrides it per command).
     pub out_dir: PathBuf,
+    /// `default:` of the root file: what a command that names no target
+    /// builds (`None`: every target that is not hidden).
+    pub defaults: Option<Vec<String>>,
 }
 
 /// Inputs of loading besides the files.
@@ -150,9 +154,11 @@ pub fn load(build_file: &Path, options: &LoadOptions) -> Result<Workspace, Vec<C
     let mut pending: Vec<Pending> = Vec::new();
     let mut vars = Vars::default();
     let mut out_dir = None;
+    let mut raw_defaults = None;
     if let Some((file, ids)) = loader.parse(&build_file) {
         vars = loader.vars(file.vars, &ids, options);
         out_dir = loader.out_dir(file.out_dir.as_ref(), &ids, &vars, &root);
+        raw_defaults = file.default.map(|d| (d, ids.clone()));
         loader.collect(file.targets, file.include, &ids, &root, &vars, &mut pending);
     }
     // Conditions first: which names are switched off must be known before
@@ -211,6 +217,7 @@ pub fn load(build_file: &Path, options: &LoadOptions) -> Result<Workspace, Vec<C
     }
     loader.check_compose_images(&targets);
     loader.check_switched_off_references(&targets);
+    let defaults = raw_defaults.and_then(|(d, ids)| loader.defaults(Some(&d), &ids, &targets));
     let out_dir = out_dir.unwrap_or_else(|| root.join("out"));
     if !loader.errors.is_empty() {
         return Err(loader.errors);
@@ -222,6 +229,7 @@ pub fn load(build_file: &Path, options: &LoadOptions) -> Result<Workspace, Vec<C
         targets: targets.into_values().collect(),
         switched_off: loader.off,
         out_dir,
+        defaults,
     })
 }
 
@@ -616,6 +624,15 @@ impl Loader {
                     let e = self.at().error(
                         sub_ids.at(o),
                         "`out_dir` may only be set in the root BUILD.yaml",
+                        "not allowed in an included file",
+                        Some("move it to the root file".into()),
+                    );
+                    self.errors.push(e);
+                }
+                if let Some(d) = &file.default {
+                    let e = self.at().error(
+                        sub_ids.at(d),
+                        "`default` may only be set in the root BUILD.yaml",
                         "not allowed in an included file",
                         Some("move it to the root file".into()),
                     );
@@ -1262,7 +1279,7 @@ fn check_out_path(p: &str) -> Result<(), String> {
 fn parse_error_hint(message: &str) -> String {
     if message.contains("unknown field") {
         format!(
-            "a target accepts: {TARGET_FIELDS}; the file accepts: vars, targets, include, out_dir"
+            "a target accepts: {TARGET_FIELDS}; the file accepts: vars, targets, include, out_dir, default"
         )
     } else if message.contains("sequence") {
         "this field takes a list, such as `[a.txt, b.txt]`".into()

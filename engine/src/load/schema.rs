@@ -20,6 +20,9 @@ pub struct RawFile {
     /// Root file only: where outputs are materialized (`--out-dir` wins).
     #[serde(default)]
     pub out_dir: Option<Spanned<String>>,
+    /// Root file only: what a command builds when it names no target.
+    #[serde(default)]
+    pub default: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// Fields of every rule kind; each rule checks which ones it accepts.
