@@ -373,7 +373,7 @@ fn a_bad_default_is_a_config_error_at_its_place() {
         "BUILD.yaml",
         &WITH_DEFAULT.replace("default: [image, extra, image]\n", "include: [more.yaml]\n"),
     );
-    ws.write("more.yaml", "default: [docs]\ntargets: {}\n");
+    ws.write("more.yaml", "default: [docs]\nout_dir: dist\ntargets: {}\n");
     let r = ws.build_fails(&[], 2);
     assert!(
         r.stderr
@@ -382,4 +382,11 @@ fn a_bad_default_is_a_config_error_at_its_place() {
         r.stderr
     );
     assert!(r.stderr.contains("more.yaml:1:"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("`out_dir` may only be set in the root BUILD.yaml"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("more.yaml:2:"), "{}", r.stderr);
 }

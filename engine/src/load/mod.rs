@@ -620,23 +620,20 @@ impl Loader {
                     );
                     self.errors.push(e);
                 }
-                if let Some(o) = &file.out_dir {
-                    let e = self.at().error(
-                        sub_ids.at(o),
-                        "`out_dir` may only be set in the root BUILD.yaml",
-                        "not allowed in an included file",
-                        Some("move it to the root file".into()),
-                    );
-                    self.errors.push(e);
-                }
-                if let Some(d) = &file.default {
-                    let e = self.at().error(
-                        sub_ids.at(d),
-                        "`default` may only be set in the root BUILD.yaml",
-                        "not allowed in an included file",
-                        Some("move it to the root file".into()),
-                    );
-                    self.errors.push(e);
+                let root_only = [
+                    ("out_dir", file.out_dir.as_ref().map(|o| sub_ids.at(o))),
+                    ("default", file.default.as_ref().map(|d| sub_ids.at(d))),
+                ];
+                for (key, loc) in root_only {
+                    if let Some(loc) = loc {
+                        let e = self.at().error(
+                            loc,
+                            format!("`{key}` may only be set in the root BUILD.yaml"),
+                            "not allowed in an included file",
+                            Some("move it to the root file".into()),
+                        );
+                        self.errors.push(e);
+                    }
                 }
                 let sub_dir = path.parent().expect("a file has a parent").to_path_buf();
                 self.collect(
