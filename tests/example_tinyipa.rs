@@ -89,6 +89,17 @@ fn graph(ws: &Ws, args: &[&str]) -> Vec<String> {
         .collect()
 }
 
+/// The build CI can afford (no qemu-img), with a branch suffix and an
+/// output folder of its own.
+const CI_BUILD: &[&str] = &[
+    "--var",
+    "require_qemu_img=false",
+    "--var",
+    "branch_path=-master",
+    "--var",
+    "output_dir=dist",
+];
+
 #[test]
 fn the_ramdisk_builds_and_boots_to_its_tools_and_powers_off() {
     if !docker_available() || !qemu_available() {
@@ -96,14 +107,7 @@ fn the_ramdisk_builds_and_boots_to_its_tools_and_powers_off() {
     }
     let ws = Ws::new();
     copy_example(&ws);
-    let r = ws.build_ok(&[
-        "--var",
-        "require_qemu_img=false",
-        "--var",
-        "branch_path=-master",
-        "--var",
-        "output_dir=dist",
-    ]);
+    let r = ws.build_ok(CI_BUILD);
     let targets = r.json()["targets"].clone();
     let names: Vec<&String> = targets.as_object().unwrap().keys().collect();
     assert!(
@@ -196,14 +200,7 @@ fn the_ramdisk_builds_and_boots_to_its_tools_and_powers_off() {
     assert_eq!(status, Some(0), "qemu did not exit by itself:\n{console}");
 
     // Nothing changed: nothing runs.
-    let again = ws.build_ok(&[
-        "--var",
-        "require_qemu_img=false",
-        "--var",
-        "branch_path=-master",
-        "--var",
-        "output_dir=dist",
-    ]);
+    let again = ws.build_ok(CI_BUILD);
     assert!(again.executed().is_empty(), "{:?}", again.executed());
 }
 

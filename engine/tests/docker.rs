@@ -672,6 +672,15 @@ async fn tree_and_image(
     (parent, image)
 }
 
+/// `work` mounted writable at `/strata/work`, as a step's work folder.
+fn work_mount(work: &Path) -> Mount {
+    Mount {
+        host: work.to_path_buf(),
+        target: "/strata/work".into(),
+        read_only: false,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_export_is_the_parent_tree_plus_the_steps_changes() {
     if !docker_available() {
@@ -688,11 +697,7 @@ async fn an_export_is_the_parent_tree_plus_the_steps_changes() {
     let work = tempfile::tempdir().unwrap();
     let mounted = |script: &str| ContainerSpec {
         workdir: "/strata/work".into(),
-        mounts: vec![Mount {
-            host: work.path().to_path_buf(),
-            target: "/strata/work".into(),
-            read_only: false,
-        }],
+        mounts: vec![work_mount(work.path())],
         ..sh(&image.id, script)
     };
 
@@ -809,11 +814,7 @@ async fn overlay_changes_on_the_parent_tree_equal_an_export() {
     let work = tempfile::tempdir().unwrap();
     let spec = ContainerSpec {
         workdir: "/build".into(),
-        mounts: vec![Mount {
-            host: work.path().to_path_buf(),
-            target: "/strata/work".into(),
-            read_only: false,
-        }],
+        mounts: vec![work_mount(work.path())],
         ..sh(&image.id, EVERY_KIND_OF_CHANGE)
     };
     let logs = Logs::new();

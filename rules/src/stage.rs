@@ -238,39 +238,141 @@ pub fn copy_into(ctx: &Ctx, parent: Option<Digest>, c: &CopyInto) -> Result<Dige
             } else {
                 to.to_string()
             };
-            let node = match other {
-                Entry::File {
-                    digest,
-                    executable,
-                    meta,
+            // The entry as stored, then `mode` and `owner` over its meta.
+            let mut node = Node::from(other);
+            match &mut node {
+                Node::File {
+                    executable, meta, ..
                 } => {
-                    let meta = meta_of(meta, executable);
-                    Node::File {
-                        digest,
-                        executable: meta.map(|m| m.mode & 0o111 != 0).unwrap_or(executable),
-                        meta,
+                    *meta = meta_of(*meta, *executable);
+                    if let Some(m) = meta {
+                        *executable = m.mode & 0o111 != 0;
                     }
                 }
-                Entry::Symlink { target, meta } => Node::Symlink {
-                    target,
-                    meta: meta_of(meta, false),
-                },
-                Entry::Device {
-                    kind,
-                    major,
-                    minor,
-                    meta,
-                } => Node::Device {
-                    kind,
-                    major,
-                    minor,
-                    meta: meta_of(meta, false),
-                },
-                Entry::Dir { .. } => unreachable!("handled above"),
-            };
+                Node::Symlink { meta, .. } | Node::Device { meta, .. } => {
+                    *meta = meta_of(*meta, false);
+                }
+                _ => {}
+            }
             root.insert_at(ctx.cas, &dest, node, Some(NEW_DIR_META))
                 .map_err(refused)?;
         }
     }
     Ok(root.store(ctx.cas)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::builtin::From;
+    use strata_store::tree::walk;
+    use strata_store::{DigestFunction, Store};
+
+    /// An input root with an executable `work/tool` and a symlink
+    /// `work/link`, both without stored meta.
+    fn input(cas: &strata_store::Cas) -> Digest {
+        let mut b = TreeBuilder::new();
+        let tool = cas.put_bytes(b"#!/bin/sh\n").unwrap();
+        b.insert("work/tool", Node::file(tool, true)).unwrap();
+        b.insert(
+            "work/link",
+            Node::Symlink {
+                target: "tool".into(),
+                meta: None,
+            },
+        )
+        .unwrap();
+        b.store(cas).unwrap()
+    }
+
+    fn copy(
+        cas: &strata_store::Cas,
+        from: &str,
+        mode: Option<u32>,
+        owner: Option<(u32, u32)>,
+    ) -> Entry {
+        let ctx = Ctx {
+            cas,
+            input_root: input(cas),
+            source_date_epoch: 0,
+            dep_keys: Default::default(),
+        };
+        let c = CopyInto {
+            from: Source(From {
+                target: None,
+                path: from.into(),
+            }),
+            to: "/opt/x".into(),
+            mode: mode.map(Mode),
+            owner: owner.map(|(uid, gid)| Owner { uid, gid }),
+        };
+        let tree = copy_into(&ctx, None, &c).unwrap();
+        walk(cas, &tree)
+            .unwrap()
+            .into_iter()
+            .find(|(p, _)| p == "opt/x")
+            .expect("opt/x copied")
+            .1
+    }
+
+    #[test]
+    fn a_copy_keeps_the_entry_and_mode_and_owner_apply_over_it() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(d.path(), DigestFunction::Blake3).unwrap();
+        let cas = store.cas();
+        // As stored: executable, no meta.
+        let Entry::File {
+            executable, meta, ..
+        } = copy(cas, "tool", None, None)
+        else {
+            panic!("not a file")
+        };
+        assert!(executable && meta.is_none());
+        // A mode without the x bits makes it not executable; the owner
+        // defaults to root.
+        let Entry::File {
+            executable, meta, ..
+        } = copy(cas, "tool", Some(0o640), None)
+        else {
+            panic!("not a file")
+        };
+        assert!(!executable);
+        assert_eq!(
+            meta,
+            Some(Meta {
+                mode: 0o640,
+                uid: 0,
+                gid: 0
+            })
+        );
+        // An owner alone keeps the mode the executable bit implies.
+        let Entry::File {
+            executable, meta, ..
+        } = copy(cas, "tool", None, Some((1000, 100)))
+        else {
+            panic!("not a file")
+        };
+        assert!(executable);
+        assert_eq!(
+            meta,
+            Some(Meta {
+                mode: 0o755,
+                uid: 1000,
+                gid: 100
+            })
+        );
+        // A symlink takes the owner too, and stays a symlink.
+        let Entry::Symlink { target, meta } = copy(cas, "link", None, Some((7, 8))) else {
+            panic!("not a symlink")
+        };
+        assert_eq!(target, "tool");
+        assert_eq!(
+            meta,
+            Some(Meta {
+                mode: 0o644,
+                uid: 7,
+                gid: 8
+            })
+        );
+    }
 }

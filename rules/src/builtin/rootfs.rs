@@ -402,15 +402,7 @@ fn apply(root: &mut TreeBuilder, ctx: &Ctx, c: &Component) -> Result<(), String>
         Component::Systemd { service, enable } => {
             let (name, digest) = ctx.file(&service.0).map_err(|e| e.to_string())?;
             let unit = format!("{SYSTEMD_DIR}/{name}");
-            let node = Node::File {
-                digest,
-                executable: false,
-                meta: Some(Meta {
-                    mode: 0o644,
-                    uid: 0,
-                    gid: 0,
-                }),
-            };
+            let node = root_config_file(digest);
             install(root, cas, &unit, node)?;
             if *enable {
                 let link = Node::Symlink {
@@ -465,15 +457,7 @@ fn apply(root: &mut TreeBuilder, ctx: &Ctx, c: &Component) -> Result<(), String>
             let digest = cas
                 .put_bytes(compose.as_bytes())
                 .map_err(|e| e.to_string())?;
-            let node = Node::File {
-                digest,
-                executable: false,
-                meta: Some(Meta {
-                    mode: 0o644,
-                    uid: 0,
-                    gid: 0,
-                }),
-            };
+            let node = root_config_file(digest);
             install(root, cas, &entry_path(target)?, node)?;
             let from = From {
                 target: Some(preload.clone()),
@@ -516,6 +500,20 @@ pub fn run(p: &Params, ctx: &Ctx) -> Result<Digest, BuiltinError> {
         root.remove(cas, &rel).map_err(|e| fail(e.to_string()))?;
     }
     Ok(root.store(cas)?)
+}
+
+/// A configuration file the rule writes itself (a unit, a compose file):
+/// 0644, owned by root.
+fn root_config_file(digest: Digest) -> Node {
+    Node::File {
+        digest,
+        executable: false,
+        meta: Some(Meta {
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+        }),
+    }
 }
 
 #[cfg(test)]
