@@ -12,14 +12,33 @@ use serde_saphyr::Spanned;
 use super::schema::RawTarget;
 use super::{FileIds, Loader, Loc, Target, Vars};
 
+/// Why a condition is not one. Carries no text of the condition: its value
+/// may be a secret read with `!ENV`, and the caller knows what may be shown.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BadCondition {
+    TwoComparisons,
+    Empty,
+    NotABoolean,
+}
+
+impl BadCondition {
+    fn describe(&self, shown: &str) -> String {
+        match self {
+            BadCondition::TwoComparisons => "a condition compares two values once".into(),
+            BadCondition::Empty => "the condition is empty".into(),
+            BadCondition::NotABoolean => format!("`{shown}` is neither true nor false"),
+        }
+    }
+}
+
 /// Evaluates an interpolated condition: `true`, `false`, `A == B` or
 /// `A != B` (both sides trimmed, compared as text).
-pub fn evaluate(condition: &str) -> Result<bool, String> {
+pub fn evaluate(condition: &str) -> Result<bool, BadCondition> {
     let c = condition.trim();
     for (op, equal) in [("==", true), ("!=", false)] {
         if let Some((left, right)) = c.split_once(op) {
             if right.contains("==") || right.contains("!=") {
-                return Err("a condition compares two values once".into());
+                return Err(BadCondition::TwoComparisons);
             }
             return Ok((left.trim() == right.trim()) == equal);
         }
@@ -27,8 +46,8 @@ pub fn evaluate(condition: &str) -> Result<bool, String> {
     match c {
         "true" => Ok(true),
         "false" => Ok(false),
-        "" => Err("the condition is empty".into()),
-        other => Err(format!("`{other}` is neither true nor false")),
+        "" => Err(BadCondition::Empty),
+        _ => Err(BadCondition::NotABoolean),
     }
 }
 
@@ -68,15 +87,17 @@ impl Loader {
         let text = self.text(&spanned, loc, vars, true, "when")?;
         match evaluate(&text.actual) {
             Ok(b) => Some(b),
-            Err(msg) => {
+            Err(bad) => {
+                // As written (`${tok}`), never as interpolated, when a secret
+                // took part: the condition names the variable, not its value.
                 let shown = if text.has_secret() {
-                    text.keyed.clone()
+                    spanned.value.trim().to_string()
                 } else {
-                    text.actual.clone()
+                    text.actual.trim().to_string()
                 };
                 let e = self.at().error(
                     loc,
-                    format!("bad condition `{shown}`: {msg}"),
+                    format!("bad condition `{shown}`: {}", bad.describe(&shown)),
                     "here",
                     Some(CONDITION_HINT.into()),
                 );
