@@ -665,6 +665,69 @@ targets:
     );
 }
 
+#[test]
+fn a_secret_in_a_condition_is_named_never_shown() {
+    const MARKER: &str = "when-secret-8812";
+    let ws = Ws::new();
+    ws.write(
+        "BUILD.yaml",
+        r#"vars:
+  tok: !ENV WHEN_SECRET_VALUE
+targets:
+  t:
+    when: "${tok}"
+    rule: run
+    cmd: "echo t > $OUT/t.txt"
+    outs: [t.txt]
+"#,
+    );
+    let r: Run = ws
+        .cmd(&["build"])
+        .env("WHEN_SECRET_VALUE", MARKER)
+        .output()
+        .expect("strata runs")
+        .into();
+    assert_eq!(
+        r.code,
+        2,
+        "a bad condition is a configuration error:\n{}",
+        dump(&r)
+    );
+    assert_diagnostic(&r, "BUILD.yaml:5:11", "bad condition");
+    assert!(
+        !r.stderr.contains(MARKER) && !r.stdout.contains(MARKER),
+        "the secret is shown:\n{}",
+        dump(&r)
+    );
+    assert!(
+        r.stderr.contains("${tok}"),
+        "the variable is not named:\n{}",
+        dump(&r)
+    );
+}
+
+#[test]
+fn env_tag_outside_vars_is_an_error_at_its_place() {
+    // `!ENV` in a target would otherwise be the literal text `TOKEN`.
+    let r = expect_config_error(
+        "targets:\n  t:\n    rule: run\n    env: {X: !ENV TOKEN}\n    cmd: \"echo $X > $OUT/x\"\n    outs: [x]\n",
+        "BUILD.yaml:4:14",
+        "`!ENV` is read only in `vars:`",
+    );
+    assert!(r.stderr.contains("vars:"), "{}", dump(&r));
+}
+
+#[test]
+fn env_tag_in_an_included_fragment_is_an_error_in_that_file() {
+    let ws = Ws::new();
+    ws.write(
+        "BUILD.yaml",
+        "targets:\n  t:\n    rule: run\n    env: !include env.yaml\n    cmd: \"echo $X > $OUT/x\"\n    outs: [x]\n",
+    );
+    ws.write("env.yaml", "X: !ENV TOKEN\n");
+    expect_error_in(&ws, "env.yaml:1:4", "`!ENV` is read only in `vars:`");
+}
+
 // ---------------------------------------------------------------------------
 // 15. Binary garbage
 // ---------------------------------------------------------------------------

@@ -11,6 +11,7 @@ mod includes;
 mod interp;
 mod schema;
 pub mod source;
+mod tags;
 mod when;
 
 use std::cell::RefCell;
@@ -340,7 +341,10 @@ impl Loader {
         }
         let ids = FileIds(Rc::new(ids));
         match parsed {
-            Ok(raw) => Some((raw, ids)),
+            Ok(raw) => {
+                self.check_env_tags(&ids, &text, &resolved.borrow());
+                Some((raw, ids))
+            }
             Err(e) => {
                 let err = match e.location() {
                     Some(l) => {
@@ -353,6 +357,34 @@ impl Loader {
                 };
                 self.errors.push(err);
                 None
+            }
+        }
+    }
+
+    /// `!ENV` is read only as the value of a top-level `vars:` entry; anywhere
+    /// else serde would take it for the literal text that follows it.
+    fn check_env_tags(&mut self, ids: &FileIds, text: &str, included: &[Resolved]) {
+        let included = included.iter().map(|i| (i.text.clone(), &i.path));
+        let files = std::iter::once((Some(text.to_string()), None))
+            .chain(included.map(|(t, p)| (t, Some(p))));
+        for (index, (text, path)) in files.enumerate() {
+            let Some(text) = text.or_else(|| path.and_then(|p| fs::read_to_string(p).ok())) else {
+                continue;
+            };
+            for m in tags::misplaced_env(&text, index == 0) {
+                let loc = Loc {
+                    file: ids.0[index],
+                    line: m.line,
+                    column: m.column,
+                    len: m.len,
+                };
+                let e = self.at().error(
+                    loc,
+                    "`!ENV` is read only in `vars:`",
+                    "not in `vars:`",
+                    Some("declare it as a variable of the root file (`token: !ENV TOKEN` under `vars:`) and use `${token}` here".into()),
+                );
+                self.errors.push(e);
             }
         }
     }
