@@ -665,6 +665,66 @@ targets:
     );
 }
 
+/// A step that prints the secrets it received (whole, inside a longer
+/// value, on stdout and stderr) shows `***` in their place, and neither its
+/// failure output, its kept scratch folder nor its stored logs hold them.
+#[test]
+fn secrets_a_step_prints_are_masked_in_its_logs() {
+    const MARKER: &str = "printed-secret-4471";
+    let ws = Ws::new();
+    ws.write(
+        "BUILD.yaml",
+        r#"vars:
+  secret: !ENV PRINTED_SECRET_VALUE
+  header: "Bearer ${secret}"
+targets:
+  ok:
+    rule: run
+    env: {X: "${secret}", H: "${header}"}
+    cmd: 'echo "token=$X"; echo "auth: $H" >&2; echo done > $OUT/o'
+    outs: [o]
+  fails:
+    rule: run
+    env: {X: "${secret}"}
+    cmd: 'echo "token=$X"; echo "again $X" >&2; exit 3'
+    outs: [o]
+"#,
+    );
+    let run = |args: &[&str]| -> Run {
+        ws.cmd(args)
+            .env("PRINTED_SECRET_VALUE", MARKER)
+            .output()
+            .expect("strata runs")
+            .into()
+    };
+    let r = run(&["build", "--keep-going"]);
+    assert_eq!(r.code, 1, "`fails` fails the build:\n{}", dump(&r));
+    assert!(
+        !r.stdout.contains(MARKER) && !r.stderr.contains(MARKER),
+        "the secret is shown:\n{}",
+        dump(&r)
+    );
+    assert!(
+        r.stderr.contains("token=***") || r.stdout.contains("token=***"),
+        "the failure output does not show the masked line:\n{}",
+        dump(&r)
+    );
+    let in_store = files_containing(&ws.store, MARKER);
+    assert!(
+        in_store.is_empty(),
+        "the secret is in store files (logs or the kept scratch folder): {in_store:?}\n{}",
+        dump(&r)
+    );
+    // The stored logs of the step that succeeded say where the secret was.
+    let masked = files_containing(&ws.store, "token=***");
+    assert!(!masked.is_empty(), "no stored log holds the masked line\n{}", dump(&r));
+    assert!(
+        !files_containing(&ws.store, "auth: Bearer ***").is_empty(),
+        "the secret inside a longer value is not masked in the stored stderr\n{}",
+        dump(&r)
+    );
+}
+
 #[test]
 fn a_secret_in_a_condition_is_named_never_shown() {
     const MARKER: &str = "when-secret-8812";

@@ -21,6 +21,7 @@ use crate::audit::perturb::Perturbation;
 use crate::audit::reorder;
 use crate::containers::{self, ContainerRun};
 use crate::inputs::SourceFile;
+use crate::mask::Masks;
 use crate::sandbox;
 
 /// How steps are isolated on this machine.
@@ -169,6 +170,7 @@ pub async fn run(req: StepRequest<'_>) -> Result<StepSuccess, StepFailure> {
     let finished = SystemTime::now();
     let stdout_path = scratch.join("stdout");
     let stderr_path = scratch.join("stderr");
+    mask_logs(&req.step.secrets, &scratch).map_err(early)?;
     let logs_failure = |failure: Failure| StepFailure {
         failure,
         stdout: tail(&stdout_path),
@@ -243,6 +245,7 @@ pub async fn run_stage(req: StageRequest<'_>) -> Result<StepSuccess, StepFailure
     let finished = SystemTime::now();
     let stdout_path = scratch.join("stdout");
     let stderr_path = scratch.join("stderr");
+    mask_logs(&req.step.secrets(), &scratch).map_err(early)?;
     let output = outcome.map_err(|failure| StepFailure {
         failure,
         stdout: tail(&stdout_path),
@@ -257,6 +260,25 @@ pub async fn run_stage(req: StageRequest<'_>) -> Result<StepSuccess, StepFailure
     remove_tree(&scratch);
     let result = action_result(output, Some(logs), started, finished);
     Ok(StepSuccess { output, result })
+}
+
+/// Masks the secrets a step received in its logs, before they are shown,
+/// kept for inspection or stored.
+fn mask_logs(secrets: &[String], scratch: &Path) -> Result<(), Failure> {
+    let masks = Masks::new(secrets);
+    for log in ["stdout", "stderr"] {
+        let path = scratch.join(log);
+        match masks.file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(Failure::Io(format!(
+                    "cannot mask secrets in the {log} log: {e}"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A failure before the step ran: no logs, the scratch folder kept.

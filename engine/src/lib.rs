@@ -27,6 +27,7 @@ pub mod key;
 pub mod keyinfo;
 pub mod load;
 pub mod manifest;
+pub mod mask;
 pub mod materialize;
 pub mod narrow;
 pub mod platforms;

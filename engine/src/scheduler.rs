@@ -23,6 +23,7 @@ use crate::containers::{self, ContainerRun, Docker};
 use crate::exec::{self, Isolation, StageRequest, StepFailure, StepRequest};
 use crate::inputs::SourceFile;
 use crate::key::{self, KeyedAction};
+use crate::mask::Masks;
 use crate::remote::RemoteCache;
 
 /// What happened to one target.
@@ -374,7 +375,7 @@ impl Task {
                             engine: engine.clone(),
                             image,
                             caches: mounts,
-                            log: self.log_fn(shared),
+                            log: self.log_fn(shared, &step.secrets),
                         })
                     }
                 };
@@ -471,10 +472,12 @@ impl Task {
             .map(|a| a.for_target(&self.name))
     }
 
-    /// Hands a step's log lines to the progress display.
-    fn log_fn(&self, shared: &Shared) -> containers::LogFn {
+    /// Hands a step's log lines to the progress display, with the secrets
+    /// it received masked.
+    fn log_fn(&self, shared: &Shared, secrets: &[String]) -> containers::LogFn {
         let (observer, name) = (shared.observer.clone(), self.name.clone());
-        Arc::new(move |line: &str| observer.log(&name, line))
+        let masks = Masks::new(secrets);
+        Arc::new(move |line: &str| observer.log(&name, &masks.line(line)))
     }
 
     /// A stage step: a `copy` in-process, a command in a container.
@@ -544,7 +547,7 @@ impl Task {
                     sources: &self.sources,
                     deps: &own_deps,
                     caches: &mounts,
-                    log: self.log_fn(shared),
+                    log: self.log_fn(shared, &run.secrets()),
                     perturb: self.perturbation(shared),
                 })
                 .await?;

@@ -24,6 +24,14 @@ pub enum Program {
 
 impl Program {
     /// The arguments as the step receives them, and as they are keyed.
+    /// Every text the program is made of.
+    pub fn texts(&self) -> impl Iterator<Item = &Text> {
+        match self {
+            Program::Shell(cmd) => std::slice::from_ref(cmd).iter(),
+            Program::Argv(args) => args.iter(),
+        }
+    }
+
     pub fn argv(&self) -> (Vec<String>, Vec<String>) {
         match self {
             Program::Shell(cmd) => (
@@ -232,6 +240,9 @@ pub struct RunStep {
     pub network: bool,
     pub fixed_output: Option<FixedOutput>,
     pub container: Option<Container>,
+    /// Secret values the step receives (`Text::secrets`), longest first:
+    /// what its logs are masked with.
+    pub secrets: Vec<String>,
 }
 
 impl RunParams {
@@ -287,9 +298,11 @@ impl RunParams {
                 .map(|o| format!("{}/{o}", layout::OUT))
                 .collect(),
         };
+        let secrets = crate::text::secrets_of(self.program.texts().chain(env.values()));
         RunStep {
             keyed_command,
             argv,
+            secrets,
             env: env.into_iter().map(|(k, v)| (k, v.actual)).collect(),
             outs,
             declared_dirs: self.outs.iter().map(|o| o.ends_with('/')).collect(),
@@ -388,6 +401,7 @@ mod tests {
             Text {
                 actual: "hunter2".into(),
                 keyed: "<secret TOKEN blake3:abcd>".into(),
+                secrets: vec!["hunter2".into()],
             },
         );
         let step = p.step();

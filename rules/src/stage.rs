@@ -65,6 +65,12 @@ impl RunInStage {
         self.program.argv()
     }
 
+    /// Secret values the step receives, longest first: what its logs are
+    /// masked with.
+    pub fn secrets(&self) -> Vec<String> {
+        crate::text::secrets_of(self.program.texts().chain(self.env.values()))
+    }
+
     /// The environment, fixed variables first (declarations cannot override
     /// them: the loader refuses that).
     pub fn env(&self) -> BTreeMap<String, Text> {

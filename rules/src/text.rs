@@ -7,6 +7,9 @@ pub struct Text {
     pub actual: String,
     /// What keys, the store and every printed message may contain.
     pub keyed: String,
+    /// The secret values inside `actual`, as read from the environment: a
+    /// step's logs are masked with them before anything shows or stores them.
+    pub secrets: Vec<String>,
 }
 
 impl Text {
@@ -16,10 +19,23 @@ impl Text {
         Text {
             actual: s.clone(),
             keyed: s,
+            secrets: Vec::new(),
         }
     }
 
     pub fn has_secret(&self) -> bool {
         self.actual != self.keyed
     }
+}
+
+/// The secret values a step receives through any of `texts`, longest first
+/// (so a secret containing another is masked whole), each once.
+pub fn secrets_of<'a>(texts: impl IntoIterator<Item = &'a Text>) -> Vec<String> {
+    let mut all: Vec<String> = texts
+        .into_iter()
+        .flat_map(|t| t.secrets.iter().cloned())
+        .collect();
+    all.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+    all.dedup();
+    all
 }

@@ -12,14 +12,48 @@ use strata_rules::Text;
 pub struct Var {
     pub value: String,
     pub from_env: Option<String>,
+    /// The values read from the environment inside `value` (see
+    /// `Text::secrets`); empty for a plain variable and for an `!ENV`
+    /// default, which is written in the file.
+    pub secrets: Vec<String>,
 }
 
+/// Values shorter than this are not masked in logs: masking `1` or `on`
+/// everywhere would garble every log, and a value this short is guessable
+/// from its unsalted hash in the key anyway (README, Limitations).
+pub const MIN_MASKED_LEN: usize = 4;
+
 impl Var {
+    pub fn plain(value: String) -> Var {
+        Var {
+            value,
+            from_env: None,
+            secrets: Vec::new(),
+        }
+    }
+
+    /// A value read from the environment variable `name`.
+    pub fn from_environment(name: String, value: String) -> Var {
+        // A multi-line value (a key file) is also masked line by line: logs
+        // are shown and streamed a line at a time.
+        let secrets = std::iter::once(value.as_str())
+            .chain(value.lines())
+            .filter(|s| s.len() >= MIN_MASKED_LEN)
+            .map(str::to_string)
+            .collect();
+        Var {
+            value,
+            from_env: Some(name),
+            secrets,
+        }
+    }
+
     /// The value as a step receives it, and as keys and messages may show it.
     pub fn text(&self) -> Text {
         match &self.from_env {
             None => Text::plain(self.value.clone()),
             Some(name) => Text {
+                secrets: self.secrets.clone(),
                 actual: self.value.clone(),
                 keyed: format!(
                     "«!ENV {name} blake3:{}»",
@@ -145,6 +179,7 @@ impl Vars {
                 let t = var.text();
                 out.actual.push_str(&t.actual);
                 out.keyed.push_str(&t.keyed);
+                out.secrets.extend(t.secrets);
                 i = close + 1;
                 continue;
             }
@@ -172,6 +207,7 @@ mod tests {
             Var {
                 value: "hello".into(),
                 from_env: None,
+                secrets: Vec::new(),
             },
         );
         v.insert(
@@ -179,6 +215,7 @@ mod tests {
             Var {
                 value: "s3cr3t".into(),
                 from_env: Some("TOKEN".into()),
+                secrets: vec!["s3cr3t".into()],
             },
         );
         v

@@ -408,13 +408,7 @@ impl Loader {
             .collect();
         for (name, value) in &overrides {
             if !raw.iter().any(|(n, _)| n.value == *name) {
-                vars.insert(
-                    name.to_string(),
-                    Var {
-                        value: value.to_string(),
-                        from_env: None,
-                    },
-                );
+                vars.insert(name.to_string(), Var::plain(value.to_string()));
             }
         }
         for (name, value) in raw {
@@ -445,32 +439,21 @@ impl Loader {
                 continue;
             }
             if let Some(v) = overrides.get(name.as_str()) {
-                vars.insert(
-                    name,
-                    Var {
-                        value: v.to_string(),
-                        from_env: None,
-                    },
-                );
+                vars.insert(name, Var::plain(v.to_string()));
                 continue;
             }
             let serde_saphyr::Tagged(text, tag) = value.value;
             // A variable whose value is in error stays declared (empty), so its
             // uses do not report a second, misleading "unknown variable".
-            let broken = Var {
-                value: String::new(),
-                from_env: None,
-            };
+            let broken = Var::plain(String::new());
             let var = match tag.as_deref() {
                 None => match vars.interpolate(&text) {
                     Ok(t) if t.has_secret() => Var {
                         value: t.actual,
                         from_env: Some(format!("via {name}")),
+                        secrets: t.secrets,
                     },
-                    Ok(t) => Var {
-                        value: t.actual,
-                        from_env: None,
-                    },
+                    Ok(t) => Var::plain(t.actual),
                     Err(e) => {
                         let err = self.interp_error(value_loc, &text, e);
                         self.errors.push(err);
@@ -479,13 +462,13 @@ impl Loader {
                 },
                 Some("!ENV") => match EnvSpec::parse(&text) {
                     Ok(spec) => match (env_var(options, &spec.name), spec.default) {
-                        (Ok(v), _) => Var {
-                            value: v,
-                            from_env: Some(spec.name),
-                        },
+                        (Ok(v), _) => Var::from_environment(spec.name, v),
+                        // Written in the file: hashed in keys like any !ENV
+                        // value, but nothing to mask.
                         (Err(_), Some(d)) => Var {
                             value: d,
                             from_env: Some(spec.name),
+                            secrets: Vec::new(),
                         },
                         (Err(_), None) => {
                             let e = self.at().error(
