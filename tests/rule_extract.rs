@@ -168,6 +168,51 @@ targets:
     assert!(again.executed().is_empty(), "{}", again.stdout);
 }
 
+/// GNU tar leaves a FIFO's device fields empty (all NUL bytes); a FIFO is
+/// metadata in the tree whatever the format wrote there.
+#[test]
+fn fifos_in_archives_made_by_tar_are_kept_as_metadata() {
+    let ws = Ws::new();
+    fs::create_dir_all(ws.path().join("src/run")).unwrap();
+    ws.write("src/run/readme", "a fifo lives here\n");
+    tool(&["mkfifo", "-m", "0600", "src/run/initctl"], ws.path());
+    let mut yaml = String::from("targets:\n");
+    for format in ["gnu", "posix", "ustar", "oldgnu"] {
+        tool(
+            &[
+                "tar",
+                &format!("--format={format}"),
+                "--owner=0",
+                "--group=0",
+                "-cf",
+                &format!("{format}.tar"),
+                "-C",
+                "src",
+                "run",
+            ],
+            ws.path(),
+        );
+        yaml.push_str(&format!(
+            "  {format}:\n    rule: extract\n    srcs: [\"{format}.tar\"]\n    from: \"srcs:{format}.tar\"\n"
+        ));
+    }
+    ws.write("BUILD.yaml", &yaml);
+    ws.build_ok(&[]);
+    let r = ws.run(&["manifest", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let doc: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    for format in ["gnu", "posix", "ustar", "oldgnu"] {
+        let files = doc["targets"][format]["files"].as_array().unwrap();
+        let fifo = files
+            .iter()
+            .find(|f| f["path"] == "run/initctl")
+            .unwrap_or_else(|| panic!("{format}: no FIFO in {files:?}"));
+        assert_eq!(fifo["type"], "fifo", "{format}: {fifo}");
+        assert_eq!(fifo["mode"], "0600", "{format}: {fifo}");
+        assert!(files.iter().any(|f| f["path"] == "run/readme"), "{format}");
+    }
+}
+
 #[test]
 fn an_archive_made_by_another_target_is_extracted() {
     let ws = Ws::new();

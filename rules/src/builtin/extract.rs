@@ -716,16 +716,24 @@ impl<'a> Extractor<'a> {
                     }
                 }
             }
-            T::Char | T::Block | T::Fifo => {
+            T::Fifo => Node::Device {
+                // A FIFO has no device number; GNU tar leaves the fields
+                // empty (NUL bytes), which are not numbers.
+                kind: DeviceKind::Fifo,
+                major: 0,
+                minor: 0,
+                meta: Some(meta),
+            },
+            T::Char | T::Block => {
                 let bad = |e: io::Error| {
                     BuiltinError::Format(format!("entry `{shown}`: bad device number: {e}"))
                 };
                 let major = entry.header().device_major().map_err(bad)?.unwrap_or(0);
                 let minor = entry.header().device_minor().map_err(bad)?.unwrap_or(0);
-                let kind = match kind {
-                    T::Char => DeviceKind::Char,
-                    T::Block => DeviceKind::Block,
-                    _ => DeviceKind::Fifo,
+                let kind = if kind == T::Char {
+                    DeviceKind::Char
+                } else {
+                    DeviceKind::Block
                 };
                 Node::Device {
                     kind,
