@@ -717,7 +717,11 @@ targets:
     );
     // The stored logs of the step that succeeded say where the secret was.
     let masked = files_containing(&ws.store, "token=***");
-    assert!(!masked.is_empty(), "no stored log holds the masked line\n{}", dump(&r));
+    assert!(
+        !masked.is_empty(),
+        "no stored log holds the masked line\n{}",
+        dump(&r)
+    );
     assert!(
         !files_containing(&ws.store, "auth: Bearer ***").is_empty(),
         "the secret inside a longer value is not masked in the stored stderr\n{}",
@@ -786,6 +790,24 @@ fn env_tag_in_an_included_fragment_is_an_error_in_that_file() {
     );
     ws.write("env.yaml", "X: !ENV TOKEN\n");
     expect_error_in(&ws, "env.yaml:1:4", "`!ENV` is read only in `vars:`");
+}
+
+#[test]
+fn a_tool_that_is_not_installed_is_an_error_at_its_place() {
+    expect_config_error(
+        "targets:\n  t:\n    rule: run\n    tools: [sh, no-such-compiler-4471]\n    cmd: \"echo > $OUT/o\"\n    outs: [o]\n",
+        "BUILD.yaml:4:17",
+        "tool not found",
+    );
+}
+
+#[test]
+fn tools_do_not_apply_to_a_fixed_output_step() {
+    expect_config_error(
+        "targets:\n  t:\n    rule: run\n    tools: [sh]\n    output_digest: \"blake3:0000000000000000000000000000000000000000000000000000000000000000\"\n    cmd: \"echo > $OUT/o\"\n    outs: [o]\n",
+        "BUILD.yaml:4:12",
+        "`tools` keys a step that runs on the host",
+    );
 }
 
 // ---------------------------------------------------------------------------

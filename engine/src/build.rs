@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use petgraph::graph::NodeIndex;
-use strata_store::{Digest, DigestFunction, Store};
+use strata_rules::run::{Program, RunParams, RunStep};
+use strata_store::{Digest, DigestFunction, Store, reapi};
 
 use crate::exec::{Failure, Isolation, StepFailure};
 use crate::gc;
@@ -21,6 +22,7 @@ use crate::materialize;
 use crate::records::{self, Record, RecordedTarget};
 use crate::scheduler::{self, Job, Observer, Outcome, Settings, Work};
 use crate::statcache::StatCache;
+use crate::toolchain::HostToolchain;
 use crate::trace::{self, Tracer};
 
 /// What `strata build` was asked to do.
@@ -179,7 +181,7 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
     phase("key", started);
     let started = Instant::now();
 
-    let jobs = plan_jobs(&ws, &graph, &order, &mut sources);
+    let jobs = plan_jobs(&ws, &graph, &order, &mut sources)?;
     let settings = Settings {
         jobs: opts.jobs,
         keep_going: opts.keep_going,
@@ -313,7 +315,8 @@ pub(crate) fn plan_jobs(
     graph: &Graph,
     order: &[NodeIndex],
     sources: &mut BTreeMap<usize, Vec<inputs::SourceFile>>,
-) -> BTreeMap<NodeIndex, Job> {
+) -> Result<BTreeMap<NodeIndex, Job>, BuildError> {
+    let toolchain = HostToolchain::default();
     order
         .iter()
         .map(|&n| {
@@ -321,7 +324,7 @@ pub(crate) fn plan_jobs(
             let job = Job {
                 name: t.name.clone(),
                 work: match &t.kind {
-                    Kind::Run(params) => Work::Run(params.step()),
+                    Kind::Run(params) => Work::Run(host_step(&toolchain, &t.name, params)?),
                     Kind::Builtin(rule, sde) => Work::Builtin {
                         rule: rule.clone(),
                         source_date_epoch: sde.clone(),
@@ -340,9 +343,26 @@ pub(crate) fn plan_jobs(
                     .collect(),
                 dependents: graph.dependents(n).collect(),
             };
-            (n, job)
+            Ok((n, job))
         })
         .collect()
+}
+
+/// A `run` step, keyed by the host toolchain when it runs on the host.
+fn host_step(
+    toolchain: &HostToolchain,
+    name: &str,
+    params: &RunParams,
+) -> Result<RunStep, BuildError> {
+    let mut step = params.step();
+    if params.runs_on_host() {
+        let shell = matches!(params.program, Program::Shell(_));
+        let properties = toolchain
+            .properties(params.tools.as_deref(), shell)
+            .map_err(|e| BuildError::Environment(format!("target `{name}`: {e}")))?;
+        step.keyed_command.platform = Some(reapi::Platform { properties });
+    }
+    Ok(step)
 }
 
 /// The store as the workspace's last build used it: with that build's

@@ -109,7 +109,7 @@ pub fn explain(opts: &ExplainOptions, observer: &dyn Observer) -> Result<Explana
         .unwrap_or(true);
     let mut sources =
         build::hash_sources(&ws, &graph, &order, &store, &tag, &ws.out_dir, observer)?;
-    let jobs = build::plan_jobs(&ws, &graph, &order, &mut sources);
+    let jobs = build::plan_jobs(&ws, &graph, &order, &mut sources)?;
 
     let mut keyed: BTreeMap<NodeIndex, Keyed> = BTreeMap::new();
     for n in &order {

@@ -38,6 +38,7 @@ pub mod render;
 pub mod sandbox;
 pub mod scheduler;
 pub mod statcache;
+pub mod toolchain;
 pub mod trace;
 
 pub use strata_store::VerifyReport;

@@ -223,6 +223,9 @@ pub struct RunParams {
     pub source_date_epoch: Text,
     /// `image:`: run in a container instead of the sandbox.
     pub container: Option<Container>,
+    /// `tools:`: the host programs the step uses, which key it instead of
+    /// the whole host package database (`None`: not declared).
+    pub tools: Option<Vec<String>>,
 }
 
 /// A `run` step ready to be keyed and executed.
@@ -250,6 +253,13 @@ impl RunParams {
     /// declared output digest (a fixed-output step, as in Nix).
     pub fn network_allowed(&self) -> bool {
         self.network || self.fixed_output.is_some()
+    }
+
+    /// Whether the step runs on the host's toolchain, so that the host must
+    /// enter its key: not in an image, and not a fixed-output step (whose
+    /// result is checked by its digest, however it was made).
+    pub fn runs_on_host(&self) -> bool {
+        self.container.is_none() && self.fixed_output.is_none()
     }
 
     pub fn step(&self) -> RunStep {
@@ -390,6 +400,7 @@ mod tests {
             fixed_output: None,
             source_date_epoch: Text::plain("0"),
             container: None,
+            tools: None,
         }
     }
 

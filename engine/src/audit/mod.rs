@@ -216,7 +216,7 @@ pub fn audit(opts: &AuditOptions, observer: Arc<dyn Observer>) -> Result<AuditRe
     let indices: Vec<usize> = order.iter().map(|n| graph.dag[*n]).collect();
     let mut sources = inputs::resolve(&ws, &indices, &skip, &mut stat_cache, store.function())
         .map_err(BuildError::Config)?;
-    let mut jobs = build::plan_jobs(&ws, &graph, &order, &mut sources);
+    let mut jobs = build::plan_jobs(&ws, &graph, &order, &mut sources)?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -849,6 +849,12 @@ impl Loader {
             None => None,
         };
         let container = self.run_container(&mut raw, ids, vars, name.loc, &mut deps);
+        let tools = self.tools(
+            &raw,
+            ids,
+            vars,
+            container.is_some() || output_digest.is_some(),
+        );
         if self.errors.len() > errors_before {
             return Vec::new();
         }
@@ -863,6 +869,7 @@ impl Loader {
             fixed_output: output_digest.as_ref().map(|d| d.value.clone()),
             source_date_epoch: source_date_epoch.clone(),
             container,
+            tools,
         };
         vec![Target {
             name: name.value,
@@ -875,6 +882,48 @@ impl Loader {
             hidden: false,
             kind: Kind::Run(run),
         }]
+    }
+
+    /// `tools:` of a `run` step, each found on this machine now (a missing
+    /// one is an error at its place, not a step failing later).
+    fn tools(
+        &mut self,
+        raw: &RawTarget,
+        ids: &FileIds,
+        vars: &Vars,
+        hermetic: bool,
+    ) -> Option<Vec<String>> {
+        let list = raw.tools.as_ref()?;
+        if hermetic {
+            let e = self.at().error(
+                ids.at(list),
+                "`tools` keys a step that runs on the host",
+                "not a host step",
+                Some("a step in an image is keyed by the image's digest, and a fixed-output step by its output digest; remove `tools`".into()),
+            );
+            self.errors.push(e);
+            return None;
+        }
+        let mut tools = Vec::new();
+        for item in &list.value {
+            let loc = ids.at(item);
+            let Some(t) = self.text(item, loc, vars, false, "tools") else {
+                continue;
+            };
+            match crate::toolchain::resolve(&t.actual) {
+                Ok(_) => tools.push(t.actual),
+                Err(msg) => {
+                    let e = self.at().error(
+                        loc,
+                        format!("tool not found: {msg}"),
+                        "not found",
+                        Some("name a program the step runs, found in its PATH, or give its absolute path; install it if it is missing".into()),
+                    );
+                    self.errors.push(e);
+                }
+            }
+        }
+        Some(tools)
     }
 
     /// `srcs:` patterns, interpolated and checked.
@@ -1227,7 +1276,7 @@ fn known_rules() -> Vec<&'static str> {
 }
 
 const RUN_FIELDS: &str =
-    "srcs, deps, cmd, argv, env, outs, network, output_digest, image, user, caches";
+    "srcs, deps, cmd, argv, env, outs, network, tools, output_digest, image, user, caches";
 
 /// `${var}` interpolation in every string of a built-in rule's field. A
 /// secret has no use in a built-in rule and would end up in its output.

@@ -48,6 +48,9 @@ pub struct RawTarget {
     pub outs: Vec<Spanned<String>>,
     #[serde(default)]
     pub network: Option<Spanned<bool>>,
+    /// `run` on the host: the programs it uses, which key it.
+    #[serde(default)]
+    pub tools: Option<Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
     pub output_digest: Option<Spanned<String>>,
     /// `run` in a container, `image-pull`: an image (target or pinned reference).
@@ -212,6 +215,9 @@ impl RawTarget {
         if let Some(x) = &self.network {
             v.push(("network", x.referenced));
         }
+        if let Some(x) = &self.tools {
+            v.push(("tools", x.referenced));
+        }
         if let Some(x) = &self.output_digest {
             v.push(("output_digest", x.referenced));
         }
@@ -238,7 +244,7 @@ impl RawTarget {
 }
 
 /// The field names of a target, for hints.
-pub const TARGET_FIELDS: &str = "rule, when, srcs, deps, and for `run`: cmd, argv, env, outs, network, output_digest, image, user, caches; for `stage`: from, steps; built-in rules list theirs in README.md";
+pub const TARGET_FIELDS: &str = "rule, when, srcs, deps, and for `run`: cmd, argv, env, outs, network, tools, output_digest, image, user, caches; for `stage`: from, steps; built-in rules list theirs in README.md";
 
 /// A mapping read in document order with the location of every key, so
 /// duplicate keys can be reported at both places.
