@@ -20,6 +20,7 @@ use strata_store::{Digest, Store, StoreError};
 use crate::audit::perturb::Perturbation;
 use crate::audit::reorder;
 use crate::containers::{self, ContainerRun};
+use crate::descriptors;
 use crate::inputs::SourceFile;
 use crate::sandbox;
 
@@ -532,10 +533,14 @@ async fn spawn_and_wait(
             }
             c.args(args);
             // If strata dies, so does the helper (and with it the step).
-            // SAFETY: prctl(2), getppid(2) and _exit(2) are async-signal-safe.
+            // SAFETY: close_range(2), prctl(2), getppid(2) and _exit(2) are async-signal-safe.
             let parent = std::process::id() as libc::pid_t;
             unsafe {
-                c.pre_exec(move || die_with_parent(parent));
+                c.pre_exec(move || {
+                    // Before 5.11 the kernel cannot; `keep_from_children` did at startup.
+                    let _ = descriptors::close_on_exec_above_stdio();
+                    die_with_parent(parent)
+                });
             }
             c.env_clear().envs(step.env.iter().map(|(k, v)| (k, v)));
             c
@@ -548,7 +553,8 @@ async fn spawn_and_wait(
             // real scratch folder instead.
             let prefix = format!("{}/", layout::EXEC_ROOT);
             let real = format!("{}/", exec_root.display());
-            // SAFETY: umask(2), prctl(2), getppid(2), _exit(2) are async-signal-safe.
+            // SAFETY: umask(2), close_range(2), prctl(2), getppid(2), _exit(2) are
+            // async-signal-safe.
             let parent = std::process::id() as libc::pid_t;
             let umask = req
                 .perturb
@@ -557,6 +563,8 @@ async fn spawn_and_wait(
             unsafe {
                 c.pre_exec(move || {
                     libc::umask(umask as libc::mode_t);
+                    // Before 5.11 the kernel cannot; `keep_from_children` did at startup.
+                    let _ = descriptors::close_on_exec_above_stdio();
                     die_with_parent(parent)
                 });
             }

@@ -9,6 +9,7 @@
 //! digest for `image-pull`, and `data_root` preloads images for
 //! `docker-data-root`; `caches` holds cache mounts; `gc` bounds the store.
 //! `audit` rebuilds under perturbations and compares with the last build.
+//! `descriptors` keeps what `strata` inherited from reaching its children.
 
 pub mod audit;
 pub mod build;
@@ -16,6 +17,7 @@ pub mod cache_server;
 pub mod caches;
 pub mod containers;
 pub mod data_root;
+pub mod descriptors;
 pub mod docker;
 pub mod exec;
 pub mod explain;
