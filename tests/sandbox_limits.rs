@@ -85,3 +85,70 @@ fn an_inherited_descriptor_does_not_reach_a_sandboxed_step() {
 fn an_inherited_descriptor_does_not_reach_an_unsandboxed_step() {
     assert_fd_9_unreachable(false);
 }
+
+/// A step that tries every way to a key the caller holds: reading it by
+/// id, and searching its user (`@u`) and session (`@s`) keyrings. Each way
+/// that works is a line of its output.
+const KEY_PROBE: &str = r#"
+vars:
+  key_u: ""
+  key_s: ""
+targets:
+  probe:
+    rule: run
+    env: {KEY_U: "${key_u}", KEY_S: "${key_s}"}
+    cmd: |
+      keyctl print $KEY_U >/dev/null 2>&1 && echo "read the @u key" >> $OUT/reached
+      keyctl print $KEY_S >/dev/null 2>&1 && echo "read the @s key" >> $OUT/reached
+      keyctl search @u user strata-test-u >/dev/null 2>&1 && echo "found the @u key" >> $OUT/reached
+      keyctl search @s user strata-test-s >/dev/null 2>&1 && echo "found the @s key" >> $OUT/reached
+      touch $OUT/reached
+    outs: [reached]
+"#;
+
+/// `strata build` started in a session keyring of its own that holds a key
+/// and links the caller's user keyring (root's, in CI) as a login session
+/// does, which holds another key that its owner may read (`setperm`) even
+/// without possessing it. Both are checked readable before the build; the
+/// user key is removed afterwards. Returns what the probe step reached.
+fn keys_reached(sandbox: bool) -> String {
+    let ws = Ws::new();
+    ws.write("BUILD.yaml", KEY_PROBE);
+    let script = r#"
+ku=$(keyctl add user strata-test-u host-secret-u @u) || exit 99
+keyctl link @u @s && keyctl setperm "$ku" 0x3f3f0000 || exit 99
+ks=$(keyctl add user strata-test-s host-secret-s @s) || exit 99
+keyctl print "$ku" >/dev/null && keyctl print "$ks" >/dev/null || exit 99
+"$STRATA" build --json --var key_u="$ku" --var key_s="$ks"
+code=$?
+keyctl unlink "$ku" @u >/dev/null
+exit $code
+"#;
+    let mut cmd = Command::new("keyctl");
+    cmd.args(["session", "-", "sh", "-c", script])
+        .current_dir(ws.path())
+        .env("STRATA", common::strata_bin())
+        .env("STRATA_STORE", &ws.store)
+        .env("NO_COLOR", "1");
+    if !sandbox {
+        cmd.env("STRATA_SANDBOX", "off");
+    }
+    let r: Run = cmd
+        .output()
+        .expect("keyctl runs (Debian package keyutils)")
+        .into();
+    assert_ne!(r.code, 99, "cannot add keys here: {}", r.stderr);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    ws.read("out/probe/reached")
+}
+
+#[test]
+fn a_sandboxed_step_reaches_no_key_of_the_caller() {
+    assert_eq!(keys_reached(true), "");
+}
+
+#[test]
+fn an_unsandboxed_step_reaches_no_key_of_the_callers_session() {
+    let reached = keys_reached(false);
+    assert!(!reached.contains("@s"), "{reached}");
+}

@@ -22,6 +22,7 @@ use crate::audit::reorder;
 use crate::containers::{self, ContainerRun};
 use crate::descriptors;
 use crate::inputs::SourceFile;
+use crate::keyring;
 use crate::sandbox;
 
 /// How steps are isolated on this machine.
@@ -553,8 +554,8 @@ async fn spawn_and_wait(
             // real scratch folder instead.
             let prefix = format!("{}/", layout::EXEC_ROOT);
             let real = format!("{}/", exec_root.display());
-            // SAFETY: umask(2), close_range(2), prctl(2), getppid(2), _exit(2) are
-            // async-signal-safe.
+            // SAFETY: umask(2), close_range(2), keyctl(2), prctl(2), getppid(2),
+            // _exit(2) are async-signal-safe.
             let parent = std::process::id() as libc::pid_t;
             let umask = req
                 .perturb
@@ -565,6 +566,7 @@ async fn spawn_and_wait(
                     libc::umask(umask as libc::mode_t);
                     // Before 5.11 the kernel cannot; `keep_from_children` did at startup.
                     let _ = descriptors::close_on_exec_above_stdio();
+                    keyring::join_fresh_session_keyring()?;
                     die_with_parent(parent)
                 });
             }
@@ -606,6 +608,10 @@ async fn spawn_and_wait(
     // In the sandbox the step's processes died with its PID namespace;
     // unsandboxed, this kills whatever it left in its group.
     drop(guard);
+    if matches!(req.isolation, Isolation::Sandbox { .. }) {
+        sandbox::reclaim_outputs(exec_root)
+            .map_err(|e| io("cannot take back the step's outputs", e))?;
+    }
     use std::os::unix::process::ExitStatusExt;
     Ok(match (status.code(), status.signal()) {
         (Some(0), _) => None,

@@ -43,6 +43,11 @@ pub const SETUP_FAILED: i32 = 125;
 pub const STEP_UMASK: u32 = 0o022;
 /// The name of the hidden subcommand.
 pub const SUBCOMMAND: &str = "__sandbox";
+/// The host user and group a step runs as when strata runs as root:
+/// `nobody` and `nogroup`, the kernel's overflow ids, which own nothing.
+pub const ROOT_STEP_ID: u32 = 65534;
+/// The sandbox root's mount point, beside the exec root.
+const SANDBOX_ROOT: &str = "root";
 
 /// Options `strata audit` puts before the exec root: another umask
 /// (`--umask=0002`), the environment in reverse order, and input folders
@@ -116,25 +121,35 @@ pub fn helper_main(args: &[OsString]) -> ! {
         })
         .collect();
 
+    let parent = std::os::unix::process::parent_id();
+    let exec_root = prepare_scratch(&exec_root).unwrap_or_else(|e| fail(&e));
+    if Uid::current().is_root()
+        && let Err(e) = become_step_user()
+    {
+        fail(&e);
+    }
     let uid = Uid::current();
     let gid = Gid::current();
-    let mut flags = CloneFlags::CLONE_NEWNS
+    let mut flags = CloneFlags::CLONE_NEWUSER
+        | CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWUTS
         | CloneFlags::CLONE_NEWIPC;
     if !network {
         flags |= CloneFlags::CLONE_NEWNET;
     }
-    if !uid.is_root() {
-        flags |= CloneFlags::CLONE_NEWUSER;
-    }
     if let Err(e) = unshare(flags) {
         fail(&format!("cannot create namespaces: {e}"));
     }
-    if !uid.is_root()
-        && let Err(e) = map_ids(uid, gid)
-    {
+    if let Err(e) = map_ids(uid, gid) {
         fail(&format!("cannot map user ids: {e}"));
+    }
+    // A change of credentials cleared the parent-death signal the executor
+    // set: set it again, unless strata already died.
+    // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    if std::os::unix::process::parent_id() != parent {
+        fail("strata exited before the step started");
     }
     // SAFETY: the helper is single-threaded, so fork is sound.
     match unsafe { fork() } {
@@ -159,6 +174,11 @@ pub fn helper_main(args: &[OsString]) -> ! {
             let _ = nix::unistd::setsid();
             if let Err(e) = enter_root(&exec_root, network, perturbed.reverse_dirs)
                 .and_then(|()| drop_privileges())
+                .and_then(|()| {
+                    ctx(crate::keyring::join_fresh_session_keyring(), || {
+                        "cannot start a session keyring".into()
+                    })
+                })
             {
                 fail(&e);
             }
@@ -176,25 +196,108 @@ pub fn helper_main(args: &[OsString]) -> ! {
     }
 }
 
+/// Readies the scratch folder holding `exec_root` for a helper that may no
+/// longer be its owner, and makes it the working folder. Returns the exec
+/// root relative to it: the folders above the scratch folder (a store under
+/// `/root`, say) need not be open to the step's user.
+///
+/// As root this makes the scratch folder traversable (not listable) and
+/// hands `out/`, `home/` and `tmp/` to `ROOT_STEP_ID`, the only folders the
+/// step writes; `reclaim_outputs` hands `out/` back afterwards. The sandbox
+/// root's mount point is created here, while the helper may still write.
+fn prepare_scratch(exec_root: &Path) -> Result<PathBuf, String> {
+    let (Some(scratch), Some(name)) = (exec_root.parent(), exec_root.file_name()) else {
+        return Err(format!("bad exec root {}", exec_root.display()));
+    };
+    mkdir(&scratch.join(SANDBOX_ROOT))?;
+    if Uid::current().is_root() {
+        use std::os::unix::fs::PermissionsExt;
+        ctx(
+            fs::set_permissions(scratch, fs::Permissions::from_mode(0o711)),
+            || format!("cannot open {} to the step's user", scratch.display()),
+        )?;
+        for rw in [layout::OUT, layout::HOME, layout::TMP] {
+            let dir = exec_root.join(rw);
+            ctx(
+                std::os::unix::fs::chown(&dir, Some(ROOT_STEP_ID), Some(ROOT_STEP_ID)),
+                || format!("cannot hand {} to the step's user", dir.display()),
+            )?;
+        }
+    }
+    ctx(chdir(scratch), || {
+        format!("cannot enter {}", scratch.display())
+    })?;
+    Ok(PathBuf::from(name))
+}
+
+/// Hands what a step run by root left in `out/` back to the caller before
+/// it is moved into the store, whose objects belong to whoever runs strata
+/// (not to `ROOT_STEP_ID`). Called once the step's processes are gone; a
+/// no-op unless the caller is root.
+pub fn reclaim_outputs(exec_root: &Path) -> std::io::Result<()> {
+    let (uid, gid) = (Uid::current(), Gid::current());
+    if !uid.is_root() {
+        return Ok(());
+    }
+    // Symlinks are neither followed nor changed through (lchown).
+    for entry in walkdir::WalkDir::new(exec_root.join(layout::OUT)) {
+        let entry = entry.map_err(std::io::Error::other)?;
+        std::os::unix::fs::lchown(entry.path(), Some(uid.as_raw()), Some(gid.as_raw()))?;
+    }
+    Ok(())
+}
+
+/// Root's steps run as `ROOT_STEP_ID` on the host (uid 0 inside their user
+/// namespace, as any caller's). Under host uid 0 a step would share root's
+/// keys (a key's owner may read it without possessing it) and escape the
+/// process limit (the kernel never applies `RLIMIT_NPROC` to host root).
+///
+/// Capabilities are kept across the switch so that creating the user
+/// namespace is never refused as an unprivileged one (Debian and Ubuntu can
+/// restrict those); the namespace then replaces them, and the step drops
+/// them all.
+fn become_step_user() -> Setup {
+    let id = ROOT_STEP_ID;
+    ctx(nix::unistd::setgroups(&[]), || {
+        "cannot drop supplementary groups".into()
+    })?;
+    // SAFETY: prctl with PR_SET_KEEPCAPS takes a flag.
+    if unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) } != 0 {
+        return Err(format!(
+            "cannot keep capabilities: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    ctx(
+        nix::unistd::setresgid(Gid::from_raw(id), Gid::from_raw(id), Gid::from_raw(id)),
+        || format!("cannot switch to group {id}"),
+    )?;
+    ctx(
+        nix::unistd::setresuid(Uid::from_raw(id), Uid::from_raw(id), Uid::from_raw(id)),
+        || format!("cannot switch to user {id}"),
+    )?;
+    // The switch made the process undumpable, which gives its /proc files
+    // to root: it could not write its own uid_map.
+    // SAFETY: prctl with PR_SET_DUMPABLE takes a flag.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) } != 0 {
+        return Err(format!(
+            "cannot make the helper dumpable: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    let mut caps = capabilities()?;
+    for set in &mut caps {
+        set.effective = set.permitted;
+    }
+    set_capabilities(&caps)
+}
+
 /// Drops every capability, for good: with an empty bounding set even a root
 /// step gains none at exec, and `no_new_privs` rules out setuid programs. So
 /// the step cannot remount anything (the read-only views of `deps/` and the
 /// toolchain hold) nor reach kernel knobs.
 fn drop_privileges() -> Setup {
-    #[repr(C)]
-    struct CapHeader {
-        version: u32,
-        pid: i32,
-    }
-    #[repr(C)]
-    #[derive(Clone, Copy)]
-    struct CapData {
-        effective: u32,
-        permitted: u32,
-        inheritable: u32,
-    }
-    const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
-    // SAFETY: prctl and capset with valid arguments and live pointers.
+    // SAFETY: prctl with valid arguments.
     unsafe {
         for cap in 0..64 {
             // Numbers past the kernel's last capability fail with EINVAL.
@@ -207,27 +310,72 @@ fn drop_privileges() -> Setup {
             0,
             0,
         );
-        let header = CapHeader {
-            version: CAPABILITY_VERSION_3,
-            pid: 0,
-        };
-        let data = [CapData {
-            effective: 0,
-            permitted: 0,
-            inheritable: 0,
-        }; 2];
-        if libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr()) != 0 {
-            return Err(format!(
-                "cannot drop capabilities: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
-            return Err(format!(
-                "cannot set no_new_privs: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
+    }
+    set_capabilities(&[CapData::default(); 2])?;
+    // SAFETY: prctl with valid arguments.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(format!(
+            "cannot set no_new_privs: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+/// `struct __user_cap_header_struct` of <linux/capability.h>.
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+/// `struct __user_cap_data_struct`: one of the two 32-bit halves of each set.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+/// This thread's capability sets.
+fn capabilities() -> Result<[CapData; 2], String> {
+    let mut header = CapHeader {
+        version: CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: capget(2) with live pointers to a header and two data structs.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_capget,
+            &mut header as *mut CapHeader,
+            data.as_mut_ptr(),
+        )
+    };
+    if r != 0 {
+        return Err(format!(
+            "cannot read capabilities: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(data)
+}
+
+fn set_capabilities(data: &[CapData; 2]) -> Setup {
+    let header = CapHeader {
+        version: CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    // SAFETY: capset(2) with live pointers to a header and two data structs.
+    let r = unsafe { libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr()) };
+    if r != 0 {
+        return Err(format!(
+            "cannot set capabilities: {}",
+            std::io::Error::last_os_error()
+        ));
     }
     Ok(())
 }
@@ -278,10 +426,7 @@ fn enter_root(exec_root: &Path, network: bool, reverse_dirs: bool) -> Setup {
     let root = exec_root
         .parent()
         .ok_or("exec root has no parent")?
-        .join("root");
-    ctx(fs::create_dir_all(&root), || {
-        format!("cannot create {}", root.display())
-    })?;
+        .join(SANDBOX_ROOT);
     ctx(
         mount(
             Some("tmpfs"),
