@@ -152,3 +152,39 @@ fn an_unsandboxed_step_reaches_no_key_of_the_callers_session() {
     let reached = keys_reached(false);
     assert!(!reached.contains("@s"), "{reached}");
 }
+
+/// A bounded fork bomb: 200 sleeping children, more than its limit allows.
+/// It stops by itself (and its children end with its namespace), so without
+/// a limit this test fails instead of exhausting the machine.
+const FORK_BOMB: &str = r#"
+targets:
+  bomb:
+    rule: run
+    limits: {processes: 64}
+    cmd: |
+      for i in $(seq 200); do sleep 30 & done
+      echo "all 200 started" > $OUT/o
+    outs: [o]
+  bystander:
+    rule: run
+    cmd: "echo fine > $OUT/o"
+    outs: [o]
+"#;
+
+#[test]
+fn a_fork_bomb_fails_its_step_and_leaves_the_build_usable() {
+    let ws = Ws::new();
+    ws.write("BUILD.yaml", FORK_BOMB);
+    let start = std::time::Instant::now();
+    let r = ws.build_fails(&["--json", "-k"], 1);
+    assert_eq!(r.executed(), ["bystander"]);
+    assert_eq!(r.with_status("failed"), ["bomb"]);
+    // The shell says why: it could not fork (dash: "Cannot fork").
+    assert!(r.stderr.contains("fork"), "{}", r.stderr);
+    // The step did not wait for its sleeping children.
+    assert!(start.elapsed() < std::time::Duration::from_secs(25));
+    assert_eq!(ws.read("out/bystander/o"), "fine\n");
+    // The next build runs steps again.
+    let r = ws.build_fails(&["--json", "-k", "--no-cache"], 1);
+    assert_eq!(r.executed(), ["bystander"]);
+}

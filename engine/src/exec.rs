@@ -528,7 +528,7 @@ async fn spawn_and_wait(
     let mut cmd = match req.isolation {
         Isolation::Sandbox { helper } => {
             let mut c = tokio::process::Command::new(helper);
-            let mut args = sandbox::helper_args(exec_root, step.network, &step.argv);
+            let mut args = sandbox::helper_args(exec_root, step.network, step.limits, &step.argv);
             if let Some(p) = &req.perturb {
                 args.splice(1..1, p.helper_flags());
             }

@@ -243,6 +243,7 @@ mod tests {
             fixed_output: None,
             source_date_epoch: Text::plain("0"),
             container: None,
+            limits: Default::default(),
         }
     }
 

@@ -36,6 +36,7 @@ use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Gid, Uid, chdir, execvp, execvpe, fork, pivot_root, sethostname};
 
 use strata_rules::layout;
+use strata_rules::run::Limits;
 
 /// Exit code of the helper when it could not set the sandbox up.
 pub const SETUP_FAILED: i32 = 125;
@@ -64,12 +65,26 @@ struct Perturbed {
     reverse_dirs: bool,
 }
 
+/// How many processes (threads included) a step may run at once unless its
+/// `limits:` say otherwise: far above what a build tool needs, far below
+/// what exhausts a machine's process ids (32,768 by default).
+pub const DEFAULT_PROCESSES: u32 = 4096;
+/// The helper's option carrying a step's process limit.
+const FLAG_PROCESSES: &str = "--processes=";
+
 /// The arguments of the helper for one step.
-pub fn helper_args(exec_root: &Path, network: bool, argv: &[String]) -> Vec<OsString> {
+pub fn helper_args(
+    exec_root: &Path,
+    network: bool,
+    limits: Limits,
+    argv: &[String],
+) -> Vec<OsString> {
     let mut args: Vec<OsString> = vec![SUBCOMMAND.into()];
     if network {
         args.push("--network".into());
     }
+    let processes = limits.processes.unwrap_or(DEFAULT_PROCESSES);
+    args.push(format!("{FLAG_PROCESSES}{processes}").into());
     args.push(exec_root.as_os_str().to_owned());
     args.push("--".into());
     args.extend(argv.iter().map(OsString::from));
@@ -79,6 +94,7 @@ pub fn helper_args(exec_root: &Path, network: bool, argv: &[String]) -> Vec<OsSt
 /// Entry point of `strata __sandbox ...`; never returns.
 pub fn helper_main(args: &[OsString]) -> ! {
     let mut network = false;
+    let mut processes = DEFAULT_PROCESSES;
     let mut perturbed = Perturbed {
         umask: STEP_UMASK,
         reverse_env: false,
@@ -89,6 +105,10 @@ pub fn helper_main(args: &[OsString]) -> ! {
     while let Some(flag) = rest.first().and_then(|a| a.to_str()) {
         if flag == "--network" {
             network = true;
+        } else if let Some(n) = flag.strip_prefix(FLAG_PROCESSES) {
+            processes = n
+                .parse()
+                .unwrap_or_else(|_| fail(&format!("bad process limit `{n}`")));
         } else if flag == FLAG_REVERSE_ENV {
             perturbed.reverse_env = true;
         } else if flag == FLAG_REVERSE_DIRS {
@@ -105,12 +125,12 @@ pub fn helper_main(args: &[OsString]) -> ! {
     }
     let (Some(exec_root), Some(sep)) = (rest.first(), rest.get(1)) else {
         fail(
-            "usage: strata __sandbox [--network] [--umask=OCTAL] [--reverse-env] [--reverse-dirs] EXEC_ROOT -- ARGV...",
+            "usage: strata __sandbox [--network] [--processes=N] [--umask=OCTAL] [--reverse-env] [--reverse-dirs] EXEC_ROOT -- ARGV...",
         )
     };
     if sep != "--" || rest.len() < 3 {
         fail(
-            "usage: strata __sandbox [--network] [--umask=OCTAL] [--reverse-env] [--reverse-dirs] EXEC_ROOT -- ARGV...",
+            "usage: strata __sandbox [--network] [--processes=N] [--umask=OCTAL] [--reverse-env] [--reverse-dirs] EXEC_ROOT -- ARGV...",
         );
     }
     let exec_root = PathBuf::from(exec_root);
@@ -174,6 +194,7 @@ pub fn helper_main(args: &[OsString]) -> ! {
             let _ = nix::unistd::setsid();
             if let Err(e) = enter_root(&exec_root, network, perturbed.reverse_dirs)
                 .and_then(|()| drop_privileges())
+                .and_then(|()| limit_processes(processes))
                 .and_then(|()| {
                     ctx(crate::keyring::join_fresh_session_keyring(), || {
                         "cannot start a session keyring".into()
@@ -318,6 +339,41 @@ fn drop_privileges() -> Setup {
             "cannot set no_new_privs: {}",
             std::io::Error::last_os_error()
         ));
+    }
+    Ok(())
+}
+
+/// Lets the step run at most `processes` processes of its own. The count
+/// is of the tasks of its user in its user namespace, so it covers exactly
+/// this step (its user id is mapped from the caller's, or from
+/// `ROOT_STEP_ID`: the kernel never limits host root), and one more is
+/// allowed for the helper waiting outside. A limit above the caller's own
+/// hard limit is lowered to it.
+fn limit_processes(processes: u32) -> Setup {
+    let wanted = libc::rlim_t::from(processes) + 1;
+    let mut current = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a live rlimit struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NPROC, &mut current) != 0 {
+            return Err(format!(
+                "cannot read the process limit: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        let limit = wanted.min(current.rlim_max);
+        let new = libc::rlimit {
+            rlim_cur: limit,
+            rlim_max: limit,
+        };
+        if libc::setrlimit(libc::RLIMIT_NPROC, &new) != 0 {
+            return Err(format!(
+                "cannot limit processes: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
     }
     Ok(())
 }

@@ -215,6 +215,18 @@ pub struct RunParams {
     pub source_date_epoch: Text,
     /// `image:`: run in a container instead of the sandbox.
     pub container: Option<Container>,
+    pub limits: Limits,
+}
+
+/// What a step may use of the machine (`limits:`). Limits never enter the
+/// key: within them a step produces what it would without them, and a step
+/// that exceeds one fails, which is never cached, so a raised limit runs it
+/// again anyway.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// The most processes (threads included) the step may run at once;
+    /// `None` for the executor's default.
+    pub processes: Option<u32>,
 }
 
 /// A `run` step ready to be keyed and executed.
@@ -232,6 +244,7 @@ pub struct RunStep {
     pub network: bool,
     pub fixed_output: Option<FixedOutput>,
     pub container: Option<Container>,
+    pub limits: Limits,
 }
 
 impl RunParams {
@@ -296,6 +309,7 @@ impl RunParams {
             network: self.network_allowed(),
             fixed_output: self.fixed_output.clone(),
             container: self.container.clone(),
+            limits: self.limits,
         }
     }
 
@@ -377,6 +391,7 @@ mod tests {
             fixed_output: None,
             source_date_epoch: Text::plain("0"),
             container: None,
+            limits: Limits::default(),
         }
     }
 
