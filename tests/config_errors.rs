@@ -403,6 +403,23 @@ fn a_process_limit_must_be_a_positive_whole_number() {
 }
 
 #[test]
+fn limits_do_not_apply_to_a_step_in_a_container() {
+    expect_config_error(
+        r#"targets:
+  t:
+    rule: run
+    image: "alpine@sha256:0000000000000000000000000000000000000000000000000000000000000000"
+    limits: {processes: 64}
+    cmd: "echo x > $OUT/x.txt"
+    outs: [x.txt]
+"#,
+        // line 5: `    limits: {processes: 64}`, the value at column 13
+        "BUILD.yaml:5:13",
+        "not in a container",
+    );
+}
+
+#[test]
 fn limits_name_known_resources_only() {
     expect_config_error(
         r#"targets:

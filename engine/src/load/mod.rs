@@ -833,8 +833,8 @@ impl Loader {
             }
             None => None,
         };
+        let limits = self.limits(raw.limits.as_ref(), raw.image.as_ref(), ids);
         let container = self.run_container(&mut raw, ids, vars, name.loc, &mut deps);
-        let limits = self.limits(raw.limits.as_ref(), ids);
         if self.errors.len() > errors_before {
             return Vec::new();
         }
@@ -865,11 +865,30 @@ impl Loader {
     }
 
     /// `limits:` of a `run` target, each value checked where it stands.
-    fn limits(&mut self, raw: Option<&Spanned<RawLimits>>, ids: &FileIds) -> Limits {
+    fn limits(
+        &mut self,
+        raw: Option<&Spanned<RawLimits>>,
+        image: Option<&Spanned<String>>,
+        ids: &FileIds,
+    ) -> Limits {
         let mut limits = Limits::default();
         let Some(raw) = raw else {
             return limits;
         };
+        if let Some(image) = image {
+            // Docker runs those steps, under its own limits.
+            let e = self.at().error(
+                ids.at(raw),
+                "`limits` applies to steps in the sandbox, not in a container",
+                "with `image:`",
+                Some(format!(
+                    "drop `limits:` here, or run the step in the sandbox without `image: {}`",
+                    image.value
+                )),
+            );
+            self.errors.push(e);
+            return limits;
+        }
         if let Some(p) = &raw.value.processes {
             match p.value.as_u64() {
                 Some(n) if (1..=MAX_PROCESSES).contains(&n) => limits.processes = Some(n as u32),
