@@ -1,11 +1,14 @@
 //! The Linux sandbox a step runs in, in the manner of Bazel's linux-sandbox
 //! and bubblewrap.
 //!
-//! `strata __sandbox [--network] EXEC_ROOT -- ARGV...` (started by the
-//! executor, never by users; `strata audit` adds the options that perturb
-//! the step, `FLAG_*`) enters new mount, PID, UTS, IPC and (unless
-//! `--network`) network namespaces, plus a user namespace when not root. Its
-//! child, PID 1 of the new PID namespace, builds a root on a tmpfs that holds:
+//! `strata __sandbox [--network] [--processes=N] EXEC_ROOT -- ARGV...`
+//! (started by the executor, never by users; `strata audit` adds the
+//! options that perturb the step, `FLAG_*`) enters new user, mount, PID,
+//! UTS, IPC and (unless `--network`) network namespaces. Run by root, it
+//! first becomes `ROOT_STEP_ID` on the host, so a step never holds host
+//! uid 0: neither root's kernel keys nor an exemption from the process
+//! limit reach it. Its child, PID 1 of the new PID namespace, builds a root
+//! on a tmpfs that holds:
 //!
 //! - `/usr`, `/etc`, `/opt` and the `/bin`, `/lib*`, `/sbin` links or folders of
 //!   the host, read-only: the toolchain;
@@ -21,9 +24,12 @@
 //!
 //! When the PID 1 child exits, the kernel kills everything left in the
 //! namespace, so a step cannot leave processes behind. Before exec the child
-//! starts a new session (no controlling terminal), drops every capability and
-//! sets `no_new_privs`; a non-root caller is mapped to uid 0 inside, so steps
-//! see the same owner whoever runs the build.
+//! starts a new session (no controlling terminal), drops every capability,
+//! sets `no_new_privs`, joins a new session keyring and gets `RLIMIT_NPROC`
+//! (`limits: processes`, counted per user namespace, so per step); the
+//! caller (or `ROOT_STEP_ID`) is mapped to uid 0 inside, so steps see the
+//! same owner whoever runs the build. Descriptors other than 0-2 never reach
+//! it (`descriptors`).
 
 use std::ffi::{CString, OsString};
 use std::fs;
