@@ -30,6 +30,7 @@ need mke2fs e2fsprogs
 need debugfs e2fsprogs
 need losetup mount
 need git git
+need keyctl keyutils
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
   apt-get update -qq

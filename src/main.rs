@@ -15,6 +15,9 @@ fn main() -> ExitCode {
     // away (`strata build | head`), instead of panicking on a failed write.
     // SAFETY: setting a signal disposition at startup, before any thread.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    // Descriptors left open by whoever started us must not reach a step
+    // (nor the sandbox helper, which is this binary too).
+    strata_engine::descriptors::keep_from_children();
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if args
         .get(1)

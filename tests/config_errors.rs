@@ -383,6 +383,59 @@ fn network_must_be_a_bool() {
 }
 
 #[test]
+fn a_process_limit_must_be_a_positive_whole_number() {
+    for value in ["0", "-3", "lots", "2.5"] {
+        expect_config_error(
+            &format!(
+                r#"targets:
+  t:
+    rule: run
+    limits: {{processes: {value}}}
+    cmd: "echo x > $OUT/x.txt"
+    outs: [x.txt]
+"#
+            ),
+            // line 4: `    limits: {processes: 0}`, the value at column 25
+            "BUILD.yaml:4:25",
+            "bad limits.processes",
+        );
+    }
+}
+
+#[test]
+fn limits_do_not_apply_to_a_step_in_a_container() {
+    expect_config_error(
+        r#"targets:
+  t:
+    rule: run
+    image: "alpine@sha256:0000000000000000000000000000000000000000000000000000000000000000"
+    limits: {processes: 64}
+    cmd: "echo x > $OUT/x.txt"
+    outs: [x.txt]
+"#,
+        // line 5: `    limits: {processes: 64}`, the value at column 13
+        "BUILD.yaml:5:13",
+        "not in a container",
+    );
+}
+
+#[test]
+fn limits_name_known_resources_only() {
+    expect_config_error(
+        r#"targets:
+  t:
+    rule: run
+    limits: {files: 10}
+    cmd: "echo x > $OUT/x.txt"
+    outs: [x.txt]
+"#,
+        // line 4: `    limits: {files: 10}`, the key at column 14
+        "BUILD.yaml:4:14",
+        "files",
+    );
+}
+
+#[test]
 fn srcs_must_be_a_list() {
     expect_config_error(
         r#"targets:

@@ -20,7 +20,9 @@ use strata_store::{Digest, Store, StoreError};
 use crate::audit::perturb::Perturbation;
 use crate::audit::reorder;
 use crate::containers::{self, ContainerRun};
+use crate::descriptors;
 use crate::inputs::SourceFile;
+use crate::keyring;
 use crate::mask::Masks;
 use crate::sandbox;
 
@@ -548,16 +550,20 @@ async fn spawn_and_wait(
     let mut cmd = match req.isolation {
         Isolation::Sandbox { helper } => {
             let mut c = tokio::process::Command::new(helper);
-            let mut args = sandbox::helper_args(exec_root, step.network, &step.argv);
+            let mut args = sandbox::helper_args(exec_root, step.network, step.limits, &step.argv);
             if let Some(p) = &req.perturb {
                 args.splice(1..1, p.helper_flags());
             }
             c.args(args);
             // If strata dies, so does the helper (and with it the step).
-            // SAFETY: prctl(2), getppid(2) and _exit(2) are async-signal-safe.
+            // SAFETY: close_range(2), prctl(2), getppid(2) and _exit(2) are async-signal-safe.
             let parent = std::process::id() as libc::pid_t;
             unsafe {
-                c.pre_exec(move || die_with_parent(parent));
+                c.pre_exec(move || {
+                    // Before 5.11 the kernel cannot; `keep_from_children` did at startup.
+                    let _ = descriptors::close_on_exec_above_stdio();
+                    die_with_parent(parent)
+                });
             }
             c.env_clear().envs(step.env.iter().map(|(k, v)| (k, v)));
             c
@@ -570,7 +576,8 @@ async fn spawn_and_wait(
             // real scratch folder instead.
             let prefix = format!("{}/", layout::EXEC_ROOT);
             let real = format!("{}/", exec_root.display());
-            // SAFETY: umask(2), prctl(2), getppid(2), _exit(2) are async-signal-safe.
+            // SAFETY: umask(2), close_range(2), keyctl(2), prctl(2), getppid(2),
+            // _exit(2) are async-signal-safe.
             let parent = std::process::id() as libc::pid_t;
             let umask = req
                 .perturb
@@ -579,6 +586,9 @@ async fn spawn_and_wait(
             unsafe {
                 c.pre_exec(move || {
                     libc::umask(umask as libc::mode_t);
+                    // Before 5.11 the kernel cannot; `keep_from_children` did at startup.
+                    let _ = descriptors::close_on_exec_above_stdio();
+                    keyring::join_fresh_session_keyring()?;
                     die_with_parent(parent)
                 });
             }
@@ -620,6 +630,10 @@ async fn spawn_and_wait(
     // In the sandbox the step's processes died with its PID namespace;
     // unsandboxed, this kills whatever it left in its group.
     drop(guard);
+    if matches!(req.isolation, Isolation::Sandbox { .. }) {
+        sandbox::reclaim_outputs(exec_root)
+            .map_err(|e| io("cannot take back the step's outputs", e))?;
+    }
     use std::os::unix::process::ExitStatusExt;
     Ok(match (status.code(), status.signal()) {
         (Some(0), _) => None,

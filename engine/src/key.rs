@@ -244,6 +244,7 @@ mod tests {
             source_date_epoch: Text::plain("0"),
             container: None,
             tools: None,
+            limits: Default::default(),
         }
     }
 

@@ -9,6 +9,8 @@
 //! digest for `image-pull`, and `data_root` preloads images for
 //! `docker-data-root`; `caches` holds cache mounts; `gc` bounds the store.
 //! `audit` rebuilds under perturbations and compares with the last build.
+//! `descriptors` and `keyring` keep what `strata` inherited from reaching
+//! its steps.
 
 pub mod audit;
 pub mod build;
@@ -16,6 +18,7 @@ pub mod cache_server;
 pub mod caches;
 pub mod containers;
 pub mod data_root;
+pub mod descriptors;
 pub mod docker;
 pub mod exec;
 pub mod explain;
@@ -25,6 +28,7 @@ pub mod graph;
 pub mod inputs;
 pub mod key;
 pub mod keyinfo;
+pub mod keyring;
 pub mod load;
 pub mod manifest;
 pub mod mask;

@@ -1,11 +1,14 @@
 //! The Linux sandbox a step runs in, in the manner of Bazel's linux-sandbox
 //! and bubblewrap.
 //!
-//! `strata __sandbox [--network] EXEC_ROOT -- ARGV...` (started by the
-//! executor, never by users; `strata audit` adds the options that perturb
-//! the step, `FLAG_*`) enters new mount, PID, UTS, IPC and (unless
-//! `--network`) network namespaces, plus a user namespace when not root. Its
-//! child, PID 1 of the new PID namespace, builds a root on a tmpfs that holds:
+//! `strata __sandbox [--network] [--processes=N] EXEC_ROOT -- ARGV...`
+//! (started by the executor, never by users; `strata audit` adds the
+//! options that perturb the step, `FLAG_*`) enters new user, mount, PID,
+//! UTS, IPC and (unless `--network`) network namespaces. Run by root, it
+//! first becomes `ROOT_STEP_ID` on the host, so a step never holds host
+//! uid 0: neither root's kernel keys nor an exemption from the process
+//! limit reach it. Its child, PID 1 of the new PID namespace, builds a root
+//! on a tmpfs that holds:
 //!
 //! - `/usr`, `/etc`, `/opt` and the `/bin`, `/lib*`, `/sbin` links or folders of
 //!   the host, read-only: the toolchain;
@@ -21,9 +24,12 @@
 //!
 //! When the PID 1 child exits, the kernel kills everything left in the
 //! namespace, so a step cannot leave processes behind. Before exec the child
-//! starts a new session (no controlling terminal), drops every capability and
-//! sets `no_new_privs`; a non-root caller is mapped to uid 0 inside, so steps
-//! see the same owner whoever runs the build.
+//! starts a new session (no controlling terminal), drops every capability,
+//! sets `no_new_privs`, joins a new session keyring and gets `RLIMIT_NPROC`
+//! (`limits: processes`, counted per user namespace, so per step); the
+//! caller (or `ROOT_STEP_ID`) is mapped to uid 0 inside, so steps see the
+//! same owner whoever runs the build. Descriptors other than 0-2 never reach
+//! it (`descriptors`).
 
 use std::ffi::{CString, OsString};
 use std::fs;
@@ -36,6 +42,7 @@ use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Gid, Uid, chdir, execvp, execvpe, fork, pivot_root, sethostname};
 
 use strata_rules::layout;
+use strata_rules::run::Limits;
 
 /// Exit code of the helper when it could not set the sandbox up.
 pub const SETUP_FAILED: i32 = 125;
@@ -43,6 +50,11 @@ pub const SETUP_FAILED: i32 = 125;
 pub const STEP_UMASK: u32 = 0o022;
 /// The name of the hidden subcommand.
 pub const SUBCOMMAND: &str = "__sandbox";
+/// The host user and group a step runs as when strata runs as root:
+/// `nobody` and `nogroup`, the kernel's overflow ids, which own nothing.
+pub const ROOT_STEP_ID: u32 = 65534;
+/// The sandbox root's mount point, beside the exec root.
+const SANDBOX_ROOT: &str = "root";
 
 /// Options `strata audit` puts before the exec root: another umask
 /// (`--umask=0002`), the environment in reverse order, and input folders
@@ -59,12 +71,26 @@ struct Perturbed {
     reverse_dirs: bool,
 }
 
+/// How many processes (threads included) a step may run at once unless its
+/// `limits:` say otherwise: far above what a build tool needs, far below
+/// what exhausts a machine's process ids (32,768 by default).
+pub const DEFAULT_PROCESSES: u32 = 4096;
+/// The helper's option carrying a step's process limit.
+const FLAG_PROCESSES: &str = "--processes=";
+
 /// The arguments of the helper for one step.
-pub fn helper_args(exec_root: &Path, network: bool, argv: &[String]) -> Vec<OsString> {
+pub fn helper_args(
+    exec_root: &Path,
+    network: bool,
+    limits: Limits,
+    argv: &[String],
+) -> Vec<OsString> {
     let mut args: Vec<OsString> = vec![SUBCOMMAND.into()];
     if network {
         args.push("--network".into());
     }
+    let processes = limits.processes.unwrap_or(DEFAULT_PROCESSES);
+    args.push(format!("{FLAG_PROCESSES}{processes}").into());
     args.push(exec_root.as_os_str().to_owned());
     args.push("--".into());
     args.extend(argv.iter().map(OsString::from));
@@ -74,6 +100,7 @@ pub fn helper_args(exec_root: &Path, network: bool, argv: &[String]) -> Vec<OsSt
 /// Entry point of `strata __sandbox ...`; never returns.
 pub fn helper_main(args: &[OsString]) -> ! {
     let mut network = false;
+    let mut processes = DEFAULT_PROCESSES;
     let mut perturbed = Perturbed {
         umask: STEP_UMASK,
         reverse_env: false,
@@ -84,6 +111,10 @@ pub fn helper_main(args: &[OsString]) -> ! {
     while let Some(flag) = rest.first().and_then(|a| a.to_str()) {
         if flag == "--network" {
             network = true;
+        } else if let Some(n) = flag.strip_prefix(FLAG_PROCESSES) {
+            processes = n
+                .parse()
+                .unwrap_or_else(|_| fail(&format!("bad process limit `{n}`")));
         } else if flag == FLAG_REVERSE_ENV {
             perturbed.reverse_env = true;
         } else if flag == FLAG_REVERSE_DIRS {
@@ -100,12 +131,12 @@ pub fn helper_main(args: &[OsString]) -> ! {
     }
     let (Some(exec_root), Some(sep)) = (rest.first(), rest.get(1)) else {
         fail(
-            "usage: strata __sandbox [--network] [--umask=OCTAL] [--reverse-env] [--reverse-dirs] EXEC_ROOT -- ARGV...",
+            "usage: strata __sandbox [--network] [--processes=N] [--umask=OCTAL] [--reverse-env] [--reverse-dirs] EXEC_ROOT -- ARGV...",
         )
     };
     if sep != "--" || rest.len() < 3 {
         fail(
-            "usage: strata __sandbox [--network] [--umask=OCTAL] [--reverse-env] [--reverse-dirs] EXEC_ROOT -- ARGV...",
+            "usage: strata __sandbox [--network] [--processes=N] [--umask=OCTAL] [--reverse-env] [--reverse-dirs] EXEC_ROOT -- ARGV...",
         );
     }
     let exec_root = PathBuf::from(exec_root);
@@ -116,25 +147,35 @@ pub fn helper_main(args: &[OsString]) -> ! {
         })
         .collect();
 
+    let parent = std::os::unix::process::parent_id();
+    let exec_root = prepare_scratch(&exec_root).unwrap_or_else(|e| fail(&e));
+    if Uid::current().is_root()
+        && let Err(e) = become_step_user()
+    {
+        fail(&e);
+    }
     let uid = Uid::current();
     let gid = Gid::current();
-    let mut flags = CloneFlags::CLONE_NEWNS
+    let mut flags = CloneFlags::CLONE_NEWUSER
+        | CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWUTS
         | CloneFlags::CLONE_NEWIPC;
     if !network {
         flags |= CloneFlags::CLONE_NEWNET;
     }
-    if !uid.is_root() {
-        flags |= CloneFlags::CLONE_NEWUSER;
-    }
     if let Err(e) = unshare(flags) {
         fail(&format!("cannot create namespaces: {e}"));
     }
-    if !uid.is_root()
-        && let Err(e) = map_ids(uid, gid)
-    {
+    if let Err(e) = map_ids(uid, gid) {
         fail(&format!("cannot map user ids: {e}"));
+    }
+    // A change of credentials cleared the parent-death signal the executor
+    // set: set it again, unless strata already died.
+    // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    if std::os::unix::process::parent_id() != parent {
+        fail("strata exited before the step started");
     }
     // SAFETY: the helper is single-threaded, so fork is sound.
     match unsafe { fork() } {
@@ -159,6 +200,12 @@ pub fn helper_main(args: &[OsString]) -> ! {
             let _ = nix::unistd::setsid();
             if let Err(e) = enter_root(&exec_root, network, perturbed.reverse_dirs)
                 .and_then(|()| drop_privileges())
+                .and_then(|()| limit_processes(processes))
+                .and_then(|()| {
+                    ctx(crate::keyring::join_fresh_session_keyring(), || {
+                        "cannot start a session keyring".into()
+                    })
+                })
             {
                 fail(&e);
             }
@@ -176,25 +223,108 @@ pub fn helper_main(args: &[OsString]) -> ! {
     }
 }
 
+/// Readies the scratch folder holding `exec_root` for a helper that may no
+/// longer be its owner, and makes it the working folder. Returns the exec
+/// root relative to it: the folders above the scratch folder (a store under
+/// `/root`, say) need not be open to the step's user.
+///
+/// As root this makes the scratch folder traversable (not listable) and
+/// hands `out/`, `home/` and `tmp/` to `ROOT_STEP_ID`, the only folders the
+/// step writes; `reclaim_outputs` hands `out/` back afterwards. The sandbox
+/// root's mount point is created here, while the helper may still write.
+fn prepare_scratch(exec_root: &Path) -> Result<PathBuf, String> {
+    let (Some(scratch), Some(name)) = (exec_root.parent(), exec_root.file_name()) else {
+        return Err(format!("bad exec root {}", exec_root.display()));
+    };
+    mkdir(&scratch.join(SANDBOX_ROOT))?;
+    if Uid::current().is_root() {
+        use std::os::unix::fs::PermissionsExt;
+        ctx(
+            fs::set_permissions(scratch, fs::Permissions::from_mode(0o711)),
+            || format!("cannot open {} to the step's user", scratch.display()),
+        )?;
+        for rw in [layout::OUT, layout::HOME, layout::TMP] {
+            let dir = exec_root.join(rw);
+            ctx(
+                std::os::unix::fs::chown(&dir, Some(ROOT_STEP_ID), Some(ROOT_STEP_ID)),
+                || format!("cannot hand {} to the step's user", dir.display()),
+            )?;
+        }
+    }
+    ctx(chdir(scratch), || {
+        format!("cannot enter {}", scratch.display())
+    })?;
+    Ok(PathBuf::from(name))
+}
+
+/// Hands what a step run by root left in `out/` back to the caller before
+/// it is moved into the store, whose objects belong to whoever runs strata
+/// (not to `ROOT_STEP_ID`). Called once the step's processes are gone; a
+/// no-op unless the caller is root.
+pub fn reclaim_outputs(exec_root: &Path) -> std::io::Result<()> {
+    let (uid, gid) = (Uid::current(), Gid::current());
+    if !uid.is_root() {
+        return Ok(());
+    }
+    // Symlinks are neither followed nor changed through (lchown).
+    for entry in walkdir::WalkDir::new(exec_root.join(layout::OUT)) {
+        let entry = entry.map_err(std::io::Error::other)?;
+        std::os::unix::fs::lchown(entry.path(), Some(uid.as_raw()), Some(gid.as_raw()))?;
+    }
+    Ok(())
+}
+
+/// Root's steps run as `ROOT_STEP_ID` on the host (uid 0 inside their user
+/// namespace, as any caller's). Under host uid 0 a step would share root's
+/// keys (a key's owner may read it without possessing it) and escape the
+/// process limit (the kernel never applies `RLIMIT_NPROC` to host root).
+///
+/// Capabilities are kept across the switch so that creating the user
+/// namespace is never refused as an unprivileged one (Debian and Ubuntu can
+/// restrict those); the namespace then replaces them, and the step drops
+/// them all.
+fn become_step_user() -> Setup {
+    let id = ROOT_STEP_ID;
+    ctx(nix::unistd::setgroups(&[]), || {
+        "cannot drop supplementary groups".into()
+    })?;
+    // SAFETY: prctl with PR_SET_KEEPCAPS takes a flag.
+    if unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) } != 0 {
+        return Err(format!(
+            "cannot keep capabilities: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    ctx(
+        nix::unistd::setresgid(Gid::from_raw(id), Gid::from_raw(id), Gid::from_raw(id)),
+        || format!("cannot switch to group {id}"),
+    )?;
+    ctx(
+        nix::unistd::setresuid(Uid::from_raw(id), Uid::from_raw(id), Uid::from_raw(id)),
+        || format!("cannot switch to user {id}"),
+    )?;
+    // The switch made the process undumpable, which gives its /proc files
+    // to root: it could not write its own uid_map.
+    // SAFETY: prctl with PR_SET_DUMPABLE takes a flag.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) } != 0 {
+        return Err(format!(
+            "cannot make the helper dumpable: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    let mut caps = capabilities()?;
+    for set in &mut caps {
+        set.effective = set.permitted;
+    }
+    set_capabilities(&caps)
+}
+
 /// Drops every capability, for good: with an empty bounding set even a root
 /// step gains none at exec, and `no_new_privs` rules out setuid programs. So
 /// the step cannot remount anything (the read-only views of `deps/` and the
 /// toolchain hold) nor reach kernel knobs.
 fn drop_privileges() -> Setup {
-    #[repr(C)]
-    struct CapHeader {
-        version: u32,
-        pid: i32,
-    }
-    #[repr(C)]
-    #[derive(Clone, Copy)]
-    struct CapData {
-        effective: u32,
-        permitted: u32,
-        inheritable: u32,
-    }
-    const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
-    // SAFETY: prctl and capset with valid arguments and live pointers.
+    // SAFETY: prctl with valid arguments.
     unsafe {
         for cap in 0..64 {
             // Numbers past the kernel's last capability fail with EINVAL.
@@ -207,27 +337,107 @@ fn drop_privileges() -> Setup {
             0,
             0,
         );
-        let header = CapHeader {
-            version: CAPABILITY_VERSION_3,
-            pid: 0,
+    }
+    set_capabilities(&[CapData::default(); 2])?;
+    // SAFETY: prctl with valid arguments.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(format!(
+            "cannot set no_new_privs: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+/// Lets the step run at most `processes` processes of its own. The count
+/// is of the tasks of its user in its user namespace, so it covers exactly
+/// this step (its user id is mapped from the caller's, or from
+/// `ROOT_STEP_ID`: the kernel never limits host root), and one more is
+/// allowed for the helper waiting outside. A limit above the caller's own
+/// hard limit is lowered to it.
+fn limit_processes(processes: u32) -> Setup {
+    let wanted = libc::rlim_t::from(processes) + 1;
+    let mut current = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a live rlimit struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NPROC, &mut current) != 0 {
+            return Err(format!(
+                "cannot read the process limit: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        let limit = wanted.min(current.rlim_max);
+        let new = libc::rlimit {
+            rlim_cur: limit,
+            rlim_max: limit,
         };
-        let data = [CapData {
-            effective: 0,
-            permitted: 0,
-            inheritable: 0,
-        }; 2];
-        if libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr()) != 0 {
+        if libc::setrlimit(libc::RLIMIT_NPROC, &new) != 0 {
             return Err(format!(
-                "cannot drop capabilities: {}",
+                "cannot limit processes: {}",
                 std::io::Error::last_os_error()
             ));
         }
-        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
-            return Err(format!(
-                "cannot set no_new_privs: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
+    }
+    Ok(())
+}
+
+/// `struct __user_cap_header_struct` of <linux/capability.h>.
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+/// `struct __user_cap_data_struct`: one of the two 32-bit halves of each set.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+/// This thread's capability sets.
+fn capabilities() -> Result<[CapData; 2], String> {
+    let mut header = CapHeader {
+        version: CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: capget(2) with live pointers to a header and two data structs.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_capget,
+            &mut header as *mut CapHeader,
+            data.as_mut_ptr(),
+        )
+    };
+    if r != 0 {
+        return Err(format!(
+            "cannot read capabilities: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(data)
+}
+
+fn set_capabilities(data: &[CapData; 2]) -> Setup {
+    let header = CapHeader {
+        version: CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    // SAFETY: capset(2) with live pointers to a header and two data structs.
+    let r = unsafe { libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr()) };
+    if r != 0 {
+        return Err(format!(
+            "cannot set capabilities: {}",
+            std::io::Error::last_os_error()
+        ));
     }
     Ok(())
 }
@@ -278,10 +488,7 @@ fn enter_root(exec_root: &Path, network: bool, reverse_dirs: bool) -> Setup {
     let root = exec_root
         .parent()
         .ok_or("exec root has no parent")?
-        .join("root");
-    ctx(fs::create_dir_all(&root), || {
-        format!("cannot create {}", root.display())
-    })?;
+        .join(SANDBOX_ROOT);
     ctx(
         mount(
             Some("tmpfs"),

@@ -660,6 +660,7 @@ pub(crate) async fn probe_isolation(store: &Store) -> Isolation {
         .args(crate::sandbox::helper_args(
             &exec_root,
             false,
+            Default::default(),
             &["/bin/sh".into(), "-c".into(), "exit 0".into()],
         ))
         .env_clear()

@@ -226,6 +226,18 @@ pub struct RunParams {
     /// `tools:`: the host programs the step uses, which key it instead of
     /// the whole host package database (`None`: not declared).
     pub tools: Option<Vec<String>>,
+    pub limits: Limits,
+}
+
+/// What a step may use of the machine (`limits:`). Limits never enter the
+/// key: within them a step produces what it would without them, and a step
+/// that exceeds one fails, which is never cached, so a raised limit runs it
+/// again anyway.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// The most processes (threads included) the step may run at once;
+    /// `None` for the executor's default.
+    pub processes: Option<u32>,
 }
 
 /// A `run` step ready to be keyed and executed.
@@ -246,6 +258,7 @@ pub struct RunStep {
     /// Secret values the step receives (`Text::secrets`), longest first:
     /// what its logs are masked with.
     pub secrets: Vec<String>,
+    pub limits: Limits,
 }
 
 impl RunParams {
@@ -319,6 +332,7 @@ impl RunParams {
             network: self.network_allowed(),
             fixed_output: self.fixed_output.clone(),
             container: self.container.clone(),
+            limits: self.limits,
         }
     }
 
@@ -401,6 +415,7 @@ mod tests {
             source_date_epoch: Text::plain("0"),
             container: None,
             tools: None,
+            limits: Limits::default(),
         }
     }
 

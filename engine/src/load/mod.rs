@@ -25,14 +25,14 @@ use strata_rules::Text;
 use strata_rules::builtin::{self, Builtin};
 use strata_rules::data_root::DataRootParams;
 use strata_rules::image_pull::PullParams;
-use strata_rules::run::{FixedOutput, Program, RunParams};
+use strata_rules::run::{FixedOutput, Limits, Program, RunParams};
 use strata_rules::stage::StageStep;
 
 pub use diag::ConfigError;
 use diag::{At, did_you_mean};
 use includes::Resolved;
 pub use interp::{EnvSpec, Var, Vars, is_var_name};
-use schema::{Pairs, RawFile, RawTarget, TARGET_FIELDS};
+use schema::{Pairs, RawFile, RawLimits, RawTarget, TARGET_FIELDS};
 pub use source::{Loc, Sources};
 
 use crate::globs;
@@ -848,6 +848,7 @@ impl Loader {
             }
             None => None,
         };
+        let limits = self.limits(raw.limits.as_ref(), raw.image.as_ref(), ids);
         let container = self.run_container(&mut raw, ids, vars, name.loc, &mut deps);
         let tools = self.tools(
             &raw,
@@ -870,6 +871,7 @@ impl Loader {
             source_date_epoch: source_date_epoch.clone(),
             container,
             tools,
+            limits,
         };
         vec![Target {
             name: name.value,
@@ -924,6 +926,47 @@ impl Loader {
             }
         }
         Some(tools)
+    }
+
+    /// `limits:` of a `run` target, each value checked where it stands.
+    fn limits(
+        &mut self,
+        raw: Option<&Spanned<RawLimits>>,
+        image: Option<&Spanned<String>>,
+        ids: &FileIds,
+    ) -> Limits {
+        let mut limits = Limits::default();
+        let Some(raw) = raw else {
+            return limits;
+        };
+        if let Some(image) = image {
+            // Docker runs those steps, under its own limits.
+            let e = self.at().error(
+                ids.at(raw),
+                "`limits` applies to steps in the sandbox, not in a container",
+                "with `image:`",
+                Some(format!(
+                    "drop `limits:` here, or run the step in the sandbox without `image: {}`",
+                    image.value
+                )),
+            );
+            self.errors.push(e);
+            return limits;
+        }
+        if let Some(p) = &raw.value.processes {
+            match p.value.as_u64() {
+                Some(n) if (1..=MAX_PROCESSES).contains(&n) => limits.processes = Some(n as u32),
+                _ => {
+                    let shown = match &p.value {
+                        serde_json::Value::String(s) => s.clone(),
+                        v => v.to_string(),
+                    };
+                    let e = self.at().error(ids.at(p), format!("bad limits.processes `{shown}`: not a whole number from 1 to {MAX_PROCESSES}"), "not a number of processes", Some("the most processes (threads included) the step may run at once, such as `processes: 512`".into()));
+                    self.errors.push(e);
+                }
+            }
+        }
+        limits
     }
 
     /// `srcs:` patterns, interpolated and checked.
@@ -1275,8 +1318,12 @@ fn known_rules() -> Vec<&'static str> {
     rules
 }
 
+/// The kernel's own bound on process ids (`PID_MAX_LIMIT`): a limit above
+/// it is a typo.
+const MAX_PROCESSES: u64 = 4_194_304;
+
 const RUN_FIELDS: &str =
-    "srcs, deps, cmd, argv, env, outs, network, tools, output_digest, image, user, caches";
+    "srcs, deps, cmd, argv, env, outs, network, tools, output_digest, image, user, caches, limits";
 
 /// `${var}` interpolation in every string of a built-in rule's field. A
 /// secret has no use in a built-in rule and would end up in its output.

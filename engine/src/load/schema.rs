@@ -60,6 +60,9 @@ pub struct RawTarget {
     pub user: Option<Spanned<String>>,
     #[serde(default)]
     pub caches: Option<Pairs<Spanned<String>>>,
+    /// `run`: what the step may use of the machine.
+    #[serde(default)]
+    pub limits: Option<Spanned<RawLimits>>,
     /// `stage`: the ordered steps.
     #[serde(default)]
     pub steps: Option<Spanned<Vec<Spanned<RawStep>>>>,
@@ -154,6 +157,15 @@ pub struct RawStep {
     pub owner: Option<Spanned<String>>,
 }
 
+/// `limits:` of a `run` target; each value is checked by the loader, so a
+/// bad one is reported at its own line and column.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    #[serde(default)]
+    pub processes: Option<Spanned<serde_json::Value>>,
+}
+
 /// Registry credentials, by the names of the environment variables that
 /// hold them (never the values: BUILD.yaml is committed).
 #[derive(Debug, Deserialize)]
@@ -230,6 +242,9 @@ impl RawTarget {
         if let Some((k, _)) = self.caches.as_ref().and_then(|x| x.0.first()) {
             v.push(("caches", k.referenced));
         }
+        if let Some(x) = &self.limits {
+            v.push(("limits", x.referenced));
+        }
         if let Some(x) = &self.steps {
             v.push(("steps", x.referenced));
         }
@@ -244,7 +259,7 @@ impl RawTarget {
 }
 
 /// The field names of a target, for hints.
-pub const TARGET_FIELDS: &str = "rule, when, srcs, deps, and for `run`: cmd, argv, env, outs, network, tools, output_digest, image, user, caches; for `stage`: from, steps; built-in rules list theirs in README.md";
+pub const TARGET_FIELDS: &str = "rule, when, srcs, deps, and for `run`: cmd, argv, env, outs, network, tools, output_digest, image, user, caches, limits; for `stage`: from, steps; built-in rules list theirs in README.md";
 
 /// A mapping read in document order with the location of every key, so
 /// duplicate keys can be reported at both places.
