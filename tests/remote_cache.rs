@@ -162,6 +162,106 @@ fn tampered_blob_is_refused(url: &str, blob_file: impl Fn(&str) -> std::path::Pa
     assert_eq!(r.json()["remote"]["refused_blobs"], 1);
 }
 
+/// The key of `target` in a build's JSON report.
+fn key_of(r: &common::Run, target: &str) -> String {
+    r.json()["targets"][target]["key"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no key for {target}: {}", r.stdout))
+        .to_string()
+}
+
+/// The `warning:` lines a run printed.
+fn warnings(r: &common::Run) -> Vec<&str> {
+    r.stderr
+        .lines()
+        .filter(|l| l.starts_with("warning:"))
+        .collect()
+}
+
+/// Replaces a (possibly read-only) file on a server's or a store's disk.
+fn overwrite(path: &Path, bytes: &[u8]) {
+    assert!(path.exists(), "nothing at {}", path.display());
+    std::fs::remove_file(path).unwrap();
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// Another target's result planted at a target's key (well formed, but
+/// not what the target declares) is rejected: the target runs locally, the
+/// build succeeds, and the wrong result never becomes a local entry.
+fn wrong_entry_is_rejected(url: &str, ac_file: impl Fn(&str) -> PathBuf) {
+    let words = "wrong\nentry\nplanted\nhere\nnow\n";
+    let a = runner("");
+    a.write("words.txt", words);
+    let first = build(&a, url, &[]);
+    let count_entry = std::fs::read(ac_file(&key_of(&first, "count"))).unwrap();
+    overwrite(&ac_file(&key_of(&first, "words")), &count_entry);
+
+    let b = runner("");
+    b.write("words.txt", words);
+    let r = build(&b, url, &["--remote-upload=false"]);
+    assert_eq!(r.executed(), ["words"], "{}", r.stderr);
+    assert_eq!(r.json()["remote"]["rejected_entries"], 1, "{}", r.stdout);
+    assert_eq!(r.json()["remote"]["hits"], 2, "{}", r.stdout);
+    let w = warnings(&r);
+    assert_eq!(w.len(), 1, "{}", r.stderr);
+    assert!(w[0].contains("rejected"), "{}", r.stderr);
+    assert_eq!(
+        b.read("out/words/words.txt"),
+        "entry\nhere\nnow\nplanted\nwrong\n"
+    );
+    // The local store holds the right result: a second build is all local.
+    let again = build(&b, url, &["--remote-upload=false"]);
+    assert!(again.executed().is_empty(), "{}", again.stderr);
+    assert_eq!(again.json()["remote"]["hits"], 0, "{}", again.stdout);
+}
+
+/// Bytes that are no action result at a target's key are rejected too:
+/// counted, one warning, and the target runs locally.
+fn garbage_entry_is_rejected(url: &str, ac_file: impl Fn(&str) -> PathBuf) {
+    let words = "garbage\nat\nthe\nkey\n";
+    let a = runner("");
+    a.write("words.txt", words);
+    let first = build(&a, url, &[]);
+    overwrite(
+        &ac_file(&key_of(&first, "words")),
+        b"\xff\xff\xff\xff not an action result",
+    );
+
+    let b = runner("");
+    b.write("words.txt", words);
+    let r = build(&b, url, &["--remote-upload=false"]);
+    assert_eq!(r.executed(), ["words"], "{}", r.stderr);
+    let remote = &r.json()["remote"];
+    assert_eq!(remote["rejected_entries"], 1, "{}", r.stdout);
+    assert_eq!(remote["misses"], 0, "a rejected entry is no plain miss");
+    let w = warnings(&r);
+    assert_eq!(w.len(), 1, "{}", r.stderr);
+    assert!(w[0].contains("rejected"), "{}", r.stderr);
+    assert!(r.stderr.contains("1 entries rejected"), "{}", r.stderr);
+}
+
+/// A local action-cache entry that does not match the target's declared
+/// outputs (left by an earlier version that trusted a wrong remote entry)
+/// is a miss, and the step's result replaces it.
+#[test]
+fn a_wrong_local_entry_is_dropped() {
+    let ws = runner("");
+    let first = ws.build_ok(&[]);
+    let entry = |target: &str| {
+        let key = key_of(&first, target);
+        ws.store.join("ac/blake3").join(&key[..2]).join(&key)
+    };
+    let count_entry = std::fs::read(entry("count")).unwrap();
+    overwrite(&entry("words"), &count_entry);
+
+    let r = ws.build_ok(&[]);
+    assert_eq!(r.executed(), ["words"], "{}", r.stderr);
+    assert_eq!(ws.read("out/words/words.txt"), "apple\nfig\npear\n");
+    assert_ne!(std::fs::read(entry("words")).unwrap(), count_entry);
+    let again = ws.build_ok(&[]);
+    assert!(again.executed().is_empty(), "{}", again.stderr);
+}
+
 /// A server that is down costs one warning; the build succeeds locally.
 #[test]
 fn a_stopped_server_costs_one_warning() {
@@ -228,6 +328,11 @@ impl Served {
         self.dir.path().join("cache/cas").join(&hex[..2]).join(hex)
     }
 
+    /// The stored action result of the key with this hex.
+    fn entry(&self, hex: &str) -> PathBuf {
+        self.dir.path().join("cache/ac").join(&hex[..2]).join(hex)
+    }
+
     fn files(&self) -> usize {
         count_files(&self.dir.path().join("cache/cas"))
             + count_files(&self.dir.path().join("cache/ac"))
@@ -279,6 +384,26 @@ fn nginx_webdav_is_shared_by_runners() {
     shared_between_runners(&url, || walk(&nginx.dir()).len());
     trusted_keys(&url);
     tampered_blob_is_refused(&url, |hex| nginx.blob_path("cas", hex));
+}
+
+#[test]
+fn a_wrong_remote_entry_is_rejected() {
+    let server = Served::start();
+    wrong_entry_is_rejected(&server.url, |hex| server.entry(hex));
+    if nginx_available() {
+        let nginx = Nginx::start();
+        wrong_entry_is_rejected(&nginx.url(), |hex| nginx.blob_path("ac", hex));
+    }
+}
+
+#[test]
+fn a_garbage_remote_entry_is_counted_and_warned_about() {
+    let server = Served::start();
+    garbage_entry_is_rejected(&server.url, |hex| server.entry(hex));
+    if nginx_available() {
+        let nginx = Nginx::start();
+        garbage_entry_is_rejected(&nginx.url(), |hex| nginx.blob_path("ac", hex));
+    }
 }
 
 #[test]
