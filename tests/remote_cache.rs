@@ -240,6 +240,36 @@ fn garbage_entry_is_rejected(url: &str, ac_file: impl Fn(&str) -> PathBuf) {
     assert!(r.stderr.contains("1 entries rejected"), "{}", r.stderr);
 }
 
+/// A blob corrupted on the server without a change of size (so the server
+/// says it has it) is uploaded again once a step has produced the right
+/// bytes; the next runner gets a full hit.
+fn corrupt_blob_is_repaired(url: &str, blob_file: impl Fn(&str) -> PathBuf) {
+    let words = "repair\nthe\nblob\nof\nsix\nlines\n";
+    let a = runner("");
+    a.write("words.txt", words);
+    build(&a, url, &[]);
+    let path = blob_file(&sha256_hex(b"6\n"));
+    overwrite(&path, b"7\n");
+
+    let b = runner("");
+    b.write("words.txt", words);
+    let r = build(&b, url, &[]);
+    assert_eq!(r.executed(), ["count"], "{}", r.stderr);
+    assert_eq!(r.json()["remote"]["refused_blobs"], 1, "{}", r.stdout);
+    assert_eq!(std::fs::read(&path).unwrap(), b"6\n", "{url}: not repaired");
+
+    let c = runner("");
+    c.write("words.txt", words);
+    let r = build(&c, url, &[]);
+    assert!(r.executed().is_empty(), "{}", r.stderr);
+    assert_eq!(r.json()["remote"]["hits"], 3, "{}", r.stdout);
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
 /// A local action-cache entry that does not match the target's declared
 /// outputs (left by an earlier version that trusted a wrong remote entry)
 /// is a miss, and the step's result replaces it.
@@ -404,6 +434,16 @@ fn a_garbage_remote_entry_is_counted_and_warned_about() {
         let nginx = Nginx::start();
         garbage_entry_is_rejected(&nginx.url(), |hex| nginx.blob_path("ac", hex));
     }
+}
+
+#[test]
+fn a_blob_corrupted_on_the_server_is_uploaded_again() {
+    if nginx_available() {
+        let nginx = Nginx::start();
+        corrupt_blob_is_repaired(&nginx.url(), |hex| nginx.blob_path("cas", hex));
+    }
+    let server = Served::start();
+    corrupt_blob_is_repaired(&server.url, |hex| server.blob(hex));
 }
 
 #[test]

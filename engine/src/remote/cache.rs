@@ -9,8 +9,10 @@
 //! missing, or (with trusted keys) that no trusted key signed, is a miss.
 //! An entry that does not decode, or whose tree is not what the target
 //! declares, is rejected: counted, warned about once, and never recorded
-//! locally.
+//! locally. A blob refused for its bytes is uploaded again once a step has
+//! made it, though the server says it has it, so the server heals.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -81,6 +83,9 @@ pub struct RemoteCache {
     /// Rejected entries have their own warning: a failure warned about
     /// earlier must not hide that the cache holds wrong results.
     warned_rejected: AtomicBool,
+    /// Blobs whose download did not hash to their digest: the server's copy
+    /// is bad, so they are uploaded even when it says it has them.
+    bad_on_server: Mutex<HashSet<Digest>>,
     observer: Arc<dyn Observer>,
     transfers: Arc<Semaphore>,
     uploads: Mutex<JoinSet<()>>,
@@ -154,6 +159,7 @@ pub async fn open(
         switched_off: AtomicBool::new(false),
         warned: AtomicBool::new(false),
         warned_rejected: AtomicBool::new(false),
+        bad_on_server: Mutex::new(HashSet::new()),
         observer,
         transfers,
         uploads: Mutex::new(JoinSet::new()),
@@ -431,6 +437,7 @@ impl RemoteCache {
             }
             Err(RemoteError::DigestMismatch { .. }) => {
                 self.counters.refused_blobs.fetch_add(1, Ordering::Relaxed);
+                self.bad_on_server.lock().expect("not poisoned").insert(*d);
                 self.warn_once(format!(
                     "remote cache {}: refused blob {} whose bytes do not match their digest (a tampered or corrupt cache)",
                     self.settings.config.url,
@@ -462,7 +469,7 @@ impl RemoteCache {
         let Some(blobs) = result_blobs(store, &result) else {
             return;
         };
-        let Ok(missing) = self
+        let Ok(mut missing) = self
             .call("finding missing blobs", || {
                 Box::pin(self.remote.find_missing(f, &blobs))
             })
@@ -470,6 +477,20 @@ impl RemoteCache {
         else {
             return;
         };
+        // The server says it has these, but what it sent did not hash to
+        // them (same size, other bytes): only an upload repairs its copy.
+        {
+            let bad = self.bad_on_server.lock().expect("not poisoned");
+            if !bad.is_empty() {
+                let listed: HashSet<Digest> = missing.iter().copied().collect();
+                missing.extend(
+                    blobs
+                        .iter()
+                        .filter(|d| bad.contains(d) && !listed.contains(d))
+                        .copied(),
+                );
+            }
+        }
         let mut set = JoinSet::new();
         for d in missing {
             let (this, store) = (self.clone(), store.clone());
@@ -520,6 +541,7 @@ impl RemoteCache {
                 self.counters
                     .uploaded_bytes
                     .fetch_add(d.size_bytes, Ordering::Relaxed);
+                self.bad_on_server.lock().expect("not poisoned").remove(d);
                 true
             }
             Err(e) => {
