@@ -446,6 +446,33 @@ fn a_blob_corrupted_on_the_server_is_uploaded_again() {
     corrupt_blob_is_repaired(&server.url, |hex| server.blob(hex));
 }
 
+/// When the gRPC remote cannot be reached, the build goes on in the digest
+/// function the store holds its results in (SHA-256 after BuildGrid), so
+/// the local results are used: nothing runs again. A store whose function
+/// was never remembered (an older version) is read from its entries.
+#[test]
+fn an_unreachable_grpc_remote_keeps_the_stores_digest_function() {
+    if !buildgrid_available() {
+        return;
+    }
+    let mut bg = Buildgrid::start();
+    let url = format!("{}/{}", bg.url(), bg.instance());
+    let ws = runner("");
+    assert_eq!(build(&ws, &url, &[]).executed().len(), 3);
+    bg.stop();
+    for attempt in ["remembered", "read from the entries"] {
+        let r = build(&ws, &url, &[]);
+        assert!(r.executed().is_empty(), "{attempt}: {}", r.stderr);
+        let output = &r.json()["targets"]["count"]["output"];
+        assert!(
+            output.as_str().unwrap().starts_with("sha256:"),
+            "{attempt}: {output}"
+        );
+        assert_eq!(warnings(&r).len(), 1, "{attempt}: {}", r.stderr);
+        let _ = std::fs::remove_file(ws.store.join("meta/digest-function"));
+    }
+}
+
 #[test]
 fn buildgrid_negotiates_sha256_and_is_shared_by_runners() {
     if !buildgrid_available() {

@@ -93,12 +93,18 @@ pub struct RemoteCache {
 
 /// Connects and agrees on a digest function. Returns the cache (`None` when
 /// it cannot be used: one warning says why) and the function the build uses.
+/// `held` is the function the local store holds its results in: when the
+/// remote cannot be asked, the build goes on in it, so its results count.
 pub async fn open(
     settings: RemoteSettings,
+    held: Option<DigestFunction>,
     observer: Arc<dyn Observer>,
 ) -> (Option<Arc<RemoteCache>>, DigestFunction) {
     let url = settings.config.url.clone();
-    let fallback = settings.digest_function.unwrap_or(DigestFunction::Blake3);
+    let fallback = settings
+        .digest_function
+        .or(held)
+        .unwrap_or(DigestFunction::Blake3);
     let unusable = |why: String| {
         observer.warn(&format!(
             "remote cache {url} is not used: {why}; building with the local store only"
