@@ -473,6 +473,47 @@ fn an_unreachable_grpc_remote_keeps_the_stores_digest_function() {
     }
 }
 
+/// A gRPC client pointed at `strata cache serve`, which speaks Bazel's HTTP
+/// cache protocol only, is told so and given the URL to use: one warning,
+/// and the build goes on locally.
+#[test]
+fn a_grpc_client_of_cache_serve_is_told_to_use_http() {
+    let server = Served::start();
+    let grpc = server.url.replacen("http://", "grpc://", 1);
+    let ws = runner("");
+    let r = build(&ws, &grpc, &[]);
+    assert_eq!(r.executed().len(), 3, "{}", r.stderr);
+    let w = warnings(&r);
+    assert_eq!(w.len(), 1, "{}", r.stderr);
+    assert!(
+        w[0].contains("Unimplemented: strata cache serve speaks Bazel's HTTP cache protocol"),
+        "{}",
+        w[0]
+    );
+    assert!(
+        w[0].contains(&format!("use --remote_cache={}", server.url)),
+        "{}",
+        w[0]
+    );
+    // A server that only speaks HTTP/1 closes the connection without a
+    // word; the client says what that likely means.
+    if nginx_available() {
+        let nginx = Nginx::start();
+        let r = build(
+            &runner(""),
+            &nginx.url().replacen("http://", "grpc://", 1),
+            &[],
+        );
+        let w = warnings(&r);
+        assert_eq!(w.len(), 1, "{}", r.stderr);
+        assert!(
+            w[0].contains(&format!("if it is an HTTP cache, use {}", nginx.url())),
+            "{}",
+            w[0]
+        );
+    }
+}
+
 #[test]
 fn buildgrid_negotiates_sha256_and_is_shared_by_runners() {
     if !buildgrid_available() {
