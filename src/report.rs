@@ -79,7 +79,7 @@ pub fn build_report(r: &BuildReport, json: bool) -> ExitCode {
     }
     if let Some(s) = &r.remote {
         let line = format!(
-            "remote cache ({}): {} hits, {} misses, {} downloaded, {} uploaded in {} results{}{}{}",
+            "remote cache ({}): {} hits, {} misses, {} downloaded, {} uploaded in {} results{}{}{}{}",
             s.digest_function,
             s.hits,
             s.misses,
@@ -93,6 +93,11 @@ pub fn build_report(r: &BuildReport, json: bool) -> ExitCode {
             },
             if s.refused_blobs > 0 {
                 format!(", {} tampered blobs refused", s.refused_blobs)
+            } else {
+                String::new()
+            },
+            if s.rejected_entries > 0 {
+                format!(", {} entries rejected", s.rejected_entries)
             } else {
                 String::new()
             },

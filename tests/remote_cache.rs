@@ -162,6 +162,136 @@ fn tampered_blob_is_refused(url: &str, blob_file: impl Fn(&str) -> std::path::Pa
     assert_eq!(r.json()["remote"]["refused_blobs"], 1);
 }
 
+/// The key of `target` in a build's JSON report.
+fn key_of(r: &common::Run, target: &str) -> String {
+    r.json()["targets"][target]["key"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no key for {target}: {}", r.stdout))
+        .to_string()
+}
+
+/// The `warning:` lines a run printed.
+fn warnings(r: &common::Run) -> Vec<&str> {
+    r.stderr
+        .lines()
+        .filter(|l| l.starts_with("warning:"))
+        .collect()
+}
+
+/// Replaces a (possibly read-only) file on a server's or a store's disk.
+fn overwrite(path: &Path, bytes: &[u8]) {
+    assert!(path.exists(), "nothing at {}", path.display());
+    std::fs::remove_file(path).unwrap();
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// Another target's result planted at a target's key (well formed, but
+/// not what the target declares) is rejected: the target runs locally, the
+/// build succeeds, and the wrong result never becomes a local entry.
+fn wrong_entry_is_rejected(url: &str, ac_file: impl Fn(&str) -> PathBuf) {
+    let words = "wrong\nentry\nplanted\nhere\nnow\n";
+    let a = runner("");
+    a.write("words.txt", words);
+    let first = build(&a, url, &[]);
+    let count_entry = std::fs::read(ac_file(&key_of(&first, "count"))).unwrap();
+    overwrite(&ac_file(&key_of(&first, "words")), &count_entry);
+
+    let b = runner("");
+    b.write("words.txt", words);
+    let r = build(&b, url, &["--remote-upload=false"]);
+    assert_eq!(r.executed(), ["words"], "{}", r.stderr);
+    assert_eq!(r.json()["remote"]["rejected_entries"], 1, "{}", r.stdout);
+    assert_eq!(r.json()["remote"]["hits"], 2, "{}", r.stdout);
+    let w = warnings(&r);
+    assert_eq!(w.len(), 1, "{}", r.stderr);
+    assert!(w[0].contains("rejected"), "{}", r.stderr);
+    assert_eq!(
+        b.read("out/words/words.txt"),
+        "entry\nhere\nnow\nplanted\nwrong\n"
+    );
+    // The local store holds the right result: a second build is all local.
+    let again = build(&b, url, &["--remote-upload=false"]);
+    assert!(again.executed().is_empty(), "{}", again.stderr);
+    assert_eq!(again.json()["remote"]["hits"], 0, "{}", again.stdout);
+}
+
+/// Bytes that are no action result at a target's key are rejected too:
+/// counted, one warning, and the target runs locally.
+fn garbage_entry_is_rejected(url: &str, ac_file: impl Fn(&str) -> PathBuf) {
+    let words = "garbage\nat\nthe\nkey\n";
+    let a = runner("");
+    a.write("words.txt", words);
+    let first = build(&a, url, &[]);
+    overwrite(
+        &ac_file(&key_of(&first, "words")),
+        b"\xff\xff\xff\xff not an action result",
+    );
+
+    let b = runner("");
+    b.write("words.txt", words);
+    let r = build(&b, url, &["--remote-upload=false"]);
+    assert_eq!(r.executed(), ["words"], "{}", r.stderr);
+    let remote = &r.json()["remote"];
+    assert_eq!(remote["rejected_entries"], 1, "{}", r.stdout);
+    assert_eq!(remote["misses"], 0, "a rejected entry is no plain miss");
+    let w = warnings(&r);
+    assert_eq!(w.len(), 1, "{}", r.stderr);
+    assert!(w[0].contains("rejected"), "{}", r.stderr);
+    assert!(r.stderr.contains("1 entries rejected"), "{}", r.stderr);
+}
+
+/// A blob corrupted on the server without a change of size (so the server
+/// says it has it) is uploaded again once a step has produced the right
+/// bytes; the next runner gets a full hit.
+fn corrupt_blob_is_repaired(url: &str, blob_file: impl Fn(&str) -> PathBuf) {
+    let words = "repair\nthe\nblob\nof\nsix\nlines\n";
+    let a = runner("");
+    a.write("words.txt", words);
+    build(&a, url, &[]);
+    let path = blob_file(&sha256_hex(b"6\n"));
+    overwrite(&path, b"7\n");
+
+    let b = runner("");
+    b.write("words.txt", words);
+    let r = build(&b, url, &[]);
+    assert_eq!(r.executed(), ["count"], "{}", r.stderr);
+    assert_eq!(r.json()["remote"]["refused_blobs"], 1, "{}", r.stdout);
+    assert_eq!(std::fs::read(&path).unwrap(), b"6\n", "{url}: not repaired");
+
+    let c = runner("");
+    c.write("words.txt", words);
+    let r = build(&c, url, &[]);
+    assert!(r.executed().is_empty(), "{}", r.stderr);
+    assert_eq!(r.json()["remote"]["hits"], 3, "{}", r.stdout);
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// A local action-cache entry that does not match the target's declared
+/// outputs (left by an earlier version that trusted a wrong remote entry)
+/// is a miss, and the step's result replaces it.
+#[test]
+fn a_wrong_local_entry_is_dropped() {
+    let ws = runner("");
+    let first = ws.build_ok(&[]);
+    let entry = |target: &str| {
+        let key = key_of(&first, target);
+        ws.store.join("ac/blake3").join(&key[..2]).join(&key)
+    };
+    let count_entry = std::fs::read(entry("count")).unwrap();
+    overwrite(&entry("words"), &count_entry);
+
+    let r = ws.build_ok(&[]);
+    assert_eq!(r.executed(), ["words"], "{}", r.stderr);
+    assert_eq!(ws.read("out/words/words.txt"), "apple\nfig\npear\n");
+    assert_ne!(std::fs::read(entry("words")).unwrap(), count_entry);
+    let again = ws.build_ok(&[]);
+    assert!(again.executed().is_empty(), "{}", again.stderr);
+}
+
 /// A server that is down costs one warning; the build succeeds locally.
 #[test]
 fn a_stopped_server_costs_one_warning() {
@@ -228,6 +358,11 @@ impl Served {
         self.dir.path().join("cache/cas").join(&hex[..2]).join(hex)
     }
 
+    /// The stored action result of the key with this hex.
+    fn entry(&self, hex: &str) -> PathBuf {
+        self.dir.path().join("cache/ac").join(&hex[..2]).join(hex)
+    }
+
     fn files(&self) -> usize {
         count_files(&self.dir.path().join("cache/cas"))
             + count_files(&self.dir.path().join("cache/ac"))
@@ -279,6 +414,104 @@ fn nginx_webdav_is_shared_by_runners() {
     shared_between_runners(&url, || walk(&nginx.dir()).len());
     trusted_keys(&url);
     tampered_blob_is_refused(&url, |hex| nginx.blob_path("cas", hex));
+}
+
+#[test]
+fn a_wrong_remote_entry_is_rejected() {
+    let server = Served::start();
+    wrong_entry_is_rejected(&server.url, |hex| server.entry(hex));
+    if nginx_available() {
+        let nginx = Nginx::start();
+        wrong_entry_is_rejected(&nginx.url(), |hex| nginx.blob_path("ac", hex));
+    }
+}
+
+#[test]
+fn a_garbage_remote_entry_is_counted_and_warned_about() {
+    let server = Served::start();
+    garbage_entry_is_rejected(&server.url, |hex| server.entry(hex));
+    if nginx_available() {
+        let nginx = Nginx::start();
+        garbage_entry_is_rejected(&nginx.url(), |hex| nginx.blob_path("ac", hex));
+    }
+}
+
+#[test]
+fn a_blob_corrupted_on_the_server_is_uploaded_again() {
+    if nginx_available() {
+        let nginx = Nginx::start();
+        corrupt_blob_is_repaired(&nginx.url(), |hex| nginx.blob_path("cas", hex));
+    }
+    let server = Served::start();
+    corrupt_blob_is_repaired(&server.url, |hex| server.blob(hex));
+}
+
+/// When the gRPC remote cannot be reached, the build goes on in the digest
+/// function the store holds its results in (SHA-256 after BuildGrid), so
+/// the local results are used: nothing runs again. A store whose function
+/// was never remembered (an older version) is read from its entries.
+#[test]
+fn an_unreachable_grpc_remote_keeps_the_stores_digest_function() {
+    if !buildgrid_available() {
+        return;
+    }
+    let mut bg = Buildgrid::start();
+    let url = format!("{}/{}", bg.url(), bg.instance());
+    let ws = runner("");
+    assert_eq!(build(&ws, &url, &[]).executed().len(), 3);
+    bg.stop();
+    for attempt in ["remembered", "read from the entries"] {
+        let r = build(&ws, &url, &[]);
+        assert!(r.executed().is_empty(), "{attempt}: {}", r.stderr);
+        let output = &r.json()["targets"]["count"]["output"];
+        assert!(
+            output.as_str().unwrap().starts_with("sha256:"),
+            "{attempt}: {output}"
+        );
+        assert_eq!(warnings(&r).len(), 1, "{attempt}: {}", r.stderr);
+        let _ = std::fs::remove_file(ws.store.join("meta/digest-function"));
+    }
+}
+
+/// A gRPC client pointed at `strata cache serve`, which speaks Bazel's HTTP
+/// cache protocol only, is told so and given the URL to use: one warning,
+/// and the build goes on locally.
+#[test]
+fn a_grpc_client_of_cache_serve_is_told_to_use_http() {
+    let server = Served::start();
+    let grpc = server.url.replacen("http://", "grpc://", 1);
+    let ws = runner("");
+    let r = build(&ws, &grpc, &[]);
+    assert_eq!(r.executed().len(), 3, "{}", r.stderr);
+    let w = warnings(&r);
+    assert_eq!(w.len(), 1, "{}", r.stderr);
+    assert!(
+        w[0].contains("Unimplemented: strata cache serve speaks Bazel's HTTP cache protocol"),
+        "{}",
+        w[0]
+    );
+    assert!(
+        w[0].contains(&format!("use --remote_cache={}", server.url)),
+        "{}",
+        w[0]
+    );
+    // A server that only speaks HTTP/1 closes the connection without a
+    // word; the client says what that likely means.
+    if nginx_available() {
+        let nginx = Nginx::start();
+        let r = build(
+            &runner(""),
+            &nginx.url().replacen("http://", "grpc://", 1),
+            &[],
+        );
+        let w = warnings(&r);
+        assert_eq!(w.len(), 1, "{}", r.stderr);
+        assert!(
+            w[0].contains(&format!("if it is an HTTP cache, use {}", nginx.url())),
+            "{}",
+            w[0]
+        );
+    }
 }
 
 #[test]

@@ -20,6 +20,7 @@ use crate::load::diag::{At, did_you_mean};
 use crate::load::{self, ConfigError, Kind, LoadOptions, Workspace};
 use crate::materialize;
 use crate::records::{self, Record, RecordedTarget};
+use crate::remote::store_function;
 use crate::scheduler::{self, Job, Observer, Outcome, Settings, Work};
 use crate::statcache::StatCache;
 use crate::toolchain::HostToolchain;
@@ -144,15 +145,26 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
         .build()
         .map_err(|e| BuildError::Environment(format!("cannot start the runtime: {e}")))?;
     // A remote cache decides the digest function (BLAKE3 when it speaks it,
-    // SHA-256 otherwise), so it is asked before the store opens.
-    let (remote, function) = match crate::remote::config::settings(&ws.root, &opts.remote)
-        .map_err(BuildError::Usage)?
-    {
-        None => (None, DigestFunction::Blake3),
-        Some(settings) => runtime.block_on(crate::remote::cache::open(settings, observer.clone())),
-    };
+    // SHA-256 otherwise), so it is asked before the store opens; one that
+    // cannot be asked leaves the store's own.
+    let (remote, function) =
+        match crate::remote::config::settings(&ws.root, &opts.remote).map_err(BuildError::Usage)? {
+            None => (None, DigestFunction::Blake3),
+            Some(settings) => {
+                let held = store_function::held(&opts.store_dir);
+                runtime.block_on(crate::remote::cache::open(settings, held, observer.clone()))
+            }
+        };
     let store = Store::open(&opts.store_dir, function)
         .map_err(|e| BuildError::Environment(format!("cannot open the store: {e}")))?;
+    if remote.is_some()
+        && let Err(e) = store_function::remember(&store)
+    {
+        observer.warn(&format!(
+            "cannot remember the store's digest function in {}: {e}",
+            store.meta_dir().display()
+        ));
+    }
     // Held until the build returns, so `gc` never collects what this build
     // wrote before its record names it.
     let _gc_lock = gc::lock_shared(&store, || {

@@ -20,6 +20,7 @@ use serde::Serialize;
 use strata_store::{Digest, Store};
 
 use crate::build::{self, BuildError};
+use crate::declared::DeclaredOutputs;
 use crate::graph::Graph;
 use crate::key;
 use crate::keyinfo::{self, Change, KeyInfo};
@@ -156,7 +157,13 @@ pub fn explain(opts: &ExplainOptions, observer: &dyn Observer) -> Result<Explana
             *n,
             Keyed {
                 key: action.key,
-                cached: scheduler::cached_output(&store, &action.key),
+                cached: scheduler::cached_output(
+                    &store,
+                    &action.key,
+                    DeclaredOutputs::of(&job.work).as_ref(),
+                )
+                .ok()
+                .flatten(),
                 pending,
                 info,
                 rule,

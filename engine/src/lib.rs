@@ -18,6 +18,7 @@ pub mod cache_server;
 pub mod caches;
 pub mod containers;
 pub mod data_root;
+pub mod declared;
 pub mod descriptors;
 pub mod docker;
 pub mod exec;

@@ -20,6 +20,7 @@ use tokio::task::JoinSet;
 
 use crate::audit::perturb::AuditRun;
 use crate::containers::{self, ContainerRun, Docker};
+use crate::declared::DeclaredOutputs;
 use crate::exec::{self, Isolation, StageRequest, StepFailure, StepRequest};
 use crate::inputs::SourceFile;
 use crate::key::{self, KeyedAction};
@@ -317,12 +318,20 @@ impl Task {
             None => !shared.settings.no_cache,
             Some(_) => self.work.pinned(),
         };
-        if lookup && let Some(output) = cached_output(&shared.store, &key) {
-            return Outcome::Cached { key, output };
+        let declared = DeclaredOutputs::of(&self.work);
+        if lookup {
+            match cached_output(&shared.store, &key, declared.as_ref()) {
+                Ok(Some(output)) => return Outcome::Cached { key, output },
+                Ok(None) => {}
+                Err(why) => shared.observer.warn(&format!(
+                    "the action-cache entry of `{}` is not its result ({why}); it was dropped and the step runs again",
+                    self.name
+                )),
+            }
         }
         if !shared.settings.no_cache
             && let Some(remote) = &shared.remote
-            && let Some(output) = remote.lookup(&shared.store, &key).await
+            && let Some(output) = remote.lookup(&shared.store, &key, declared.as_ref()).await
         {
             return Outcome::Cached { key, output };
         }
@@ -617,15 +626,36 @@ fn run_builtin(
     })
 }
 
-/// The output of a cached action, if its whole output tree is still stored.
-pub fn cached_output(store: &Store, key: &Digest) -> Option<Digest> {
+/// The output of a cached action, if its whole output tree is still stored
+/// and holds what the target declares. An entry whose tree does not is
+/// another action's result (planted at this key on a remote and trusted by
+/// an older version): it is dropped, and `Err` says what is wrong with it.
+pub fn cached_output(
+    store: &Store,
+    key: &Digest,
+    declared: Option<&DeclaredOutputs>,
+) -> Result<Option<Digest>, String> {
     // The entry's time is the last use `gc` evicts by.
-    let result = store.action_cache().get_used(key).ok()??;
-    let dir = result.output_directories.first()?;
-    let output = Digest::from_proto(dir.root_directory_digest.as_ref()?)?;
-    tree::first_missing(store.cas(), &output)
-        .is_none()
-        .then_some(output)
+    let Some(result) = store.action_cache().get_used(key).ok().flatten() else {
+        return Ok(None);
+    };
+    let Some(output) = result
+        .output_directories
+        .first()
+        .and_then(|d| Digest::from_proto(d.root_directory_digest.as_ref()?))
+    else {
+        return Ok(None);
+    };
+    if tree::first_missing(store.cas(), &output).is_some() {
+        return Ok(None);
+    }
+    if let Some(declared) = declared
+        && let Err(why) = declared.check(store.cas(), &output)
+    {
+        let _ = store.action_cache().remove(key);
+        return Err(why);
+    }
+    Ok(Some(output))
 }
 
 /// Decides once per build whether steps can run in namespaces here.

@@ -61,6 +61,18 @@ impl ActionCache {
         atomic::write_atomic(&self.tmp, &self.path(key), &bytes, 0o444)
     }
 
+    /// Drops the entry for `key`, if any: for an entry found not to be the
+    /// result it claims, so a later build runs the action again. Atomic
+    /// (one unlink); an entry a racing writer publishes afterwards stays.
+    pub fn remove(&self, key: &Digest) -> Result<()> {
+        let path = self.path(key);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StoreError::io("cannot remove action cache entry", path, e)),
+        }
+    }
+
     /// [`ActionCache::get`] for a use of the entry: its modification time is
     /// the last use of everything its result references, which `gc` evicts
     /// least recently used first. The file is opened once for both. Best

@@ -333,7 +333,14 @@ impl Storage {
         let key = (kind, *hash);
         let mut index = self.index();
         if kind == Kind::Cas && index.touch(&key).is_some() {
-            return Ok(());
+            // Uploads are checked against their name, so these bytes are
+            // right: they replace the stored copy, which a client uploads
+            // again only when what it downloaded did not hash to its name
+            // (the copy went bad on disk). The rename is atomic.
+            return upload
+                .persist(&dest)
+                .map(|_| ())
+                .map_err(|e| CommitError::Io(e.error));
         }
         for r in refs {
             if index.size_of(&(Kind::Cas, r.hash)) != Some(r.size) {

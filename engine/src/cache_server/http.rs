@@ -19,6 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::auth::{Access, Denied, Tokens};
 use super::disk::{self, ACTION_RESULT_LIMIT, CommitError, Hash, Kind, Storage};
+use super::grpc;
 use super::log;
 use super::refs::{self, Refusal};
 
@@ -57,6 +58,9 @@ pub async fn handle(
 }
 
 async fn respond(server: Arc<Server>, req: Request<Incoming>) -> Response<Body> {
+    if grpc::is_grpc(&req) {
+        return grpc::refusal(&req);
+    }
     let access = match *req.method() {
         Method::GET | Method::HEAD => Access::Read,
         Method::PUT => Access::Write,
@@ -384,7 +388,7 @@ fn too_large(limit: u64) -> Response<Body> {
     r
 }
 
-fn empty() -> Body {
+pub(super) fn empty() -> Body {
     Empty::<Bytes>::new()
         .map_err(|never| match never {})
         .boxed_unsync()

@@ -2,7 +2,8 @@
 //! speaking Bazel's HTTP cache protocol over a folder.
 //!
 //! - `http`: the protocol (routes, tokens checked, uploads streamed and
-//!   validated).
+//!   validated), over HTTP/1.1 or HTTP/2.
+//! - `grpc`: the answer to gRPC clients: UNIMPLEMENTED, and the URL to use.
 //! - `auth`: read and write bearer tokens.
 //! - `refs`: the blobs an action result names, so an entry is admitted
 //!   only when a hit on it can be followed.
@@ -11,6 +12,7 @@
 
 mod auth;
 mod disk;
+mod grpc;
 mod http;
 mod refs;
 
@@ -21,7 +23,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -122,6 +125,13 @@ async fn run(
     let server = Arc::new(server);
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    // HTTP/2 too (told apart by its preface), so a gRPC client reaches
+    // `grpc::refusal` and learns why it is not served.
+    let mut protocols = auto::Builder::new(TokioExecutor::new());
+    protocols
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT);
     loop {
         let accepted = tokio::select! {
             _ = interrupt.recv() => break,
@@ -134,10 +144,9 @@ async fn run(
         let _ = stream.set_nodelay(true);
         let server = server.clone();
         let service = hyper::service::service_fn(move |req| http::handle(server.clone(), req));
-        let connection = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_TIMEOUT)
-            .serve_connection(TokioIo::new(stream), service);
+        let connection = protocols
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             // A connection's errors (a client hanging up, a malformed

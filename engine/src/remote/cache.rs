@@ -7,7 +7,12 @@
 //! rest of the build, which then continues locally. Every downloaded blob is
 //! hashed before it enters the local store; an entry whose blobs are
 //! missing, or (with trusted keys) that no trusted key signed, is a miss.
+//! An entry that does not decode, or whose tree is not what the target
+//! declares, is rejected: counted, warned about once, and never recorded
+//! locally. A blob refused for its bytes is uploaded again once a step has
+//! made it, though the server says it has it, so the server heals.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,6 +26,7 @@ use tokio::task::JoinSet;
 
 use super::config::RemoteSettings;
 use super::sign;
+use crate::declared::DeclaredOutputs;
 use crate::scheduler::Observer;
 
 /// A remote call, boxed so the tasks that run it stay `Send`.
@@ -41,6 +47,9 @@ pub struct RemoteStats {
     pub untrusted: u64,
     /// Downloaded blobs refused because their bytes did not match.
     pub refused_blobs: u64,
+    /// Entries refused because they do not decode as an action result or
+    /// their tree is not what the target declares.
+    pub rejected_entries: u64,
     pub downloaded_bytes: u64,
     pub uploaded_bytes: u64,
     /// Action results uploaded.
@@ -56,6 +65,7 @@ struct Counters {
     misses: AtomicU64,
     untrusted: AtomicU64,
     refused_blobs: AtomicU64,
+    rejected_entries: AtomicU64,
     downloaded_bytes: AtomicU64,
     uploaded_bytes: AtomicU64,
     uploads: AtomicU64,
@@ -70,6 +80,12 @@ pub struct RemoteCache {
     consecutive_failures: Mutex<u32>,
     switched_off: AtomicBool,
     warned: AtomicBool,
+    /// Rejected entries have their own warning: a failure warned about
+    /// earlier must not hide that the cache holds wrong results.
+    warned_rejected: AtomicBool,
+    /// Blobs whose download did not hash to their digest: the server's copy
+    /// is bad, so they are uploaded even when it says it has them.
+    bad_on_server: Mutex<HashSet<Digest>>,
     observer: Arc<dyn Observer>,
     transfers: Arc<Semaphore>,
     uploads: Mutex<JoinSet<()>>,
@@ -77,12 +93,18 @@ pub struct RemoteCache {
 
 /// Connects and agrees on a digest function. Returns the cache (`None` when
 /// it cannot be used: one warning says why) and the function the build uses.
+/// `held` is the function the local store holds its results in: when the
+/// remote cannot be asked, the build goes on in it, so its results count.
 pub async fn open(
     settings: RemoteSettings,
+    held: Option<DigestFunction>,
     observer: Arc<dyn Observer>,
 ) -> (Option<Arc<RemoteCache>>, DigestFunction) {
     let url = settings.config.url.clone();
-    let fallback = settings.digest_function.unwrap_or(DigestFunction::Blake3);
+    let fallback = settings
+        .digest_function
+        .or(held)
+        .unwrap_or(DigestFunction::Blake3);
     let unusable = |why: String| {
         observer.warn(&format!(
             "remote cache {url} is not used: {why}; building with the local store only"
@@ -142,6 +164,8 @@ pub async fn open(
         consecutive_failures: Mutex::new(0),
         switched_off: AtomicBool::new(false),
         warned: AtomicBool::new(false),
+        warned_rejected: AtomicBool::new(false),
+        bad_on_server: Mutex::new(HashSet::new()),
         observer,
         transfers,
         uploads: Mutex::new(JoinSet::new()),
@@ -155,6 +179,8 @@ enum Miss {
     Quiet,
     /// The remote failed: already counted and warned about.
     Failed,
+    /// The entry is garbage or not this target's result.
+    Rejected(String),
 }
 
 impl RemoteCache {
@@ -172,6 +198,7 @@ impl RemoteCache {
             misses: get(&c.misses),
             untrusted: get(&c.untrusted),
             refused_blobs: get(&c.refused_blobs),
+            rejected_entries: get(&c.rejected_entries),
             downloaded_bytes: get(&c.downloaded_bytes),
             uploaded_bytes: get(&c.uploaded_bytes),
             uploads: get(&c.uploads),
@@ -249,12 +276,18 @@ impl RemoteCache {
     }
 
     /// The output of `key` from the remote, downloaded and checked into the
-    /// local store (with its local action-cache entry), or `None`.
-    pub async fn lookup(self: &Arc<Self>, store: &Store, key: &Digest) -> Option<Digest> {
+    /// local store (with its local action-cache entry), or `None`. With
+    /// `declared`, the entry's tree must hold exactly those outputs.
+    pub async fn lookup(
+        self: &Arc<Self>,
+        store: &Store,
+        key: &Digest,
+        declared: Option<&DeclaredOutputs>,
+    ) -> Option<Digest> {
         if self.switched_off.load(Ordering::SeqCst) {
             return None;
         }
-        match self.fetch(store, key).await {
+        match self.fetch(store, key, declared).await {
             Ok(output) => {
                 self.counters.hits.fetch_add(1, Ordering::Relaxed);
                 Some(output)
@@ -264,17 +297,33 @@ impl RemoteCache {
                 None
             }
             Err(Miss::Failed) => None,
+            Err(Miss::Rejected(why)) => {
+                self.counters
+                    .rejected_entries
+                    .fetch_add(1, Ordering::Relaxed);
+                if !self.warned_rejected.swap(true, Ordering::SeqCst) {
+                    self.observer.warn(&format!(
+                        "remote cache {}: rejected the entry for action {} ({why}); such steps run locally and their results are never recorded from it",
+                        self.settings.config.url,
+                        key.hex()
+                    ));
+                }
+                None
+            }
         }
     }
 
-    async fn fetch(self: &Arc<Self>, store: &Store, key: &Digest) -> Result<Digest, Miss> {
+    async fn fetch(
+        self: &Arc<Self>,
+        store: &Store,
+        key: &Digest,
+        declared: Option<&DeclaredOutputs>,
+    ) -> Result<Digest, Miss> {
         let f = self.function;
-        let failed = |e: RemoteError| {
-            if e.is_transient() {
-                Miss::Failed
-            } else {
-                Miss::Quiet
-            }
+        let failed = |e: RemoteError| match e {
+            e if e.is_transient() => Miss::Failed,
+            RemoteError::Protocol { reason, .. } => Miss::Rejected(reason),
+            _ => Miss::Quiet,
         };
         let result = self
             .call("looking up a result", || {
@@ -290,19 +339,22 @@ impl RemoteCache {
             self.counters.untrusted.fetch_add(1, Ordering::Relaxed);
             return Err(Miss::Quiet);
         }
+        // Strata's results name their tree; an entry without one is not
+        // a result it can use (nor one it wrote).
         let output = result
             .output_directories
             .first()
             .and_then(|d| d.root_directory_digest.as_ref())
             .and_then(Digest::from_proto)
-            .ok_or(Miss::Quiet)?;
+            .ok_or_else(|| Miss::Rejected("it names no output tree".into()))?;
         // The tree's folders first (they name everything else), then every
         // file and the logs, concurrently.
         let mut folders = vec![output];
         let mut files: Vec<Digest> = Vec::new();
         while let Some(d) = folders.pop() {
             self.download(store, &d).await?;
-            let dir = read_directory(store.cas(), &d).map_err(|_| Miss::Quiet)?;
+            let dir = read_directory(store.cas(), &d)
+                .map_err(|e| Miss::Rejected(format!("its tree is malformed: {e}")))?;
             for sub in &dir.directories {
                 folders.push(
                     sub.digest
@@ -319,6 +371,12 @@ impl RemoteCache {
                         .ok_or(Miss::Quiet)?,
                 );
             }
+        }
+        // Before any file is fetched: a wrong tree costs its folders only.
+        if let Some(declared) = declared {
+            declared
+                .check(store.cas(), &output)
+                .map_err(Miss::Rejected)?;
         }
         files.extend(result.stdout_digest.as_ref().and_then(Digest::from_proto));
         files.extend(result.stderr_digest.as_ref().and_then(Digest::from_proto));
@@ -385,6 +443,7 @@ impl RemoteCache {
             }
             Err(RemoteError::DigestMismatch { .. }) => {
                 self.counters.refused_blobs.fetch_add(1, Ordering::Relaxed);
+                self.bad_on_server.lock().expect("not poisoned").insert(*d);
                 self.warn_once(format!(
                     "remote cache {}: refused blob {} whose bytes do not match their digest (a tampered or corrupt cache)",
                     self.settings.config.url,
@@ -416,7 +475,7 @@ impl RemoteCache {
         let Some(blobs) = result_blobs(store, &result) else {
             return;
         };
-        let Ok(missing) = self
+        let Ok(mut missing) = self
             .call("finding missing blobs", || {
                 Box::pin(self.remote.find_missing(f, &blobs))
             })
@@ -424,6 +483,20 @@ impl RemoteCache {
         else {
             return;
         };
+        // The server says it has these, but what it sent did not hash to
+        // them (same size, other bytes): only an upload repairs its copy.
+        {
+            let bad = self.bad_on_server.lock().expect("not poisoned");
+            if !bad.is_empty() {
+                let listed: HashSet<Digest> = missing.iter().copied().collect();
+                missing.extend(
+                    blobs
+                        .iter()
+                        .filter(|d| bad.contains(d) && !listed.contains(d))
+                        .copied(),
+                );
+            }
+        }
         let mut set = JoinSet::new();
         for d in missing {
             let (this, store) = (self.clone(), store.clone());
@@ -474,6 +547,7 @@ impl RemoteCache {
                 self.counters
                     .uploaded_bytes
                     .fetch_add(d.size_bytes, Ordering::Relaxed);
+                self.bad_on_server.lock().expect("not poisoned").remove(d);
                 true
             }
             Err(e) => {

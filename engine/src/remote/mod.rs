@@ -4,6 +4,7 @@
 pub mod cache;
 pub mod config;
 pub mod sign;
+pub mod store_function;
 
 pub use cache::{RemoteCache, RemoteStats};
 pub use config::{RemoteCli, RemoteSettings};

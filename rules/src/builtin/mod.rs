@@ -142,6 +142,19 @@ fn from_fields<T: serde::de::DeserializeOwned>(
 }
 
 impl Builtin {
+    /// The one file the rule's output tree holds, for rules that write a
+    /// single file (`archive`, `deb`, `initramfs`, `makeself`); `None` for
+    /// the others, whose trees depend on their inputs.
+    pub fn single_output_file(&self) -> Option<String> {
+        match self {
+            Builtin::Archive(p) => Some(p.file_name()),
+            Builtin::Deb(p) => p.file_name().ok(),
+            Builtin::Initramfs(p) => Some(p.file_name()),
+            Builtin::Makeself(p) => Some(p.file_name()),
+            _ => None,
+        }
+    }
+
     /// Reads the parameters of `rule` from the target's own fields.
     pub fn parse(
         rule: &str,

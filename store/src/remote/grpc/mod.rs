@@ -40,6 +40,8 @@ pub struct GrpcRemote {
 
 struct Inner {
     channel: Transport,
+    /// `http(s)://host:port`: the URL an HTTP cache there would have.
+    origin: String,
     instance: String,
     server: String,
     timeout: Duration,
@@ -110,7 +112,7 @@ impl GrpcRemote {
                 chain(&e)
             ))
         };
-        let mut endpoint = Endpoint::from_shared(origin)
+        let mut endpoint = Endpoint::from_shared(origin.clone())
             .map_err(bad)?
             .user_agent(concat!("strata/", env!("CARGO_PKG_VERSION")))
             .map_err(bad)?
@@ -143,6 +145,7 @@ impl GrpcRemote {
         Ok(GrpcRemote {
             inner: Arc::new(Inner {
                 channel: InterceptedService::new(channel, metadata),
+                origin,
                 instance,
                 server,
                 timeout: cfg.timeout,
@@ -195,7 +198,19 @@ impl GrpcRemote {
         let capabilities = self
             .unary(what, client.get_capabilities(request))
             .await
-            .map_err(|s| self.status_error(what, s))?;
+            .map_err(|s| {
+                // A status made here from a broken connection (it has a
+                // source), not one the server sent: on the first call over
+                // a connection that opened, the likely cause is a server
+                // that speaks HTTP/1 only and drops or garbles gRPC.
+                let made_here = std::error::Error::source(&s).is_some();
+                let e = self.status_error(what, s);
+                if made_here {
+                    not_grpc_hint(e, &self.inner.origin)
+                } else {
+                    e
+                }
+            })?;
         // A server without cache capabilities caches nothing, in any function.
         let Some(cache) = capabilities.cache_capabilities else {
             return Ok(Vec::new());
@@ -316,6 +331,16 @@ impl GrpcRemote {
         };
         status_error(self.server(), what, code, &status_reason(&status))
     }
+}
+
+/// `e` with a hint for a server that does not speak gRPC.
+fn not_grpc_hint(mut e: RemoteError, origin: &str) -> RemoteError {
+    if let RemoteError::Unavailable { reason, .. } | RemoteError::Refused { reason, .. } = &mut e {
+        reason.push_str(&format!(
+            " (the server does not answer in gRPC; if it is an HTTP cache, use {origin})"
+        ));
+    }
+    e
 }
 
 fn status_reason(status: &tonic::Status) -> String {
