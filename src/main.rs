@@ -18,6 +18,9 @@ fn main() -> ExitCode {
     // Descriptors left open by whoever started us must not reach a step
     // (nor the sandbox helper, which is this binary too).
     strata_engine::descriptors::keep_from_children();
+    // A root build's steps run as another user: what Strata stages for them
+    // must stay readable whatever the caller's umask.
+    strata_engine::sandbox::let_the_step_user_read();
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if args
         .get(1)

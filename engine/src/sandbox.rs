@@ -257,6 +257,23 @@ fn prepare_scratch(exec_root: &Path) -> Result<PathBuf, String> {
     Ok(PathBuf::from(name))
 }
 
+/// When Strata runs as root, its sandboxed steps run as `ROOT_STEP_ID`,
+/// which must read and traverse everything Strata stages for them (the exec
+/// root, `work/`, `deps/`). A umask such as 077 would make each such folder
+/// root's alone and the sandbox impossible to set up, so as root the umask
+/// keeps only its write bits for group and others. Outputs do not depend on
+/// it: the store records modes itself, and a step gets umask 022.
+pub fn let_the_step_user_read() {
+    if !Uid::effective().is_root() {
+        return;
+    }
+    // SAFETY: umask(2) cannot fail; called at startup, before any thread.
+    unsafe {
+        let old = libc::umask(0o022);
+        libc::umask(old & 0o022);
+    }
+}
+
 /// Hands what a step run by root left in `out/` back to the caller before
 /// it is moved into the store, whose objects belong to whoever runs strata
 /// (not to `ROOT_STEP_ID`). Called once the step's processes are gone; a
