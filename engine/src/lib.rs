@@ -19,6 +19,7 @@ pub mod data_root;
 pub mod docker;
 pub mod exec;
 pub mod explain;
+pub mod fstree;
 pub mod gc;
 pub mod globs;
 pub mod graph;
