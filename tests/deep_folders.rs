@@ -11,12 +11,16 @@ mod common;
 
 use std::fs;
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 
 use common::{Run, Ws};
 
 /// Levels of the deep folders: far beyond a 2 MiB stack with one frame per
 /// level, PATH_MAX with `d/` per level, and 1,024 open files.
 const DEEP: u32 = 14_000;
+
+/// Strata's documented limit for the depth of a tree entering the store.
+const MAX_TREE_DEPTH: u32 = 1024;
 
 /// A shell command nesting `levels` folders named `d` under `dir` (shell
 /// `mkdir -p` would need the whole path, and `cd` in dash or bash keeps a
@@ -172,6 +176,48 @@ fn a_failed_step_leaving_a_very_deep_out_is_cleaned_by_the_next_build_and_gc() {
             now, kept,
             "the first failure's scratch folder was not removed"
         );
+
+        gc_removes_all_scratch(&ws);
+    });
+}
+
+#[test]
+fn a_declared_folder_output_deeper_than_the_limit_fails_that_step_with_a_clear_error() {
+    with_big_stack(|| {
+        let ws = Ws::new();
+        let target = |name: &str, levels: u32| {
+            format!(
+                "  {name}:\n    rule: run\n    cmd: |\n      {}\n    outs: [tree/]\n",
+                nest("$ENV{OUT}/tree", levels)
+            )
+        };
+        ws.write(
+            "BUILD.yaml",
+            &format!(
+                "targets:\n{}{}{}",
+                target("deep", DEEP),
+                target("at_limit", MAX_TREE_DEPTH - 1),
+                neighbour()
+            ),
+        );
+        let r = run(&ws, &["build", "--json", "-j2", "--keep-going"]);
+        expect_code(&r, 1, "build");
+        assert_eq!(r.with_status("failed"), ["deep"]);
+        assert_eq!(r.executed(), ["at_limit", "neighbour"]);
+        assert!(
+            r.stderr.contains("target `deep` failed")
+                && r.stderr.contains("more than 1024 levels deep")
+                && r.stderr.contains("tree/d/d/d/"),
+            "the error does not say which output is too deep and how deep it may be:\n{}",
+            r.stderr
+        );
+        // The tree at the limit is whole in out/: `tree` and 1,023 levels below.
+        let mut deepest = ws.path().join("out/at_limit/tree");
+        for _ in 1..MAX_TREE_DEPTH {
+            deepest.push("d");
+        }
+        assert!(fs::symlink_metadata(&deepest).is_ok_and(|m| m.is_dir()));
+        assert!(!Path::new(&deepest).join("d").exists());
 
         gc_removes_all_scratch(&ws);
     });
