@@ -534,7 +534,7 @@ fn clean_command(file: PathBuf, out_dir: Option<PathBuf>) -> ExitCode {
     if let Err(e) = lock {
         return report::failure(&format!("cannot lock {}: {e}", out_dir.display()));
     }
-    strata_engine::exec::remove_tree(&out_dir);
+    strata_engine::fstree::remove_tree(&out_dir);
     if out_dir.exists() {
         return report::failure(&format!("cannot remove {}", out_dir.display()));
     }

@@ -126,7 +126,7 @@ pub fn export(store: &Store, name: &str, dest: &Path) -> io::Result<u64> {
 pub fn import(store: &Store, name: &str, src: &Path) -> io::Result<u64> {
     let held = lock(store, name)?;
     let staging = root(store).join(format!(".import-{name}-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&staging);
+    crate::fstree::remove_tree(&staging);
     fs::create_dir_all(&staging)?;
     let result = (|| {
         let input = BufReader::new(File::open(src)?);
@@ -150,13 +150,13 @@ pub fn import(store: &Store, name: &str, src: &Path) -> io::Result<u64> {
     let count = match result {
         Ok(c) => c,
         Err(e) => {
-            let _ = fs::remove_dir_all(&staging);
+            crate::fstree::remove_tree(&staging);
             return Err(e);
         }
     };
     let old = root(store).join(format!(".old-{name}-{}", std::process::id()));
     fs::rename(&held.dir, &old)?;
     fs::rename(&staging, &held.dir)?;
-    let _ = fs::remove_dir_all(&old);
+    crate::fstree::remove_tree(&old);
     Ok(count)
 }

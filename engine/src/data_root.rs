@@ -234,7 +234,7 @@ pub async fn build(
     let output = capture(store, &data)
         .await
         .map_err(|f| fail(f, Some(&scratch), &log))?;
-    crate::exec::remove_tree(&scratch);
+    crate::fstree::remove_tree(&scratch);
     Ok(output)
 }
 

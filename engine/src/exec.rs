@@ -21,6 +21,7 @@ use crate::audit::perturb::Perturbation;
 use crate::audit::reorder;
 use crate::containers::{self, ContainerRun};
 use crate::descriptors;
+use crate::fstree::remove_tree;
 use crate::inputs::SourceFile;
 use crate::keyring;
 use crate::mask::Masks;
@@ -742,17 +743,4 @@ fn tail(path: &Path) -> String {
     let bytes = fs::read(path).unwrap_or_default();
     let start = bytes.len().saturating_sub(LOG_TAIL);
     String::from_utf8_lossy(&bytes[start..]).into_owned()
-}
-
-/// Removes a folder tree even where a step left read-only folders behind.
-pub fn remove_tree(path: &Path) {
-    if fs::remove_dir_all(path).is_ok() || !path.exists() {
-        return;
-    }
-    for entry in walkdir::WalkDir::new(path).into_iter().flatten() {
-        if entry.file_type().is_dir() {
-            let _ = fs::set_permissions(entry.path(), fs::Permissions::from_mode(0o755));
-        }
-    }
-    let _ = fs::remove_dir_all(path);
 }

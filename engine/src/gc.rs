@@ -21,6 +21,7 @@ use strata_store::{Digest, DigestFunction, Store};
 
 use crate::docker;
 use crate::exec;
+use crate::fstree;
 use crate::records;
 
 /// How many of each workspace's newest builds `gc` keeps by default.
@@ -247,7 +248,7 @@ pub fn stats(store: &Store, keep_builds: usize) -> Result<Stats, String> {
         temporaries: count(store_gc::temporaries(store).into_iter().map(|(_, b)| b)),
         scratch: Scratch {
             folders: scratch.len() as u64,
-            bytes: scratch.iter().map(|(p, _)| store_gc::tree_bytes(p)).sum(),
+            bytes: scratch.iter().map(|(p, _)| fstree::tree_bytes(p)).sum(),
             in_use: scratch.iter().filter(|(_, held)| *held).count() as u64,
         },
         caches: count(caches.into_iter().map(|(_, b)| b)),
@@ -329,7 +330,7 @@ pub fn collect(store: &Store, opts: &GcOptions, _lock: &StoreLock) -> Result<GcR
         .into_iter()
         .filter(|(_, held)| !held)
         .map(|(p, _)| {
-            let bytes = store_gc::tree_bytes(&p);
+            let bytes = fstree::tree_bytes(&p);
             (p, bytes)
         })
         .collect();
@@ -429,7 +430,7 @@ fn prune_tree_images(
 /// Removes a file or a folder tree; true when nothing is left.
 fn remove_any(path: &Path) -> bool {
     match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => exec::remove_tree(path),
+        Ok(m) if m.is_dir() => fstree::remove_tree(path),
         Ok(_) => {
             let _ = fs::remove_file(path);
         }

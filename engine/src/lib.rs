@@ -23,6 +23,7 @@ pub mod descriptors;
 pub mod docker;
 pub mod exec;
 pub mod explain;
+pub mod fstree;
 pub mod gc;
 pub mod globs;
 pub mod graph;

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use strata_store::tree::{self, Placement};
 use strata_store::{Digest, Store};
 
-use crate::exec::remove_tree;
+use crate::fstree::remove_tree;
 
 const META: &str = ".strata";
 

@@ -697,7 +697,7 @@ pub(crate) async fn probe_isolation(store: &Store) -> Isolation {
         .stdin(std::process::Stdio::null())
         .output()
         .await;
-    exec::remove_tree(&probe);
+    crate::fstree::remove_tree(&probe);
     match out {
         Ok(o) if o.status.success() => Isolation::Sandbox { helper },
         Ok(o) => Isolation::Unsandboxed {

@@ -25,6 +25,15 @@ pub enum StoreError {
     },
     #[error("{path}: {reason}")]
     Unsupported { path: PathBuf, reason: String },
+    /// A folder on disk nests deeper than a tree may (`tree::MAX_DEPTH`).
+    #[error(
+        "`{path}` holds folders more than {limit} levels deep; Strata stores trees at most {limit} levels deep"
+    )]
+    TooDeep {
+        /// The first levels of the offending path, relative to the capture's base.
+        path: String,
+        limit: usize,
+    },
     #[error("store at {path} has format `{found}`, this strata expects `{expected}`")]
     Version {
         path: PathBuf,

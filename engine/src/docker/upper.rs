@@ -12,13 +12,13 @@
 //! whose folders this process cannot see (remote, rootless, another
 //! driver).
 
-use std::ffi::CString;
+use std::ffi::{CString, OsString};
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use strata_store::tree::{DeviceKind, Meta, Node, TreeBuilder};
+use strata_store::tree::{DeviceKind, MAX_DEPTH, Meta, Node, TreeBuilder};
 use strata_store::{Cas, Digest};
 
 use super::{ContainerHandle, DockerError};
@@ -65,7 +65,7 @@ const UNSUPPORTED: Option<Digest> = None;
 
 fn apply_upper(cas: &Cas, parent: &Digest, upper: &Path) -> Result<Option<Digest>, String> {
     let mut tree = TreeBuilder::load(cas, parent).map_err(|e| e.to_string())?;
-    if !apply_dir(cas, &mut tree, upper, "")? {
+    if !apply_dir(cas, &mut tree, upper)? {
         return Ok(UNSUPPORTED);
     }
     // An export lists no entry for the root, so an unpacked export's root
@@ -74,16 +74,17 @@ fn apply_upper(cas: &Cas, parent: &Digest, upper: &Path) -> Result<Option<Digest
     tree.store(cas).map(Some).map_err(|e| e.to_string())
 }
 
-/// Applies the upper folder `dir` (at `rel` in the tree); `false` when it
-/// holds something only overlayfs itself can interpret.
-fn apply_dir(cas: &Cas, tree: &mut TreeBuilder, dir: &Path, rel: &str) -> Result<bool, String> {
-    let mut names: Vec<_> = fs::read_dir(dir)
-        .map_err(|e| format!("{}: {e}", dir.display()))?
-        .map(|e| e.map(|e| e.file_name()))
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("{}: {e}", dir.display()))?;
-    names.sort();
-    for name in names {
+/// Applies the upper folder `root` to the tree; `false` when it holds
+/// something only overlayfs itself can interpret. A loop with the path on
+/// the heap (a step may nest folders thousands deep); a folder deeper than
+/// `tree::MAX_DEPTH` is an error, as for a `run` step's outputs.
+fn apply_dir(cas: &Cas, tree: &mut TreeBuilder, root: &Path) -> Result<bool, String> {
+    let mut levels = vec![(root.to_path_buf(), String::new(), sorted_names(root)?)];
+    while let Some((dir, rel, names)) = levels.last_mut() {
+        let Some(name) = names.next() else {
+            levels.pop();
+            continue;
+        };
         let Some(name_str) = name.to_str() else {
             return Err(format!("{}: a name that is not UTF-8", dir.display()));
         };
@@ -118,11 +119,17 @@ fn apply_dir(cas: &Cas, tree: &mut TreeBuilder, dir: &Path, rel: &str) -> Result
             folder.set_meta(meta);
             // Onto a folder this merges (its metadata replaced, its
             // entries kept); onto anything else it replaces.
+            if levels.len() >= MAX_DEPTH {
+                let shown: Vec<&str> = at.split('/').take(16).collect();
+                return Err(format!(
+                    "`{}/…` holds folders more than {MAX_DEPTH} levels deep; Strata stores trees at most {MAX_DEPTH} levels deep",
+                    shown.join("/")
+                ));
+            }
             tree.insert_at(cas, &at, Node::Dir(folder), None)
                 .map_err(edit)?;
-            if !apply_dir(cas, tree, &path, &at)? {
-                return Ok(false);
-            }
+            let names = sorted_names(&path)?;
+            levels.push((path, at, names));
             continue;
         }
         let node = if kind.is_file() {
@@ -164,6 +171,17 @@ fn apply_dir(cas: &Cas, tree: &mut TreeBuilder, dir: &Path, rel: &str) -> Result
     Ok(true)
 }
 
+/// The names in the folder `dir`, sorted.
+fn sorted_names(dir: &Path) -> Result<std::vec::IntoIter<OsString>, String> {
+    let mut names: Vec<OsString> = fs::read_dir(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    names.sort();
+    Ok(names.into_iter())
+}
+
 fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
     let p = CString::new(path.as_os_str().as_bytes()).ok()?;
     let n = CString::new(name).ok()?;
@@ -189,4 +207,39 @@ fn has_xattr(path: &Path, name: &str) -> bool {
 
 fn xattr_is(path: &Path, name: &str, value: &[u8]) -> bool {
     xattr(path, name).is_some_and(|v| v == value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_upper_folder_nested_too_deep_is_refused_not_a_stack_overflow() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = crate::open_store(&tmp.path().join("store")).unwrap();
+        let cas = store.cas().clone();
+        let parent = TreeBuilder::new().store(&cas).unwrap();
+        // 3,000 levels: the whole path is beyond PATH_MAX only past ~2,000.
+        let upper = tmp.path().join("upper");
+        let mut dir = upper.clone();
+        fs::create_dir(&dir).unwrap();
+        for _ in 0..3000 {
+            dir.push("d");
+            if fs::create_dir(&dir).is_err() {
+                break;
+            }
+        }
+        assert!(upper.join("d/d/d").is_dir());
+        let outcome = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || apply_upper(&cas, &parent, &upper))
+            .unwrap()
+            .join()
+            .unwrap();
+        let err = outcome.unwrap_err();
+        assert!(
+            err.contains("more than 1024 levels deep") && err.starts_with("`d/d/d/"),
+            "{err}"
+        );
+    }
 }

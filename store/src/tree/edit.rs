@@ -200,11 +200,11 @@ impl TreeBuilder {
             })?
         };
         let target = self.dir_mut(cas, prefix, &parts, None)?;
-        let top = TreeBuilder::load(cas, layer)?;
+        let mut top = TreeBuilder::load(cas, layer)?;
         if top.meta.is_some() {
             target.meta = top.meta;
         }
-        for (name, node) in top.entries {
+        for (name, node) in std::mem::take(&mut top.entries) {
             match (target.entries.get_mut(&name), node) {
                 (Some(existing @ (Node::Dir(_) | Node::Stored(_))), Node::Stored(sub)) => {
                     if let Node::Stored(d) = existing {

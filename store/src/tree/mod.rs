@@ -26,7 +26,7 @@ use crate::error::Result;
 use crate::reapi;
 use crate::{Digest, DigestFunction};
 
-pub use capture::{capture, digest_on_disk, hash_file};
+pub use capture::{MAX_DEPTH, capture, digest_on_disk, hash_file};
 pub use edit::EditError;
 pub use materialize::{Placement, materialize};
 pub use walk::{Entry, first_missing, list, read_directory, walk};
@@ -226,9 +226,16 @@ impl TreeBuilder {
     /// Inserts `node` at the `/`-separated relative `path`, creating parent
     /// directories. Returns an error message if a parent is not an assembled
     /// directory or the path is not a clean relative path. (To edit inside
-    /// stored subtrees, see [`TreeBuilder::insert_at`].)
+    /// stored subtrees, see [`TreeBuilder::insert_at`].) A path of more than
+    /// [`MAX_DEPTH`] components is refused, as [`capture`] refuses such folders.
     pub fn insert(&mut self, path: &str, node: Node) -> std::result::Result<(), String> {
         let parts = clean_parts(path)?;
+        if parts.len() > MAX_DEPTH {
+            return Err(format!(
+                "`{}/…` is nested more than {MAX_DEPTH} levels deep; Strata stores trees at most {MAX_DEPTH} levels deep",
+                parts[..16].join("/")
+            ));
+        }
         let (last, parents) = parts.split_last().expect("non-empty");
         let mut dir = self;
         for part in parents {
@@ -245,64 +252,34 @@ impl TreeBuilder {
         Ok(())
     }
 
-    /// Encodes every directory and computes the root digest.
+    /// Encodes every directory and computes the root digest. A loop with
+    /// the path on the heap: a tree built from an archive or captured from
+    /// disk may be deeper than a worker thread's stack allows recursion.
     pub fn encode(&self, function: DigestFunction) -> EncodedTree {
         let mut directories = Vec::new();
-        let root = self.encode_into(function, &mut directories);
+        let mut levels = vec![EncodingLevel::new("", self)];
+        let root = loop {
+            let top = levels.last_mut().expect("the root level is popped last");
+            match top.entries.next() {
+                Some((name, Node::Dir(sub))) => levels.push(EncodingLevel::new(name, sub)),
+                Some((name, node)) => add_entry(&mut top.dir, name, node, function),
+                None => {
+                    let done = levels.pop().expect("not empty");
+                    let bytes = prost::Message::encode_to_vec(&done.dir);
+                    let digest = function.of_bytes(&bytes);
+                    directories.push((digest, bytes));
+                    match levels.last_mut() {
+                        Some(parent) => parent.dir.directories.push(reapi::DirectoryNode {
+                            name: done.name.to_string(),
+                            digest: Some(digest.to_proto()),
+                        }),
+                        None => break digest,
+                    }
+                }
+            }
+        };
         directories.reverse();
         EncodedTree { root, directories }
-    }
-
-    fn encode_into(&self, function: DigestFunction, out: &mut Vec<(Digest, Vec<u8>)>) -> Digest {
-        let mut dir = reapi::Directory {
-            node_properties: node_properties(self.meta, None),
-            ..Default::default()
-        };
-        for (name, node) in &self.entries {
-            match node {
-                Node::File {
-                    digest,
-                    executable,
-                    meta,
-                } => dir.files.push(reapi::FileNode {
-                    name: name.clone(),
-                    digest: Some(digest.to_proto()),
-                    is_executable: *executable,
-                    node_properties: node_properties(*meta, None),
-                }),
-                Node::Device {
-                    kind,
-                    major,
-                    minor,
-                    meta,
-                } => dir.files.push(reapi::FileNode {
-                    name: name.clone(),
-                    digest: Some(function.of_bytes(b"").to_proto()),
-                    is_executable: false,
-                    node_properties: node_properties(*meta, Some((*kind, *major, *minor))),
-                }),
-                Node::Symlink { target, meta } => dir.symlinks.push(reapi::SymlinkNode {
-                    name: name.clone(),
-                    target: target.clone(),
-                    node_properties: node_properties(*meta, None),
-                }),
-                Node::Dir(sub) => {
-                    let digest = sub.encode_into(function, out);
-                    dir.directories.push(reapi::DirectoryNode {
-                        name: name.clone(),
-                        digest: Some(digest.to_proto()),
-                    });
-                }
-                Node::Stored(digest) => dir.directories.push(reapi::DirectoryNode {
-                    name: name.clone(),
-                    digest: Some(digest.to_proto()),
-                }),
-            }
-        }
-        let bytes = prost::Message::encode_to_vec(&dir);
-        let digest = function.of_bytes(&bytes);
-        out.push((digest, bytes));
-        digest
     }
 
     /// Encodes the tree and stores every directory record in `cas`.
@@ -314,6 +291,80 @@ impl TreeBuilder {
             }
         }
         Ok(encoded.root)
+    }
+}
+
+impl Drop for TreeBuilder {
+    /// Takes nested folders apart in a loop: the derived drop recurses once
+    /// per level and overflows a worker thread's stack on a deep tree.
+    fn drop(&mut self) {
+        let mut pending = vec![std::mem::take(&mut self.entries)];
+        while let Some(entries) = pending.pop() {
+            for (_, node) in entries {
+                if let Node::Dir(mut sub) = node {
+                    pending.push(std::mem::take(&mut sub.entries));
+                }
+            }
+        }
+    }
+}
+
+/// A folder being encoded: the entries still to add, and its record.
+struct EncodingLevel<'a> {
+    name: &'a str,
+    entries: std::collections::btree_map::Iter<'a, String, Node>,
+    dir: reapi::Directory,
+}
+
+impl<'a> EncodingLevel<'a> {
+    fn new(name: &'a str, builder: &'a TreeBuilder) -> Self {
+        EncodingLevel {
+            name,
+            entries: builder.entries.iter(),
+            dir: reapi::Directory {
+                node_properties: node_properties(builder.meta, None),
+                ..Default::default()
+            },
+        }
+    }
+}
+
+/// Adds an entry that is not an assembled folder to its folder's record.
+/// Entries come in name order, so each list of the record stays sorted.
+fn add_entry(dir: &mut reapi::Directory, name: &str, node: &Node, function: DigestFunction) {
+    let name = name.to_string();
+    match node {
+        Node::File {
+            digest,
+            executable,
+            meta,
+        } => dir.files.push(reapi::FileNode {
+            name,
+            digest: Some(digest.to_proto()),
+            is_executable: *executable,
+            node_properties: node_properties(*meta, None),
+        }),
+        Node::Device {
+            kind,
+            major,
+            minor,
+            meta,
+        } => dir.files.push(reapi::FileNode {
+            name,
+            digest: Some(function.of_bytes(b"").to_proto()),
+            is_executable: false,
+            node_properties: node_properties(*meta, Some((*kind, *major, *minor))),
+        }),
+        Node::Symlink { target, meta } => dir.symlinks.push(reapi::SymlinkNode {
+            name,
+            target: target.clone(),
+            node_properties: node_properties(*meta, None),
+        }),
+        Node::Stored(digest) => dir.directories.push(reapi::DirectoryNode {
+            name,
+            digest: Some(digest.to_proto()),
+        }),
+        Node::Dir(_) => unreachable!("assembled folders are encoded as levels of their own"),
     }
 }
 

@@ -361,3 +361,83 @@ fn a_deep_tree_walks_without_exhausting_the_stack() {
         .unwrap();
     assert_eq!(handle.join().unwrap().unwrap(), 3000);
 }
+
+#[test]
+fn a_deep_assembled_tree_encodes_on_a_small_stack_as_stored_levels_do() {
+    // 5,000 levels (beyond what `insert` accepts in one path, but nesting
+    // builders has no limit): encoding and dropping must not recurse once
+    // per level.
+    const LEVELS: usize = 5000;
+    let (_d, s) = store();
+    let cas = s.cas();
+    let file = cas.put_bytes(b"leaf").unwrap();
+    let mut leaf = TreeBuilder::new();
+    leaf.insert("f", Node::file(file, false)).unwrap();
+    let mut expected = leaf.store(cas).unwrap();
+    for _ in 0..LEVELS {
+        let mut b = TreeBuilder::new();
+        b.insert("d", Node::Stored(expected)).unwrap();
+        expected = b.store(cas).unwrap();
+    }
+    let encoded = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(move || {
+            let mut deep = TreeBuilder::new();
+            deep.insert("f", Node::file(file, false)).unwrap();
+            for _ in 0..LEVELS {
+                let mut parent = TreeBuilder::new();
+                parent.insert("d", Node::Dir(deep)).unwrap();
+                deep = parent;
+            }
+            let encoded = deep.encode(crate::DigestFunction::Blake3);
+            (encoded.root, encoded.directories.len())
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    assert_eq!(encoded, (expected, LEVELS + 1));
+}
+
+#[test]
+fn folders_deeper_than_max_depth_are_refused_by_capture_naming_the_path() {
+    let (_d, s) = store();
+    let cas = s.cas();
+    let base = tempfile::tempdir_in(s.tmp_dir()).unwrap();
+    // `out` is level 1; MAX_DEPTH - 1 more levels below it is the limit.
+    let at_limit = format!("out/{}", "d/".repeat(MAX_DEPTH - 1));
+    fs::create_dir_all(base.path().join(&at_limit)).unwrap();
+    write(base.path(), &format!("{at_limit}f"), "x");
+    let digest = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn({
+            let (cas, base) = (cas.clone(), base.path().to_path_buf());
+            move || capture(&cas, &base, &["out".to_string()])
+        })
+        .unwrap()
+        .join()
+        .unwrap()
+        .unwrap();
+    assert_eq!(walk(cas, &digest).unwrap().len(), MAX_DEPTH + 1);
+
+    let too_deep = format!("out/{}", "d/".repeat(MAX_DEPTH));
+    fs::create_dir_all(base.path().join(&too_deep)).unwrap();
+    let err = capture(cas, base.path(), &["out".to_string()]).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::TooDeep { path, limit: MAX_DEPTH } if path.starts_with("out/d/d/") && path.ends_with("/…")),
+        "{err}"
+    );
+}
+
+#[test]
+fn insert_refuses_paths_deeper_than_max_depth() {
+    let (_d, s) = store();
+    let file = s.cas().put_bytes(b"x").unwrap();
+    let mut b = TreeBuilder::new();
+    let at_limit = format!("{}f", "d/".repeat(MAX_DEPTH - 1));
+    b.insert(&at_limit, Node::file(file, false)).unwrap();
+    let err = b
+        .insert(&format!("d/{at_limit}"), Node::file(file, false))
+        .unwrap_err();
+    assert!(err.contains("more than 1024 levels deep"), "{err}");
+    assert!(err.starts_with("`d/d/d/"), "{err}");
+}

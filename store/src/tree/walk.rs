@@ -131,7 +131,7 @@ fn validate_directory(dir: &reapi::Directory) -> std::result::Result<(), String>
 /// Lists every entry of the stored tree `root`, depth first, with paths
 /// relative to the root joined by `/`, in canonical order. Iterative, so a
 /// deep (possibly hostile) tree costs heap, not stack; deeper than
-/// `MAX_DEPTH` is an error.
+/// `MAX_READ_DEPTH` is an error.
 pub fn walk(cas: &Cas, root: &Digest) -> Result<Vec<(String, Entry)>> {
     type Level = std::vec::IntoIter<(String, Entry, Option<reapi::Directory>)>;
     let mut out = Vec::new();
@@ -152,7 +152,7 @@ pub fn walk(cas: &Cas, root: &Digest) -> Result<Vec<(String, Entry)>> {
         match (entry, child) {
             (Entry::Dir { digest, meta }, Some(child)) => {
                 out.push((path.clone(), Entry::Dir { digest, meta }));
-                if stack.len() > MAX_DEPTH {
+                if stack.len() > MAX_READ_DEPTH {
                     return Err(StoreError::Decode {
                         digest,
                         what: "a directory",
@@ -169,7 +169,9 @@ pub fn walk(cas: &Cas, root: &Digest) -> Result<Vec<(String, Entry)>> {
     Ok(out)
 }
 
-const MAX_DEPTH: usize = 4096;
+/// How deep a stored tree may be to be read. More than the [`super::MAX_DEPTH`]
+/// of trees Strata captures itself: a remote cache may hold deeper ones.
+const MAX_READ_DEPTH: usize = 4096;
 
 /// The entries directly inside the stored folder `digest` (one level), with
 /// their metadata, in name order.
