@@ -63,6 +63,40 @@ pub fn tree_bytes(path: &Path) -> u64 {
     bytes
 }
 
+/// Gives `path` and everything below it, whatever its depth, to `uid` and
+/// `gid`, changing symlinks themselves (never what they point to). Returns
+/// the first failure; the walk goes on past it.
+pub fn chown_tree(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    use nix::unistd::{Gid, Uid, fchownat};
+    let owner = (Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)));
+    let first: std::cell::Cell<Option<Errno>> = std::cell::Cell::new(None);
+    let give = |dir: &Dir, name: &CStr| {
+        if let Err(e) = fchownat(dir, name, owner.0, owner.1, AtFlags::AT_SYMLINK_NOFOLLOW)
+            && first.get().is_none()
+        {
+            first.set(Some(e));
+        }
+    };
+    if fs::symlink_metadata(path)?.is_dir() {
+        let walked = descend(
+            path,
+            Access::AsIs,
+            |dir, name, _| give(dir, name),
+            |dir, name| give(dir, name),
+        );
+        if let Err(e) = walked
+            && first.get().is_none()
+        {
+            first.set(Some(e));
+        }
+    }
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
+    match first.get() {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
+}
+
 /// Whether folders are made readable and writable for their owner on the
 /// way down (for removal) or left as they are.
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -283,12 +283,9 @@ pub fn reclaim_outputs(exec_root: &Path) -> std::io::Result<()> {
     if !uid.is_root() {
         return Ok(());
     }
-    // Symlinks are neither followed nor changed through (lchown).
-    for entry in walkdir::WalkDir::new(exec_root.join(layout::OUT)) {
-        let entry = entry.map_err(std::io::Error::other)?;
-        std::os::unix::fs::lchown(entry.path(), Some(uid.as_raw()), Some(gid.as_raw()))?;
-    }
-    Ok(())
+    // Symlinks are neither followed nor changed through; a step may leave
+    // folders nested far past PATH_MAX.
+    crate::fstree::chown_tree(&exec_root.join(layout::OUT), uid.as_raw(), gid.as_raw())
 }
 
 /// Root's steps run as `ROOT_STEP_ID` on the host (uid 0 inside their user
