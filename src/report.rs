@@ -166,10 +166,16 @@ pub fn verify_report(r: &strata_engine::VerifyReport) -> ExitCode {
     for path in &r.stray {
         println!("stray file {}", path.display());
     }
+    let functions: Vec<&str> = r.functions.iter().map(|f| f.name()).collect();
     println!(
-        "{} objects, {} action results checked: {}",
+        "{} objects, {} action results checked ({}): {}",
         r.objects,
         r.action_results,
+        if functions.is_empty() {
+            "empty store".to_string()
+        } else {
+            functions.join(", ")
+        },
         if r.is_clean() {
             "no corruption"
         } else {
