@@ -67,7 +67,8 @@ enum Command {
     /// The hashes of the last build: keys, their parts, every output file;
     /// `manifest diff A B` compares two saved with --json.
     Manifest(crate::manifest::ManifestArgs),
-    /// Remove the output folder (`out/`); the store is never touched.
+    /// Remove the outputs Strata placed in the output folder (`out/`), and
+    /// the folder once empty; the store is never touched.
     Clean {
         #[arg(short = 'f', long = "file", default_value = "BUILD.yaml")]
         file: PathBuf,
@@ -528,18 +529,19 @@ fn clean_command(file: PathBuf, out_dir: Option<PathBuf>) -> ExitCode {
     if !out_dir.exists() {
         return ExitCode::SUCCESS;
     }
-    let lock = strata_engine::materialize::lock(&out_dir, |holder| {
+    let lock = match strata_engine::materialize::lock(&out_dir, |holder| {
         eprintln!("waiting for {} (locked by {holder})", out_dir.display())
-    });
-    if let Err(e) = lock {
-        return report::failure(&format!("cannot lock {}: {e}", out_dir.display()));
+    }) {
+        Ok(lock) => lock,
+        Err(e) => return report::failure(&format!("cannot lock {}: {e}", out_dir.display())),
+    };
+    match strata_engine::materialize::clean(&out_dir, &lock) {
+        Ok(cleaned) => {
+            report::cleaned(&out_dir, &cleaned);
+            ExitCode::SUCCESS
+        }
+        Err(e) => report::failure(&e),
     }
-    strata_engine::exec::remove_tree(&out_dir);
-    if out_dir.exists() {
-        return report::failure(&format!("cannot remove {}", out_dir.display()));
-    }
-    println!("removed {}", out_dir.display());
-    ExitCode::SUCCESS
 }
 
 fn store_command(command: StoreCommand) -> ExitCode {

@@ -150,6 +150,24 @@ pub fn failure(msg: &str) -> ExitCode {
     ExitCode::from(EXIT_FAILED)
 }
 
+/// `strata clean`: what went, and why the folder stays if it does.
+pub fn cleaned(out_dir: &std::path::Path, c: &strata_engine::materialize::Cleaned) {
+    let dir = out_dir.display();
+    if c.folder_removed {
+        println!("removed {dir}");
+    } else {
+        let why = if out_dir.is_symlink() {
+            "a symlink Strata did not make"
+        } else {
+            "it holds entries Strata did not place"
+        };
+        println!(
+            "removed {} outputs from {dir}; kept {dir}: {why}",
+            c.removed.len()
+        );
+    }
+}
+
 pub fn verify_report(r: &strata_engine::VerifyReport) -> ExitCode {
     for (digest, path, problem) in &r.corrupt {
         println!("corrupt object {digest} ({}): {problem}", path.display());

@@ -4,6 +4,14 @@
 //! holder. Each target's folder is replaced as a whole (build aside, then
 //! rename), so `out/` never mixes two builds' files for one target, and a
 //! target that failed or no longer exists has its old folder removed.
+//!
+//! The folder may be shared: `out_dir:` or `--out-dir` may name any folder,
+//! and `out` may be a symlink to one (it is followed). So Strata replaces
+//! and removes only the entries its record ([`state`]) says it made; an
+//! entry in the way that it did not make stops the build, and `strata
+//! clean` leaves it.
+
+mod state;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -13,7 +21,10 @@ use strata_store::tree::{self, Placement};
 use strata_store::{Digest, Store};
 
 use crate::exec::remove_tree;
+use state::{OutState, Placed};
 
+/// Strata's own folder inside an output folder: the record, staging
+/// folders, the lock holder.
 const META: &str = ".strata";
 
 /// Holds the `out/` lock until dropped.
@@ -89,36 +100,64 @@ fn still_intact(store: &Store, digest: &Digest, dest: &Path) -> bool {
     })
 }
 
-fn state_path(out_dir: &Path) -> PathBuf {
-    out_dir.join(META).join("state.json")
+/// Why `out/` could not be brought up to date.
+#[derive(Debug)]
+pub enum OutError {
+    /// Entries in the way that Strata did not make: the target and the path.
+    Foreign(Vec<(String, PathBuf)>),
+    /// Reading or writing the folder failed.
+    Io(String),
 }
 
-fn read_state(out_dir: &Path) -> BTreeMap<String, String> {
-    fs::read(state_path(out_dir))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default()
+/// The entries `out_dir/<name>` of `names` that exist but that Strata did
+/// not make, so placing those targets would destroy them.
+pub fn foreign_entries<'a>(
+    out_dir: &Path,
+    names: impl IntoIterator<Item = &'a str>,
+) -> Vec<(String, PathBuf)> {
+    let state = OutState::read(out_dir);
+    names
+        .into_iter()
+        .filter(|name| !state.owns(name))
+        .map(|name| (name.to_string(), out_dir.join(name)))
+        .filter(|(_, path)| fs::symlink_metadata(path).is_ok())
+        .collect()
 }
 
 /// Brings `out/` up to date. `outputs` maps each requested target to its
 /// output (None if it failed or was skipped); `known` lists every target of
-/// the workspace, so folders of removed targets are cleaned up.
+/// the workspace, so folders of removed targets are cleaned up. Only
+/// entries the record lists are replaced or removed; a requested target
+/// whose entry exists but is not Strata's is [`OutError::Foreign`], and
+/// then nothing changes.
 pub fn update(
     store: &Store,
     out_dir: &Path,
     outputs: &BTreeMap<String, Option<Digest>>,
     known: &[&str],
     _lock: &OutLock,
-) -> Result<(), String> {
-    let err =
-        |what: &str, p: &Path, e: &dyn std::fmt::Display| format!("{what} {}: {e}", p.display());
-    let mut state = read_state(out_dir);
+) -> Result<(), OutError> {
+    let err = |what: &str, p: &Path, e: &dyn std::fmt::Display| {
+        OutError::Io(format!("{what} {}: {e}", p.display()))
+    };
+    let mut state = OutState::read(out_dir);
+    let foreign = foreign_entries(
+        out_dir,
+        outputs
+            .iter()
+            .filter(|(_, output)| output.is_some())
+            .map(|(name, _)| name.as_str()),
+    );
+    if !foreign.is_empty() {
+        return Err(OutError::Foreign(foreign));
+    }
     // What changes: folders of targets that no longer exist, of requested
     // targets that failed, and of those whose output differs (or was tampered
-    // with). They leave the state file *before* their folders change, so a
-    // build killed halfway never leaves a folder the state vouches for.
+    // with). They are claimed without an output *before* their folders
+    // change, so a build killed halfway never leaves a folder the record
+    // vouches for, nor one of Strata's it does not list.
     let gone: Vec<String> = state
-        .keys()
+        .names()
         .filter(|k| !known.contains(&k.as_str()))
         .cloned()
         .collect();
@@ -126,10 +165,11 @@ pub fn update(
         .iter()
         .filter(|(name, output)| match output {
             Some(digest) => {
-                state.get(*name) != Some(&digest.to_string())
+                state.get(name).and_then(|p| p.output.as_deref())
+                    != Some(digest.to_string().as_str())
                     || !still_intact(store, digest, &out_dir.join(name))
             }
-            None => state.contains_key(*name),
+            None => state.owns(name),
         })
         .map(|(name, output)| (name, output.as_ref()))
         .collect();
@@ -137,17 +177,25 @@ pub fn update(
         return Ok(());
     }
     for name in gone.iter().chain(stale.iter().map(|(n, _)| *n)) {
-        state.remove(name);
+        state.claim(name);
     }
-    write_state(out_dir, &state)?;
+    state.write(out_dir).map_err(OutError::Io)?;
+    let remove = |state: &mut OutState, name: &str| {
+        let dest = out_dir.join(name);
+        remove_tree(&dest);
+        // Still Strata's if any of it is left.
+        if fs::symlink_metadata(&dest).is_err() {
+            state.release(name);
+        }
+    };
     for name in &gone {
-        remove_tree(&out_dir.join(name));
+        remove(&mut state, name);
     }
     for (name, output) in stale {
         let dest = out_dir.join(name);
         let Some(digest) = output else {
             // Never leave a stale result that looks current.
-            remove_tree(&dest);
+            remove(&mut state, name);
             continue;
         };
         let staging = out_dir
@@ -165,13 +213,44 @@ pub fn update(
         }
         fs::rename(&staging, &dest).map_err(|e| err("cannot create", &dest, &e))?;
         remove_tree(&old);
-        state.insert(name.clone(), digest.to_string());
+        state.set(
+            name,
+            Placed {
+                output: Some(digest.to_string()),
+            },
+        );
     }
-    write_state(out_dir, &state)
+    state.write(out_dir).map_err(OutError::Io)
 }
 
-fn write_state(out_dir: &Path, state: &BTreeMap<String, String>) -> Result<(), String> {
-    let bytes = serde_json::to_vec_pretty(state).map_err(|e| e.to_string())?;
-    strata_store::write_atomic(&out_dir.join(META), &state_path(out_dir), &bytes, 0o644)
-        .map_err(|e| e.to_string())
+/// What [`clean`] did.
+#[derive(Debug)]
+pub struct Cleaned {
+    /// Entries removed, by target name.
+    pub removed: Vec<String>,
+    /// Whether the output folder itself is gone: it is removed only once
+    /// empty, and a symlink to it is left alone.
+    pub folder_removed: bool,
+}
+
+/// `strata clean`: removes the entries the record lists and Strata's own
+/// folder, then the output folder if nothing else is left in it.
+pub fn clean(out_dir: &Path, _lock: &OutLock) -> Result<Cleaned, String> {
+    let state = OutState::read(out_dir);
+    let mut removed = Vec::new();
+    for name in state.names() {
+        let dest = out_dir.join(name);
+        remove_tree(&dest);
+        if fs::symlink_metadata(&dest).is_ok() {
+            return Err(format!("cannot remove {}", dest.display()));
+        }
+        removed.push(name.clone());
+    }
+    remove_tree(&out_dir.join(META));
+    // Fails on a folder that still holds foreign entries and on a symlink.
+    let folder_removed = fs::remove_dir(out_dir).is_ok();
+    Ok(Cleaned {
+        removed,
+        folder_removed,
+    })
 }
