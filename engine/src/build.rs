@@ -248,12 +248,20 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
             ))
         })
         .map_err(|e| BuildError::Environment(format!("cannot lock {}: {e}", out_dir.display())))?;
-        materialize::update(&store, &out_dir, &requested, &known, &lock).map_err(|e| match e {
-            materialize::OutError::Foreign(entries) => {
-                BuildError::Config(foreign_entry_errors(&ws, &entries))
-            }
-            materialize::OutError::Io(msg) => BuildError::Environment(msg),
-        })?;
+        let changed = materialize::update(&store, &out_dir, &requested, &known, &lock).map_err(
+            |e| match e {
+                materialize::OutError::Foreign(entries) => {
+                    BuildError::Config(foreign_entry_errors(&ws, &entries))
+                }
+                materialize::OutError::Io(msg) => BuildError::Environment(msg),
+            },
+        )?;
+        for name in changed {
+            observer.warn(&format!(
+                "{} was changed since it was placed; placed again from the store",
+                out_dir.join(name).display()
+            ));
+        }
     }
     phase("materialize", started);
     let started = Instant::now();

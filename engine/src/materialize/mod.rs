@@ -11,6 +11,7 @@
 //! entry in the way that it did not make stops the build, and `strata
 //! clean` leaves it.
 
+mod fingerprint;
 mod state;
 
 use std::collections::BTreeMap;
@@ -80,24 +81,15 @@ pub fn lock(out_dir: &Path, waiting: impl FnOnce(&str)) -> std::io::Result<OutLo
     Ok(OutLock { _dir: dir })
 }
 
-/// Whether `dest` still holds every entry of the tree `digest` with the
-/// right kind and size (a deleted or truncated file means re-materializing).
-/// Contents are not re-read: files in `out/` are read-only.
-fn still_intact(store: &Store, digest: &Digest, dest: &Path) -> bool {
-    let Ok(entries) = tree::walk(store.cas(), digest) else {
+/// Whether `out/<name>` is what Strata placed there for `digest`: the
+/// record names that output and the folder's fingerprint is unchanged.
+fn still_placed(state: &OutState, name: &str, digest: &Digest, dest: &Path) -> bool {
+    let Some(placed) = state.get(name) else {
         return false;
     };
-    entries.iter().all(|(path, entry)| {
-        let Ok(meta) = fs::symlink_metadata(tree::rel_join(dest, path)) else {
-            return matches!(entry, tree::Entry::Device { .. });
-        };
-        match entry {
-            tree::Entry::File { digest, .. } => meta.is_file() && meta.len() == digest.size_bytes,
-            tree::Entry::Dir { .. } => meta.is_dir(),
-            tree::Entry::Symlink { .. } => meta.file_type().is_symlink(),
-            tree::Entry::Device { .. } => true,
-        }
-    })
+    placed.output.as_deref() == Some(digest.to_string().as_str())
+        && placed.fingerprint.is_some()
+        && placed.fingerprint == fingerprint::of(dest)
 }
 
 /// Why `out/` could not be brought up to date.
@@ -129,14 +121,15 @@ pub fn foreign_entries<'a>(
 /// the workspace, so folders of removed targets are cleaned up. Only
 /// entries the record lists are replaced or removed; a requested target
 /// whose entry exists but is not Strata's is [`OutError::Foreign`], and
-/// then nothing changes.
+/// then nothing changes. Returns the targets whose folders were changed
+/// since they were placed, and are placed again.
 pub fn update(
     store: &Store,
     out_dir: &Path,
     outputs: &BTreeMap<String, Option<Digest>>,
     known: &[&str],
     _lock: &OutLock,
-) -> Result<(), OutError> {
+) -> Result<Vec<String>, OutError> {
     let err = |what: &str, p: &Path, e: &dyn std::fmt::Display| {
         OutError::Io(format!("{what} {}: {e}", p.display()))
     };
@@ -164,17 +157,23 @@ pub fn update(
     let stale: Vec<(&String, Option<&Digest>)> = outputs
         .iter()
         .filter(|(name, output)| match output {
-            Some(digest) => {
-                state.get(name).and_then(|p| p.output.as_deref())
-                    != Some(digest.to_string().as_str())
-                    || !still_intact(store, digest, &out_dir.join(name))
-            }
+            Some(digest) => !still_placed(&state, name, digest, &out_dir.join(name)),
             None => state.owns(name),
         })
         .map(|(name, output)| (name, output.as_ref()))
         .collect();
+    // Placed again though their output is the same: someone changed them.
+    let changed_outside: Vec<String> = stale
+        .iter()
+        .filter(|(name, output)| {
+            output.is_some_and(|d| {
+                state.get(name).and_then(|p| p.output.as_deref()) == Some(d.to_string().as_str())
+            })
+        })
+        .map(|(name, _)| (*name).clone())
+        .collect();
     if gone.is_empty() && stale.is_empty() {
-        return Ok(());
+        return Ok(changed_outside);
     }
     for name in gone.iter().chain(stale.iter().map(|(n, _)| *n)) {
         state.claim(name);
@@ -203,7 +202,11 @@ pub fn update(
             .join(format!("new-{name}-{}", std::process::id()));
         remove_tree(&staging);
         fs::create_dir_all(&staging).map_err(|e| err("cannot create", &staging, &e))?;
-        tree::materialize(store.cas(), digest, &staging, Placement::HardLink)
+        // Copies, never hard links: as root no mode bit stops a write, and
+        // an edit in `out/` would change the stored blob. The copy is
+        // `copy_file_range`, which shares the blocks where the file system
+        // can (btrfs, XFS) and copies in the kernel elsewhere.
+        tree::materialize(store.cas(), digest, &staging, Placement::Copy)
             .map_err(|e| err("cannot write", &dest, &e))?;
         let old = out_dir
             .join(META)
@@ -217,10 +220,13 @@ pub fn update(
             name,
             Placed {
                 output: Some(digest.to_string()),
+                // Taken in place: the rename changed the folder's own times.
+                fingerprint: fingerprint::of(&dest),
             },
         );
     }
-    state.write(out_dir).map_err(OutError::Io)
+    state.write(out_dir).map_err(OutError::Io)?;
+    Ok(changed_outside)
 }
 
 /// What [`clean`] did.

@@ -28,6 +28,10 @@ pub(super) struct Placed {
     /// halfway leaves an entry that is Strata's but vouched for by nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,
+    /// The entry's [`super::fingerprint`] once placed: while it matches,
+    /// nobody changed the entry since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
 }
 
 /// The versions of the file this build reads.
@@ -127,6 +131,7 @@ mod tests {
             "b",
             Placed {
                 output: Some("blake3:11".into()),
+                fingerprint: Some("f".into()),
             },
         );
         state.write(d.path()).unwrap();
