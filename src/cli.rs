@@ -79,12 +79,17 @@ enum Command {
 
 #[derive(Subcommand)]
 enum StoreCommand {
-    /// Re-hash every object and check every action-cache entry; exit 1 if
-    /// anything is corrupt.
+    /// Re-hash every object and check every action-cache entry, of every
+    /// digest function in the store; exit 1 if anything is corrupt.
     Verify {
         /// The store folder (default as for `build`).
         #[arg(long = "store")]
         store: Option<PathBuf>,
+        /// Remove corrupt objects and the action-cache entries that reach
+        /// them (their steps run again), waiting for running builds; exit 1
+        /// only if the store is still not clean after.
+        #[arg(long = "repair")]
+        repair: bool,
     },
     /// Count objects and bytes: blobs, action results, leftovers, caches,
     /// build records, and what the newest builds reach.
@@ -546,7 +551,7 @@ fn clean_command(file: PathBuf, out_dir: Option<PathBuf>) -> ExitCode {
 
 fn store_command(command: StoreCommand) -> ExitCode {
     match command {
-        StoreCommand::Verify { store } => verify_command(store),
+        StoreCommand::Verify { store, repair } => verify_command(store, repair),
         StoreCommand::Stats {
             store,
             keep_builds,
@@ -578,7 +583,7 @@ fn store_dir(store: Option<PathBuf>) -> PathBuf {
     absolute(store.unwrap_or_else(build::default_store_dir))
 }
 
-fn verify_command(store: Option<PathBuf>) -> ExitCode {
+fn verify_command(store: Option<PathBuf>, repair: bool) -> ExitCode {
     let dir = absolute(store.unwrap_or_else(build::default_store_dir));
     if !dir.exists() {
         return report::usage_error(&format!("no store at {}", dir.display()));
@@ -587,6 +592,30 @@ fn verify_command(store: Option<PathBuf>) -> ExitCode {
         Ok(s) => s,
         Err(e) => return report::failure(&format!("cannot open the store: {e}")),
     };
+    if !repair {
+        return report::verify_report(&store.verify());
+    }
+    // As `gc`: no build may read an object while it goes.
+    let lock_path = strata_engine::gc::lock_path(&store);
+    let lock = strata_engine::gc::lock_exclusive(&store, true, || {
+        eprintln!(
+            "waiting for the running builds to finish (they hold {})",
+            lock_path.display()
+        )
+    });
+    let _lock = match lock {
+        Ok(Some(l)) => l,
+        Ok(None) => {
+            return report::failure(&format!(
+                "a build holds {}; nothing was repaired",
+                lock_path.display()
+            ));
+        }
+        Err(e) => return report::failure(&format!("cannot lock {}: {e}", lock_path.display())),
+    };
+    let found = store.verify();
+    let repaired = store.repair(&found);
+    report::repair_report(&repaired);
     report::verify_report(&store.verify())
 }
 

@@ -168,6 +168,20 @@ pub fn cleaned(out_dir: &std::path::Path, c: &strata_engine::materialize::Cleane
     }
 }
 
+/// `strata store verify --repair`: what was removed, before the store is
+/// verified again.
+pub fn repair_report(r: &strata_engine::RepairReport) {
+    for (_, path) in &r.blobs {
+        println!("removed corrupt object {}", path.display());
+    }
+    for (path, why) in &r.action_results {
+        println!("removed action-cache entry {}: {why}", path.display());
+    }
+    for (path, why) in &r.failed {
+        eprintln!("error: cannot remove {}: {why}", path.display());
+    }
+}
+
 pub fn verify_report(r: &strata_engine::VerifyReport) -> ExitCode {
     for (digest, path, problem) in &r.corrupt {
         println!("corrupt object {digest} ({}): {problem}", path.display());

@@ -615,14 +615,19 @@ fn run_builtin(
 }
 
 /// The output of a cached action, if its whole output tree is still stored.
+/// An entry reaching a blob that is gone or no longer whole (a corrupt
+/// blob is dropped when read) is removed: it is a miss, now and until the
+/// step runs again, and a dead entry would only mislead `verify`.
 pub fn cached_output(store: &Store, key: &Digest) -> Option<Digest> {
     // The entry's time is the last use `gc` evicts by.
     let result = store.action_cache().get_used(key).ok()??;
     let dir = result.output_directories.first()?;
     let output = Digest::from_proto(dir.root_directory_digest.as_ref()?)?;
-    tree::first_missing(store.cas(), &output)
-        .is_none()
-        .then_some(output)
+    if tree::first_missing(store.cas(), &output).is_some() {
+        let _ = store.action_cache().remove(key);
+        return None;
+    }
+    Some(output)
 }
 
 /// Decides once per build whether steps can run in namespaces here.

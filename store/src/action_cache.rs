@@ -51,6 +51,17 @@ impl ActionCache {
         }
     }
 
+    /// Removes the entry for `key`, if any: it reaches a blob the store no
+    /// longer holds whole, so it could only ever be a miss.
+    pub fn remove(&self, key: &Digest) -> Result<()> {
+        let path = self.path(key);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StoreError::io("cannot remove action cache entry", path, e)),
+        }
+    }
+
     /// Records a successful result for `key`.
     pub fn put(&self, key: &Digest, result: &ActionResult) -> Result<()> {
         assert_eq!(

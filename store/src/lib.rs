@@ -216,6 +216,39 @@ impl Store {
 }
 
 impl Store {
+    /// Removes what `found` (a [`Store::verify`] report) shows corrupt: each
+    /// blob that fails its digest, then every action-cache entry, of every
+    /// digest function, that does not decode or now reaches a blob the
+    /// store does not hold, so its step runs again (or a remote supplies
+    /// it) instead of failing on it. The caller keeps builds out of the
+    /// store meanwhile (`gc`'s exclusive lock). Stray files stay.
+    pub fn repair(&self, found: &VerifyReport) -> RepairReport {
+        let mut repaired = RepairReport::default();
+        for (digest, path, _) in &found.corrupt {
+            match fs::remove_file(path) {
+                Ok(()) => repaired.blobs.push((*digest, path.clone())),
+                Err(e) => repaired.failed.push((path.clone(), e.to_string())),
+            }
+        }
+        for function in self.functions_present() {
+            let view = self.with_function(function);
+            let undecodable = view.action_cache.check_entries().into_iter();
+            let incomplete = view.action_cache.list().filter_map(|(hash, path)| {
+                let result = view.action_cache.get(&Digest::new(hash, 0)).ok()??;
+                Some((path, view.missing_from(&result)?))
+            });
+            let doomed: Vec<(PathBuf, String)> = undecodable.chain(incomplete).collect();
+            for (path, why) in doomed {
+                match fs::remove_file(&path) {
+                    Ok(()) => repaired.action_results.push((path, why)),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => repaired.failed.push((path, e.to_string())),
+                }
+            }
+        }
+        repaired
+    }
+
     /// Why an action result is incomplete: the first blob it names
     /// (outputs, logs) that is not stored, or a malformed digest.
     fn missing_from(&self, result: &reapi::ActionResult) -> Option<String> {
@@ -260,6 +293,18 @@ pub struct VerifyReport {
     pub stray: Vec<PathBuf>,
     /// Temporary files left by interrupted writers (harmless).
     pub temporaries: usize,
+}
+
+/// What [`Store::repair`] removed.
+#[derive(Debug, Default)]
+pub struct RepairReport {
+    /// Blobs that failed their digest.
+    pub blobs: Vec<(Digest, PathBuf)>,
+    /// Action-cache entries that did not decode or reached a removed or
+    /// missing blob, with why.
+    pub action_results: Vec<(PathBuf, String)>,
+    /// What could not be removed, with why.
+    pub failed: Vec<(PathBuf, String)>,
 }
 
 impl VerifyReport {
