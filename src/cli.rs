@@ -67,7 +67,8 @@ enum Command {
     /// The hashes of the last build: keys, their parts, every output file;
     /// `manifest diff A B` compares two saved with --json.
     Manifest(crate::manifest::ManifestArgs),
-    /// Remove the output folder (`out/`); the store is never touched.
+    /// Remove the outputs Strata placed in the output folder (`out/`), and
+    /// the folder once empty; the store is never touched.
     Clean {
         #[arg(short = 'f', long = "file", default_value = "BUILD.yaml")]
         file: PathBuf,
@@ -78,12 +79,17 @@ enum Command {
 
 #[derive(Subcommand)]
 enum StoreCommand {
-    /// Re-hash every object and check every action-cache entry; exit 1 if
-    /// anything is corrupt.
+    /// Re-hash every object and check every action-cache entry, of every
+    /// digest function in the store; exit 1 if anything is corrupt.
     Verify {
         /// The store folder (default as for `build`).
         #[arg(long = "store")]
         store: Option<PathBuf>,
+        /// Remove corrupt objects and the action-cache entries that reach
+        /// them (their steps run again), waiting for running builds; exit 1
+        /// only if the store is still not clean after.
+        #[arg(long = "repair")]
+        repair: bool,
     },
     /// Count objects and bytes: blobs, action results, leftovers, caches,
     /// build records, and what the newest builds reach.
@@ -528,23 +534,24 @@ fn clean_command(file: PathBuf, out_dir: Option<PathBuf>) -> ExitCode {
     if !out_dir.exists() {
         return ExitCode::SUCCESS;
     }
-    let lock = strata_engine::materialize::lock(&out_dir, |holder| {
+    let lock = match strata_engine::materialize::lock(&out_dir, |holder| {
         eprintln!("waiting for {} (locked by {holder})", out_dir.display())
-    });
-    if let Err(e) = lock {
-        return report::failure(&format!("cannot lock {}: {e}", out_dir.display()));
+    }) {
+        Ok(lock) => lock,
+        Err(e) => return report::failure(&format!("cannot lock {}: {e}", out_dir.display())),
+    };
+    match strata_engine::materialize::clean(&out_dir, &lock) {
+        Ok(cleaned) => {
+            report::cleaned(&out_dir, &cleaned);
+            ExitCode::SUCCESS
+        }
+        Err(e) => report::failure(&e),
     }
-    strata_engine::fstree::remove_tree(&out_dir);
-    if out_dir.exists() {
-        return report::failure(&format!("cannot remove {}", out_dir.display()));
-    }
-    println!("removed {}", out_dir.display());
-    ExitCode::SUCCESS
 }
 
 fn store_command(command: StoreCommand) -> ExitCode {
     match command {
-        StoreCommand::Verify { store } => verify_command(store),
+        StoreCommand::Verify { store, repair } => verify_command(store, repair),
         StoreCommand::Stats {
             store,
             keep_builds,
@@ -576,7 +583,7 @@ fn store_dir(store: Option<PathBuf>) -> PathBuf {
     absolute(store.unwrap_or_else(build::default_store_dir))
 }
 
-fn verify_command(store: Option<PathBuf>) -> ExitCode {
+fn verify_command(store: Option<PathBuf>, repair: bool) -> ExitCode {
     let dir = absolute(store.unwrap_or_else(build::default_store_dir));
     if !dir.exists() {
         return report::usage_error(&format!("no store at {}", dir.display()));
@@ -585,6 +592,30 @@ fn verify_command(store: Option<PathBuf>) -> ExitCode {
         Ok(s) => s,
         Err(e) => return report::failure(&format!("cannot open the store: {e}")),
     };
+    if !repair {
+        return report::verify_report(&store.verify());
+    }
+    // As `gc`: no build may read an object while it goes.
+    let lock_path = strata_engine::gc::lock_path(&store);
+    let lock = strata_engine::gc::lock_exclusive(&store, true, || {
+        eprintln!(
+            "waiting for the running builds to finish (they hold {})",
+            lock_path.display()
+        )
+    });
+    let _lock = match lock {
+        Ok(Some(l)) => l,
+        Ok(None) => {
+            return report::failure(&format!(
+                "a build holds {}; nothing was repaired",
+                lock_path.display()
+            ));
+        }
+        Err(e) => return report::failure(&format!("cannot lock {}: {e}", lock_path.display())),
+    };
+    let found = store.verify();
+    let repaired = store.repair(&found);
+    report::repair_report(&repaired);
     report::verify_report(&store.verify())
 }
 

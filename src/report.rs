@@ -155,6 +155,38 @@ pub fn failure(msg: &str) -> ExitCode {
     ExitCode::from(EXIT_FAILED)
 }
 
+/// `strata clean`: what went, and why the folder stays if it does.
+pub fn cleaned(out_dir: &std::path::Path, c: &strata_engine::materialize::Cleaned) {
+    let dir = out_dir.display();
+    if c.folder_removed {
+        println!("removed {dir}");
+    } else {
+        let why = if out_dir.is_symlink() {
+            "a symlink Strata did not make"
+        } else {
+            "it holds entries Strata did not place"
+        };
+        println!(
+            "removed {} outputs from {dir}; kept {dir}: {why}",
+            c.removed.len()
+        );
+    }
+}
+
+/// `strata store verify --repair`: what was removed, before the store is
+/// verified again.
+pub fn repair_report(r: &strata_engine::RepairReport) {
+    for (_, path) in &r.blobs {
+        println!("removed corrupt object {}", path.display());
+    }
+    for (path, why) in &r.action_results {
+        println!("removed action-cache entry {}: {why}", path.display());
+    }
+    for (path, why) in &r.failed {
+        eprintln!("error: cannot remove {}: {why}", path.display());
+    }
+}
+
 pub fn verify_report(r: &strata_engine::VerifyReport) -> ExitCode {
     for (digest, path, problem) in &r.corrupt {
         println!("corrupt object {digest} ({}): {problem}", path.display());
@@ -171,10 +203,16 @@ pub fn verify_report(r: &strata_engine::VerifyReport) -> ExitCode {
     for path in &r.stray {
         println!("stray file {}", path.display());
     }
+    let functions: Vec<&str> = r.functions.iter().map(|f| f.name()).collect();
     println!(
-        "{} objects, {} action results checked: {}",
+        "{} objects, {} action results checked ({}): {}",
         r.objects,
         r.action_results,
+        if functions.is_empty() {
+            "empty store".to_string()
+        } else {
+            functions.join(", ")
+        },
         if r.is_clean() {
             "no corruption"
         } else {

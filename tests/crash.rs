@@ -640,7 +640,8 @@ targets:
     let old_hex = old.trim_start_matches("blake3:").to_string();
     let state_of_a = || -> String {
         let state = fs::read(ws.path().join("out/.strata/state.json")).unwrap_or_default();
-        serde_json::from_slice::<serde_json::Value>(&state).unwrap_or_default()["a"]
+        serde_json::from_slice::<serde_json::Value>(&state).unwrap_or_default()["placed"]["a"]
+            ["output"]
             .as_str()
             .unwrap_or("")
             .to_string()

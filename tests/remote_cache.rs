@@ -5,7 +5,9 @@
 
 mod common;
 
+use std::fs;
 use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -402,6 +404,38 @@ fn the_embedded_server_is_shared_by_runners() {
     shared_between_runners(&server.url, || server.files());
     trusted_keys(&server.url);
     tampered_blob_is_refused(&server.url, |hex| server.blob(hex));
+}
+
+/// A store filled through an HTTP cache holds SHA-256 objects, which
+/// `strata store verify` (opening the store as BLAKE3, as every command
+/// that has no remote does) must check as well.
+#[test]
+fn verify_finds_a_flipped_byte_in_a_sha256_store() {
+    let server = Served::start();
+    let ws = runner("");
+    build(&ws, &server.url, &[]);
+    let verify = || ws.run(&["store", "verify"]);
+    let clean = verify();
+    assert_eq!(clean.code, 0, "{}{}", clean.stdout, clean.stderr);
+    assert!(!clean.stdout.starts_with("0 objects"), "{}", clean.stdout);
+
+    let blob = walk(&ws.store.join("cas/sha256"))
+        .into_iter()
+        .find(|p| fs::metadata(p).is_ok_and(|m| m.len() > 0))
+        .expect("a non-empty SHA-256 blob");
+    let mut bytes = fs::read(&blob).unwrap();
+    bytes[0] ^= 1;
+    fs::set_permissions(&blob, fs::Permissions::from_mode(0o644)).unwrap();
+    fs::write(&blob, bytes).unwrap();
+    let r = verify();
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("CORRUPTION FOUND"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains(&blob.display().to_string()),
+        "names the blob {}:\n{}",
+        blob.display(),
+        r.stdout
+    );
 }
 
 #[test]

@@ -137,6 +137,16 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
     let order = graph.closure(&roots);
     crate::platforms::check(&ws, order.iter().map(|&n| &ws.targets[graph.dag[n]]))
         .map_err(BuildError::Config)?;
+    let out_dir = opts.out_dir.clone().unwrap_or_else(|| ws.out_dir.clone());
+    // Before anything runs: a build that could not place its outputs would
+    // be wasted. Checked again under the lock when placing them.
+    let root_names = roots
+        .iter()
+        .map(|n| ws.targets[graph.dag[*n]].name.as_str());
+    let foreign = materialize::foreign_entries(&out_dir, root_names);
+    if !foreign.is_empty() {
+        return Err(BuildError::Config(foreign_entry_errors(&ws, &foreign)));
+    }
     phase("load", t0);
     let started = Instant::now();
 
@@ -176,7 +186,6 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
             gc::lock_path(&store).display()
         ))
     })?;
-    let out_dir = opts.out_dir.clone().unwrap_or_else(|| ws.out_dir.clone());
     let workspace_tag = workspace_tag(&ws.build_file);
 
     // Key phase, first half: expand and hash sources (the stat cache spares
@@ -253,8 +262,20 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
             ))
         })
         .map_err(|e| BuildError::Environment(format!("cannot lock {}: {e}", out_dir.display())))?;
-        materialize::update(&store, &out_dir, &requested, &known, &lock)
-            .map_err(BuildError::Environment)?;
+        let changed = materialize::update(&store, &out_dir, &requested, &known, &lock).map_err(
+            |e| match e {
+                materialize::OutError::Foreign(entries) => {
+                    BuildError::Config(foreign_entry_errors(&ws, &entries))
+                }
+                materialize::OutError::Io(msg) => BuildError::Environment(msg),
+            },
+        )?;
+        for name in changed {
+            observer.warn(&format!(
+                "{} was changed since it was placed; placed again from the store",
+                out_dir.join(name).display()
+            ));
+        }
     }
     phase("materialize", started);
     let started = Instant::now();
@@ -319,6 +340,37 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
         workspace_tag,
         remote: remote.map(|r| r.stats()),
     })
+}
+
+/// Errors for entries of the output folder that Strata did not make but a
+/// target's output would replace, each at the target's name. A conflict of
+/// the configuration with the disk (exit 2): no step failed, and no retry
+/// helps until the entry moves or the outputs go elsewhere.
+fn foreign_entry_errors(ws: &Workspace, entries: &[(String, PathBuf)]) -> Vec<ConfigError> {
+    let at = At {
+        sources: &ws.sources,
+    };
+    entries
+        .iter()
+        .filter_map(|(name, path)| {
+            let t = ws.targets.iter().find(|t| &t.name == name)?;
+            Some(
+                at.error(
+                    t.loc,
+                    format!(
+                        "{} was not made by Strata; placing `{name}` there would replace it",
+                        path.display()
+                    ),
+                    "its output goes to the output folder under this name",
+                    Some(
+                        "Strata replaces only what it placed: move it away, or choose another \
+                     output folder (`out_dir:` or --out-dir)"
+                            .into(),
+                    ),
+                ),
+            )
+        })
+        .collect()
 }
 
 /// The scheduler's job for each node of `order`, taking its sources.

@@ -627,9 +627,12 @@ fn run_builtin(
 }
 
 /// The output of a cached action, if its whole output tree is still stored
-/// and holds what the target declares. An entry whose tree does not is
-/// another action's result (planted at this key on a remote and trusted by
-/// an older version): it is dropped, and `Err` says what is wrong with it.
+/// and holds what the target declares. An entry reaching a blob that is
+/// gone or no longer whole (a corrupt blob is dropped when read) is
+/// removed: it is a miss, now and until the step runs again. An entry whose
+/// tree does not hold what the target declares is another action's result
+/// (planted at this key on a remote and trusted by an older version): it is
+/// dropped too, and `Err` says what is wrong with it.
 pub fn cached_output(
     store: &Store,
     key: &Digest,
@@ -647,6 +650,7 @@ pub fn cached_output(
         return Ok(None);
     };
     if tree::first_missing(store.cas(), &output).is_some() {
+        let _ = store.action_cache().remove(key);
         return Ok(None);
     }
     if let Some(declared) = declared

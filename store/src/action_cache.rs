@@ -61,9 +61,10 @@ impl ActionCache {
         atomic::write_atomic(&self.tmp, &self.path(key), &bytes, 0o444)
     }
 
-    /// Drops the entry for `key`, if any: for an entry found not to be the
-    /// result it claims, so a later build runs the action again. Atomic
-    /// (one unlink); an entry a racing writer publishes afterwards stays.
+    /// Drops the entry for `key`, if any: for an entry that reaches a blob
+    /// the store no longer holds whole, or found not to be the result it
+    /// claims, so a later build runs the action again. Atomic (one unlink);
+    /// an entry a racing writer publishes afterwards stays.
     pub fn remove(&self, key: &Digest) -> Result<()> {
         let path = self.path(key);
         match fs::remove_file(&path) {

@@ -46,16 +46,19 @@ impl Cas {
             .join(format!("{hex}-{}", digest.size_bytes))
     }
 
+    /// Whether the blob is stored whole. A file of another size than its
+    /// name says (written to behind the store's back) counts as absent, so
+    /// the step or remote that made it makes it again, and the next write
+    /// of the blob replaces the file. A stat, no reading.
     pub fn contains(&self, digest: &Digest) -> bool {
-        self.path(digest).is_file()
+        fs::metadata(self.path(digest)).is_ok_and(|m| m.is_file() && m.len() == digest.size_bytes)
     }
 
     /// Stores `bytes`; idempotent.
     pub fn put_bytes(&self, bytes: &[u8]) -> Result<Digest> {
         let digest = self.function.of_bytes(bytes);
-        let dest = self.path(&digest);
-        if !dest.exists() {
-            atomic::write_atomic(&self.tmp, &dest, bytes, BLOB_MODE)?;
+        if !self.contains(&digest) {
+            atomic::write_atomic(&self.tmp, &self.path(&digest), bytes, BLOB_MODE)?;
         }
         Ok(digest)
     }
@@ -81,10 +84,10 @@ impl Cas {
                 .map_err(|e| StoreError::io("cannot write", tmp.path(), e))?;
         }
         let digest = hasher.finish();
-        let dest = self.path(&digest);
-        if dest.exists() {
+        if self.contains(&digest) {
             return Ok(digest);
         }
+        let dest = self.path(&digest);
         tmp.as_file()
             .sync_all()
             .map_err(|e| StoreError::io("cannot write", tmp.path(), e))?;
@@ -114,10 +117,10 @@ impl Cas {
             .function
             .of_reader(&file)
             .map_err(|e| StoreError::io("cannot read", src, e))?;
-        let dest = self.path(&digest);
-        if dest.exists() {
+        if self.contains(&digest) {
             return Ok(digest);
         }
+        let dest = self.path(&digest);
         file.sync_all()
             .map_err(|e| StoreError::io("cannot write", src, e))?;
         fs::set_permissions(src, fs::Permissions::from_mode(BLOB_MODE))
@@ -134,11 +137,16 @@ impl Cas {
         }
     }
 
-    /// Reads a whole blob and checks it against its digest.
+    /// Reads a whole blob and checks it against its digest. A blob that
+    /// fails the check is dropped (see [`Cas::drop_corrupt`]).
     pub fn read(&self, digest: &Digest) -> Result<Vec<u8>> {
         let path = self.path(digest);
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
+        let read = File::open(&path).and_then(|mut f| {
+            let mut bytes = Vec::new();
+            f.read_to_end(&mut bytes).map(|_| (f, bytes))
+        });
+        let (file, bytes) = match read {
+            Ok(read) => read,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Err(StoreError::Missing { digest: *digest });
             }
@@ -146,12 +154,28 @@ impl Cas {
         };
         let actual = self.function.of_bytes(&bytes);
         if actual != *digest {
+            self.drop_corrupt(digest, &file);
             return Err(StoreError::Corrupt {
                 digest: *digest,
                 actual,
             });
         }
         Ok(bytes)
+    }
+
+    /// Removes the blob `digest`, found not to hash to its name through the
+    /// open `file`, so the step or remote that made it makes it again
+    /// instead of every reader failing on it. Only if the path still names
+    /// that file: a writer may have just replaced it with good bytes.
+    pub fn drop_corrupt(&self, digest: &Digest, file: &File) {
+        use std::os::unix::fs::MetadataExt;
+        let path = self.path(digest);
+        let same = |a: &fs::Metadata, b: &fs::Metadata| a.dev() == b.dev() && a.ino() == b.ino();
+        if let (Ok(opened), Ok(named)) = (file.metadata(), fs::metadata(&path))
+            && same(&opened, &named)
+        {
+            let _ = fs::remove_file(&path);
+        }
     }
 
     /// Stores a protobuf message in its canonical encoding.
@@ -250,14 +274,88 @@ impl BlobWriter<'_> {
             .out
             .into_inner()
             .map_err(|e| StoreError::io("cannot write", "<blob>", e.into_error()))?;
-        let dest = self.cas.path(&digest);
-        if dest.exists() {
+        if self.cas.contains(&digest) {
             return Ok(digest);
         }
+        let dest = self.cas.path(&digest);
         tmp.as_file()
             .sync_all()
             .map_err(|e| StoreError::io("cannot write", tmp.path(), e))?;
         atomic::publish(tmp, &dest, BLOB_MODE)?;
         Ok(digest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+    use crate::Store;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path(), DigestFunction::Blake3).unwrap();
+        (d, s)
+    }
+
+    /// Changes a blob behind the store's back, as a write through a hard
+    /// link did.
+    fn tamper(path: &Path, append: &[u8], flip: bool) {
+        let mut bytes = fs::read(path).unwrap();
+        if flip {
+            bytes[0] ^= 1;
+        }
+        bytes.extend_from_slice(append);
+        fs::set_permissions(path, fs::Permissions::from_mode(0o644)).unwrap();
+        fs::write(path, bytes).unwrap();
+    }
+
+    #[test]
+    fn a_blob_of_the_wrong_size_is_absent_and_every_writer_replaces_it() {
+        let (d, s) = store();
+        let cas = s.cas();
+        let bytes = b"Welcome to the Strata appliance\n";
+        let digest = cas.put_bytes(bytes).unwrap();
+        let writers: [&dyn Fn() -> Digest; 4] = [
+            &|| cas.put_bytes(bytes).unwrap(),
+            &|| {
+                let src = d.path().join("copy");
+                fs::write(&src, bytes).unwrap();
+                cas.put_file_copy(&src).unwrap()
+            },
+            &|| {
+                let src = s.tmp_dir().join("move");
+                fs::write(&src, bytes).unwrap();
+                cas.put_file_move(&src).unwrap()
+            },
+            &|| {
+                let mut w = cas.writer().unwrap();
+                w.write_all(bytes).unwrap();
+                w.finish().unwrap()
+            },
+        ];
+        for write in writers {
+            tamper(&cas.path(&digest), b"x\n", false);
+            assert!(!cas.contains(&digest));
+            assert_eq!(write(), digest);
+            assert!(cas.contains(&digest));
+            assert_eq!(cas.read(&digest).unwrap(), bytes);
+        }
+    }
+
+    #[test]
+    fn reading_a_blob_that_fails_its_digest_drops_it() {
+        let (_d, s) = store();
+        let digest = s.cas().put_bytes(b"some bytes").unwrap();
+        tamper(&s.cas().path(&digest), b"", true);
+        assert!(s.cas().contains(&digest), "the size is right");
+        assert!(matches!(
+            s.cas().read(&digest),
+            Err(StoreError::Corrupt { .. })
+        ));
+        assert!(!s.cas().path(&digest).exists(), "dropped, to be made again");
+        s.cas().put_bytes(b"some bytes").unwrap();
+        assert_eq!(s.cas().read(&digest).unwrap(), b"some bytes");
     }
 }

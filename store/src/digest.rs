@@ -16,6 +16,9 @@ pub enum DigestFunction {
 }
 
 impl DigestFunction {
+    /// Every function a store may hold objects of, each in its own folder.
+    pub const ALL: [DigestFunction; 2] = [DigestFunction::Blake3, DigestFunction::Sha256];
+
     /// Lower-case name as used in REAPI resource names and in `<fn>:<hex>` strings.
     pub fn name(self) -> &'static str {
         match self {

@@ -113,12 +113,67 @@ impl Store {
         self.root.join("meta")
     }
 
-    /// Re-hashes every blob and decodes every action-cache entry. Blobs are
-    /// hashed in parallel over `threads` threads.
+    /// The same store folder seen through another digest function: the
+    /// objects a remote of that function filled it with.
+    pub(crate) fn with_function(&self, function: DigestFunction) -> Store {
+        let tmp = self.tmp_dir();
+        Store {
+            root: self.root.clone(),
+            cas: Cas::new(self.root.join("cas"), tmp.clone(), function),
+            action_cache: ActionCache::new(self.root.join("ac"), tmp, function),
+        }
+    }
+
+    /// The digest functions whose object or action-cache folder exists,
+    /// whichever the store was opened with (a store filled through an HTTP
+    /// cache holds SHA-256 objects; a local build adds BLAKE3 ones).
+    pub fn functions_present(&self) -> Vec<DigestFunction> {
+        DigestFunction::ALL
+            .into_iter()
+            .filter(|f| {
+                ["cas", "ac"]
+                    .iter()
+                    .any(|sub| self.root.join(sub).join(f.name()).is_dir())
+            })
+            .collect()
+    }
+
+    /// Folders under `cas/` and `ac/` that belong to no digest function.
+    fn unknown_function_folders(&self) -> Vec<PathBuf> {
+        ["cas", "ac"]
+            .iter()
+            .filter_map(|sub| fs::read_dir(self.root.join(sub)).ok())
+            .flat_map(|dir| dir.flatten())
+            .filter(|e| {
+                let name = e.file_name();
+                !DigestFunction::ALL
+                    .iter()
+                    .any(|f| name.to_str() == Some(f.name()))
+            })
+            .map(|e| e.path())
+            .collect()
+    }
+
+    /// Re-hashes every blob and decodes every action-cache entry, of every
+    /// digest function present. Blobs are hashed in parallel, one thread
+    /// per core.
     pub fn verify(&self) -> VerifyReport {
         let mut report = VerifyReport::default();
+        for function in self.functions_present() {
+            self.with_function(function)
+                .verify_own_function(&mut report);
+            report.functions.push(function);
+        }
+        report.stray.extend(self.unknown_function_folders());
+        report.temporaries = fs::read_dir(self.tmp_dir()).map(|d| d.count()).unwrap_or(0);
+        report
+    }
+
+    /// [`Store::verify`] of the objects of the function the store was
+    /// opened with, added to `report`.
+    fn verify_own_function(&self, report: &mut VerifyReport) {
         let blobs: Vec<(Digest, PathBuf)> = self.cas.list().collect();
-        report.objects = blobs.len();
+        report.objects += blobs.len();
         let function = self.function();
         let check = |(digest, path): &(Digest, PathBuf)| -> Option<(Digest, PathBuf, String)> {
             match fs::File::open(path).and_then(|f| function.of_reader(f)) {
@@ -131,7 +186,7 @@ impl Store {
             .map(|n| n.get())
             .unwrap_or(1);
         let chunk = blobs.len().div_ceil(threads).max(1);
-        report.corrupt = std::thread::scope(|scope| {
+        report.corrupt.extend(std::thread::scope(|scope| {
             let handles: Vec<_> = blobs
                 .chunks(chunk)
                 .map(|c| scope.spawn(move || c.iter().filter_map(check).collect::<Vec<_>>()))
@@ -139,12 +194,12 @@ impl Store {
             handles
                 .into_iter()
                 .flat_map(|h| h.join().expect("verification thread"))
-                .collect()
-        });
-        report.stray = self.cas.stray_files();
-        for (path, problem) in self.action_cache.check_entries() {
-            report.bad_action_results.push((path, problem));
-        }
+                .collect::<Vec<_>>()
+        }));
+        report.stray.extend(self.cas.stray_files());
+        report
+            .bad_action_results
+            .extend(self.action_cache.check_entries());
         // Blobs are written before the entries naming them and `gc` removes
         // entries before their blobs: an entry reaching a missing blob means
         // one of them broke its order.
@@ -156,13 +211,44 @@ impl Store {
                 report.incomplete_action_results.push((path, problem));
             }
         }
-        report.action_results = self.action_cache.count();
-        report.temporaries = fs::read_dir(self.tmp_dir()).map(|d| d.count()).unwrap_or(0);
-        report
+        report.action_results += self.action_cache.count();
     }
 }
 
 impl Store {
+    /// Removes what `found` (a [`Store::verify`] report) shows corrupt: each
+    /// blob that fails its digest, then every action-cache entry, of every
+    /// digest function, that does not decode or now reaches a blob the
+    /// store does not hold, so its step runs again (or a remote supplies
+    /// it) instead of failing on it. The caller keeps builds out of the
+    /// store meanwhile (`gc`'s exclusive lock). Stray files stay.
+    pub fn repair(&self, found: &VerifyReport) -> RepairReport {
+        let mut repaired = RepairReport::default();
+        for (digest, path, _) in &found.corrupt {
+            match fs::remove_file(path) {
+                Ok(()) => repaired.blobs.push((*digest, path.clone())),
+                Err(e) => repaired.failed.push((path.clone(), e.to_string())),
+            }
+        }
+        for function in self.functions_present() {
+            let view = self.with_function(function);
+            let undecodable = view.action_cache.check_entries().into_iter();
+            let incomplete = view.action_cache.list().filter_map(|(hash, path)| {
+                let result = view.action_cache.get(&Digest::new(hash, 0)).ok()??;
+                Some((path, view.missing_from(&result)?))
+            });
+            let doomed: Vec<(PathBuf, String)> = undecodable.chain(incomplete).collect();
+            for (path, why) in doomed {
+                match fs::remove_file(&path) {
+                    Ok(()) => repaired.action_results.push((path, why)),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => repaired.failed.push((path, e.to_string())),
+                }
+            }
+        }
+        repaired
+    }
+
     /// Why an action result is incomplete: the first blob it names
     /// (outputs, logs) that is not stored, or a malformed digest.
     fn missing_from(&self, result: &reapi::ActionResult) -> Option<String> {
@@ -193,6 +279,8 @@ impl Store {
 /// What [`Store::verify`] found.
 #[derive(Debug, Default)]
 pub struct VerifyReport {
+    /// The digest functions whose objects were checked.
+    pub functions: Vec<DigestFunction>,
     pub objects: usize,
     pub action_results: usize,
     /// Blobs whose content does not hash to their name.
@@ -207,6 +295,18 @@ pub struct VerifyReport {
     pub temporaries: usize,
 }
 
+/// What [`Store::repair`] removed.
+#[derive(Debug, Default)]
+pub struct RepairReport {
+    /// Blobs that failed their digest.
+    pub blobs: Vec<(Digest, PathBuf)>,
+    /// Action-cache entries that did not decode or reached a removed or
+    /// missing blob, with why.
+    pub action_results: Vec<(PathBuf, String)>,
+    /// What could not be removed, with why.
+    pub failed: Vec<(PathBuf, String)>,
+}
+
 impl VerifyReport {
     pub fn is_clean(&self) -> bool {
         self.corrupt.is_empty()
@@ -218,6 +318,8 @@ impl VerifyReport {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     #[test]
@@ -238,6 +340,39 @@ mod tests {
         let b3 = Store::open(d.path(), DigestFunction::Blake3).unwrap();
         assert!(!b3.cas().contains(&b3.function().of_bytes(b"abc")));
         assert_eq!(sha.cas().read(&digest).unwrap(), b"abc");
+    }
+
+    /// Flips the first byte of a stored blob, keeping its size.
+    fn flip_first_byte(path: &Path) {
+        let mut bytes = fs::read(path).unwrap();
+        bytes[0] ^= 1;
+        fs::set_permissions(path, fs::Permissions::from_mode(0o644)).unwrap();
+        fs::write(path, bytes).unwrap();
+    }
+
+    #[test]
+    fn verify_checks_every_digest_function_in_the_store() {
+        let d = tempfile::tempdir().unwrap();
+        let sha = Store::open(d.path(), DigestFunction::Sha256).unwrap();
+        let sha_blob = sha
+            .cas()
+            .put_bytes(b"filled through an HTTP cache")
+            .unwrap();
+        let b3 = Store::open(d.path(), DigestFunction::Blake3).unwrap();
+        let b3_blob = b3.cas().put_bytes(b"built here").unwrap();
+        let report = b3.verify();
+        assert_eq!(report.objects, 2, "{report:?}");
+        assert!(report.is_clean(), "{report:?}");
+
+        flip_first_byte(&sha.cas().path(&sha_blob));
+        // Whichever function the store is opened with, both are checked.
+        for store in [&b3, &sha] {
+            let report = store.verify();
+            let corrupt: Vec<Digest> = report.corrupt.iter().map(|c| c.0).collect();
+            assert_eq!(corrupt, [sha_blob], "{report:?}");
+        }
+        flip_first_byte(&b3.cas().path(&b3_blob));
+        assert_eq!(sha.verify().corrupt.len(), 2);
     }
 
     #[test]

@@ -1,0 +1,262 @@
+//! Phase 6, materialize: each requested target's output under `out/<target>/`.
+//!
+//! Writers to one `out/` folder are serialized by a lock file that names its
+//! holder. Each target's folder is replaced as a whole (build aside, then
+//! rename), so `out/` never mixes two builds' files for one target, and a
+//! target that failed or no longer exists has its old folder removed.
+//!
+//! The folder may be shared: `out_dir:` or `--out-dir` may name any folder,
+//! and `out` may be a symlink to one (it is followed). So Strata replaces
+//! and removes only the entries its record ([`state`]) says it made; an
+//! entry in the way that it did not make stops the build, and `strata
+//! clean` leaves it.
+
+mod fingerprint;
+mod state;
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+
+use strata_store::tree::{self, Placement};
+use strata_store::{Digest, Store};
+
+use crate::fstree::remove_tree;
+use state::{OutState, Placed};
+
+/// Strata's own folder inside an output folder: the record, staging
+/// folders, the lock holder.
+const META: &str = ".strata";
+
+/// Holds the `out/` lock until dropped.
+pub struct OutLock {
+    _dir: File,
+}
+
+/// Takes the lock of `out_dir`, calling `waiting` with the holder's
+/// description if another build (or `strata clean`) holds it.
+///
+/// The lock is a `flock` on the folder that contains `out_dir`, not a file
+/// inside it, so `strata clean` can delete `out/` while holding it and
+/// nobody is left locking a deleted file.
+pub fn lock(out_dir: &Path, waiting: impl FnOnce(&str)) -> std::io::Result<OutLock> {
+    let parent = match out_dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    fs::create_dir_all(parent)?;
+    let dir = File::open(parent)?;
+    let holder_file = out_dir.join(META).join("holder");
+    match dir.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => {
+            let holder = fs::read_to_string(&holder_file).unwrap_or_default();
+            let holder = holder.trim();
+            waiting(if holder.is_empty() {
+                "another strata process"
+            } else {
+                holder
+            });
+            dir.lock()?;
+        }
+        Err(fs::TryLockError::Error(e)) => return Err(e),
+    }
+    fs::create_dir_all(out_dir.join(META))?;
+    let argv: Vec<String> = std::env::args().collect();
+    // Only informative: who to wait for.
+    let _ = fs::write(
+        &holder_file,
+        format!("pid {} ({})\n", std::process::id(), argv.join(" ")),
+    );
+    // Staging folders of a build that crashed while holding the lock.
+    if let Ok(entries) = fs::read_dir(out_dir.join(META)) {
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with("new-") || name.starts_with("old-") {
+                remove_tree(&e.path());
+            }
+        }
+    }
+    Ok(OutLock { _dir: dir })
+}
+
+/// Whether `out/<name>` is what Strata placed there for `digest`: the
+/// record names that output and the folder's fingerprint is unchanged.
+fn still_placed(state: &OutState, name: &str, digest: &Digest, dest: &Path) -> bool {
+    let Some(placed) = state.get(name) else {
+        return false;
+    };
+    placed.output.as_deref() == Some(digest.to_string().as_str())
+        && placed.fingerprint.is_some()
+        && placed.fingerprint == fingerprint::of(dest)
+}
+
+/// Why `out/` could not be brought up to date.
+#[derive(Debug)]
+pub enum OutError {
+    /// Entries in the way that Strata did not make: the target and the path.
+    Foreign(Vec<(String, PathBuf)>),
+    /// Reading or writing the folder failed.
+    Io(String),
+}
+
+/// The entries `out_dir/<name>` of `names` that exist but that Strata did
+/// not make, so placing those targets would destroy them.
+pub fn foreign_entries<'a>(
+    out_dir: &Path,
+    names: impl IntoIterator<Item = &'a str>,
+) -> Vec<(String, PathBuf)> {
+    let state = OutState::read(out_dir);
+    names
+        .into_iter()
+        .filter(|name| !state.owns(name))
+        .map(|name| (name.to_string(), out_dir.join(name)))
+        .filter(|(_, path)| fs::symlink_metadata(path).is_ok())
+        .collect()
+}
+
+/// Brings `out/` up to date. `outputs` maps each requested target to its
+/// output (None if it failed or was skipped); `known` lists every target of
+/// the workspace, so folders of removed targets are cleaned up. Only
+/// entries the record lists are replaced or removed; a requested target
+/// whose entry exists but is not Strata's is [`OutError::Foreign`], and
+/// then nothing changes. Returns the targets whose folders were changed
+/// since they were placed, and are placed again.
+pub fn update(
+    store: &Store,
+    out_dir: &Path,
+    outputs: &BTreeMap<String, Option<Digest>>,
+    known: &[&str],
+    _lock: &OutLock,
+) -> Result<Vec<String>, OutError> {
+    let err = |what: &str, p: &Path, e: &dyn std::fmt::Display| {
+        OutError::Io(format!("{what} {}: {e}", p.display()))
+    };
+    let mut state = OutState::read(out_dir);
+    let foreign = foreign_entries(
+        out_dir,
+        outputs
+            .iter()
+            .filter(|(_, output)| output.is_some())
+            .map(|(name, _)| name.as_str()),
+    );
+    if !foreign.is_empty() {
+        return Err(OutError::Foreign(foreign));
+    }
+    // What changes: folders of targets that no longer exist, of requested
+    // targets that failed, and of those whose output differs (or was tampered
+    // with). They are claimed without an output *before* their folders
+    // change, so a build killed halfway never leaves a folder the record
+    // vouches for, nor one of Strata's it does not list.
+    let gone: Vec<String> = state
+        .names()
+        .filter(|k| !known.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    let stale: Vec<(&String, Option<&Digest>)> = outputs
+        .iter()
+        .filter(|(name, output)| match output {
+            Some(digest) => !still_placed(&state, name, digest, &out_dir.join(name)),
+            None => state.owns(name),
+        })
+        .map(|(name, output)| (name, output.as_ref()))
+        .collect();
+    // Placed again though their output is the same: someone changed them.
+    let changed_outside: Vec<String> = stale
+        .iter()
+        .filter(|(name, output)| {
+            output.is_some_and(|d| {
+                state.get(name).and_then(|p| p.output.as_deref()) == Some(d.to_string().as_str())
+            })
+        })
+        .map(|(name, _)| (*name).clone())
+        .collect();
+    if gone.is_empty() && stale.is_empty() {
+        return Ok(changed_outside);
+    }
+    for name in gone.iter().chain(stale.iter().map(|(n, _)| *n)) {
+        state.claim(name);
+    }
+    state.write(out_dir).map_err(OutError::Io)?;
+    let remove = |state: &mut OutState, name: &str| {
+        let dest = out_dir.join(name);
+        remove_tree(&dest);
+        // Still Strata's if any of it is left.
+        if fs::symlink_metadata(&dest).is_err() {
+            state.release(name);
+        }
+    };
+    for name in &gone {
+        remove(&mut state, name);
+    }
+    for (name, output) in stale {
+        let dest = out_dir.join(name);
+        let Some(digest) = output else {
+            // Never leave a stale result that looks current.
+            remove(&mut state, name);
+            continue;
+        };
+        let staging = out_dir
+            .join(META)
+            .join(format!("new-{name}-{}", std::process::id()));
+        remove_tree(&staging);
+        fs::create_dir_all(&staging).map_err(|e| err("cannot create", &staging, &e))?;
+        // Copies, never hard links: as root no mode bit stops a write, and
+        // an edit in `out/` would change the stored blob. The copy is
+        // `copy_file_range`, which shares the blocks where the file system
+        // can (btrfs, XFS) and copies in the kernel elsewhere.
+        tree::materialize(store.cas(), digest, &staging, Placement::Copy)
+            .map_err(|e| err("cannot write", &dest, &e))?;
+        let old = out_dir
+            .join(META)
+            .join(format!("old-{name}-{}", std::process::id()));
+        if fs::symlink_metadata(&dest).is_ok() {
+            fs::rename(&dest, &old).map_err(|e| err("cannot replace", &dest, &e))?;
+        }
+        fs::rename(&staging, &dest).map_err(|e| err("cannot create", &dest, &e))?;
+        remove_tree(&old);
+        state.set(
+            name,
+            Placed {
+                output: Some(digest.to_string()),
+                // Taken in place: the rename changed the folder's own times.
+                fingerprint: fingerprint::of(&dest),
+            },
+        );
+    }
+    state.write(out_dir).map_err(OutError::Io)?;
+    Ok(changed_outside)
+}
+
+/// What [`clean`] did.
+#[derive(Debug)]
+pub struct Cleaned {
+    /// Entries removed, by target name.
+    pub removed: Vec<String>,
+    /// Whether the output folder itself is gone: it is removed only once
+    /// empty, and a symlink to it is left alone.
+    pub folder_removed: bool,
+}
+
+/// `strata clean`: removes the entries the record lists and Strata's own
+/// folder, then the output folder if nothing else is left in it.
+pub fn clean(out_dir: &Path, _lock: &OutLock) -> Result<Cleaned, String> {
+    let state = OutState::read(out_dir);
+    let mut removed = Vec::new();
+    for name in state.names() {
+        let dest = out_dir.join(name);
+        remove_tree(&dest);
+        if fs::symlink_metadata(&dest).is_ok() {
+            return Err(format!("cannot remove {}", dest.display()));
+        }
+        removed.push(name.clone());
+    }
+    remove_tree(&out_dir.join(META));
+    // Fails on a folder that still holds foreign entries and on a symlink.
+    let folder_removed = fs::remove_dir(out_dir).is_ok();
+    Ok(Cleaned {
+        removed,
+        folder_removed,
+    })
+}
