@@ -551,7 +551,7 @@ fn clean_command(file: PathBuf, out_dir: Option<PathBuf>) -> ExitCode {
 
 fn store_command(command: StoreCommand) -> ExitCode {
     match command {
-        StoreCommand::Verify { store, repair } => verify_command(store, repair),
+        StoreCommand::Verify { store, repair } => store_cmd::verify(store_dir(store), repair),
         StoreCommand::Stats {
             store,
             keep_builds,
@@ -581,42 +581,6 @@ fn store_command(command: StoreCommand) -> ExitCode {
 
 fn store_dir(store: Option<PathBuf>) -> PathBuf {
     absolute(store.unwrap_or_else(build::default_store_dir))
-}
-
-fn verify_command(store: Option<PathBuf>, repair: bool) -> ExitCode {
-    let dir = absolute(store.unwrap_or_else(build::default_store_dir));
-    if !dir.exists() {
-        return report::usage_error(&format!("no store at {}", dir.display()));
-    }
-    let store = match strata_engine::open_store(&dir) {
-        Ok(s) => s,
-        Err(e) => return report::failure(&format!("cannot open the store: {e}")),
-    };
-    if !repair {
-        return report::verify_report(&store.verify());
-    }
-    // As `gc`: no build may read an object while it goes.
-    let lock_path = strata_engine::gc::lock_path(&store);
-    let lock = strata_engine::gc::lock_exclusive(&store, true, || {
-        eprintln!(
-            "waiting for the running builds to finish (they hold {})",
-            lock_path.display()
-        )
-    });
-    let _lock = match lock {
-        Ok(Some(l)) => l,
-        Ok(None) => {
-            return report::failure(&format!(
-                "a build holds {}; nothing was repaired",
-                lock_path.display()
-            ));
-        }
-        Err(e) => return report::failure(&format!("cannot lock {}: {e}", lock_path.display())),
-    };
-    let found = store.verify();
-    let repaired = store.repair(&found);
-    report::repair_report(&repaired);
-    report::verify_report(&store.verify())
 }
 
 fn absolute(p: PathBuf) -> PathBuf {

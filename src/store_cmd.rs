@@ -1,5 +1,5 @@
-//! `strata store stats` and `strata store gc`: printing what the engine
-//! counted or removed.
+//! `strata store stats`, `gc` and `verify`: printing what the engine
+//! counted, removed or repaired.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -72,26 +72,55 @@ fn row(name: &str, c: Count) {
     println!("{name:<28} {:>10} {:>11}", c.count, human(c.bytes));
 }
 
-pub fn gc(dir: PathBuf, opts: &GcOptions, wait: bool, json: bool) -> ExitCode {
-    let store = open_store!(dir);
-    let lock_path = gc::lock_path(&store);
-    let lock = gc::lock_exclusive(&store, wait, || {
+/// Takes gc's lock exclusively, so no build reads an object while it goes:
+/// waiting for running builds (saying so), or with `wait` false failing at
+/// once; `undone` says what was not done then ("nothing was collected").
+fn exclusive(
+    store: &strata_engine::Store,
+    wait: bool,
+    undone: &str,
+) -> Result<gc::StoreLock, ExitCode> {
+    let lock_path = gc::lock_path(store);
+    let lock = gc::lock_exclusive(store, wait, || {
         eprintln!(
             "waiting for the running builds to finish (they hold {})",
             lock_path.display()
         )
     });
-    let lock = match lock {
-        Ok(Some(l)) => l,
-        Ok(None) => {
-            return report::failure(&format!(
-                "a build is running on this store (it holds {}); nothing was collected",
-                lock_path.display()
-            ));
-        }
-        Err(e) => {
-            return report::failure(&format!("cannot lock {}: {e}", lock_path.display()));
-        }
+    match lock {
+        Ok(Some(l)) => Ok(l),
+        Ok(None) => Err(report::failure(&format!(
+            "a build is running on this store (it holds {}); {undone}",
+            lock_path.display()
+        ))),
+        Err(e) => Err(report::failure(&format!(
+            "cannot lock {}: {e}",
+            lock_path.display()
+        ))),
+    }
+}
+
+/// `strata store verify [--repair]`.
+pub fn verify(dir: PathBuf, repair: bool) -> ExitCode {
+    let store = open_store!(dir);
+    if !repair {
+        return report::verify_report(&store.verify());
+    }
+    let _lock = match exclusive(&store, true, "nothing was repaired") {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let found = store.verify();
+    let repaired = store.repair(&found);
+    report::repair_report(&repaired);
+    report::verify_report(&store.verify())
+}
+
+pub fn gc(dir: PathBuf, opts: &GcOptions, wait: bool, json: bool) -> ExitCode {
+    let store = open_store!(dir);
+    let lock = match exclusive(&store, wait, "nothing was collected") {
+        Ok(l) => l,
+        Err(code) => return code,
     };
     let r = match gc::collect(&store, opts, &lock) {
         Ok(r) => r,

@@ -47,7 +47,7 @@ pub mod statcache;
 pub mod toolchain;
 pub mod trace;
 
-pub use strata_store::{RepairReport, VerifyReport};
+pub use strata_store::{RepairReport, Store, VerifyReport};
 
 /// Opens the store at `dir` with the digest function builds use.
 pub fn open_store(dir: &std::path::Path) -> strata_store::Result<strata_store::Store> {
