@@ -7,6 +7,7 @@ mod common;
 use std::fs;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{Run, Ws};
@@ -187,4 +188,139 @@ fn a_fork_bomb_fails_its_step_and_leaves_the_build_usable() {
     // The next build runs steps again.
     let r = ws.build_fails(&["--json", "-k", "--no-cache"], 1);
     assert_eq!(r.executed(), ["bystander"]);
+}
+
+/// A step limited to 64 MiB that commits `mib` MiB (every page written), and
+/// an independent bystander. `timeout` bounds the hog whatever happens.
+fn memory_hog(mib: u32) -> String {
+    format!(
+        r#"
+targets:
+  hog:
+    rule: run
+    limits: {{memory: 64MiB}}
+    cmd: |
+      set -e
+      timeout 60 python3 -c 'b = bytearray({mib} * 1024 * 1024); b[::4096] = b"x" * len(b[::4096])'
+      echo "committed {mib} MiB" > $OUT/o
+    outs: [o]
+  bystander:
+    rule: run
+    cmd: "echo fine > $OUT/o"
+    outs: [o]
+"#
+    )
+}
+
+/// The folder of this process's memory cgroup: cgroup v2 (a `0::` line,
+/// with `memory` among the controllers of its cgroup2 mount) or v1 (an
+/// `N:memory:` line, under the memory controller's mount point).
+fn own_memory_cgroup() -> PathBuf {
+    let own = fs::read_to_string("/proc/self/cgroup").unwrap();
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    for line in own.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next(), parts.next().unwrap(), parts.next().unwrap());
+        let path = path.trim_start_matches('/');
+        for mount in mounts.lines() {
+            let fields: Vec<&str> = mount.split(' ').collect();
+            let sep = fields.iter().position(|f| *f == "-").unwrap();
+            let (point, fstype, options) = (fields[4], fields[sep + 1], fields[sep + 3]);
+            let dir = Path::new(point).join(path);
+            if controllers.is_empty() && fstype == "cgroup2" {
+                let available =
+                    fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
+                if available.split_whitespace().any(|c| c == "memory") {
+                    return dir;
+                }
+            }
+            if controllers.split(',').any(|c| c == "memory")
+                && fstype == "cgroup"
+                && options.split(',').any(|o| o == "memory")
+            {
+                return dir;
+            }
+        }
+    }
+    panic!("this machine offers no memory cgroup controller (the CI machines do)");
+}
+
+/// The cgroups a `strata` process with this pid left under the memory
+/// controller (Strata names them `strata/<pid>-<random>`).
+fn cgroups_left_by(pid: u32) -> Vec<String> {
+    let Ok(entries) = fs::read_dir(own_memory_cgroup().join("strata")) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&format!("{pid}-")))
+        .collect()
+}
+
+/// `strata build --json -k --no-cache`, with the pid it ran as.
+fn build_counting_cgroups(ws: &Ws, sandbox: bool) -> (Run, u32) {
+    let mut cmd = ws.cmd(&["build", "--json", "-k", "--no-cache"]);
+    if !sandbox {
+        cmd.env("STRATA_SANDBOX", "off");
+    }
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    (child.wait_with_output().unwrap().into(), pid)
+}
+
+fn assert_memory_hog_fails_alone(sandbox: bool) {
+    let ws = Ws::new();
+    ws.write("BUILD.yaml", &memory_hog(300));
+    for _ in 0..2 {
+        let start = std::time::Instant::now();
+        let (r, pid) = build_counting_cgroups(&ws, sandbox);
+        assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+        assert_eq!(r.executed(), ["bystander"]);
+        assert_eq!(r.with_status("failed"), ["hog"]);
+        assert!(
+            r.stderr
+                .contains("the step went over its memory limit of 64 MiB"),
+            "{}",
+            r.stderr
+        );
+        assert!(start.elapsed() < std::time::Duration::from_secs(50));
+        assert_eq!(ws.read("out/bystander/o"), "fine\n");
+        assert_eq!(cgroups_left_by(pid), Vec::<String>::new());
+    }
+}
+
+#[test]
+fn a_sandboxed_step_over_its_memory_limit_fails_alone() {
+    assert_memory_hog_fails_alone(true);
+}
+
+#[test]
+fn an_unsandboxed_step_over_its_memory_limit_fails_alone() {
+    assert_memory_hog_fails_alone(false);
+}
+
+fn assert_memory_within_limit_is_fine(sandbox: bool) {
+    let ws = Ws::new();
+    ws.write("BUILD.yaml", &memory_hog(16));
+    let (r, pid) = build_counting_cgroups(&ws, sandbox);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.executed(), ["bystander", "hog"]);
+    assert_eq!(ws.read("out/hog/o"), "committed 16 MiB\n");
+    assert_eq!(cgroups_left_by(pid), Vec::<String>::new());
+}
+
+#[test]
+fn a_sandboxed_step_within_its_memory_limit_succeeds() {
+    assert_memory_within_limit_is_fine(true);
+}
+
+#[test]
+fn an_unsandboxed_step_within_its_memory_limit_succeeds() {
+    assert_memory_within_limit_is_fine(false);
 }

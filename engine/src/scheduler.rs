@@ -691,6 +691,7 @@ pub(crate) async fn probe_isolation(store: &Store) -> Isolation {
             &exec_root,
             false,
             Default::default(),
+            None,
             &["/bin/sh".into(), "-c".into(), "exit 0".into()],
         ))
         .env_clear()
