@@ -6,6 +6,7 @@ mod common;
 
 use std::fs;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -323,4 +324,154 @@ fn a_sandboxed_step_within_its_memory_limit_succeeds() {
 #[test]
 fn an_unsandboxed_step_within_its_memory_limit_succeeds() {
     assert_memory_within_limit_is_fine(false);
+}
+
+/// One step with a memory limit and one without.
+const LIMITED_AND_FREE: &str = r#"
+targets:
+  limited:
+    rule: run
+    limits: {memory: 64MiB}
+    cmd: "echo ran > $OUT/o"
+    outs: [o]
+  free:
+    rule: run
+    cmd: "echo fine > $OUT/o"
+    outs: [o]
+"#;
+
+#[test]
+fn a_memory_limit_without_a_memory_controller_fails_its_step_only() {
+    // `nobody` may create no cgroup beside Strata's (root's) own: for it
+    // the machine offers no memory controller.
+    let ws = Ws::new();
+    ws.write("BUILD.yaml", LIMITED_AND_FREE);
+    fs::set_permissions(ws.path(), fs::Permissions::from_mode(0o777)).unwrap();
+    let store = ws.path().join("store");
+    let r: Run = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(common::strata_bin())
+        .args(["build", "--json", "-k", "--store"])
+        .arg(&store)
+        .current_dir(ws.path())
+        .env("HOME", ws.path())
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("setpriv (util-linux) runs")
+        .into();
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.executed(), ["free"]);
+    assert_eq!(r.with_status("failed"), ["limited"]);
+    assert!(
+        r.stderr.contains("declares a memory limit of 64 MiB")
+            && r.stderr.contains("offers no memory controller"),
+        "{}",
+        r.stderr
+    );
+    assert!(!ws.path().join("out/limited").exists());
+}
+
+/// A build killed while its unsandboxed step (limited, so in a cgroup)
+/// left a process of its own session behind: the step's cgroup outlives
+/// the build, with that process in it.
+fn kill_a_build_leaving_its_cgroup(ws: &Ws) -> (u32, Vec<String>) {
+    ws.write(
+        "BUILD.yaml",
+        r#"
+targets:
+  lingers:
+    rule: run
+    limits: {memory: 64MiB}
+    cmd: |
+      setsid sleep 300 < /dev/null > /dev/null 2>&1 &
+      sleep 300
+    outs: [o]
+"#,
+    );
+    let mut child = ws
+        .cmd(&["build"])
+        .env("STRATA_SANDBOX", "off")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let name = loop {
+        let left = cgroups_left_by(pid);
+        let procs = left.first().map(|n| {
+            fs::read_to_string(
+                own_memory_cgroup()
+                    .join("strata")
+                    .join(n)
+                    .join("cgroup.procs"),
+            )
+            .unwrap_or_default()
+        });
+        // The step's shell and both sleeps.
+        if let (Some(n), Some(p)) = (left.first(), procs)
+            && p.lines().count() >= 3
+        {
+            break n.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the step never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let procs = fs::read_to_string(
+        own_memory_cgroup()
+            .join("strata")
+            .join(&name)
+            .join("cgroup.procs"),
+    )
+    .unwrap();
+    assert!(
+        !procs.trim().is_empty(),
+        "the detached sleep should outlive the build"
+    );
+    let leftovers = procs.lines().map(|p| p.trim().to_string()).collect();
+    (pid, leftovers)
+}
+
+/// Whether any of these processes still runs (zombies excepted).
+fn any_alive(pids: &[String]) -> bool {
+    pids.iter().any(|p| {
+        fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|stat| {
+            !stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+    })
+}
+
+#[test]
+fn the_next_build_removes_the_cgroup_of_a_killed_build() {
+    let ws = Ws::new();
+    let (pid, leftovers) = kill_a_build_leaving_its_cgroup(&ws);
+    // A build with no memory limit of its own cleans up too.
+    ws.write(
+        "BUILD.yaml",
+        "targets:\n  free:\n    rule: run\n    cmd: \"echo fine > $OUT/o\"\n    outs: [o]\n",
+    );
+    ws.build_ok(&[]);
+    assert_eq!(cgroups_left_by(pid), Vec::<String>::new());
+    assert!(!any_alive(&leftovers), "{leftovers:?}");
+}
+
+#[test]
+fn store_gc_removes_the_cgroup_of_a_killed_build() {
+    let ws = Ws::new();
+    let (pid, leftovers) = kill_a_build_leaving_its_cgroup(&ws);
+    let r = ws.run(&["store", "gc", "--max-size", "1G"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(cgroups_left_by(pid), Vec::<String>::new());
+    assert!(!any_alive(&leftovers), "{leftovers:?}");
 }

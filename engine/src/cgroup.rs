@@ -378,21 +378,30 @@ fn remove(dir: &Path) -> bool {
     }
 }
 
-/// Removes the cgroups that builds no longer running left in `strata/`
-/// (killed before they could clean up), killing what is still in them.
-/// Returns how many were removed. Cgroups of live builds are left alone.
+/// The cgroups that builds no longer running left in `strata/` (killed
+/// before they could clean up). Cgroups of live builds are not listed.
+pub fn stale() -> Vec<PathBuf> {
+    Controller::find().map_or_else(Vec::new, |c| stale_in(&c))
+}
+
+/// Removes the cgroups `stale` lists, killing what is still in them (an
+/// unsandboxed step's detached processes). Returns how many went.
 pub fn remove_stale() -> usize {
-    match Controller::find() {
-        Some(c) => sweep(&c),
-        None => 0,
-    }
+    stale().iter().filter(|dir| remove(dir)).count()
 }
 
 fn sweep(controller: &Controller) -> usize {
+    stale_in(controller)
+        .iter()
+        .filter(|dir| remove(dir))
+        .count()
+}
+
+fn stale_in(controller: &Controller) -> Vec<PathBuf> {
     let Ok(entries) = fs::read_dir(controller.parent()) else {
-        return 0;
+        return Vec::new();
     };
-    let mut removed = 0;
+    let mut found = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(pid) = name
@@ -403,11 +412,12 @@ fn sweep(controller: &Controller) -> usize {
             continue;
         };
         let path = entry.path();
-        if path.is_dir() && !alive(pid) && remove(&path) {
-            removed += 1;
+        if path.is_dir() && !alive(pid) {
+            found.push(path);
         }
     }
-    removed
+    found.sort();
+    found
 }
 
 /// Whether a process with this pid exists (ours or another user's).
