@@ -155,6 +155,12 @@ fn print_gc(r: &GcReport) {
         r.removed.scratch.count,
         human(r.removed.scratch.bytes),
     );
+    if r.removed.cgroups > 0 {
+        println!(
+            "{verb} {} memory cgroups that steps of killed builds left",
+            r.removed.cgroups
+        );
+    }
     println!(
         "store {}: {} (limit {}); the newest {} builds of each workspace reach {}",
         if r.dry_run { "would hold" } else { "holds" },

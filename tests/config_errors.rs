@@ -403,6 +403,74 @@ fn a_process_limit_must_be_a_positive_whole_number() {
 }
 
 #[test]
+fn a_memory_limit_must_be_a_size() {
+    for value in [
+        "0",
+        "-3",
+        "lots",
+        "2.5G",
+        "512MB",
+        "1Q",
+        "\"\"",
+        "512K",
+        "99999999999T",
+    ] {
+        expect_config_error(
+            &format!(
+                r#"targets:
+  t:
+    rule: run
+    limits: {{memory: {value}}}
+    cmd: "echo x > $OUT/x.txt"
+    outs: [x.txt]
+"#
+            ),
+            // line 4: `    limits: {memory: 0}`, the value at column 22
+            "BUILD.yaml:4:22",
+            "bad limits.memory",
+        );
+    }
+}
+
+#[test]
+fn a_bad_memory_limit_says_how_to_write_one() {
+    let r = expect_config_error(
+        r#"targets:
+  t:
+    rule: run
+    limits: {processes: 64, memory: 512MB}
+    cmd: "echo x > $OUT/x.txt"
+    outs: [x.txt]
+"#,
+        // line 4: the memory value at column 37
+        "BUILD.yaml:4:37",
+        "bad limits.memory `512MB`",
+    );
+    assert!(r.stderr.contains("512MiB"), "{}", r.stderr);
+}
+
+#[test]
+fn a_memory_limit_in_any_accepted_unit_loads() {
+    for value in ["512MiB", "2GiB", "64M", "1G", "1048576", "4096KiB", "1 GiB"] {
+        let ws = Ws::new();
+        ws.write(
+            "BUILD.yaml",
+            &format!(
+                r#"targets:
+  t:
+    rule: run
+    limits: {{memory: {value}}}
+    cmd: "echo x > $OUT/x.txt"
+    outs: [x.txt]
+"#
+            ),
+        );
+        let r = ws.run(&["graph"]);
+        assert_eq!(r.code, 0, "{value}: {}", r.stderr);
+    }
+}
+
+#[test]
 fn limits_do_not_apply_to_a_step_in_a_container() {
     expect_config_error(
         r#"targets:

@@ -6,7 +6,9 @@ mod common;
 
 use std::fs;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{Run, Ws};
@@ -187,4 +189,289 @@ fn a_fork_bomb_fails_its_step_and_leaves_the_build_usable() {
     // The next build runs steps again.
     let r = ws.build_fails(&["--json", "-k", "--no-cache"], 1);
     assert_eq!(r.executed(), ["bystander"]);
+}
+
+/// A step limited to 64 MiB that commits `mib` MiB (every page written), and
+/// an independent bystander. `timeout` bounds the hog whatever happens.
+fn memory_hog(mib: u32) -> String {
+    format!(
+        r#"
+targets:
+  hog:
+    rule: run
+    limits: {{memory: 64MiB}}
+    cmd: |
+      set -e
+      timeout 60 python3 -c 'b = bytearray({mib} * 1024 * 1024); b[::4096] = b"x" * len(b[::4096])'
+      echo "committed {mib} MiB" > $OUT/o
+    outs: [o]
+  bystander:
+    rule: run
+    cmd: "echo fine > $OUT/o"
+    outs: [o]
+"#
+    )
+}
+
+/// The folder of this process's memory cgroup: cgroup v2 (a `0::` line,
+/// with `memory` among the controllers of its cgroup2 mount) or v1 (an
+/// `N:memory:` line, under the memory controller's mount point).
+fn own_memory_cgroup() -> PathBuf {
+    let own = fs::read_to_string("/proc/self/cgroup").unwrap();
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    for line in own.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next(), parts.next().unwrap(), parts.next().unwrap());
+        let path = path.trim_start_matches('/');
+        for mount in mounts.lines() {
+            let fields: Vec<&str> = mount.split(' ').collect();
+            let sep = fields.iter().position(|f| *f == "-").unwrap();
+            let (point, fstype, options) = (fields[4], fields[sep + 1], fields[sep + 3]);
+            let dir = Path::new(point).join(path);
+            if controllers.is_empty() && fstype == "cgroup2" {
+                let available =
+                    fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
+                if available.split_whitespace().any(|c| c == "memory") {
+                    return dir;
+                }
+            }
+            if controllers.split(',').any(|c| c == "memory")
+                && fstype == "cgroup"
+                && options.split(',').any(|o| o == "memory")
+            {
+                return dir;
+            }
+        }
+    }
+    panic!("this machine offers no memory cgroup controller (the CI machines do)");
+}
+
+/// The cgroups a `strata` process with this pid left under the memory
+/// controller (Strata names them `strata/<pid>-<random>`).
+fn cgroups_left_by(pid: u32) -> Vec<String> {
+    let Ok(entries) = fs::read_dir(own_memory_cgroup().join("strata")) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&format!("{pid}-")))
+        .collect()
+}
+
+/// `strata build --json -k --no-cache`, with the pid it ran as.
+fn build_counting_cgroups(ws: &Ws, sandbox: bool) -> (Run, u32) {
+    let mut cmd = ws.cmd(&["build", "--json", "-k", "--no-cache"]);
+    if !sandbox {
+        cmd.env("STRATA_SANDBOX", "off");
+    }
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    (child.wait_with_output().unwrap().into(), pid)
+}
+
+fn assert_memory_hog_fails_alone(sandbox: bool) {
+    let ws = Ws::new();
+    ws.write("BUILD.yaml", &memory_hog(300));
+    for _ in 0..2 {
+        let start = std::time::Instant::now();
+        let (r, pid) = build_counting_cgroups(&ws, sandbox);
+        assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+        assert_eq!(r.executed(), ["bystander"]);
+        assert_eq!(r.with_status("failed"), ["hog"]);
+        assert!(
+            r.stderr
+                .contains("the step went over its memory limit of 64 MiB"),
+            "{}",
+            r.stderr
+        );
+        assert!(start.elapsed() < std::time::Duration::from_secs(50));
+        assert_eq!(ws.read("out/bystander/o"), "fine\n");
+        assert_eq!(cgroups_left_by(pid), Vec::<String>::new());
+    }
+}
+
+#[test]
+fn a_sandboxed_step_over_its_memory_limit_fails_alone() {
+    assert_memory_hog_fails_alone(true);
+}
+
+#[test]
+fn an_unsandboxed_step_over_its_memory_limit_fails_alone() {
+    assert_memory_hog_fails_alone(false);
+}
+
+fn assert_memory_within_limit_is_fine(sandbox: bool) {
+    let ws = Ws::new();
+    ws.write("BUILD.yaml", &memory_hog(16));
+    let (r, pid) = build_counting_cgroups(&ws, sandbox);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.executed(), ["bystander", "hog"]);
+    assert_eq!(ws.read("out/hog/o"), "committed 16 MiB\n");
+    assert_eq!(cgroups_left_by(pid), Vec::<String>::new());
+}
+
+#[test]
+fn a_sandboxed_step_within_its_memory_limit_succeeds() {
+    assert_memory_within_limit_is_fine(true);
+}
+
+#[test]
+fn an_unsandboxed_step_within_its_memory_limit_succeeds() {
+    assert_memory_within_limit_is_fine(false);
+}
+
+/// One step with a memory limit and one without.
+const LIMITED_AND_FREE: &str = r#"
+targets:
+  limited:
+    rule: run
+    limits: {memory: 64MiB}
+    cmd: "echo ran > $OUT/o"
+    outs: [o]
+  free:
+    rule: run
+    cmd: "echo fine > $OUT/o"
+    outs: [o]
+"#;
+
+#[test]
+fn a_memory_limit_without_a_memory_controller_fails_its_step_only() {
+    // `nobody` may create no cgroup beside Strata's (root's) own: for it
+    // the machine offers no memory controller.
+    let ws = Ws::new();
+    ws.write("BUILD.yaml", LIMITED_AND_FREE);
+    fs::set_permissions(ws.path(), fs::Permissions::from_mode(0o777)).unwrap();
+    let store = ws.path().join("store");
+    let r: Run = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(common::strata_bin())
+        .args(["build", "--json", "-k", "--store"])
+        .arg(&store)
+        .current_dir(ws.path())
+        .env("HOME", ws.path())
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("setpriv (util-linux) runs")
+        .into();
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.executed(), ["free"]);
+    assert_eq!(r.with_status("failed"), ["limited"]);
+    assert!(
+        r.stderr.contains("declares a memory limit of 64 MiB")
+            && r.stderr.contains("offers no memory controller"),
+        "{}",
+        r.stderr
+    );
+    assert!(!ws.path().join("out/limited").exists());
+}
+
+/// A build killed while its unsandboxed step (limited, so in a cgroup)
+/// left a process of its own session behind: the step's cgroup outlives
+/// the build, with that process in it.
+fn kill_a_build_leaving_its_cgroup(ws: &Ws) -> (u32, Vec<String>) {
+    ws.write(
+        "BUILD.yaml",
+        r#"
+targets:
+  lingers:
+    rule: run
+    limits: {memory: 64MiB}
+    cmd: |
+      setsid sleep 300 < /dev/null > /dev/null 2>&1 &
+      sleep 300
+    outs: [o]
+"#,
+    );
+    let mut child = ws
+        .cmd(&["build"])
+        .env("STRATA_SANDBOX", "off")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let name = loop {
+        let left = cgroups_left_by(pid);
+        let procs = left.first().map(|n| {
+            fs::read_to_string(
+                own_memory_cgroup()
+                    .join("strata")
+                    .join(n)
+                    .join("cgroup.procs"),
+            )
+            .unwrap_or_default()
+        });
+        // The step's shell and both sleeps.
+        if let (Some(n), Some(p)) = (left.first(), procs)
+            && p.lines().count() >= 3
+        {
+            break n.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the step never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let procs = fs::read_to_string(
+        own_memory_cgroup()
+            .join("strata")
+            .join(&name)
+            .join("cgroup.procs"),
+    )
+    .unwrap();
+    assert!(
+        !procs.trim().is_empty(),
+        "the detached sleep should outlive the build"
+    );
+    let leftovers = procs.lines().map(|p| p.trim().to_string()).collect();
+    (pid, leftovers)
+}
+
+/// Whether any of these processes still runs (zombies excepted).
+fn any_alive(pids: &[String]) -> bool {
+    pids.iter().any(|p| {
+        fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|stat| {
+            !stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+    })
+}
+
+#[test]
+fn the_next_build_removes_the_cgroup_of_a_killed_build() {
+    let ws = Ws::new();
+    let (pid, leftovers) = kill_a_build_leaving_its_cgroup(&ws);
+    // A build with no memory limit of its own cleans up too.
+    ws.write(
+        "BUILD.yaml",
+        "targets:\n  free:\n    rule: run\n    cmd: \"echo fine > $OUT/o\"\n    outs: [o]\n",
+    );
+    ws.build_ok(&[]);
+    assert_eq!(cgroups_left_by(pid), Vec::<String>::new());
+    assert!(!any_alive(&leftovers), "{leftovers:?}");
+}
+
+#[test]
+fn store_gc_removes_the_cgroup_of_a_killed_build() {
+    let ws = Ws::new();
+    let (pid, leftovers) = kill_a_build_leaving_its_cgroup(&ws);
+    let r = ws.run(&["store", "gc", "--max-size", "1G"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(cgroups_left_by(pid), Vec::<String>::new());
+    assert!(!any_alive(&leftovers), "{leftovers:?}");
 }

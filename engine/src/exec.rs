@@ -19,6 +19,7 @@ use strata_store::{Digest, Store, StoreError};
 
 use crate::audit::perturb::Perturbation;
 use crate::audit::reorder;
+use crate::cgroup::{self, StepCgroup};
 use crate::containers::{self, ContainerRun};
 use crate::descriptors;
 use crate::fstree::remove_tree;
@@ -43,6 +44,17 @@ pub enum Failure {
     Exit(i32),
     Signal(i32),
     SandboxSetup(String),
+    /// The kernel killed a process of the step at its memory limit
+    /// (`limits: memory`, in bytes); how the step then ended.
+    OverMemory {
+        limit: u64,
+        ended: Box<Failure>,
+    },
+    /// The step declares a memory limit this machine cannot enforce.
+    NoMemoryController {
+        limit: u64,
+        reason: String,
+    },
     MissingOutput {
         out: String,
     },
@@ -75,6 +87,16 @@ impl std::fmt::Display for Failure {
             Failure::Exit(code) => write!(f, "the command exited with code {code}"),
             Failure::Signal(sig) => write!(f, "the command was killed by signal {sig}"),
             Failure::SandboxSetup(msg) => write!(f, "the sandbox could not be set up: {msg}"),
+            Failure::OverMemory { limit, ended } => write!(
+                f,
+                "the step went over its memory limit of {} (the kernel killed a process of it), and {ended}",
+                cgroup::shown(*limit)
+            ),
+            Failure::NoMemoryController { limit, reason } => write!(
+                f,
+                "the step was not started: it declares a memory limit of {}, but this machine offers no memory controller Strata can use ({reason}); drop `limits: memory` or run the build where cgroups allow it",
+                cgroup::shown(*limit)
+            ),
             Failure::MissingOutput { out } => {
                 write!(f, "declared output `{out}` was not created in $OUT")
             }
@@ -548,10 +570,25 @@ async fn spawn_and_wait(
     let stderr =
         fs::File::create(scratch.join("stderr")).map_err(|e| io("cannot create the log", e))?;
     let step = req.step;
+    // Created before the step starts, so that it joins its cgroup before
+    // running anything; dropped (killed and removed) on every way out.
+    let cgroup = match step.limits.memory {
+        None => None,
+        Some(limit) => match StepCgroup::create(limit) {
+            Ok(c) => Some(std::sync::Arc::new(c)),
+            Err(reason) => return Ok(Some(Failure::NoMemoryController { limit, reason })),
+        },
+    };
     let mut cmd = match req.isolation {
         Isolation::Sandbox { helper } => {
             let mut c = tokio::process::Command::new(helper);
-            let mut args = sandbox::helper_args(exec_root, step.network, step.limits, &step.argv);
+            let mut args = sandbox::helper_args(
+                exec_root,
+                step.network,
+                step.limits,
+                cgroup.as_deref().map(StepCgroup::dir),
+                &step.argv,
+            );
             if let Some(p) = &req.perturb {
                 args.splice(1..1, p.helper_flags());
             }
@@ -584,8 +621,13 @@ async fn spawn_and_wait(
                 .perturb
                 .as_ref()
                 .map_or(sandbox::STEP_UMASK, |p| p.umask);
+            let joins = cgroup.clone();
             unsafe {
                 c.pre_exec(move || {
+                    // First, so that all the step runs is counted.
+                    if let Some(cgroup) = &joins {
+                        cgroup.join_from_forked_child()?;
+                    }
                     libc::umask(umask as libc::mode_t);
                     // Before 5.11 the kernel cannot; `keep_from_children` did at startup.
                     let _ = descriptors::close_on_exec_above_stdio();
@@ -636,7 +678,7 @@ async fn spawn_and_wait(
             .map_err(|e| io("cannot take back the step's outputs", e))?;
     }
     use std::os::unix::process::ExitStatusExt;
-    Ok(match (status.code(), status.signal()) {
+    let failure = match (status.code(), status.signal()) {
         (Some(0), _) => None,
         (Some(code), _)
             if code == sandbox::SETUP_FAILED
@@ -653,6 +695,15 @@ async fn spawn_and_wait(
         (Some(code), _) => Some(Failure::Exit(code)),
         (None, Some(sig)) => Some(Failure::Signal(sig)),
         (None, None) => Some(Failure::Exit(-1)),
+    };
+    // Read before the cgroup goes: a step the OOM killer hit usually dies
+    // of SIGKILL or exits with 137, which alone would not say why.
+    Ok(match (failure, cgroup) {
+        (Some(ended), Some(cgroup)) if cgroup.went_over() => Some(Failure::OverMemory {
+            limit: cgroup.limit(),
+            ended: Box::new(ended),
+        }),
+        (failure, _) => failure,
     })
 }
 

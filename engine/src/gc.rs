@@ -278,6 +278,9 @@ pub struct Removed {
     pub temporaries: Count,
     /// Scratch folders of dead builds and kept failures.
     pub scratch: Count,
+    /// Memory cgroups of steps of killed builds (`cgroup::stale`), on
+    /// this machine whatever their store.
+    pub cgroups: u64,
 }
 
 /// What `strata store gc` did (or, with `dry_run`, would do).
@@ -347,6 +350,13 @@ pub fn collect(store: &Store, opts: &GcOptions, _lock: &StoreLock) -> Result<GcR
         }
         swept.removed
     };
+    // Not the store's: a step's cgroup is the machine's, whatever store
+    // its build used.
+    let cgroups = if opts.dry_run {
+        crate::cgroup::stale().len()
+    } else {
+        crate::cgroup::remove_stale()
+    } as u64;
     let tree_images = if opts.docker {
         match prune_tree_images(&collector, &plan, opts.dry_run) {
             Ok(t) => Some(t),
@@ -375,6 +385,7 @@ pub fn collect(store: &Store, opts: &GcOptions, _lock: &StoreLock) -> Result<GcR
             action_results: removed.action_results,
             temporaries: count(temporaries.iter().map(|(_, b)| *b)),
             scratch: count(scratch.iter().map(|(_, b)| *b)),
+            cgroups,
         },
         over_limit: after.bytes > opts.max_bytes,
         after,

@@ -16,6 +16,7 @@ pub mod audit;
 pub mod build;
 pub mod cache_server;
 pub mod caches;
+pub mod cgroup;
 pub mod containers;
 pub mod data_root;
 pub mod declared;

@@ -1,9 +1,10 @@
 //! The Linux sandbox a step runs in, in the manner of Bazel's linux-sandbox
 //! and bubblewrap.
 //!
-//! `strata __sandbox [--network] [--processes=N] EXEC_ROOT -- ARGV...`
+//! `strata __sandbox [--cgroup=DIR] [--network] [--processes=N] EXEC_ROOT -- ARGV...`
 //! (started by the executor, never by users; `strata audit` adds the
-//! options that perturb the step, `FLAG_*`) enters new user, mount, PID,
+//! options that perturb the step, `FLAG_*`) first joins the step's memory
+//! cgroup if it has one (`cgroup`), then enters new user, mount, PID,
 //! UTS, IPC and (unless `--network`) network namespaces. Run by root, it
 //! first becomes `ROOT_STEP_ID` on the host, so a step never holds host
 //! uid 0: neither root's kernel keys nor an exemption from the process
@@ -78,14 +79,24 @@ pub const DEFAULT_PROCESSES: u32 = 4096;
 /// The helper's option carrying a step's process limit.
 const FLAG_PROCESSES: &str = "--processes=";
 
+/// The helper's option naming the cgroup a step joins before anything
+/// else (`cgroup::StepCgroup`, for `limits: memory`).
+const FLAG_CGROUP: &str = "--cgroup=";
+
 /// The arguments of the helper for one step.
 pub fn helper_args(
     exec_root: &Path,
     network: bool,
     limits: Limits,
+    cgroup: Option<&Path>,
     argv: &[String],
 ) -> Vec<OsString> {
     let mut args: Vec<OsString> = vec![SUBCOMMAND.into()];
+    if let Some(dir) = cgroup {
+        let mut flag = OsString::from(FLAG_CGROUP);
+        flag.push(dir);
+        args.push(flag);
+    }
     if network {
         args.push("--network".into());
     }
@@ -109,7 +120,13 @@ pub fn helper_main(args: &[OsString]) -> ! {
     let mut rest = args;
     // The exec root is absolute, so no option can be mistaken for it.
     while let Some(flag) = rest.first().and_then(|a| a.to_str()) {
-        if flag == "--network" {
+        if let Some(dir) = flag.strip_prefix(FLAG_CGROUP) {
+            // Before anything else, so that all the step runs is counted,
+            // and while the helper may still write there (as root).
+            if let Err(e) = crate::cgroup::join(Path::new(dir)) {
+                fail(&format!("cannot join the step's cgroup {dir}: {e}"));
+            }
+        } else if flag == "--network" {
             network = true;
         } else if let Some(n) = flag.strip_prefix(FLAG_PROCESSES) {
             processes = n
@@ -131,12 +148,12 @@ pub fn helper_main(args: &[OsString]) -> ! {
     }
     let (Some(exec_root), Some(sep)) = (rest.first(), rest.get(1)) else {
         fail(
-            "usage: strata __sandbox [--network] [--processes=N] [--umask=OCTAL] [--reverse-env] [--reverse-dirs] EXEC_ROOT -- ARGV...",
+            "usage: strata __sandbox [--cgroup=DIR] [--network] [--processes=N] [--umask=OCTAL] [--reverse-env] [--reverse-dirs] EXEC_ROOT -- ARGV...",
         )
     };
     if sep != "--" || rest.len() < 3 {
         fail(
-            "usage: strata __sandbox [--network] [--processes=N] [--umask=OCTAL] [--reverse-env] [--reverse-dirs] EXEC_ROOT -- ARGV...",
+            "usage: strata __sandbox [--cgroup=DIR] [--network] [--processes=N] [--umask=OCTAL] [--reverse-env] [--reverse-dirs] EXEC_ROOT -- ARGV...",
         );
     }
     let exec_root = PathBuf::from(exec_root);

@@ -157,6 +157,9 @@ pub async fn run(
     observer: Arc<dyn Observer>,
     remote: Option<Arc<RemoteCache>>,
 ) -> Run {
+    // Steps of killed builds may have left their memory cgroups, and
+    // processes in them; this build takes them away.
+    let _ = tokio::task::spawn_blocking(crate::cgroup::remove_stale).await;
     // Keys depend on the isolation, so it is known before the first key.
     let isolation = probe_isolation(&store).await;
     if let Isolation::Unsandboxed { reason } = &isolation {
@@ -695,6 +698,7 @@ pub(crate) async fn probe_isolation(store: &Store) -> Isolation {
             &exec_root,
             false,
             Default::default(),
+            None,
             &["/bin/sh".into(), "-c".into(), "exit 0".into()],
         ))
         .env_clear()

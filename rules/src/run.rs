@@ -238,6 +238,9 @@ pub struct Limits {
     /// The most processes (threads included) the step may run at once;
     /// `None` for the executor's default.
     pub processes: Option<u32>,
+    /// The most memory, in bytes, the step's processes may use together
+    /// (swap included); `None` for no limit.
+    pub memory: Option<u64>,
 }
 
 /// A `run` step ready to be keyed and executed.

@@ -10,6 +10,7 @@ pub mod diag;
 mod includes;
 mod interp;
 mod schema;
+mod size;
 pub mod source;
 mod tags;
 mod when;
@@ -962,6 +963,31 @@ impl Loader {
                         v => v.to_string(),
                     };
                     let e = self.at().error(ids.at(p), format!("bad limits.processes `{shown}`: not a whole number from 1 to {MAX_PROCESSES}"), "not a number of processes", Some("the most processes (threads included) the step may run at once, such as `processes: 512`".into()));
+                    self.errors.push(e);
+                }
+            }
+        }
+        if let Some(m) = &raw.value.memory {
+            let parsed = match &m.value {
+                serde_json::Value::String(s) => {
+                    size::parse_memory(s).map_err(|why| (s.clone(), why))
+                }
+                serde_json::Value::Number(n) => match n.as_u64() {
+                    Some(b) if b >= size::MIN_MEMORY => Ok(b),
+                    Some(_) => Err((n.to_string(), "less than 1 MiB")),
+                    None => Err((n.to_string(), "not a whole number of bytes")),
+                },
+                v => Err((v.to_string(), "not a size")),
+            };
+            match parsed {
+                Ok(bytes) => limits.memory = Some(bytes),
+                Err((shown, why)) => {
+                    let e = self.at().error(
+                        ids.at(m),
+                        format!("bad limits.memory `{shown}`: {why}"),
+                        "not a memory size",
+                        Some("the most memory the step may use, in bytes or with a binary unit: `512MiB` (or `512M`), `2GiB` (or `2G`); at least 1 MiB".into()),
+                    );
                     self.errors.push(e);
                 }
             }

@@ -164,6 +164,8 @@ pub struct RawStep {
 pub struct RawLimits {
     #[serde(default)]
     pub processes: Option<Spanned<serde_json::Value>>,
+    #[serde(default)]
+    pub memory: Option<Spanned<serde_json::Value>>,
 }
 
 /// Registry credentials, by the names of the environment variables that
