@@ -10,8 +10,21 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use common::{Run, Ws};
+
+/// Every build removes the cgroups that killed builds left (whichever test
+/// killed them), so a test that leaves one behind on purpose runs alone.
+static CGROUP_CLEANUP: RwLock<()> = RwLock::new(());
+
+fn alongside_others() -> RwLockReadGuard<'static, ()> {
+    CGROUP_CLEANUP.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn alone() -> RwLockWriteGuard<'static, ()> {
+    CGROUP_CLEANUP.write().unwrap_or_else(|e| e.into_inner())
+}
 
 /// A step that looks for descriptor 9 and, if it finds it, lists the folder
 /// behind it and plants a file there.
@@ -80,11 +93,13 @@ fn assert_fd_9_unreachable(sandbox: bool) {
 
 #[test]
 fn an_inherited_descriptor_does_not_reach_a_sandboxed_step() {
+    let _cgroups = alongside_others();
     assert_fd_9_unreachable(true);
 }
 
 #[test]
 fn an_inherited_descriptor_does_not_reach_an_unsandboxed_step() {
+    let _cgroups = alongside_others();
     assert_fd_9_unreachable(false);
 }
 
@@ -146,11 +161,13 @@ exit $code
 
 #[test]
 fn a_sandboxed_step_reaches_no_key_of_the_caller() {
+    let _cgroups = alongside_others();
     assert_eq!(keys_reached(true), "");
 }
 
 #[test]
 fn an_unsandboxed_step_reaches_no_key_of_the_callers_session() {
+    let _cgroups = alongside_others();
     let reached = keys_reached(false);
     assert!(!reached.contains("@s"), "{reached}");
 }
@@ -175,6 +192,7 @@ targets:
 
 #[test]
 fn a_fork_bomb_fails_its_step_and_leaves_the_build_usable() {
+    let _cgroups = alongside_others();
     let ws = Ws::new();
     ws.write("BUILD.yaml", FORK_BOMB);
     let start = std::time::Instant::now();
@@ -298,11 +316,13 @@ fn assert_memory_hog_fails_alone(sandbox: bool) {
 
 #[test]
 fn a_sandboxed_step_over_its_memory_limit_fails_alone() {
+    let _cgroups = alongside_others();
     assert_memory_hog_fails_alone(true);
 }
 
 #[test]
 fn an_unsandboxed_step_over_its_memory_limit_fails_alone() {
+    let _cgroups = alongside_others();
     assert_memory_hog_fails_alone(false);
 }
 
@@ -318,11 +338,13 @@ fn assert_memory_within_limit_is_fine(sandbox: bool) {
 
 #[test]
 fn a_sandboxed_step_within_its_memory_limit_succeeds() {
+    let _cgroups = alongside_others();
     assert_memory_within_limit_is_fine(true);
 }
 
 #[test]
 fn an_unsandboxed_step_within_its_memory_limit_succeeds() {
+    let _cgroups = alongside_others();
     assert_memory_within_limit_is_fine(false);
 }
 
@@ -342,6 +364,7 @@ targets:
 
 #[test]
 fn a_memory_limit_without_a_memory_controller_fails_its_step_only() {
+    let _cgroups = alongside_others();
     // `nobody` may create no cgroup beside Strata's (root's) own: for it
     // the machine offers no memory controller.
     let ws = Ws::new();
@@ -454,6 +477,7 @@ fn any_alive(pids: &[String]) -> bool {
 
 #[test]
 fn the_next_build_removes_the_cgroup_of_a_killed_build() {
+    let _cgroups = alone();
     let ws = Ws::new();
     let (pid, leftovers) = kill_a_build_leaving_its_cgroup(&ws);
     // A build with no memory limit of its own cleans up too.
@@ -468,6 +492,7 @@ fn the_next_build_removes_the_cgroup_of_a_killed_build() {
 
 #[test]
 fn store_gc_removes_the_cgroup_of_a_killed_build() {
+    let _cgroups = alone();
     let ws = Ws::new();
     let (pid, leftovers) = kill_a_build_leaving_its_cgroup(&ws);
     let r = ws.run(&["store", "gc", "--max-size", "1G"]);
