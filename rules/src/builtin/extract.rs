@@ -717,11 +717,13 @@ impl<'a> Extractor<'a> {
                 }
             }
             T::Fifo => Node::Device {
-                // A FIFO has no device number; GNU tar leaves the fields
-                // empty (NUL bytes), which are not numbers.
+                // A FIFO's device numbers mean nothing to the kernel, but
+                // they are kept when present so a tree survives a round
+                // trip through a tar. GNU tar leaves the fields empty (NUL
+                // bytes), which are not numbers: those read as 0.
                 kind: DeviceKind::Fifo,
-                major: 0,
-                minor: 0,
+                major: entry.header().device_major().ok().flatten().unwrap_or(0),
+                minor: entry.header().device_minor().ok().flatten().unwrap_or(0),
                 meta: Some(meta),
             },
             T::Char | T::Block => {
