@@ -71,10 +71,10 @@ pub fn command(args: ServeArgs) -> ExitCode {
         let mut err = std::io::stderr();
         let _ = writeln!(
             err,
-            "serving {} ({function}): {} blobs, {} action results, {} of {} bytes; reads {}, writes {}",
+            "serving {} ({function}): {}, {}, {} of {} bytes; reads {}, writes {}",
             dir.display(),
-            f.blobs,
-            f.action_results,
+            report::count(f.blobs, "blob", "blobs"),
+            report::count(f.action_results, "action result", "action results"),
             f.bytes,
             args.max_size,
             if tokens.has_read() {
@@ -91,8 +91,9 @@ pub fn command(args: ServeArgs) -> ExitCode {
         if f.incomplete > 0 || f.evicted > 0 {
             let _ = writeln!(
                 err,
-                "removed {} action results naming missing blobs, evicted {} entries over --max-size",
-                f.incomplete, f.evicted
+                "removed {} naming missing blobs, evicted {} over --max-size",
+                report::count(f.incomplete, "action result", "action results"),
+                report::count(f.evicted, "entry", "entries")
             );
         }
         // The one line on stdout, so a script (or a test with port 0) can

@@ -332,7 +332,8 @@ fn cache_command(command: CacheCommand) -> ExitCode {
                 absolute(output.unwrap_or_else(|| PathBuf::from(format!("{name}.tar.zst"))));
             strata_engine::caches::export(&store, &name, &output).map(|n| {
                 println!(
-                    "exported cache `{name}` ({n} entries) to {}",
+                    "exported cache `{name}` ({}) to {}",
+                    report::count(n, "entry", "entries"),
                     output.display()
                 )
             })
@@ -343,7 +344,8 @@ fn cache_command(command: CacheCommand) -> ExitCode {
             }
             strata_engine::caches::import(&store, &name, &file).map(|n| {
                 println!(
-                    "imported cache `{name}` ({n} entries) from {}",
+                    "imported cache `{name}` ({}) from {}",
+                    report::count(n, "entry", "entries"),
                     file.display()
                 )
             })

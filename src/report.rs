@@ -79,25 +79,31 @@ pub fn build_report(r: &BuildReport, json: bool) -> ExitCode {
     }
     if let Some(s) = &r.remote {
         let line = format!(
-            "remote cache ({}): {} hits, {} misses, {} downloaded, {} uploaded in {} results{}{}{}{}",
+            "remote cache ({}): {}, {}, {} downloaded, {} uploaded in {}{}{}{}{}",
             s.digest_function,
-            s.hits,
-            s.misses,
+            count(s.hits, "hit", "hits"),
+            count(s.misses, "miss", "misses"),
             human_bytes(s.downloaded_bytes),
             human_bytes(s.uploaded_bytes),
-            s.uploads,
+            count(s.uploads, "result", "results"),
             if s.untrusted > 0 {
                 format!(", {} untrusted", s.untrusted)
             } else {
                 String::new()
             },
             if s.refused_blobs > 0 {
-                format!(", {} tampered blobs refused", s.refused_blobs)
+                format!(
+                    ", {} refused",
+                    count(s.refused_blobs, "tampered blob", "tampered blobs")
+                )
             } else {
                 String::new()
             },
             if s.rejected_entries > 0 {
-                format!(", {} entries rejected", s.rejected_entries)
+                format!(
+                    ", {} rejected",
+                    count(s.rejected_entries, "entry", "entries")
+                )
             } else {
                 String::new()
             },
@@ -167,8 +173,8 @@ pub fn cleaned(out_dir: &std::path::Path, c: &strata_engine::materialize::Cleane
             "it holds entries Strata did not place"
         };
         println!(
-            "removed {} outputs from {dir}; kept {dir}: {why}",
-            c.removed.len()
+            "removed {} from {dir}; kept {dir}: {why}",
+            count(c.removed.len(), "output", "outputs")
         );
     }
 }
@@ -205,9 +211,9 @@ pub fn verify_report(r: &strata_engine::VerifyReport) -> ExitCode {
     }
     let functions: Vec<&str> = r.functions.iter().map(|f| f.name()).collect();
     println!(
-        "{} objects, {} action results checked ({}): {}",
-        r.objects,
-        r.action_results,
+        "{}, {} checked ({}): {}",
+        count(r.objects, "object", "objects"),
+        count(r.action_results, "action result", "action results"),
         if functions.is_empty() {
             "empty store".to_string()
         } else {
@@ -221,8 +227,8 @@ pub fn verify_report(r: &strata_engine::VerifyReport) -> ExitCode {
     );
     if r.temporaries > 0 {
         println!(
-            "{} temporary files left by interrupted writes (harmless)",
-            r.temporaries
+            "{} left by interrupted writes (harmless)",
+            count(r.temporaries, "temporary file", "temporary files")
         );
     }
     if r.is_clean() {
@@ -328,6 +334,12 @@ fn human_bytes(n: u64) -> String {
     } else {
         format!("{value:.1} {}", UNITS[unit])
     }
+}
+
+/// `n` and the noun that goes with it: "1 workspace", "2 workspaces".
+pub fn count<N: std::fmt::Display + PartialEq + From<u8>>(n: N, one: &str, many: &str) -> String {
+    let noun = if n == N::from(1) { one } else { many };
+    format!("{n} {noun}")
 }
 
 /// A failed step's logs and kept scratch folder.
@@ -458,8 +470,8 @@ fn audit_text(r: &AuditReport) -> String {
                 if a.total > a.entries.len() {
                     let _ = writeln!(
                         out,
-                        "    ... and {} more entries",
-                        a.total - a.entries.len()
+                        "    ... and {} more",
+                        count(a.total - a.entries.len(), "entry", "entries")
                     );
                 }
             }
@@ -467,8 +479,8 @@ fn audit_text(r: &AuditReport) -> String {
         if t.files_total > t.files.len() {
             let _ = writeln!(
                 out,
-                "  ... and {} more paths",
-                t.files_total - t.files.len()
+                "  ... and {} more",
+                count(t.files_total - t.files.len(), "path", "paths")
             );
         }
         for n in &t.notes {

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use strata_engine::gc::{self, Count, GcOptions, GcReport, Objects, Stats};
 
 use crate::cli::EXIT_FAILED;
-use crate::report;
+use crate::report::{self, count};
 
 /// Opens an existing store (these commands never create one).
 macro_rules! open_store {
@@ -57,13 +57,17 @@ fn print_stats(s: &Stats) {
         s.scratch.in_use
     );
     row("cache mounts", s.caches);
-    println!("build records of {} workspaces:", s.workspaces.len());
+    println!(
+        "build records of {}:",
+        count(s.workspaces.len(), "workspace", "workspaces")
+    );
     for w in &s.workspaces {
-        println!("  {:>3} builds  {}", w.builds, w.build_file);
+        let builds = if w.builds == 1 { "build " } else { "builds" };
+        println!("  {:>3} {builds}  {}", w.builds, w.build_file);
     }
     println!(
-        "reachable from the newest {} builds of each workspace: {}",
-        s.keep_builds,
+        "reachable from the newest {} of each workspace: {}",
+        newest_builds(s.keep_builds),
         objects(&s.reachable)
     );
 }
@@ -145,28 +149,32 @@ pub fn gc(dir: PathBuf, opts: &GcOptions, wait: bool, json: bool) -> ExitCode {
 fn print_gc(r: &GcReport) {
     let verb = if r.dry_run { "would remove" } else { "removed" };
     println!(
-        "{verb} {} action results ({}) and {} blobs ({}); {} temporaries ({}) and {} scratch folders ({})",
-        r.removed.action_results.count,
+        "{verb} {} ({}) and {} ({}); {} ({}) and {} ({})",
+        count(
+            r.removed.action_results.count,
+            "action result",
+            "action results"
+        ),
         human(r.removed.action_results.bytes),
-        r.removed.blobs.count,
+        count(r.removed.blobs.count, "blob", "blobs"),
         human(r.removed.blobs.bytes),
-        r.removed.temporaries.count,
+        count(r.removed.temporaries.count, "temporary", "temporaries"),
         human(r.removed.temporaries.bytes),
-        r.removed.scratch.count,
+        count(r.removed.scratch.count, "scratch folder", "scratch folders"),
         human(r.removed.scratch.bytes),
     );
     if r.removed.cgroups > 0 {
         println!(
-            "{verb} {} memory cgroups that steps of killed builds left",
-            r.removed.cgroups
+            "{verb} {} that steps of killed builds left",
+            count(r.removed.cgroups, "memory cgroup", "memory cgroups")
         );
     }
     println!(
-        "store {}: {} (limit {}); the newest {} builds of each workspace reach {}",
+        "store {}: {} (limit {}); the newest {} of each workspace reach {}",
         if r.dry_run { "would hold" } else { "holds" },
         objects(&r.after),
         human(r.max_bytes),
-        r.keep_builds,
+        newest_builds(r.keep_builds),
         human(r.reachable.bytes),
     );
     if let Some(t) = &r.tree_images {
@@ -176,25 +184,36 @@ fn print_gc(r: &GcReport) {
             String::new()
         };
         println!(
-            "Docker Engine at {}: {verb} {} tree images whose tree is no longer stored; {} kept{in_use}",
-            t.host, t.removed, t.kept
+            "Docker Engine at {}: {verb} {} whose tree is no longer stored; {} kept{in_use}",
+            t.host,
+            count(t.removed, "tree image", "tree images"),
+            t.kept
         );
     }
     if r.over_limit {
         println!(
-            "note: still above the limit: what the newest {} builds reach is never removed (lower --keep-builds to free more)",
-            r.keep_builds
+            "note: still above the limit: what the newest {} reach is never removed (lower --keep-builds to free more)",
+            newest_builds(r.keep_builds)
         );
     }
 }
 
 fn objects(o: &Objects) -> String {
     format!(
-        "{} in {} blobs and {} action results",
+        "{} in {} and {}",
         human(o.bytes),
-        o.blobs.count,
-        o.action_results.count
+        count(o.blobs.count, "blob", "blobs"),
+        count(o.action_results.count, "action result", "action results")
     )
+}
+
+/// "the newest build" or "the newest 5 builds".
+fn newest_builds(n: usize) -> String {
+    if n == 1 {
+        "build".into()
+    } else {
+        format!("{n} builds")
+    }
 }
 
 /// Bytes in binary units, as `--max-size` reads them.

@@ -643,7 +643,7 @@ fn a_restart_keeps_entries_and_their_use_order() {
 
     let s = Server::start(&dir, &args);
     assert!(
-        s.stderr().contains("2 blobs, 1 action results"),
+        s.stderr().contains("2 blobs, 1 action result,"),
         "{}",
         s.stderr()
     );

@@ -147,8 +147,10 @@ fn assert_store_sound(ws: &Ws, store: &Path, action_results: usize) {
     assert_eq!(r.code, 0, "store verify:\n{}{}", r.stdout, r.stderr);
     assert!(r.stdout.contains("no corruption"), "{}", r.stdout);
     assert!(
-        r.stdout
-            .contains(&format!("{action_results} action results checked")),
+        r.stdout.contains(&format!(
+            "{action_results} action result{} checked",
+            if action_results == 1 { "" } else { "s" }
+        )),
         "failed steps must leave nothing in the action cache:\n{}",
         r.stdout
     );

@@ -131,6 +131,43 @@ fn keeping_two_builds_keeps_both() {
     verify_clean(&ws);
 }
 
+/// Counts of one are in the singular: "1 workspace", not "1 workspaces".
+#[test]
+fn counts_of_one_read_in_the_singular() {
+    let ws = Ws::new();
+    ws.write(
+        "BUILD.yaml",
+        "targets:\n  one:\n    rule: run\n    cmd: \"echo 1 > $OUT/o\"\n    outs: [o]\n",
+    );
+    ws.build_ok(&[]);
+    let s = ws.run(&["store", "stats", "--keep-builds", "1"]);
+    assert_eq!(s.code, 0, "{}", s.stderr);
+    assert!(
+        s.stdout.contains("build records of 1 workspace:\n")
+            && s.stdout.contains("  1 build   ")
+            && s.stdout
+                .contains("reachable from the newest build of each workspace: ")
+            && s.stdout.contains(" and 1 action result\n"),
+        "{}",
+        s.stdout
+    );
+    let v = ws.run(&["store", "verify"]);
+    assert!(
+        v.stdout.contains(" objects, 1 action result checked"),
+        "{}",
+        v.stdout
+    );
+    let g = ws.run(&["store", "gc", "--max-size", "0", "--keep-builds", "1"]);
+    assert_eq!(g.code, 0, "{}", g.stderr);
+    assert!(
+        g.stdout
+            .contains("the newest build of each workspace reach")
+            && g.stdout.contains("and 1 action result (limit"),
+        "{}",
+        g.stdout
+    );
+}
+
 #[test]
 fn dry_run_removes_nothing() {
     let ws = Ws::new();
