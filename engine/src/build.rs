@@ -12,6 +12,7 @@ use petgraph::graph::NodeIndex;
 use strata_rules::run::{Program, RunParams, RunStep};
 use strata_store::{Digest, DigestFunction, Store, reapi};
 
+use crate::critical_path::ReadyOrder;
 use crate::exec::{Failure, Isolation, StepFailure};
 use crate::gc;
 use crate::graph::Graph;
@@ -203,12 +204,16 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
     let started = Instant::now();
 
     let jobs = plan_jobs(&ws, &graph, &order, &mut sources)?;
+    let previous = records::newest(&store.meta_dir(), &workspace_tag);
+    let estimates = previous.as_ref().map(Record::durations).unwrap_or_default();
     let settings = Settings {
         jobs: opts.jobs,
         keep_going: opts.keep_going,
         no_cache: opts.no_cache,
         workspace_tag: workspace_tag.clone(),
         audit: None,
+        estimates: estimates.clone(),
+        ready_order: ReadyOrder::from_env(),
     };
     let run = runtime.block_on(scheduler::run(
         store.clone(),
@@ -222,8 +227,21 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
     let started = Instant::now();
 
     let mut reports: BTreeMap<String, TargetReport> = BTreeMap::new();
+    // A step that did not run keeps the time it took when it last did.
+    let mut durations = estimates;
     for (n, outcome) in run.outcomes {
         let t = &ws.targets[graph.dag[n]];
+        if let Some(d) = run.durations.get(&n) {
+            match &outcome {
+                Outcome::Executed { .. } => {
+                    durations.insert(t.name.clone(), *d);
+                }
+                Outcome::Failed { .. } => {
+                    durations.entry(t.name.clone()).or_insert(*d);
+                }
+                _ => {}
+            }
+        }
         let (status, key, output, failure) = match outcome {
             Outcome::Executed { key, output } => (Status::Executed, Some(key), Some(output), None),
             Outcome::Cached { key, output } => (Status::Cached, Some(key), Some(output), None),
@@ -304,6 +322,7 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
             Some(Isolation::Unsandboxed { reason }) => format!("unsandboxed: {reason}"),
             None => "nothing executed".into(),
         },
+        out_dir: Some(out_dir.display().to_string()),
         targets: reports
             .values()
             .map(|r| {
@@ -316,6 +335,14 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
                         output: r.output.map(|o| store.function().qualified(&o)),
                         rule: rule_names.get(&r.name).cloned().unwrap_or_default(),
                         reproducible: !non_reproducible.contains(&r.name),
+                        duration_ms: durations
+                            .get(&r.name)
+                            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                        scratch: r
+                            .failure
+                            .as_ref()
+                            .and_then(|f| f.scratch.as_ref())
+                            .map(|p| p.display().to_string()),
                     },
                 )
             })

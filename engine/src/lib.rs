@@ -18,6 +18,7 @@ pub mod cache_server;
 pub mod caches;
 pub mod cgroup;
 pub mod containers;
+pub mod critical_path;
 pub mod data_root;
 pub mod declared;
 pub mod descriptors;

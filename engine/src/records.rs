@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use strata_store::write_atomic;
@@ -21,7 +21,21 @@ pub struct Record {
     pub digest_function: String,
     /// `sandbox` or `unsandboxed: <reason>`.
     pub isolation: String,
+    /// The output folder the build placed its outputs in (absolute).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub out_dir: Option<String>,
     pub targets: BTreeMap<String, RecordedTarget>,
+}
+
+impl Record {
+    /// How long each target's step took when it last ran, as far as the
+    /// records know (a cached target keeps the time of the run it reuses).
+    pub fn durations(&self) -> BTreeMap<String, Duration> {
+        self.targets
+            .iter()
+            .filter_map(|(name, t)| Some((name.clone(), Duration::from_millis(t.duration_ms?))))
+            .collect()
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -38,6 +52,15 @@ pub struct RecordedTarget {
     /// False for rules declared non-reproducible (`docker-data-root`).
     #[serde(default = "yes")]
     pub reproducible: bool,
+    /// How long the step took, in milliseconds, when it last executed: in
+    /// this build, or carried over from the previous record when it did not
+    /// run. Ready steps on the longest path of such times start first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// A failed step's scratch folder, kept with its logs until the target
+    /// runs again (`strata log`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scratch: Option<String>,
 }
 
 fn yes() -> bool {
@@ -91,16 +114,30 @@ pub fn write(meta: &Path, tmp: &Path, workspace_tag: &str, record: &Record) -> s
     Ok(())
 }
 
-/// The records of one workspace, oldest first; unreadable ones are skipped.
-pub fn read_all(meta: &Path, workspace_tag: &str) -> Vec<Record> {
+/// The newest readable record of one workspace, reading no other.
+pub fn newest(meta: &Path, workspace_tag: &str) -> Option<Record> {
+    let mut names = record_files(meta, workspace_tag);
+    names.sort();
+    names
+        .iter()
+        .rev()
+        .find_map(|p| serde_json::from_slice(&fs::read(p).ok()?).ok())
+}
+
+fn record_files(meta: &Path, workspace_tag: &str) -> Vec<PathBuf> {
     let Ok(entries) = fs::read_dir(dir(meta, workspace_tag)) else {
         return Vec::new();
     };
-    let mut names: Vec<PathBuf> = entries
+    entries
         .flatten()
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .collect();
+        .collect()
+}
+
+/// The records of one workspace, oldest first; unreadable ones are skipped.
+pub fn read_all(meta: &Path, workspace_tag: &str) -> Vec<Record> {
+    let mut names = record_files(meta, workspace_tag);
     names.sort();
     names
         .iter()

@@ -1,10 +1,14 @@
 //! Runs the planned targets in dependency order, up to `jobs` at a time.
 //!
 //! Each target, once its dependencies are done, is keyed (with their output
-//! digests), looked up in the action cache, and executed on a miss. The loop
-//! is the only place that decides what runs next; tasks only report.
+//! digests) and looked up in the action cache by a task; a miss comes back
+//! to the loop, which executes it when a slot is free. The loop is the only
+//! place that decides what runs next, tasks only report: so a failure the
+//! loop has seen stops every later start (without `-k`), and among steps
+//! that could start, the one on the longest remaining path goes first
+//! (`critical_path`).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,6 +24,7 @@ use tokio::task::JoinSet;
 
 use crate::audit::perturb::AuditRun;
 use crate::containers::{self, ContainerRun, Docker};
+use crate::critical_path::{Rank, Ranker, ReadyOrder};
 use crate::declared::DeclaredOutputs;
 use crate::exec::{self, Isolation, StageRequest, StepFailure, StepRequest};
 use crate::inputs::SourceFile;
@@ -120,6 +125,10 @@ pub struct Settings {
     /// Set by `strata audit`: run every step again, perturbed, and leave
     /// the action cache alone.
     pub audit: Option<Arc<AuditRun>>,
+    /// How long each target's step took when it last ran (from the build
+    /// records), to find the longest remaining paths.
+    pub estimates: BTreeMap<String, Duration>,
+    pub ready_order: ReadyOrder,
 }
 
 struct Shared {
@@ -127,25 +136,69 @@ struct Shared {
     settings: Settings,
     isolation: Isolation,
     observer: Arc<dyn Observer>,
-    /// `-j`: how many steps may execute at once. Cache lookups do not take a
-    /// slot, so a mostly cached graph is not walked `-j` nodes at a time.
-    exec_slots: tokio::sync::Semaphore,
-    /// Set when a failure stops the build: queued steps no longer start.
-    stopping: std::sync::atomic::AtomicBool,
     docker: Docker,
     /// Looked up on a local miss, filled after a step runs.
     remote: Option<Arc<RemoteCache>>,
 }
 
-/// Targets in flight beyond `-j`: their keys are computed and looked up while
-/// the steps before them execute.
+/// Lookups in flight beyond `-j`: keys are computed and looked up while the
+/// steps before them execute. Cache lookups take no execution slot, so a
+/// mostly cached graph is not walked `-j` nodes at a time.
 const LOOKAHEAD: usize = 32;
 
 /// The result of running the graph.
 pub struct Run {
     pub outcomes: BTreeMap<NodeIndex, Outcome>,
+    /// How long each step that executed (or failed) ran.
+    pub durations: BTreeMap<NodeIndex, Duration>,
     pub interrupted: bool,
     pub isolation: Option<Isolation>,
+}
+
+/// What a task reports to the loop.
+enum Report {
+    /// A target keyed and looked up: its outcome when cached, else what it
+    /// needs to execute.
+    LookedUp(NodeIndex, Result<Outcome, Box<Miss>>),
+    /// A step that executed or failed, and how long it ran.
+    Ran(NodeIndex, Outcome, Duration),
+}
+
+/// A target whose result is not cached: it waits for a slot.
+struct Miss {
+    task: Task,
+    keyed: KeyedAction,
+}
+
+/// Targets by rank, best first, and the state of each.
+#[derive(Default)]
+struct Queues {
+    /// Dependencies done, not looked up yet.
+    ready: BinaryHeap<(Rank, NodeIndex)>,
+    /// Being keyed and looked up.
+    looking_up: BTreeSet<(Rank, NodeIndex)>,
+    /// Not cached: waiting for a slot.
+    misses: BinaryHeap<(Rank, NodeIndex)>,
+    miss_work: BTreeMap<NodeIndex, Box<Miss>>,
+}
+
+impl Queues {
+    /// The best miss, if nothing ranked above it may still turn out to need
+    /// running: a step better placed on the critical path whose lookup is
+    /// under way (or not started) is waited for rather than overtaken.
+    fn next_to_start(&mut self) -> Option<(NodeIndex, Box<Miss>)> {
+        let &(rank, n) = self.misses.peek()?;
+        let pending_above = self.looking_up.last().is_some_and(|(r, _)| *r > rank)
+            || self.ready.peek().is_some_and(|(r, _)| *r > rank);
+        if pending_above {
+            return None;
+        }
+        self.misses.pop();
+        Some((
+            n,
+            self.miss_work.remove(&n).expect("every miss has its work"),
+        ))
+    }
 }
 
 /// Runs `jobs` (keyed by node, `order` topological) and returns every outcome.
@@ -167,23 +220,26 @@ pub async fn run(
             "steps run without a sandbox (they can see the whole file system and the network): {reason}"
         ));
     }
-    let exec_slots = tokio::sync::Semaphore::new(settings.jobs.max(1));
+    let mut ranker = Ranker::new(&jobs, &order, &settings.estimates, settings.ready_order);
+    let slots = settings.jobs.max(1);
     let shared = Arc::new(Shared {
         store,
         settings,
         isolation,
         observer,
-        exec_slots,
-        stopping: std::sync::atomic::AtomicBool::new(false),
         docker: Docker::default(),
         remote,
     });
     let mut waiting: BTreeMap<NodeIndex, usize> =
         order.iter().map(|n| (*n, jobs[n].deps.len())).collect();
-    let mut ready: VecDeque<NodeIndex> =
-        order.iter().copied().filter(|n| waiting[n] == 0).collect();
+    let mut queues = Queues::default();
+    for &n in order.iter().filter(|n| waiting[n] == 0) {
+        queues.ready.push((ranker.ready(n), n));
+    }
     let mut outcomes: BTreeMap<NodeIndex, Outcome> = BTreeMap::new();
-    let mut running: JoinSet<(NodeIndex, Outcome, Duration)> = JoinSet::new();
+    let mut durations: BTreeMap<NodeIndex, Duration> = BTreeMap::new();
+    let mut running: JoinSet<Report> = JoinSet::new();
+    let mut executing = 0usize;
     let mut stop = false;
     let mut interrupted = false;
     shared.observer.planned(order.len());
@@ -191,41 +247,28 @@ pub async fn run(
     tokio::pin!(ctrl_c);
 
     loop {
-        while !stop && running.len() < shared.settings.jobs.max(1) + LOOKAHEAD {
-            let Some(n) = ready.pop_front() else { break };
-            let job = &jobs[&n];
-            let deps: Vec<(String, Digest)> = job
-                .deps
-                .iter()
-                .map(|(name, d)| {
-                    let fed = shared
-                        .settings
-                        .audit
-                        .as_ref()
-                        .and_then(|a| a.feed.get(&jobs[d].name).copied());
-                    (
-                        name.clone(),
-                        fed.or_else(|| outcomes[d].output())
-                            .expect("dependencies succeeded"),
-                    )
-                })
-                .collect();
-            let dep_keys = job
-                .deps
-                .iter()
-                .filter_map(|(name, d)| outcomes[d].key().map(|k| (name.clone(), k)))
-                .collect();
-            let task = Task {
-                name: job.name.clone(),
-                work: job.work.clone(),
-                sources: job.sources.clone(),
-                deps,
-                dep_keys,
+        // Nothing starts once a failure stops the build: the loop sees
+        // every outcome before it starts anything else.
+        while !stop && queues.looking_up.len() < slots + LOOKAHEAD {
+            let Some((rank, n)) = queues.ready.pop() else {
+                break;
             };
+            queues.looking_up.insert((rank, n));
+            let task = task_for(&jobs, n, &outcomes, &shared);
+            let shared = shared.clone();
+            running.spawn(async move { Report::LookedUp(n, task.look_up(&shared).await) });
+        }
+        while !stop && executing < slots {
+            let Some((n, miss)) = queues.next_to_start() else {
+                break;
+            };
+            shared.observer.started(&jobs[&n].name);
+            executing += 1;
             let shared = shared.clone();
             running.spawn(async move {
-                let (outcome, elapsed) = task.run(&shared).await;
-                (n, outcome, elapsed)
+                let started = Instant::now();
+                let outcome = miss.task.execute_keyed(&shared, miss.keyed).await;
+                Report::Ran(n, outcome, started.elapsed())
             });
         }
         if running.is_empty() {
@@ -234,10 +277,28 @@ pub async fn run(
         tokio::select! {
             joined = running.join_next() => {
                 let Some(joined) = joined else { continue };
-                let (n, outcome, elapsed) = match joined {
+                let report = match joined {
                     Ok(r) => r,
                     Err(e) if e.is_cancelled() => continue,
                     Err(e) => std::panic::resume_unwind(e.into_panic()),
+                };
+                let (n, outcome, elapsed) = match report {
+                    Report::LookedUp(n, found) => {
+                        queues.looking_up.remove(&(ranker.of(n), n));
+                        match found {
+                            Ok(cached) => (n, cached, Duration::ZERO),
+                            Err(miss) => {
+                                queues.misses.push((ranker.of(n), n));
+                                queues.miss_work.insert(n, miss);
+                                continue;
+                            }
+                        }
+                    }
+                    Report::Ran(n, outcome, elapsed) => {
+                        executing -= 1;
+                        durations.insert(n, elapsed);
+                        (n, outcome, elapsed)
+                    }
                 };
                 shared.observer.finished(&jobs[&n].name, &outcome, elapsed);
                 let ok = outcome.output().is_some();
@@ -247,13 +308,12 @@ pub async fn run(
                         if let Some(w) = waiting.get_mut(d) {
                             *w -= 1;
                             if *w == 0 {
-                                ready.push_back(*d);
+                                queues.ready.push((ranker.ready(*d), *d));
                             }
                         }
                     }
                 } else if !shared.settings.keep_going {
                     stop = true;
-                    shared.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
                 }
             }
             _ = &mut ctrl_c => {
@@ -276,8 +336,48 @@ pub async fn run(
     }
     Run {
         outcomes,
+        durations,
         interrupted,
         isolation: Some(shared.isolation.clone()),
+    }
+}
+
+/// The task of a target whose dependencies are done, with their outputs (or
+/// those an audit feeds it) and keys.
+fn task_for(
+    jobs: &BTreeMap<NodeIndex, Job>,
+    n: NodeIndex,
+    outcomes: &BTreeMap<NodeIndex, Outcome>,
+    shared: &Shared,
+) -> Task {
+    let job = &jobs[&n];
+    let deps: Vec<(String, Digest)> = job
+        .deps
+        .iter()
+        .map(|(name, d)| {
+            let fed = shared
+                .settings
+                .audit
+                .as_ref()
+                .and_then(|a| a.feed.get(&jobs[d].name).copied());
+            (
+                name.clone(),
+                fed.or_else(|| outcomes[d].output())
+                    .expect("dependencies succeeded"),
+            )
+        })
+        .collect();
+    let dep_keys = job
+        .deps
+        .iter()
+        .filter_map(|(name, d)| outcomes[d].key().map(|k| (name.clone(), k)))
+        .collect();
+    Task {
+        name: job.name.clone(),
+        work: job.work.clone(),
+        sources: job.sources.clone(),
+        deps,
+        dep_keys,
     }
 }
 
@@ -290,17 +390,9 @@ struct Task {
 }
 
 impl Task {
-    /// The outcome, and how long the step ran: from the moment it had a job
-    /// slot (and was reported started), not counting the wait for one, so
-    /// a quick step queued behind long ones is not reported as long.
-    async fn run(self, shared: &Shared) -> (Outcome, Duration) {
-        let mut started = None;
-        let outcome = self.outcome(shared, &mut started).await;
-        let elapsed = started.map(|t: Instant| t.elapsed()).unwrap_or_default();
-        (outcome, elapsed)
-    }
-
-    async fn outcome(self, shared: &Shared, started: &mut Option<Instant>) -> Outcome {
+    /// Keys the target and looks it up, locally then remotely: its cached
+    /// outcome, or the miss to execute.
+    async fn look_up(self, shared: &Shared) -> Result<Outcome, Box<Miss>> {
         let function = shared.store.function();
         let sandboxed = matches!(shared.isolation, Isolation::Sandbox { .. });
         let keyed = key::of_work(
@@ -324,7 +416,7 @@ impl Task {
         let declared = DeclaredOutputs::of(&self.work);
         if lookup {
             match cached_output(&shared.store, &key, declared.as_ref()) {
-                Ok(Some(output)) => return Outcome::Cached { key, output },
+                Ok(Some(output)) => return Ok(Outcome::Cached { key, output }),
                 Ok(None) => {}
                 Err(why) => shared.observer.warn(&format!(
                     "the action-cache entry of `{}` is not its result ({why}); it was dropped and the step runs again",
@@ -336,16 +428,14 @@ impl Task {
             && let Some(remote) = &shared.remote
             && let Some(output) = remote.lookup(&shared.store, &key, declared.as_ref()).await
         {
-            return Outcome::Cached { key, output };
+            return Ok(Outcome::Cached { key, output });
         }
-        let Ok(_slot) = shared.exec_slots.acquire().await else {
-            return Outcome::Skipped;
-        };
-        if shared.stopping.load(std::sync::atomic::Ordering::SeqCst) {
-            return Outcome::Skipped;
-        }
-        shared.observer.started(&self.name);
-        *started = Some(Instant::now());
+        Err(Box::new(Miss { task: self, keyed }))
+    }
+
+    /// Executes a step the loop started.
+    async fn execute_keyed(self, shared: &Shared, keyed: KeyedAction) -> Outcome {
+        let key = keyed.key;
         match self.execute(shared, keyed).await {
             Ok(output) => Outcome::Executed { key, output },
             Err(failure) => Outcome::Failed {

@@ -272,6 +272,10 @@ pub fn audit(opts: &AuditOptions, observer: Arc<dyn Observer>) -> Result<AuditRe
             feed: feed.clone(),
             keep_dir_order,
         })),
+        estimates: crate::records::newest(&store.meta_dir(), &workspace_tag)
+            .map(|r| r.durations())
+            .unwrap_or_default(),
+        ready_order: crate::critical_path::ReadyOrder::from_env(),
     };
     let run = runtime.block_on(scheduler::run(
         store.clone(),
