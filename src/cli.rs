@@ -9,7 +9,7 @@ use strata_engine::audit::AuditOptions;
 use strata_engine::build::{self, BuildError, BuildOptions};
 use strata_engine::load::LoadOptions;
 
-use crate::{progress, report, store_cmd};
+use crate::{build_file, progress, report, store_cmd};
 
 /// Exit codes: 0 success, 1 a failed build, 2 bad usage or configuration.
 pub const EXIT_FAILED: u8 = 1;
@@ -31,14 +31,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Build targets (default: every target of ./BUILD.yaml).
+    /// Build targets and their dependencies (default: the BUILD file's
+    /// `default:` list when it has one, else every target).
     Build(BuildArgs),
     /// Why TARGET has its key: the key's parts, and what changed since the
     /// target's last build, followed through dependencies to the cause.
     Explain {
         target: String,
-        #[arg(short = 'f', long = "file", default_value = "BUILD.yaml")]
-        file: PathBuf,
+        /// The BUILD file (default: the nearest BUILD.yaml, in this folder or above).
+        #[arg(short = 'f', long = "file")]
+        file: Option<PathBuf>,
         #[arg(long = "store")]
         store: Option<PathBuf>,
         #[arg(long = "var", value_name = "NAME=VALUE")]
@@ -50,6 +52,17 @@ enum Command {
     /// Rebuild targets under perturbations, bypassing the cache, and compare
     /// with the last build; exit 1 if a target is not reproducible.
     Audit(AuditArgs),
+    /// Print what TARGET's step printed the last time it ran, succeeded,
+    /// cached or failed: its stdout on stdout, its stderr on stderr, secrets
+    /// masked as they were kept.
+    Log {
+        target: String,
+        /// The BUILD file (default: the nearest BUILD.yaml, in this folder or above).
+        #[arg(short = 'f', long = "file")]
+        file: Option<PathBuf>,
+        #[arg(long = "store")]
+        store: Option<PathBuf>,
+    },
     /// Inspect the store.
     Store {
         #[command(subcommand)]
@@ -61,8 +74,9 @@ enum Command {
         #[command(subcommand)]
         command: CacheGroup,
     },
-    /// Print the dependency graph of targets (default: every target) as
-    /// Graphviz DOT or JSON.
+    /// Print the dependency graph of targets (default: the BUILD file's
+    /// `default:` list when it has one, else every target) as Graphviz DOT
+    /// or JSON.
     Graph(GraphArgs),
     /// The hashes of the last build: keys, their parts, every output file;
     /// `manifest diff A B` compares two saved with --json.
@@ -70,8 +84,9 @@ enum Command {
     /// Remove the outputs Strata placed in the output folder (`out/`), and
     /// the folder once empty; the store is never touched.
     Clean {
-        #[arg(short = 'f', long = "file", default_value = "BUILD.yaml")]
-        file: PathBuf,
+        /// The BUILD file (default: the nearest BUILD.yaml, in this folder or above).
+        #[arg(short = 'f', long = "file")]
+        file: Option<PathBuf>,
         #[arg(long = "out-dir")]
         out_dir: Option<PathBuf>,
     },
@@ -173,11 +188,12 @@ enum CacheCommand {
 
 #[derive(clap::Args)]
 struct BuildArgs {
-    /// Targets to build, with their dependencies.
+    /// Targets to build, with their dependencies (default: the BUILD file's
+    /// `default:` list when it has one, else every target).
     targets: Vec<String>,
-    /// The BUILD file.
-    #[arg(short = 'f', long = "file", default_value = "BUILD.yaml")]
-    file: PathBuf,
+    /// The BUILD file (default: the nearest BUILD.yaml, in this folder or above).
+    #[arg(short = 'f', long = "file")]
+    file: Option<PathBuf>,
     /// Steps run at once (default: number of cores).
     #[arg(short = 'j', long = "jobs")]
     jobs: Option<usize>,
@@ -223,11 +239,12 @@ struct BuildArgs {
 
 #[derive(clap::Args)]
 struct GraphArgs {
-    /// Targets to show, with their dependencies.
+    /// Targets to show, with their dependencies (default: the BUILD file's
+    /// `default:` list when it has one, else every target).
     targets: Vec<String>,
-    /// The BUILD file.
-    #[arg(short = 'f', long = "file", default_value = "BUILD.yaml")]
-    file: PathBuf,
+    /// The BUILD file (default: the nearest BUILD.yaml, in this folder or above).
+    #[arg(short = 'f', long = "file")]
+    file: Option<PathBuf>,
     #[arg(long = "format", value_enum, default_value_t = GraphFormat::Dot)]
     format: GraphFormat,
     /// Set or override a variable: --var name=value (repeatable).
@@ -245,11 +262,12 @@ enum GraphFormat {
 
 #[derive(clap::Args)]
 struct AuditArgs {
-    /// Targets to audit, with their dependencies (default: every target).
+    /// Targets to audit, with their dependencies (default: the BUILD file's
+    /// `default:` list when it has one, else every target).
     targets: Vec<String>,
-    /// The BUILD file.
-    #[arg(short = 'f', long = "file", default_value = "BUILD.yaml")]
-    file: PathBuf,
+    /// The BUILD file (default: the nearest BUILD.yaml, in this folder or above).
+    #[arg(short = 'f', long = "file")]
+    file: Option<PathBuf>,
     /// The -j your builds use (default: number of cores); the audit runs
     /// with another (1, or 2 if this is 1).
     #[arg(short = 'j', long = "jobs")]
@@ -290,6 +308,18 @@ pub fn run() -> ExitCode {
             json,
         } => explain_command(target, file, store, vars, json),
         Command::Manifest(args) => crate::manifest::command(args),
+        Command::Log {
+            target,
+            file,
+            store,
+        } => match build_file::resolve(file) {
+            Ok(file) => report::step_log(strata_engine::logs::last_run(
+                &store_dir(store),
+                &file,
+                &target,
+            )),
+            Err(code) => code,
+        },
     }
 }
 
@@ -359,13 +389,17 @@ fn cache_command(command: CacheCommand) -> ExitCode {
 
 fn explain_command(
     target: String,
-    file: PathBuf,
+    file: Option<PathBuf>,
     store: Option<PathBuf>,
     vars: Vec<String>,
     json: bool,
 ) -> ExitCode {
     let var_overrides = match parse_vars(&vars) {
         Ok(v) => v,
+        Err(code) => return code,
+    };
+    let file = match build_file::resolve(file) {
+        Ok(f) => f,
         Err(code) => return code,
     };
     let opts = strata_engine::explain::ExplainOptions {
@@ -401,8 +435,12 @@ fn build_command(args: BuildArgs) -> ExitCode {
             .map(|n| n.get())
             .unwrap_or(1)
     });
+    let build_file = match build_file::resolve(args.file) {
+        Ok(f) => f,
+        Err(code) => return code,
+    };
     let opts = BuildOptions {
-        build_file: args.file,
+        build_file,
         targets: args.targets,
         jobs,
         keep_going: args.keep_going,
@@ -445,7 +483,11 @@ fn graph_command(args: GraphArgs) -> ExitCode {
         var_overrides,
         ..LoadOptions::default()
     };
-    match strata_engine::render::plan(&args.file, &load, &args.targets) {
+    let file = match build_file::resolve(args.file) {
+        Ok(f) => f,
+        Err(code) => return code,
+    };
+    match strata_engine::render::plan(&file, &load, &args.targets) {
         Ok(plan) => {
             match args.format {
                 GraphFormat::Dot => print!("{}", strata_engine::render::dot(&plan)),
@@ -476,8 +518,12 @@ fn audit_command(args: AuditArgs) -> ExitCode {
     {
         return report::usage_error(&format!("-j must be between 1 and {MAX_JOBS}"));
     }
+    let build_file = match build_file::resolve(args.file) {
+        Ok(f) => f,
+        Err(code) => return code,
+    };
     let opts = AuditOptions {
-        build_file: args.file,
+        build_file,
         targets: args.targets,
         jobs: args.jobs.unwrap_or_else(|| {
             std::thread::available_parallelism()
@@ -516,11 +562,14 @@ fn parse_vars(vars: &[String]) -> Result<Vec<(String, String)>, ExitCode> {
         .collect()
 }
 
-fn clean_command(file: PathBuf, out_dir: Option<PathBuf>) -> ExitCode {
+fn clean_command(file: Option<PathBuf>, out_dir: Option<PathBuf>) -> ExitCode {
     let out_dir = match out_dir {
         Some(d) => absolute(d),
         None => {
-            let file = absolute(file);
+            let file = match build_file::resolve(file) {
+                Ok(f) => absolute(f),
+                Err(code) => return code,
+            };
             // The workspace's `out_dir:` when it loads; `out/` otherwise, so
             // a broken BUILD.yaml can still be cleaned after.
             let declared = strata_engine::load::load(&file, &Default::default())

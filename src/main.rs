@@ -1,6 +1,7 @@
 //! `strata`: the command line. It parses arguments and prints; the work is
 //! done by `strata-engine`.
 
+mod build_file;
 mod cache_serve;
 mod cli;
 mod manifest;

@@ -20,9 +20,10 @@ pub struct ManifestArgs {
     /// Targets to list (default: every target of the last build). A target
     /// named `diff` is written after `--`.
     targets: Vec<String>,
-    /// The BUILD file of the workspace.
-    #[arg(short = 'f', long = "file", default_value = "BUILD.yaml")]
-    file: PathBuf,
+    /// The BUILD file of the workspace (default: the nearest BUILD.yaml, in
+    /// this folder or above).
+    #[arg(short = 'f', long = "file")]
+    file: Option<PathBuf>,
     /// The store folder (default as for `build`).
     #[arg(long = "store")]
     store: Option<PathBuf>,
@@ -52,7 +53,11 @@ pub fn command(args: ManifestArgs) -> ExitCode {
     }
     let store = args.store.unwrap_or_else(build::default_store_dir);
     let store = std::path::absolute(&store).unwrap_or(store);
-    match manifest::of_last_build(&store, &args.file, &args.targets) {
+    let file = match crate::build_file::resolve(args.file) {
+        Ok(f) => f,
+        Err(code) => return code,
+    };
+    match manifest::of_last_build(&store, &file, &args.targets) {
         Ok(m) if args.json => {
             print!("{}", manifest::to_json(&m));
             ExitCode::SUCCESS

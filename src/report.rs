@@ -336,6 +336,40 @@ fn human_bytes(n: u64) -> String {
     }
 }
 
+/// `strata log`: a one-line heading on stderr, then the step's stdout and
+/// stderr on ours, byte for byte.
+pub fn step_log(log: Result<strata_engine::logs::StepLog, strata_engine::logs::Error>) -> ExitCode {
+    use std::io::Write;
+    let log = match log {
+        Ok(log) => log,
+        Err(strata_engine::logs::Error::Usage(msg)) => return usage_error(&msg),
+        Err(strata_engine::logs::Error::Gone(msg)) => return failure(&msg),
+    };
+    let when = &log.when;
+    let how = match log.status.as_str() {
+        "cached" => {
+            format!("cached in the build of {when}: the log of the run that made its result")
+        }
+        status => format!("{status} in the build of {when}"),
+    };
+    eprintln!("log of `{}` ({}), {how}", log.target, log.rule);
+    let Some(streams) = log.streams else {
+        eprintln!(
+            "(`{}` targets keep no log: Strata does their work itself)",
+            log.rule
+        );
+        return ExitCode::SUCCESS;
+    };
+    if streams.stdout.is_empty() && streams.stderr.is_empty() {
+        eprintln!("(it printed nothing)");
+    }
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(&streams.stdout).and_then(|()| out.flush());
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_all(&streams.stderr).and_then(|()| err.flush());
+    ExitCode::SUCCESS
+}
+
 /// `n` and the noun that goes with it: "1 workspace", "2 workspaces".
 pub fn count<N: std::fmt::Display + PartialEq + From<u8>>(n: N, one: &str, many: &str) -> String {
     let noun = if n == N::from(1) { one } else { many };

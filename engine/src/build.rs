@@ -554,7 +554,7 @@ pub(crate) fn requested(
                     .unwrap_or_default();
                 BuildError::Usage(format!(
                     "no target named `{name}` in {}{hint}",
-                    ws.build_file.display()
+                    load::source::shown(&ws.build_file)
                 ))
             })
         })

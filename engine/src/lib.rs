@@ -34,6 +34,7 @@ pub mod key;
 pub mod keyinfo;
 pub mod keyring;
 pub mod load;
+pub mod logs;
 pub mod manifest;
 pub mod mask;
 pub mod materialize;

@@ -143,7 +143,7 @@ pub fn of_last_build(
         .ok_or_else(|| {
             Error::Usage(format!(
                 "no build of {} is recorded in the store {}; run `strata build` first",
-                canonical.display(),
+                crate::load::source::shown(&canonical),
                 store_dir.display()
             ))
         })?;
@@ -158,7 +158,7 @@ pub fn of_last_build(
                     .unwrap_or_default();
                 return Err(Error::Usage(format!(
                     "target `{name}` is not in the last build of {}{hint}",
-                    canonical.display()
+                    crate::load::source::shown(&canonical)
                 )));
             };
             chosen.insert(name, t);

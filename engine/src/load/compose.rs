@@ -422,7 +422,7 @@ impl Loader {
             self.errors.push(e);
             return None;
         };
-        let display = self.display_name(&path);
+        let display = super::source::shown(&path);
         let fid = self.sources.add(&path, display, raw.clone());
         let at_offset = |offset: usize, len: usize| {
             let before: String = raw.chars().take(offset).collect();

@@ -290,7 +290,7 @@ impl Loader {
 
     /// Reads and parses one file; `!include` tags resolve inside the workspace.
     fn parse(&mut self, path: &Path) -> Option<(RawFile, FileIds)> {
-        let display = self.display_name(path);
+        let display = source::shown(path);
         let bytes = match fs::read(path) {
             Ok(b) => b,
             Err(e) => {
@@ -337,7 +337,7 @@ impl Loader {
                 Some(t) => t.clone(),
                 None => fs::read_to_string(&included.path).unwrap_or_default(),
             };
-            let name = self.display_name(&included.path);
+            let name = source::shown(&included.path);
             ids.push(self.sources.add(&included.path, name, text));
         }
         let ids = FileIds(Rc::new(ids));

@@ -1,6 +1,6 @@
 //! The YAML files a workspace was loaded from, and locations inside them.
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use miette::{NamedSource, SourceSpan};
@@ -66,6 +66,32 @@ impl Sources {
     }
 }
 
+/// `path` (absolute) as messages show it: relative to the current folder,
+/// as a user typed it (`BUILD.yaml`, `examples/image/BUILD.yaml` from above,
+/// `../BUILD.yaml` from a subfolder), or whole when the two share no folder
+/// but `/`.
+pub fn shown(path: &Path) -> String {
+    std::env::current_dir()
+        .and_then(std::fs::canonicalize)
+        .ok()
+        .and_then(|cwd| relative_to(path, &cwd))
+        .unwrap_or_else(|| path.to_path_buf())
+        .display()
+        .to_string()
+}
+
+/// `path` relative to the folder `base`, both absolute and without `..`.
+fn relative_to(path: &Path, base: &Path) -> Option<PathBuf> {
+    let path: Vec<Component> = path.components().collect();
+    let base: Vec<Component> = base.components().collect();
+    let common = path.iter().zip(&base).take_while(|(a, b)| a == b).count();
+    if common < 2 || common == path.len() {
+        return None;
+    }
+    let up = std::iter::repeat_n(Component::ParentDir, base.len() - common);
+    Some(up.chain(path[common..].iter().copied()).collect())
+}
+
 fn byte_offset(text: &str, line: u64, column: u64) -> usize {
     let mut offset = 0;
     for (i, l) in text.split_inclusive('\n').enumerate() {
@@ -85,6 +111,28 @@ fn byte_offset(text: &str, line: u64, column: u64) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_are_shown_relative_to_a_folder_they_share_more_than_the_root_with() {
+        let rel = |p: &str, base: &str| {
+            relative_to(Path::new(p), Path::new(base)).map(|p| p.display().to_string())
+        };
+        assert_eq!(rel("/w/BUILD.yaml", "/w").as_deref(), Some("BUILD.yaml"));
+        assert_eq!(
+            rel("/w/examples/image/BUILD.yaml", "/w").as_deref(),
+            Some("examples/image/BUILD.yaml")
+        );
+        assert_eq!(
+            rel("/w/BUILD.yaml", "/w/src/lib").as_deref(),
+            Some("../../BUILD.yaml")
+        );
+        assert_eq!(
+            rel("/w/stages/a.yaml", "/w/src").as_deref(),
+            Some("../stages/a.yaml")
+        );
+        assert_eq!(rel("/w/BUILD.yaml", "/home/me"), None);
+        assert_eq!(rel("/w", "/w"), None);
+    }
 
     #[test]
     fn spans_count_columns_in_chars() {
