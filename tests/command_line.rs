@@ -257,7 +257,7 @@ fn paths_in_messages_are_relative_to_the_current_folder() {
 #[test]
 fn build_help_names_the_default_targets_and_the_upward_search() {
     let ws = Ws::new();
-    let r = run_in(&ws, &ws.path().to_path_buf(), &["build", "--help"]);
+    let r = run_in(&ws, ws.path(), &["build", "--help"]);
     assert_eq!(r.code, 0);
     let help = r.stdout.split_whitespace().collect::<Vec<_>>().join(" ");
     for text in [
