@@ -197,7 +197,8 @@ struct BuildArgs {
     /// Steps run at once (default: number of cores).
     #[arg(short = 'j', long = "jobs")]
     jobs: Option<usize>,
-    /// Build everything not downstream of a failure.
+    /// Build everything not downstream of a failure (default: once a step
+    /// fails no other starts; running steps finish).
     #[arg(short = 'k', long = "keep-going")]
     keep_going: bool,
     /// Run every step even if cached (results are still recorded).
@@ -206,7 +207,8 @@ struct BuildArgs {
     /// The store folder (default: $STRATA_STORE, $XDG_CACHE_HOME/strata or ~/.cache/strata).
     #[arg(long = "store")]
     store: Option<PathBuf>,
-    /// Where outputs are materialized (default: out/ beside the BUILD file).
+    /// Where outputs are materialized (default: the file's `out_dir:`, else
+    /// out/ beside the BUILD file).
     #[arg(long = "out-dir")]
     out_dir: Option<PathBuf>,
     /// Set or override a variable: --var name=value (repeatable).

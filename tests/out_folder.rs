@@ -178,3 +178,43 @@ fn only_recorded_folders_of_removed_targets_are_removed() {
     assert_eq!(ws.read("out/handmade/keep.txt"), "keep\n");
     assert!(!ws.path().join("out/tools2").exists());
 }
+
+/// Changing `out_dir:` leaves the old folder as it is (Strata removes
+/// nothing unasked), and the first build that places elsewhere says so,
+/// once per folder, with the command that cleans it.
+#[test]
+fn a_changed_out_dir_says_once_that_the_old_folder_still_holds_outputs() {
+    let ws = Ws::new();
+    let with_out_dir = |dir: &str| ws.write("BUILD.yaml", &format!("out_dir: {dir}\n{TARGETS}"));
+    let said = |r: &common::Run, old: &str| {
+        r.stderr.contains(&format!(
+            "warning: the output folder is now {}; {old} still holds 2 outputs of earlier builds, \
+             which Strata leaves (`strata clean --out-dir {old}` removes them)",
+            if old == "out" { "dist" } else { "out" }
+        ))
+    };
+    ws.write("BUILD.yaml", TARGETS);
+    let r = ws.build_ok(&[]);
+    assert!(!r.stderr.contains("still holds"), "{}", r.stderr);
+
+    with_out_dir("dist");
+    let r = ws.build_ok(&[]);
+    assert!(said(&r, "out"), "{}", r.stderr);
+    assert_eq!(ws.read("out/projects/p.txt"), "built\n", "left as it was");
+    assert_eq!(ws.read("dist/projects/p.txt"), "built\n");
+    let r = ws.build_ok(&[]);
+    assert!(!r.stderr.contains("still holds"), "once: {}", r.stderr);
+
+    // Back and forth (an output folder per variant): each old folder once.
+    with_out_dir("out");
+    let r = ws.build_ok(&[]);
+    assert!(said(&r, "dist"), "{}", r.stderr);
+    with_out_dir("dist");
+    let r = ws.build_ok(&[]);
+    assert!(!r.stderr.contains("still holds"), "{}", r.stderr);
+
+    // The command it names removes what Strata placed there.
+    let r = ws.run(&["clean", "--out-dir", "out"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(!ws.path().join("out").exists());
+}

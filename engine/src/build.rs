@@ -295,6 +295,8 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
             ));
         }
     }
+    let out_dir_now = canonical(&out_dir).display().to_string();
+    let left_behind = left_behind(previous.as_ref(), &out_dir_now, observer.as_ref());
     phase("materialize", started);
     let started = Instant::now();
 
@@ -322,7 +324,8 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
             Some(Isolation::Unsandboxed { reason }) => format!("unsandboxed: {reason}"),
             None => "nothing executed".into(),
         },
-        out_dir: Some(out_dir.display().to_string()),
+        out_dir: Some(out_dir_now),
+        left_behind,
         targets: reports
             .values()
             .map(|r| {
@@ -367,6 +370,41 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
         workspace_tag,
         remote: remote.map(|r| r.stats()),
     })
+}
+
+/// Says once per folder that the previous build's output folder, no longer
+/// this build's (`out_dir:` or `--out-dir` changed), still holds outputs
+/// Strata placed: it never removes them unasked. Returns the folders said
+/// so of, for the record.
+fn left_behind(
+    previous: Option<&Record>,
+    out_dir_now: &str,
+    observer: &dyn Observer,
+) -> std::collections::BTreeSet<String> {
+    let Some(previous) = previous else {
+        return Default::default();
+    };
+    let mut said = previous.left_behind.clone();
+    if let Some(old) = &previous.out_dir
+        && old != out_dir_now
+        && !said.contains(old)
+    {
+        let held = materialize::placed_count(Path::new(old));
+        if held > 0 {
+            let (old_shown, now_shown) = (
+                load::source::shown(Path::new(old)),
+                load::source::shown(Path::new(out_dir_now)),
+            );
+            let outputs = if held == 1 { "output" } else { "outputs" };
+            observer.warn(&format!(
+                "the output folder is now {now_shown}; {old_shown} still holds {held} {outputs} \
+                 of earlier builds, which Strata leaves (`strata clean --out-dir {old_shown}` \
+                 removes them)"
+            ));
+            said.insert(old.clone());
+        }
+    }
+    said
 }
 
 /// Errors for entries of the output folder that Strata did not make but a

@@ -1,7 +1,7 @@
 //! Build records: what each build of a workspace did, for `explain` and
 //! `gc`. Bounded: only the newest records of each workspace are kept.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -21,9 +21,14 @@ pub struct Record {
     pub digest_function: String,
     /// `sandbox` or `unsandboxed: <reason>`.
     pub isolation: String,
-    /// The output folder the build placed its outputs in (absolute).
+    /// The output folder the build placed its outputs in (absolute, symlinks
+    /// resolved).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub out_dir: Option<String>,
+    /// Output folders of earlier builds that a build has already said still
+    /// hold outputs (after `out_dir` changed), so it is said once per folder.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub left_behind: BTreeSet<String>,
     pub targets: BTreeMap<String, RecordedTarget>,
 }
 

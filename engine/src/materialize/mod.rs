@@ -116,6 +116,12 @@ pub fn foreign_entries<'a>(
         .collect()
 }
 
+/// How many entries of `out_dir` Strata placed and still lists as its own
+/// (0 when the folder or its record is gone).
+pub fn placed_count(out_dir: &Path) -> usize {
+    OutState::read(out_dir).names().count()
+}
+
 /// Brings `out/` up to date. `outputs` maps each requested target to its
 /// output (None if it failed or was skipped); `known` lists every target of
 /// the workspace, so folders of removed targets are cleaned up. Only
