@@ -533,7 +533,7 @@ fn quoted(names: &[String]) -> String {
 }
 
 fn file_line(f: &FileDiff) -> String {
-    let size = |s: Option<u64>| s.map_or("-".to_string(), |s| format!("{s} bytes"));
+    let size = |s: Option<u64>| s.map_or("-".to_string(), |s| count(s, "byte", "bytes"));
     match f.change {
         "content" => format!(
             "{}: content differs (reference {}, rebuilt {}), first difference at byte {}",
