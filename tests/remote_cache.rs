@@ -239,7 +239,7 @@ fn garbage_entry_is_rejected(url: &str, ac_file: impl Fn(&str) -> PathBuf) {
     let w = warnings(&r);
     assert_eq!(w.len(), 1, "{}", r.stderr);
     assert!(w[0].contains("rejected"), "{}", r.stderr);
-    assert!(r.stderr.contains("1 entries rejected"), "{}", r.stderr);
+    assert!(r.stderr.contains("1 entry rejected"), "{}", r.stderr);
 }
 
 /// A blob corrupted on the server without a change of size (so the server
