@@ -7,6 +7,7 @@ use strata_store::{Digest, DigestFunction};
 
 use crate::Text;
 use crate::layout;
+use crate::platform::RunsOn;
 
 /// Version of the key encoding of `run`. Bump it when the meaning of a key
 /// changes, so old cache entries are not reused with new semantics.
@@ -148,10 +149,13 @@ pub struct Container {
     /// Named persistent caches (name -> mount path): their contents are not
     /// keyed, only where they are mounted.
     pub caches: BTreeMap<String, String>,
+    /// The image's platform, and the emulator when it is not the machine's.
+    pub runs_on: RunsOn,
 }
 
 impl Container {
-    /// The keyed description: image, user and cache mount points.
+    /// The keyed description: image, user, cache mount points, platform and
+    /// emulator.
     fn properties(&self) -> Vec<reapi::Property> {
         let prop = |name: &str, value: String| reapi::Property {
             name: name.to_string(),
@@ -164,6 +168,7 @@ impl Container {
         for (name, path) in &self.caches {
             v.push(prop(&format!("cache:{name}"), path.clone()));
         }
+        v.extend(self.runs_on.properties());
         v
     }
 }

@@ -1,5 +1,6 @@
-//! Strata's own images in a Docker Engine: `strata-tree:<tree digest hex>`,
-//! one per root file system a stage step ran on. They only cache the
+//! Strata's own images in a Docker Engine: `strata-tree:<tree digest hex>`
+//! (with `-<platform>` after it for platforms other than `linux/amd64`),
+//! one per root file system and platform a stage step ran on. They only cache the
 //! store's trees (a step whose image is gone imports its tree again), so
 //! `strata store gc --docker` removes those whose tree the store no longer
 //! holds; without that they pile up in the engine's data-root.
@@ -37,11 +38,13 @@ pub async fn tree_images(engine: &Engine) -> Result<Vec<TreeImage>, DockerError>
         .iter()
         .flat_map(|i| &i.repo_tags)
         .filter_map(|tag| {
-            let hex = tag.strip_prefix(TREE_REPOSITORY)?.strip_prefix(':')?;
-            let is_digest = hex.len() == 64
-                && hex
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            let tag_part = tag.strip_prefix(TREE_REPOSITORY)?.strip_prefix(':')?;
+            // `<hex>` or `<hex>-<platform>`.
+            let hex = tag_part.get(..64)?;
+            let is_digest = hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+                && (tag_part.len() == 64 || tag_part[64..].starts_with('-'));
             is_digest.then(|| TreeImage {
                 reference: tag.clone(),
                 tree_hex: hex.to_string(),

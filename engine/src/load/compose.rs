@@ -33,6 +33,7 @@ use serde_saphyr::Spanned;
 use strata_rules::builtin::Builtin;
 use strata_rules::data_root::{DataRootParams, DataRootRef};
 use strata_rules::image_pull::PullParams;
+use strata_rules::platform::{DEFAULT_PLATFORM, Platform};
 use strata_rules::run::ImageRef;
 
 use super::diag::did_you_mean;
@@ -306,7 +307,7 @@ impl Loader {
                         kind: Kind::ImagePull(PullParams {
                             reference: reference.clone(),
                             digest,
-                            platform: "linux/amd64".into(),
+                            platform: DEFAULT_PLATFORM.into(),
                             auth_env: None,
                         }),
                     });
@@ -354,7 +355,12 @@ impl Loader {
             outs: Vec::new(),
             output_digest: None,
             hidden: true,
-            kind: Kind::DataRoot(DataRootParams { images, references }),
+            kind: Kind::DataRoot(DataRootParams {
+                // Each image's, once every target is loaded.
+                platforms: vec![Platform::default_platform(); images.len()],
+                images,
+                references,
+            }),
         });
         let resolved = serde_json::json!({
             "type": "docker-compose",
