@@ -155,6 +155,7 @@ pub fn load(build_file: &Path, options: &LoadOptions) -> Result<Workspace, Vec<C
         errors: Vec::new(),
         seen_files: BTreeSet::new(),
         compose_checks: Vec::new(),
+        compose_platforms: Vec::new(),
         off: BTreeMap::new(),
         platforms: platform::Written::default(),
     };
@@ -223,6 +224,7 @@ pub fn load(build_file: &Path, options: &LoadOptions) -> Result<Workspace, Vec<C
         }
     }
     loader.check_compose_images(&targets);
+    loader.compose_platforms(&mut targets);
     loader.resolve_platforms(&mut targets);
     loader.check_switched_off_references(&targets);
     let defaults = raw_defaults.and_then(|(d, ids)| loader.defaults(Some(&d), &ids, &targets));
@@ -248,6 +250,7 @@ struct Loader {
     seen_files: BTreeSet<PathBuf>,
     /// Image targets of `docker-compose` components, checked after loading.
     compose_checks: Vec<compose::ImageCheck>,
+    compose_platforms: Vec<compose::PlatformCheck>,
     /// Switched-off target names and where their condition is written.
     off: BTreeMap<String, Loc>,
     /// Where platforms are written, for `platform::resolve`.
