@@ -534,7 +534,7 @@ fn the_arm64_appliance_is_built_from_arm64_packages_without_emulation_and_runs_u
         ),
         "aarch64\n"
     );
-    cleanup.sh(format!("docker -H {host} rm -f appliance-web"));
+    cleanup.sh(format!("docker -H {host} rm -f appliance-web >/dev/null"));
     sh(
         run.path(),
         &format!("{docker_run} -d --name appliance-web appliance/web:1"),
@@ -638,6 +638,60 @@ fn compose_mistakes_are_reported_in_the_compose_file() {
         r.stderr
     );
     ws.write("platform-x86_64.yaml", &platform);
+
+    // A data-root serves one device: the component's platform and the
+    // images built for it must agree, and it must be a platform.
+    ws.write(
+        "components/50-compose.yaml",
+        &format!("{component}platform: linux/amd64\n"),
+    );
+    let r = ws.build_fails(&["--var", var.as_str(), "--var", "arch=aarch64"], 2);
+    assert!(
+        r.stderr.contains(
+            "the docker-compose component of `rootfs` is for linux/amd64, but its service `web` runs `web-image`, an image for linux/arm64"
+        ),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("components/50-compose.yaml:6:15"),
+        "{}",
+        r.stderr
+    );
+    ws.write(
+        "components/50-compose.yaml",
+        &format!("{component}platform: aarch64\n"),
+    );
+    let r = ws.build_fails(&["--var", var.as_str(), "--var", "arch=aarch64"], 2);
+    assert!(
+        r.stderr
+            .contains("`aarch64` is not a platform such as `linux/amd64`"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("components/50-compose.yaml:8:11"),
+        "{}",
+        r.stderr
+    );
+    ws.write(
+        "compose.yaml",
+        &format!("{compose}  tools:\n    image: appliance/tools:1\n"),
+    );
+    ws.write(
+        "components/50-compose.yaml",
+        &component.replace("{web: web-image}", "{web: web-image, tools: tools-image}"),
+    );
+    let r = ws.build_fails(&["--var", var.as_str(), "--var", "arch=aarch64"], 2);
+    assert!(
+        r.stderr.contains(
+            "service `tools` of `rootfs` runs `tools-image`, an image for linux/amd64, but service `web` runs `web-image`, for linux/arm64"
+        ),
+        "{}",
+        r.stderr
+    );
+    ws.write("compose.yaml", &compose);
+    ws.write("components/50-compose.yaml", &component);
 
     // Without the digest variable, the compose file says what is missing.
     let r = ws.build_fails(&[], 2);
