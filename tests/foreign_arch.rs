@@ -352,6 +352,25 @@ fn pulls_and_data_roots_of_arm64_images_are_native_and_the_data_root_runs_them()
         &format!("docker -H {host} run --rm --network none --platform linux/arm64 {tag}"),
     );
     assert_eq!(out, "aarch64\n");
+    drop(daemon);
+
+    // A step on the image pinned by digest: the engine pulls it for arm64
+    // (natively) and runs it under the emulator.
+    let steps = Ws::new();
+    steps.write(
+        "BUILD.yaml",
+        &format!(
+            "targets:\n  arch:\n    rule: run\n    image: {reference}\n    platform: linux/arm64\n    cmd: \"uname -m > $OUT/arch\"\n    outs: [arch]\n"
+        ),
+    );
+    steps.build_ok(&[]);
+    assert_eq!(steps.read("out/arch/arch"), "aarch64\n");
+    let platform = sh(
+        ws.path(),
+        &format!("docker image inspect --format '{{{{.Os}}}}/{{{{.Architecture}}}}' {reference}"),
+    );
+    assert_eq!(platform.trim(), "linux/arm64");
+    sh(ws.path(), &format!("docker rmi {reference} >/dev/null"));
 }
 
 #[test]
