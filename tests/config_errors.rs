@@ -1195,3 +1195,30 @@ fn platform_applies_to_steps_in_images_only() {
         "`platform` applies to steps in a container",
     );
 }
+
+#[test]
+fn a_compose_components_platform_must_be_known() {
+    let ws = Ws::new();
+    ws.write(
+        "compose.yaml",
+        &format!(
+            "services:\n  agent:\n    image: r.example/agent@sha256:{}\n",
+            "ab".repeat(32)
+        ),
+    );
+    ws.write(
+        "BUILD.yaml",
+        r#"targets:
+  root:
+    rule: rootfs
+    components:
+      - type: docker-compose
+        file: compose.yaml
+        target: /etc/compose.yaml
+        platform: linux/aarch64
+"#,
+    );
+    // line 8: the value after `platform: ` (8 + 10 columns)
+    let r = expect_error_in(&ws, "BUILD.yaml:8:19", "`aarch64` is not an architecture");
+    assert!(r.stderr.contains("docker-compose"), "{}", dump(&r));
+}

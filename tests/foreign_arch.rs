@@ -222,8 +222,24 @@ fn keys_name_the_platform_of_every_container_step() {
     image: 127.0.0.1:1/strata-test/any@sha256:{hex}
     platform: ${{plat}}
     cmd: "true"
+  device:
+    rule: rootfs
+    layers: [{{from: root}}]
+    components:
+      - type: docker-compose
+        file: compose.yaml
+        target: /etc/compose.yaml
+        platform: ${{plat}}
 "#,
             hex = "ab".repeat(32)
+        ),
+    );
+    // A service pulled for the device's platform.
+    ws.write(
+        "compose.yaml",
+        &format!(
+            "services:\n  agent:\n    image: 127.0.0.1:1/strata-test/agent@sha256:{}\n",
+            "cd".repeat(32)
         ),
     );
     // Keyed without running anything, on both platforms.
@@ -258,7 +274,7 @@ fn keys_name_the_platform_of_every_container_step() {
             );
         }
     }
-    for target in ["pulled", "data"] {
+    for target in ["pulled", "data", "device#compose-0-agent"] {
         let amd64 = explain(target, "linux/amd64");
         let arm64 = explain(target, "linux/arm64");
         assert_ne!(amd64["key"], arm64["key"], "{target}");
