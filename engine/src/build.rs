@@ -211,6 +211,11 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
     let started = Instant::now();
 
     let jobs = plan_jobs(&ws, &graph, &order, &mut sources, &emulators)?;
+    // Where each container step runs, for its record.
+    let runs_on: BTreeMap<String, RunsOn> = jobs
+        .values()
+        .filter_map(|j| Some((j.name.clone(), j.work.runs_on()?.clone())))
+        .collect();
     let settings = Settings {
         jobs: opts.jobs,
         keep_going: opts.keep_going,
@@ -324,7 +329,10 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
                         output: r.output.map(|o| store.function().qualified(&o)),
                         rule: rule_names.get(&r.name).cloned().unwrap_or_default(),
                         reproducible: !non_reproducible.contains(&r.name),
-                    },
+                        platform: None,
+                        emulator: None,
+                    }
+                    .runs_on(runs_on.get(&r.name)),
                 )
             })
             .collect(),

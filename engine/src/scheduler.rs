@@ -94,6 +94,20 @@ pub enum Work {
 }
 
 impl Work {
+    /// The platform (and emulator) of work that runs an image's programs:
+    /// `run` in an image, a stage's command; `None` for everything else.
+    pub fn runs_on(&self) -> Option<&RunsOn> {
+        match self {
+            Work::Run(step) => step.container.as_ref().map(|c| &c.runs_on),
+            Work::Stage {
+                step: StageStep::Run(_),
+                runs_on,
+                ..
+            } => Some(runs_on),
+            _ => None,
+        }
+    }
+
     /// Whether the output is named in advance (`output_digest`,
     /// `image-pull`): rebuilding it can only give those bytes or fail.
     pub fn pinned(&self) -> bool {

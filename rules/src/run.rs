@@ -455,6 +455,36 @@ mod tests {
     }
 
     #[test]
+    fn a_container_steps_platform_and_emulator_enter_its_command() {
+        let mut p = params();
+        p.container = Some(Container {
+            image: ImageRef::Target("img".into()),
+            user: None,
+            caches: BTreeMap::new(),
+            runs_on: RunsOn::default(),
+        });
+        let amd64 = p.step().keyed_command;
+        let c = p.container.as_mut().unwrap();
+        c.runs_on.platform = crate::platform::Platform::parse_known("linux/arm64").unwrap();
+        let arm64 = p.step().keyed_command;
+        assert_ne!(amd64, arm64);
+        let c = p.container.as_mut().unwrap();
+        c.runs_on.emulator = Some(crate::platform::Emulator {
+            interpreter: "/usr/bin/qemu-aarch64-static".into(),
+            sha256: format!("sha256:{}", "cd".repeat(32)),
+            flags: "F".into(),
+        });
+        let emulated = p.step().keyed_command;
+        assert_ne!(arm64, emulated);
+        let props = &emulated.platform.unwrap().properties;
+        assert!(
+            props
+                .iter()
+                .any(|x| x.name == "emulator" && x.value == "/usr/bin/qemu-aarch64-static")
+        );
+    }
+
+    #[test]
     fn fixed_output_key_ignores_the_command() {
         let d = DigestFunction::Blake3.of_bytes(b"");
         let mut a = params();

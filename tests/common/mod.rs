@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod docker;
+pub mod emulation;
 pub mod remote;
 
 use std::fs;

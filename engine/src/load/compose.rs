@@ -9,7 +9,7 @@
 //!     target: /etc/app/compose.yaml       # where it is installed
 //!     images: {web: web-image}            # services built by Strata
 //!     data_root: /var/lib/docker          # the default
-//!     platform: linux/arm64               # the default: the built images'
+//!     platform: linux/arm64               # the device's; default: the built images'
 //! ```
 //!
 //! Every service needs an `image:`. A service listed in `images:` runs the
@@ -56,6 +56,8 @@ struct Written {
     images: BTreeMap<String, String>,
     #[serde(default = "default_data_root")]
     data_root: String,
+    /// The device's: pinned services are pulled for it and built images
+    /// must be for it (by default, the built images' own).
     #[serde(default)]
     platform: Option<String>,
 }
