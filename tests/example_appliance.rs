@@ -748,3 +748,24 @@ fn an_unknown_architecture_is_refused_where_it_is_included() {
     // Nothing ran: the build stopped while loading.
     assert!(!r.stderr.contains("] executed"), "{}", r.stderr);
 }
+
+/// The two hand-written architecture files stay twins: they differ only in
+/// the architecture's names, so a change made to one is made to both.
+#[test]
+fn the_platform_files_differ_only_in_the_architecture() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/appliance");
+    // Past the header, which names both files.
+    let read = |arch: &str| {
+        let text = std::fs::read_to_string(example.join(format!("platform-{arch}.yaml"))).unwrap();
+        text[text.find("\ntargets:\n").expect("a targets: line")..].to_string()
+    };
+    let arm64 = read("aarch64");
+    assert!(arm64.contains("platform: linux/arm64\n"), "{arm64}");
+    assert!(arm64.contains("Architecture: arm64\n"), "{arm64}");
+    assert_eq!(
+        read("x86_64")
+            .replace("x86_64", "aarch64")
+            .replace("amd64", "arm64"),
+        arm64
+    );
+}
