@@ -9,7 +9,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::docker::{Dockerd, Registry, docker_available, mini_rootfs};
+use common::docker::{Dockerd, Registry, docker_available, mini_rootfs, runs};
+use common::emulation::arm64_runs;
 use common::{Ws, sh};
 
 const GIT: &str = "git -c user.name=t -c user.email=t@example.com";
@@ -62,6 +63,36 @@ impl Drop for Cleanup {
             }
         }
     }
+}
+
+/// Flashes the bundle onto a loop device, checks what it wrote and mounts
+/// it (read-write, as a device boots it); returns the mount point.
+fn flash_and_mount(ws: &Ws, bundle: &Path, scratch: &Path, cleanup: &mut Cleanup) -> PathBuf {
+    let backing = scratch.join("device.img");
+    sh(scratch, &format!("truncate -s 320M {}", backing.display()));
+    let device = sh(scratch, &format!("losetup -f --show {}", backing.display()))
+        .trim()
+        .to_string();
+    cleanup.sh(format!("losetup -d {device}"));
+    let flashed = sh(
+        scratch,
+        &format!("{} --quiet -- {device}", bundle.display()),
+    );
+    assert!(
+        flashed.contains(&format!("verified: {device} holds the appliance image")),
+        "{flashed}"
+    );
+    sh(scratch, &format!("e2fsck -fn {device}"));
+    let motd = sh(
+        scratch,
+        &format!("debugfs -R 'cat /etc/motd' {device} 2>/dev/null"),
+    );
+    assert_eq!(motd, ws.read("files/motd"));
+    let mnt = scratch.join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    sh(scratch, &format!("mount {device} {}", mnt.display()));
+    cleanup.sh(format!("umount {}", mnt.display()));
+    mnt
 }
 
 #[test]
@@ -239,36 +270,7 @@ fn the_appliance_is_built_flashed_and_starts_its_services_without_a_registry() {
         .tempdir()
         .unwrap();
     let mut cleanup = Cleanup::default();
-    let backing = scratch.path().join("device.img");
-    sh(
-        scratch.path(),
-        &format!("truncate -s 320M {}", backing.display()),
-    );
-    let device = sh(
-        scratch.path(),
-        &format!("losetup -f --show {}", backing.display()),
-    )
-    .trim()
-    .to_string();
-    cleanup.sh(format!("losetup -d {device}"));
-    let flashed = sh(
-        scratch.path(),
-        &format!("{} --quiet -- {device}", bundle.display()),
-    );
-    assert!(
-        flashed.contains(&format!("verified: {device} holds the appliance image")),
-        "{flashed}"
-    );
-    sh(scratch.path(), &format!("e2fsck -fn {device}"));
-    let motd = sh(
-        scratch.path(),
-        &format!("debugfs -R 'cat /etc/motd' {device} 2>/dev/null"),
-    );
-    assert_eq!(motd, ws.read("files/motd"));
-    let mnt: PathBuf = scratch.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    sh(scratch.path(), &format!("mount {device} {}", mnt.display()));
-    cleanup.sh(format!("umount {}", mnt.display()));
+    let mnt = flash_and_mount(&ws, &bundle, scratch.path(), &mut cleanup);
     let listing = sh(
         &mnt,
         "stat -c '%n %a %u:%g %F' etc/appliance/compose.yaml etc/appliance/conf.d/appliance.conf \
@@ -325,6 +327,249 @@ fn the_appliance_is_built_flashed_and_starts_its_services_without_a_registry() {
             "appliance_agent_1 {registry_host}/appliance/agent\nappliance_web_1 appliance/web:1\n"
         ),
     );
+}
+
+/// The pulled service's image for arm64: libc6 and busybox from the
+/// example's own arm64 lock, made an image by Strata in a workspace beside
+/// the example's (sharing its store) and loaded into the engine. Built-in
+/// rules only: nothing here runs under emulation.
+fn arm64_agent_image(ws: &Ws, tag: &str) -> String {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/appliance");
+    let build = std::fs::read_to_string(example.join("BUILD.yaml")).unwrap();
+    let digest = build
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("arm64_debs_digest: "))
+        .expect("BUILD.yaml declares arm64_debs_digest");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        example.join("packages-aarch64.yaml"),
+        dir.path().join("packages.yaml"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("BUILD.yaml"),
+        format!(
+            "vars:\n  SOURCE_DATE_EPOCH: \"1700000000\"\n  arm64_debs_digest: {digest}\n\
+             include: [packages.yaml]\n\
+             targets:\n\
+             \x20 agent-root: {{rule: rootfs, layers: [{{from: deb-libc6}}, {{from: deb-busybox}}]}}\n\
+             \x20 agent-image:\n\
+             \x20   rule: image\n\
+             \x20   from: agent-root\n\
+             \x20   platform: linux/arm64\n\
+             \x20   tag: {tag}\n\
+             \x20   config: {{entrypoint: [/bin/busybox, sleep, \"1000000\"]}}\n"
+        ),
+    )
+    .unwrap();
+    let out = ws
+        .cmd(&["build", "agent-image"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the arm64 agent image: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    sh(
+        dir.path(),
+        "tar -C out/agent-image -c . | docker load >/dev/null",
+    );
+    tag.to_string()
+}
+
+/// The ELF machine of a program (`e_machine`, bytes 18-19): 183 is
+/// aarch64, 62 x86-64.
+fn elf_machine(path: &Path) -> u16 {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(&bytes[..4], b"\x7fELF", "{} is not ELF", path.display());
+    u16::from_le_bytes([bytes[18], bytes[19]])
+}
+
+/// The architecture in an image layout's (or docker-archive's) config.
+fn layout_architecture(dir: &Path) -> String {
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
+    let config = manifest[0]["Config"].as_str().unwrap();
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join(config)).unwrap()).unwrap();
+    format!(
+        "{}/{}",
+        config["os"].as_str().unwrap(),
+        config["architecture"].as_str().unwrap()
+    )
+}
+
+const AARCH64: u16 = 183;
+
+#[test]
+fn the_arm64_appliance_is_built_from_arm64_packages_without_emulation_and_runs_under_it() {
+    if !docker_available() {
+        return;
+    }
+    let ws = Ws::new();
+    copy_example(&ws);
+    sh(
+        ws.path(),
+        &format!(
+            "git init -q && {GIT} add -A && {GIT} commit -qm init && {GIT} tag -a v1.2.0 -m v1.2.0"
+        ),
+    );
+    // The pulled service, for arm64, pushed to a local registry and pinned
+    // by digest.
+    let registry = Registry::start(None);
+    let agent = arm64_agent_image(&ws, "strata-test/appliance-agent:arm64");
+    let digest = registry.push(&agent, "appliance/agent", "1");
+    let _ = Command::new("docker").args(["rmi", "-f", &agent]).output();
+    let registry_host = registry.host();
+    let agent_ref = format!("{registry_host}/appliance/agent@{digest}");
+
+    let vars = [
+        "--var".to_string(),
+        "arch=aarch64".to_string(),
+        "--var".to_string(),
+        format!("registry={registry_host}"),
+        "--var".to_string(),
+        format!("agent_digest={digest}"),
+    ];
+    let vars: Vec<&str> = vars.iter().map(String::as_str).collect();
+    let r = ws.build_ok(&vars);
+    assert!(r.executed().contains(&"bundle".to_string()));
+    drop(registry);
+    assert!(
+        ws.build_ok(&vars).executed().is_empty(),
+        "a second build is a no-op"
+    );
+    // Nothing in the build ran under emulation: the only container step,
+    // the disk image's, ran its amd64 tools natively (the data-root's
+    // dockerd is this machine's, and loading runs no image's programs).
+    let manifest = ws.run(&["manifest"]);
+    assert_eq!(manifest.code, 0, "{}", manifest.stderr);
+    assert!(!manifest.stdout.contains("emulated"), "{}", manifest.stdout);
+    assert!(
+        manifest.stdout.contains("linux/amd64, natively"),
+        "{}",
+        manifest.stdout
+    );
+
+    // The rootfs holds arm64 programs from the arm64 packages, which run
+    // under qemu-user (called directly, so with or without a binfmt_misc
+    // handler), their libraries found in the rootfs.
+    if !runs(
+        "qemu-aarch64-static",
+        &["--version"],
+        "qemu-aarch64-static is missing (scripts/binfmt-up.sh installs qemu-user-static)",
+    ) {
+        return;
+    }
+    let rootfs = ws.path().join("out/rootfs");
+    for program in [
+        "bin/busybox",
+        "bin/uname",
+        "sbin/mke2fs",
+        "lib/systemd/systemd",
+    ] {
+        assert_eq!(elf_machine(&rootfs.join(program)), AARCH64, "{program}");
+    }
+    let emulated = |args: &str| {
+        sh(
+            ws.path(),
+            &format!(
+                "qemu-aarch64-static -L {r} {r}/{args}",
+                r = rootfs.display()
+            ),
+        )
+    };
+    assert_eq!(emulated("bin/uname -m"), "aarch64\n");
+    assert_eq!(emulated("bin/busybox uname -m"), "aarch64\n");
+    assert_eq!(emulated("bin/dash -c 'echo $((6 * 7))'"), "42\n");
+
+    // The .deb is for arm64, and so is the web image it carries.
+    let deb = ws
+        .path()
+        .join("out/package/appliance-services_1.2.0_arm64.deb");
+    let fields = sh(
+        ws.path(),
+        &format!(
+            "dpkg-deb --field {} Package Version Architecture",
+            deb.display()
+        ),
+    );
+    assert_eq!(
+        fields,
+        "Package: appliance-services\nVersion: 1.2.0\nArchitecture: arm64\n"
+    );
+    let unpacked = ws.path().join("deb-data");
+    sh(
+        ws.path(),
+        &format!(
+            "dpkg-deb -x {} {u} && mkdir {u}/web && tar -C {u}/web -xf {u}/usr/share/appliance/images/web.tar",
+            deb.display(),
+            u = unpacked.display()
+        ),
+    );
+    assert_eq!(layout_architecture(&unpacked.join("web")), "linux/arm64");
+
+    // The bundle, flashed: the same image the rootfs made, whose data-root
+    // a dockerd on this machine starts the services from, emulated (through
+    // the binfmt_misc handler, which containers need).
+    if !arm64_runs() {
+        return;
+    }
+    let bundle = ws.path().join("out/bundle/appliance-flash.run");
+    let check = sh(ws.path(), &format!("{} --check", bundle.display()));
+    assert!(check.contains("intact"), "{check}");
+    let scratch = tempfile::tempdir().unwrap();
+    let run = tempfile::Builder::new()
+        .prefix("strata-appl")
+        .tempdir()
+        .unwrap();
+    let mut cleanup = Cleanup::default();
+    let mnt = flash_and_mount(&ws, &bundle, scratch.path(), &mut cleanup);
+    assert_eq!(elf_machine(&mnt.join("bin/busybox")), AARCH64);
+    assert_eq!(
+        std::fs::read_to_string(mnt.join("etc/appliance/compose.yaml")).unwrap(),
+        ws.read("out/rootfs/etc/appliance/compose.yaml")
+    );
+    let daemon = Dockerd::start(&mnt.join("var/lib/docker"), run.path());
+    let host = daemon.host.clone();
+    cleanup.0.push(Step::Daemon(daemon));
+    let platforms = sh(
+        run.path(),
+        &format!(
+            "docker -H {host} image inspect --format '{{{{.Os}}}}/{{{{.Architecture}}}}' appliance/web:1 {agent_ref}"
+        ),
+    );
+    assert_eq!(platforms, "linux/arm64\nlinux/arm64\n");
+    let docker_run = format!("docker -H {host} run --platform linux/arm64 --network none");
+    assert_eq!(
+        sh(
+            run.path(),
+            &format!("{docker_run} --rm --entrypoint /bin/busybox appliance/web:1 uname -m")
+        ),
+        "aarch64\n"
+    );
+    assert_eq!(
+        sh(
+            run.path(),
+            &format!("{docker_run} --rm --entrypoint /bin/busybox {agent_ref} uname -m")
+        ),
+        "aarch64\n"
+    );
+    cleanup.sh(format!("docker -H {host} rm -f appliance-web >/dev/null"));
+    sh(
+        run.path(),
+        &format!("{docker_run} -d --name appliance-web appliance/web:1"),
+    );
+    // httpd starts under emulation: ask until it answers.
+    let page = sh(
+        run.path(),
+        &format!(
+            "for i in $(seq 50); do docker -H {host} exec appliance-web /bin/busybox wget -qO- http://127.0.0.1:8080/ && exit 0; sleep 0.2; done; exit 1"
+        ),
+    );
+    assert_eq!(page, ws.read("www/index.html"));
 }
 
 /// The example's compose file is checked at load time, with the place of
@@ -400,10 +645,10 @@ fn compose_mistakes_are_reported_in_the_compose_file() {
 
     // The image target switched off: the service cannot do without it.
     ws.write("components/50-compose.yaml", &component);
-    let build = ws.read("BUILD.yaml");
+    let platform = ws.read("platform-x86_64.yaml");
     ws.write(
-        "BUILD.yaml",
-        &build.replace(
+        "platform-x86_64.yaml",
+        &platform.replace(
             "  web-image:\n    rule: image\n",
             "  web-image:\n    when: \"${with_web}\"\n    rule: image\n",
         ),
@@ -415,7 +660,61 @@ fn compose_mistakes_are_reported_in_the_compose_file() {
         "{}",
         r.stderr
     );
-    ws.write("BUILD.yaml", &build);
+    ws.write("platform-x86_64.yaml", &platform);
+
+    // A data-root serves one device: the component's platform and the
+    // images built for it must agree, and it must be a platform.
+    ws.write(
+        "components/50-compose.yaml",
+        &format!("{component}platform: linux/amd64\n"),
+    );
+    let r = ws.build_fails(&["--var", var.as_str(), "--var", "arch=aarch64"], 2);
+    assert!(
+        r.stderr.contains(
+            "the docker-compose component of `rootfs` is for linux/amd64, but its service `web` runs `web-image`, an image for linux/arm64"
+        ),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("components/50-compose.yaml:6:15"),
+        "{}",
+        r.stderr
+    );
+    ws.write(
+        "components/50-compose.yaml",
+        &format!("{component}platform: aarch64\n"),
+    );
+    let r = ws.build_fails(&["--var", var.as_str(), "--var", "arch=aarch64"], 2);
+    assert!(
+        r.stderr
+            .contains("`aarch64` is not a platform such as `linux/amd64`"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("components/50-compose.yaml:8:11"),
+        "{}",
+        r.stderr
+    );
+    ws.write(
+        "compose.yaml",
+        &format!("{compose}  tools:\n    image: appliance/tools:1\n"),
+    );
+    ws.write(
+        "components/50-compose.yaml",
+        &component.replace("{web: web-image}", "{web: web-image, tools: tools-image}"),
+    );
+    let r = ws.build_fails(&["--var", var.as_str(), "--var", "arch=aarch64"], 2);
+    assert!(
+        r.stderr.contains(
+            "service `tools` of `rootfs` runs `tools-image`, an image for linux/amd64, but service `web` runs `web-image`, for linux/arm64"
+        ),
+        "{}",
+        r.stderr
+    );
+    ws.write("compose.yaml", &compose);
+    ws.write("components/50-compose.yaml", &component);
 
     // Without the digest variable, the compose file says what is missing.
     let r = ws.build_fails(&[], 2);
@@ -425,4 +724,48 @@ fn compose_mistakes_are_reported_in_the_compose_file() {
         r.stderr
     );
     assert!(r.stderr.contains("compose.yaml:14:"), "{}", r.stderr);
+}
+
+/// An architecture the example has no files for is a configuration error
+/// at the include that names it (no Docker needed).
+#[test]
+fn an_unknown_architecture_is_refused_where_it_is_included() {
+    let ws = Ws::new();
+    copy_example(&ws);
+    sh(
+        ws.path(),
+        &format!("git init -q && {GIT} add -A && {GIT} commit -qm init"),
+    );
+    let digest = format!("agent_digest=sha256:{}", "a".repeat(64));
+    let r = ws.build_fails(&["--var", "arch=armv7", "--var", digest.as_str()], 2);
+    assert!(
+        r.stderr
+            .contains("include pattern `packages-armv7.yaml` matches no file"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("BUILD.yaml:37:"), "{}", r.stderr);
+    // Nothing ran: the build stopped while loading.
+    assert!(!r.stderr.contains("] executed"), "{}", r.stderr);
+}
+
+/// The two hand-written architecture files stay twins: they differ only in
+/// the architecture's names, so a change made to one is made to both.
+#[test]
+fn the_platform_files_differ_only_in_the_architecture() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/appliance");
+    // Past the header, which names both files.
+    let read = |arch: &str| {
+        let text = std::fs::read_to_string(example.join(format!("platform-{arch}.yaml"))).unwrap();
+        text[text.find("\ntargets:\n").expect("a targets: line")..].to_string()
+    };
+    let arm64 = read("aarch64");
+    assert!(arm64.contains("platform: linux/arm64\n"), "{arm64}");
+    assert!(arm64.contains("Architecture: arm64\n"), "{arm64}");
+    assert_eq!(
+        read("x86_64")
+            .replace("x86_64", "aarch64")
+            .replace("amd64", "arm64"),
+        arm64
+    );
 }

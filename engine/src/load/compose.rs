@@ -9,6 +9,7 @@
 //!     target: /etc/app/compose.yaml       # where it is installed
 //!     images: {web: web-image}            # services built by Strata
 //!     data_root: /var/lib/docker          # the default
+//!     platform: linux/arm64               # the device's; default: the built images'
 //! ```
 //!
 //! Every service needs an `image:`. A service listed in `images:` runs the
@@ -16,7 +17,10 @@
 //! data-root as the compose file names it; any other service's image must be
 //! pinned by digest (`name@sha256:<hex>`) and is pulled by a hidden
 //! `image-pull` target (`<rootfs>#compose-<i>-<service>`), then recorded in
-//! the data-root under that digest reference. The images are loaded by a
+//! the data-root under that digest reference. A data-root serves one device,
+//! so its images are for one platform: `platform:` when written, else that
+//! of the images Strata builds for it (`linux/amd64` when there are none);
+//! the pulls are for it, and a built image for another is refused. The images are loaded by a
 //! hidden `docker-data-root` target (`<rootfs>#compose-<i>`), and the
 //! component the rule receives is the resolved form: the compose file's
 //! text (interpolated with the workspace's variables), its target path,
@@ -33,13 +37,14 @@ use serde_saphyr::Spanned;
 use strata_rules::builtin::Builtin;
 use strata_rules::data_root::{DataRootParams, DataRootRef};
 use strata_rules::image_pull::PullParams;
+use strata_rules::platform::{DEFAULT_PLATFORM, Platform};
 use strata_rules::run::ImageRef;
 
 use super::diag::did_you_mean;
 use super::schema::Pairs;
 use super::{FileIds, Kind, Loader, Loc, Located, Target, Vars};
 
-const FIELDS: &str = "file, target, images, data_root";
+const FIELDS: &str = "file, target, images, data_root, platform";
 
 /// The component as written in BUILD.yaml (after `${var}` interpolation).
 #[derive(Deserialize)]
@@ -51,6 +56,10 @@ struct Written {
     images: BTreeMap<String, String>,
     #[serde(default = "default_data_root")]
     data_root: String,
+    /// The device's: pinned services are pulled for it and built images
+    /// must be for it (by default, the built images' own).
+    #[serde(default)]
+    platform: Option<String>,
 }
 
 fn default_data_root() -> String {
@@ -83,6 +92,18 @@ pub(super) struct ImageCheck {
 }
 
 const IMAGE_HINT: &str = "name an `image` or `image-pull` target";
+
+/// One component's platform, settled once every target is loaded: its
+/// pulls are made for it and its built images must be for it.
+pub(super) struct PlatformCheck {
+    rootfs: String,
+    /// `platform:` as written, checked.
+    asked: Option<Located<Platform>>,
+    /// Services built by Strata, with their image targets, in file order.
+    built: Vec<(String, Located<String>)>,
+    /// The hidden `image-pull` targets of the pinned services.
+    pulls: Vec<String>,
+}
 
 impl Loader {
     /// Resolves the `docker-compose` components of a `rootfs` target's
@@ -149,6 +170,23 @@ impl Loader {
     ) -> Option<(Value, Vec<Target>)> {
         let errors_before = self.errors.len();
         let file_loc = self.locate(ids, field_loc, &written.file);
+        let asked = written.platform.as_ref().and_then(|text| {
+            let loc = self.locate(ids, field_loc, text);
+            match Platform::parse_known(text) {
+                Ok(value) => Some(Located { value, loc }),
+                Err(msg) => {
+                    let e = self.at().error(
+                        loc,
+                        format!("components[{i}] (docker-compose): {msg}"),
+                        "not a platform",
+                        Some("write the platform of the device's images as OCI names it: `linux/amd64` or `linux/arm64` (an arm64 board is `linux/arm64`, not `aarch64`)".into()),
+                    );
+                    self.errors.push(e);
+                    None
+                }
+            }
+        });
+        let mut built: Vec<(String, Located<String>)> = Vec::new();
         let (fid, raw, text) = self.read_compose(&written.file, file_loc, dir, vars)?;
         let compose_ids = FileIds(Rc::new(vec![fid]));
         let options = serde_saphyr::options! { with_snippet: false };
@@ -250,6 +288,13 @@ impl Loader {
                         loc,
                     },
                 });
+                built.push((
+                    service.value.clone(),
+                    Located {
+                        value: target.clone(),
+                        loc,
+                    },
+                ));
                 if !images.contains(target) {
                     images.push(target.clone());
                     deps.push(Located {
@@ -306,7 +351,9 @@ impl Loader {
                         kind: Kind::ImagePull(PullParams {
                             reference: reference.clone(),
                             digest,
-                            platform: "linux/amd64".into(),
+                            // The component's, once every target is loaded
+                            // (`compose_platforms`).
+                            platform: DEFAULT_PLATFORM.into(),
                             auth_env: None,
                         }),
                     });
@@ -344,6 +391,12 @@ impl Loader {
         if self.errors.len() > errors_before {
             return None;
         }
+        self.compose_platforms.push(PlatformCheck {
+            rootfs: rootfs.to_string(),
+            asked,
+            built,
+            pulls: pulls.iter().map(|t| t.name.clone()).collect(),
+        });
         let mut targets = pulls;
         targets.push(Target {
             name: data_root_name.clone(),
@@ -354,7 +407,12 @@ impl Loader {
             outs: Vec::new(),
             output_digest: None,
             hidden: true,
-            kind: Kind::DataRoot(DataRootParams { images, references }),
+            kind: Kind::DataRoot(DataRootParams {
+                // Each image's, once every target is loaded.
+                platforms: vec![Platform::default_platform(); images.len()],
+                images,
+                references,
+            }),
         });
         let resolved = serde_json::json!({
             "type": "docker-compose",
@@ -533,6 +591,64 @@ impl Loader {
                         Some(hint),
                     );
                     self.errors.push(e);
+                }
+            }
+        }
+    }
+}
+
+impl Loader {
+    /// Once every target is loaded (and before `resolve_platforms`, which
+    /// gives each data-root image its platform): each compose component's
+    /// platform, its pulls made for it, built images for another refused.
+    pub(super) fn compose_platforms(&mut self, targets: &mut BTreeMap<String, Target>) {
+        for check in std::mem::take(&mut self.compose_platforms) {
+            let built: Vec<(&String, &Located<String>, Platform)> = check
+                .built
+                .iter()
+                .filter_map(|(service, target)| {
+                    let written = match &targets.get(&target.value)?.kind {
+                        Kind::Builtin(Builtin::Image(p), _) => &p.platform,
+                        Kind::ImagePull(p) => &p.platform,
+                        _ => return None,
+                    };
+                    Some((service, target, Platform::parse_known(written).ok()?))
+                })
+                .collect();
+            let platform = match (&check.asked, built.first()) {
+                (Some(asked), _) => {
+                    for (service, target, theirs) in &built {
+                        if *theirs != asked.value {
+                            let e = self.at().error(
+                                target.loc,
+                                format!("the docker-compose component of `{}` is for {}, but its service `{service}` runs `{}`, an image for {theirs}", check.rootfs, asked.value, target.value),
+                                format!("for {theirs}"),
+                                Some(format!("a data-root holds the images of one device: build `{}` for {} (`platform:` on it), or change the component's `platform:`", target.value, asked.value)),
+                            );
+                            self.errors.push(e);
+                        }
+                    }
+                    asked.value.clone()
+                }
+                (None, Some((first_service, first_target, first))) => {
+                    for (service, target, theirs) in &built[1..] {
+                        if theirs != first {
+                            let e = self.at().error(
+                                target.loc,
+                                format!("service `{service}` of `{}` runs `{}`, an image for {theirs}, but service `{first_service}` runs `{}`, for {first}", check.rootfs, target.value, first_target.value),
+                                format!("for {theirs}"),
+                                Some("a data-root holds the images of one device: build them for one platform".into()),
+                            );
+                            self.errors.push(e);
+                        }
+                    }
+                    first.clone()
+                }
+                (None, None) => Platform::default_platform(),
+            };
+            for pull in &check.pulls {
+                if let Some(Kind::ImagePull(p)) = targets.get_mut(pull).map(|t| &mut t.kind) {
+                    p.platform = platform.to_string();
                 }
             }
         }
