@@ -38,6 +38,10 @@ pub struct RecordedTarget {
     /// False for rules declared non-reproducible (`docker-data-root`).
     #[serde(default = "yes")]
     pub reproducible: bool,
+    /// The records' names of dependencies whose name here differs from the
+    /// one the key uses (a matrix build's labels, `x86_64/rootfs`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub deps: BTreeMap<String, String>,
 }
 
 fn yes() -> bool {
@@ -45,6 +49,11 @@ fn yes() -> bool {
 }
 
 impl RecordedTarget {
+    /// The record's name of dependency `name` (as the key names it).
+    pub fn dep_label<'a>(&'a self, name: &'a str) -> &'a str {
+        self.deps.get(name).map(String::as_str).unwrap_or(name)
+    }
+
     /// The key as a digest, when the record has its size (version 2).
     pub fn key_digest(&self) -> Option<strata_store::Digest> {
         strata_store::Digest::from_hex(self.key.as_deref()?, self.key_size?)

@@ -104,7 +104,12 @@ impl Work {
 
 #[derive(Clone)]
 pub struct Job {
+    /// What reports, records and traces call the node: the target's name,
+    /// or its label in a matrix build (`x86_64/ramdisk`).
     pub name: String,
+    /// The target's own name, as keys see it (a fixed-output step is keyed
+    /// by it).
+    pub target: String,
     pub work: Work,
     pub sources: Vec<SourceFile>,
     /// Dependency names and nodes, in declaration order.
@@ -217,6 +222,7 @@ pub async fn run(
                 .collect();
             let task = Task {
                 name: job.name.clone(),
+                target: job.target.clone(),
                 work: job.work.clone(),
                 sources: job.sources.clone(),
                 deps,
@@ -283,6 +289,7 @@ pub async fn run(
 
 struct Task {
     name: String,
+    target: String,
     work: Work,
     sources: Vec<SourceFile>,
     deps: Vec<(String, Digest)>,
@@ -306,7 +313,7 @@ impl Task {
         let keyed = key::of_work(
             function,
             shared.store.cas(),
-            &self.name,
+            &self.target,
             &self.work,
             sandboxed,
             &self.sources,
@@ -467,12 +474,20 @@ impl Task {
 }
 
 impl Task {
-    /// Scratch folders of this target are named `<prefix><random>`.
+    /// Scratch folders of this target are named `<prefix><random>`; a
+    /// matrix label's `/`, `{`, `}` and `,` become `.` (one path component).
     fn scratch_prefix(&self, shared: &Shared, name: &str) -> String {
         let audit = match shared.settings.audit {
             Some(_) => AuditRun::SCRATCH_PREFIX,
             None => "",
         };
+        let name: String = name
+            .chars()
+            .map(|c| match c {
+                '/' | '{' | '}' | ',' => '.',
+                c => c,
+            })
+            .collect();
         format!("{audit}{}-{name}-", shared.settings.workspace_tag)
     }
 
