@@ -441,7 +441,7 @@ mod tests {
         );
         assert_eq!(
             messages(parse(&["arch=a", "arch=b"], &[])),
-            ["`--matrix arch` is given twice @ command line, column 27"]
+            ["`--matrix arch` is given twice @ command line, column 26"]
         );
         assert_eq!(
             messages(parse(&["9x=a"], &[])),
