@@ -139,9 +139,7 @@ impl Loader {
                         vloc,
                         format!("`{}` cannot be a matrix value", v.value),
                         "not a plain name",
-                        Some(format!(
-                            "a value names the folder `out/<value>/` holding that configuration's outputs: use letters, digits, `.`, `_` and `-`, starting with a letter, digit or `_`"
-                        )),
+                        Some("a value names the folder `out/<value>/` holding that configuration's outputs: use letters, digits, `.`, `_` and `-`, starting with a letter, digit or `_`".into()),
                     );
                     self.errors.push(e);
                     continue;
@@ -151,7 +149,7 @@ impl Loader {
                         vloc,
                         format!("`matrix` lists `{}` twice for `{var}`", v.value),
                         "listed again here",
-                        None,
+                        Some("each value is built once; list it once".into()),
                     );
                     self.errors.push(e);
                     continue;
