@@ -307,7 +307,7 @@ impl Plan {
                 .collect();
             let indices: Vec<usize> = mine.iter().map(|&n| self.nodes[n].target).collect();
             let mut sources = inputs::resolve(&cfg.ws, &indices, skip, cache, function)
-                .map_err(|e| BuildError::Config(e))?;
+                .map_err(BuildError::Config)?;
             for n in mine {
                 let list = sources.remove(&self.nodes[n].target).unwrap_or_default();
                 by_node.insert(n, list);

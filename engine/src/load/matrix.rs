@@ -16,7 +16,7 @@
 use serde_saphyr::Spanned;
 
 use super::diag::did_you_mean;
-use super::schema::Pairs;
+use super::schema::RawMatrix;
 use super::{FileIds, LoadOptions, Loader, Loc, Located, Vars};
 
 /// A variable of the root file's `vars:`.
@@ -64,7 +64,7 @@ impl Loader {
     /// variable's value now.
     pub(super) fn matrix(
         &mut self,
-        raw: Option<Spanned<Pairs<Spanned<Vec<Spanned<String>>>>>>,
+        raw: Option<Spanned<RawMatrix>>,
         ids: &FileIds,
         vars: &Vars,
         options: &LoadOptions,

@@ -26,8 +26,11 @@ pub struct RawFile {
     /// Root file only: the values each listed variable may take, which
     /// `--matrix VAR` builds in one invocation.
     #[serde(default)]
-    pub matrix: Option<Spanned<Pairs<Spanned<Vec<Spanned<String>>>>>>,
+    pub matrix: Option<Spanned<RawMatrix>>,
 }
+
+/// `matrix:`: each variable with the list of its values.
+pub type RawMatrix = Pairs<Spanned<Vec<Spanned<String>>>>;
 
 /// Fields of every rule kind; each rule checks which ones it accepts.
 #[derive(Debug, Deserialize)]
