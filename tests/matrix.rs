@@ -256,6 +256,49 @@ fn a_change_for_one_value_rebuilds_that_configuration_only() {
 }
 
 #[test]
+fn steps_that_turn_out_the_same_in_two_configurations_run_once() {
+    // `base` names the architecture in its command, so it is one node per
+    // configuration, but it writes the same bytes for both: then `heavy`
+    // has one key in both configurations (early cutoff), and runs once
+    // while the other waits for it and takes its result.
+    let counter = tempfile::tempdir().unwrap();
+    let count = counter.path().join("count");
+    let ws = Ws::new();
+    ws.write(
+        "BUILD.yaml",
+        &format!(
+            "vars:\n  arch: amd64\ntargets:\n  \
+             base:\n    rule: run\n    outs: [b]\n    cmd: \"echo same > $OUT/b # ${{arch}}\"\n  \
+             heavy:\n    rule: run\n    deps: [base]\n    outs: [h]\n    cmd: \"sleep 1; cp $DEPS/base/b $OUT/h; echo heavy >> {}\"\n",
+            count.display()
+        ),
+    );
+    let r: Run = ws
+        .cmd(&["build", "--json", "--matrix", "arch=amd64,arm64", "-j", "2"])
+        .env("STRATA_SANDBOX", "off")
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let doc = r.json();
+    assert_eq!(
+        doc["targets"]["amd64/heavy"]["key"],
+        doc["targets"]["arm64/heavy"]["key"]
+    );
+    let mut heavy: Vec<&str> = ["amd64/heavy", "arm64/heavy"]
+        .iter()
+        .map(|t| doc["targets"][*t]["status"].as_str().unwrap())
+        .collect();
+    heavy.sort();
+    assert_eq!(heavy, ["cached", "executed"], "{}", r.stdout);
+    assert_eq!(fs::read_to_string(&count).unwrap(), "heavy\n");
+    assert_eq!(
+        fs::read_to_string(ws.path().join("out/arm64/heavy/h")).unwrap(),
+        "same\n"
+    );
+}
+
+#[test]
 fn graph_shows_each_node_once_with_the_configurations_sharing_it() {
     let m = Matrix::new();
     let r = m.run(&["graph", "--matrix", "arch", "--format", "json"]);

@@ -140,6 +140,58 @@ struct Shared {
     docker: Docker,
     /// Looked up on a local miss, filled after a step runs.
     remote: Option<Arc<RemoteCache>>,
+    /// Keys being looked up or executed: a second node with the same key
+    /// (a matrix build's configurations after early cutoff, or two targets
+    /// with one action) waits for the first and takes its result from the
+    /// action cache instead of running the same step at the same time.
+    in_flight: InFlight,
+}
+
+/// One lock per key in flight.
+#[derive(Default)]
+struct InFlight(std::sync::Mutex<BTreeMap<Digest, Arc<tokio::sync::Mutex<()>>>>);
+
+impl InFlight {
+    /// Waits until no other task holds `key`, then holds it until the
+    /// guard is dropped.
+    async fn hold(&self, key: Digest) -> KeyGuard<'_> {
+        let lock = self
+            .0
+            .lock()
+            .expect("the in-flight map is never poisoned")
+            .entry(key)
+            .or_default()
+            .clone();
+        let guard = lock.clone().lock_owned().await;
+        KeyGuard {
+            map: self,
+            key,
+            lock,
+            _guard: Some(guard),
+        }
+    }
+}
+
+struct KeyGuard<'a> {
+    map: &'a InFlight,
+    key: Digest,
+    lock: Arc<tokio::sync::Mutex<()>>,
+    _guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for KeyGuard<'_> {
+    fn drop(&mut self) {
+        self._guard = None;
+        let mut map = self
+            .map
+            .0
+            .lock()
+            .expect("the in-flight map is never poisoned");
+        // The map's and this guard's references only: nobody waits.
+        if Arc::strong_count(&self.lock) == 2 {
+            map.remove(&self.key);
+        }
+    }
 }
 
 /// Targets in flight beyond `-j`: their keys are computed and looked up while
@@ -182,6 +234,7 @@ pub async fn run(
         stopping: std::sync::atomic::AtomicBool::new(false),
         docker: Docker::default(),
         remote,
+        in_flight: InFlight::default(),
     });
     let mut waiting: BTreeMap<NodeIndex, usize> =
         order.iter().map(|n| (*n, jobs[n].deps.len())).collect();
@@ -329,6 +382,11 @@ impl Task {
             Some(_) => self.work.pinned(),
         };
         let declared = DeclaredOutputs::of(&self.work);
+        // An audit runs every step on its own; a build runs one key once.
+        let _key_held = match &shared.settings.audit {
+            None => Some(shared.in_flight.hold(key).await),
+            Some(_) => None,
+        };
         if lookup {
             match cached_output(&shared.store, &key, declared.as_ref()) {
                 Ok(Some(output)) => return Outcome::Cached { key, output },
