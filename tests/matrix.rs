@@ -455,8 +455,13 @@ fn a_folder_strata_did_not_make_stops_a_matrix_build_before_anything_runs() {
     fs::write(m.out("arm64/firmware.bin"), "precious").unwrap();
     let r = m.run(&["build", "--matrix", "arch"]);
     assert_eq!(r.code, 2, "{}", r.stderr);
-    assert!(r.stderr.contains("was not made by Strata"), "{}", r.stderr);
-    assert!(r.stderr.contains("out/arm64"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("out/arm64 was not made by Strata; placing `arm64/"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("would write into it"), "{}", r.stderr);
     assert!(m.ran().is_empty(), "nothing ran: {:?}", m.ran());
     assert_eq!(
         fs::read_to_string(m.out("arm64/firmware.bin")).unwrap(),

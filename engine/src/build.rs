@@ -393,11 +393,16 @@ fn foreign_entry_errors(plan: &Plan, entries: &[(String, PathBuf)]) -> Vec<Confi
             let at = At {
                 sources: &ws.sources,
             };
+            // A matrix build's entry may be blocked by its folder instead.
+            let what = match path.ends_with(place) {
+                true => "there would replace it",
+                false => "would write into it",
+            };
             Some(
                 at.error(
                     t.loc,
                     format!(
-                        "{} was not made by Strata; placing `{place}` there would replace it",
+                        "{} was not made by Strata; placing `{place}` {what}",
                         path.display()
                     ),
                     "its output goes to the output folder under this name",
