@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use petgraph::graph::NodeIndex;
+use strata_rules::platform::RunsOn;
 use strata_rules::run::{Program, RunParams, RunStep};
+use strata_rules::stage::StageStep;
 use strata_store::{Digest, DigestFunction, Store, reapi};
 
 use crate::exec::{Failure, Isolation, StepFailure};
@@ -21,6 +23,7 @@ use crate::load::{self, ConfigError, Kind, LoadOptions, Workspace};
 use crate::materialize;
 use crate::matrix::MatrixRequest;
 use crate::plan::Plan;
+use crate::platforms::Emulators;
 use crate::records::{self, Record, RecordedTarget};
 use crate::remote::store_function;
 use crate::scheduler::{self, Observer, Outcome, Settings, Work};
@@ -146,7 +149,8 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
         }
     };
     let plan = Plan::load(&opts.build_file, &opts.load, &opts.matrix, &opts.targets)?;
-    plan.check_platforms()?;
+    let emulators = Emulators::of_this_machine();
+    plan.check_platforms(&emulators)?;
     let out_dir = plan.out_dir(opts.out_dir.as_ref())?;
     // Before anything runs: a build that could not place its outputs would
     // be wasted. Checked again under the lock when placing them.
@@ -203,8 +207,13 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
     phase("key", started);
     let started = Instant::now();
 
-    let jobs = plan.jobs(&mut sources)?;
+    let jobs = plan.jobs(&mut sources, &emulators)?;
     let order = plan.order();
+    // Where each container step runs, for its record.
+    let runs_on: BTreeMap<String, RunsOn> = jobs
+        .values()
+        .filter_map(|j| Some((j.name.clone(), j.work.runs_on()?.clone())))
+        .collect();
     let settings = Settings {
         jobs: opts.jobs,
         keep_going: opts.keep_going,
@@ -329,7 +338,10 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
                             .map(|(name, d)| (name.clone(), plan.nodes[*d].label.clone()))
                             .filter(|(name, label)| name != label)
                             .collect(),
-                    },
+                        platform: None,
+                        emulator: None,
+                    }
+                    .runs_on(runs_on.get(&r.name)),
                 )
             })
             .collect(),
@@ -417,17 +429,41 @@ fn foreign_entry_errors(plan: &Plan, entries: &[(String, PathBuf)]) -> Vec<Confi
         .collect()
 }
 
-/// What a target does when it runs, as the scheduler sees it.
-pub(crate) fn work_of(toolchain: &HostToolchain, t: &load::Target) -> Result<Work, BuildError> {
+/// What a target does when it runs, as the scheduler sees it: a step on a
+/// foreign image is keyed with the emulator that runs it.
+pub(crate) fn work_of(
+    toolchain: &HostToolchain,
+    t: &load::Target,
+    emulators: &Emulators,
+) -> Result<Work, BuildError> {
+    let emulated = |runs_on: &RunsOn| RunsOn {
+        platform: runs_on.platform.clone(),
+        emulator: emulators.for_platform(&runs_on.platform),
+    };
     Ok(match &t.kind {
-        Kind::Run(params) => Work::Run(host_step(toolchain, &t.name, params)?),
+        Kind::Run(params) => {
+            let mut params = params.clone();
+            if let Some(c) = params.container.as_mut() {
+                c.runs_on = emulated(&c.runs_on);
+            }
+            Work::Run(host_step(toolchain, &t.name, &params)?)
+        }
         Kind::Builtin(rule, sde) => Work::Builtin {
             rule: rule.clone(),
             source_date_epoch: sde.clone(),
         },
-        Kind::Stage { parent, step } => Work::Stage {
+        Kind::Stage {
+            parent,
+            step,
+            runs_on,
+        } => Work::Stage {
             parent: parent.clone(),
             step: step.clone(),
+            // Nothing runs in a `copy` step.
+            runs_on: match step {
+                StageStep::Run(_) => emulated(runs_on),
+                StageStep::Copy(_) => runs_on.clone(),
+            },
         },
         Kind::ImagePull(p) => Work::ImagePull(p.clone()),
         Kind::DataRoot(p) => Work::DataRoot(p.clone()),

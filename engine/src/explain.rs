@@ -122,7 +122,8 @@ pub fn explain(
         .map(|r| r.isolation == "sandbox")
         .unwrap_or(true);
     let mut sources = build::hash_sources(&plan, &store, &tag, &out_dir, observer)?;
-    let jobs = plan.jobs(&mut sources)?;
+    let emulators = crate::platforms::Emulators::of_this_machine();
+    let jobs = plan.jobs(&mut sources, &emulators)?;
     let order = plan.order();
 
     let mut keyed: BTreeMap<NodeIndex, Keyed> = BTreeMap::new();

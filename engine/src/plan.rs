@@ -27,6 +27,7 @@ use crate::inputs::{self, SourceFile};
 use crate::load::diag::{At, did_you_mean};
 use crate::load::{ConfigError, Kind, LoadOptions, Target, Workspace};
 use crate::matrix::{self, Configuration, MatrixRequest};
+use crate::platforms::Emulators;
 use crate::scheduler::Job;
 use crate::statcache::StatCache;
 use crate::toolchain::HostToolchain;
@@ -274,7 +275,7 @@ impl Plan {
 
     /// Container steps whose image this machine cannot run, checked before
     /// anything runs (each definition once).
-    pub fn check_platforms(&self) -> Result<(), BuildError> {
+    pub fn check_platforms(&self, emulators: &Emulators) -> Result<(), BuildError> {
         let mut errors = Vec::new();
         for (c, cfg) in self.configs.iter().enumerate() {
             let targets = self
@@ -282,7 +283,7 @@ impl Plan {
                 .iter()
                 .filter(|n| n.config == c)
                 .map(|n| &cfg.ws.targets[n.target]);
-            if let Err(e) = crate::platforms::check(&cfg.ws, targets) {
+            if let Err(e) = crate::platforms::check(&cfg.ws, targets, emulators) {
                 errors.extend(e);
             }
         }
@@ -317,9 +318,12 @@ impl Plan {
     }
 
     /// The scheduler's job for every node, taking its sources.
+    /// A step on a foreign image is keyed with the emulator of `emulators`
+    /// that runs it.
     pub fn jobs(
         &self,
         sources: &mut BTreeMap<usize, Vec<SourceFile>>,
+        emulators: &Emulators,
     ) -> Result<BTreeMap<NodeIndex, Job>, BuildError> {
         let toolchain = HostToolchain::default();
         (0..self.nodes.len())
@@ -329,7 +333,7 @@ impl Plan {
                 let job = Job {
                     name: node.label.clone(),
                     target: t.name.clone(),
-                    work: build::work_of(&toolchain, t)?,
+                    work: build::work_of(&toolchain, t, emulators)?,
                     sources: sources.remove(&n).unwrap_or_default(),
                     deps: node
                         .deps

@@ -42,6 +42,24 @@ pub struct RecordedTarget {
     /// one the key uses (a matrix build's labels, `x86_64/rootfs`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub deps: BTreeMap<String, String>,
+    /// The platform a step in an image (`run` with `image:`, `stage`) is
+    /// for, such as `linux/arm64`; absent for work that runs no image's
+    /// programs (built-in rules, pulls, `docker-data-root`: all native).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+    /// The emulator its key holds, when it ran under one: an emulated result
+    /// is told from a native one by this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emulator: Option<RecordedEmulator>,
+}
+
+/// A binfmt_misc handler that ran a step of another architecture.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedEmulator {
+    pub interpreter: String,
+    /// `sha256:<hex>` of the interpreter file.
+    pub sha256: String,
+    pub flags: String,
 }
 
 fn yes() -> bool {
@@ -49,6 +67,19 @@ fn yes() -> bool {
 }
 
 impl RecordedTarget {
+    /// The platform and emulator fields of work that runs on `runs_on`.
+    pub fn runs_on(mut self, runs_on: Option<&strata_rules::platform::RunsOn>) -> Self {
+        self.platform = runs_on.map(|r| r.platform.to_string());
+        self.emulator = runs_on
+            .and_then(|r| r.emulator.as_ref())
+            .map(|e| RecordedEmulator {
+                interpreter: e.interpreter.clone(),
+                sha256: e.sha256.clone(),
+                flags: e.flags.clone(),
+            });
+        self
+    }
+
     /// The record's name of dependency `name` (as the key names it).
     pub fn dep_label<'a>(&'a self, name: &'a str) -> &'a str {
         self.deps.get(name).map(String::as_str).unwrap_or(name)

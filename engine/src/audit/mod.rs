@@ -211,7 +211,9 @@ pub fn audit(opts: &AuditOptions, observer: Arc<dyn Observer>) -> Result<AuditRe
     let mut stat_cache = StatCache::load(cache_path, store.tmp_dir());
     let skip = [build::canonical(&out_dir), store.root().to_path_buf()];
     let mut sources = plan.hash_sources(&mut stat_cache, &skip, store.function())?;
-    let mut jobs = plan.jobs(&mut sources)?;
+    let emulators = crate::platforms::Emulators::of_this_machine();
+    plan.check_platforms(&emulators)?;
+    let mut jobs = plan.jobs(&mut sources, &emulators)?;
     let labels: BTreeMap<NodeIndex, String> =
         jobs.iter().map(|(n, j)| (*n, j.name.clone())).collect();
 

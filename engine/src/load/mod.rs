@@ -10,6 +10,7 @@ pub mod diag;
 mod includes;
 mod interp;
 mod matrix;
+mod platform;
 mod schema;
 mod size;
 pub mod source;
@@ -27,6 +28,7 @@ use strata_rules::Text;
 use strata_rules::builtin::{self, Builtin};
 use strata_rules::data_root::DataRootParams;
 use strata_rules::image_pull::PullParams;
+use strata_rules::platform::RunsOn;
 use strata_rules::run::{FixedOutput, Limits, Program, RunParams};
 use strata_rules::stage::StageStep;
 
@@ -72,10 +74,12 @@ pub enum Kind {
     Run(RunParams),
     /// A built-in in-process rule, with the SOURCE_DATE_EPOCH it uses.
     Builtin(Builtin, Text),
-    /// A step of a stage on its parent's tree (`None`: an empty tree).
+    /// A step of a stage on its parent's tree (`None`: an empty tree), for
+    /// the stage's platform.
     Stage {
         parent: Option<String>,
         step: StageStep,
+        runs_on: RunsOn,
     },
     ImagePull(PullParams),
     DataRoot(DataRootParams),
@@ -162,6 +166,7 @@ pub fn load(build_file: &Path, options: &LoadOptions) -> Result<Workspace, Vec<C
         compose_checks: Vec::new(),
         off: BTreeMap::new(),
         declared_vars: BTreeMap::new(),
+        platforms: platform::Written::default(),
     };
     let mut pending: Vec<Pending> = Vec::new();
     let mut vars = Vars::default();
@@ -232,6 +237,7 @@ pub fn load(build_file: &Path, options: &LoadOptions) -> Result<Workspace, Vec<C
         }
     }
     loader.check_compose_images(&targets);
+    loader.resolve_platforms(&mut targets);
     loader.check_switched_off_references(&targets);
     let defaults = raw_defaults.and_then(|(d, ids)| loader.defaults(Some(&d), &ids, &targets));
     let out_dir = out_dir.unwrap_or_else(|| root.join("out"));
@@ -286,6 +292,7 @@ pub fn declarations(
         compose_checks: Vec::new(),
         off: BTreeMap::new(),
         declared_vars: BTreeMap::new(),
+        platforms: platform::Written::default(),
     };
     let mut matrix = Vec::new();
     if let Some((file, ids)) = loader.parse(&build_file) {
@@ -313,6 +320,8 @@ struct Loader {
     off: BTreeMap<String, Loc>,
     /// The root file's variables, with where they are written.
     declared_vars: BTreeMap<String, DeclaredVar>,
+    /// Where platforms are written, for `platform::resolve`.
+    platforms: platform::Written,
 }
 
 /// Maps serde-saphyr source ids of one parse to our file indices: id 1 is the
@@ -864,7 +873,11 @@ impl Loader {
                 errors_before,
             );
         }
+        // `platform` of a step in an image is read with `image:`.
         for (field, value) in raw.builtin_fields() {
+            if field == "platform" {
+                continue;
+            }
             let e = self.at().error(
                 ids.at(value),
                 format!("field `{field}` does not apply to rule `run`"),
@@ -928,7 +941,7 @@ impl Loader {
             None => None,
         };
         let limits = self.limits(raw.limits.as_ref(), raw.image.as_ref(), ids);
-        let container = self.run_container(&mut raw, ids, vars, name.loc, &mut deps);
+        let container = self.run_container(&mut raw, ids, vars, &name, &mut deps);
         let tools = self.tools(
             &raw,
             ids,
@@ -1359,6 +1372,9 @@ impl Loader {
                 deps.push(Located { value: input, loc });
             }
         }
+        if rule == "image" {
+            self.platforms.image(&name.value, &field_locs);
+        }
         let mut targets = hidden;
         targets.push(Target {
             name: name.value,
@@ -1426,8 +1442,7 @@ fn known_rules() -> Vec<&'static str> {
 /// it is a typo.
 const MAX_PROCESSES: u64 = 4_194_304;
 
-const RUN_FIELDS: &str =
-    "srcs, deps, cmd, argv, env, outs, network, tools, output_digest, image, user, caches, limits";
+const RUN_FIELDS: &str = "srcs, deps, cmd, argv, env, outs, network, tools, output_digest, image, platform, user, caches, limits";
 
 /// `${var}` interpolation in every string of a built-in rule's field. A
 /// secret has no use in a built-in rule and would end up in its output.
