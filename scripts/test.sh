@@ -44,6 +44,13 @@ fi
 scripts/docker-up.sh
 export STRATA_REQUIRE_DOCKER=1
 
+# Steps on linux/arm64 images run through qemu-user: the script installs
+# qemu-user-static and qemu-system-arm and registers the aarch64 binfmt_misc
+# handler (failing with the kernel's reason if it refuses). In CI the
+# emulated tests must run, never skip.
+scripts/binfmt-up.sh
+export STRATA_REQUIRE_EMULATION=1
+
 # The remote cache tests start real cache servers of their own: nginx as a
 # Bazel HTTP cache and BuildGrid (PyPI, in a reused venv) as a REAPI one. The
 # scripts install them when missing and print their binaries; in CI these

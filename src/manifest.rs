@@ -101,6 +101,9 @@ fn print_manifest(m: &Manifest) {
         );
         match &t.inputs {
             Some(inputs) => {
+                if let Some(how) = inputs.execution() {
+                    println!("  runs    {how}");
+                }
                 for (path, digest) in &inputs.sources {
                     println!("  source  {path}  {digest}");
                 }

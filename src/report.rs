@@ -243,6 +243,9 @@ pub fn explanation(e: &strata_engine::explain::Explanation, json: bool) -> ExitC
     }
     print_explanation(e, 0);
     let c = &e.components;
+    if let Some(how) = c.execution() {
+        println!("`{}` runs {how}", e.target);
+    }
     println!("key parts of `{}`:", e.target);
     println!("  rule version: {}", c.salt);
     for (k, v) in &c.properties {

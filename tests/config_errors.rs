@@ -1042,17 +1042,12 @@ fn data_root_images_must_be_targets() {
 
 #[test]
 fn an_image_of_another_architecture_without_emulation_is_refused_before_anything_runs() {
-    let emulated = std::fs::read_dir("/proc/sys/fs/binfmt_misc")
-        .map(|d| {
-            d.flatten()
-                .any(|e| e.file_name().to_string_lossy().contains("aarch64"))
-        })
-        .unwrap_or(false);
-    if std::env::consts::ARCH != "x86_64" || emulated {
-        eprintln!("skipped: needs an x86_64 machine without arm64 emulation");
+    if std::env::consts::ARCH != "x86_64" {
+        eprintln!("skipped: needs an x86_64 machine (arm64 is native elsewhere)");
         return;
     }
-    let ws = Ws::new();
+    // Whatever this machine has registered, Strata sees no handler.
+    let ws = Ws::new().without_emulators();
     ws.write(
         "BUILD.yaml",
         r#"targets:
@@ -1082,6 +1077,15 @@ fn an_image_of_another_architecture_without_emulation_is_refused_before_anything
         dump(&r)
     );
     assert!(r.stderr.contains("qemu-user-static"), "{}", dump(&r));
+    // The exact commands that register one.
+    assert!(
+        r.stderr.contains(
+            "cat /usr/lib/binfmt.d/qemu-aarch64.conf > /proc/sys/fs/binfmt_misc/register"
+        ),
+        "{}",
+        dump(&r)
+    );
+    assert!(r.stderr.contains("mount -t binfmt_misc"), "{}", dump(&r));
     assert!(
         !ws.path().join("out").exists(),
         "nothing ran:\n{}",
@@ -1089,4 +1093,132 @@ fn an_image_of_another_architecture_without_emulation_is_refused_before_anything
     );
     // The image itself is made in-process and needs no emulation.
     ws.build_ok(&["arm-image"]);
+}
+
+// ---------------------------------------------------------------------------
+// Platforms
+// ---------------------------------------------------------------------------
+
+/// An image of a tree, for `platform` tests: `tree` then `img` (line 6).
+const PLATFORM_BASE: &str = r#"targets:
+  tree:
+    rule: rootfs
+    components:
+      - {type: directory, target: /tmp, chmod: "1777"}
+  img:
+    rule: image
+    from: tree
+"#;
+
+#[test]
+fn an_unknown_platform_is_a_config_error_at_its_place() {
+    // `aarch64` is the kernel's name; OCI's is `arm64`.
+    let r = expect_config_error(
+        &format!("{PLATFORM_BASE}    platform: linux/aarch64\n"),
+        // line 9: `platform: ` is 14 columns
+        "BUILD.yaml:9:15",
+        "`aarch64` is not an architecture Strata knows",
+    );
+    assert!(r.stderr.contains("platform"), "{}", dump(&r));
+    expect_config_error(
+        &format!(
+            "{PLATFORM_BASE}  p:\n    rule: image-pull\n    image: r.example/x@sha256:{}\n    platform: linux/x86_64\n",
+            "ab".repeat(32)
+        ),
+        // line 12
+        "BUILD.yaml:12:15",
+        "`x86_64` is not an architecture",
+    );
+    let r = expect_config_error(
+        &format!(
+            "{PLATFORM_BASE}  s:\n    rule: stage\n    from: tree\n    platform: linux/arm/v9\n    steps: [{{cmd: \"true\"}}]\n"
+        ),
+        // line 12
+        "BUILD.yaml:12:15",
+        "`v9` is not a variant of `arm`",
+    );
+    assert!(
+        r.stderr.contains("linux/arm/v7"),
+        "the hint shows one:\n{}",
+        dump(&r)
+    );
+    expect_config_error(
+        &format!(
+            "{PLATFORM_BASE}  r:\n    rule: run\n    image: img\n    platform: windows/amd64\n    cmd: \"true\"\n"
+        ),
+        "BUILD.yaml:12:15",
+        "not `windows`",
+    );
+}
+
+#[test]
+fn a_platform_that_is_not_the_images_is_refused_naming_both() {
+    let arm = PLATFORM_BASE.to_string() + "    platform: linux/arm64\n";
+    expect_config_error(
+        &format!(
+            "{arm}  r:\n    rule: run\n    image: img\n    platform: linux/amd64\n    cmd: \"true\"\n"
+        ),
+        // line 13: the run step's `platform`
+        "BUILD.yaml:13:15",
+        "`r` asks for linux/amd64, but its image `img` is for linux/arm64",
+    );
+    expect_config_error(
+        &format!(
+            "{arm}  s:\n    rule: stage\n    from: img\n    platform: linux/amd64\n    steps: [{{cmd: \"true\"}}]\n"
+        ),
+        "BUILD.yaml:13:15",
+        "stage `s` asks for linux/amd64, but `from: img` is for linux/arm64",
+    );
+    // An image on a base of another platform: at its own `platform` or,
+    // when it has none (linux/amd64), at the base.
+    expect_config_error(
+        &format!("{arm}  top:\n    rule: image\n    from: tree\n    base: img\n"),
+        // line 13: `base: img`
+        "BUILD.yaml:13:11",
+        "image `top` is for linux/amd64 (the default), but its `base: img` is for linux/arm64",
+    );
+    // The same platform written twice is fine: only the image is built.
+    let ws = Ws::new();
+    ws.write(
+        "BUILD.yaml",
+        &format!("{arm}  top:\n    rule: image\n    from: tree\n    base: img\n    platform: linux/arm64/v8\n"),
+    );
+    ws.build_ok(&["top"]);
+}
+
+#[test]
+fn platform_applies_to_steps_in_images_only() {
+    expect_config_error(
+        "targets:\n  r:\n    rule: run\n    platform: linux/arm64\n    cmd: \"true\"\n",
+        // line 4
+        "BUILD.yaml:4:15",
+        "`platform` applies to steps in a container",
+    );
+}
+
+#[test]
+fn a_compose_components_platform_must_be_known() {
+    let ws = Ws::new();
+    ws.write(
+        "compose.yaml",
+        &format!(
+            "services:\n  agent:\n    image: r.example/agent@sha256:{}\n",
+            "ab".repeat(32)
+        ),
+    );
+    ws.write(
+        "BUILD.yaml",
+        r#"targets:
+  root:
+    rule: rootfs
+    components:
+      - type: docker-compose
+        file: compose.yaml
+        target: /etc/compose.yaml
+        platform: linux/aarch64
+"#,
+    );
+    // line 8: the value after `platform: ` (8 + 10 columns)
+    let r = expect_error_in(&ws, "BUILD.yaml:8:19", "`aarch64` is not an architecture");
+    assert!(r.stderr.contains("docker-compose"), "{}", dump(&r));
 }

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use petgraph::graph::NodeIndex;
+use strata_rules::platform::RunsOn;
 use strata_rules::run::{Program, RunParams, RunStep};
+use strata_rules::stage::StageStep;
 use strata_store::{Digest, DigestFunction, Store, reapi};
 
 use crate::exec::{Failure, Isolation, StepFailure};
@@ -19,6 +21,7 @@ use crate::inputs;
 use crate::load::diag::{At, did_you_mean};
 use crate::load::{self, ConfigError, Kind, LoadOptions, Workspace};
 use crate::materialize;
+use crate::platforms::Emulators;
 use crate::records::{self, Record, RecordedTarget};
 use crate::remote::store_function;
 use crate::scheduler::{self, Job, Observer, Outcome, Settings, Work};
@@ -135,8 +138,13 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
     let graph = Graph::build(&ws).map_err(BuildError::Config)?;
     let roots = requested(&ws, &graph, &opts.targets)?;
     let order = graph.closure(&roots);
-    crate::platforms::check(&ws, order.iter().map(|&n| &ws.targets[graph.dag[n]]))
-        .map_err(BuildError::Config)?;
+    let emulators = Emulators::of_this_machine();
+    crate::platforms::check(
+        &ws,
+        order.iter().map(|&n| &ws.targets[graph.dag[n]]),
+        &emulators,
+    )
+    .map_err(BuildError::Config)?;
     let out_dir = opts.out_dir.clone().unwrap_or_else(|| ws.out_dir.clone());
     // Before anything runs: a build that could not place its outputs would
     // be wasted. Checked again under the lock when placing them.
@@ -202,7 +210,12 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
     phase("key", started);
     let started = Instant::now();
 
-    let jobs = plan_jobs(&ws, &graph, &order, &mut sources)?;
+    let jobs = plan_jobs(&ws, &graph, &order, &mut sources, &emulators)?;
+    // Where each container step runs, for its record.
+    let runs_on: BTreeMap<String, RunsOn> = jobs
+        .values()
+        .filter_map(|j| Some((j.name.clone(), j.work.runs_on()?.clone())))
+        .collect();
     let settings = Settings {
         jobs: opts.jobs,
         keep_going: opts.keep_going,
@@ -316,7 +329,10 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
                         output: r.output.map(|o| store.function().qualified(&o)),
                         rule: rule_names.get(&r.name).cloned().unwrap_or_default(),
                         reproducible: !non_reproducible.contains(&r.name),
-                    },
+                        platform: None,
+                        emulator: None,
+                    }
+                    .runs_on(runs_on.get(&r.name)),
                 )
             })
             .collect(),
@@ -379,8 +395,14 @@ pub(crate) fn plan_jobs(
     graph: &Graph,
     order: &[NodeIndex],
     sources: &mut BTreeMap<usize, Vec<inputs::SourceFile>>,
+    emulators: &Emulators,
 ) -> Result<BTreeMap<NodeIndex, Job>, BuildError> {
     let toolchain = HostToolchain::default();
+    // A step on a foreign image is keyed with the emulator that runs it.
+    let emulated = |runs_on: &RunsOn| RunsOn {
+        platform: runs_on.platform.clone(),
+        emulator: emulators.for_platform(&runs_on.platform),
+    };
     order
         .iter()
         .map(|&n| {
@@ -388,14 +410,29 @@ pub(crate) fn plan_jobs(
             let job = Job {
                 name: t.name.clone(),
                 work: match &t.kind {
-                    Kind::Run(params) => Work::Run(host_step(&toolchain, &t.name, params)?),
+                    Kind::Run(params) => {
+                        let mut params = params.clone();
+                        if let Some(c) = params.container.as_mut() {
+                            c.runs_on = emulated(&c.runs_on);
+                        }
+                        Work::Run(host_step(&toolchain, &t.name, &params)?)
+                    }
                     Kind::Builtin(rule, sde) => Work::Builtin {
                         rule: rule.clone(),
                         source_date_epoch: sde.clone(),
                     },
-                    Kind::Stage { parent, step } => Work::Stage {
+                    Kind::Stage {
+                        parent,
+                        step,
+                        runs_on,
+                    } => Work::Stage {
                         parent: parent.clone(),
                         step: step.clone(),
+                        // Nothing runs in a `copy` step.
+                        runs_on: match step {
+                            StageStep::Run(_) => emulated(runs_on),
+                            StageStep::Copy(_) => runs_on.clone(),
+                        },
                     },
                     Kind::ImagePull(p) => Work::ImagePull(p.clone()),
                     Kind::DataRoot(p) => Work::DataRoot(p.clone()),

@@ -15,6 +15,7 @@ use strata_rules::builtin::Ctx;
 use strata_rules::image_pull::PullParams;
 use strata_rules::layout;
 use strata_rules::oci;
+use strata_rules::platform::Platform;
 use strata_rules::run::{Container, ImageRef, RunStep};
 use strata_rules::stage;
 use strata_store::{Digest, Store};
@@ -24,9 +25,6 @@ use crate::caches::{self, CacheLock};
 use crate::docker::{self, ContainerSpec, Engine, LogSink, Mount};
 use crate::exec::{Failure, StageRequest};
 use crate::registry;
-
-/// The platform images are run and pulled for.
-pub const PLATFORM: &str = "linux/amd64";
 
 /// The build's connection to the Docker Engine, made on first use.
 #[derive(Default)]
@@ -88,20 +86,21 @@ fn rule_failure(e: strata_rules::builtin::BuiltinError) -> Failure {
     }
 }
 
-/// Makes the image of a `run` step present and returns what to run.
+/// Makes the image of a `run` step present and returns what to run: an
+/// image ID, whose platform is the step's.
 pub async fn image_for(
     engine: &Engine,
     store: &Store,
     container: &Container,
     deps: &[(String, Digest)],
 ) -> Result<String, Failure> {
+    let platform = &container.runs_on.platform;
     match &container.image {
         ImageRef::Pinned { name, digest } => {
             let reference = format!("{name}@{digest}");
-            docker::ensure_pinned(engine, &reference)
+            docker::ensure_pinned(engine, &reference, platform)
                 .await
-                .map_err(docker_failure)?;
-            Ok(reference)
+                .map_err(docker_failure)
         }
         ImageRef::Target(t) => {
             let layout = deps
@@ -109,9 +108,11 @@ pub async fn image_for(
                 .find(|(n, _)| n == t)
                 .map(|(_, d)| *d)
                 .expect("the image target is a dependency");
-            let (cas_store, l) = (store.clone(), layout);
+            // The image's own platform (see `load::platform`) picks the
+            // manifest and config read.
+            let (cas_store, l, platform) = (store.clone(), layout, platform.to_string());
             let image = tokio::task::spawn_blocking(move || {
-                oci::layout::read(cas_store.cas(), &l, PLATFORM)
+                oci::layout::read(cas_store.cas(), &l, &platform)
             })
             .await
             .map_err(|e| Failure::Io(e.to_string()))?
@@ -219,13 +220,17 @@ pub async fn run_step(
 
 /// The root file system a stage step starts from: the parent's output,
 /// flattened when it is an image layout; an empty tree for `scratch`.
-pub fn stage_parent(store: &Store, parent: Option<Digest>) -> Result<Option<Digest>, Failure> {
+pub fn stage_parent(
+    store: &Store,
+    parent: Option<Digest>,
+    platform: &Platform,
+) -> Result<Option<Digest>, Failure> {
     let Some(parent) = parent else {
         return Ok(None);
     };
     let cas = store.cas();
     if oci::layout::is_layout(cas, &parent).map_err(rule_failure)? {
-        let image = oci::layout::read(cas, &parent, PLATFORM).map_err(rule_failure)?;
+        let image = oci::layout::read(cas, &parent, &platform.to_string()).map_err(rule_failure)?;
         return oci::layer::flatten(cas, &image)
             .map(Some)
             .map_err(rule_failure);
@@ -268,7 +273,7 @@ pub async fn stage_run(
             .store(store.cas())
             .map_err(Failure::Store)?,
     };
-    let image = docker::ensure_tree_image(engine, store.cas(), &base)
+    let image = docker::ensure_tree_image(engine, store.cas(), &base, req.platform)
         .await
         .map_err(docker_failure)?;
     let mut mounts = vec![

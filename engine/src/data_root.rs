@@ -23,7 +23,6 @@ use strata_rules::data_root::DataRootParams;
 use strata_rules::oci;
 use strata_store::{Digest, Store};
 
-use crate::containers::PLATFORM;
 use crate::docker;
 use crate::exec::{Failure, StepFailure};
 
@@ -182,15 +181,17 @@ pub async fn build(
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let mut ids: Vec<(String, String)> = Vec::new();
-    for name in &params.images {
+    // Only data is moved: this machine's dockerd loads images of any
+    // platform, running none of their programs.
+    for (name, platform) in params.images.iter().zip(&params.platforms) {
         let layout = deps
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, d)| *d)
             .expect("images are dependencies");
-        let cas_store = store.clone();
+        let (cas_store, platform) = (store.clone(), platform.to_string());
         let image = tokio::task::spawn_blocking(move || {
-            oci::layout::read(cas_store.cas(), &layout, PLATFORM)
+            oci::layout::read(cas_store.cas(), &layout, &platform)
         })
         .await
         .map_err(|e| early(Failure::Io(e.to_string())))?

@@ -238,6 +238,8 @@ pub struct StageRequest<'a> {
     pub engine: &'a crate::docker::Engine,
     pub store: &'a Store,
     pub parent: Option<Digest>,
+    /// What the container is made for: its tree image is labelled so.
+    pub platform: &'a strata_rules::platform::Platform,
     pub step: &'a strata_rules::stage::RunInStage,
     pub sources: &'a [SourceFile],
     /// The step's own dependencies (not the parent), mounted read-only.

@@ -110,7 +110,8 @@ pub fn explain(opts: &ExplainOptions, observer: &dyn Observer) -> Result<Explana
         .unwrap_or(true);
     let mut sources =
         build::hash_sources(&ws, &graph, &order, &store, &tag, &ws.out_dir, observer)?;
-    let jobs = build::plan_jobs(&ws, &graph, &order, &mut sources)?;
+    let emulators = crate::platforms::Emulators::of_this_machine();
+    let jobs = build::plan_jobs(&ws, &graph, &order, &mut sources, &emulators)?;
 
     let mut keyed: BTreeMap<NodeIndex, Keyed> = BTreeMap::new();
     for n in &order {

@@ -15,6 +15,7 @@ use strata_rules::builtin::Builtin;
 use strata_rules::data_root::DataRootParams;
 use strata_rules::image_pull::PullParams;
 use strata_rules::layout;
+use strata_rules::platform::RunsOn;
 use strata_rules::run::RunStep;
 use strata_rules::stage::StageStep;
 use strata_store::reapi;
@@ -118,12 +119,13 @@ pub fn key_builtin(
 pub fn key_stage(
     function: DigestFunction,
     step: &StageStep,
+    runs_on: &RunsOn,
     sources: &[SourceFile],
     deps: Vec<(String, Node)>,
 ) -> KeyedAction {
     finish(
         function,
-        step.keyed_command(),
+        step.keyed_command(runs_on),
         input_root_of(sources, deps),
         |cmd, root| step.action(cmd, root),
     )
@@ -176,9 +178,9 @@ pub fn of_work(
             let deps = crate::narrow::dependency_nodes(cas, work, deps);
             key_builtin(function, rule, source_date_epoch, sources, deps, dep_keys)
         }
-        Work::Stage { step, .. } => {
+        Work::Stage { step, runs_on, .. } => {
             let deps = crate::narrow::dependency_nodes(cas, work, deps);
-            key_stage(function, step, sources, deps)
+            key_stage(function, step, runs_on, sources, deps)
         }
         Work::ImagePull(pull) => key_pull(function, pull),
         Work::DataRoot(params) => key_data_root(function, params, deps),

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use strata_rules::layout;
-use strata_store::tree::{Entry, walk};
+use strata_store::tree::{Entry, list, walk};
 use strata_store::{Digest, Store, reapi};
 
 /// The parts of one key.
@@ -29,6 +29,33 @@ pub struct KeyInfo {
     pub sources: BTreeMap<String, String>,
     /// Dependency name -> output tree digest.
     pub deps: BTreeMap<String, String>,
+}
+
+impl KeyInfo {
+    /// How a container step's programs ran, read from its key: the platform
+    /// and, under emulation, the emulator (`linux/arm64, emulated by
+    /// /usr/libexec/qemu-binfmt/aarch64-binfmt-P (flags POF, sha256:...)`),
+    /// else `natively`. `None` for work that runs no image's programs.
+    pub fn execution(&self) -> Option<String> {
+        let platform = self.properties.get("platform")?;
+        if self.properties.get("strata.sandbox").map(String::as_str) != Some("docker") {
+            return None;
+        }
+        Some(match self.properties.get("emulator") {
+            Some(interpreter) => format!(
+                "{platform}, emulated by {interpreter} (flags {}, {})",
+                self.properties
+                    .get("emulator.flags")
+                    .map(String::as_str)
+                    .unwrap_or(""),
+                self.properties
+                    .get("emulator.sha256")
+                    .map(String::as_str)
+                    .unwrap_or("")
+            ),
+            None => format!("{platform}, natively"),
+        })
+    }
 }
 
 /// One difference between two keys.
@@ -141,26 +168,34 @@ pub fn read(store: &Store, key: &Digest) -> Option<KeyInfo> {
         .as_ref()
         .and_then(Digest::from_proto)
     {
-        let work = format!("{}/", layout::WORK);
-        let deps = format!("{}/", layout::DEPS);
-        for (path, entry) in walk(cas, &root).ok()? {
-            if let Some(rel) = path.strip_prefix(&work) {
-                if let Entry::File {
-                    digest, executable, ..
-                } = entry
-                {
-                    let mut d = function.qualified(&digest);
-                    if executable {
-                        d.push_str(" (x)");
+        // Sources are walked; dependencies only named, so a key whose
+        // dependency output is not stored (`explain` before it was ever
+        // built) still shows its parts.
+        for (top, entry) in list(cas, &root).ok()? {
+            let Entry::Dir { digest: dir, .. } = entry else {
+                continue;
+            };
+            if top == layout::WORK {
+                for (rel, entry) in walk(cas, &dir).ok()? {
+                    if let Entry::File {
+                        digest, executable, ..
+                    } = entry
+                    {
+                        let mut d = function.qualified(&digest);
+                        if executable {
+                            d.push_str(" (x)");
+                        }
+                        info.sources.insert(rel, d);
                     }
-                    info.sources.insert(rel.to_string(), d);
                 }
-            } else if let Some(name) = path.strip_prefix(&deps)
-                && !name.contains('/')
-                && let Entry::Dir { digest, .. } = entry
-            {
-                info.deps
-                    .insert(name.to_string(), function.qualified(&digest));
+            } else if top == layout::DEPS {
+                // The record itself: listing would read each dependency's.
+                let deps: reapi::Directory = cas.get_message(&dir, "a directory").ok()?;
+                for d in deps.directories {
+                    if let Some(digest) = d.digest.as_ref().and_then(Digest::from_proto) {
+                        info.deps.insert(d.name, function.qualified(&digest));
+                    }
+                }
             }
         }
     }

@@ -13,6 +13,7 @@
 //! its steps.
 
 pub mod audit;
+pub mod binfmt;
 pub mod build;
 pub mod cache_server;
 pub mod caches;

@@ -40,6 +40,7 @@ fn paths_read(work: &Work, deps: &[(String, Digest)]) -> BTreeMap<String, BTreeS
         Work::Stage {
             step: StageStep::Copy(copy),
             parent,
+            ..
         } => {
             references.push(String::from(copy.from.clone()));
             // The parent is the base of the output: all of it is read.

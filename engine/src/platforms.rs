@@ -1,17 +1,24 @@
-//! Whether this machine can run the images a build's container steps use.
+//! Whether this machine can run the programs of a build's container steps,
+//! and through which emulator.
 //!
-//! An image of another architecture runs only through a binfmt_misc handler
-//! (qemu-user); without one, Docker fails deep in the step with "exec
-//! format error". The build checks before anything runs and says what to
-//! install instead.
+//! A step on an image of another architecture runs through a binfmt_misc
+//! handler (qemu-user); without one, Docker fails deep in the step with
+//! "exec format error". The build checks before anything runs and says how
+//! to register one. The handler that will run a step is part of its key
+//! (`RunsOn::emulator`), so emulated results are told from native ones.
+//! Nothing else is ever emulated: built-in rules, image pulls and
+//! `docker-data-root` (whose `dockerd` is this machine's) run natively
+//! whatever the platform of the images they handle.
 
-use std::fs;
-use std::path::Path;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
-use strata_rules::builtin::Builtin;
-use strata_rules::oci::layout::Platform;
+use strata_rules::platform::{Emulator, Platform};
 use strata_rules::run::ImageRef;
+use strata_rules::stage::StageStep;
 
+use crate::binfmt::{self, Handler};
 use crate::load::diag::At;
 use crate::load::{ConfigError, Kind, Target, Workspace};
 
@@ -26,53 +33,208 @@ pub fn host_architecture() -> &'static str {
     }
 }
 
-/// Every container step among `targets` whose image declares an
-/// architecture this machine cannot run.
+/// Whether programs of `platform` run here without an emulator.
+pub fn is_native(platform: &Platform) -> bool {
+    platform.os == "linux" && platform.architecture == host_architecture()
+}
+
+/// The emulators of this machine, found once per architecture.
+pub struct Emulators {
+    dir: PathBuf,
+    found: Mutex<BTreeMap<String, Result<Emulator, Missing>>>,
+}
+
+/// Why an architecture has no usable emulator.
+#[derive(Clone, Debug)]
+enum Missing {
+    NoHandler,
+    NotFixed(Handler),
+    Unreadable(String),
+}
+
+impl Emulators {
+    /// The handlers of [`binfmt::dir`].
+    pub fn of_this_machine() -> Emulators {
+        Emulators::in_dir(&binfmt::dir())
+    }
+
+    fn in_dir(dir: &Path) -> Emulators {
+        Emulators {
+            dir: dir.to_path_buf(),
+            found: Mutex::default(),
+        }
+    }
+
+    fn lookup(&self, arch: &str) -> Result<Emulator, Missing> {
+        let mut found = self.found.lock().unwrap_or_else(|p| p.into_inner());
+        found
+            .entry(arch.to_string())
+            .or_insert_with(|| match binfmt::handler_for(&self.dir, arch) {
+                None => Err(Missing::NoHandler),
+                Some(h) if !h.fixed() => Err(Missing::NotFixed(h)),
+                Some(h) => h.emulator().map_err(Missing::Unreadable),
+            })
+            .clone()
+    }
+
+    /// The emulator that runs programs of `platform` here; `None` for this
+    /// machine's own platform, or when there is none (which `check`
+    /// refuses before a build runs).
+    pub fn for_platform(&self, platform: &Platform) -> Option<Emulator> {
+        if is_native(platform) {
+            return None;
+        }
+        self.lookup(&platform.architecture).ok()
+    }
+}
+
+/// A container step that runs programs: who runs what, and where to point.
+struct Runner<'a> {
+    /// The target the user wrote (a stage for its steps).
+    user: &'a str,
+    /// The image (or `from:`) as written.
+    image: String,
+    /// Where the error points: the image target, else the step.
+    at: &'a Target,
+    platform: &'a Platform,
+}
+
+fn runner<'a>(ws: &'a Workspace, t: &'a Target) -> Option<Runner<'a>> {
+    let user = t.name.split('#').next().unwrap_or(&t.name);
+    let find = |name: &str| ws.targets.iter().find(|x| x.name == name);
+    match &t.kind {
+        Kind::Run(p) => {
+            let c = p.container.as_ref()?;
+            let (image, at) = match &c.image {
+                ImageRef::Target(name) => (name.clone(), find(name).unwrap_or(t)),
+                ImageRef::Pinned { name, digest } => (format!("{name}@{digest}"), t),
+            };
+            Some(Runner {
+                user,
+                image,
+                at,
+                platform: &c.runs_on.platform,
+            })
+        }
+        Kind::Stage {
+            step: StageStep::Run(_),
+            runs_on,
+            ..
+        } => {
+            // The stage's `from:`: the first parent that is not a step.
+            let mut parent = stage_parent(t);
+            let mut seen = BTreeSet::new();
+            while let Some(p) = parent.and_then(find) {
+                if !matches!(p.kind, Kind::Stage { .. }) || !seen.insert(p.name.as_str()) {
+                    break;
+                }
+                parent = stage_parent(p);
+            }
+            let (image, at) = match parent {
+                Some(name) => {
+                    let from = find(name);
+                    let is_image = from.is_some_and(|f| {
+                        matches!(
+                            f.kind,
+                            Kind::ImagePull(_)
+                                | Kind::Builtin(strata_rules::builtin::Builtin::Image(_), _)
+                        )
+                    });
+                    (name.to_string(), from.filter(|_| is_image).unwrap_or(t))
+                }
+                None => ("scratch".to_string(), t),
+            };
+            Some(Runner {
+                user,
+                image,
+                at,
+                platform: &runs_on.platform,
+            })
+        }
+        _ => None,
+    }
+}
+
+fn stage_parent(t: &Target) -> Option<&str> {
+    match &t.kind {
+        Kind::Stage { parent, .. } => parent.as_deref(),
+        _ => None,
+    }
+}
+
+/// The commands that register qemu-user's handler for `arch` on Debian.
+pub fn register_commands(arch: &str) -> String {
+    let q = binfmt::qemu_name(arch);
+    format!(
+        "as root: `mountpoint -q {dir} || mount -t binfmt_misc binfmt_misc {dir}`, \
+         `apt-get install qemu-user-static`, \
+         `cat /usr/lib/binfmt.d/qemu-{q}.conf > {dir}/register` \
+         (scripts/binfmt-up.sh does all three); or build on a linux/{arch} machine",
+        dir = binfmt::KERNEL_DIR
+    )
+}
+
+/// Refuses, before anything runs, every container step among `targets`
+/// whose programs this machine cannot run: another architecture with no
+/// binfmt_misc handler, a handler registered without the `F` flag (a
+/// container does not see its interpreter), or an interpreter that cannot
+/// be read. One error per stage or step and image.
 pub fn check<'a>(
     ws: &Workspace,
     targets: impl Iterator<Item = &'a Target>,
-) -> Result<(), Vec<ConfigError>> {
-    check_with(ws, targets, host_architecture(), Path::new(BINFMT))
-}
-
-const BINFMT: &str = "/proc/sys/fs/binfmt_misc";
-
-fn check_with<'a>(
-    ws: &Workspace,
-    targets: impl Iterator<Item = &'a Target>,
-    host: &str,
-    binfmt: &Path,
+    emulators: &Emulators,
 ) -> Result<(), Vec<ConfigError>> {
     let at = At {
         sources: &ws.sources,
     };
+    let host = host_architecture();
     let mut errors = Vec::new();
+    let mut reported = BTreeSet::new();
     for t in targets {
-        let Some(image) = image_of(t) else {
-            continue;
-        };
-        let Some(image_target) = ws.targets.iter().find(|x| x.name == image) else {
-            continue;
-        };
-        let Some(platform) = declared_platform(image_target) else {
-            continue;
-        };
-        if platform.architecture == host || handled(binfmt, &platform.architecture) {
+        let Some(r) = runner(ws, t) else { continue };
+        if is_native(r.platform) {
             continue;
         }
-        let user = t.name.split('#').next().unwrap_or(&t.name);
-        errors.push(at.error(
-            image_target.loc,
-            format!(
-                "`{user}` runs `{image}`, an image for linux/{}, but this machine is linux/{host} and has no binfmt_misc handler for {}",
-                platform.architecture, platform.architecture
+        let Err(missing) = emulators.lookup(&r.platform.architecture) else {
+            continue;
+        };
+        if !reported.insert((r.user.to_string(), r.image.clone())) {
+            continue;
+        }
+        let (arch, platform) = (&r.platform.architecture, r.platform);
+        let runs = format!(
+            "`{}` runs `{}`, an image for {platform}, but this machine is linux/{host}",
+            r.user, r.image
+        );
+        let (message, hint) = match missing {
+            Missing::NoHandler => (
+                format!(
+                    "{runs} and has no binfmt_misc handler for {arch} (in {})",
+                    emulators.dir.display()
+                ),
+                format!(
+                    "register an emulator for {arch}, {}",
+                    register_commands(arch)
+                ),
             ),
-            format!("linux/{} image", platform.architecture),
-            Some(format!(
-                "build on a linux/{arch} machine, register an emulator (apt-get install qemu-user-static binfmt-support), or cross-compile with a linux/{host} image and a cross toolchain",
-                arch = platform.architecture
-            )),
-        ));
+            Missing::NotFixed(h) => (
+                format!(
+                    "{runs}, and its binfmt_misc handler `{}` ({}) was registered without the `F` flag (flags: `{}`), so a container cannot see its interpreter",
+                    h.name, h.interpreter, h.flags
+                ),
+                format!(
+                    "register it again with `F` at the end of its line: `echo -1 > {}/{}`, then {}",
+                    binfmt::KERNEL_DIR,
+                    h.name,
+                    register_commands(arch)
+                ),
+            ),
+            Missing::Unreadable(why) => (
+                format!("{runs}, and its emulator cannot be keyed: {why}"),
+                "reinstall qemu-user-static, or register the handler again".to_string(),
+            ),
+        };
+        errors.push(at.error(r.at.loc, message, format!("{platform} image"), Some(hint)));
     }
     if errors.is_empty() {
         Ok(())
@@ -81,116 +243,41 @@ fn check_with<'a>(
     }
 }
 
-/// The image target a container step runs in.
-fn image_of(t: &Target) -> Option<&str> {
-    match &t.kind {
-        Kind::Run(p) => match &p.container.as_ref()?.image {
-            ImageRef::Target(name) => Some(name),
-            ImageRef::Pinned { .. } => None,
-        },
-        // Later steps start from the step before, which is no image.
-        Kind::Stage {
-            parent: Some(p), ..
-        } => Some(p),
-        _ => None,
-    }
-}
-
-fn declared_platform(t: &Target) -> Option<Platform> {
-    let written = match &t.kind {
-        Kind::Builtin(Builtin::Image(p), _) => &p.platform,
-        Kind::ImagePull(p) => &p.platform,
-        _ => return None,
-    };
-    Platform::parse(written).ok()
-}
-
-/// Whether an enabled binfmt_misc entry runs ELF programs of `arch`.
-fn handled(binfmt: &Path, arch: &str) -> bool {
-    let Some(machine) = elf_machine(arch) else {
-        return false;
-    };
-    if fs::read_to_string(binfmt.join("status")).is_ok_and(|s| s.trim() == "disabled") {
-        return false;
-    }
-    let Ok(entries) = fs::read_dir(binfmt) else {
-        return false;
-    };
-    entries.flatten().any(|e| {
-        let name = e.file_name();
-        name != "register"
-            && name != "status"
-            && fs::read_to_string(e.path()).is_ok_and(|text| entry_runs(&text, machine))
-    })
-}
-
-/// ELF `e_machine` of an OCI architecture.
-fn elf_machine(arch: &str) -> Option<u16> {
-    Some(match arch {
-        "386" => 3,
-        "arm" => 40,
-        "ppc64le" => 21,
-        "s390x" => 22,
-        "amd64" => 62,
-        "arm64" => 183,
-        "riscv64" => 243,
-        _ => return None,
-    })
-}
-
-/// Whether one binfmt_misc entry is enabled and matches ELF files of
-/// `machine` (the `e_machine` field, bytes 18-19 of the header, little
-/// endian for every architecture above except s390x).
-fn entry_runs(text: &str, machine: u16) -> bool {
-    let enabled = text.lines().next().is_some_and(|l| l.trim() == "enabled");
-    let magic = text
-        .lines()
-        .find_map(|l| l.strip_prefix("magic "))
-        .map(str::trim)
-        .unwrap_or("");
-    let offset_zero = text
-        .lines()
-        .find_map(|l| l.strip_prefix("offset "))
-        .is_none_or(|o| o.trim() == "0");
-    let field = |i: usize| {
-        magic
-            .get(i * 2..i * 2 + 2)
-            .and_then(|h| u8::from_str_radix(h, 16).ok())
-    };
-    let (Some(lo), Some(hi)) = (field(18), field(19)) else {
-        return false;
-    };
-    let le = u16::from_le_bytes([lo, hi]);
-    let be = u16::from_be_bytes([lo, hi]);
-    enabled && offset_zero && magic.starts_with("7f454c46") && (le == machine || be == machine)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const QEMU_AARCH64: &str = "enabled\ninterpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P\nflags: POCF\noffset 0\nmagic 7f454c460201010000000000000000000200b700\nmask ffffffffffffff00fffffffffffffffffeffffff\n";
-
     #[test]
-    fn a_qemu_entry_runs_its_architecture_only() {
-        assert!(entry_runs(QEMU_AARCH64, 183));
-        assert!(!entry_runs(QEMU_AARCH64, 40));
-        assert!(!entry_runs(
-            &QEMU_AARCH64.replace("enabled", "disabled"),
-            183
+    fn the_machine_runs_its_own_platform_natively() {
+        let own = Platform::parse(&format!("linux/{}", host_architecture())).unwrap();
+        assert!(is_native(&own));
+        let empty = tempfile::tempdir().unwrap();
+        let emulators = Emulators::in_dir(empty.path());
+        assert_eq!(emulators.for_platform(&own), None);
+        let other = if host_architecture() == "arm64" {
+            "linux/amd64"
+        } else {
+            "linux/arm64"
+        };
+        let other = Platform::parse(other).unwrap();
+        assert!(!is_native(&other));
+        assert_eq!(emulators.for_platform(&other), None);
+        assert!(matches!(
+            emulators.lookup(&other.architecture),
+            Err(Missing::NoHandler)
         ));
     }
 
     #[test]
-    fn a_folder_of_entries_is_searched() {
-        let dir = tempfile::tempdir().unwrap();
-        assert!(!handled(dir.path(), "arm64"));
-        fs::write(dir.path().join("status"), "enabled\n").unwrap();
-        fs::write(dir.path().join("register"), "").unwrap();
-        fs::write(dir.path().join("qemu-aarch64"), QEMU_AARCH64).unwrap();
-        assert!(handled(dir.path(), "arm64"));
-        assert!(!handled(dir.path(), "riscv64"));
-        fs::write(dir.path().join("status"), "disabled\n").unwrap();
-        assert!(!handled(dir.path(), "arm64"));
+    fn the_commands_name_debians_handler_file() {
+        let c = register_commands("arm64");
+        assert!(c.contains("apt-get install qemu-user-static"), "{c}");
+        assert!(
+            c.contains(
+                "cat /usr/lib/binfmt.d/qemu-aarch64.conf > /proc/sys/fs/binfmt_misc/register"
+            ),
+            "{c}"
+        );
+        assert!(c.contains("mount -t binfmt_misc"), "{c}");
     }
 }

@@ -38,6 +38,24 @@ pub struct RecordedTarget {
     /// False for rules declared non-reproducible (`docker-data-root`).
     #[serde(default = "yes")]
     pub reproducible: bool,
+    /// The platform a step in an image (`run` with `image:`, `stage`) is
+    /// for, such as `linux/arm64`; absent for work that runs no image's
+    /// programs (built-in rules, pulls, `docker-data-root`: all native).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+    /// The emulator its key holds, when it ran under one: an emulated result
+    /// is told from a native one by this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emulator: Option<RecordedEmulator>,
+}
+
+/// A binfmt_misc handler that ran a step of another architecture.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedEmulator {
+    pub interpreter: String,
+    /// `sha256:<hex>` of the interpreter file.
+    pub sha256: String,
+    pub flags: String,
 }
 
 fn yes() -> bool {
@@ -45,6 +63,19 @@ fn yes() -> bool {
 }
 
 impl RecordedTarget {
+    /// The platform and emulator fields of work that runs on `runs_on`.
+    pub fn runs_on(mut self, runs_on: Option<&strata_rules::platform::RunsOn>) -> Self {
+        self.platform = runs_on.map(|r| r.platform.to_string());
+        self.emulator = runs_on
+            .and_then(|r| r.emulator.as_ref())
+            .map(|e| RecordedEmulator {
+                interpreter: e.interpreter.clone(),
+                sha256: e.sha256.clone(),
+                flags: e.flags.clone(),
+            });
+        self
+    }
+
     /// The key as a digest, when the record has its size (version 2).
     pub fn key_digest(&self) -> Option<strata_store::Digest> {
         strata_store::Digest::from_hex(self.key.as_deref()?, self.key_size?)

@@ -13,6 +13,7 @@ use strata_rules::Text;
 use strata_rules::builtin::{Builtin, BuiltinError, Ctx};
 use strata_rules::data_root::DataRootParams;
 use strata_rules::image_pull::PullParams;
+use strata_rules::platform::RunsOn;
 use strata_rules::run::RunStep;
 use strata_rules::stage::StageStep;
 use strata_store::{Digest, Store, tree};
@@ -81,16 +82,32 @@ pub enum Work {
         rule: Builtin,
         source_date_epoch: Text,
     },
-    /// A stage step on its parent's tree (`None`: an empty tree).
+    /// A stage step on its parent's tree (`None`: an empty tree), on its
+    /// platform (through the emulator it is keyed with).
     Stage {
         parent: Option<String>,
         step: StageStep,
+        runs_on: RunsOn,
     },
     ImagePull(PullParams),
     DataRoot(DataRootParams),
 }
 
 impl Work {
+    /// The platform (and emulator) of work that runs an image's programs:
+    /// `run` in an image, a stage's command; `None` for everything else.
+    pub fn runs_on(&self) -> Option<&RunsOn> {
+        match self {
+            Work::Run(step) => step.container.as_ref().map(|c| &c.runs_on),
+            Work::Stage {
+                step: StageStep::Run(_),
+                runs_on,
+                ..
+            } => Some(runs_on),
+            _ => None,
+        }
+    }
+
     /// Whether the output is named in advance (`output_digest`,
     /// `image-pull`): rebuilding it can only give those bytes or fail.
     pub fn pinned(&self) -> bool {
@@ -409,8 +426,12 @@ impl Task {
                     .map_err(|e| fail(exec::Failure::Store(e)))?;
                 (success.output, success.result)
             }
-            Work::Stage { parent, step } => {
-                self.stage_step(shared, &keyed, parent.as_deref(), step)
+            Work::Stage {
+                parent,
+                step,
+                runs_on,
+            } => {
+                self.stage_step(shared, &keyed, parent.as_deref(), step, runs_on)
                     .await?
             }
             Work::ImagePull(_) | Work::DataRoot(_) => {
@@ -499,6 +520,7 @@ impl Task {
         keyed: &KeyedAction,
         parent: Option<&str>,
         step: &StageStep,
+        runs_on: &RunsOn,
     ) -> Result<(Digest, strata_store::reapi::ActionResult), StepFailure> {
         let fail = |failure: exec::Failure| StepFailure {
             failure,
@@ -513,12 +535,13 @@ impl Task {
                 .map(|(_, d)| *d)
                 .expect("the parent is a dependency")
         });
-        let store = shared.store.clone();
-        let parent_tree =
-            tokio::task::spawn_blocking(move || containers::stage_parent(&store, parent_output))
-                .await
-                .map_err(|e| fail(exec::Failure::Io(e.to_string())))?
-                .map_err(fail)?;
+        let (store, platform) = (shared.store.clone(), runs_on.platform.clone());
+        let parent_tree = tokio::task::spawn_blocking(move || {
+            containers::stage_parent(&store, parent_output, &platform)
+        })
+        .await
+        .map_err(|e| fail(exec::Failure::Io(e.to_string())))?
+        .map_err(fail)?;
         let started = std::time::SystemTime::now();
         match step {
             StageStep::Copy(copy) => {
@@ -555,6 +578,7 @@ impl Task {
                     engine,
                     store: &shared.store,
                     parent: parent_tree,
+                    platform: &runs_on.platform,
                     step: run,
                     sources: &self.sources,
                     deps: &own_deps,

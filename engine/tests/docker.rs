@@ -19,6 +19,7 @@ use strata_engine::docker::{
     self, ContainerSpec, DockerError, Engine, Finished, LogSink, LogStream, Mount,
 };
 use strata_rules::builtin::{Ctx, From, extract};
+use strata_rules::platform::Platform;
 use strata_store::tree::{self, Meta, Node, TreeBuilder};
 use strata_store::{Digest, DigestFunction, Store};
 
@@ -548,7 +549,7 @@ async fn a_tree_becomes_an_image_that_runs_and_is_reused() {
     let rootfs = capture_dir(&store, &root);
     let _shared = GATE.read().await;
     let engine = engine().await;
-    let id = docker::ensure_tree_image(&engine, store.cas(), &rootfs)
+    let id = docker::ensure_tree_image(&engine, store.cas(), &rootfs, &amd64())
         .await
         .unwrap();
     let image = Image { id: id.clone() };
@@ -557,7 +558,7 @@ async fn a_tree_becomes_an_image_that_runs_and_is_reused() {
     let tag = format!("{}:{}", docker::TREE_REPOSITORY, rootfs.hex());
     let tagged = cli(&["image", "inspect", "--format", "{{.Id}}", &tag]);
     assert_eq!(tagged.trim(), id);
-    let again = docker::ensure_tree_image(&engine, store.cas(), &rootfs)
+    let again = docker::ensure_tree_image(&engine, store.cas(), &rootfs, &amd64())
         .await
         .unwrap();
     assert_eq!(again, id, "the tagged image is reused");
@@ -575,7 +576,7 @@ async fn a_tree_holding_a_whiteout_name_is_refused_not_imported_without_it() {
     b.insert("etc/.wh.passwd", Node::file(blob, false)).unwrap();
     let tree = b.store(store.cas()).unwrap();
     let engine = engine().await;
-    let err = docker::ensure_tree_image(&engine, store.cas(), &tree)
+    let err = docker::ensure_tree_image(&engine, store.cas(), &tree, &amd64())
         .await
         .unwrap_err();
     assert!(err.to_string().contains("etc/.wh.passwd"), "{err}");
@@ -599,16 +600,29 @@ async fn ensure_pinned_pulls_by_digest_and_refuses_unpinned_references() {
     cli(&["rmi", "-f", &image.id]);
     let engine = engine().await;
 
-    docker::ensure_pinned(&engine, &reference).await.unwrap();
+    let pulled = docker::ensure_pinned(&engine, &reference, &amd64())
+        .await
+        .unwrap();
+    assert_eq!(pulled, image.id, "the ID of the image to run");
     let id = cli(&["image", "inspect", "--format", "{{.Id}}", &reference]);
     assert_eq!(id.trim(), image.id, "the same image, pulled");
     // Present now: no registry needed.
     drop(registry);
-    docker::ensure_pinned(&engine, &reference).await.unwrap();
+    docker::ensure_pinned(&engine, &reference, &amd64())
+        .await
+        .unwrap();
 
     let unpinned = "127.0.0.1:1/strata-test/pinned:v1";
-    let err = docker::ensure_pinned(&engine, unpinned).await.unwrap_err();
+    let err = docker::ensure_pinned(&engine, unpinned, &amd64())
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("not pinned by digest"), "{err}");
+}
+
+/// The platform of the images these tests make (`docker import` on this
+/// x86_64 machine labels them so).
+fn amd64() -> Platform {
+    Platform::default_platform()
 }
 
 /// A tar of `root` with owners and modes as they are, read by the `extract`
@@ -665,7 +679,7 @@ async fn tree_and_image(
     .unwrap();
     let parent = rootfs_tree(store, dir, root);
     let image = Image {
-        id: docker::ensure_tree_image(engine, store.cas(), &parent)
+        id: docker::ensure_tree_image(engine, store.cas(), &parent, &amd64())
             .await
             .unwrap(),
     };

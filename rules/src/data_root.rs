@@ -7,12 +7,19 @@
 
 use strata_store::{Digest, reapi};
 
+use crate::platform::Platform;
+
 const DATA_ROOT_SALT: &[u8] = b"strata/docker-data-root/v1";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DataRootParams {
     /// Targets whose outputs are image layouts, in load order.
     pub images: Vec<String>,
+    /// The platform of each of `images` (same order): which manifest and
+    /// config of its layout are loaded. The data-root's own `dockerd` is
+    /// this machine's: loading runs none of the images' programs, so an
+    /// arm64 image is loaded natively.
+    pub platforms: Vec<Platform>,
     /// References the data-root must resolve, each naming one of `images`:
     /// a tag (`name:tag`, applied with `docker tag`) or a digest reference
     /// (`name@sha256:<hex>`, recorded in Docker's reference store as
@@ -45,6 +52,9 @@ impl DataRootParams {
         // references stay what they were.
         for r in &self.references {
             arguments.push(format!("--reference={}={}", r.image, r.reference));
+        }
+        for (image, platform) in self.images.iter().zip(&self.platforms) {
+            arguments.push(format!("--platform={image}={platform}"));
         }
         reapi::Command {
             arguments,

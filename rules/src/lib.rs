@@ -10,6 +10,7 @@ pub mod data_root;
 pub mod image_pull;
 pub mod layout;
 pub mod oci;
+pub mod platform;
 pub mod run;
 pub mod stage;
 mod text;

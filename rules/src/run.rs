@@ -7,6 +7,7 @@ use strata_store::{Digest, DigestFunction};
 
 use crate::Text;
 use crate::layout;
+use crate::platform::RunsOn;
 
 /// Version of the key encoding of `run`. Bump it when the meaning of a key
 /// changes, so old cache entries are not reused with new semantics.
@@ -148,10 +149,13 @@ pub struct Container {
     /// Named persistent caches (name -> mount path): their contents are not
     /// keyed, only where they are mounted.
     pub caches: BTreeMap<String, String>,
+    /// The image's platform, and the emulator when it is not the machine's.
+    pub runs_on: RunsOn,
 }
 
 impl Container {
-    /// The keyed description: image, user and cache mount points.
+    /// The keyed description: image, user, cache mount points, platform and
+    /// emulator.
     fn properties(&self) -> Vec<reapi::Property> {
         let prop = |name: &str, value: String| reapi::Property {
             name: name.to_string(),
@@ -164,6 +168,7 @@ impl Container {
         for (name, path) in &self.caches {
             v.push(prop(&format!("cache:{name}"), path.clone()));
         }
+        v.extend(self.runs_on.properties());
         v
     }
 }
@@ -447,6 +452,36 @@ mod tests {
         p.network = true;
         let on = p.step().action("t", d, d, true);
         assert_ne!(off, on);
+    }
+
+    #[test]
+    fn a_container_steps_platform_and_emulator_enter_its_command() {
+        let mut p = params();
+        p.container = Some(Container {
+            image: ImageRef::Target("img".into()),
+            user: None,
+            caches: BTreeMap::new(),
+            runs_on: RunsOn::default(),
+        });
+        let amd64 = p.step().keyed_command;
+        let c = p.container.as_mut().unwrap();
+        c.runs_on.platform = crate::platform::Platform::parse_known("linux/arm64").unwrap();
+        let arm64 = p.step().keyed_command;
+        assert_ne!(amd64, arm64);
+        let c = p.container.as_mut().unwrap();
+        c.runs_on.emulator = Some(crate::platform::Emulator {
+            interpreter: "/usr/bin/qemu-aarch64-static".into(),
+            sha256: format!("sha256:{}", "cd".repeat(32)),
+            flags: "F".into(),
+        });
+        let emulated = p.step().keyed_command;
+        assert_ne!(arm64, emulated);
+        let props = &emulated.platform.unwrap().properties;
+        assert!(
+            props
+                .iter()
+                .any(|x| x.name == "emulator" && x.value == "/usr/bin/qemu-aarch64-static")
+        );
     }
 
     #[test]

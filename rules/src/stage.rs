@@ -17,6 +17,7 @@ use strata_store::{Digest, reapi};
 
 use crate::Text;
 use crate::builtin::{BuiltinError, Ctx, Mode, Owner, Source};
+use crate::platform::RunsOn;
 use crate::run::Program;
 
 const STAGE_SALT: &[u8] = b"strata/stage/v1";
@@ -99,8 +100,11 @@ impl StageStep {
         matches!(self, StageStep::Run(r) if r.network)
     }
 
-    /// The command that stands for the step in its key and in the store.
-    pub fn keyed_command(&self) -> reapi::Command {
+    /// The command that stands for the step in its key and in the store,
+    /// with the platform it is for (and, for a command, the emulator that
+    /// runs it): a stage for arm64 and one for amd64 never share a key, even
+    /// from the same tree.
+    pub fn keyed_command(&self, runs_on: &RunsOn) -> reapi::Command {
         let prop = |name: &str, value: String| reapi::Property {
             name: name.to_string(),
             value,
@@ -114,6 +118,7 @@ impl StageStep {
                 for (name, path) in &r.caches {
                     props.push(prop(&format!("cache:{name}"), path.clone()));
                 }
+                props.extend(runs_on.properties());
                 reapi::Command {
                     arguments: r.argv().1,
                     environment_variables: r
@@ -134,6 +139,10 @@ impl StageStep {
                     "strata-stage-copy".into(),
                     serde_json::to_string(c).expect("copy step serializes"),
                 ],
+                // Nothing runs: the platform only, never an emulator.
+                platform: Some(reapi::Platform {
+                    properties: RunsOn::native(runs_on.platform.clone()).properties(),
+                }),
                 ..Default::default()
             },
         }

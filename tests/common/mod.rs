@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod docker;
+pub mod emulation;
 pub mod remote;
 
 use std::fs;
@@ -14,6 +15,8 @@ pub struct Ws {
     pub dir: tempfile::TempDir,
     pub store: PathBuf,
     _store_dir: tempfile::TempDir,
+    /// Set for every `strata` this workspace runs.
+    env: Vec<(String, PathBuf)>,
 }
 
 /// The outcome of one `strata` run.
@@ -76,7 +79,18 @@ impl Ws {
             dir,
             store,
             _store_dir: store_dir,
+            env: Vec::new(),
         }
+    }
+
+    /// The workspace as a machine with no binfmt_misc handler sees it,
+    /// whatever this one has registered: Strata reads handlers from an
+    /// empty folder (`STRATA_BINFMT_DIR`).
+    pub fn without_emulators(mut self) -> Ws {
+        let empty = self._store_dir.path().join("no-binfmt");
+        fs::create_dir_all(&empty).unwrap();
+        self.env.push(("STRATA_BINFMT_DIR".into(), empty));
+        self
     }
 
     pub fn path(&self) -> &Path {
@@ -104,7 +118,11 @@ impl Ws {
             .args(args)
             .env("STRATA_STORE", &self.store)
             .env_remove("XDG_CACHE_HOME")
+            .env_remove("STRATA_BINFMT_DIR")
             .env("NO_COLOR", "1");
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
         c
     }
 

@@ -216,7 +216,14 @@ pub fn audit(opts: &AuditOptions, observer: Arc<dyn Observer>) -> Result<AuditRe
     let indices: Vec<usize> = order.iter().map(|n| graph.dag[*n]).collect();
     let mut sources = inputs::resolve(&ws, &indices, &skip, &mut stat_cache, store.function())
         .map_err(BuildError::Config)?;
-    let mut jobs = build::plan_jobs(&ws, &graph, &order, &mut sources)?;
+    let emulators = crate::platforms::Emulators::of_this_machine();
+    crate::platforms::check(
+        &ws,
+        order.iter().map(|&n| &ws.targets[graph.dag[n]]),
+        &emulators,
+    )
+    .map_err(BuildError::Config)?;
+    let mut jobs = build::plan_jobs(&ws, &graph, &order, &mut sources, &emulators)?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

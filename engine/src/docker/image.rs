@@ -10,15 +10,20 @@
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
 
-use bollard::query_parameters::{CreateImageOptions, ImportImageOptions};
+use bollard::models::ImageInspect;
+use bollard::query_parameters::{CreateImageOptions, ImportImageOptions, RemoveImageOptions};
 use futures_util::StreamExt;
 use strata_rules::builtin::tarball::TarOptions;
+use strata_rules::platform::{DEFAULT_PLATFORM, Platform};
 use strata_store::{Cas, Digest};
 
 use super::error::status;
 use super::{DockerError, Engine, layered, upload};
 
-/// The repository of images made from trees: `strata-tree:<tree digest hex>`.
+/// The repository of images made from trees: `strata-tree:<tree digest
+/// hex>` for `linux/amd64`, `strata-tree:<hex>-<os>-<arch>[-<variant>]` for
+/// any other platform (`<hex>-linux-arm64`): one tree run as two platforms
+/// is two images.
 pub const TREE_REPOSITORY: &str = "strata-tree";
 
 /// Makes the image `image_id` (its config digest, `sha256:<hex>`) present:
@@ -77,10 +82,12 @@ pub(super) async fn load_archive(
     upload::finish(request, writer, what).await
 }
 
-/// Makes an image whose root file system is exactly the stored tree
-/// `rootfs_tree` and returns its image ID. The image is tagged
-/// `strata-tree:<tree digest hex>` and reused while that tag exists;
-/// otherwise the tree is streamed as a tar to `docker import`.
+/// Makes an image for `platform` whose root file system is exactly the
+/// stored tree `rootfs_tree` and returns its image ID. The image is tagged
+/// `strata-tree:<tree digest hex>` (with the platform after it unless it is
+/// `linux/amd64`) and reused while that tag exists; otherwise the tree is
+/// streamed as a tar to `docker import`, and the result labelled for
+/// `platform` if the engine labelled it for another (its own).
 ///
 /// The image has no configuration (no entrypoint, environment or user): a
 /// container of it runs exactly what its [`ContainerSpec`](super::ContainerSpec) says.
@@ -93,9 +100,10 @@ pub async fn ensure_tree_image(
     engine: &Engine,
     cas: &Cas,
     rootfs_tree: &Digest,
+    platform: &Platform,
 ) -> Result<String, DockerError> {
-    let tag = rootfs_tree.hex();
-    let reference = format!("{TREE_REPOSITORY}:{tag}");
+    let reference = tree_reference(rootfs_tree, platform);
+    let tag = split_tag(&reference).1.to_string();
     let what = format!("importing tree {tag} as an image");
     let lock = lock_for(&reference);
     let _held = lock.lock().await;
@@ -103,9 +111,19 @@ pub async fn ensure_tree_image(
         return Ok(id);
     }
     if let Some(base) = base_of(rootfs_tree)
-        && let Some(layers) = layers_of(engine, &tree_reference(&base)).await?
+        && let Some(layers) = layers_of(engine, &tree_reference(&base, platform)).await?
     {
-        match layered::load(engine, cas, &base, layers, rootfs_tree, &reference).await {
+        match layered::load(
+            engine,
+            cas,
+            &base,
+            layers,
+            rootfs_tree,
+            &reference,
+            platform,
+        )
+        .await
+        {
             Ok(()) => {
                 if let Some(id) = image_id_of(engine, &reference).await? {
                     return Ok(id);
@@ -133,12 +151,53 @@ pub async fn ensure_tree_image(
     }
     .await;
     upload::finish(request, writer, &what).await?;
-    image_id_of(engine, &reference).await?.ok_or_else(|| {
+    let missing = || {
         DockerError::refused(
-            what,
+            what.as_str(),
             format!("the engine has no {reference} after importing it"),
         )
-    })
+    };
+    let imported = engine
+        .quick()
+        .inspect_image(&reference)
+        .await
+        .map_err(DockerError::api(format!("inspecting image {reference}")))?;
+    if labelled_for(&imported, platform) {
+        return imported.id.ok_or_else(missing);
+    }
+    // `docker import` labels with the engine's platform: the same layers
+    // under a config for `platform` take the tag over, and the imported
+    // image (now untagged, ours) goes.
+    let layers = imported
+        .root_fs
+        .and_then(|r| r.layers)
+        .ok_or_else(missing)?;
+    layered::relabel(engine, cas, layers, &reference, platform).await?;
+    if let Some(old) = &imported.id {
+        let _ = engine
+            .quick()
+            .remove_image(old, None::<RemoveImageOptions>, None)
+            .await;
+    }
+    image_id_of(engine, &reference).await?.ok_or_else(missing)
+}
+
+/// The engine's image `reference`, if it has one.
+async fn inspect(engine: &Engine, reference: &str) -> Result<Option<ImageInspect>, DockerError> {
+    match engine.quick().inspect_image(reference).await {
+        Ok(image) => Ok(Some(image)),
+        Err(e) if status(&e) == Some(404) => Ok(None),
+        Err(e) => Err(DockerError::api(format!("inspecting image {reference}"))(e)),
+    }
+}
+
+/// Whether the engine's image `image` is labelled for `platform`.
+fn labelled_for(image: &ImageInspect, platform: &Platform) -> bool {
+    platform.matches(
+        image.os.as_deref().unwrap_or(""),
+        image.architecture.as_deref().unwrap_or(""),
+        image.variant.as_deref(),
+    )
 }
 
 /// The engine applies an imported tar as a layer, where `.wh.<name>` marks
@@ -168,12 +227,19 @@ async fn refuse_whiteouts(cas: &Cas, tree: &Digest, what: &str) -> Result<(), Do
     }
 }
 
-/// Makes the image `reference` (`name@sha256:<hex>`) present, pulled by the
-/// engine from its registry if missing. Only references pinned by digest are
-/// accepted, so what runs cannot change under the same name. The engine
-/// pulls anonymously (registries it treats as insecure include loopback
-/// ones).
-pub async fn ensure_pinned(engine: &Engine, reference: &str) -> Result<(), DockerError> {
+/// Makes the image `reference` (`name@sha256:<hex>`) for `platform` present,
+/// pulled by the engine from its registry if missing, and returns its image
+/// ID. Only references pinned by digest are accepted, so what runs cannot
+/// change under the same name. The engine pulls anonymously (registries it
+/// treats as insecure include loopback ones), natively whatever `platform`
+/// is. A digest of a multi-platform index names one image per platform,
+/// while the engine keeps one per reference: the ID returned is checked to
+/// be for `platform`, and the pull repeated for it otherwise.
+pub async fn ensure_pinned(
+    engine: &Engine,
+    reference: &str,
+    platform: &Platform,
+) -> Result<String, DockerError> {
     let what = format!("pulling {reference}");
     let pinned = reference
         .rsplit_once('@')
@@ -186,19 +252,33 @@ pub async fn ensure_pinned(engine: &Engine, reference: &str) -> Result<(), Docke
     }
     let lock = lock_for(reference);
     let _held = lock.lock().await;
-    if image_id_of(engine, reference).await?.is_some() {
-        return Ok(());
+    if let Some(image) = inspect(engine, reference).await?
+        && labelled_for(&image, platform)
+        && let Some(id) = image.id
+    {
+        return Ok(id);
     }
     let options = CreateImageOptions {
         from_image: Some(reference.to_string()),
+        platform: platform.to_string(),
         ..Default::default()
     };
     let mut answers = engine.long().create_image(Some(options), None, None);
     while let Some(answer) = answers.next().await {
         answer.map_err(DockerError::api(what.as_str()))?;
     }
-    match image_id_of(engine, reference).await? {
-        Some(_) => Ok(()),
+    match inspect(engine, reference).await? {
+        Some(image) if labelled_for(&image, platform) => image
+            .id
+            .ok_or_else(|| DockerError::refused(what.as_str(), "the engine's image has no ID")),
+        Some(image) => Err(DockerError::refused(
+            what,
+            format!(
+                "the image is for {}/{}, not {platform}",
+                image.os.unwrap_or_default(),
+                image.architecture.unwrap_or_default()
+            ),
+        )),
         None => Err(DockerError::refused(
             what,
             "the pull finished, but the engine does not hold the image",
@@ -244,8 +324,14 @@ pub(crate) async fn image_id_of(
     }
 }
 
-fn tree_reference(tree: &Digest) -> String {
-    format!("{TREE_REPOSITORY}:{}", tree.hex())
+/// `strata-tree:<hex>` for `linux/amd64`, `strata-tree:<hex>-<platform>`
+/// for others.
+pub fn tree_reference(tree: &Digest, platform: &Platform) -> String {
+    if platform.to_string() == DEFAULT_PLATFORM {
+        format!("{TREE_REPOSITORY}:{}", tree.hex())
+    } else {
+        format!("{TREE_REPOSITORY}:{}-{}", tree.hex(), platform.tag_suffix())
+    }
 }
 
 /// Trees made by a stage step in this process from a parent tree: output ->

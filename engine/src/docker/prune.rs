@@ -1,5 +1,6 @@
-//! Strata's own images in a Docker Engine: `strata-tree:<tree digest hex>`,
-//! one per root file system a stage step ran on. They only cache the
+//! Strata's own images in a Docker Engine: `strata-tree:<tree digest hex>`
+//! (with `-<platform>` after it for platforms other than `linux/amd64`),
+//! one per root file system and platform a stage step ran on. They only cache the
 //! store's trees (a step whose image is gone imports its tree again), so
 //! `strata store gc --docker` removes those whose tree the store no longer
 //! holds; without that they pile up in the engine's data-root.
@@ -37,12 +38,7 @@ pub async fn tree_images(engine: &Engine) -> Result<Vec<TreeImage>, DockerError>
         .iter()
         .flat_map(|i| &i.repo_tags)
         .filter_map(|tag| {
-            let hex = tag.strip_prefix(TREE_REPOSITORY)?.strip_prefix(':')?;
-            let is_digest = hex.len() == 64
-                && hex
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-            is_digest.then(|| TreeImage {
+            tree_hex(tag).map(|hex| TreeImage {
                 reference: tag.clone(),
                 tree_hex: hex.to_string(),
             })
@@ -51,6 +47,18 @@ pub async fn tree_images(engine: &Engine) -> Result<Vec<TreeImage>, DockerError>
     found.sort_by(|a, b| a.reference.cmp(&b.reference));
     found.dedup();
     Ok(found)
+}
+
+/// The tree digest a `strata-tree:<hex>` or `strata-tree:<hex>-<platform>`
+/// reference names; `None` for any other.
+fn tree_hex(reference: &str) -> Option<&str> {
+    let tag = reference.strip_prefix(TREE_REPOSITORY)?.strip_prefix(':')?;
+    let hex = tag.get(..64)?;
+    let is_digest = hex
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let rest = &tag[64..];
+    (is_digest && (rest.is_empty() || rest.starts_with('-'))).then_some(hex)
 }
 
 /// What [`remove_tree_image`] did.
@@ -79,5 +87,24 @@ pub async fn remove_tree_image(engine: &Engine, reference: &str) -> Result<Remov
         Err(e) if status(&e) == Some(404) => Ok(Removal::Removed),
         Err(e) if status(&e) == Some(409) => Ok(Removal::InUse),
         Err(e) => Err(DockerError::api(format!("removing image {reference}"))(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tree_references_of_every_platform_name_their_tree() {
+        let hex = "0123456789abcdef".repeat(4);
+        assert_eq!(tree_hex(&format!("strata-tree:{hex}")), Some(hex.as_str()));
+        assert_eq!(
+            tree_hex(&format!("strata-tree:{hex}-linux-arm64")),
+            Some(hex.as_str())
+        );
+        assert_eq!(tree_hex(&format!("strata-tree:{hex}x")), None);
+        assert_eq!(tree_hex(&format!("strata-tree:{}", &hex[1..])), None);
+        assert_eq!(tree_hex(&format!("other:{hex}")), None);
+        assert_eq!(tree_hex("strata-tree:latest"), None);
     }
 }

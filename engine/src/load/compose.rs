@@ -9,6 +9,7 @@
 //!     target: /etc/app/compose.yaml       # where it is installed
 //!     images: {web: web-image}            # services built by Strata
 //!     data_root: /var/lib/docker          # the default
+//!     platform: linux/arm64               # of pulled services; linux/amd64
 //! ```
 //!
 //! Every service needs an `image:`. A service listed in `images:` runs the
@@ -33,13 +34,14 @@ use serde_saphyr::Spanned;
 use strata_rules::builtin::Builtin;
 use strata_rules::data_root::{DataRootParams, DataRootRef};
 use strata_rules::image_pull::PullParams;
+use strata_rules::platform::Platform;
 use strata_rules::run::ImageRef;
 
 use super::diag::did_you_mean;
 use super::schema::Pairs;
 use super::{FileIds, Kind, Loader, Loc, Located, Target, Vars};
 
-const FIELDS: &str = "file, target, images, data_root";
+const FIELDS: &str = "file, target, images, data_root, platform";
 
 /// The component as written in BUILD.yaml (after `${var}` interpolation).
 #[derive(Deserialize)]
@@ -51,6 +53,9 @@ struct Written {
     images: BTreeMap<String, String>,
     #[serde(default = "default_data_root")]
     data_root: String,
+    /// The platform pinned services are pulled for (the device's).
+    #[serde(default)]
+    platform: Option<String>,
 }
 
 fn default_data_root() -> String {
@@ -148,6 +153,21 @@ impl Loader {
         vars: &Vars,
     ) -> Option<(Value, Vec<Target>)> {
         let errors_before = self.errors.len();
+        let platform = match written.platform.as_deref().map(Platform::parse_known) {
+            None => Platform::default_platform(),
+            Some(Ok(p)) => p,
+            Some(Err(msg)) => {
+                let loc = self.locate(ids, field_loc, written.platform.as_deref().unwrap_or(""));
+                let e = self.at().error(
+                    loc,
+                    format!("components[{i}] (docker-compose): platform {msg}"),
+                    "not a platform",
+                    Some("the platform of the device the services run on: `linux/amd64`, `linux/arm64`, `linux/arm/v7`".into()),
+                );
+                self.errors.push(e);
+                return None;
+            }
+        };
         let file_loc = self.locate(ids, field_loc, &written.file);
         let (fid, raw, text) = self.read_compose(&written.file, file_loc, dir, vars)?;
         let compose_ids = FileIds(Rc::new(vec![fid]));
@@ -306,7 +326,7 @@ impl Loader {
                         kind: Kind::ImagePull(PullParams {
                             reference: reference.clone(),
                             digest,
-                            platform: "linux/amd64".into(),
+                            platform: platform.to_string(),
                             auth_env: None,
                         }),
                     });
@@ -354,7 +374,12 @@ impl Loader {
             outs: Vec::new(),
             output_digest: None,
             hidden: true,
-            kind: Kind::DataRoot(DataRootParams { images, references }),
+            kind: Kind::DataRoot(DataRootParams {
+                // Each image's, once every target is loaded.
+                platforms: vec![Platform::default_platform(); images.len()],
+                images,
+                references,
+            }),
         });
         let resolved = serde_json::json!({
             "type": "docker-compose",

@@ -10,6 +10,7 @@ use strata_rules::Text;
 use strata_rules::builtin::{Mode, Owner, Source};
 use strata_rules::data_root::DataRootParams;
 use strata_rules::image_pull::PullParams;
+use strata_rules::platform::{DEFAULT_PLATFORM, Platform, RunsOn};
 use strata_rules::run::{Container, ImageRef, check_cache_name, check_container_path};
 use strata_rules::stage::{CopyInto, RunInStage, StageStep};
 
@@ -22,6 +23,8 @@ type LoadedStep = (Kind, Vec<Located<String>>, Vec<Located<String>>);
 
 /// The rules loaded here, besides `run`'s container fields.
 pub(super) const RULES: &[&str] = &["docker-data-root", "image-pull", "stage"];
+
+const PLATFORM_HINT: &str = "write `os/architecture[/variant]` as OCI names them: `linux/amd64`, `linux/arm64` or `linux/arm/v7` (an arm64 board is `linux/arm64`, not `aarch64`)";
 
 const PIN_HINT: &str = "pin the image by digest, `name@sha256:<hex>`: a tag can move, so it cannot enter a key (`docker inspect --format '{{index .RepoDigests 0}}' IMAGE` prints it)";
 
@@ -156,13 +159,18 @@ impl Loader {
         raw: &mut RawTarget,
         ids: &FileIds,
         vars: &Vars,
-        name_loc: Loc,
+        name: &Located<String>,
         deps: &mut Vec<Located<String>>,
     ) -> Option<Container> {
+        let name_loc = name.loc;
         let user = self.user(&raw.user, ids, vars);
         let caches = self.caches(raw.caches.take(), ids, vars);
         let Some(image) = raw.image.as_ref() else {
-            let stray = raw.user.as_ref().map(|u| ("user", ids.at(u)));
+            let stray = raw
+                .user
+                .as_ref()
+                .map(|u| ("user", ids.at(u)))
+                .or_else(|| raw.platform.as_ref().map(|p| ("platform", ids.at(p))));
             if let Some((field, loc)) =
                 stray.or_else(|| (!caches.is_empty()).then_some(("caches", name_loc)))
             {
@@ -171,6 +179,7 @@ impl Loader {
             }
             return None;
         };
+        let asked = self.platform(raw.platform.as_ref(), ids, vars);
         let image = self.plain(image, ids, vars, "image")?;
         let parsed = match ImageRef::parse(&image.value) {
             Ok(r) => r,
@@ -193,11 +202,49 @@ impl Loader {
                 loc: image.loc,
             });
         }
+        // The image target's platform is known once every target is
+        // loaded (`platform::resolve`); until then, the one asked for.
+        let platform = match &asked {
+            Some(p) => {
+                self.platforms.asked(&name.value, p.clone());
+                p.value.clone()
+            }
+            None => Platform::default_platform(),
+        };
         Some(Container {
             image: parsed,
             user,
             caches,
+            runs_on: RunsOn::native(platform),
         })
+    }
+
+    /// A `platform:` as written (`linux/arm64`), checked against the
+    /// platforms Strata knows; `None` when absent or wrong (reported).
+    pub(super) fn platform(
+        &mut self,
+        raw: Option<&Spanned<serde_json::Value>>,
+        ids: &FileIds,
+        vars: &Vars,
+    ) -> Option<Located<Platform>> {
+        let raw = raw?;
+        let loc = ids.at(raw);
+        let parsed = match raw.value.as_str().map(|s| vars.interpolate(s)) {
+            Some(Ok(t)) if t.has_secret() => Err("a platform cannot be a secret".to_string()),
+            Some(Ok(t)) => Platform::parse_known(&t.actual),
+            Some(Err(e)) => Err(e.message),
+            None => Err("`platform` is a string such as `linux/arm64`".to_string()),
+        };
+        match parsed {
+            Ok(value) => Some(Located { value, loc }),
+            Err(msg) => {
+                let e = self
+                    .at()
+                    .error(loc, msg, "not a platform", Some(PLATFORM_HINT.into()));
+                self.errors.push(e);
+                None
+            }
+        }
     }
 
     /// A `stage`: one target per step, the last under the stage's own name
@@ -210,8 +257,16 @@ impl Loader {
         vars: &Vars,
         common: Common,
     ) -> Vec<Target> {
-        self.only_fields(&raw, ids, "stage", &["from", "steps"]);
+        self.only_fields(&raw, ids, "stage", &["from", "platform", "steps"]);
         let name = common.name.clone();
+        let asked = self.platform(raw.platform.as_ref(), ids, vars);
+        let platform = match &asked {
+            Some(p) => {
+                self.platforms.asked(&name.value, p.clone());
+                p.value.clone()
+            }
+            None => Platform::default_platform(),
+        };
         if let Some(first) = common.srcs.first().or(common.deps.first()) {
             let e = self.at().error(
                 first.loc,
@@ -282,7 +337,7 @@ impl Loader {
                 ids,
                 vars,
                 &common.source_date_epoch,
-                previous.clone(),
+                (previous.clone(), &platform),
             ) else {
                 previous = Some(step_name);
                 continue;
@@ -325,7 +380,7 @@ impl Loader {
         ids: &FileIds,
         vars: &Vars,
         source_date_epoch: &Text,
-        parent: Option<String>,
+        (parent, platform): (Option<String>, &Platform),
     ) -> Option<LoadedStep> {
         let srcs = self.sources(&step.srcs, ids, vars);
         let mut deps = self.dependencies(&step.deps, ids, vars);
@@ -453,7 +508,16 @@ impl Loader {
                 source_date_epoch: source_date_epoch.clone(),
             })
         };
-        Some((Kind::Stage { parent, step: kind }, srcs, deps))
+        let runs_on = RunsOn::native(platform.clone());
+        Some((
+            Kind::Stage {
+                parent,
+                step: kind,
+                runs_on,
+            },
+            srcs,
+            deps,
+        ))
     }
 
     /// An `image-pull` target: a registry reference pinned by digest.
@@ -507,29 +571,11 @@ impl Loader {
             }
         };
         let platform = match &raw.platform {
-            None => "linux/amd64".to_string(),
-            Some(p) => {
-                let loc = ids.at(p);
-                let value = p.value.as_str().map(|s| vars.interpolate(s));
-                match value {
-                    Some(Ok(t))
-                        if !t.has_secret()
-                            && strata_rules::oci::layout::Platform::parse(&t.actual).is_ok() =>
-                    {
-                        t.actual
-                    }
-                    _ => {
-                        let e = self.at().error(
-                            loc,
-                            "`platform` is not `os/arch`",
-                            "not os/arch",
-                            Some("write `linux/amd64`, `linux/arm64` or `linux/arm/v7`".into()),
-                        );
-                        self.errors.push(e);
-                        return None;
-                    }
-                }
-            }
+            None => DEFAULT_PLATFORM.to_string(),
+            Some(_) => self
+                .platform(raw.platform.as_ref(), ids, vars)?
+                .value
+                .to_string(),
         };
         let auth_env = match &raw.auth {
             None => None,
@@ -620,6 +666,8 @@ impl Loader {
             output_digest: None,
             hidden: false,
             kind: Kind::DataRoot(DataRootParams {
+                // Each image's, once every target is loaded.
+                platforms: vec![Platform::default_platform(); images.len()],
                 images,
                 references: Vec::new(),
             }),

@@ -9,6 +9,7 @@ mod defaults;
 pub mod diag;
 mod includes;
 mod interp;
+mod platform;
 mod schema;
 mod size;
 pub mod source;
@@ -26,6 +27,7 @@ use strata_rules::Text;
 use strata_rules::builtin::{self, Builtin};
 use strata_rules::data_root::DataRootParams;
 use strata_rules::image_pull::PullParams;
+use strata_rules::platform::RunsOn;
 use strata_rules::run::{FixedOutput, Limits, Program, RunParams};
 use strata_rules::stage::StageStep;
 
@@ -69,10 +71,12 @@ pub enum Kind {
     Run(RunParams),
     /// A built-in in-process rule, with the SOURCE_DATE_EPOCH it uses.
     Builtin(Builtin, Text),
-    /// A step of a stage on its parent's tree (`None`: an empty tree).
+    /// A step of a stage on its parent's tree (`None`: an empty tree), for
+    /// the stage's platform.
     Stage {
         parent: Option<String>,
         step: StageStep,
+        runs_on: RunsOn,
     },
     ImagePull(PullParams),
     DataRoot(DataRootParams),
@@ -152,6 +156,7 @@ pub fn load(build_file: &Path, options: &LoadOptions) -> Result<Workspace, Vec<C
         seen_files: BTreeSet::new(),
         compose_checks: Vec::new(),
         off: BTreeMap::new(),
+        platforms: platform::Written::default(),
     };
     let mut pending: Vec<Pending> = Vec::new();
     let mut vars = Vars::default();
@@ -218,6 +223,7 @@ pub fn load(build_file: &Path, options: &LoadOptions) -> Result<Workspace, Vec<C
         }
     }
     loader.check_compose_images(&targets);
+    loader.resolve_platforms(&mut targets);
     loader.check_switched_off_references(&targets);
     let defaults = raw_defaults.and_then(|(d, ids)| loader.defaults(Some(&d), &ids, &targets));
     let out_dir = out_dir.unwrap_or_else(|| root.join("out"));
@@ -244,6 +250,8 @@ struct Loader {
     compose_checks: Vec<compose::ImageCheck>,
     /// Switched-off target names and where their condition is written.
     off: BTreeMap<String, Loc>,
+    /// Where platforms are written, for `platform::resolve`.
+    platforms: platform::Written,
 }
 
 /// Maps serde-saphyr source ids of one parse to our file indices: id 1 is the
@@ -786,7 +794,11 @@ impl Loader {
                 errors_before,
             );
         }
+        // `platform` of a step in an image is read with `image:`.
         for (field, value) in raw.builtin_fields() {
+            if field == "platform" {
+                continue;
+            }
             let e = self.at().error(
                 ids.at(value),
                 format!("field `{field}` does not apply to rule `run`"),
@@ -850,7 +862,7 @@ impl Loader {
             None => None,
         };
         let limits = self.limits(raw.limits.as_ref(), raw.image.as_ref(), ids);
-        let container = self.run_container(&mut raw, ids, vars, name.loc, &mut deps);
+        let container = self.run_container(&mut raw, ids, vars, &name, &mut deps);
         let tools = self.tools(
             &raw,
             ids,
@@ -1281,6 +1293,9 @@ impl Loader {
                 deps.push(Located { value: input, loc });
             }
         }
+        if rule == "image" {
+            self.platforms.image(&name.value, &field_locs);
+        }
         let mut targets = hidden;
         targets.push(Target {
             name: name.value,
@@ -1348,8 +1363,7 @@ fn known_rules() -> Vec<&'static str> {
 /// it is a typo.
 const MAX_PROCESSES: u64 = 4_194_304;
 
-const RUN_FIELDS: &str =
-    "srcs, deps, cmd, argv, env, outs, network, tools, output_digest, image, user, caches, limits";
+const RUN_FIELDS: &str = "srcs, deps, cmd, argv, env, outs, network, tools, output_digest, image, platform, user, caches, limits";
 
 /// `${var}` interpolation in every string of a built-in rule's field. A
 /// secret has no use in a built-in rule and would end up in its output.

@@ -261,7 +261,7 @@ impl RawTarget {
 }
 
 /// The field names of a target, for hints.
-pub const TARGET_FIELDS: &str = "rule, when, srcs, deps, and for `run`: cmd, argv, env, outs, network, tools, output_digest, image, user, caches, limits; for `stage`: from, steps; built-in rules list theirs in README.md";
+pub const TARGET_FIELDS: &str = "rule, when, srcs, deps, and for `run`: cmd, argv, env, outs, network, tools, output_digest, image, platform, user, caches, limits; for `stage`: from, platform, steps; built-in rules list theirs in README.md";
 
 /// A mapping read in document order with the location of every key, so
 /// duplicate keys can be reported at both places.

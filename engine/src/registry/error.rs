@@ -72,6 +72,17 @@ pub enum RegistryError {
         available: Vec<String>,
     },
 
+    #[error(
+        "image {digest} in {registry}/{repository} is for {actual}, not {platform} (the platform asked for)"
+    )]
+    WrongPlatform {
+        registry: String,
+        repository: String,
+        digest: String,
+        platform: String,
+        actual: String,
+    },
+
     #[error("invalid platform `{0}`: expected os/architecture[/variant], e.g. linux/amd64")]
     BadPlatform(String),
 

@@ -118,11 +118,53 @@ pub async fn pull(
         .await?
         .into_iter();
     let config = blobs.next().expect("the config is always fetched");
+    check_config_platform(&session, reference, cas, &config, &wanted)?;
     Ok(Pulled {
         index,
         manifest,
         config,
         layers: blobs.collect(),
+    })
+}
+
+/// Refuses an image whose config names another platform than `wanted`: a
+/// single-platform manifest is taken as it is, so this is where an arm64
+/// request for an amd64 image stops, both named.
+fn check_config_platform(
+    session: &Session,
+    reference: &Reference,
+    cas: &Cas,
+    config: &PulledBlob,
+    wanted: &Platform,
+) -> Result<(), RegistryError> {
+    let what = format!("image config {}", config.sha256);
+    let bytes = cas.read(&config.stored).map_err(|e| RegistryError::Store {
+        what: what.clone(),
+        source: e.into(),
+    })?;
+    let c: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| RegistryError::BadManifest {
+            registry: session.registry.clone(),
+            what: what.clone(),
+            reason: format!("not JSON: {e}"),
+        })?;
+    let field = |name: &str| c[name].as_str().unwrap_or("");
+    if field("os").is_empty()
+        || wanted.matches(field("os"), field("architecture"), c["variant"].as_str())
+    {
+        return Ok(());
+    }
+    let mut actual = format!("{}/{}", field("os"), field("architecture"));
+    if let Some(v) = c["variant"].as_str() {
+        actual.push('/');
+        actual.push_str(v);
+    }
+    Err(RegistryError::WrongPlatform {
+        registry: session.registry.clone(),
+        repository: reference.repository().to_string(),
+        digest: reference.digest().to_string(),
+        platform: wanted.to_string(),
+        actual,
     })
 }
 

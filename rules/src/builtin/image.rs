@@ -103,7 +103,7 @@ impl Params {
         if let Some(tag) = &self.tag {
             check_tag(tag).map_err(|m| err("tag", m))?;
         }
-        Platform::parse(&self.platform).map_err(|m| err("platform", m))?;
+        Platform::parse_known(&self.platform).map_err(|m| err("platform", m))?;
         self.config.check().map_err(|m| err("config", m))
     }
 
