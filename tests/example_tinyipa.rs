@@ -312,7 +312,16 @@ fn the_aarch64_ramdisk_is_cross_compiled_and_boots_on_the_virt_machine() {
     }
     let ws = builds_and_boots("aarch64");
     // Its tools (arm64 programs, checked above) were compiled on an amd64
-    // build image: Debian's cross toolchain, nothing emulated.
+    // build image: Debian's cross toolchain, nothing emulated. The
+    // manifest of the build says how each step's programs ran.
+    let r = ws.run(&["manifest", "--json", "ipmitool", "lshw"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let manifest = r.json();
+    for tool in ["ipmitool", "lshw"] {
+        let props = &manifest["targets"][tool]["inputs"]["properties"];
+        assert_eq!(props["platform"], "linux/amd64", "{tool}: {props}");
+        assert!(props["emulator"].is_null(), "{tool} was emulated: {props}");
+    }
     let mut args = CI_BUILD.to_vec();
     args.extend(["--var", "arch=aarch64", "build-image"]);
     let r = ws.build_ok(&args);
