@@ -5,23 +5,23 @@
 #   runtime-packages.yaml busybox-static (runtime-debs, runtime-deb-*)
 #   kernel-packages.yaml  the kernel package of linux-image-<arch> (kernel-debs)
 #                         and `kernel`, its /boot/vmlinuz-*
-# and per architecture of the build images (`build_arch`), arch/<arch>/on-<build_arch>/:
+# per architecture of the build machine (`build_arch`), toolchains/<build_arch>/
 #   build-packages.yaml   the build image's packages (compilers, autotools,
 #                         libssl-dev): build-debs, build-deb-*, build-base-rootfs
 #   qemu-packages.yaml    what qemu-img's build adds to them (meson, ninja,
 #                         python3, glib): qemu-build-debs, qemu-build-deb-*,
 #                         qemu-build-base-rootfs, on when require_qemu_img is
-#   images.yaml           (written by hand) the build images, with their
-#                         platform
-# aarch64 on x86_64 is a cross build: amd64 build images (x86_64's two
-# lists above) plus, in arch/aarch64/on-x86_64/,
+# and, for aarch64 on x86_64 (a cross build: amd64 build images, x86_64's
+# two lists above and these), arch/aarch64/on-x86_64/
 #   cross-packages.yaml   Debian's cross toolchain (gcc-aarch64-linux-gnu,
 #                         g++-aarch64-linux-gnu) and the arm64 libraries the
 #                         tools link, in multiarch paths (libssl-dev:arm64,
 #                         libstdc++6:arm64): cross-debs, cross-deb-*,
 #                         cross-base-rootfs
 #   qemu-cross-packages.yaml  qemu-img's arm64 libraries (libglib2.0-dev:arm64,
-#                         zlib1g-dev:arm64): qemu-cross-debs, ...
+#                         zlib1g-dev:arm64, pkgconf:arm64): qemu-cross-debs, ...
+# (arch/<arch>/on-<build_arch>/images.yaml and toolchain.env, the build
+# images and what their scripts compile for, are written by hand)
 # and, shared, sources/<pkg>.yaml: ipmitool, lshw and qemu from bookworm's
 # source packages (each file checked against the SHA256 apt gives).
 # Then build once: each fetch whose file list changed fails with its new
@@ -47,13 +47,14 @@ for arch in "${arches[@]}"; do
     *) echo "unknown arch $arch (x86_64 or aarch64)" >&2; exit 2 ;;
   esac
   out="$here/arch/$arch"
-  # Native build images: the architecture's own compilers.
-  mkdir -p "$out/on-$arch"
+  # The build machine's own compilers (native build images).
+  tools="$here/toolchains/$arch"
+  mkdir -p "$out" "$tools"
   "$lock" --arch "$deb" --prefix build- --digest-var "${deb}_build_debs_digest" \
-    "$out/on-$arch/build-packages.yaml" "${build_packages[@]}"
+    "$tools/build-packages.yaml" "${build_packages[@]}"
   "$lock" --arch "$deb" --prefix qemu-build- --digest-var "${deb}_qemu_build_debs_digest" \
     --when '${require_qemu_img}' --on-top-of "${build_packages[*]}" \
-    "$out/on-$arch/qemu-packages.yaml" "${qemu_packages[@]}"
+    "$tools/qemu-packages.yaml" "${qemu_packages[@]}"
   if [[ $arch == aarch64 ]]; then
     # Cross: on top of the amd64 build images, the cross compilers and the
     # arm64 libraries beside the amd64 ones (apt with arm64 as a foreign
