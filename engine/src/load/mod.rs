@@ -158,17 +158,7 @@ pub fn load(build_file: &Path, options: &LoadOptions) -> Result<Workspace, Vec<C
         .parent()
         .expect("a file has a parent")
         .to_path_buf();
-    let mut loader = Loader {
-        root: root.clone(),
-        sources: Sources::default(),
-        errors: Vec::new(),
-        seen_files: BTreeSet::new(),
-        compose_checks: Vec::new(),
-        compose_platforms: Vec::new(),
-        off: BTreeMap::new(),
-        declared_vars: BTreeMap::new(),
-        platforms: platform::Written::default(),
-    };
+    let mut loader = Loader::new(root.clone());
     let mut pending: Vec<Pending> = Vec::new();
     let mut vars = Vars::default();
     let mut out_dir = None;
@@ -286,17 +276,7 @@ pub fn declarations(
         .parent()
         .expect("a file has a parent")
         .to_path_buf();
-    let mut loader = Loader {
-        root,
-        sources: Sources::default(),
-        errors: Vec::new(),
-        seen_files: BTreeSet::new(),
-        compose_checks: Vec::new(),
-        off: BTreeMap::new(),
-        declared_vars: BTreeMap::new(),
-        platforms: platform::Written::default(),
-        compose_platforms: Vec::new(),
-    };
+    let mut loader = Loader::new(root);
     let mut matrix = Vec::new();
     if let Some((file, ids)) = loader.parse(&build_file) {
         let vars = loader.vars(file.vars, &ids, options);
@@ -326,6 +306,23 @@ struct Loader {
     declared_vars: BTreeMap<String, DeclaredVar>,
     /// Where platforms are written, for `platform::resolve`.
     platforms: platform::Written,
+}
+
+impl Loader {
+    /// A loader for the workspace whose root file is in `root`.
+    fn new(root: PathBuf) -> Self {
+        Loader {
+            root,
+            sources: Sources::default(),
+            errors: Vec::new(),
+            seen_files: BTreeSet::new(),
+            compose_checks: Vec::new(),
+            compose_platforms: Vec::new(),
+            off: BTreeMap::new(),
+            declared_vars: BTreeMap::new(),
+            platforms: platform::Written::default(),
+        }
+    }
 }
 
 /// Maps serde-saphyr source ids of one parse to our file indices: id 1 is the
