@@ -15,6 +15,7 @@ use strata_rules::run::{Container, ImageRef, check_cache_name, check_container_p
 use strata_rules::stage::{CopyInto, RunInStage, StageStep};
 
 use super::schema::{Pairs, RawStep, RawTarget};
+use super::tree::RawNode;
 use super::{FileIds, Kind, Loader, Located, Target, Vars, is_var_name};
 use crate::load::Loc;
 
@@ -223,7 +224,7 @@ impl Loader {
     /// platforms Strata knows; `None` when absent or wrong (reported).
     pub(super) fn platform(
         &mut self,
-        raw: Option<&Spanned<serde_json::Value>>,
+        raw: Option<&Spanned<RawNode>>,
         ids: &FileIds,
         vars: &Vars,
     ) -> Option<Located<Platform>> {
