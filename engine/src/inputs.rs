@@ -79,7 +79,10 @@ pub fn resolve(
                     pattern.loc,
                     format!("`{}` matches no file", pattern.value),
                     "matches nothing",
-                    Some(format!("srcs patterns are relative to {}", display(&ws.root, &t.dir))),
+                    Some(format!(
+                        "srcs patterns, and the files a rule installs by name (a component's `source:`), are relative to {}",
+                        display(&ws.root, &t.dir)
+                    )),
                 )),
                 Ok(found) => {
                     for rel in found {

@@ -1351,7 +1351,11 @@ impl Loader {
                     0 | 1 => "here".to_string(),
                     _ => path_text(&e.path),
                 };
-                let help = unknown_field_hint(&e.message).unwrap_or(help);
+                let help = e
+                    .hint
+                    .clone()
+                    .or_else(|| unknown_field_hint(&e.message))
+                    .unwrap_or(help);
                 let err = self.at().error(
                     place(&e.path),
                     format!("{what}{}", e.message),

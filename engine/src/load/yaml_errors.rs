@@ -464,15 +464,12 @@ fn indentation(message: &str, loc: Loc, text: &str) -> Explained {
     let columns = open_columns(text, loc.line);
     let choices: Vec<String> = columns
         .iter()
-        .map(|(c, k)| format!("column {c} (beside `{k}`)"))
+        .map(|(c, k)| format!("column {c} (`{k}`)"))
         .collect();
     let expected = match choices.as_slice() {
-        [] => String::new(),
-        [one] => format!("; YAML expected a key at {one}"),
-        [first, rest @ ..] => format!(
-            "; YAML expected a key at {first}, or {}",
-            rest.join(", or ")
-        ),
+        [] => "YAML expected a key of the mapping above".to_string(),
+        [one] => format!("YAML expected a key at {one}"),
+        [init @ .., last] => format!("YAML expected a key at {} or {last}", init.join(", ")),
     };
     let start = Loc {
         file: loc.file,
@@ -482,9 +479,13 @@ fn indentation(message: &str, loc: Loc, text: &str) -> Explained {
     };
     Explained {
         loc: if word.is_empty() { loc } else { start },
-        message: format!("bad indentation: `{word}` at column {indent} lines up with no key above it{expected}"),
-        label: format!("YAML: {message}"),
-        help: "YAML nests by indentation: the keys of one mapping start at the same column, with spaces (never tabs); a field of a target is indented deeper than the target's name".into(),
+        message: format!(
+            "bad indentation: `{word}` at column {indent} lines up with no key above it"
+        ),
+        label: expected,
+        help: format!(
+            "YAML nests by indentation: the keys of one mapping start at the same column, with spaces (never tabs); a field of a target is indented deeper than the target's name (the parser: {message})"
+        ),
         also: None,
     }
 }
@@ -516,7 +517,7 @@ fn tab(message: &str, loc: Loc, text: &str) -> Explained {
         message: format!("a tab in the indentation of line {}", at.line),
         label: "tab".into(),
         help: format!(
-            "YAML indents with spaces only ({message}): replace the tab with spaces, lining the key up with the keys of its mapping"
+            "YAML indents with spaces only: replace the tab with spaces, lining the line up with the keys of its mapping (the parser: {message})"
         ),
         also: None,
     }

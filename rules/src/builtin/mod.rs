@@ -118,6 +118,9 @@ pub fn path_text(path: &[Seg]) -> String {
 pub struct ParamError {
     pub path: ParamPath,
     pub message: String,
+    /// What to write instead, when the rule knows better than a list of
+    /// its fields.
+    pub hint: Option<String>,
 }
 
 impl ParamError {
@@ -126,6 +129,7 @@ impl ParamError {
         ParamError {
             path: vec![Seg::Key(field.into())],
             message: message.into(),
+            hint: None,
         }
     }
 
@@ -134,7 +138,13 @@ impl ParamError {
         ParamError {
             path,
             message: message.into(),
+            hint: None,
         }
+    }
+
+    pub fn with_hint(mut self, hint: impl Into<String>) -> ParamError {
+        self.hint = Some(hint.into());
+        self
     }
 
     /// The target's field the error is in, if any.
@@ -239,7 +249,14 @@ pub(crate) fn located<T: serde::de::DeserializeOwned>(
         {
             path.push(Seg::Name(name.to_string()));
         }
-        ParamError { path, message }
+        let hint = message.contains("is not an octal mode").then(|| {
+            "a mode is octal digits, quoted or not: `\"0644\"`, `0755`, `\"1777\"`".to_string()
+        });
+        ParamError {
+            path,
+            message,
+            hint,
+        }
     })
 }
 

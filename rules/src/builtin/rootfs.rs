@@ -187,14 +187,28 @@ impl Params {
             let (Some(Seg::Index(i)), Some(items)) = (e.path.get(1), &components) else {
                 return e;
             };
-            if e.path.len() != 2 || e.field() != Some("components") {
+            if e.field() != Some("components") {
                 return e;
             }
-            match items.get(*i).and_then(component_error) {
+            let item = items.get(*i);
+            if item.is_some_and(|v| !v.is_object()) {
+                return ParamError::at(
+                    key("components").index(*i),
+                    format!(
+                        "components[{i}] is {}, not a component",
+                        kind_of(item.expect("some"))
+                    ),
+                )
+                .with_hint("a component is a mapping such as `{type: file, source: files/motd, target: /etc/motd}`; to read the list of components from a file, write `components: !include file.yaml`");
+            }
+            if e.path.len() != 2 {
+                return e;
+            }
+            match item.and_then(component_error) {
                 Some(inner) => {
                     let mut path = key("components").index(*i);
                     path.extend(inner.path);
-                    ParamError::at(path, inner.message)
+                    ParamError { path, ..inner }
                 }
                 None => e,
             }
@@ -271,6 +285,18 @@ impl Params {
                 })
             })
             .collect()
+    }
+}
+
+/// What a YAML value is, for messages.
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "empty",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
     }
 }
 
