@@ -1367,13 +1367,20 @@ impl Loader {
             }
         };
         // Targets a rule reads are dependencies even when `deps` omits
-        // them, each at the place that names it.
+        // them (in name order), each at the first place that names it.
+        let mut inputs: Vec<Located<String>> = Vec::new();
         for input in parsed.inputs() {
-            if !deps.iter().any(|d| d.value == input.value) {
-                deps.push(Located {
-                    value: input.value,
+            if !inputs.iter().any(|i| i.value == input.value) {
+                inputs.push(Located {
                     loc: place(&input.path),
+                    value: input.value,
                 });
+            }
+        }
+        inputs.sort_by(|a, b| a.value.cmp(&b.value));
+        for input in inputs {
+            if !deps.iter().any(|d| d.value == input.value) {
+                deps.push(input);
             }
         }
         // So are the source files it installs by name: `srcs:` need not

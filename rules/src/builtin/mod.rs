@@ -247,6 +247,9 @@ pub(crate) fn located<T: serde::de::DeserializeOwned>(
             .strip_prefix("unknown field `")
             .and_then(|r| r.split('`').next())
         {
+            if path.last() == Some(&Seg::Key(name.to_string())) {
+                path.pop();
+            }
             path.push(Seg::Name(name.to_string()));
         }
         let hint = message.contains("is not an octal mode").then(|| {
