@@ -208,7 +208,11 @@ fn rootfs_mistakes_name_the_component_and_path() {
         "{}",
         r.stderr
     );
-    assert!(r.stdout.is_empty() && !r.stderr.contains("executed"), "{}", r.stderr);
+    assert!(
+        r.stdout.is_empty() && !r.stderr.contains("executed"),
+        "{}",
+        r.stderr
+    );
 
     // A path missing from a dependency's output fails the step, naming the
     // component.

@@ -70,7 +70,7 @@ enum Step {
 struct Found<'a> {
     path: Vec<Step>,
     /// The mapping holding the key at fault (for a key), with its entries.
-    mapping: Option<&'a [(Spanned<String>, Spanned<RawNode>)]>,
+    mapping: Option<Entries<'a>>,
     /// The node at the place (for a value).
     node: Option<&'a RawNode>,
 }
@@ -153,7 +153,7 @@ enum Owner {
     Other,
 }
 
-fn owner(path: &[Step], mapping: &[(Spanned<String>, Spanned<RawNode>)], in_root: bool) -> Owner {
+fn owner(path: &[Step], mapping: Entries<'_>, in_root: bool) -> Owner {
     let rule = mapping
         .iter()
         .find(|(k, _)| k.value == "rule")
@@ -336,57 +336,52 @@ fn path_text(path: &[Step]) -> String {
     s
 }
 
+/// The entries of a mapping, in order.
+type Entries<'a> = &'a [(Spanned<String>, Spanned<RawNode>)];
+
 /// A field written twice in one mapping: both places. The parser points
-/// at the mapping; the keys are found in it.
+/// near the mapping; of the mappings holding `name` twice, the one that
+/// starts last at or before that line is it.
 fn repeated_field(
     name: &str,
     loc: Loc,
     tree: Option<&Spanned<RawNode>>,
     in_root: bool,
 ) -> Option<Explained> {
-    let tree = tree?;
-    let mut found = None;
     fn search<'a>(
         node: &'a Spanned<RawNode>,
         path: &mut Vec<Step>,
-        line: u64,
         name: &str,
-        found: &mut Option<(Vec<Step>, &'a [(Spanned<String>, Spanned<RawNode>)])>,
+        found: &mut Vec<(u64, Vec<Step>, Entries<'a>)>,
     ) {
         match &node.value {
             RawNode::Map(entries) => {
-                let twice = entries.iter().filter(|(k, _)| k.value == name).count() > 1;
-                if twice && node.referenced.line() <= line && found.is_none() {
-                    *found = Some((path.clone(), entries));
+                if entries.iter().filter(|(k, _)| k.value == name).count() > 1 {
+                    let start = entries.first().map_or(0, |(k, _)| k.referenced.line());
+                    found.push((start, path.clone(), entries));
                 }
                 for (k, v) in entries {
                     path.push(Step::Key(k.value.clone()));
-                    search(v, path, line, name, found);
+                    search(v, path, name, found);
                     path.pop();
                 }
             }
             RawNode::List(items) => {
                 for (i, item) in items.iter().enumerate() {
                     path.push(Step::Index(i));
-                    search(item, path, line, name, found);
+                    search(item, path, name, found);
                     path.pop();
                 }
             }
             RawNode::Scalar(_) => {}
         }
     }
-    // The mapping the parser stopped in starts at its place: prefer it.
-    let mut exact = None;
-    search(tree, &mut Vec::new(), loc.line, name, &mut exact);
-    if let Some((path, entries)) = exact {
-        let starts_here = entries
-            .first()
-            .is_some_and(|(k, _)| k.referenced.line() == loc.line);
-        if starts_here || found.is_none() {
-            found = Some((path, entries));
-        }
-    }
-    let (path, entries) = found?;
+    let mut found = Vec::new();
+    search(tree?, &mut Vec::new(), name, &mut found);
+    let (_, path, entries) = found
+        .into_iter()
+        .filter(|(start, _, _)| *start <= loc.line)
+        .max_by_key(|(start, _, _)| *start)?;
     let mut keys = entries.iter().filter(|(k, _)| k.value == name);
     let first = keys.next()?;
     let again = keys.next()?;
@@ -396,7 +391,7 @@ fn repeated_field(
         column: k.referenced.column(),
         len: name.chars().count() as u64,
     };
-    let mut key_path = path.clone();
+    let mut key_path = path;
     key_path.push(Step::Key(name.to_string()));
     let owner = owner(&key_path, entries, in_root);
     Some(Explained {
