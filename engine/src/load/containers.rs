@@ -14,7 +14,7 @@ use strata_rules::platform::{DEFAULT_PLATFORM, Platform, RunsOn};
 use strata_rules::run::{Container, ImageRef, check_cache_name, check_container_path};
 use strata_rules::stage::{CopyInto, RunInStage, StageStep};
 
-use super::schema::{Pairs, RawStep, RawTarget};
+use super::schema::{DATA_ROOT_FIELDS, IMAGE_PULL_FIELDS, Pairs, RawStep, RawTarget, STAGE_FIELDS};
 use super::tree::RawNode;
 use super::{FileIds, Kind, Loader, Located, Target, Vars, is_var_name};
 use crate::load::Loc;
@@ -258,7 +258,7 @@ impl Loader {
         vars: &Vars,
         common: Common,
     ) -> Vec<Target> {
-        self.only_fields(&raw, ids, "stage", &["from", "platform", "steps"]);
+        self.only_fields(&raw, ids, "stage", STAGE_FIELDS);
         let name = common.name.clone();
         let asked = self.platform(raw.platform.as_ref(), ids, vars);
         let platform = match &asked {
@@ -529,7 +529,7 @@ impl Loader {
         vars: &Vars,
         common: Common,
     ) -> Option<Target> {
-        self.only_fields(&raw, ids, "image-pull", &["image", "platform", "auth"]);
+        self.only_fields(&raw, ids, "image-pull", IMAGE_PULL_FIELDS);
         if let Some(first) = common.srcs.first().or(common.deps.first()) {
             let e = self.at().error(
                 first.loc,
@@ -621,7 +621,7 @@ impl Loader {
         vars: &Vars,
         common: Common,
     ) -> Option<Target> {
-        self.only_fields(&raw, ids, "docker-data-root", &["images"]);
+        self.only_fields(&raw, ids, "docker-data-root", DATA_ROOT_FIELDS);
         let mut deps = common.deps;
         let mut images = Vec::new();
         match &raw.images {

@@ -873,7 +873,10 @@ impl Loader {
                 ids.at(value),
                 format!("field `{field}` does not apply to rule `run`"),
                 "not a field of `run`",
-                Some(format!("`run` takes: {RUN_FIELDS}")),
+                Some(format!(
+                    "`run` takes: srcs, deps, {}",
+                    schema::RUN_FIELDS.join(", ")
+                )),
             );
             self.errors.push(e);
         }
@@ -1477,8 +1480,6 @@ fn known_rules() -> Vec<&'static str> {
 /// The kernel's own bound on process ids (`PID_MAX_LIMIT`): a limit above
 /// it is a typo.
 const MAX_PROCESSES: u64 = 4_194_304;
-
-const RUN_FIELDS: &str = "srcs, deps, cmd, argv, env, outs, network, tools, output_digest, image, platform, user, caches, limits";
 
 fn is_target_name(s: &str) -> bool {
     let mut chars = s.chars();

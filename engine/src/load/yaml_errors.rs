@@ -6,9 +6,9 @@
 
 use serde_json::Value;
 use serde_saphyr::Spanned;
-use strata_rules::builtin;
 
 use super::diag::{did_you_mean, unknown_field_hint};
+use super::schema::rule_fields;
 use super::source::Loc;
 use super::tree::RawNode;
 
@@ -22,42 +22,11 @@ pub(super) struct Explained {
     pub also: Option<(Loc, String)>,
 }
 
-/// Fields every target takes, whatever its rule.
-const COMMON_FIELDS: &[&str] = &["rule", "when", "srcs", "deps"];
-const RUN_FIELDS: &[&str] = &[
-    "cmd",
-    "argv",
-    "env",
-    "outs",
-    "network",
-    "tools",
-    "output_digest",
-    "image",
-    "platform",
-    "user",
-    "caches",
-    "limits",
-];
 pub(super) const FILE_FIELDS: &[&str] = &["vars", "targets", "include", "out_dir", "default"];
 const STEP_FIELDS: &[&str] = &[
     "cmd", "argv", "env", "srcs", "deps", "network", "user", "workdir", "caches", "copy", "to",
     "mode", "owner",
 ];
-
-/// The fields a target of `rule` takes, `rule:` and `when:` first; `None`
-/// for a rule Strata does not know.
-pub(super) fn rule_fields(rule: &str) -> Option<Vec<&'static str>> {
-    let own: &[&str] = match rule {
-        "run" => RUN_FIELDS,
-        "stage" => &["from", "platform", "steps"],
-        "image-pull" => &["image", "platform", "auth"],
-        "docker-data-root" => &["images"],
-        other => builtin::RULES.iter().find(|(r, _)| *r == other)?.1,
-    };
-    let mut fields = COMMON_FIELDS.to_vec();
-    fields.extend(own.iter().filter(|f| !COMMON_FIELDS.contains(f)));
-    Some(fields)
-}
 
 /// Where a node is in its file: the keys and list indices down to it.
 #[derive(Clone, Debug, PartialEq)]
