@@ -205,12 +205,25 @@ impl Loader {
                 let full = e.to_string();
                 let message = super::strip_location(&full);
                 let err = match e.location() {
-                    Some(l) => self.at().error(
-                        compose_ids.loc(&l),
-                        format!("compose file: {message}"),
-                        message.clone(),
-                        Some("fix the YAML at the marked place".into()),
-                    ),
+                    Some(l) => {
+                        // Tabs and indentation, said as for BUILD files.
+                        let said = super::yaml_errors::explain(
+                            &message,
+                            compose_ids.loc(&l),
+                            &raw,
+                            false,
+                        );
+                        let err = self.at().error(
+                            said.loc,
+                            format!("compose file: {}", said.message),
+                            said.label,
+                            Some(said.help),
+                        );
+                        match said.also {
+                            Some((other, label)) => err.also_at(&self.sources, other, &label),
+                            None => err,
+                        }
+                    }
                     None => {
                         super::ConfigError::general(format!("{}: {message}", written.file), None)
                     }
