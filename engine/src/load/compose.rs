@@ -207,12 +207,8 @@ impl Loader {
                 let err = match e.location() {
                     Some(l) => {
                         // Tabs and indentation, said as for BUILD files.
-                        let said = super::yaml_errors::explain(
-                            &message,
-                            compose_ids.loc(&l),
-                            &raw,
-                            false,
-                        );
+                        let said =
+                            super::yaml_errors::explain(&message, compose_ids.loc(&l), &raw, false);
                         let err = self.at().error(
                             said.loc,
                             format!("compose file: {}", said.message),

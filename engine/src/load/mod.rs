@@ -1302,16 +1302,12 @@ impl Loader {
         let field_locs: BTreeMap<&str, Loc> = trees.iter().map(|(f, t)| (*f, t.loc)).collect();
         // Where a parameter of the rule is written: the value at its path
         // (`components[4].chmod`), else the target's `rule:`.
-        let place =
-            |path: &[Seg]| match path.split_first() {
-                Some((Seg::Key(field) | Seg::Name(field), rest)) => trees
-                    .get(field.as_str())
-                    .map_or(rule_loc, |t| match (path.len(), &path[0]) {
-                        (1, Seg::Name(_)) => t.loc,
-                        _ => t.locate(rest),
-                    }),
-                _ => rule_loc,
-            };
+        let place = |path: &[Seg]| match path.split_first() {
+            Some((Seg::Key(field) | Seg::Name(field), rest)) => trees
+                .get(field.as_str())
+                .map_or(rule_loc, |t| t.locate(rest)),
+            _ => rule_loc,
+        };
         // `version: git-describe` makes the workspace's git state an input:
         // the description is resolved here, so it enters the key.
         if rule == "deb" && fields.get("version").and_then(|v| v.as_str()) == Some("git-describe") {
