@@ -778,6 +778,33 @@ fn component_sources_need_not_be_listed_in_srcs() {
 }
 
 #[test]
+fn srcs_still_select_what_a_component_folder_contributes() {
+    let ws = Ws::new();
+    ws.write("conf/app.conf", "key=1\n");
+    ws.write("conf/app.conf~", "an editor's backup\n");
+    ws.write(
+        "BUILD.yaml",
+        "targets:
+  fs:
+    rule: rootfs
+    srcs: [\"conf/*.conf\"]
+    components:
+      - {type: directory, source: conf, target: /etc/app}
+",
+    );
+    ws.build_ok(&[]);
+    assert_eq!(ws.read("out/fs/etc/app/app.conf"), "key=1\n");
+    assert!(!ws.path().join("out/fs/etc/app/app.conf~").exists());
+    // Without `srcs:`, the folder named is staged whole.
+    let yaml = ws
+        .read("BUILD.yaml")
+        .replace("    srcs: [\"conf/*.conf\"]\n", "");
+    ws.write("BUILD.yaml", &yaml);
+    ws.build_ok(&[]);
+    assert!(ws.path().join("out/fs/etc/app/app.conf~").exists());
+}
+
+#[test]
 fn a_missing_component_source_is_an_error_at_the_component() {
     let stderr = config_error(
         &[
@@ -805,7 +832,7 @@ fn a_missing_component_source_is_an_error_at_the_component() {
                ·                              ─────┬────
                ·                                   ╰── matches nothing
                ╰────
-              help: srcs patterns, and the files a rule installs by name (a component's `source:`), are relative to the workspace root
+              help: a file a rule installs by name (a component's `source:`) is one of the target's sources, relative to the workspace root
 
         "#]],
         &stderr,

@@ -59,6 +59,10 @@ pub struct Target {
     /// The folder of the file that declared it; `srcs` are relative to it.
     pub dir: PathBuf,
     pub srcs: Vec<Located<String>>,
+    /// Files of the sources a rule installs by name (a component's
+    /// `source:`), each staged unless `srcs` already stages it or files
+    /// below it: `srcs` may select what a folder contributes.
+    pub named_srcs: Vec<Located<String>>,
     pub deps: Vec<Located<String>>,
     pub outs: Vec<Located<String>>,
     pub output_digest: Option<Located<FixedOutput>>,
@@ -964,6 +968,7 @@ impl Loader {
             loc: name.loc,
             dir,
             srcs,
+            named_srcs: Vec::new(),
             deps,
             outs,
             output_digest,
@@ -1383,8 +1388,8 @@ impl Loader {
             }
         }
         // So are the source files it installs by name: `srcs:` need not
-        // list them again.
-        let mut srcs = srcs;
+        // list them again (inputs::resolve stages them).
+        let mut named_srcs: Vec<Located<String>> = Vec::new();
         for file in parsed.source_files() {
             let loc = place(&file.path);
             if globs::has_meta(&file.value) {
@@ -1392,13 +1397,13 @@ impl Loader {
                     loc,
                     format!("`{}` holds a wildcard character (`*`, `?`, `[` or `{{`)", file.value),
                     "not a plain path",
-                    Some("a file a rule installs by name is added to the target's sources as it is written; rename the file, or list it in `srcs:` and name it through `srcs:path` where the rule takes a tree".into()),
+                    Some("a file a rule installs by name is staged as it is written; rename the file, or stage it through `srcs:` with a pattern".into()),
                 );
                 self.errors.push(e);
                 continue;
             }
-            if !srcs.iter().any(|s| s.value == file.value) {
-                srcs.push(Located {
+            if !named_srcs.iter().any(|s| s.value == file.value) {
+                named_srcs.push(Located {
                     value: file.value,
                     loc,
                 });
@@ -1416,6 +1421,7 @@ impl Loader {
             loc: name.loc,
             dir,
             srcs,
+            named_srcs,
             deps,
             outs: Vec::new(),
             output_digest: None,
