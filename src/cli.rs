@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use strata_engine::audit::AuditOptions;
 use strata_engine::build::{self, BuildError, BuildOptions};
 use strata_engine::load::LoadOptions;
+use strata_engine::matrix::MatrixRequest;
 
 use crate::{build_file, progress, report, store_cmd};
 
@@ -45,6 +46,10 @@ enum Command {
         store: Option<PathBuf>,
         #[arg(long = "var", value_name = "NAME=VALUE")]
         vars: Vec<String>,
+        /// Explain TARGET in every configuration of a matrix build (as
+        /// `build --matrix`); TARGET may be `<value>/<target>`.
+        #[arg(long = "matrix", value_name = "VAR[=A,B]")]
+        matrix: Vec<String>,
         /// Print the explanation as JSON.
         #[arg(long = "json")]
         json: bool,
@@ -214,6 +219,11 @@ struct BuildArgs {
     /// Set or override a variable: --var name=value (repeatable).
     #[arg(long = "var", value_name = "NAME=VALUE")]
     vars: Vec<String>,
+    /// Build every listed value of VAR in one invocation (repeatable: the
+    /// product); without values, those `matrix:` lists in BUILD.yaml.
+    /// Outputs go to <out>/<value>/<target>.
+    #[arg(long = "matrix", value_name = "VAR[=A,B]")]
+    matrix: Vec<String>,
     /// Print one JSON document on stdout instead of the human summary.
     #[arg(long = "json")]
     json: bool,
@@ -252,6 +262,11 @@ struct GraphArgs {
     /// Set or override a variable: --var name=value (repeatable).
     #[arg(long = "var", value_name = "NAME=VALUE")]
     vars: Vec<String>,
+    /// Show every listed value of VAR in one invocation (repeatable: the
+    /// product); without values, those `matrix:` lists in BUILD.yaml.
+    /// Outputs go to <out>/<value>/<target>.
+    #[arg(long = "matrix", value_name = "VAR[=A,B]")]
+    matrix: Vec<String>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -283,6 +298,11 @@ struct AuditArgs {
     /// Set or override a variable: --var name=value (repeatable).
     #[arg(long = "var", value_name = "NAME=VALUE")]
     vars: Vec<String>,
+    /// Audit every listed value of VAR in one invocation (repeatable: the
+    /// product); without values, those `matrix:` lists in BUILD.yaml.
+    /// Outputs go to <out>/<value>/<target>.
+    #[arg(long = "matrix", value_name = "VAR[=A,B]")]
+    matrix: Vec<String>,
     /// Print one JSON document on stdout instead of the human report.
     #[arg(long = "json")]
     json: bool,
@@ -307,8 +327,9 @@ pub fn run() -> ExitCode {
             file,
             store,
             vars,
+            matrix,
             json,
-        } => explain_command(target, file, store, vars, json),
+        } => explain_command(target, file, store, vars, matrix, json),
         Command::Manifest(args) => crate::manifest::command(args),
         Command::Log {
             target,
@@ -394,9 +415,10 @@ fn explain_command(
     file: Option<PathBuf>,
     store: Option<PathBuf>,
     vars: Vec<String>,
+    matrix: Vec<String>,
     json: bool,
 ) -> ExitCode {
-    let var_overrides = match parse_vars(&vars) {
+    let (var_overrides, matrix) = match parse_vars(&vars, &matrix) {
         Ok(v) => v,
         Err(code) => return code,
     };
@@ -404,6 +426,7 @@ fn explain_command(
         Ok(f) => f,
         Err(code) => return code,
     };
+    let is_matrix = !matrix.is_empty();
     let opts = strata_engine::explain::ExplainOptions {
         build_file: file,
         target,
@@ -412,10 +435,11 @@ fn explain_command(
             var_overrides,
             ..LoadOptions::default()
         },
+        matrix,
     };
     let observer = progress::Progress::new(true);
     match strata_engine::explain::explain(&opts, &observer) {
-        Ok(e) => report::explanation(&e, json),
+        Ok(e) => report::explanations(&e, is_matrix, json),
         Err(BuildError::Config(errors)) => report::config_errors(errors),
         Err(BuildError::Usage(msg)) => report::usage_error(&msg),
         Err(BuildError::Environment(msg)) => report::failure(&msg),
@@ -423,7 +447,7 @@ fn explain_command(
 }
 
 fn build_command(args: BuildArgs) -> ExitCode {
-    let var_overrides = match parse_vars(&args.vars) {
+    let (var_overrides, matrix) = match parse_vars(&args.vars, &args.matrix) {
         Ok(v) => v,
         Err(code) => return code,
     };
@@ -453,6 +477,7 @@ fn build_command(args: BuildArgs) -> ExitCode {
             var_overrides,
             ..LoadOptions::default()
         },
+        matrix,
         trace: args.trace.map(absolute),
         remote: strata_engine::remote::RemoteCli {
             url: args.remote_cache,
@@ -477,7 +502,7 @@ fn build_command(args: BuildArgs) -> ExitCode {
 }
 
 fn graph_command(args: GraphArgs) -> ExitCode {
-    let var_overrides = match parse_vars(&args.vars) {
+    let (var_overrides, matrix) = match parse_vars(&args.vars, &args.matrix) {
         Ok(v) => v,
         Err(code) => return code,
     };
@@ -489,7 +514,7 @@ fn graph_command(args: GraphArgs) -> ExitCode {
         Ok(f) => f,
         Err(code) => return code,
     };
-    match strata_engine::render::plan(&file, &load, &args.targets) {
+    match strata_engine::render::plan(&file, &load, &matrix, &args.targets) {
         Ok(plan) => {
             match args.format {
                 GraphFormat::Dot => print!("{}", strata_engine::render::dot(&plan)),
@@ -511,7 +536,7 @@ fn audit_command(args: AuditArgs) -> ExitCode {
     // SAFETY: nothing but this thread runs yet (no runtime, no progress
     // ticker): the process environment may change.
     let original_env = unsafe { strata_engine::audit::perturb::pin_process_env() };
-    let var_overrides = match parse_vars(&args.vars) {
+    let (var_overrides, matrix) = match parse_vars(&args.vars, &args.matrix) {
         Ok(v) => v,
         Err(code) => return code,
     };
@@ -538,6 +563,7 @@ fn audit_command(args: AuditArgs) -> ExitCode {
             var_overrides,
             env_overrides: original_env,
         },
+        matrix,
     };
     let observer = Arc::new(progress::Progress::new(args.json));
     let result = strata_engine::audit::audit(&opts, observer.clone());
@@ -550,9 +576,15 @@ fn audit_command(args: AuditArgs) -> ExitCode {
     }
 }
 
-/// `--var NAME=VALUE` arguments, or the exit code of a usage error.
-fn parse_vars(vars: &[String]) -> Result<Vec<(String, String)>, ExitCode> {
-    vars.iter()
+/// `--var NAME=VALUE` and `--matrix VAR[=A,B]` arguments, checked
+/// together (a variable given twice, or by both), or the exit code of a
+/// usage error.
+fn parse_vars(
+    vars: &[String],
+    matrix: &[String],
+) -> Result<(Vec<(String, String)>, MatrixRequest), ExitCode> {
+    let vars = vars
+        .iter()
         .map(|v| match v.split_once('=') {
             Some((name, value)) if strata_engine::load::is_var_name(name) => {
                 Ok((name.to_string(), value.to_string()))
@@ -561,7 +593,9 @@ fn parse_vars(vars: &[String]) -> Result<Vec<(String, String)>, ExitCode> {
                 "--var expects NAME=VALUE, got `{v}`"
             ))),
         })
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    let matrix = MatrixRequest::parse(matrix, &vars).map_err(report::config_errors)?;
+    Ok((vars, matrix))
 }
 
 fn clean_command(file: Option<PathBuf>, out_dir: Option<PathBuf>) -> ExitCode {

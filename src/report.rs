@@ -38,14 +38,15 @@ pub fn build_report(r: &BuildReport, json: bool) -> ExitCode {
             .targets
             .iter()
             .map(|t| {
-                (
-                    t.name.clone(),
-                    serde_json::json!({
-                        "status": t.status.as_str(),
-                        "key": t.key.map(|k| k.hex()),
-                        "output": t.output.map(|o| r.digest_string(&o)),
-                    }),
-                )
+                let mut v = serde_json::json!({
+                    "status": t.status.as_str(),
+                    "key": t.key.map(|k| k.hex()),
+                    "output": t.output.map(|o| r.digest_string(&o)),
+                });
+                if !r.configurations.is_empty() {
+                    v["configurations"] = t.configurations.clone().into();
+                }
+                (t.name.clone(), v)
             })
             .collect();
         let mut doc = serde_json::json!({
@@ -55,6 +56,10 @@ pub fn build_report(r: &BuildReport, json: bool) -> ExitCode {
             "failed": failed,
             "skipped": skipped,
         });
+        if !r.configurations.is_empty() {
+            doc["configurations"] = r.configurations.clone().into();
+            doc["shared"] = r.shared.into();
+        }
         if let Some(remote) = &r.remote {
             doc["remote"] = serde_json::to_value(remote).expect("stats serialize");
         }
@@ -67,11 +72,21 @@ pub fn build_report(r: &BuildReport, json: bool) -> ExitCode {
         "{executed} executed, {cached} cached, {failed} failed in {:.2} s",
         r.elapsed.as_secs_f64()
     );
-    let extra = if skipped > 0 {
+    let mut extra = if skipped > 0 {
         format!(" ({skipped} skipped)")
     } else {
         String::new()
     };
+    match r.configurations.len() {
+        0 => {}
+        1 => extra.push_str(&format!("; 1 configuration ({})", r.configurations[0])),
+        n => extra.push_str(&format!(
+            "; {n} configurations ({}), {} {} shared by them, built once",
+            r.configurations.join(", "),
+            r.shared,
+            if r.shared == 1 { "target" } else { "targets" },
+        )),
+    }
     if json {
         eprintln!("{summary}{extra}");
     } else {
@@ -227,14 +242,35 @@ pub fn verify_report(r: &strata_engine::VerifyReport) -> ExitCode {
 }
 
 /// `strata explain`: the explanation as an indented tree (or JSON).
-pub fn explanation(e: &strata_engine::explain::Explanation, json: bool) -> ExitCode {
+/// One explanation, or (a matrix build) one per configuration: a JSON
+/// array then, explanations one after another for people.
+pub fn explanations(
+    list: &[strata_engine::explain::Explanation],
+    matrix: bool,
+    json: bool,
+) -> ExitCode {
     if json {
+        let doc = match (matrix, list) {
+            (false, [one]) => serde_json::to_value(one),
+            _ => serde_json::to_value(list),
+        };
         println!(
             "{}",
-            serde_json::to_string_pretty(e).expect("explanations serialize")
+            serde_json::to_string_pretty(&doc.expect("explanations serialize"))
+                .expect("JSON values serialize")
         );
         return ExitCode::SUCCESS;
     }
+    for (i, e) in list.iter().enumerate() {
+        if i > 0 {
+            println!();
+        }
+        explanation(e);
+    }
+    ExitCode::SUCCESS
+}
+
+fn explanation(e: &strata_engine::explain::Explanation) {
     print_explanation(e, 0);
     let c = &e.components;
     if let Some(how) = c.execution() {
@@ -257,7 +293,6 @@ pub fn explanation(e: &strata_engine::explain::Explanation, json: bool) -> ExitC
     for (name, d) in &c.deps {
         println!("  dependency {name}  {d}");
     }
-    ExitCode::SUCCESS
 }
 
 fn print_explanation(e: &strata_engine::explain::Explanation, depth: usize) {

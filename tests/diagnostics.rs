@@ -409,7 +409,7 @@ fn a_misspelt_top_level_key_suggests_the_files_keys() {
                ·    ╰── not a field of the file
              2 │   hello:
                ╰────
-              help: did you mean `targets`? the file takes: vars, targets, include, out_dir, default
+              help: did you mean `targets`? the file takes: vars, targets, include, out_dir, default, matrix
 
         "#]],
     );
@@ -707,7 +707,12 @@ targets:
     assert_snapshot(
         expect![[r#"
             $ strata build --var verison=2
-              × `--var verison=...` names no variable of the workspace
+              × `--var verison`: the workspace has no variable `verison`
+               ╭─[command line:1:7]
+             1 │ --var verison=2
+               ·       ───┬───
+               ·          ╰── not a variable of the workspace
+               ╰────
               help: did you mean `version`? the workspace's variables: version (declared under `vars:`, or used as `${name}`)
 
         "#]],
@@ -715,9 +720,40 @@ targets:
     );
 }
 
-// ---------------------------------------------------------------------------
-// 7. A component's source is an input of its target
-// ---------------------------------------------------------------------------
+#[test]
+fn a_misspelt_matrix_variable_is_an_error_with_the_nearest_name() {
+    let stderr = config_error(
+        &[(
+            "BUILD.yaml",
+            "vars:
+  arch: x86_64
+matrix:
+  arch: [x86_64, aarch64]
+targets:
+  hello:
+    rule: run
+    cmd: \"echo ${arch} > $OUT/v\"
+    outs: [v]
+",
+        )],
+        &["build", "--matrix", "ach=x86_64,aarch64"],
+    );
+    assert_snapshot(
+        expect![[r#"
+        $ strata build --matrix ach=x86_64,aarch64
+          × `--matrix ach`: the workspace declares no variable `ach`
+           ╭─[command line:1:10]
+         1 │ --matrix ach=x86_64,aarch64
+           ·          ─┬─
+           ·           ╰── not a variable of the workspace
+           ╰────
+          help: did you mean `arch`?
+
+    "#]],
+        &stderr,
+    );
+}
+
 #[test]
 fn a_command_line_variable_may_set_a_declared_or_a_used_variable() {
     let ws = Ws::new();

@@ -22,10 +22,12 @@ use crate::inputs;
 use crate::load::diag::{At, did_you_mean};
 use crate::load::{self, ConfigError, Kind, LoadOptions, Workspace};
 use crate::materialize;
+use crate::matrix::MatrixRequest;
+use crate::plan::Plan;
 use crate::platforms::Emulators;
 use crate::records::{self, Record, RecordedTarget};
 use crate::remote::store_function;
-use crate::scheduler::{self, Job, Observer, Outcome, Settings, Work};
+use crate::scheduler::{self, Observer, Outcome, Settings, Work};
 use crate::statcache::StatCache;
 use crate::toolchain::HostToolchain;
 use crate::trace::{self, Tracer};
@@ -43,6 +45,8 @@ pub struct BuildOptions {
     /// Defaults to `out/` beside the BUILD file.
     pub out_dir: Option<PathBuf>,
     pub load: LoadOptions,
+    /// `--matrix`: the configurations built together (none: one, plain).
+    pub matrix: MatrixRequest,
     /// `--trace`: where to write a Chrome trace of the build.
     pub trace: Option<PathBuf>,
     /// `--remote-cache`, `--remote-upload`, `--sign-key` (over `strata.yaml`).
@@ -82,7 +86,11 @@ impl Status {
 
 #[derive(Debug)]
 pub struct TargetReport {
+    /// The target's name, or its label in a matrix build.
     pub name: String,
+    /// In a matrix build, the configurations the node belongs to (a node
+    /// several share was built once for all of them).
+    pub configurations: Vec<String>,
     pub status: Status,
     pub key: Option<Digest>,
     pub output: Option<Digest>,
@@ -103,6 +111,11 @@ pub struct BuildReport {
     pub workspace_tag: String,
     /// What the remote cache did, if one was configured and reachable.
     pub remote: Option<crate::remote::RemoteStats>,
+    /// The configurations of a matrix build (`x86_64`, `aarch64`); empty
+    /// without `--matrix`.
+    pub configurations: Vec<String>,
+    /// Nodes of a matrix build that several configurations share.
+    pub shared: usize,
 }
 
 impl BuildReport {
@@ -116,7 +129,8 @@ impl BuildReport {
     }
 }
 
-/// Loads the workspace and builds the requested targets.
+/// Loads the workspace (once per configuration of `--matrix`) and builds
+/// the requested targets.
 pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildReport, BuildError> {
     let t0 = Instant::now();
     if let Some(path) = &opts.trace {
@@ -135,29 +149,20 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
             t.phase(name, start)
         }
     };
-    let ws = load::load(&opts.build_file, &opts.load).map_err(BuildError::Config)?;
-    let graph = Graph::build(&ws).map_err(BuildError::Config)?;
-    let roots = requested(&ws, &graph, &opts.targets)?;
-    let order = graph.closure(&roots);
+    let plan = Plan::load(&opts.build_file, &opts.load, &opts.matrix, &opts.targets)?;
     let emulators = Emulators::of_this_machine();
-    crate::platforms::check(
-        &ws,
-        order.iter().map(|&n| &ws.targets[graph.dag[n]]),
-        &emulators,
-    )
-    .map_err(BuildError::Config)?;
-    let out_dir = opts.out_dir.clone().unwrap_or_else(|| ws.out_dir.clone());
+    plan.check_platforms(&emulators)?;
+    let out_dir = plan.out_dir(opts.out_dir.as_ref())?;
     // Before anything runs: a build that could not place its outputs would
     // be wasted. Checked again under the lock when placing them.
-    let root_names = roots
-        .iter()
-        .map(|n| ws.targets[graph.dag[*n]].name.as_str());
-    let foreign = materialize::foreign_entries(&out_dir, root_names);
+    let foreign =
+        materialize::foreign_entries(&out_dir, plan.roots.iter().map(|r| r.place.as_str()));
     if !foreign.is_empty() {
-        return Err(BuildError::Config(foreign_entry_errors(&ws, &foreign)));
+        return Err(BuildError::Config(foreign_entry_errors(&plan, &foreign)));
     }
     phase("load", t0);
     let started = Instant::now();
+    let ws = plan.ws();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -199,19 +204,12 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
 
     // Key phase, first half: expand and hash sources (the stat cache spares
     // re-reading unchanged files).
-    let mut sources = hash_sources(
-        &ws,
-        &graph,
-        &order,
-        &store,
-        &workspace_tag,
-        &out_dir,
-        observer.as_ref(),
-    )?;
+    let mut sources = hash_sources(&plan, &store, &workspace_tag, &out_dir, observer.as_ref())?;
     phase("key", started);
     let started = Instant::now();
 
-    let jobs = plan_jobs(&ws, &graph, &order, &mut sources, &emulators)?;
+    let jobs = plan.jobs(&mut sources, &emulators)?;
+    let order = plan.order();
     // Where each container step runs, for its record.
     let runs_on: BTreeMap<String, RunsOn> = jobs
         .values()
@@ -232,7 +230,7 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
         store.clone(),
         settings,
         jobs,
-        order.clone(),
+        order,
         observer.clone(),
         remote.clone(),
     ));
@@ -243,14 +241,17 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
     // A step that did not run keeps the time it took when it last did.
     let mut durations = estimates;
     for (n, outcome) in run.outcomes {
-        let t = &ws.targets[graph.dag[n]];
-        if let Some(d) = run.durations.get(&n) {
+        let index = n;
+        let n = n.index();
+        let t = plan.target(n);
+        if let Some(d) = run.durations.get(&index) {
+            let label = &plan.nodes[n].label;
             match &outcome {
                 Outcome::Executed { .. } => {
-                    durations.insert(t.name.clone(), *d);
+                    durations.insert(label.clone(), *d);
                 }
                 Outcome::Failed { .. } => {
-                    durations.entry(t.name.clone()).or_insert(*d);
+                    durations.entry(label.clone()).or_insert(*d);
                 }
                 _ => {}
             }
@@ -263,11 +264,13 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
         };
         let diagnostic = failure
             .as_ref()
-            .and_then(|f| failure_diagnostic(&ws, t, &f.failure));
+            .and_then(|f| failure_diagnostic(plan.ws_of(n), t, &f.failure));
+        let label = plan.nodes[n].label.clone();
         reports.insert(
-            t.name.clone(),
+            label.clone(),
             TargetReport {
-                name: t.name.clone(),
+                name: label,
+                configurations: plan.members_of(n),
                 status,
                 key,
                 output,
@@ -278,14 +281,12 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
     }
 
     if !run.interrupted {
-        let requested: BTreeMap<String, Option<Digest>> = roots
+        let requested: BTreeMap<String, Option<Digest>> = plan
+            .roots
             .iter()
-            .map(|n| {
-                let name = &ws.targets[graph.dag[*n]].name;
-                (name.clone(), reports[name].output)
-            })
+            .map(|r| (r.place.clone(), reports[&plan.nodes[r.node].label].output))
             .collect();
-        let known: Vec<&str> = ws.targets.iter().map(|t| t.name.as_str()).collect();
+        let scope = out_scope(&plan);
         let lock = materialize::lock(&out_dir, |holder| {
             observer.warn(&format!(
                 "waiting for {} (locked by {holder})",
@@ -293,10 +294,10 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
             ))
         })
         .map_err(|e| BuildError::Environment(format!("cannot lock {}: {e}", out_dir.display())))?;
-        let changed = materialize::update(&store, &out_dir, &requested, &known, &lock).map_err(
+        let changed = materialize::update(&store, &out_dir, &requested, &scope, &lock).map_err(
             |e| match e {
                 materialize::OutError::Foreign(entries) => {
-                    BuildError::Config(foreign_entry_errors(&ws, &entries))
+                    BuildError::Config(foreign_entry_errors(&plan, &entries))
                 }
                 materialize::OutError::Io(msg) => BuildError::Environment(msg),
             },
@@ -313,16 +314,16 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
     phase("materialize", started);
     let started = Instant::now();
 
-    let rule_names: BTreeMap<String, String> = ws
-        .targets
+    let rule_names: BTreeMap<String, String> = plan
+        .nodes
         .iter()
-        .map(|t| (t.name.clone(), t.kind.rule_name().to_string()))
-        .collect();
-    let non_reproducible: std::collections::BTreeSet<String> = ws
-        .targets
-        .iter()
-        .filter(|t| !t.kind.reproducible())
-        .map(|t| t.name.clone())
+        .enumerate()
+        .map(|(n, node)| {
+            (
+                node.label.clone(),
+                plan.target(n).kind.rule_name().to_string(),
+            )
+        })
         .collect();
     let record = Record {
         version: 2,
@@ -339,9 +340,13 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
         },
         out_dir: Some(out_dir_now),
         left_behind,
-        targets: reports
-            .values()
-            .map(|r| {
+        targets: plan
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(n, node)| {
+                let r = &reports[&node.label];
+                let t = plan.target(n);
                 (
                     r.name.clone(),
                     RecordedTarget {
@@ -349,8 +354,14 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
                         key: r.key.map(|k| k.hex()),
                         key_size: r.key.map(|k| k.size_bytes),
                         output: r.output.map(|o| store.function().qualified(&o)),
-                        rule: rule_names.get(&r.name).cloned().unwrap_or_default(),
-                        reproducible: !non_reproducible.contains(&r.name),
+                        rule: t.kind.rule_name().to_string(),
+                        reproducible: t.kind.reproducible(),
+                        deps: node
+                            .deps
+                            .iter()
+                            .map(|(name, d)| (name.clone(), plan.nodes[*d].label.clone()))
+                            .filter(|(name, label)| name != label)
+                            .collect(),
                         duration_ms: durations
                             .get(&r.name)
                             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
@@ -385,6 +396,8 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
         out_dir,
         workspace_tag,
         remote: remote.map(|r| r.stats()),
+        configurations: plan.config_paths(),
+        shared: if plan.matrix { plan.shared() } else { 0 },
     })
 }
 
@@ -423,23 +436,52 @@ fn left_behind(
     said
 }
 
+/// What this build answers for in the output folder: the folders it places
+/// entries in (the folder itself, or one per configuration of a matrix),
+/// and every entry they may hold now. Entries of other configurations, and
+/// a plain build's beside a matrix build's, are left alone.
+fn out_scope(plan: &Plan) -> materialize::Scope {
+    let mut scope = materialize::Scope::default();
+    for c in &plan.configs {
+        let folder = match plan.matrix {
+            true => c.config.path(),
+            false => String::new(),
+        };
+        for t in &c.ws.targets {
+            scope.known.insert(match plan.matrix {
+                true => format!("{folder}/{}", t.name),
+                false => t.name.clone(),
+            });
+        }
+        scope.folders.insert(folder);
+    }
+    scope
+}
+
 /// Errors for entries of the output folder that Strata did not make but a
 /// target's output would replace, each at the target's name. A conflict of
 /// the configuration with the disk (exit 2): no step failed, and no retry
 /// helps until the entry moves or the outputs go elsewhere.
-fn foreign_entry_errors(ws: &Workspace, entries: &[(String, PathBuf)]) -> Vec<ConfigError> {
-    let at = At {
-        sources: &ws.sources,
-    };
+fn foreign_entry_errors(plan: &Plan, entries: &[(String, PathBuf)]) -> Vec<ConfigError> {
     entries
         .iter()
-        .filter_map(|(name, path)| {
-            let t = ws.targets.iter().find(|t| &t.name == name)?;
+        .filter_map(|(place, path)| {
+            let root = plan.root_at(place)?;
+            let ws = &plan.configs[root.config].ws;
+            let t = plan.target(root.node);
+            let at = At {
+                sources: &ws.sources,
+            };
+            // A matrix build's entry may be blocked by its folder instead.
+            let what = match path.ends_with(place) {
+                true => "there would replace it",
+                false => "would write into it",
+            };
             Some(
                 at.error(
                     t.loc,
                     format!(
-                        "{} was not made by Strata; placing `{name}` there would replace it",
+                        "{} was not made by Strata; placing `{place}` {what}",
                         path.display()
                     ),
                     "its output goes to the output folder under this name",
@@ -454,64 +496,45 @@ fn foreign_entry_errors(ws: &Workspace, entries: &[(String, PathBuf)]) -> Vec<Co
         .collect()
 }
 
-/// The scheduler's job for each node of `order`, taking its sources.
-pub(crate) fn plan_jobs(
-    ws: &Workspace,
-    graph: &Graph,
-    order: &[NodeIndex],
-    sources: &mut BTreeMap<usize, Vec<inputs::SourceFile>>,
+/// What a target does when it runs, as the scheduler sees it: a step on a
+/// foreign image is keyed with the emulator that runs it.
+pub(crate) fn work_of(
+    toolchain: &HostToolchain,
+    t: &load::Target,
     emulators: &Emulators,
-) -> Result<BTreeMap<NodeIndex, Job>, BuildError> {
-    let toolchain = HostToolchain::default();
-    // A step on a foreign image is keyed with the emulator that runs it.
+) -> Result<Work, BuildError> {
     let emulated = |runs_on: &RunsOn| RunsOn {
         platform: runs_on.platform.clone(),
         emulator: emulators.for_platform(&runs_on.platform),
     };
-    order
-        .iter()
-        .map(|&n| {
-            let t = &ws.targets[graph.dag[n]];
-            let job = Job {
-                name: t.name.clone(),
-                work: match &t.kind {
-                    Kind::Run(params) => {
-                        let mut params = params.clone();
-                        if let Some(c) = params.container.as_mut() {
-                            c.runs_on = emulated(&c.runs_on);
-                        }
-                        Work::Run(host_step(&toolchain, &t.name, &params)?)
-                    }
-                    Kind::Builtin(rule, sde) => Work::Builtin {
-                        rule: rule.clone(),
-                        source_date_epoch: sde.clone(),
-                    },
-                    Kind::Stage {
-                        parent,
-                        step,
-                        runs_on,
-                    } => Work::Stage {
-                        parent: parent.clone(),
-                        step: step.clone(),
-                        // Nothing runs in a `copy` step.
-                        runs_on: match step {
-                            StageStep::Run(_) => emulated(runs_on),
-                            StageStep::Copy(_) => runs_on.clone(),
-                        },
-                    },
-                    Kind::ImagePull(p) => Work::ImagePull(p.clone()),
-                    Kind::DataRoot(p) => Work::DataRoot(p.clone()),
-                },
-                sources: sources.remove(&graph.dag[n]).unwrap_or_default(),
-                deps: graph
-                    .deps_of(ws, n)
-                    .map(|(d, name)| (name.to_string(), d))
-                    .collect(),
-                dependents: graph.dependents(n).collect(),
-            };
-            Ok((n, job))
-        })
-        .collect()
+    Ok(match &t.kind {
+        Kind::Run(params) => {
+            let mut params = params.clone();
+            if let Some(c) = params.container.as_mut() {
+                c.runs_on = emulated(&c.runs_on);
+            }
+            Work::Run(host_step(toolchain, &t.name, &params)?)
+        }
+        Kind::Builtin(rule, sde) => Work::Builtin {
+            rule: rule.clone(),
+            source_date_epoch: sde.clone(),
+        },
+        Kind::Stage {
+            parent,
+            step,
+            runs_on,
+        } => Work::Stage {
+            parent: parent.clone(),
+            step: step.clone(),
+            // Nothing runs in a `copy` step.
+            runs_on: match step {
+                StageStep::Run(_) => emulated(runs_on),
+                StageStep::Copy(_) => runs_on.clone(),
+            },
+        },
+        Kind::ImagePull(p) => Work::ImagePull(p.clone()),
+        Kind::DataRoot(p) => Work::DataRoot(p.clone()),
+    })
 }
 
 /// A `run` step, keyed by the host toolchain when it runs on the host.
@@ -558,11 +581,10 @@ pub fn workspace_tag(canonical_build_file: &Path) -> String {
     blake3::hash(canonical_build_file.as_os_str().as_encoded_bytes()).to_hex()[..16].to_string()
 }
 
-/// Hashes the sources of `order`'s targets through the workspace's stat cache.
+/// Hashes the sources of the plan's nodes through the workspace's stat
+/// cache, by node.
 pub(crate) fn hash_sources(
-    ws: &Workspace,
-    graph: &Graph,
-    order: &[NodeIndex],
+    plan: &Plan,
     store: &Store,
     workspace_tag: &str,
     out_dir: &Path,
@@ -577,9 +599,7 @@ pub(crate) fn hash_sources(
     // Never hash our own output folder or store as sources, however they
     // are spelled.
     let skip = [canonical(out_dir), store.root().to_path_buf()];
-    let indices: Vec<usize> = order.iter().map(|n| graph.dag[*n]).collect();
-    let sources = inputs::resolve(ws, &indices, &skip, &mut stat_cache, store.function())
-        .map_err(BuildError::Config)?;
+    let sources = plan.hash_sources(&mut stat_cache, &skip, store.function())?;
     if let Err(e) = stat_cache.save() {
         observer.warn(&format!("cannot save the stat cache: {e}"));
     }

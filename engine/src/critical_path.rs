@@ -160,6 +160,7 @@ mod tests {
             .map(|(i, name)| {
                 let job = Job {
                     name: name.to_string(),
+                    target: name.to_string(),
                     work: Work::Builtin {
                         rule: Builtin::Checksums(checksums::Params {
                             of: Vec::new(),

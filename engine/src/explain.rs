@@ -21,19 +21,23 @@ use strata_store::{Digest, Store};
 
 use crate::build::{self, BuildError};
 use crate::declared::DeclaredOutputs;
-use crate::graph::Graph;
 use crate::key;
 use crate::keyinfo::{self, Change, KeyInfo};
-use crate::load::{self, LoadOptions};
+use crate::load::LoadOptions;
+use crate::matrix::MatrixRequest;
+use crate::plan::Plan;
 use crate::records::{self, Record, RecordedTarget};
 use crate::scheduler::{self, Observer};
 
 #[derive(Clone, Debug)]
 pub struct ExplainOptions {
     pub build_file: PathBuf,
+    /// A target, or `<config>/<target>` in a matrix build.
     pub target: String,
     pub store_dir: PathBuf,
     pub load: LoadOptions,
+    /// `--matrix`: explain the target in each configuration.
+    pub matrix: MatrixRequest,
 }
 
 /// What a target's key is made of and why it differs from last time.
@@ -77,12 +81,21 @@ struct Keyed {
     rule: String,
 }
 
-/// Explains `opts.target` against the workspace's last builds.
-pub fn explain(opts: &ExplainOptions, observer: &dyn Observer) -> Result<Explanation, BuildError> {
-    let ws = load::load(&opts.build_file, &opts.load).map_err(BuildError::Config)?;
-    let graph = Graph::build(&ws).map_err(BuildError::Config)?;
-    let roots = build::requested(&ws, &graph, std::slice::from_ref(&opts.target))?;
-    let order = graph.closure(&roots);
+/// Explains `opts.target` against the workspace's last builds: one
+/// explanation, or one per configuration whose node it is in a matrix
+/// build (a node the configurations share is explained once).
+pub fn explain(
+    opts: &ExplainOptions,
+    observer: &dyn Observer,
+) -> Result<Vec<Explanation>, BuildError> {
+    let plan = Plan::load(
+        &opts.build_file,
+        &opts.load,
+        &opts.matrix,
+        std::slice::from_ref(&opts.target),
+    )?;
+    let out_dir = plan.out_dir(None)?;
+    let ws = plan.ws();
     let tag = build::workspace_tag(&ws.build_file);
     // Keys are compared in the digest function the last build used.
     let store = build::open_store_as_last_build(&opts.store_dir, &tag)?;
@@ -108,10 +121,10 @@ pub fn explain(opts: &ExplainOptions, observer: &dyn Observer) -> Result<Explana
         .last()
         .map(|r| r.isolation == "sandbox")
         .unwrap_or(true);
-    let mut sources =
-        build::hash_sources(&ws, &graph, &order, &store, &tag, &ws.out_dir, observer)?;
+    let mut sources = build::hash_sources(&plan, &store, &tag, &out_dir, observer)?;
     let emulators = crate::platforms::Emulators::of_this_machine();
-    let jobs = build::plan_jobs(&ws, &graph, &order, &mut sources, &emulators)?;
+    let jobs = plan.jobs(&mut sources, &emulators)?;
+    let order = plan.order();
 
     let mut keyed: BTreeMap<NodeIndex, Keyed> = BTreeMap::new();
     for n in &order {
@@ -137,7 +150,7 @@ pub fn explain(opts: &ExplainOptions, observer: &dyn Observer) -> Result<Explana
         let action = key::of_work(
             store.function(),
             store.cas(),
-            &job.name,
+            &job.target,
             &job.work,
             sandboxed,
             &job.sources,
@@ -149,7 +162,7 @@ pub fn explain(opts: &ExplainOptions, observer: &dyn Observer) -> Result<Explana
             .store(store.cas())
             .map_err(|e| BuildError::Environment(format!("cannot write to the store: {e}")))?;
         let info = keyinfo::read(&store, &action.key).unwrap_or_default();
-        let rule = ws.targets[graph.dag[*n]].kind.rule_name().to_string();
+        let rule = plan.target(n.index()).kind.rule_name().to_string();
         let pending = job
             .deps
             .iter()
@@ -171,8 +184,16 @@ pub fn explain(opts: &ExplainOptions, observer: &dyn Observer) -> Result<Explana
             },
         );
     }
-    let node = roots[0];
-    Ok(explain_node(node, &jobs, &keyed, &last, &store))
+    let mut roots: Vec<usize> = Vec::new();
+    for r in &plan.roots {
+        if !roots.contains(&r.node) {
+            roots.push(r.node);
+        }
+    }
+    Ok(roots
+        .into_iter()
+        .map(|n| explain_node(NodeIndex::new(n), &jobs, &keyed, &last, &store))
+        .collect())
 }
 
 fn explain_node(
@@ -303,7 +324,7 @@ fn root_cause(
         .filter_map(|c| match c {
             Change::Dep { name: dep, .. } => Some(format!(
                 "dependency `{dep}` changed: {}",
-                root_cause(store, newest, before, dep, depth + 1)
+                root_cause(store, newest, before, now.dep_label(dep), depth + 1)
             )),
             _ => None,
         })

@@ -152,6 +152,18 @@ pub fn of_last_build(
     } else {
         let mut chosen = BTreeMap::new();
         for name in targets {
+            // In a matrix build a target is recorded once per configuration
+            // (`x86_64/ramdisk`), or once under its own name when they share it.
+            let mut matched = false;
+            for (label, t) in &record.targets {
+                if label.rsplit_once('/').is_some_and(|(_, n)| n == name) {
+                    chosen.insert(label, t);
+                    matched = true;
+                }
+            }
+            if matched && !record.targets.contains_key(name) {
+                continue;
+            }
             let Some((name, t)) = record.targets.get_key_value(name) else {
                 let hint = did_you_mean(name, record.targets.keys().map(String::as_str))
                     .map(|h| format!(" ({h})"))

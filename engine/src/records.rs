@@ -66,6 +66,10 @@ pub struct RecordedTarget {
     /// runs again (`strata log`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scratch: Option<String>,
+    /// The records' names of dependencies whose name here differs from the
+    /// one the key uses (a matrix build's labels, `x86_64/rootfs`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub deps: BTreeMap<String, String>,
     /// The platform a step in an image (`run` with `image:`, `stage`) is
     /// for, such as `linux/arm64`; absent for work that runs no image's
     /// programs (built-in rules, pulls, `docker-data-root`: all native).
@@ -102,6 +106,11 @@ impl RecordedTarget {
                 flags: e.flags.clone(),
             });
         self
+    }
+
+    /// The record's name of dependency `name` (as the key names it).
+    pub fn dep_label<'a>(&'a self, name: &'a str) -> &'a str {
+        self.deps.get(name).map(String::as_str).unwrap_or(name)
     }
 
     /// The key as a digest, when the record has its size (version 2).

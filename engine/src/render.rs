@@ -9,61 +9,75 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use petgraph::graph::NodeIndex;
-
-use crate::build::{self, BuildError};
-use crate::graph::Graph;
-use crate::load::{self, LoadOptions, Workspace};
-
-/// The requested targets and everything they depend on.
-pub struct Plan {
-    pub ws: Workspace,
-    pub graph: Graph,
-    /// Nodes of the closure, in name order.
-    pub nodes: Vec<NodeIndex>,
-}
+use crate::build::BuildError;
+use crate::load::LoadOptions;
+use crate::matrix::MatrixRequest;
+use crate::plan::Plan;
 
 /// Loads `build_file` and selects `targets` with their dependencies, exactly
 /// as `strata build` would (empty: every target that is not a hidden stage
-/// step; hidden steps still appear as dependencies).
-pub fn plan(build_file: &Path, opts: &LoadOptions, targets: &[String]) -> Result<Plan, BuildError> {
-    let ws = load::load(build_file, opts).map_err(BuildError::Config)?;
-    let graph = Graph::build(&ws).map_err(BuildError::Config)?;
-    let roots = build::requested(&ws, &graph, targets)?;
-    let mut nodes = graph.closure(&roots);
-    nodes.sort_by(|a, b| name(&ws, &graph, *a).cmp(name(&ws, &graph, *b)));
-    Ok(Plan { ws, graph, nodes })
+/// step; hidden steps still appear as dependencies), in every configuration
+/// of `matrix`.
+pub fn plan(
+    build_file: &Path,
+    opts: &LoadOptions,
+    matrix: &MatrixRequest,
+    targets: &[String],
+) -> Result<Plan, BuildError> {
+    Plan::load(build_file, opts, matrix, targets)
 }
 
-fn name<'a>(ws: &'a Workspace, graph: &Graph, n: NodeIndex) -> &'a str {
-    &ws.targets[graph.dag[n]].name
+/// The plan's nodes in label order.
+fn by_label(plan: &Plan) -> Vec<usize> {
+    let mut nodes: Vec<usize> = (0..plan.nodes.len()).collect();
+    nodes.sort_by(|a, b| plan.nodes[*a].label.cmp(&plan.nodes[*b].label));
+    nodes
 }
 
 /// Graphviz DOT: one box per target labelled with its name and rule (hidden
 /// stage steps dashed), and an edge from each dependency to its dependent,
-/// so the picture reads in the direction data flows.
+/// so the picture reads in the direction data flows. In a matrix build a
+/// node shows the configurations it belongs to; one every configuration
+/// shares (built once) is drawn bold.
 pub fn dot(plan: &Plan) -> String {
-    let Plan { ws, graph, nodes } = plan;
     let mut out = String::from(
         "// strata graph: an edge points from a dependency to the target that uses it\n\
          digraph strata {\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];\n",
     );
-    for &n in nodes {
-        let t = &ws.targets[graph.dag[n]];
-        let style = if t.hidden { ", style=dashed" } else { "" };
+    for n in by_label(plan) {
+        let t = plan.target(n);
+        let node = &plan.nodes[n];
+        let mut style = Vec::new();
+        if t.hidden {
+            style.push("dashed");
+        }
+        let mut label = format!("{}\n{}", node.label, t.kind.rule_name());
+        if plan.matrix {
+            let members = plan.members_of(n);
+            if members.len() > 1 {
+                style.push("bold");
+                let _ = write!(label, "\nshared: {}", members.join(", "));
+            }
+        }
+        let style = match style.as_slice() {
+            [] => String::new(),
+            [one] => format!(", style={one}"),
+            many => format!(", style={}", quote(&many.join(","))),
+        };
         let _ = writeln!(
             out,
             "  {} [label={}{style}];",
-            quote(&t.name),
-            quote(&format!("{}\n{}", t.name, t.kind.rule_name()))
+            quote(&node.label),
+            quote(&label)
         );
     }
-    let mut edges: Vec<(&str, &str)> = nodes
+    let mut edges: Vec<(&str, &str)> = plan
+        .nodes
         .iter()
-        .flat_map(|&n| {
-            graph
-                .deps_of(ws, n)
-                .map(move |(_, dep)| (dep, name(ws, graph, n)))
+        .flat_map(|node| {
+            node.deps
+                .iter()
+                .map(move |(_, d)| (plan.nodes[*d].label.as_str(), node.label.as_str()))
         })
         .collect();
     edges.sort_unstable();
@@ -92,21 +106,35 @@ fn quote(s: &str) -> String {
 }
 
 /// `{"targets": {"name": {"rule": "...", "deps": [...]}}}`, with `deps` in
-/// declaration order.
+/// declaration order. In a matrix build every node also has `target` (its
+/// name in BUILD.yaml) and `configurations` (those that share it), and the
+/// document has `configurations` and `shared` (nodes built once for
+/// several).
 pub fn json(plan: &Plan) -> serde_json::Value {
-    let Plan { ws, graph, nodes } = plan;
-    let targets: BTreeMap<&str, serde_json::Value> = nodes
-        .iter()
-        .map(|&n| {
-            let t = &ws.targets[graph.dag[n]];
-            let deps: Vec<&str> = graph.deps_of(ws, n).map(|(_, d)| d).collect();
-            (
-                t.name.as_str(),
-                serde_json::json!({"rule": t.kind.rule_name(), "deps": deps}),
-            )
+    let targets: BTreeMap<&str, serde_json::Value> = by_label(plan)
+        .into_iter()
+        .map(|n| {
+            let t = plan.target(n);
+            let node = &plan.nodes[n];
+            let deps: Vec<&str> = node
+                .deps
+                .iter()
+                .map(|(_, d)| plan.nodes[*d].label.as_str())
+                .collect();
+            let mut v = serde_json::json!({"rule": t.kind.rule_name(), "deps": deps});
+            if plan.matrix {
+                v["target"] = t.name.clone().into();
+                v["configurations"] = plan.members_of(n).into();
+            }
+            (node.label.as_str(), v)
         })
         .collect();
-    serde_json::json!({ "targets": targets })
+    let mut doc = serde_json::json!({ "targets": targets });
+    if plan.matrix {
+        doc["configurations"] = plan.config_paths().into();
+        doc["shared"] = plan.shared().into();
+    }
+    doc
 }
 
 #[cfg(test)]

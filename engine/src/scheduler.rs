@@ -126,7 +126,12 @@ impl Work {
 
 #[derive(Clone)]
 pub struct Job {
+    /// What reports, records and traces call the node: the target's name,
+    /// or its label in a matrix build (`x86_64/ramdisk`).
     pub name: String,
+    /// The target's own name, as keys see it (a fixed-output step is keyed
+    /// by it).
+    pub target: String,
     pub work: Work,
     pub sources: Vec<SourceFile>,
     /// Dependency names and nodes, in declaration order.
@@ -218,6 +223,57 @@ impl Queues {
     }
 }
 
+/// One execution per key at a time: two nodes with one action (a matrix
+/// build's configurations after early cutoff, or two targets with one
+/// action) run the step once, and the other takes the result from the
+/// action cache. Only the loop holds it, so the order stays the loop's.
+#[derive(Default)]
+struct OneRunPerKey {
+    /// Keys executing now, with the misses waiting for each.
+    running: BTreeMap<Digest, Vec<(NodeIndex, Box<Miss>)>>,
+    /// Keys executed successfully in this build.
+    done: BTreeSet<Digest>,
+    /// The key each executing node runs.
+    key_of: BTreeMap<NodeIndex, Digest>,
+}
+
+/// What to do with a miss the loop would start.
+enum Start {
+    Run(Box<Miss>),
+    /// Its key has run since it was looked up: a second lookup hits.
+    LookUpAgain(Box<Miss>),
+    /// Its key is running; it waits for it.
+    Waits,
+}
+
+impl OneRunPerKey {
+    fn start(&mut self, n: NodeIndex, miss: Box<Miss>) -> Start {
+        let key = miss.keyed.key;
+        if self.done.contains(&key) {
+            return Start::LookUpAgain(miss);
+        }
+        if let Some(waiting) = self.running.get_mut(&key) {
+            waiting.push((n, miss));
+            return Start::Waits;
+        }
+        self.running.insert(key, Vec::new());
+        self.key_of.insert(n, key);
+        Start::Run(miss)
+    }
+
+    /// `n` finished: the misses that waited for its key, to look up again
+    /// (after a failure they miss again, and one of them runs).
+    fn finished(&mut self, n: NodeIndex, ok: bool) -> Vec<(NodeIndex, Box<Miss>)> {
+        let Some(key) = self.key_of.remove(&n) else {
+            return Vec::new();
+        };
+        if ok {
+            self.done.insert(key);
+        }
+        self.running.remove(&key).unwrap_or_default()
+    }
+}
+
 /// Runs `jobs` (keyed by node, `order` topological) and returns every outcome.
 pub async fn run(
     store: Store,
@@ -257,6 +313,10 @@ pub async fn run(
     let mut durations: BTreeMap<NodeIndex, Duration> = BTreeMap::new();
     let mut running: JoinSet<Report> = JoinSet::new();
     let mut executing = 0usize;
+    // An audit runs every step on its own, and --no-cache asks for every
+    // step to run; a build runs one key once.
+    let mut one_run_per_key =
+        (shared.settings.audit.is_none() && !shared.settings.no_cache).then(OneRunPerKey::default);
     let mut stop = false;
     let mut interrupted = false;
     shared.observer.planned(order.len());
@@ -278,6 +338,21 @@ pub async fn run(
         while !stop && executing < slots {
             let Some((n, miss)) = queues.next_to_start() else {
                 break;
+            };
+            let miss = match one_run_per_key.as_mut() {
+                None => miss,
+                Some(keys) => match keys.start(n, miss) {
+                    Start::Run(miss) => miss,
+                    Start::LookUpAgain(miss) => {
+                        queues.looking_up.insert((ranker.of(n), n));
+                        let shared = shared.clone();
+                        running.spawn(async move {
+                            Report::LookedUp(n, miss.task.look_up(&shared).await)
+                        });
+                        continue;
+                    }
+                    Start::Waits => continue,
+                },
             };
             shared.observer.started(&jobs[&n].name);
             executing += 1;
@@ -314,6 +389,17 @@ pub async fn run(
                     Report::Ran(n, outcome, elapsed) => {
                         executing -= 1;
                         durations.insert(n, elapsed);
+                        let waited = one_run_per_key
+                            .as_mut()
+                            .map(|keys| keys.finished(n, outcome.output().is_some()))
+                            .unwrap_or_default();
+                        for (w, miss) in waited {
+                            queues.looking_up.insert((ranker.of(w), w));
+                            let shared = shared.clone();
+                            running.spawn(async move {
+                                Report::LookedUp(w, miss.task.look_up(&shared).await)
+                            });
+                        }
                         (n, outcome, elapsed)
                     }
                 };
@@ -391,6 +477,7 @@ fn task_for(
         .collect();
     Task {
         name: job.name.clone(),
+        target: job.target.clone(),
         work: job.work.clone(),
         sources: job.sources.clone(),
         deps,
@@ -400,6 +487,7 @@ fn task_for(
 
 struct Task {
     name: String,
+    target: String,
     work: Work,
     sources: Vec<SourceFile>,
     deps: Vec<(String, Digest)>,
@@ -415,7 +503,7 @@ impl Task {
         let keyed = key::of_work(
             function,
             shared.store.cas(),
-            &self.name,
+            &self.target,
             &self.work,
             sandboxed,
             &self.sources,
@@ -578,12 +666,20 @@ impl Task {
 }
 
 impl Task {
-    /// Scratch folders of this target are named `<prefix><random>`.
+    /// Scratch folders of this target are named `<prefix><random>`; a
+    /// matrix label's `/`, `{`, `}` and `,` become `.` (one path component).
     fn scratch_prefix(&self, shared: &Shared, name: &str) -> String {
         let audit = match shared.settings.audit {
             Some(_) => AuditRun::SCRATCH_PREFIX,
             None => "",
         };
+        let name: String = name
+            .chars()
+            .map(|c| match c {
+                '/' | '{' | '}' | ',' => '.',
+                c => c,
+            })
+            .collect();
         format!("{audit}{}-{name}-", shared.settings.workspace_tag)
     }
 

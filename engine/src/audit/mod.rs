@@ -27,10 +27,10 @@ use strata_store::{Digest, DigestFunction, Store, tree};
 
 use crate::build::{self, BuildError};
 use crate::exec::{Isolation, StepFailure};
-use crate::graph::Graph;
-use crate::inputs;
 use crate::keyinfo;
-use crate::load::{self, Kind, LoadOptions};
+use crate::load::{Kind, LoadOptions};
+use crate::matrix::MatrixRequest;
+use crate::plan::Plan;
 use crate::records;
 use crate::scheduler::{self, Job, Observer, Outcome, Settings, Work};
 use crate::statcache::StatCache;
@@ -54,6 +54,8 @@ pub struct AuditOptions {
     /// The build's `out/` (never written; only kept out of the sources).
     pub out_dir: Option<PathBuf>,
     pub load: LoadOptions,
+    /// `--matrix`: audit every configuration (as the matrix build did).
+    pub matrix: MatrixRequest,
 }
 
 /// The judgement on one target.
@@ -184,11 +186,10 @@ struct Reference {
 /// Audits the requested targets against the last build.
 pub fn audit(opts: &AuditOptions, observer: Arc<dyn Observer>) -> Result<AuditReport, BuildError> {
     let t0 = Instant::now();
-    let ws = load::load(&opts.build_file, &opts.load).map_err(BuildError::Config)?;
-    let graph = Graph::build(&ws).map_err(BuildError::Config)?;
-    let roots = build::requested(&ws, &graph, &opts.targets)?;
-    let order = graph.closure(&roots);
-    let workspace_tag = build::workspace_tag(&ws.build_file);
+    let plan = Plan::load(&opts.build_file, &opts.load, &opts.matrix, &opts.targets)?;
+    let out_dir = plan.out_dir(opts.out_dir.as_ref())?;
+    let order = plan.order();
+    let workspace_tag = build::workspace_tag(&plan.ws().build_file);
     // The reference is the last build, in its digest function.
     let store = build::open_store_as_last_build(&opts.store_dir, &workspace_tag)?;
     // New outputs go to the store before they are compared: a running gc
@@ -197,12 +198,8 @@ pub fn audit(opts: &AuditOptions, observer: Arc<dyn Observer>) -> Result<AuditRe
         observer.warn("waiting for `strata store gc` to finish with this store")
     })
     .map_err(|e| BuildError::Environment(format!("cannot lock the store: {e}")))?;
-    let out_dir = opts.out_dir.clone().unwrap_or_else(|| ws.out_dir.clone());
 
-    let names: Vec<String> = order
-        .iter()
-        .map(|n| ws.targets[graph.dag[*n]].name.clone())
-        .collect();
+    let names: Vec<String> = plan.nodes.iter().map(|n| n.label.clone()).collect();
     let refs = references(&store, &workspace_tag, &names)?;
 
     // Sources are hashed as a build would; the stat cache is read, but an
@@ -213,17 +210,12 @@ pub fn audit(opts: &AuditOptions, observer: Arc<dyn Observer>) -> Result<AuditRe
         .join(format!("{workspace_tag}-{}", store.function()));
     let mut stat_cache = StatCache::load(cache_path, store.tmp_dir());
     let skip = [build::canonical(&out_dir), store.root().to_path_buf()];
-    let indices: Vec<usize> = order.iter().map(|n| graph.dag[*n]).collect();
-    let mut sources = inputs::resolve(&ws, &indices, &skip, &mut stat_cache, store.function())
-        .map_err(BuildError::Config)?;
+    let mut sources = plan.hash_sources(&mut stat_cache, &skip, store.function())?;
     let emulators = crate::platforms::Emulators::of_this_machine();
-    crate::platforms::check(
-        &ws,
-        order.iter().map(|&n| &ws.targets[graph.dag[n]]),
-        &emulators,
-    )
-    .map_err(BuildError::Config)?;
-    let mut jobs = build::plan_jobs(&ws, &graph, &order, &mut sources, &emulators)?;
+    plan.check_platforms(&emulators)?;
+    let mut jobs = plan.jobs(&mut sources, &emulators)?;
+    let labels: BTreeMap<NodeIndex, String> =
+        jobs.iter().map(|(n, j)| (*n, j.name.clone())).collect();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -239,8 +231,7 @@ pub fn audit(opts: &AuditOptions, observer: Arc<dyn Observer>) -> Result<AuditRe
     let mut tree_sizes: BTreeMap<Digest, u64> = BTreeMap::new();
     for n in &order {
         let job = jobs.get_mut(n).expect("every node has a job");
-        if let (Work::Run(step), Kind::Run(params)) =
-            (&mut job.work, &ws.targets[graph.dag[*n]].kind)
+        if let (Work::Run(step), Kind::Run(params)) = (&mut job.work, &plan.target(n.index()).kind)
         {
             step.env = perturbation.step_env(&step.env, |k| params.env.contains_key(k));
             if sandboxed && step.container.is_none() {
@@ -250,7 +241,7 @@ pub fn audit(opts: &AuditOptions, observer: Arc<dyn Observer>) -> Result<AuditRe
                     + job
                         .deps
                         .iter()
-                        .map(|(name, _)| tree_size(&store, &refs[name].output, &mut tree_sizes))
+                        .map(|(_, d)| tree_size(&store, &refs[&labels[d]].output, &mut tree_sizes))
                         .sum::<u64>();
                 if size > REORDER_LIMIT {
                     keep_dir_order.insert(job.name.clone());
@@ -306,7 +297,7 @@ pub fn audit(opts: &AuditOptions, observer: Arc<dyn Observer>) -> Result<AuditRe
         let r = &refs[&job.name];
         let mut t = TargetAudit {
             status: Verdict::Skipped,
-            rule: ws.targets[graph.dag[*n]].kind.rule_name().to_string(),
+            rule: plan.target(n.index()).kind.rule_name().to_string(),
             reference: function.qualified(&r.output),
             rebuilt: None,
             pinned: false,
@@ -336,11 +327,12 @@ pub fn audit(opts: &AuditOptions, observer: Arc<dyn Observer>) -> Result<AuditRe
                 t.differing_deps = job
                     .deps
                     .iter()
-                    .filter(|(name, _)| {
-                        let fed = feed.get(name).or(rebuilt.get(name));
-                        fed != Some(&refs[name].output)
+                    .map(|(_, d)| &jobs[d].name)
+                    .filter(|label| {
+                        let fed = feed.get(*label).or(rebuilt.get(*label));
+                        fed != Some(&refs[*label].output)
                     })
-                    .map(|(name, _)| name.clone())
+                    .cloned()
                     .collect();
                 t.status = match (output == r.output, r.reproducible) {
                     (true, true) => Verdict::Reproducible,
@@ -506,17 +498,17 @@ fn check_references(
         let deps: Vec<(String, Digest)> = job
             .deps
             .iter()
-            .map(|(name, _)| (name.clone(), refs[name].output))
+            .map(|(name, d)| (name.clone(), refs[&jobs[d].name].output))
             .collect();
         let dep_keys: BTreeMap<String, Digest> = job
             .deps
             .iter()
-            .map(|(name, _)| (name.clone(), refs[name].key))
+            .map(|(name, d)| (name.clone(), refs[&jobs[d].name].key))
             .collect();
         let keyed = crate::key::of_work(
             store.function(),
             store.cas(),
-            &job.name,
+            &job.target,
             &job.work,
             sandboxed,
             &job.sources,

@@ -59,6 +59,28 @@ impl ConfigError {
         }
     }
 
+    /// An error in the flags of the command line (`line`, as the flags
+    /// are shown), underlining `span` of it.
+    pub fn on_command_line(
+        line: &Arc<String>,
+        span: SourceSpan,
+        message: String,
+        label: &str,
+        help: String,
+    ) -> ConfigError {
+        ConfigError {
+            message,
+            src: Some(NamedSource::new("command line", line.clone())),
+            span: Some(span),
+            label: label.to_string(),
+            others: Vec::new(),
+            elsewhere: Vec::new(),
+            help: Some(help),
+            place: Some(format!("command line, column {}", span.offset() + 1)),
+            loc: None,
+        }
+    }
+
     /// The error, also pointing at `loc` with `label`: in the same picture
     /// when it is in the same file, else as a note of its own.
     pub fn also_at(mut self, sources: &Sources, loc: Loc, label: &str) -> ConfigError {

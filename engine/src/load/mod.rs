@@ -9,6 +9,7 @@ mod defaults;
 pub mod diag;
 mod includes;
 mod interp;
+mod matrix;
 mod overrides;
 mod platform;
 mod schema;
@@ -38,6 +39,7 @@ pub use diag::ConfigError;
 use diag::{At, did_you_mean, unknown_field_hint};
 use includes::Resolved;
 pub use interp::{EnvSpec, Var, Vars, is_var_name};
+pub use matrix::{DeclaredVar, MatrixAxis, is_matrix_value};
 use schema::{Pairs, RawFile, RawLimits, RawTarget};
 pub use source::{Loc, Sources};
 use tree::Tree;
@@ -72,8 +74,9 @@ pub struct Target {
     pub kind: Kind,
 }
 
-/// What a target does.
-#[derive(Clone, Debug)]
+/// What a target does. Equal kinds (with equal sources and dependencies)
+/// have equal keys: `plan` shares such targets between configurations.
+#[derive(Clone, Debug, PartialEq)]
 pub enum Kind {
     /// A command in the sandbox.
     Run(RunParams),
@@ -124,6 +127,12 @@ pub struct Workspace {
     /// `default:` of the root file: what a command that names no target
     /// builds (`None`: every target that is not hidden).
     pub defaults: Option<Vec<String>>,
+    /// Where `out_dir:` is written, if it is.
+    pub out_dir_loc: Option<Loc>,
+    /// The variables the root file's `vars:` declares, by name.
+    pub declared_vars: BTreeMap<String, DeclaredVar>,
+    /// `matrix:` of the root file: the values each listed variable may take.
+    pub matrix: Vec<MatrixAxis>,
 }
 
 /// Inputs of loading besides the files.
@@ -165,15 +174,19 @@ pub fn load(build_file: &Path, options: &LoadOptions) -> Result<Workspace, Vec<C
         compose_checks: Vec::new(),
         compose_platforms: Vec::new(),
         off: BTreeMap::new(),
+        declared_vars: BTreeMap::new(),
         platforms: platform::Written::default(),
-        declared_vars: BTreeSet::new(),
     };
     let mut pending: Vec<Pending> = Vec::new();
     let mut vars = Vars::default();
     let mut out_dir = None;
+    let mut out_dir_loc = None;
     let mut raw_defaults = None;
+    let mut matrix = Vec::new();
     if let Some((file, ids)) = loader.parse(&build_file) {
         vars = loader.vars(file.vars, &ids, options);
+        matrix = loader.matrix(file.matrix, &ids, &vars, options);
+        out_dir_loc = file.out_dir.as_ref().map(|o| ids.at(o));
         out_dir = loader.out_dir(file.out_dir.as_ref(), &ids, &vars, &root);
         raw_defaults = file.default.map(|d| (d, ids.clone()));
         loader.collect(file.targets, file.include, &ids, &root, &vars, &mut pending);
@@ -240,12 +253,8 @@ pub fn load(build_file: &Path, options: &LoadOptions) -> Result<Workspace, Vec<C
     loader.resolve_platforms(&mut targets);
     loader.check_switched_off_references(&targets);
     let defaults = raw_defaults.and_then(|(d, ids)| loader.defaults(Some(&d), &ids, &targets));
-    let unknown = overrides::unknown_overrides(
-        options.var_overrides.iter().map(|(n, _)| n.as_str()),
-        &loader.declared_vars,
-        &loader.sources,
-        "--var",
-    );
+    let declared: BTreeSet<String> = loader.declared_vars.keys().cloned().collect();
+    let unknown = overrides::unknown_overrides(&options.var_overrides, &declared, &loader.sources);
     loader.errors.extend(unknown);
     let out_dir = out_dir.unwrap_or_else(|| root.join("out"));
     if !loader.errors.is_empty() {
@@ -259,6 +268,61 @@ pub fn load(build_file: &Path, options: &LoadOptions) -> Result<Workspace, Vec<C
         switched_off: loader.off,
         out_dir,
         defaults,
+        out_dir_loc,
+        declared_vars: loader.declared_vars,
+        matrix,
+    })
+}
+
+/// What the root file declares about its variables, read without loading
+/// any target: enough to expand and check `--matrix` before the workspace
+/// is loaded once per value.
+#[derive(Debug)]
+pub struct Declarations {
+    pub sources: Sources,
+    pub vars: BTreeMap<String, DeclaredVar>,
+    pub matrix: Vec<MatrixAxis>,
+}
+
+/// Reads the `vars:` and `matrix:` of `build_file` (its own errors
+/// included; what its targets and includes hold is left for `load`).
+pub fn declarations(
+    build_file: &Path,
+    options: &LoadOptions,
+) -> Result<Declarations, Vec<ConfigError>> {
+    let build_file = fs::canonicalize(build_file).map_err(|e| {
+        vec![ConfigError::general(
+            format!("cannot open {}: {e}", build_file.display()),
+            Some("run strata in a folder with a BUILD.yaml, or pass one with -f FILE".into()),
+        )]
+    })?;
+    let root = build_file
+        .parent()
+        .expect("a file has a parent")
+        .to_path_buf();
+    let mut loader = Loader {
+        root,
+        sources: Sources::default(),
+        errors: Vec::new(),
+        seen_files: BTreeSet::new(),
+        compose_checks: Vec::new(),
+        off: BTreeMap::new(),
+        declared_vars: BTreeMap::new(),
+        platforms: platform::Written::default(),
+        compose_platforms: Vec::new(),
+    };
+    let mut matrix = Vec::new();
+    if let Some((file, ids)) = loader.parse(&build_file) {
+        let vars = loader.vars(file.vars, &ids, options);
+        matrix = loader.matrix(file.matrix, &ids, &vars, options);
+    }
+    if !loader.errors.is_empty() {
+        return Err(loader.errors);
+    }
+    Ok(Declarations {
+        sources: loader.sources,
+        vars: loader.declared_vars,
+        matrix,
     })
 }
 
@@ -272,10 +336,10 @@ struct Loader {
     compose_platforms: Vec<compose::PlatformCheck>,
     /// Switched-off target names and where their condition is written.
     off: BTreeMap<String, Loc>,
+    /// The root file's variables, with where they are written.
+    declared_vars: BTreeMap<String, DeclaredVar>,
     /// Where platforms are written, for `platform::resolve`.
     platforms: platform::Written,
-    /// The names under `vars:`, which `--var` may set.
-    declared_vars: BTreeSet<String>,
 }
 
 /// Maps serde-saphyr source ids of one parse to our file indices: id 1 is the
@@ -462,7 +526,6 @@ impl Loader {
             let name_loc = ids.loc(&name.referenced);
             let value_loc = ids.loc(&value.referenced);
             let name = name.value;
-            self.declared_vars.insert(name.clone());
             if !is_var_name(&name) {
                 let e = self.at().error(
                     name_loc,
@@ -486,6 +549,14 @@ impl Loader {
                 self.errors.push(e);
                 continue;
             }
+            self.declared_vars.insert(
+                name.clone(),
+                DeclaredVar {
+                    loc: name_loc,
+                    value_loc,
+                    from_env: value.value.1.as_deref() == Some("!ENV"),
+                },
+            );
             if let Some(v) = overrides.get(name.as_str()) {
                 vars.insert(name, Var::plain(v.to_string()));
                 continue;
@@ -686,6 +757,7 @@ impl Loader {
                 let root_only = [
                     ("out_dir", file.out_dir.as_ref().map(|o| sub_ids.at(o))),
                     ("default", file.default.as_ref().map(|d| sub_ids.at(d))),
+                    ("matrix", file.matrix.as_ref().map(|m| sub_ids.at(m))),
                 ];
                 for (key, loc) in root_only {
                     if let Some(loc) = loc {

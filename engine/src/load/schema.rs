@@ -25,7 +25,14 @@ pub struct RawFile {
     /// Root file only: what a command builds when it names no target.
     #[serde(default)]
     pub default: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Root file only: the values each listed variable may take, which
+    /// `--matrix VAR` builds in one invocation.
+    #[serde(default)]
+    pub matrix: Option<Spanned<RawMatrix>>,
 }
+
+/// `matrix:`: each variable with the list of its values.
+pub type RawMatrix = Pairs<Spanned<Vec<Spanned<String>>>>;
 
 /// Fields of every rule kind; each rule checks which ones it accepts.
 #[derive(Debug, Deserialize)]

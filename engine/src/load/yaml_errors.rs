@@ -22,7 +22,8 @@ pub(super) struct Explained {
     pub also: Option<(Loc, String)>,
 }
 
-pub(super) const FILE_FIELDS: &[&str] = &["vars", "targets", "include", "out_dir", "default"];
+pub(super) const FILE_FIELDS: &[&str] =
+    &["vars", "targets", "include", "out_dir", "default", "matrix"];
 const STEP_FIELDS: &[&str] = &[
     "cmd", "argv", "env", "srcs", "deps", "network", "user", "workdir", "caches", "copy", "to",
     "mode", "owner",

@@ -1,4 +1,5 @@
-//! Phase 6, materialize: each requested target's output under `out/<target>/`.
+//! Phase 6, materialize: each requested target's output under `out/<target>/`
+//! (`out/<config>/<target>/` in a matrix build).
 //!
 //! Writers to one `out/` folder are serialized by a lock file that names its
 //! holder. Each target's folder is replaced as a whole (build aside, then
@@ -9,12 +10,14 @@
 //! and `out` may be a symlink to one (it is followed). So Strata replaces
 //! and removes only the entries its record ([`state`]) says it made; an
 //! entry in the way that it did not make stops the build, and `strata
-//! clean` leaves it.
+//! clean` leaves it. A matrix build's entries are `<config>/<target>`, in
+//! folders Strata makes and records too; an existing folder it did not
+//! make is in the way like any entry.
 
 mod fingerprint;
 mod state;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
@@ -102,7 +105,9 @@ pub enum OutError {
 }
 
 /// The entries `out_dir/<name>` of `names` that exist but that Strata did
-/// not make, so placing those targets would destroy them.
+/// not make, so placing those targets would destroy them; for a nested
+/// name (`x86_64/ramdisk`), also a folder on its way that Strata did not
+/// make, which it would write into.
 pub fn foreign_entries<'a>(
     out_dir: &Path,
     names: impl IntoIterator<Item = &'a str>,
@@ -110,9 +115,15 @@ pub fn foreign_entries<'a>(
     let state = OutState::read(out_dir);
     names
         .into_iter()
-        .filter(|name| !state.owns(name))
-        .map(|name| (name.to_string(), out_dir.join(name)))
-        .filter(|(_, path)| fs::symlink_metadata(path).is_ok())
+        .filter_map(|name| {
+            let in_the_way = ancestors(name)
+                .into_iter()
+                .filter(|folder| !state.owns_folder(folder))
+                .chain((!state.owns(name)).then(|| name.to_string()))
+                .map(|entry| out_dir.join(entry))
+                .find(|path| fs::symlink_metadata(path).is_ok())?;
+            Some((name.to_string(), in_the_way))
+        })
         .collect()
 }
 
@@ -122,9 +133,32 @@ pub fn placed_count(out_dir: &Path) -> usize {
     OutState::read(out_dir).names().count()
 }
 
-/// Brings `out/` up to date. `outputs` maps each requested target to its
-/// output (None if it failed or was skipped); `known` lists every target of
-/// the workspace, so folders of removed targets are cleaned up. Only
+/// The folders holding entry `name`, outermost first: `a`, `a/b` for
+/// `a/b/t`.
+fn ancestors(name: &str) -> Vec<String> {
+    let parts: Vec<&str> = name.split('/').collect();
+    (1..parts.len()).map(|i| parts[..i].join("/")).collect()
+}
+
+/// The folder holding entry `name` (`""`: the output folder itself).
+fn folder_of(name: &str) -> &str {
+    name.rsplit_once('/').map(|(f, _)| f).unwrap_or("")
+}
+
+/// What one build answers for in the output folder: the folders it places
+/// entries in (`""` for the output folder itself, `x86_64` for a matrix
+/// configuration) and every entry those may hold now. An entry of a covered
+/// folder that is not known (its target was removed) is removed; entries
+/// of other folders (another configuration's) are left as they are.
+#[derive(Debug, Default)]
+pub struct Scope {
+    pub folders: BTreeSet<String>,
+    pub known: BTreeSet<String>,
+}
+
+/// Brings `out/` up to date. `outputs` maps each requested entry to its
+/// output (None if it failed or was skipped); `scope` says which entries
+/// the build answers for, so folders of removed targets are cleaned up. Only
 /// entries the record lists are replaced or removed; a requested target
 /// whose entry exists but is not Strata's is [`OutError::Foreign`], and
 /// then nothing changes. Returns the targets whose folders were changed
@@ -133,7 +167,7 @@ pub fn update(
     store: &Store,
     out_dir: &Path,
     outputs: &BTreeMap<String, Option<Digest>>,
-    known: &[&str],
+    scope: &Scope,
     _lock: &OutLock,
 ) -> Result<Vec<String>, OutError> {
     let err = |what: &str, p: &Path, e: &dyn std::fmt::Display| {
@@ -157,7 +191,7 @@ pub fn update(
     // vouches for, nor one of Strata's it does not list.
     let gone: Vec<String> = state
         .names()
-        .filter(|k| !known.contains(&k.as_str()))
+        .filter(|k| scope.folders.contains(folder_of(k)) && !scope.known.contains(k.as_str()))
         .cloned()
         .collect();
     let stale: Vec<(&String, Option<&Digest>)> = outputs
@@ -184,7 +218,26 @@ pub fn update(
     for name in gone.iter().chain(stale.iter().map(|(n, _)| *n)) {
         state.claim(name);
     }
+    // Folders to make for nested entries, claimed with them.
+    let mut new_folders: Vec<String> = Vec::new();
+    for (name, output) in &stale {
+        if output.is_none() {
+            continue;
+        }
+        for folder in ancestors(name) {
+            if !new_folders.contains(&folder)
+                && fs::symlink_metadata(out_dir.join(&folder)).is_err()
+            {
+                state.claim_folder(&folder);
+                new_folders.push(folder);
+            }
+        }
+    }
     state.write(out_dir).map_err(OutError::Io)?;
+    for folder in &new_folders {
+        let path = out_dir.join(folder);
+        fs::create_dir(&path).map_err(|e| err("cannot create", &path, &e))?;
+    }
     let remove = |state: &mut OutState, name: &str| {
         let dest = out_dir.join(name);
         remove_tree(&dest);
@@ -203,9 +256,10 @@ pub fn update(
             remove(&mut state, name);
             continue;
         };
+        let flat = name.replace('/', ".");
         let staging = out_dir
             .join(META)
-            .join(format!("new-{name}-{}", std::process::id()));
+            .join(format!("new-{flat}-{}", std::process::id()));
         remove_tree(&staging);
         fs::create_dir_all(&staging).map_err(|e| err("cannot create", &staging, &e))?;
         // Copies, never hard links: as root no mode bit stops a write, and
@@ -216,7 +270,7 @@ pub fn update(
             .map_err(|e| err("cannot write", &dest, &e))?;
         let old = out_dir
             .join(META)
-            .join(format!("old-{name}-{}", std::process::id()));
+            .join(format!("old-{flat}-{}", std::process::id()));
         if fs::symlink_metadata(&dest).is_ok() {
             fs::rename(&dest, &old).map_err(|e| err("cannot replace", &dest, &e))?;
         }
@@ -231,8 +285,23 @@ pub fn update(
             },
         );
     }
+    remove_empty_folders(&mut state, out_dir);
     state.write(out_dir).map_err(OutError::Io)?;
     Ok(changed_outside)
+}
+
+/// Removes the folders Strata made that no longer hold an entry of its own
+/// (deepest first), unless something else was put in them.
+fn remove_empty_folders(state: &mut OutState, out_dir: &Path) {
+    for folder in state.folders() {
+        if state.holds_entries(&folder) {
+            continue;
+        }
+        let path = out_dir.join(&folder);
+        if fs::remove_dir(&path).is_ok() || fs::symlink_metadata(&path).is_err() {
+            state.release_folder(&folder);
+        }
+    }
 }
 
 /// What [`clean`] did.
@@ -245,19 +314,23 @@ pub struct Cleaned {
     pub folder_removed: bool,
 }
 
-/// `strata clean`: removes the entries the record lists and Strata's own
-/// folder, then the output folder if nothing else is left in it.
+/// `strata clean`: removes the entries the record lists, the folders it
+/// made for them (a matrix build's, once empty) and Strata's own folder,
+/// then the output folder if nothing else is left in it.
 pub fn clean(out_dir: &Path, _lock: &OutLock) -> Result<Cleaned, String> {
-    let state = OutState::read(out_dir);
+    let mut state = OutState::read(out_dir);
     let mut removed = Vec::new();
-    for name in state.names() {
-        let dest = out_dir.join(name);
+    for name in state.names().cloned().collect::<Vec<_>>() {
+        let dest = out_dir.join(&name);
         remove_tree(&dest);
         if fs::symlink_metadata(&dest).is_ok() {
             return Err(format!("cannot remove {}", dest.display()));
         }
-        removed.push(name.clone());
+        state.release(&name);
+        removed.push(name);
     }
+    // A folder that something else was put in stays, with that.
+    remove_empty_folders(&mut state, out_dir);
     remove_tree(&out_dir.join(META));
     // Fails on a folder that still holds foreign entries and on a symlink.
     let folder_removed = fs::remove_dir(out_dir).is_ok();

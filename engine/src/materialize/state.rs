@@ -3,7 +3,7 @@
 //! one holds. An entry the record does not list is never Strata's to
 //! replace or remove, whoever else uses the folder.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -17,8 +17,13 @@ const VERSION: u32 = 2;
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub(super) struct OutState {
     version: u32,
-    /// Every entry Strata made and has not removed, by target name.
+    /// Every entry Strata made and has not removed, by target name (a
+    /// matrix build's entries are `<config>/<target>`).
     placed: BTreeMap<String, Placed>,
+    /// Folders Strata made to hold entries (a matrix build's `x86_64`),
+    /// removed once they hold none.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    folders: BTreeSet<String>,
 }
 
 /// One entry Strata made.
@@ -61,6 +66,7 @@ impl OutState {
             Ok(OnDisk::Legacy(map)) => OutState {
                 version: VERSION,
                 placed: map.into_keys().map(|k| (k, Placed::default())).collect(),
+                folders: BTreeSet::new(),
             },
             Err(_) => OutState::default(),
         }
@@ -101,6 +107,35 @@ impl OutState {
     pub fn release(&mut self, name: &str) {
         self.placed.remove(name);
     }
+
+    /// Whether Strata made the folder `out/<folder>` to hold entries.
+    pub fn owns_folder(&self, folder: &str) -> bool {
+        self.folders.contains(folder)
+    }
+
+    /// Records the folder `out/<folder>` as Strata's: written before it is
+    /// created.
+    pub fn claim_folder(&mut self, folder: &str) {
+        self.folders.insert(folder.to_string());
+    }
+
+    /// The folders Strata made, deepest first.
+    pub fn folders(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.folders.iter().cloned().collect();
+        v.sort_by_key(|f| std::cmp::Reverse(f.matches('/').count()));
+        v
+    }
+
+    /// Forgets the folder `out/<folder>`, once it is gone.
+    pub fn release_folder(&mut self, folder: &str) {
+        self.folders.remove(folder);
+    }
+
+    /// Whether any entry lies inside `out/<folder>`.
+    pub fn holds_entries(&self, folder: &str) -> bool {
+        let prefix = format!("{folder}/");
+        self.placed.keys().any(|k| k.starts_with(&prefix))
+    }
 }
 
 #[cfg(test)]
@@ -138,5 +173,27 @@ mod tests {
         let again = OutState::read(d.path());
         assert!(again.owns("a"));
         assert_eq!(again.get("b").unwrap().output.as_deref(), Some("blake3:11"));
+    }
+
+    #[test]
+    fn folders_round_trip_and_list_deepest_first() {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir_all(d.path().join(META)).unwrap();
+        let mut state = OutState::default();
+        state.claim_folder("x86_64");
+        state.claim_folder("x86_64/debug");
+        state.claim("x86_64/debug/t");
+        state.write(d.path()).unwrap();
+        let again = OutState::read(d.path());
+        assert!(again.owns_folder("x86_64") && !again.owns("x86_64"));
+        assert_eq!(again.folders(), ["x86_64/debug", "x86_64"]);
+        assert!(again.holds_entries("x86_64") && !again.holds_entries("aarch64"));
+        // A record without folders (written before matrix builds) reads.
+        fs::write(
+            OutState::path(d.path()),
+            r#"{"version": 2, "placed": {"a": {}}}"#,
+        )
+        .unwrap();
+        assert!(OutState::read(d.path()).owns("a"));
     }
 }
