@@ -520,7 +520,7 @@ fn a_field_given_twice_shows_both() {
         expect![[r#"
             $ strata build
               × field `cmd` is given twice in target `hello` (rule `run`)
-               ╭─[BUILD.yaml:4:5]
+               ╭─[BUILD.yaml:6:5]
              3 │     rule: run
              4 │     cmd: "echo a"
                ·     ─┬─
@@ -530,6 +530,63 @@ fn a_field_given_twice_shows_both() {
                ·     ─┬─
                ·      ╰── given again here
                ╰────
+              help: YAML keeps one value of a key: remove the one you do not mean
+
+        "#]],
+    );
+}
+
+#[test]
+fn names_given_twice_in_vars_env_and_deps_show_both() {
+    check(
+        "vars:
+  arch: x86_64
+  arch: aarch64
+targets:
+  a:
+    rule: run
+    cmd: \"true\"
+  b:
+    rule: run
+    env: {LANGUAGE: en, LANGUAGE: fr}
+    deps: [a, a]
+    cmd: \"true\"
+",
+        expect![[r#"
+            $ strata build
+              × variable `arch` is declared twice
+               ╭─[BUILD.yaml:3:3]
+             1 │ vars:
+             2 │   arch: x86_64
+               ·   ──┬─
+               ·     ╰── first declared here
+             3 │   arch: aarch64
+               ·   ──┬─
+               ·     ╰── declared again here
+             4 │ targets:
+               ╰────
+              help: YAML keeps one value of a key: remove the one you do not mean
+
+              × dependency `a` is listed twice
+                ╭─[BUILD.yaml:11:15]
+             10 │     env: {LANGUAGE: en, LANGUAGE: fr}
+             11 │     deps: [a, a]
+                ·            ┬  ┬
+                ·            │  ╰── listed again
+                ·            ╰── first listed here
+             12 │     cmd: "true"
+                ╰────
+              help: a dependency is listed once
+
+              × environment variable `LANGUAGE` is declared twice
+                ╭─[BUILD.yaml:10:25]
+              9 │     rule: run
+             10 │     env: {LANGUAGE: en, LANGUAGE: fr}
+                ·           ────┬───      ────┬───
+                ·               │             ╰── declared again
+                ·               ╰── first declared here
+             11 │     deps: [a, a]
+                ╰────
               help: YAML keeps one value of a key: remove the one you do not mean
 
         "#]],

@@ -13,7 +13,9 @@ pub struct ConfigError {
     pub message: String,
     #[source_code]
     pub src: Option<NamedSource<Arc<String>>>,
-    #[label("{label}")]
+    /// The place at fault: the snippet's header names it, even when
+    /// another place (`others`) comes first in the file.
+    #[label(primary, "{label}")]
     pub span: Option<SourceSpan>,
     pub label: String,
     /// Other places in the same file the error involves (where a name was

@@ -539,16 +539,22 @@ impl Loader {
                 self.errors.push(e);
                 continue;
             }
-            if seen.insert(name.clone(), name_loc).is_some() {
-                let e = self.at().error(
-                    name_loc,
-                    format!("variable `{name}` is declared twice"),
-                    "declared again here",
-                    None,
-                );
+            if let Some(first) = seen.get(&name).copied() {
+                let e = self
+                    .at()
+                    .error(
+                        name_loc,
+                        format!("variable `{name}` is declared twice"),
+                        "declared again here",
+                        Some(
+                            "YAML keeps one value of a key: remove the one you do not mean".into(),
+                        ),
+                    )
+                    .also_at(&self.sources, first, "first declared here");
                 self.errors.push(e);
                 continue;
             }
+            seen.insert(name.clone(), name_loc);
             self.declared_vars.insert(
                 name.clone(),
                 DeclaredVar {
@@ -1196,13 +1202,16 @@ impl Loader {
                 if self.is_switched_off(&t.actual) {
                     continue;
                 }
-                if deps.iter().any(|x: &Located<String>| x.value == t.actual) {
-                    let e = self.at().error(
-                        loc,
-                        format!("dependency `{}` is listed twice", t.actual),
-                        "listed again",
-                        None,
-                    );
+                if let Some(first) = deps.iter().find(|x: &&Located<String>| x.value == t.actual) {
+                    let e = self
+                        .at()
+                        .error(
+                            loc,
+                            format!("dependency `{}` is listed twice", t.actual),
+                            "listed again",
+                            Some("a dependency is listed once".into()),
+                        )
+                        .also_at(&self.sources, first.loc, "first listed here");
                     self.errors.push(e);
                     continue;
                 }
@@ -1286,6 +1295,7 @@ impl Loader {
         reserved: &[&str],
     ) -> BTreeMap<String, Text> {
         let mut env = BTreeMap::new();
+        let mut declared_at: BTreeMap<String, Loc> = BTreeMap::new();
         for (k, v) in raw_env.map(|e| e.0).unwrap_or_default() {
             let kloc = ids.at(&k);
             if !is_var_name(&k.value) {
@@ -1308,16 +1318,22 @@ impl Loader {
                 self.errors.push(e);
                 continue;
             }
-            if env.contains_key(&k.value) {
-                let e = self.at().error(
-                    kloc,
-                    format!("environment variable `{}` is declared twice", k.value),
-                    "declared again",
-                    None,
-                );
+            if let Some(first) = declared_at.get(&k.value).copied() {
+                let e = self
+                    .at()
+                    .error(
+                        kloc,
+                        format!("environment variable `{}` is declared twice", k.value),
+                        "declared again",
+                        Some(
+                            "YAML keeps one value of a key: remove the one you do not mean".into(),
+                        ),
+                    )
+                    .also_at(&self.sources, first, "first declared here");
                 self.errors.push(e);
                 continue;
             }
+            declared_at.insert(k.value.clone(), kloc);
             if let Some(t) = self.text(&v, ids.at(&v), vars, true, "env") {
                 env.insert(k.value, t);
             }
