@@ -24,6 +24,8 @@ need cpio cpio
 need dpkg-deb dpkg
 need dot graphviz
 need qemu-system-x86_64 qemu-system-x86
+# examples/tinyipa boots its aarch64 ramdisk on qemu -M virt.
+need qemu-system-aarch64 qemu-system-arm
 # examples/appliance: compose on the flashed data-root, the ext4 tools.
 need docker-compose docker-compose
 need mke2fs e2fsprogs

@@ -1,10 +1,13 @@
 //! examples/tinyipa, end to end: a TinyIPA-style network-boot ramdisk made
 //! from pinned Debian 12 packages and sources, with ipmitool and lshw
 //! compiled in a build image, booted under qemu (software emulation): init
-//! runs, the tools print their versions, the guest powers off. Also: the
-//! `require_*` variables shape the graph, and an architecture this machine
-//! cannot build for is refused before anything runs. Needs a Docker Engine,
-//! Debian's archive and qemu-system-x86_64 (`scripts/test.sh` installs it).
+//! runs, the tools print their versions, the guest powers off. The same for
+//! aarch64, its tools cross-compiled on an amd64 build image and booted on
+//! qemu's `virt` machine. Also: the `require_*` variables shape the graph,
+//! and arm64 build images are refused before anything runs on a machine
+//! that cannot run them. Needs a Docker Engine, Debian's archive,
+//! qemu-system-x86_64 and qemu-system-aarch64 (`scripts/test.sh` installs
+//! them).
 
 mod common;
 
@@ -24,33 +27,52 @@ fn copy_example(ws: &Ws) {
     );
 }
 
-/// Whether qemu-system-x86_64 can be run; in CI (STRATA_REQUIRE_DOCKER set,
-/// as for every container test) its absence fails the test.
-fn qemu_available() -> bool {
+/// Whether `qemu` (a qemu-system-* program) can be run; in CI
+/// (STRATA_REQUIRE_DOCKER set, as for every container test) its absence
+/// fails the test.
+fn qemu_available(qemu: &str, package: &str) -> bool {
     common::docker::runs(
-        "qemu-system-x86_64",
+        qemu,
         &["--version"],
-        "qemu-system-x86_64 is missing (scripts/test.sh installs qemu-system-x86)",
+        &format!("{qemu} is missing (scripts/test.sh installs {package})"),
     )
+}
+
+/// The machine each architecture's ramdisk boots on, as the README's boot
+/// commands give it: the qemu program, its machine arguments and the serial
+/// console's name.
+fn machine(arch: &str) -> (&'static str, &'static [&'static str], &'static str) {
+    match arch {
+        "x86_64" => ("qemu-system-x86_64", &[], "ttyS0"),
+        "aarch64" => (
+            "qemu-system-aarch64",
+            &["-M", "virt", "-cpu", "cortex-a57"],
+            "ttyAMA0",
+        ),
+        _ => panic!("no machine for {arch}"),
+    }
 }
 
 /// Boots `kernel` with `initrd` as the TinyIPA boot command does (serial
 /// console, no reboot: a powered-off or panicking guest ends qemu) and
 /// returns the serial console and qemu's exit status, killing qemu after
 /// `limit`.
-fn boot(kernel: &Path, initrd: &Path, limit: Duration) -> (String, Option<i32>) {
-    let mut child = Command::new("qemu-system-x86_64")
+fn boot(arch: &str, kernel: &Path, initrd: &Path, limit: Duration) -> (String, Option<i32>) {
+    let (qemu, machine, console) = machine(arch);
+    let mut child = Command::new(qemu)
+        .args(machine)
         .arg("-kernel")
         .arg(kernel)
         .arg("-initrd")
         .arg(initrd)
         .args(["-nographic", "-no-reboot", "-m", "512"])
-        .args(["-append", "console=ttyS0 panic=-1"])
+        .arg("-append")
+        .arg(format!("console={console} panic=-1"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("qemu-system-x86_64 starts");
+        .unwrap_or_else(|e| panic!("{qemu} starts: {e}"));
     let mut stdout = child.stdout.take().unwrap();
     let reader = std::thread::spawn(move || {
         let mut buf = Vec::new();
@@ -100,14 +122,51 @@ const CI_BUILD: &[&str] = &[
     "output_dir=dist",
 ];
 
-#[test]
-fn the_ramdisk_builds_and_boots_to_its_tools_and_powers_off() {
-    if !docker_available() || !qemu_available() {
-        return;
+/// What a ramdisk of each architecture holds: its dynamic loader, its libc
+/// and the ELF machine number of its programs (EM_X86_64, EM_AARCH64).
+fn expected(arch: &str) -> (&'static str, &'static str, u16) {
+    match arch {
+        "x86_64" => (
+            "lib64/ld-linux-x86-64.so.2",
+            "lib/x86_64-linux-gnu/libc.so.6",
+            62,
+        ),
+        "aarch64" => (
+            "lib/ld-linux-aarch64.so.1",
+            "lib/aarch64-linux-gnu/libc.so.6",
+            183,
+        ),
+        _ => panic!("nothing expected for {arch}"),
     }
+}
+
+/// The ELF machine (e_machine, little-endian at offset 18) of `path` in the
+/// gzipped cpio `ramdisk`.
+fn elf_machine(ws: &Ws, ramdisk: &str, path: &str) -> u16 {
+    let out = sh(
+        ws.path(),
+        &format!(
+            "gzip -dc {ramdisk} | cpio -i --quiet --to-stdout {path} | head -c 20 | od -An -tx1"
+        ),
+    );
+    let bytes: Vec<u8> = out
+        .split_whitespace()
+        .map(|b| u8::from_str_radix(b, 16).unwrap())
+        .collect();
+    assert_eq!(&bytes[..4], b"\x7fELF", "{path} is not an ELF file: {out}");
+    u16::from_le_bytes([bytes[18], bytes[19]])
+}
+
+/// Builds the example for `arch` as CI can afford it (no qemu-img) and
+/// checks the Packer guide's output set, what the ramdisk holds, and that
+/// it boots to its tools and powers off.
+fn builds_and_boots(arch: &str) -> Ws {
     let ws = Ws::new();
     copy_example(&ws);
-    let r = ws.build_ok(CI_BUILD);
+    let mut args = CI_BUILD.to_vec();
+    let arch_var = format!("arch={arch}");
+    args.extend(["--var", &arch_var]);
+    let r = ws.build_ok(&args);
     let targets = r.json()["targets"].clone();
     let names: Vec<&String> = targets.as_object().unwrap().keys().collect();
     assert!(
@@ -120,51 +179,57 @@ fn the_ramdisk_builds_and_boots_to_its_tools_and_powers_off() {
         assert_eq!(targets[name]["status"], "executed", "{name}");
     }
 
-    // The outputs, named after branch_path, in output_dir: the default
-    // targets only.
+    // The outputs of the Packer guide, named after the architecture and
+    // branch_path, in output_dir: the default targets only.
+    let base = format!("tinyipa-{arch}-master");
     let placed = sh(ws.path(), "ls dist");
     assert_eq!(placed, "bundle\nchecksums\nramdisk\nvmlinuz\n");
-    let gz = ws.path().join("dist/ramdisk/tinyipa-master.gz");
-    let kernel = ws.path().join("dist/vmlinuz/tinyipa-master.vmlinuz");
+    let shipped = [
+        format!("ramdisk/{base}.gz"),
+        format!("vmlinuz/{base}.vmlinuz"),
+        format!("bundle/{base}.tar.gz"),
+    ];
+    let gz = ws.path().join("dist").join(&shipped[0]);
+    let kernel = ws.path().join("dist").join(&shipped[1]);
     assert!(gz.is_file() && kernel.is_file());
-    let listing = sh(
-        ws.path(),
-        "tar -tzf dist/bundle/tinyipa-master.tar.gz | sort",
-    );
-    assert_eq!(listing, "tinyipa-master.gz\ntinyipa-master.vmlinuz\n");
-    // The checksums are those of the files shipped.
+    let listing = sh(ws.path(), &format!("tar -tzf dist/{} | sort", shipped[2]));
+    assert_eq!(listing, format!("{base}.gz\n{base}.vmlinuz\n"));
+    // The checksums are those of the files shipped: in SHA256SUMS, one
+    // `.sha256` per file, and build-manifest.txt.
     let sums = ws.read("dist/checksums/SHA256SUMS");
-    for file in [
-        "dist/ramdisk/tinyipa-master.gz",
-        "dist/vmlinuz/tinyipa-master.vmlinuz",
-        "dist/bundle/tinyipa-master.tar.gz",
-    ] {
-        let actual = sh(ws.path(), &format!("sha256sum {file} | cut -d' ' -f1"));
+    let manifest = ws.read("dist/checksums/build-manifest.txt");
+    for file in &shipped {
+        let actual = sh(ws.path(), &format!("sha256sum dist/{file} | cut -d' ' -f1"));
+        let actual = actual.trim();
         assert!(
-            sums.contains(actual.trim()),
-            "{file} ({}) not in SHA256SUMS:\n{sums}",
-            actual.trim()
+            sums.contains(actual),
+            "{file} ({actual}) not in SHA256SUMS:\n{sums}"
+        );
+        let one = ws.read(&format!("dist/checksums/{file}.sha256"));
+        let name = Path::new(file).file_name().unwrap().to_str().unwrap();
+        assert_eq!(one, format!("{actual}  {name}\n"), "{file}.sha256");
+        assert!(
+            manifest.contains(&format!("{file}  ")) && manifest.contains(actual),
+            "{file} not in build-manifest.txt:\n{manifest}"
         );
     }
-    assert!(
-        ws.read("dist/checksums/build-manifest.txt")
-            .contains("tinyipa-master.gz")
-    );
 
-    // The ramdisk holds busybox, init, the tools and their libraries, and
-    // no qemu-img.
+    // The ramdisk holds busybox, init, the tools and their libraries (the
+    // architecture's own), and no qemu-img.
+    let ramdisk = format!("dist/{}", shipped[0]);
     let files = sh(
         ws.path(),
-        "gzip -dc dist/ramdisk/tinyipa-master.gz | cpio -it --quiet | sort",
+        &format!("gzip -dc {ramdisk} | cpio -it --quiet | sort"),
     );
+    let (loader, libc, machine_number) = expected(arch);
     for f in [
         "init",
         "bin/busybox",
         "dev/console",
         "usr/bin/ipmitool",
         "usr/sbin/lshw",
-        "lib64/ld-linux-x86-64.so.2",
-        "lib/x86_64-linux-gnu/libc.so.6",
+        loader,
+        libc,
     ] {
         assert!(
             files.lines().any(|l| l == f),
@@ -172,12 +237,19 @@ fn the_ramdisk_builds_and_boots_to_its_tools_and_powers_off() {
         );
     }
     assert!(!files.contains("qemu-img"), "{files}");
+    for program in ["bin/busybox", "usr/bin/ipmitool", "usr/sbin/lshw", libc] {
+        assert_eq!(
+            elf_machine(&ws, &ramdisk, program),
+            machine_number,
+            "{program} is not a {arch} program"
+        );
+    }
 
     // It boots: init runs, each tool prints its version, the guest powers
     // off and qemu exits on its own.
-    let (console, status) = boot(&kernel, &gz, Duration::from_secs(300));
+    let (console, status) = boot(arch, &kernel, &gz, Duration::from_secs(300));
     assert!(
-        console.contains("tinyipa: init running on x86_64"),
+        console.contains(&format!("tinyipa: init running on {arch}")),
         "init did not run:\n{console}"
     );
     assert!(
@@ -200,8 +272,61 @@ fn the_ramdisk_builds_and_boots_to_its_tools_and_powers_off() {
     assert_eq!(status, Some(0), "qemu did not exit by itself:\n{console}");
 
     // Nothing changed: nothing runs.
-    let again = ws.build_ok(CI_BUILD);
+    let again = ws.build_ok(&args);
     assert!(again.executed().is_empty(), "{:?}", again.executed());
+    ws
+}
+
+#[test]
+fn the_ramdisk_builds_and_boots_to_its_tools_and_powers_off() {
+    let (qemu, _, _) = machine("x86_64");
+    if !docker_available() || !qemu_available(qemu, "qemu-system-x86") {
+        return;
+    }
+    builds_and_boots("x86_64");
+}
+
+/// The platform (`os/architecture`) in the config of the OCI image layout
+/// placed at `dir`.
+fn image_platform(ws: &Ws, dir: &str) -> String {
+    let blob = |digest: &str| -> serde_json::Value {
+        let hex = digest.strip_prefix("sha256:").expect("a sha256 digest");
+        serde_json::from_str(&ws.read(&format!("{dir}/blobs/sha256/{hex}"))).unwrap()
+    };
+    let index: serde_json::Value =
+        serde_json::from_str(&ws.read(&format!("{dir}/index.json"))).unwrap();
+    let manifest = blob(index["manifests"][0]["digest"].as_str().unwrap());
+    let config = blob(manifest["config"]["digest"].as_str().unwrap());
+    format!(
+        "{}/{}",
+        config["os"].as_str().unwrap(),
+        config["architecture"].as_str().unwrap()
+    )
+}
+
+#[test]
+fn the_aarch64_ramdisk_is_cross_compiled_and_boots_on_the_virt_machine() {
+    let (qemu, _, _) = machine("aarch64");
+    if !docker_available() || !qemu_available(qemu, "qemu-system-arm") {
+        return;
+    }
+    let ws = builds_and_boots("aarch64");
+    // Its tools (arm64 programs, checked above) were compiled on an amd64
+    // build image: Debian's cross toolchain, nothing emulated. The
+    // manifest of the build says how each step's programs ran.
+    let r = ws.run(&["manifest", "--json", "ipmitool", "lshw"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let manifest = r.json();
+    for tool in ["ipmitool", "lshw"] {
+        let props = &manifest["targets"][tool]["inputs"]["properties"];
+        assert_eq!(props["platform"], "linux/amd64", "{tool}: {props}");
+        assert!(props["emulator"].is_null(), "{tool} was emulated: {props}");
+    }
+    let mut args = CI_BUILD.to_vec();
+    args.extend(["--var", "arch=aarch64", "build-image"]);
+    let r = ws.build_ok(&args);
+    assert!(r.executed().is_empty(), "{:?}", r.executed());
+    assert_eq!(image_platform(&ws, "dist/build-image"), "linux/amd64");
 }
 
 #[test]
@@ -250,6 +375,53 @@ fn switching_a_requirement_off_removes_its_nodes() {
 }
 
 #[test]
+fn the_architectures_pick_their_files_and_an_unknown_one_is_refused() {
+    let ws = Ws::new();
+    copy_example(&ws);
+    // aarch64 on the default x86_64 build images: the cross toolchain's
+    // packages on top of x86_64's build image, arm64 runtime and kernel.
+    let cross = graph(&ws, &["--var", "arch=aarch64"]);
+    for name in [
+        "cross-debs",
+        "cross-base-rootfs",
+        "cross-build-rootfs",
+        "build-image",
+    ] {
+        assert!(cross.iter().any(|n| n == name), "{name} in {cross:?}");
+    }
+    let x86 = graph(&ws, &[]);
+    assert!(!x86.iter().any(|n| n.starts_with("cross-")), "{x86:?}");
+    assert!(
+        ws.read("arch/aarch64/kernel-packages.yaml")
+            .contains("_arm64.deb")
+    );
+    assert!(
+        ws.read("arch/aarch64/on-x86_64/cross-packages.yaml")
+            .contains("gcc-aarch64-linux-gnu_")
+    );
+
+    // An architecture the example has no files for is a configuration
+    // error at the include that names it.
+    let r = ws.run(&["graph", "--var", "arch=riscv64"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("`arch/riscv64/*.yaml` matches no file")
+            && r.stderr.contains("BUILD.yaml:"),
+        "{}",
+        r.stderr
+    );
+    // So is an x86_64 ramdisk from arm64 build images (not provided).
+    let r = ws.run(&["graph", "--var", "build_arch=aarch64"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("`arch/x86_64/on-aarch64/*.yaml` matches no file"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
 fn biosdevname_cannot_be_required_on_debian_12() {
     let ws = Ws::new();
     copy_example(&ws);
@@ -270,19 +442,24 @@ fn biosdevname_cannot_be_required_on_debian_12() {
 }
 
 #[test]
-fn aarch64_is_declared_but_refused_without_an_emulator() {
+fn native_arm64_build_images_are_refused_without_an_emulator() {
     // Whatever this machine has registered, Strata sees no handler.
     let ws = Ws::new().without_emulators();
     copy_example(&ws);
-    // The graph is declared for aarch64: its own package lock and images.
-    let nodes = graph(&ws, &["--var", "arch=aarch64"]);
+    // `build_arch=aarch64` compiles in linux/arm64 images, from their own
+    // package lock, instead of cross-compiling.
+    let nodes = graph(
+        &ws,
+        &["--var", "arch=aarch64", "--var", "build_arch=aarch64"],
+    );
     assert!(nodes.iter().any(|n| n == "build-image"), "{nodes:?}");
+    assert!(!nodes.iter().any(|n| n.starts_with("cross-")), "{nodes:?}");
     assert!(
-        ws.read("arch/aarch64/build-packages.yaml")
+        ws.read("toolchains/aarch64/build-packages.yaml")
             .contains("_arm64.deb")
     );
 
-    let r = ws.build_fails(&["--var", "arch=aarch64"], 2);
+    let r = ws.build_fails(&["--var", "arch=aarch64", "--var", "build_arch=aarch64"], 2);
     assert!(
         r.stderr.contains("an image for linux/arm64")
             && r.stderr.contains("no binfmt_misc handler for arm64"),
@@ -290,7 +467,7 @@ fn aarch64_is_declared_but_refused_without_an_emulator() {
         r.stderr
     );
     assert!(
-        r.stderr.contains("arch/aarch64/images.yaml"),
+        r.stderr.contains("arch/aarch64/on-aarch64/images.yaml"),
         "{}",
         r.stderr
     );
