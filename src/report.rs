@@ -15,7 +15,7 @@ pub fn build_report(r: &BuildReport, json: bool) -> ExitCode {
     for t in r.targets.iter().filter(|t| t.status == Status::Failed) {
         let Some(f) = &t.failure else { continue };
         match &t.diagnostic {
-            Some(d) => eprintln!("{:?}", miette::Report::new(clone_diag(d))),
+            Some(d) => eprintln!("{:?}", miette::Report::new(d.clone())),
             None => eprintln!("error: target `{}` failed: {}", t.name, f.failure),
         }
         for (name, text) in [("stdout", &f.stdout), ("stderr", &f.stderr)] {
@@ -144,18 +144,6 @@ pub fn build_report(r: &BuildReport, json: bool) -> ExitCode {
         ExitCode::from(EXIT_FAILED)
     } else {
         ExitCode::SUCCESS
-    }
-}
-
-/// Diagnostics are reported by value; rebuild one from its parts.
-fn clone_diag(d: &ConfigError) -> ConfigError {
-    ConfigError {
-        message: d.message.clone(),
-        src: d.src.clone(),
-        span: d.span,
-        label: d.label.clone(),
-        help: d.help.clone(),
-        place: d.place.clone(),
     }
 }
 

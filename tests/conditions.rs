@@ -174,7 +174,11 @@ fn one_name_may_have_one_definition_per_condition() {
         .replace("!= x86_64", "!= riscv64");
     ws.write("arch/arm64.yaml", &text);
     let r = ws.build_fails(&[], 2);
-    assert!(r.stderr.contains("duplicate target `tool`"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("target `tool` is declared twice"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]

@@ -183,10 +183,16 @@ include: ["stages/*.yaml"]
 "#,
     );
     // stages/x.yaml line 6: `  words:`, the name at column 3
-    let r = expect_error_in(&ws, "stages/x.yaml:6:3", "duplicate target");
+    let r = expect_error_in(&ws, "stages/x.yaml:6:3", "target `words` is declared twice");
+    // The first declaration is shown too, in its own file.
     assert!(
-        r.stderr.contains("words"),
-        "the duplicate is not named:\n{}",
+        r.stderr.contains("BUILD.yaml:2:3") && r.stderr.contains("first declared here"),
+        "the first declaration is not shown:\n{}",
+        dump(&r)
+    );
+    assert!(
+        !r.stderr.contains("DuplicateKeyPolicy"),
+        "library internals leak:\n{}",
         dump(&r)
     );
 }

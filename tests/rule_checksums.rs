@@ -197,7 +197,8 @@ fn checksums_parameters_are_checked_where_they_are_written() {
         "targets:\n  t:\n    rule: checksums\n    of: [srcs]\n",
     );
     let r = ws.build_fails(&[], 2);
-    assert!(r.stderr.contains("BUILD.yaml:4:9"), "{}", r.stderr);
+    // The item, not the list's `[`.
+    assert!(r.stderr.contains("BUILD.yaml:4:10"), "{}", r.stderr);
     assert!(r.stderr.contains("`srcs` cannot be listed"), "{}", r.stderr);
     ws.write(
         "BUILD.yaml",

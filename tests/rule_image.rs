@@ -335,8 +335,8 @@ fn image_mistakes_point_at_the_field() {
 "#,
     );
     let r = ws.build_fails(&[], 2);
-    // line 7: the `config` map's first value, at column 7
-    assert!(r.stderr.contains("BUILD.yaml:7:7"), "{}", r.stderr);
+    // line 8: the misspelt key itself, at column 7
+    assert!(r.stderr.contains("BUILD.yaml:8:7"), "{}", r.stderr);
     assert!(r.stderr.contains("entrypont"), "{}", r.stderr);
 }
 

@@ -193,17 +193,39 @@ fn rootfs_mistakes_name_the_component_and_path() {
         r.stderr
     );
 
-    // A source that is not there fails the step, naming the component.
+    // A source file that is not there is a configuration error at the
+    // component, before anything runs: component sources are inputs.
     let ws = workspace();
     let yaml = ws.read("BUILD.yaml").replace(
         "service: files/app.service",
         "service: files/missing.service",
     );
     ws.write("BUILD.yaml", &yaml);
+    let r = ws.build_fails(&[], 2);
+    assert!(
+        r.stderr.contains("`files/missing.service` matches no file")
+            && r.stderr.contains("BUILD.yaml:21:34"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stdout.is_empty() && !r.stderr.contains("executed"),
+        "{}",
+        r.stderr
+    );
+
+    // A path missing from a dependency's output fails the step, naming the
+    // component.
+    let ws = workspace();
+    let yaml = ws.read("BUILD.yaml").replace(
+        "service: files/app.service",
+        "service: \"base:base/etc/missing.service\"",
+    );
+    ws.write("BUILD.yaml", &yaml);
     let r = ws.build_fails(&[], 1);
     assert!(
         r.stderr
-            .contains("components[2] (systemd `files/missing.service`)"),
+            .contains("components[2] (systemd `base:base/etc/missing.service`)"),
         "{}",
         r.stderr
     );

@@ -14,7 +14,7 @@ pub enum GlobError {
     Path { path: PathBuf, reason: String },
 }
 
-fn has_meta(s: &str) -> bool {
+pub fn has_meta(s: &str) -> bool {
     s.contains(['*', '?', '[', '{'])
 }
 

@@ -39,6 +39,17 @@ impl SourceFile {
 type Expansion = Result<Vec<String>, GlobError>;
 
 /// Expands the `srcs` of `targets` (indices into `ws.targets`) and hashes
+/// Whether `files` (staged paths) hold `path` or anything below it.
+fn staged(files: &BTreeMap<String, usize>, path: &str) -> bool {
+    let path = path.trim_start_matches("./").trim_end_matches('/');
+    let below = format!("{path}/");
+    files.contains_key(path)
+        || files
+            .range(below.clone()..)
+            .next()
+            .is_some_and(|(k, _)| k.starts_with(&below))
+}
+
 /// every matched file once. Returns each target's sources, sorted by path.
 pub fn resolve(
     ws: &Workspace,
@@ -60,6 +71,7 @@ pub fn resolve(
                 i,
                 t.srcs
                     .iter()
+                    .chain(&t.named_srcs)
                     .map(|pattern| globs::expand(&t.dir, &pattern.value, skip, &ws.root))
                     .collect(),
             )
@@ -72,14 +84,34 @@ pub fn resolve(
     let mut matched: Vec<(usize, BTreeMap<String, usize>)> = Vec::with_capacity(targets.len());
     for (i, per_pattern) in expanded {
         let t = &ws.targets[i];
-        let mut files = BTreeMap::new();
-        for (pattern, result) in t.srcs.iter().zip(per_pattern) {
+        let mut files: BTreeMap<String, usize> = BTreeMap::new();
+        let named_from = t.srcs.len();
+        for (n, (pattern, result)) in t
+            .srcs
+            .iter()
+            .chain(&t.named_srcs)
+            .zip(per_pattern)
+            .enumerate()
+        {
+            let named = n >= named_from;
+            // A file a rule names that `srcs` already stages, or a folder
+            // `srcs` stages files of, stays as `srcs` selects it.
+            if named && staged(&files, &pattern.value) {
+                continue;
+            }
             match result {
                 Ok(found) if found.is_empty() => errors.push(at.error(
                     pattern.loc,
                     format!("`{}` matches no file", pattern.value),
                     "matches nothing",
-                    Some(format!("srcs patterns are relative to {}", display(&ws.root, &t.dir))),
+                    Some(if named {
+                        format!(
+                            "a file a rule installs by name (a component's `source:`) is one of the target's sources, relative to {}",
+                            display(&ws.root, &t.dir)
+                        )
+                    } else {
+                        format!("srcs patterns are relative to {}", display(&ws.root, &t.dir))
+                    }),
                 )),
                 Ok(found) => {
                     for rel in found {
@@ -173,5 +205,24 @@ fn display(root: &Path, p: &Path) -> String {
         Ok(r) if r.as_os_str().is_empty() => "the workspace root".into(),
         Ok(r) => r.display().to_string(),
         Err(_) => p.display().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn a_named_source_is_staged_when_it_or_files_below_it_are() {
+        let files: BTreeMap<String, usize> = [("conf/app.conf", 0), ("confx", 1), ("motd", 2)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        assert!(super::staged(&files, "motd"));
+        assert!(super::staged(&files, "conf"));
+        assert!(super::staged(&files, "conf/"));
+        assert!(!super::staged(&files, "con"));
+        assert!(!super::staged(&files, "conf/app"));
+        assert!(!super::staged(&files, "other"));
     }
 }

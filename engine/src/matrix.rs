@@ -14,7 +14,7 @@
 
 use std::sync::Arc;
 
-use miette::{NamedSource, SourceSpan};
+use miette::SourceSpan;
 
 use crate::load::diag::did_you_mean;
 use crate::load::{self, ConfigError, LoadOptions, Workspace, is_matrix_value, is_var_name};
@@ -364,14 +364,7 @@ fn command_line_error(
     label: &str,
     help: String,
 ) -> ConfigError {
-    ConfigError {
-        message,
-        src: Some(NamedSource::new("command line", line.clone())),
-        span: Some(span),
-        label: label.to_string(),
-        help: Some(help),
-        place: Some(format!("command line, column {}", span.offset() + 1)),
-    }
+    ConfigError::on_command_line(line, span, message, label, help)
 }
 
 #[cfg(test)]

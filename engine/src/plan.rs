@@ -377,7 +377,10 @@ fn same_node(
     {
         return da.value == db.value;
     }
-    let srcs_agree = values(&a.srcs) == values(&b.srcs) && (a.srcs.is_empty() || a.dir == b.dir);
+    let no_sources = a.srcs.is_empty() && a.named_srcs.is_empty();
+    let srcs_agree = values(&a.srcs) == values(&b.srcs)
+        && values(&a.named_srcs) == values(&b.named_srcs)
+        && (no_sources || a.dir == b.dir);
     srcs_agree
         && a.output_digest.as_ref().map(|d| &d.value) == b.output_digest.as_ref().map(|d| &d.value)
         && a.kind == b.kind

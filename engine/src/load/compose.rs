@@ -34,14 +34,15 @@ use std::rc::Rc;
 use serde::Deserialize;
 use serde_json::Value;
 use serde_saphyr::Spanned;
-use strata_rules::builtin::Builtin;
+use strata_rules::builtin::{Builtin, Seg};
 use strata_rules::data_root::{DataRootParams, DataRootRef};
 use strata_rules::image_pull::PullParams;
 use strata_rules::platform::{DEFAULT_PLATFORM, Platform};
 use strata_rules::run::ImageRef;
 
-use super::diag::did_you_mean;
+use super::diag::{did_you_mean, unknown_field_hint};
 use super::schema::Pairs;
+use super::tree::Tree;
 use super::{FileIds, Kind, Loader, Loc, Located, Target, Vars};
 
 const FIELDS: &str = "file, target, images, data_root, platform";
@@ -112,8 +113,7 @@ impl Loader {
     pub(super) fn compose_components(
         &mut self,
         fields: &mut serde_json::Map<String, Value>,
-        field_loc: Loc,
-        ids: &FileIds,
+        written_components: &Tree,
         rootfs: &str,
         dir: &Path,
         vars: &Vars,
@@ -131,22 +131,32 @@ impl Loader {
             }
             let mut written = map.clone();
             written.remove("type");
+            let item = written_components.item(i);
             let written: Written = match serde_json::from_value(Value::Object(written)) {
                 Ok(w) => w,
                 Err(e) => {
-                    let loc = self.locate(ids, field_loc, "docker-compose");
+                    let message = e.to_string();
+                    let loc = match message
+                        .strip_prefix("unknown field `")
+                        .and_then(|r| r.split('`').next())
+                    {
+                        Some(name) => item.locate(&[Seg::Name(name.into())]),
+                        None => item.loc,
+                    };
+                    let help = unknown_field_hint(&message)
+                        .unwrap_or_else(|| format!("a `docker-compose` component takes: {FIELDS}"));
                     let err = self.at().error(
                         loc,
-                        format!("components[{i}] (docker-compose): {e}"),
-                        "here",
-                        Some(format!("a `docker-compose` component takes: {FIELDS}")),
+                        format!("components[{i}] (docker-compose): {message}"),
+                        format!("components[{i}]"),
+                        Some(help),
                     );
                     self.errors.push(err);
                     continue;
                 }
             };
             let Some((resolved, targets)) =
-                self.compose_component(i, &written, field_loc, ids, rootfs, dir, vars)
+                self.compose_component(i, &written, item, rootfs, dir, vars)
             else {
                 continue;
             };
@@ -162,16 +172,15 @@ impl Loader {
         &mut self,
         i: usize,
         written: &Written,
-        field_loc: Loc,
-        ids: &FileIds,
+        item: &Tree,
         rootfs: &str,
         dir: &Path,
         vars: &Vars,
     ) -> Option<(Value, Vec<Target>)> {
         let errors_before = self.errors.len();
-        let file_loc = self.locate(ids, field_loc, &written.file);
+        let file_loc = item.locate(&[Seg::Key("file".into())]);
         let asked = written.platform.as_ref().and_then(|text| {
-            let loc = self.locate(ids, field_loc, text);
+            let loc = item.locate(&[Seg::Key("platform".into())]);
             match Platform::parse_known(text) {
                 Ok(value) => Some(Located { value, loc }),
                 Err(msg) => {
@@ -196,12 +205,21 @@ impl Loader {
                 let full = e.to_string();
                 let message = super::strip_location(&full);
                 let err = match e.location() {
-                    Some(l) => self.at().error(
-                        compose_ids.loc(&l),
-                        format!("compose file: {message}"),
-                        message.clone(),
-                        Some("fix the YAML at the marked place".into()),
-                    ),
+                    Some(l) => {
+                        // Tabs and indentation, said as for BUILD files.
+                        let said =
+                            super::yaml_errors::explain(&message, compose_ids.loc(&l), &raw, false);
+                        let err = self.at().error(
+                            said.loc,
+                            format!("compose file: {}", said.message),
+                            said.label,
+                            Some(said.help),
+                        );
+                        match said.also {
+                            Some((other, label)) => err.also_at(&self.sources, other, &label),
+                            None => err,
+                        }
+                    }
                     None => {
                         super::ConfigError::general(format!("{}: {message}", written.file), None)
                     }
@@ -279,7 +297,8 @@ impl Loader {
                     self.errors.push(e);
                     continue;
                 }
-                let loc = self.locate(ids, field_loc, target);
+                let loc =
+                    item.locate(&[Seg::Key("images".into()), Seg::Key(service.value.clone())]);
                 self.compose_checks.push(ImageCheck {
                     rootfs: rootfs.to_string(),
                     service: service.value.clone(),
@@ -344,6 +363,7 @@ impl Loader {
                         loc: image_loc,
                         dir: dir.to_path_buf(),
                         srcs: Vec::new(),
+                        named_srcs: Vec::new(),
                         deps: Vec::new(),
                         outs: Vec::new(),
                         output_digest: None,
@@ -372,7 +392,7 @@ impl Loader {
         }
         for service in written.images.keys() {
             if !services.iter().any(|(s, _)| &s.value == service) {
-                let loc = self.locate(ids, field_loc, service);
+                let loc = item.locate(&[Seg::Key("images".into()), Seg::Name(service.clone())]);
                 let known = services.iter().map(|(s, _)| s.value.as_str());
                 let hint = did_you_mean(service, known)
                     .unwrap_or_else(|| "`images:` maps services of the compose file to the targets that build their images".into());
@@ -403,6 +423,7 @@ impl Loader {
             loc: file_loc,
             dir: dir.to_path_buf(),
             srcs: Vec::new(),
+            named_srcs: Vec::new(),
             deps,
             outs: Vec::new(),
             output_digest: None,
@@ -515,28 +536,6 @@ impl Loader {
                 None
             }
         }
-    }
-
-    /// Narrows `loc` to where `piece` is written: in the text after it, else
-    /// in a file `!include`d by the same file, else `loc` itself.
-    fn locate(&self, ids: &FileIds, loc: Loc, piece: &str) -> Loc {
-        let found = self.find_in_source(loc, piece);
-        if found != loc {
-            return found;
-        }
-        for &file in ids.0.iter().skip(1) {
-            let text = self.sources.get(file).text.clone();
-            if let Some(at) = text.find(piece) {
-                let before = &text[..at];
-                return Loc {
-                    file,
-                    line: before.matches('\n').count() as u64 + 1,
-                    column: before.rsplit('\n').next().unwrap_or("").chars().count() as u64 + 1,
-                    len: piece.chars().count() as u64,
-                };
-            }
-        }
-        loc
     }
 
     /// Once every target is loaded: the targets compose components build

@@ -14,7 +14,8 @@ use strata_rules::platform::{DEFAULT_PLATFORM, Platform, RunsOn};
 use strata_rules::run::{Container, ImageRef, check_cache_name, check_container_path};
 use strata_rules::stage::{CopyInto, RunInStage, StageStep};
 
-use super::schema::{Pairs, RawStep, RawTarget};
+use super::schema::{DATA_ROOT_FIELDS, IMAGE_PULL_FIELDS, Pairs, RawStep, RawTarget, STAGE_FIELDS};
+use super::tree::RawNode;
 use super::{FileIds, Kind, Loader, Located, Target, Vars, is_var_name};
 use crate::load::Loc;
 
@@ -223,7 +224,7 @@ impl Loader {
     /// platforms Strata knows; `None` when absent or wrong (reported).
     pub(super) fn platform(
         &mut self,
-        raw: Option<&Spanned<serde_json::Value>>,
+        raw: Option<&Spanned<RawNode>>,
         ids: &FileIds,
         vars: &Vars,
     ) -> Option<Located<Platform>> {
@@ -257,7 +258,7 @@ impl Loader {
         vars: &Vars,
         common: Common,
     ) -> Vec<Target> {
-        self.only_fields(&raw, ids, "stage", &["from", "platform", "steps"]);
+        self.only_fields(&raw, ids, "stage", STAGE_FIELDS);
         let name = common.name.clone();
         let asked = self.platform(raw.platform.as_ref(), ids, vars);
         let platform = match &asked {
@@ -358,6 +359,7 @@ impl Loader {
                 loc: if last { name.loc } else { loc },
                 dir: common.dir.clone(),
                 srcs,
+                named_srcs: Vec::new(),
                 deps,
                 outs: Vec::new(),
                 output_digest: None,
@@ -528,7 +530,7 @@ impl Loader {
         vars: &Vars,
         common: Common,
     ) -> Option<Target> {
-        self.only_fields(&raw, ids, "image-pull", &["image", "platform", "auth"]);
+        self.only_fields(&raw, ids, "image-pull", IMAGE_PULL_FIELDS);
         if let Some(first) = common.srcs.first().or(common.deps.first()) {
             let e = self.at().error(
                 first.loc,
@@ -599,6 +601,7 @@ impl Loader {
             loc: common.name.loc,
             dir: common.dir,
             srcs: Vec::new(),
+            named_srcs: Vec::new(),
             deps: Vec::new(),
             outs: Vec::new(),
             output_digest: None,
@@ -620,7 +623,7 @@ impl Loader {
         vars: &Vars,
         common: Common,
     ) -> Option<Target> {
-        self.only_fields(&raw, ids, "docker-data-root", &["images"]);
+        self.only_fields(&raw, ids, "docker-data-root", DATA_ROOT_FIELDS);
         let mut deps = common.deps;
         let mut images = Vec::new();
         match &raw.images {
@@ -661,6 +664,7 @@ impl Loader {
             loc: common.name.loc,
             dir: common.dir,
             srcs: common.srcs,
+            named_srcs: Vec::new(),
             deps,
             outs: Vec::new(),
             output_digest: None,

@@ -196,8 +196,33 @@ fn push(t: &mut Text, s: &str) {
     t.keyed.push_str(s);
 }
 
+/// The variable names `text` uses as `${name}` (`$${` escapes one).
+pub fn referenced_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("${") {
+        let escaped = rest[..at].ends_with('$');
+        rest = &rest[at + 2..];
+        let Some(close) = rest.find('}') else { break };
+        let name = &rest[..close];
+        if !escaped && is_var_name(name) {
+            names.insert(name.to_string());
+        }
+    }
+    names
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn names_used_in_a_text_are_found_but_not_escaped_ones() {
+        let names = referenced_names("a ${arch} $${not} ${x:y} ${ok_2}${arch} ${");
+        assert_eq!(
+            names.into_iter().collect::<Vec<_>>(),
+            ["arch".to_string(), "ok_2".to_string()]
+        );
+    }
     use super::*;
 
     fn vars() -> Vars {

@@ -10,12 +10,15 @@ pub mod diag;
 mod includes;
 mod interp;
 mod matrix;
+mod overrides;
 mod platform;
 mod schema;
 mod size;
 pub mod source;
 mod tags;
+mod tree;
 mod when;
+mod yaml_errors;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -25,7 +28,7 @@ use std::rc::Rc;
 
 use serde_saphyr::{Location, Spanned};
 use strata_rules::Text;
-use strata_rules::builtin::{self, Builtin};
+use strata_rules::builtin::{self, Builtin, Seg, path_text};
 use strata_rules::data_root::DataRootParams;
 use strata_rules::image_pull::PullParams;
 use strata_rules::platform::RunsOn;
@@ -33,12 +36,13 @@ use strata_rules::run::{FixedOutput, Limits, Program, RunParams};
 use strata_rules::stage::StageStep;
 
 pub use diag::ConfigError;
-use diag::{At, did_you_mean};
+use diag::{At, did_you_mean, unknown_field_hint};
 use includes::Resolved;
 pub use interp::{EnvSpec, Var, Vars, is_var_name};
 pub use matrix::{DeclaredVar, MatrixAxis, is_matrix_value};
-use schema::{Pairs, RawFile, RawLimits, RawTarget, TARGET_FIELDS};
+use schema::{Pairs, RawFile, RawLimits, RawTarget};
 pub use source::{Loc, Sources};
+use tree::Tree;
 
 use crate::globs;
 
@@ -57,6 +61,10 @@ pub struct Target {
     /// The folder of the file that declared it; `srcs` are relative to it.
     pub dir: PathBuf,
     pub srcs: Vec<Located<String>>,
+    /// Files of the sources a rule installs by name (a component's
+    /// `source:`), each staged unless `srcs` already stages it or files
+    /// below it: `srcs` may select what a folder contributes.
+    pub named_srcs: Vec<Located<String>>,
     pub deps: Vec<Located<String>>,
     pub outs: Vec<Located<String>>,
     pub output_digest: Option<Located<FixedOutput>>,
@@ -215,12 +223,15 @@ pub fn load(build_file: &Path, options: &LoadOptions) -> Result<Workspace, Vec<C
                 sources: &loader.sources,
             };
             let first_place = at.error(first.loc, "", "", None).place.unwrap_or_default();
-            loader.errors.push(at.error(
-                name.loc,
-                format!("duplicate target `{}`", name.value),
-                "defined again here",
-                Some(format!("`{}` is first defined at {first_place}; target names are unique across all included files", name.value)),
-            ));
+            let e = at
+                .error(
+                    name.loc,
+                    format!("target `{}` is declared twice", name.value),
+                    "declared again here",
+                    Some(format!("target names are unique across the BUILD file and every file it includes: rename one of the two, or remove one (the first is at {first_place})")),
+                )
+                .also_at(&loader.sources, first.loc, "first declared here");
+            loader.errors.push(e);
             continue;
         }
         for t in loader.target(raw, &ids, name, dir, &vars, &source_date_epoch) {
@@ -232,6 +243,9 @@ pub fn load(build_file: &Path, options: &LoadOptions) -> Result<Workspace, Vec<C
     loader.resolve_platforms(&mut targets);
     loader.check_switched_off_references(&targets);
     let defaults = raw_defaults.and_then(|(d, ids)| loader.defaults(Some(&d), &ids, &targets));
+    let declared: BTreeSet<String> = loader.declared_vars.keys().cloned().collect();
+    let unknown = overrides::unknown_overrides(&options.var_overrides, &declared, &loader.sources);
+    loader.errors.extend(unknown);
     let out_dir = out_dir.unwrap_or_else(|| root.join("out"));
     if !loader.errors.is_empty() {
         return Err(loader.errors);
@@ -404,8 +418,14 @@ impl Loader {
         let mut includes = includes::Includes::new(resolver, &self.root, path, resolved.clone());
         // Big enough for workspaces of a few hundred thousand targets; the
         // nesting and alias limits stay at serde-saphyr's safe defaults.
+        // `chmod: 0755` unquoted stays the text `0755`, octal as YAML 1.1 and
+        // chmod(1) read it: YAML 1.2 has no such number (it would be the
+        // float 755.0). Typed fields (`network: true`) are not affected.
+        // Repeated keys reach the loader, which names both places.
         let options = serde_saphyr::options! {
             with_snippet: false,
+            leading_zero_numbers_as_strings: true,
+            duplicate_keys: serde_saphyr::DuplicateKeyPolicy::PassThrough,
             budget: serde_saphyr::budget! { max_events: 20_000_000, max_nodes: 10_000_000 },
         }
         .with_include_resolver(move |req: serde_saphyr::IncludeRequest<'_>| includes.resolve(req));
@@ -430,8 +450,16 @@ impl Loader {
                     Some(l) => {
                         let full = e.to_string();
                         let message = strip_location(&full);
-                        let help = Some(parse_error_hint(&message));
-                        self.at().error(ids.loc(&l), message.clone(), message, help)
+                        let loc = ids.loc(&l);
+                        let text = self.sources.get(loc.file).text.clone();
+                        let said = yaml_errors::explain(&message, loc, &text, loc.file == file);
+                        let err =
+                            self.at()
+                                .error(said.loc, said.message, said.label, Some(said.help));
+                        match said.also {
+                            Some((other, label)) => err.also_at(&self.sources, other, &label),
+                            None => err,
+                        }
                     }
                     None => ConfigError::general(format!("{display}: {e}"), None),
                 };
@@ -508,16 +536,22 @@ impl Loader {
                 self.errors.push(e);
                 continue;
             }
-            if seen.insert(name.clone(), name_loc).is_some() {
-                let e = self.at().error(
-                    name_loc,
-                    format!("variable `{name}` is declared twice"),
-                    "declared again here",
-                    None,
-                );
+            if let Some(first) = seen.get(&name).copied() {
+                let e = self
+                    .at()
+                    .error(
+                        name_loc,
+                        format!("variable `{name}` is declared twice"),
+                        "declared again here",
+                        Some(
+                            "YAML keeps one value of a key: remove the one you do not mean".into(),
+                        ),
+                    )
+                    .also_at(&self.sources, first, "first declared here");
                 self.errors.push(e);
                 continue;
             }
+            seen.insert(name.clone(), name_loc);
             self.declared_vars.insert(
                 name.clone(),
                 DeclaredVar {
@@ -752,6 +786,41 @@ impl Loader {
         }
     }
 
+    /// `${var}` in every string of a built-in rule's field, each error at
+    /// its own place. A secret has no use in a built-in rule and would end
+    /// up in its output.
+    fn interpolate_tree(&mut self, tree: &mut Tree, vars: &Vars) {
+        let mut errors = Vec::new();
+        tree.strings_mut(&mut |s, loc| match vars.interpolate(s) {
+            Ok(t) if t.has_secret() => errors.push(self.at().error(
+                self.find_in_source(loc, s.as_str()),
+                "a value read with !ENV cannot be used in a built-in rule",
+                "uses an !ENV value",
+                Some("!ENV values are secrets; built-in rules write their parameters into outputs and keys".into()),
+            )),
+            Ok(t) => *s = t.actual,
+            Err(e) => errors.push(self.interp_error(loc, s, e)),
+        });
+        self.errors.extend(errors);
+    }
+
+    /// A key written twice in one mapping of a built-in rule's field: YAML
+    /// keeps one of them, so neither may be silently lost.
+    fn repeated_keys(&mut self, tree: &Tree, field: &str) {
+        for (first, again) in tree.repeated_keys() {
+            let e = self
+                .at()
+                .error(
+                    again.loc,
+                    format!("`{}` is given twice in `{field}`", again.value),
+                    "given again here",
+                    Some("each key of a mapping is written once; keep the one you mean".into()),
+                )
+                .also_at(&self.sources, first.loc, "first given here");
+            self.errors.push(e);
+        }
+    }
+
     fn interp_error(&self, loc: Loc, text: &str, e: interp::InterpError) -> ConfigError {
         let piece: String = text.chars().skip(e.offset).take(e.len).collect();
         let loc = self.find_in_source(loc, &piece);
@@ -883,7 +952,10 @@ impl Loader {
                 ids.at(value),
                 format!("field `{field}` does not apply to rule `run`"),
                 "not a field of `run`",
-                Some(format!("`run` takes: {RUN_FIELDS}")),
+                Some(format!(
+                    "`run` takes: srcs, deps, {}",
+                    schema::RUN_FIELDS.join(", ")
+                )),
             );
             self.errors.push(e);
         }
@@ -971,6 +1043,7 @@ impl Loader {
             loc: name.loc,
             dir,
             srcs,
+            named_srcs: Vec::new(),
             deps,
             outs,
             output_digest,
@@ -1126,13 +1199,16 @@ impl Loader {
                 if self.is_switched_off(&t.actual) {
                     continue;
                 }
-                if deps.iter().any(|x: &Located<String>| x.value == t.actual) {
-                    let e = self.at().error(
-                        loc,
-                        format!("dependency `{}` is listed twice", t.actual),
-                        "listed again",
-                        None,
-                    );
+                if let Some(first) = deps.iter().find(|x: &&Located<String>| x.value == t.actual) {
+                    let e = self
+                        .at()
+                        .error(
+                            loc,
+                            format!("dependency `{}` is listed twice", t.actual),
+                            "listed again",
+                            Some("a dependency is listed once".into()),
+                        )
+                        .also_at(&self.sources, first.loc, "first listed here");
                     self.errors.push(e);
                     continue;
                 }
@@ -1216,6 +1292,7 @@ impl Loader {
         reserved: &[&str],
     ) -> BTreeMap<String, Text> {
         let mut env = BTreeMap::new();
+        let mut declared_at: BTreeMap<String, Loc> = BTreeMap::new();
         for (k, v) in raw_env.map(|e| e.0).unwrap_or_default() {
             let kloc = ids.at(&k);
             if !is_var_name(&k.value) {
@@ -1238,16 +1315,22 @@ impl Loader {
                 self.errors.push(e);
                 continue;
             }
-            if env.contains_key(&k.value) {
-                let e = self.at().error(
-                    kloc,
-                    format!("environment variable `{}` is declared twice", k.value),
-                    "declared again",
-                    None,
-                );
+            if let Some(first) = declared_at.get(&k.value).copied() {
+                let e = self
+                    .at()
+                    .error(
+                        kloc,
+                        format!("environment variable `{}` is declared twice", k.value),
+                        "declared again",
+                        Some(
+                            "YAML keeps one value of a key: remove the one you do not mean".into(),
+                        ),
+                    )
+                    .also_at(&self.sources, first, "first declared here");
                 self.errors.push(e);
                 continue;
             }
+            declared_at.insert(k.value.clone(), kloc);
             if let Some(t) = self.text(&v, ids.at(&v), vars, true, "env") {
                 env.insert(k.value, t);
             }
@@ -1287,12 +1370,12 @@ impl Loader {
             self.errors.push(e);
         }
         let mut fields = serde_json::Map::new();
-        let mut field_locs: BTreeMap<&str, Loc> = BTreeMap::new();
+        let mut trees: BTreeMap<&str, Tree> = BTreeMap::new();
         for (field, value) in raw.builtin_fields() {
-            let loc = ids.at(value);
+            let mut tree = Tree::new(value, &|l| ids.loc(l));
             if !accepted.contains(&field) {
                 let e = self.at().error(
-                    loc,
+                    tree.loc,
                     format!("field `{field}` does not apply to rule `{rule}`"),
                     format!("not a field of `{rule}`"),
                     Some(help.clone()),
@@ -1300,18 +1383,21 @@ impl Loader {
                 self.errors.push(e);
                 continue;
             }
-            match interpolate_json(&value.value, vars) {
-                Ok(mut v) => {
-                    self.drop_switched_off(&mut v);
-                    fields.insert(field.to_string(), v);
-                    field_locs.insert(field, loc);
-                }
-                Err(e) => {
-                    let err = self.at().error(loc, e.message, "here", Some(e.help));
-                    self.errors.push(err);
-                }
-            }
+            self.repeated_keys(&tree, field);
+            self.interpolate_tree(&mut tree, vars);
+            self.drop_switched_off(&mut tree);
+            fields.insert(field.to_string(), tree.to_json());
+            trees.insert(field, tree);
         }
+        let field_locs: BTreeMap<&str, Loc> = trees.iter().map(|(f, t)| (*f, t.loc)).collect();
+        // Where a parameter of the rule is written: the value at its path
+        // (`components[4].chmod`), else the target's `rule:`.
+        let place = |path: &[Seg]| match path.split_first() {
+            Some((Seg::Key(field) | Seg::Name(field), rest)) => trees
+                .get(field.as_str())
+                .map_or(rule_loc, |t| t.locate(rest)),
+            _ => rule_loc,
+        };
         // `version: git-describe` makes the workspace's git state an input:
         // the description is resolved here, so it enters the key.
         if rule == "deb" && fields.get("version").and_then(|v| v.as_str()) == Some("git-describe") {
@@ -1334,9 +1420,9 @@ impl Loader {
             }
         }
         // `docker-compose` components bring hidden targets of their own.
-        let hidden = match field_locs.get("components") {
-            Some(&loc) if rule == "rootfs" => {
-                self.compose_components(&mut fields, loc, ids, &name.value, &dir, vars)
+        let hidden = match trees.get("components") {
+            Some(tree) if rule == "rootfs" => {
+                self.compose_components(&mut fields, tree, &name.value, &dir, vars)
             }
             _ => Vec::new(),
         };
@@ -1346,32 +1432,70 @@ impl Loader {
         let parsed = match Builtin::parse(rule, fields) {
             Ok(b) => b,
             Err(e) => {
-                let loc = e
-                    .field
-                    .as_deref()
-                    .and_then(|f| field_locs.get(f).copied())
-                    .unwrap_or(rule_loc);
                 let what = e
-                    .field
+                    .field()
                     .map(|f| format!("field `{f}`: "))
                     .unwrap_or_default();
-                let err = self
-                    .at()
-                    .error(loc, format!("{what}{}", e.message), "here", Some(help));
+                let label = match e.path.len() {
+                    0 | 1 => "here".to_string(),
+                    _ => path_text(&e.path),
+                };
+                let help = e
+                    .hint
+                    .clone()
+                    .or_else(|| unknown_field_hint(&e.message))
+                    .unwrap_or(help);
+                let err = self.at().error(
+                    place(&e.path),
+                    format!("{what}{}", e.message),
+                    label,
+                    Some(help),
+                );
                 self.errors.push(err);
                 return Vec::new();
             }
         };
-        // Targets a rule reads are dependencies even when `deps` omits them.
+        // Targets a rule reads are dependencies even when `deps` omits
+        // them (in name order), each at the first place that names it.
+        let mut inputs: Vec<Located<String>> = Vec::new();
         for input in parsed.inputs() {
-            if !deps.iter().any(|d| d.value == input) {
-                let loc = field_locs
-                    .get("from")
-                    .or(field_locs.values().next())
-                    .copied()
-                    .unwrap_or(rule_loc);
-                deps.push(Located { value: input, loc });
+            if !inputs.iter().any(|i| i.value == input.value) {
+                inputs.push(Located {
+                    loc: place(&input.path),
+                    value: input.value,
+                });
             }
+        }
+        inputs.sort_by(|a, b| a.value.cmp(&b.value));
+        for input in inputs {
+            if !deps.iter().any(|d| d.value == input.value) {
+                deps.push(input);
+            }
+        }
+        // So are the source files it installs by name: `srcs:` need not
+        // list them again (inputs::resolve stages them).
+        let mut named_srcs: Vec<Located<String>> = Vec::new();
+        for file in parsed.source_files() {
+            let loc = place(&file.path);
+            if globs::has_meta(&file.value) {
+                let e = self.at().error(
+                    loc,
+                    format!("`{}` holds a wildcard character (`*`, `?`, `[` or `{{`)", file.value),
+                    "not a plain path",
+                    Some("a file a rule installs by name is staged as it is written; rename the file, or stage it through `srcs:` with a pattern".into()),
+                );
+                self.errors.push(e);
+                continue;
+            }
+            if !named_srcs.iter().any(|s| s.value == file.value) {
+                named_srcs.push(Located {
+                    value: file.value,
+                    loc,
+                });
+            }
+        }
+        if self.errors.len() > errors_before {
+            return Vec::new();
         }
         if rule == "image" {
             self.platforms.image(&name.value, &field_locs);
@@ -1382,6 +1506,7 @@ impl Loader {
             loc: name.loc,
             dir,
             srcs,
+            named_srcs,
             deps,
             outs: Vec::new(),
             output_digest: None,
@@ -1443,43 +1568,6 @@ fn known_rules() -> Vec<&'static str> {
 /// it is a typo.
 const MAX_PROCESSES: u64 = 4_194_304;
 
-const RUN_FIELDS: &str = "srcs, deps, cmd, argv, env, outs, network, tools, output_digest, image, platform, user, caches, limits";
-
-/// `${var}` interpolation in every string of a built-in rule's field. A
-/// secret has no use in a built-in rule and would end up in its output.
-fn interpolate_json(
-    value: &serde_json::Value,
-    vars: &Vars,
-) -> Result<serde_json::Value, interp::InterpError> {
-    use serde_json::Value;
-    Ok(match value {
-        Value::String(s) => {
-            let t = vars.interpolate(s)?;
-            if t.has_secret() {
-                return Err(interp::InterpError {
-                    offset: 0,
-                    len: s.chars().count(),
-                    message: "a value read with !ENV cannot be used in a built-in rule".into(),
-                    help: "!ENV values are secrets; built-in rules write their parameters into outputs and keys".into(),
-                });
-            }
-            Value::String(t.actual)
-        }
-        Value::Array(items) => Value::Array(
-            items
-                .iter()
-                .map(|v| interpolate_json(v, vars))
-                .collect::<Result<_, _>>()?,
-        ),
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(k, v)| Ok((k.clone(), interpolate_json(v, vars)?)))
-                .collect::<Result<_, interp::InterpError>>()?,
-        ),
-        other => other.clone(),
-    })
-}
-
 fn is_target_name(s: &str) -> bool {
     let mut chars = s.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
@@ -1501,25 +1589,6 @@ fn check_out_path(p: &str) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-/// A hint for the common shapes of YAML and type errors.
-fn parse_error_hint(message: &str) -> String {
-    if message.contains("unknown field") {
-        format!(
-            "a target accepts: {TARGET_FIELDS}; the file accepts: vars, targets, include, out_dir, default, matrix"
-        )
-    } else if message.contains("sequence") {
-        "this field takes a list, such as `[a.txt, b.txt]`".into()
-    } else if message.contains("boolean") {
-        "this field takes `true` or `false`".into()
-    } else if message.contains("mapping") || message.contains("a map") {
-        "this field takes a mapping, such as `{NAME: value}`".into()
-    } else if message.contains("invalid type") || message.contains("expected") {
-        "check the value's type against the BUILD.yaml reference in README.md".into()
-    } else {
-        "fix the YAML at the marked place".into()
-    }
 }
 
 fn strip_location(message: &str) -> String {

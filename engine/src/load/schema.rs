@@ -8,6 +8,8 @@ use serde::Deserialize;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_saphyr::{Spanned, Tagged};
 
+use super::tree::RawNode;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawFile {
@@ -80,55 +82,56 @@ pub struct RawTarget {
     #[serde(default)]
     pub images: Option<Spanned<Vec<Spanned<String>>>>,
     // Fields of built-in rules, read by the rule itself (see
-    // `strata_rules::builtin`); kept generic here, with their location.
+    // `strata_rules::builtin`); kept generic here, with the place of every
+    // value inside them.
     #[serde(default)]
-    pub from: Option<Spanned<serde_json::Value>>,
+    pub from: Option<Spanned<RawNode>>,
     #[serde(default)]
-    pub compression: Option<Spanned<serde_json::Value>>,
+    pub compression: Option<Spanned<RawNode>>,
     #[serde(default)]
-    pub level: Option<Spanned<serde_json::Value>>,
+    pub level: Option<Spanned<RawNode>>,
     #[serde(default)]
-    pub name: Option<Spanned<serde_json::Value>>,
+    pub name: Option<Spanned<RawNode>>,
     #[serde(default)]
-    pub prefix: Option<Spanned<serde_json::Value>>,
+    pub prefix: Option<Spanned<RawNode>>,
     #[serde(default)]
-    pub strip_components: Option<Spanned<serde_json::Value>>,
+    pub strip_components: Option<Spanned<RawNode>>,
     #[serde(default)]
-    pub include: Option<Spanned<serde_json::Value>>,
+    pub include: Option<Spanned<RawNode>>,
     #[serde(default)]
-    pub exclude: Option<Spanned<serde_json::Value>>,
+    pub exclude: Option<Spanned<RawNode>>,
     #[serde(default)]
-    pub control: Option<Spanned<serde_json::Value>>,
+    pub control: Option<Spanned<RawNode>>,
     #[serde(default)]
-    pub max_size: Option<Spanned<serde_json::Value>>,
+    pub max_size: Option<Spanned<RawNode>>,
     #[serde(default)]
-    pub layers: Option<Spanned<serde_json::Value>>,
+    pub layers: Option<Spanned<RawNode>>,
     #[serde(default)]
-    pub components: Option<Spanned<serde_json::Value>>,
+    pub components: Option<Spanned<RawNode>>,
     #[serde(default)]
-    pub remove: Option<Spanned<serde_json::Value>>,
+    pub remove: Option<Spanned<RawNode>>,
     #[serde(default)]
-    pub scripts: Option<Spanned<serde_json::Value>>,
+    pub scripts: Option<Spanned<RawNode>>,
     #[serde(default)]
-    pub conffiles: Option<Spanned<serde_json::Value>>,
+    pub conffiles: Option<Spanned<RawNode>>,
     #[serde(default)]
-    pub version: Option<Spanned<serde_json::Value>>,
+    pub version: Option<Spanned<RawNode>>,
     #[serde(default)]
-    pub startup: Option<Spanned<serde_json::Value>>,
+    pub startup: Option<Spanned<RawNode>>,
     #[serde(default)]
-    pub args: Option<Spanned<serde_json::Value>>,
+    pub args: Option<Spanned<RawNode>>,
     #[serde(default)]
-    pub label: Option<Spanned<serde_json::Value>>,
+    pub label: Option<Spanned<RawNode>>,
     #[serde(default)]
-    pub of: Option<Spanned<serde_json::Value>>,
+    pub of: Option<Spanned<RawNode>>,
     #[serde(default)]
-    pub tag: Option<Spanned<serde_json::Value>>,
+    pub tag: Option<Spanned<RawNode>>,
     #[serde(default)]
-    pub base: Option<Spanned<serde_json::Value>>,
+    pub base: Option<Spanned<RawNode>>,
     #[serde(default)]
-    pub platform: Option<Spanned<serde_json::Value>>,
+    pub platform: Option<Spanned<RawNode>>,
     #[serde(default)]
-    pub config: Option<Spanned<serde_json::Value>>,
+    pub config: Option<Spanned<RawNode>>,
 }
 
 /// One step of a `stage`: a command (with the `run` fields that apply in
@@ -186,7 +189,7 @@ pub struct RawAuth {
 
 impl RawTarget {
     /// The built-in rule fields that are present, by name.
-    pub fn builtin_fields(&self) -> Vec<(&'static str, &Spanned<serde_json::Value>)> {
+    pub fn builtin_fields(&self) -> Vec<(&'static str, &Spanned<RawNode>)> {
         [
             ("from", &self.from),
             ("compression", &self.compression),
@@ -267,8 +270,47 @@ impl RawTarget {
     }
 }
 
-/// The field names of a target, for hints.
-pub const TARGET_FIELDS: &str = "rule, when, srcs, deps, and for `run`: cmd, argv, env, outs, network, tools, output_digest, image, platform, user, caches, limits; for `stage`: from, platform, steps; built-in rules list theirs in README.md";
+/// Fields every target takes, whatever its rule.
+const COMMON_FIELDS: &[&str] = &["rule", "when", "srcs", "deps"];
+
+/// The fields of rule `run`, besides the common ones.
+pub const RUN_FIELDS: &[&str] = &[
+    "cmd",
+    "argv",
+    "env",
+    "outs",
+    "network",
+    "tools",
+    "output_digest",
+    "image",
+    "platform",
+    "user",
+    "caches",
+    "limits",
+];
+pub const STAGE_FIELDS: &[&str] = &["from", "platform", "steps"];
+pub const IMAGE_PULL_FIELDS: &[&str] = &["image", "platform", "auth"];
+pub const DATA_ROOT_FIELDS: &[&str] = &["images"];
+
+/// The fields a target of `rule` takes, `rule:` and `when:` first; `None`
+/// for a rule Strata does not know. Messages list these.
+pub fn rule_fields(rule: &str) -> Option<Vec<&'static str>> {
+    let own: &[&str] = match rule {
+        "run" => RUN_FIELDS,
+        "stage" => STAGE_FIELDS,
+        "image-pull" => IMAGE_PULL_FIELDS,
+        "docker-data-root" => DATA_ROOT_FIELDS,
+        other => {
+            strata_rules::builtin::RULES
+                .iter()
+                .find(|(r, _)| *r == other)?
+                .1
+        }
+    };
+    let mut fields = COMMON_FIELDS.to_vec();
+    fields.extend(own.iter().filter(|f| !COMMON_FIELDS.contains(f)));
+    Some(fields)
+}
 
 /// A mapping read in document order with the location of every key, so
 /// duplicate keys can be reported at both places.

@@ -38,6 +38,10 @@ impl Sources {
         self.files.len() - 1
     }
 
+    pub fn iter(&self) -> impl Iterator<Item = &SourceFile> {
+        self.files.iter()
+    }
+
     pub fn get(&self, file: usize) -> &SourceFile {
         &self.files[file]
     }

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde_saphyr::Spanned;
 
 use super::schema::RawTarget;
+use super::tree::{Node, Tree};
 use super::{FileIds, Loader, Loc, Target, Vars};
 
 /// Why a condition is not one. Carries no text of the condition: its value
@@ -115,19 +116,15 @@ impl Loader {
 
     /// Drops, from every list in a built-in rule's field, the items that
     /// name a switched-off target (`of: [a, b]`, `layers: [{from: a}]`).
-    pub(super) fn drop_switched_off(&self, value: &mut serde_json::Value) {
-        use serde_json::Value;
-        let refers = |item: &Value| match item {
-            Value::String(s) => self.is_switched_off(s),
-            Value::Object(map) => ["from", "source"]
+    pub(super) fn drop_switched_off(&self, tree: &mut Tree) {
+        tree.retain_items(|item| match &item.node {
+            Node::Scalar(serde_json::Value::String(s)) => !self.is_switched_off(s.as_str()),
+            Node::Map(_) => !["from", "source"]
                 .iter()
-                .filter_map(|k| map.get(*k).and_then(Value::as_str))
+                .filter_map(|k| item.str_at(k))
                 .any(|s| self.is_switched_off(s)),
-            _ => false,
-        };
-        if let Value::Array(items) = value {
-            items.retain(|item| !refers(item));
-        }
+            _ => true,
+        });
     }
 
     /// `out_dir:` of the root file, relative to its folder.

@@ -15,7 +15,7 @@ use strata_store::tree::{Node, TreeBuilder};
 
 use super::compress::Compression;
 use super::tarball::{TarOptions, write_tree};
-use super::{BuiltinError, Ctx, From, ParamError, check_file_name, check_level};
+use super::{BuiltinError, Ctx, From, Named, ParamError, check_file_name, check_level, key};
 
 pub const FIELDS: &[&str] = &["from", "compression", "level", "name", "prefix"];
 
@@ -42,16 +42,13 @@ impl Params {
         if let Some(prefix) = &self.prefix
             && prefix.split('/').any(|p| p == "..")
         {
-            return Err(ParamError {
-                field: Some("prefix".into()),
-                message: "the prefix cannot contain `..`".into(),
-            });
+            return Err(ParamError::new("prefix", "the prefix cannot contain `..`"));
         }
         Ok(())
     }
 
-    pub(super) fn inputs(&self) -> Vec<String> {
-        self.from.targets()
+    pub(super) fn inputs(&self) -> Vec<Named<String>> {
+        self.from.named(key("from"))
     }
 
     /// The output file name.

@@ -35,7 +35,7 @@ use sha2::Digest as _;
 use strata_store::Digest;
 use strata_store::tree::{Entry, Node, TreeBuilder, walk};
 
-use super::{BuiltinError, Ctx, From, ParamError, check_file_name};
+use super::{BuiltinError, Ctx, From, Named, ParamError, PathExt, check_file_name, key};
 
 pub const FIELDS: &[&str] = &["of", "name"];
 
@@ -57,25 +57,19 @@ pub struct Params {
 
 impl Params {
     pub(super) fn validate(&self) -> Result<(), ParamError> {
-        let err = |field: &str, message: String| {
-            Err(ParamError {
-                field: Some(field.into()),
-                message,
-            })
-        };
+        let err = |field: &str, message: String| Err(ParamError::new(field, message));
         if self.of.is_empty() {
             return err(
                 "of",
                 "name at least one target whose outputs are listed".into(),
             );
         }
-        if self.of.iter().any(|f| f.target.is_none()) {
-            return err(
-                "of",
+        if let Some(i) = self.of.iter().position(|f| f.target.is_none()) {
+            return Err(ParamError::at(
+                key("of").index(i),
                 "`srcs` cannot be listed: every artifact is named after, and keyed by, the \
-                 target that made it"
-                    .into(),
-            );
+                 target that made it",
+            ));
         }
         if let Some(name) = &self.name {
             check_file_name("name", name)?;
@@ -92,11 +86,12 @@ impl Params {
         Ok(())
     }
 
-    pub(super) fn inputs(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.of.iter().flat_map(|f| f.targets()).collect();
-        v.sort();
-        v.dedup();
-        v
+    pub(super) fn inputs(&self) -> Vec<Named<String>> {
+        self.of
+            .iter()
+            .enumerate()
+            .flat_map(|(i, f)| f.named(key("of").index(i)))
+            .collect()
     }
 
     /// The checksum file's name.
@@ -500,7 +495,11 @@ mod tests {
             crate::builtin::Builtin::parse("checksums", json.as_object().unwrap().clone())
         };
         let ok = parse(serde_json::json!({"of": ["b", "a:x/y"]})).unwrap();
-        assert_eq!(ok.inputs(), ["a", "b"]);
+        // In the order written: the loader points at each where it is named.
+        assert_eq!(
+            ok.inputs().into_iter().map(|n| n.value).collect::<Vec<_>>(),
+            ["b", "a"]
+        );
         assert!(ok.uses_dep_keys());
         for (json, field) in [
             (serde_json::json!({"of": []}), "of"),
@@ -514,7 +513,7 @@ mod tests {
             (serde_json::json!({"of": ["a"], "level": 1}), "level"),
         ] {
             let e = parse(json.clone()).unwrap_err();
-            assert_eq!(e.field.as_deref(), Some(field), "{json}: {}", e.message);
+            assert_eq!(e.field(), Some(field), "{json}: {}", e.message);
         }
     }
 }

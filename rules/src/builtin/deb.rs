@@ -43,7 +43,7 @@ use strata_store::{Cas, Digest, StoreError};
 
 use super::compress::Compression;
 use super::tarball::{TarOptions, write_tree};
-use super::{BuiltinError, Ctx, From, ParamError, Source, check_file_name};
+use super::{BuiltinError, Ctx, From, Named, ParamError, PathExt, Source, check_file_name, key};
 
 pub const FIELDS: &[&str] = &["from", "control", "version", "scripts", "conffiles", "name"];
 
@@ -68,8 +68,8 @@ impl Params {
     pub(super) fn validate(&self) -> Result<(), ParamError> {
         fields(self)?;
         if let Some(script) = self.scripts.keys().find(|k| !SCRIPTS.contains(&k.as_str())) {
-            return Err(param_error(
-                "scripts",
+            return Err(ParamError::at(
+                key("scripts").name(script),
                 format!(
                     "`{script}` is not a maintainer script (one of {})",
                     SCRIPTS.join(", ")
@@ -77,11 +77,12 @@ impl Params {
             ));
         }
         let mut seen = BTreeSet::new();
-        for c in &self.conffiles {
-            conffile_path(c).map_err(|m| param_error("conffiles", m))?;
+        for (i, c) in self.conffiles.iter().enumerate() {
+            let at = || key("conffiles").index(i);
+            conffile_path(c).map_err(|m| ParamError::at(at(), m))?;
             if !seen.insert(c) {
-                return Err(param_error(
-                    "conffiles",
+                return Err(ParamError::at(
+                    at(),
                     format!("conffile `{c}` is listed twice"),
                 ));
             }
@@ -92,12 +93,24 @@ impl Params {
         Ok(())
     }
 
-    pub(super) fn inputs(&self) -> Vec<String> {
-        let mut v = self.from.targets();
-        v.extend(self.scripts.values().flat_map(|s| s.0.targets()));
-        v.sort();
-        v.dedup();
+    pub(super) fn inputs(&self) -> Vec<Named<String>> {
+        let mut v = self.from.named(key("from"));
+        for (name, script) in &self.scripts {
+            v.extend(script.0.named(key("scripts").key(name)));
+        }
         v
+    }
+
+    /// Maintainer scripts taken from the target's sources.
+    pub(super) fn source_files(&self) -> Vec<Named<String>> {
+        self.scripts
+            .iter()
+            .filter(|(_, s)| s.0.target.is_none())
+            .map(|(name, s)| Named {
+                value: s.0.path.clone(),
+                path: key("scripts").key(name),
+            })
+            .collect()
     }
 }
 
@@ -138,10 +151,7 @@ const REQUIRED: &[&str] = &[
 const XZ_LEVEL: i32 = 6;
 
 fn param_error(field: &str, message: impl Into<String>) -> ParamError {
-    ParamError {
-        field: Some(field.into()),
-        message: message.into(),
-    }
+    ParamError::new(field, message.into())
 }
 
 /// The spelling a field is written in: the conventional one for known
@@ -247,11 +257,12 @@ fn field_value(value: &str) -> String {
 fn fields(p: &Params) -> Result<BTreeMap<String, String>, ParamError> {
     let mut fields = BTreeMap::new();
     for (name, value) in &p.control {
-        check_field_name(name).map_err(|m| param_error("control", m))?;
+        let at = |m: String| ParamError::at(key("control").name(name), m);
+        check_field_name(name).map_err(at)?;
         let canonical = canonical_name(name);
         if value.trim().is_empty() {
-            return Err(param_error(
-                "control",
+            return Err(ParamError::at(
+                key("control").key(name),
                 format!("the field `{canonical}` is empty"),
             ));
         }
@@ -259,10 +270,9 @@ fn fields(p: &Params) -> Result<BTreeMap<String, String>, ParamError> {
             .insert(canonical.clone(), field_value(value))
             .is_some()
         {
-            return Err(param_error(
-                "control",
-                format!("field `{canonical}` is given twice (field names are case-insensitive)"),
-            ));
+            return Err(at(format!(
+                "field `{canonical}` is given twice (field names are case-insensitive)"
+            )));
         }
     }
     if let Some(v) = &p.version {
@@ -275,22 +285,34 @@ fn fields(p: &Params) -> Result<BTreeMap<String, String>, ParamError> {
             format!("the required field `{name}` is missing"),
         ));
     }
+    // Where a field's value is written: `version:` for the version it
+    // overrides, else the control entry of that name, however spelled.
+    let value_of = |canonical: &str| {
+        if canonical == "Version" && p.version.is_some() {
+            return key("version");
+        }
+        p.control
+            .keys()
+            .find(|k| canonical_name(k) == canonical)
+            .map_or_else(|| key("control"), |k| key("control").key(k))
+    };
     for name in ["Package", "Version", "Architecture"] {
         if fields[name].contains('\n') {
-            return Err(param_error(
-                "control",
+            return Err(ParamError::at(
+                value_of(name),
                 format!("the field `{name}` must be one line"),
             ));
         }
     }
-    check_package(&fields["Package"]).map_err(|m| param_error("control", m))?;
-    check_version(&fields["Version"]).map_err(|m| param_error("control", m))?;
-    check_architecture(&fields["Architecture"]).map_err(|m| param_error("control", m))?;
+    let at = |name: &'static str| move |m: String| ParamError::at(value_of(name), m);
+    check_package(&fields["Package"]).map_err(at("Package"))?;
+    check_version(&fields["Version"]).map_err(at("Version"))?;
+    check_architecture(&fields["Architecture"]).map_err(at("Architecture"))?;
     if let Some(size) = fields.get("Installed-Size")
         && size.parse::<u64>().is_err()
     {
-        return Err(param_error(
-            "control",
+        return Err(ParamError::at(
+            value_of("Installed-Size"),
             format!("Installed-Size `{size}` is not a number of KiB"),
         ));
     }
@@ -451,7 +473,7 @@ pub fn run(p: &Params, ctx: &Ctx) -> Result<Digest, BuiltinError> {
     let param = |e: ParamError| {
         BuiltinError::Format(format!(
             "field `{}`: {}",
-            e.field.unwrap_or_default(),
+            e.field().unwrap_or_default(),
             e.message
         ))
     };
@@ -901,7 +923,7 @@ mod tests {
             let mut p = params();
             edit(&mut p);
             let e = parse(p).unwrap_err();
-            (e.field.unwrap_or_default(), e.message)
+            (e.field().unwrap_or_default().to_string(), e.message)
         };
         for field in [
             "Package",

@@ -67,7 +67,7 @@ use strata_store::tree::{DeviceKind, EditError, Meta, Node, TreeBuilder};
 use strata_store::{Cas, Digest, StoreError};
 
 use super::compress::decoder;
-use super::{BuiltinError, Ctx, From, ParamError};
+use super::{BuiltinError, Ctx, From, Named, ParamError, PathExt, key};
 
 pub const FIELDS: &[&str] = &[
     "from",
@@ -136,36 +136,32 @@ impl Params {
         Ok(())
     }
 
-    pub(super) fn inputs(&self) -> Vec<String> {
-        self.from.targets()
+    pub(super) fn inputs(&self) -> Vec<Named<String>> {
+        self.from.named(key("from"))
     }
 }
 
 /// Compiles `patterns` (`*` within a folder, `**` across folders).
 fn globs(patterns: &[String], field: &str) -> Result<GlobSet, ParamError> {
     let mut set = GlobSetBuilder::new();
-    for pattern in patterns {
+    for (i, pattern) in patterns.iter().enumerate() {
+        let at = || key(field).index(i);
         let trimmed = pattern.trim_start_matches("./").trim_matches('/');
         if trimmed.is_empty() {
-            return Err(ParamError {
-                field: Some(field.into()),
-                message: format!("`{pattern}` is an empty pattern"),
-            });
+            return Err(ParamError::at(
+                at(),
+                format!("`{pattern}` is an empty pattern"),
+            ));
         }
         let glob = GlobBuilder::new(trimmed)
             .literal_separator(true)
             .backslash_escape(true)
             .build()
-            .map_err(|e| ParamError {
-                field: Some(field.into()),
-                message: format!("`{pattern}` is not a valid glob: {e}"),
-            })?;
+            .map_err(|e| ParamError::at(at(), format!("`{pattern}` is not a valid glob: {e}")))?;
         set.add(glob);
     }
-    set.build().map_err(|e| ParamError {
-        field: Some(field.into()),
-        message: e.to_string(),
-    })
+    set.build()
+        .map_err(|e| ParamError::new(field, e.to_string()))
 }
 
 /// The components of `prefix`, checked.
@@ -180,10 +176,10 @@ fn prefix_parts(prefix: Option<&str>) -> Result<Vec<String>, ParamError> {
         .iter()
         .any(|p| p == "." || p == ".." || p.contains('\0'))
     {
-        return Err(ParamError {
-            field: Some("prefix".into()),
-            message: "the prefix must be a plain relative path (no `.`, `..` or NUL)".into(),
-        });
+        return Err(ParamError::new(
+            "prefix",
+            "the prefix must be a plain relative path (no `.`, `..` or NUL)",
+        ));
     }
     Ok(parts)
 }
@@ -1765,7 +1761,7 @@ mod tests {
             }
             let p: Params = serde_json::from_value(all).unwrap();
             let err = p.validate().unwrap_err();
-            assert_eq!(err.field.as_deref(), Some(field), "{}", err.message);
+            assert_eq!(err.field(), Some(field), "{}", err.message);
         };
         check(serde_json::json!({"include": ["usr/[a"]}), "include");
         check(serde_json::json!({"exclude": ["{a,b"]}), "exclude");

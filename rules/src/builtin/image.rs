@@ -44,7 +44,7 @@ use strata_store::Digest;
 use strata_store::tree::walk;
 
 use super::tarball::{TarOptions, write_tree};
-use super::{BuiltinError, Ctx, From, ParamError};
+use super::{BuiltinError, Ctx, From, Named, ParamError, key};
 use crate::oci::layer::{WHITEOUT_PREFIX, diff, flatten};
 use crate::oci::layout::{Platform, assemble, is_layout, read};
 use crate::oci::reference::check_tag;
@@ -96,10 +96,7 @@ pub struct Config {
 
 impl Params {
     pub(super) fn validate(&self) -> Result<(), ParamError> {
-        let err = |field: &str, message: String| ParamError {
-            field: Some(field.into()),
-            message,
-        };
+        let err = |field: &str, message: String| ParamError::new(field, message);
         if let Some(tag) = &self.tag {
             check_tag(tag).map_err(|m| err("tag", m))?;
         }
@@ -107,9 +104,11 @@ impl Params {
         self.config.check().map_err(|m| err("config", m))
     }
 
-    pub(super) fn inputs(&self) -> Vec<String> {
-        let mut v = self.from.targets();
-        v.extend(self.base.iter().flat_map(From::targets));
+    pub(super) fn inputs(&self) -> Vec<Named<String>> {
+        let mut v = self.from.named(key("from"));
+        if let Some(base) = &self.base {
+            v.extend(base.named(key("base")));
+        }
         v
     }
 }

@@ -28,7 +28,7 @@ use strata_store::tree::{DeviceKind, Entry, Meta, Node, TreeBuilder, walk};
 use strata_store::{Cas, Digest};
 
 use super::compress::Compression;
-use super::{BuiltinError, Ctx, From, ParamError, check_file_name, check_level};
+use super::{BuiltinError, Ctx, From, Named, ParamError, check_file_name, check_level, key};
 
 pub const FIELDS: &[&str] = &["from", "compression", "level", "name"];
 
@@ -49,12 +49,11 @@ impl Params {
         if self.compression == Compression::Xz {
             // liblzma's default CRC64 check is one the kernel's xz decoder
             // refuses on many versions; offer only what every kernel reads.
-            return Err(ParamError {
-                field: Some("compression".into()),
-                message: "an initramfs is compressed with gzip, zstd or none (xz archives \
-                          need a CRC32 check that this rule does not write)"
-                    .into(),
-            });
+            return Err(ParamError::new(
+                "compression",
+                "an initramfs is compressed with gzip, zstd or none (xz archives \
+                          need a CRC32 check that this rule does not write)",
+            ));
         }
         check_level(self.compression, self.level)?;
         if let Some(name) = &self.name {
@@ -63,8 +62,8 @@ impl Params {
         Ok(())
     }
 
-    pub(super) fn inputs(&self) -> Vec<String> {
-        self.from.targets()
+    pub(super) fn inputs(&self) -> Vec<Named<String>> {
+        self.from.named(key("from"))
     }
 
     /// The output file name.
@@ -633,18 +632,18 @@ mod tests {
                 .is_ok()
         );
         let e = parse(serde_json::json!({"from": "rootfs", "compression": "xz"})).unwrap_err();
-        assert_eq!(e.field.as_deref(), Some("compression"));
+        assert_eq!(e.field(), Some("compression"));
         let e = parse(serde_json::json!({"from": "rootfs", "level": 10})).unwrap_err();
-        assert_eq!(e.field.as_deref(), Some("level"));
+        assert_eq!(e.field(), Some("level"));
         assert!(e.message.contains("out of range"), "{}", e.message);
         let e = parse(serde_json::json!({"from": "rootfs", "compression": "none", "level": 3}))
             .unwrap_err();
-        assert_eq!(e.field.as_deref(), Some("level"));
+        assert_eq!(e.field(), Some("level"));
         for bad in ["a/b", "", "..", "."] {
             let e = parse(serde_json::json!({"from": "rootfs", "name": bad})).unwrap_err();
-            assert_eq!(e.field.as_deref(), Some("name"), "{bad}");
+            assert_eq!(e.field(), Some("name"), "{bad}");
         }
         let e = parse(serde_json::json!({"from": "rootfs", "prefix": "x"})).unwrap_err();
-        assert_eq!(e.field.as_deref(), Some("prefix"));
+        assert_eq!(e.field(), Some("prefix"));
     }
 }

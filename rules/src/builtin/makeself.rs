@@ -37,7 +37,7 @@ use strata_store::tree::{Entry, Node, TreeBuilder, walk};
 
 use super::compress::Compression;
 use super::tarball::{TarOptions, write_tree};
-use super::{BuiltinError, Ctx, From, ParamError, check_file_name};
+use super::{BuiltinError, Ctx, From, Named, ParamError, PathExt, check_file_name, key};
 
 pub const FIELDS: &[&str] = &["from", "startup", "args", "label", "name"];
 
@@ -59,12 +59,7 @@ const LEVEL: i32 = 9;
 
 impl Params {
     pub(super) fn validate(&self) -> Result<(), ParamError> {
-        let err = |field: &str, message: String| {
-            Err(ParamError {
-                field: Some(field.into()),
-                message,
-            })
-        };
+        let err = |field: &str, message: String| Err(ParamError::new(field, message));
         let startup = self.startup_path();
         if self.startup.starts_with('/') {
             return err(
@@ -90,7 +85,10 @@ impl Params {
             );
         }
         if let Some(i) = self.args.iter().position(|a| a.contains('\0')) {
-            return err("args", format!("argument {} contains a NUL byte", i + 1));
+            return Err(ParamError::at(
+                key("args").index(i),
+                format!("argument {} contains a NUL byte", i + 1),
+            ));
         }
         if let Some(label) = &self.label
             && label.contains('\0')
@@ -103,8 +101,8 @@ impl Params {
         Ok(())
     }
 
-    pub(super) fn inputs(&self) -> Vec<String> {
-        self.from.targets()
+    pub(super) fn inputs(&self) -> Vec<Named<String>> {
+        self.from.named(key("from"))
     }
 
     /// The output file name.
@@ -697,16 +695,16 @@ mod tests {
         assert!(parse(serde_json::json!({"from": "p", "startup": "bin/setup", "args": ["a"], "label": "L", "name": "x.run"})).is_ok());
         for bad in ["/install.sh", "", "./", "../x", "a/../b", "a//b", "a\nb"] {
             let e = parse(serde_json::json!({"from": "p", "startup": bad})).unwrap_err();
-            assert_eq!(e.field.as_deref(), Some("startup"), "{bad:?}");
+            assert_eq!(e.field(), Some("startup"), "{bad:?}");
         }
         let e = parse(serde_json::json!({"from": "p"})).unwrap_err();
         assert!(e.message.contains("startup"), "{}", e.message);
         let e = parse(serde_json::json!({"from": "p", "startup": "s", "name": "a/b"})).unwrap_err();
-        assert_eq!(e.field.as_deref(), Some("name"));
+        assert_eq!(e.field(), Some("name"));
         let e = parse(serde_json::json!({"from": "p", "startup": "s", "args": ["ok", "a\u{0}"]}))
             .unwrap_err();
-        assert_eq!(e.field.as_deref(), Some("args"));
+        assert_eq!(e.field(), Some("args"));
         let e = parse(serde_json::json!({"from": "p", "startup": "s", "level": 3})).unwrap_err();
-        assert_eq!(e.field.as_deref(), Some("level"));
+        assert_eq!(e.field(), Some("level"));
     }
 }

@@ -81,22 +81,122 @@ macro_rules! each_rule {
     };
 }
 
-/// A parameter error, naming the field (its first path segment) so the
-/// loader can point at it.
+/// One step from a target's field down to a value inside it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Seg {
+    /// The value of a mapping's key (`chmod` in `{chmod: "0644"}`).
+    Key(String),
+    /// A mapping's key itself, when the key is at fault (an unknown field).
+    Name(String),
+    /// An item of a list.
+    Index(usize),
+}
+
+/// Where a parameter is: the target's field first (`components`), then
+/// the way down to the value at fault (`[4]`, `chmod`).
+pub type ParamPath = Vec<Seg>;
+
+/// `components[4].chmod`, as messages write a place inside a field.
+pub fn path_text(path: &[Seg]) -> String {
+    let mut s = String::new();
+    for seg in path {
+        match seg {
+            Seg::Key(k) | Seg::Name(k) if s.is_empty() => s.push_str(k),
+            Seg::Key(k) | Seg::Name(k) => {
+                s.push('.');
+                s.push_str(k);
+            }
+            Seg::Index(i) => s.push_str(&format!("[{i}]")),
+        }
+    }
+    s
+}
+
+/// A parameter error with the path of the value at fault, so the loader
+/// can point at that value wherever it is inside the field.
 #[derive(Debug, PartialEq, Eq)]
 pub struct ParamError {
-    pub field: Option<String>,
+    pub path: ParamPath,
     pub message: String,
+    /// What to write instead, when the rule knows better than a list of
+    /// its fields.
+    pub hint: Option<String>,
+}
+
+impl ParamError {
+    /// An error in the target's field `field` as a whole.
+    pub fn new(field: &str, message: impl Into<String>) -> ParamError {
+        ParamError {
+            path: vec![Seg::Key(field.into())],
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    /// An error at `path` below the target.
+    pub fn at(path: ParamPath, message: impl Into<String>) -> ParamError {
+        ParamError {
+            path,
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    pub fn with_hint(mut self, hint: impl Into<String>) -> ParamError {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    /// The target's field the error is in, if any.
+    pub fn field(&self) -> Option<&str> {
+        match self.path.first() {
+            Some(Seg::Key(k) | Seg::Name(k)) => Some(k),
+            _ => None,
+        }
+    }
+}
+
+/// A file or target a rule reads, and where its parameters name it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Named<T> {
+    pub value: T,
+    pub path: ParamPath,
+}
+
+/// `path` as a list of segments: `key("layers").index(2).key("from")`.
+pub(crate) fn key(k: &str) -> ParamPath {
+    vec![Seg::Key(k.into())]
+}
+
+pub(crate) trait PathExt {
+    fn index(self, i: usize) -> ParamPath;
+    fn key(self, k: &str) -> ParamPath;
+    fn name(self, k: &str) -> ParamPath;
+}
+
+impl PathExt for ParamPath {
+    fn index(mut self, i: usize) -> ParamPath {
+        self.push(Seg::Index(i));
+        self
+    }
+    fn key(mut self, k: &str) -> ParamPath {
+        self.push(Seg::Key(k.into()));
+        self
+    }
+    fn name(mut self, k: &str) -> ParamPath {
+        self.push(Seg::Name(k.into()));
+        self
+    }
 }
 
 /// Checks an output file name given in `field`: a single path component
 /// (no `/`, NUL, newline or backslash, which `sha256sum` would escape).
 pub(crate) fn check_file_name(field: &str, name: &str) -> Result<(), ParamError> {
     if name.is_empty() || name.contains(['/', '\0', '\n', '\\']) || name == "." || name == ".." {
-        return Err(ParamError {
-            field: Some(field.into()),
-            message: format!("`{name}` is not a file name"),
-        });
+        return Err(ParamError::new(
+            field,
+            format!("`{name}` is not a file name"),
+        ));
     }
     Ok(())
 }
@@ -108,14 +208,14 @@ pub(crate) fn check_level(
 ) -> Result<(), ParamError> {
     let range = compression.levels();
     match level {
-        Some(l) if !range.contains(&l) => Err(ParamError {
-            field: Some("level".into()),
-            message: format!(
+        Some(l) if !range.contains(&l) => Err(ParamError::new(
+            "level",
+            format!(
                 "level {l} is out of range for {compression:?} ({}..={})",
                 range.start(),
                 range.end()
             ),
-        }),
+        )),
         _ => Ok(()),
     }
 }
@@ -123,21 +223,43 @@ pub(crate) fn check_level(
 fn from_fields<T: serde::de::DeserializeOwned>(
     fields: serde_json::Map<String, serde_json::Value>,
 ) -> Result<T, ParamError> {
-    let value = serde_json::Value::Object(fields);
+    located(serde_json::Value::Object(fields))
+}
+
+/// Reads `value` as a `T`, an error naming the path to the value at fault.
+pub(crate) fn located<T: serde::de::DeserializeOwned>(
+    value: serde_json::Value,
+) -> Result<T, ParamError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
-        let field = e.path().iter().find_map(|seg| match seg {
-            serde_path_to_error::Segment::Map { key } => Some(key.clone()),
-            _ => None,
-        });
+        let mut path: ParamPath = e
+            .path()
+            .iter()
+            .filter_map(|seg| match seg {
+                serde_path_to_error::Segment::Map { key } => Some(Seg::Key(key.clone())),
+                serde_path_to_error::Segment::Seq { index } => Some(Seg::Index(*index)),
+                _ => None,
+            })
+            .collect();
         let message = e.inner().to_string();
-        // An unknown field is reported at the map itself; name it instead.
-        let field = field.or_else(|| {
-            message
-                .strip_prefix("unknown field `")
-                .and_then(|r| r.split('`').next())
-                .map(str::to_string)
+        // An unknown field is reported at the mapping holding it; point at
+        // the field's own name instead.
+        if let Some(name) = message
+            .strip_prefix("unknown field `")
+            .and_then(|r| r.split('`').next())
+        {
+            if path.last() == Some(&Seg::Key(name.to_string())) {
+                path.pop();
+            }
+            path.push(Seg::Name(name.to_string()));
+        }
+        let hint = message.contains("is not an octal mode").then(|| {
+            "a mode is octal digits, quoted or not: `\"0644\"`, `0755`, `\"1777\"`".to_string()
         });
-        ParamError { field, message }
+        ParamError {
+            path,
+            message,
+            hint,
+        }
     })
 }
 
@@ -168,12 +290,12 @@ impl Builtin {
             "image" => Builtin::Image(from_fields(fields)?),
             "initramfs" => Builtin::Initramfs(from_fields(fields)?),
             "makeself" => Builtin::Makeself(from_fields(fields)?),
-            "rootfs" => Builtin::Rootfs(from_fields(fields)?),
+            "rootfs" => Builtin::Rootfs(rootfs::Params::parse(fields)?),
             other => {
-                return Err(ParamError {
-                    field: None,
-                    message: format!("unknown built-in rule `{other}`"),
-                });
+                return Err(ParamError::at(
+                    Vec::new(),
+                    format!("unknown built-in rule `{other}`"),
+                ));
             }
         };
         b.validate()?;
@@ -197,9 +319,21 @@ impl Builtin {
         each_rule!(self, p => p.validate())
     }
 
-    /// Targets whose outputs this rule reads; the engine adds them to `deps`.
-    pub fn inputs(&self) -> Vec<String> {
+    /// Targets whose outputs this rule reads, each with where its
+    /// parameters name it (once per place); the engine adds them to `deps`.
+    pub fn inputs(&self) -> Vec<Named<String>> {
         each_rule!(self, p => p.inputs())
+    }
+
+    /// Files among the target's sources that the rule installs by name
+    /// (a component's `source:`, a maintainer script), with where they are
+    /// named: the engine adds them to the target's sources.
+    pub fn source_files(&self) -> Vec<Named<String>> {
+        match self {
+            Builtin::Rootfs(p) => p.source_files(),
+            Builtin::Deb(p) => p.source_files(),
+            _ => Vec::new(),
+        }
     }
 
     /// Whether the rule records its dependencies' keys in its output (so
@@ -329,6 +463,17 @@ impl std::convert::From<From> for String {
 impl From {
     pub fn targets(&self) -> Vec<String> {
         self.target.iter().cloned().collect()
+    }
+
+    /// The target this names, if any, with where it is named.
+    pub(crate) fn named(&self, path: ParamPath) -> Vec<Named<String>> {
+        self.target
+            .iter()
+            .map(|t| Named {
+                value: t.clone(),
+                path: path.clone(),
+            })
+            .collect()
     }
 
     /// The path of this source inside the action's input root.

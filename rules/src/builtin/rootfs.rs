@@ -39,7 +39,11 @@ use serde::{Deserialize, Serialize};
 use strata_store::tree::{DeviceKind, Entry, Meta, Node, TreeBuilder, walk};
 use strata_store::{Cas, Digest};
 
-use super::{BuiltinError, Ctx, From, Mode, Owner, ParamError, Source};
+use serde_json::Value;
+
+use super::{
+    BuiltinError, Ctx, From, Mode, Named, Owner, ParamError, PathExt, Seg, Source, key, located,
+};
 
 pub const FIELDS: &[&str] = &["layers", "components", "remove"];
 
@@ -72,110 +76,264 @@ fn yes() -> bool {
     true
 }
 
+/// One item of `components:`. Each kind's fields are a struct of their own,
+/// so an item can be read alone as its `type:` says (`Params::parse`),
+/// which names the field at fault: serde reads an internally tagged enum
+/// through a buffer that loses the path. The serialized form (in keys) is
+/// `{"type": ..., fields...}` either way.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+#[serde(tag = "type", rename_all = "lowercase")]
 pub enum Component {
     /// Installs one file.
-    File {
-        source: Source,
-        target: String,
-        #[serde(default = "file_mode")]
-        chmod: Mode,
-        #[serde(default)]
-        chown: Owner,
-    },
+    File(FileSpec),
     /// Installs a folder's contents (files keep their executable bit: 0755
     /// if executable, else `chmod`, default 0644; folders get 0755). Without
     /// `source`, makes the folder itself with mode `chmod` (default 0755),
     /// keeping what a layer put in it: `/tmp` with 1777.
-    Directory {
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        source: Option<Source>,
-        target: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        chmod: Option<Mode>,
-        #[serde(default)]
-        chown: Owner,
-    },
+    Directory(DirectorySpec),
     /// Installs a unit under /etc/systemd/system and, if enabled, its
     /// multi-user.target.wants symlink.
-    Systemd {
-        service: Source,
-        #[serde(default = "yes")]
-        enable: bool,
-    },
-    Symlink {
-        target: String,
-        link: String,
-    },
-    Device {
-        path: String,
-        kind: String,
-        major: u32,
-        minor: u32,
-        #[serde(default = "dir_mode")]
-        mode: Mode,
-        #[serde(default)]
-        chown: Owner,
-    },
+    Systemd(SystemdSpec),
+    Symlink(SymlinkSpec),
+    Device(DeviceSpec),
     /// A compose file and the Docker data-root holding its services'
     /// images, in the form the engine resolves `{type: docker-compose,
     /// file, images, ...}` to: the file's text (interpolated at load time)
     /// and the target that preloads the images.
     #[serde(rename = "docker-compose")]
-    DockerCompose {
-        /// The compose file's text, installed 0644 root:root at `target`.
-        compose: String,
-        target: String,
-        /// A `docker-data-root` target (a dependency).
-        preload: String,
-        /// Where the data-root goes (`/var/lib/docker`).
-        data_root: String,
-    },
+    DockerCompose(DockerComposeSpec),
+}
+
+/// The `type:` names of components, in the order messages list them.
+const COMPONENT_TYPES: &[&str] = &[
+    "file",
+    "directory",
+    "systemd",
+    "symlink",
+    "device",
+    "docker-compose",
+];
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSpec {
+    pub source: Source,
+    pub target: String,
+    #[serde(default = "file_mode")]
+    pub chmod: Mode,
+    #[serde(default)]
+    pub chown: Owner,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectorySpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<Source>,
+    pub target: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chmod: Option<Mode>,
+    #[serde(default)]
+    pub chown: Owner,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SystemdSpec {
+    pub service: Source,
+    #[serde(default = "yes")]
+    pub enable: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SymlinkSpec {
+    pub target: String,
+    pub link: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceSpec {
+    pub path: String,
+    pub kind: String,
+    pub major: u32,
+    pub minor: u32,
+    #[serde(default = "dir_mode")]
+    pub mode: Mode,
+    #[serde(default)]
+    pub chown: Owner,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DockerComposeSpec {
+    /// The compose file's text, installed 0644 root:root at `target`.
+    pub compose: String,
+    pub target: String,
+    /// A `docker-data-root` target (a dependency).
+    pub preload: String,
+    /// Where the data-root goes (`/var/lib/docker`).
+    pub data_root: String,
 }
 
 impl Params {
+    /// Reads the rule's fields. An error inside a component is read again
+    /// from that component alone, as its `type:` says, to name the field
+    /// at fault (`components[4].chmod`).
+    pub(super) fn parse(fields: serde_json::Map<String, Value>) -> Result<Params, ParamError> {
+        let components = fields.get("components").cloned();
+        located::<Params>(Value::Object(fields)).map_err(|e| {
+            let (Some(Seg::Index(i)), Some(items)) = (e.path.get(1), &components) else {
+                return e;
+            };
+            if e.field() != Some("components") {
+                return e;
+            }
+            let item = items.get(*i);
+            if item.is_some_and(|v| !v.is_object()) {
+                return ParamError::at(
+                    key("components").index(*i),
+                    format!(
+                        "components[{i}] is {}, not a component",
+                        kind_of(item.expect("some"))
+                    ),
+                )
+                .with_hint("a component is a mapping such as `{type: file, source: files/motd, target: /etc/motd}`; to read the list of components from a file, write `components: !include file.yaml`");
+            }
+            if e.path.len() != 2 {
+                return e;
+            }
+            match item.and_then(component_error) {
+                Some(inner) => {
+                    let mut path = key("components").index(*i);
+                    path.extend(inner.path);
+                    ParamError { path, ..inner }
+                }
+                None => e,
+            }
+        })
+    }
+
     pub(super) fn validate(&self) -> Result<(), ParamError> {
-        let err = |field: &str, message: String| ParamError {
-            field: Some(field.into()),
-            message,
-        };
         for (i, layer) in self.layers.iter().enumerate() {
             if let Some(prefix) = &layer.prefix {
-                image_path(prefix)
-                    .map_err(|m| err("layers", format!("layers[{i}]: prefix {m}")))?;
+                image_path(prefix).map_err(|m| {
+                    ParamError::at(
+                        key("layers").index(i).key("prefix"),
+                        format!("layers[{i}]: prefix {m}"),
+                    )
+                })?;
             }
         }
         for (i, c) in self.components.iter().enumerate() {
-            c.check()
-                .map_err(|m| err("components", format!("{}: {m}", c.describe(i))))?;
+            c.check().map_err(|(field, m)| {
+                ParamError::at(
+                    key("components").index(i).key(field),
+                    format!("{}: {m}", c.describe(i)),
+                )
+            })?;
         }
         for (i, path) in self.remove.iter().enumerate() {
-            entry_path(path).map_err(|m| err("remove", format!("remove[{i}]: {m}")))?;
+            entry_path(path)
+                .map_err(|m| ParamError::at(key("remove").index(i), format!("remove[{i}]: {m}")))?;
         }
         Ok(())
     }
 
-    pub(super) fn inputs(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.layers.iter().flat_map(|l| l.from.targets()).collect();
-        for c in &self.components {
-            match c {
-                Component::File { source, .. }
-                | Component::Directory {
-                    source: Some(source),
-                    ..
+    pub(super) fn inputs(&self) -> Vec<Named<String>> {
+        let mut v: Vec<Named<String>> = self
+            .layers
+            .iter()
+            .enumerate()
+            .flat_map(|(i, l)| {
+                l.from.targets().into_iter().map(move |t| Named {
+                    value: t,
+                    path: key("layers").index(i).key("from"),
+                })
+            })
+            .collect();
+        for (i, c) in self.components.iter().enumerate() {
+            match c.source() {
+                Some((field, source)) => v.extend(source.0.targets().into_iter().map(|t| Named {
+                    value: t,
+                    path: key("components").index(i).key(field),
+                })),
+                None => {
+                    if let Component::DockerCompose(DockerComposeSpec { preload, .. }) = c {
+                        v.push(Named {
+                            value: preload.clone(),
+                            path: key("components").index(i),
+                        });
+                    }
                 }
-                | Component::Systemd {
-                    service: source, ..
-                } => v.extend(source.0.targets()),
-                Component::DockerCompose { preload, .. } => v.push(preload.clone()),
-                _ => {}
             }
         }
-        v.sort();
-        v.dedup();
         v
     }
+
+    /// Files of the target's sources that components install.
+    pub(super) fn source_files(&self) -> Vec<Named<String>> {
+        self.components
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| {
+                let (field, source) = c.source()?;
+                source.0.target.is_none().then(|| Named {
+                    value: source.0.path.clone(),
+                    path: key("components").index(i).key(field),
+                })
+            })
+            .collect()
+    }
+}
+
+/// What a YAML value is, for messages.
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "empty",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
+    }
+}
+
+/// The first error in one `components:` item, read alone as its `type:`
+/// says; `None` when it reads well (the error was elsewhere).
+fn component_error(item: &Value) -> Option<ParamError> {
+    let map = item.as_object()?;
+    let Some(kind) = map.get("type") else {
+        return Some(ParamError::at(
+            Vec::new(),
+            format!(
+                "a component needs a `type:`, one of {}",
+                COMPONENT_TYPES.join(", ")
+            ),
+        ));
+    };
+    let mut rest = map.clone();
+    rest.remove("type");
+    let rest = Value::Object(rest);
+    let read = match kind.as_str() {
+        Some("file") => located::<FileSpec>(rest).map(drop),
+        Some("directory") => located::<DirectorySpec>(rest).map(drop),
+        Some("systemd") => located::<SystemdSpec>(rest).map(drop),
+        Some("symlink") => located::<SymlinkSpec>(rest).map(drop),
+        Some("device") => located::<DeviceSpec>(rest).map(drop),
+        Some("docker-compose") => located::<DockerComposeSpec>(rest).map(drop),
+        _ => Err(ParamError::at(
+            key("type"),
+            format!(
+                "`{}` is not a component type: one of {}",
+                kind.as_str()
+                    .map_or_else(|| kind.to_string(), str::to_string),
+                COMPONENT_TYPES.join(", ")
+            ),
+        )),
+    };
+    read.err()
 }
 
 /// Folders the rule creates (the root, parents of installed entries):
@@ -238,52 +396,75 @@ impl Component {
     /// `components[i] (type path)`, for messages.
     fn describe(&self, i: usize) -> String {
         let (kind, path) = match self {
-            Component::File { target, .. } => ("file", target.clone()),
-            Component::Directory { target, .. } => ("directory", target.clone()),
-            Component::Systemd { service, .. } => ("systemd", String::from(service.clone())),
-            Component::Symlink { link, .. } => ("symlink", link.clone()),
-            Component::Device { path, .. } => ("device", path.clone()),
-            Component::DockerCompose { target, .. } => ("docker-compose", target.clone()),
+            Component::File(FileSpec { target, .. }) => ("file", target.clone()),
+            Component::Directory(DirectorySpec { target, .. }) => ("directory", target.clone()),
+            Component::Systemd(SystemdSpec { service, .. }) => {
+                ("systemd", String::from(service.clone()))
+            }
+            Component::Symlink(SymlinkSpec { link, .. }) => ("symlink", link.clone()),
+            Component::Device(DeviceSpec { path, .. }) => ("device", path.clone()),
+            Component::DockerCompose(DockerComposeSpec { target, .. }) => {
+                ("docker-compose", target.clone())
+            }
         };
         format!("components[{i}] ({kind} `{path}`)")
     }
 
-    /// The checks that need no inputs.
-    fn check(&self) -> Result<(), String> {
+    /// The file a component installs from, and the field naming it.
+    fn source(&self) -> Option<(&'static str, &Source)> {
         match self {
-            Component::File { target, .. } => entry_path(target).map(drop),
-            Component::Directory {
+            Component::File(FileSpec { source, .. })
+            | Component::Directory(DirectorySpec {
+                source: Some(source),
+                ..
+            }) => Some(("source", source)),
+            Component::Systemd(SystemdSpec { service, .. }) => Some(("service", service)),
+            _ => None,
+        }
+    }
+
+    /// The checks that need no inputs; an error names the field at fault.
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        let at = |field: &'static str| move |m: String| (field, m);
+        match self {
+            Component::File(FileSpec { target, .. }) => {
+                entry_path(target).map(drop).map_err(at("target"))
+            }
+            Component::Directory(DirectorySpec {
                 source: Some(_),
                 target,
                 ..
-            } => image_path(target).map(drop),
-            Component::Directory {
+            }) => image_path(target).map(drop).map_err(at("target")),
+            Component::Directory(DirectorySpec {
                 source: None,
                 target,
                 ..
-            } => entry_path(target).map(drop),
-            Component::Systemd { .. } => Ok(()),
-            Component::Symlink { target, link } => {
-                entry_path(link)?;
+            }) => entry_path(target).map(drop).map_err(at("target")),
+            Component::Systemd(SystemdSpec { .. }) => Ok(()),
+            Component::Symlink(SymlinkSpec { target, link }) => {
+                entry_path(link).map_err(at("link"))?;
                 if target.is_empty() || target.contains('\0') {
-                    return Err("a symlink needs a target, without NUL bytes".into());
+                    return Err((
+                        "target",
+                        "a symlink needs a target, without NUL bytes".into(),
+                    ));
                 }
                 Ok(())
             }
-            Component::Device { path, kind, .. } => {
-                entry_path(path)?;
-                device_kind(kind).map(drop)
+            Component::Device(DeviceSpec { path, kind, .. }) => {
+                entry_path(path).map_err(at("path"))?;
+                device_kind(kind).map(drop).map_err(at("kind"))
             }
-            Component::DockerCompose {
+            Component::DockerCompose(DockerComposeSpec {
                 target,
                 preload,
                 data_root,
                 ..
-            } => {
-                entry_path(target)?;
-                entry_path(data_root)?;
+            }) => {
+                entry_path(target).map_err(at("target"))?;
+                entry_path(data_root).map_err(at("data_root"))?;
                 if preload.is_empty() || preload.contains(['/', ':', '\0']) {
-                    return Err(format!("`{preload}` is not a target"));
+                    return Err(("preload", format!("`{preload}` is not a target")));
                 }
                 Ok(())
             }
@@ -311,12 +492,12 @@ fn install(root: &mut TreeBuilder, cas: &Cas, path: &str, node: Node) -> Result<
 fn apply(root: &mut TreeBuilder, ctx: &Ctx, c: &Component) -> Result<(), String> {
     let cas = ctx.cas;
     match c {
-        Component::File {
+        Component::File(FileSpec {
             source,
             target,
             chmod,
             chown,
-        } => {
+        }) => {
             let (name, digest) = ctx.file(&source.0).map_err(|e| e.to_string())?;
             let mut path = entry_path(target)?;
             // `target: /usr/bin/` installs under the source's own name.
@@ -334,12 +515,12 @@ fn apply(root: &mut TreeBuilder, ctx: &Ctx, c: &Component) -> Result<(), String>
             };
             install(root, cas, &path, node)
         }
-        Component::Directory {
+        Component::Directory(DirectorySpec {
             source: None,
             target,
             chmod,
             chown,
-        } => {
+        }) => {
             let mut dir = TreeBuilder::new();
             dir.set_meta(Some(Meta {
                 mode: chmod.map_or(0o755, |m| m.0),
@@ -348,12 +529,12 @@ fn apply(root: &mut TreeBuilder, ctx: &Ctx, c: &Component) -> Result<(), String>
             }));
             install(root, cas, &entry_path(target)?, Node::Dir(dir))
         }
-        Component::Directory {
+        Component::Directory(DirectorySpec {
             source: Some(source),
             target,
             chmod,
             chown,
-        } => {
+        }) => {
             let tree = ctx.tree(&source.0).map_err(|e| e.to_string())?;
             let base = image_path(target)?;
             let file_mode = chmod.map_or(0o644, |m| m.0);
@@ -399,7 +580,7 @@ fn apply(root: &mut TreeBuilder, ctx: &Ctx, c: &Component) -> Result<(), String>
             }
             Ok(())
         }
-        Component::Systemd { service, enable } => {
+        Component::Systemd(SystemdSpec { service, enable }) => {
             let (name, digest) = ctx.file(&service.0).map_err(|e| e.to_string())?;
             let unit = format!("{SYSTEMD_DIR}/{name}");
             let node = root_config_file(digest);
@@ -417,7 +598,7 @@ fn apply(root: &mut TreeBuilder, ctx: &Ctx, c: &Component) -> Result<(), String>
             }
             Ok(())
         }
-        Component::Symlink { target, link } => {
+        Component::Symlink(SymlinkSpec { target, link }) => {
             let node = Node::Symlink {
                 target: target.clone(),
                 meta: Some(Meta {
@@ -428,14 +609,14 @@ fn apply(root: &mut TreeBuilder, ctx: &Ctx, c: &Component) -> Result<(), String>
             };
             install(root, cas, &entry_path(link)?, node)
         }
-        Component::Device {
+        Component::Device(DeviceSpec {
             path,
             kind,
             major,
             minor,
             mode,
             chown,
-        } => {
+        }) => {
             let node = Node::Device {
                 kind: device_kind(kind)?,
                 major: *major,
@@ -448,12 +629,12 @@ fn apply(root: &mut TreeBuilder, ctx: &Ctx, c: &Component) -> Result<(), String>
             };
             install(root, cas, &entry_path(path)?, node)
         }
-        Component::DockerCompose {
+        Component::DockerCompose(DockerComposeSpec {
             compose,
             target,
             preload,
             data_root,
-        } => {
+        }) => {
             let digest = cas
                 .put_bytes(compose.as_bytes())
                 .map_err(|e| e.to_string())?;
@@ -779,10 +960,76 @@ mod tests {
     }
 
     #[test]
+    fn an_error_inside_a_component_names_the_field_at_fault() {
+        let at = |v: serde_json::Value| {
+            let e = parse(v).unwrap_err();
+            (super::super::path_text(&e.path), e.message)
+        };
+        let fine = json!({"type": "directory", "target": "/a"});
+        let with = |bad: serde_json::Value| json!({"components": [fine, fine, fine, fine, bad]});
+        let (path, m) = at(with(
+            json!({"type": "file", "source": "m", "target": "/m", "chmod": "9999"}),
+        ));
+        assert_eq!(path, "components[4].chmod", "{m}");
+        assert!(m.contains("`9999` is not an octal mode"), "{m}");
+        let (path, m) = at(with(
+            json!({"type": "symlnk", "target": "/x", "link": "/y"}),
+        ));
+        assert_eq!(path, "components[4].type", "{m}");
+        assert!(m.contains("`symlnk`") && m.contains("`symlink`"), "{m}");
+        let (path, m) = at(with(
+            json!({"type": "file", "source": "m", "target": "/m", "chmood": "0644"}),
+        ));
+        assert_eq!(path, "components[4].chmood", "{m}");
+        assert!(m.starts_with("unknown field `chmood`"), "{m}");
+        let (path, _) = at(with(
+            json!({"type": "device", "path": "/dev/x", "kind": "pipe", "major": 1, "minor": 1}),
+        ));
+        assert_eq!(path, "components[4].kind");
+        let (path, _) = at(json!({"layers": [{"from": "a"}, {"from": "b", "prefix": "/x/../y"}]}));
+        assert_eq!(path, "layers[1].prefix");
+        let (path, _) = at(json!({"remove": ["/a", "/"]}));
+        assert_eq!(path, "remove[1]");
+    }
+
+    #[test]
+    fn components_are_keyed_as_tagged_mappings() {
+        let Builtin::Rootfs(p) = parse(json!({"components": [
+            {"type": "file", "source": "files/motd", "target": "/etc/motd", "chmod": "0644"},
+            {"type": "directory", "target": "/tmp", "chmod": "1777"},
+            {"type": "systemd", "service": "files/app.service"},
+        ]}))
+        .unwrap() else {
+            unreachable!()
+        };
+        // The serialized form is the key's: it must not change with the
+        // Rust shape of `Component`.
+        assert_eq!(
+            serde_json::to_string(&p.components).unwrap(),
+            r#"[{"type":"file","source":"files/motd","target":"/etc/motd","chmod":"0644","chown":"0:0"},{"type":"directory","target":"/tmp","chmod":"1777","chown":"0:0"},{"type":"systemd","service":"files/app.service","enable":true}]"#
+        );
+        let files: Vec<(String, String)> = p
+            .source_files()
+            .into_iter()
+            .map(|n| (n.value, super::super::path_text(&n.path)))
+            .collect();
+        assert_eq!(
+            files,
+            [
+                ("files/motd".to_string(), "components[0].source".to_string()),
+                (
+                    "files/app.service".to_string(),
+                    "components[2].service".to_string()
+                ),
+            ]
+        );
+    }
+
+    #[test]
     fn bad_paths_and_kinds_are_refused_where_written() {
         let field = |v: serde_json::Value| {
             let e = parse(v).unwrap_err();
-            (e.field.unwrap_or_default(), e.message)
+            (e.field().unwrap_or_default().to_string(), e.message)
         };
         let (f, m) = field(json!({"components": [
             {"type": "symlink", "target": "x", "link": "/a"},
@@ -943,7 +1190,10 @@ mod tests {
         .unwrap() else {
             unreachable!()
         };
-        assert_eq!(p.inputs(), ["app#compose-0"]);
+        assert_eq!(
+            p.inputs().into_iter().map(|n| n.value).collect::<Vec<_>>(),
+            ["app#compose-0"]
+        );
         let e = parse(json!({"components": [{
             "type": "docker-compose", "compose": "", "target": "/c.yaml",
             "preload": "app", "data_root": "/",

@@ -210,7 +210,7 @@ fn names_a_layer_cannot_carry_are_refused() {
 fn bad_fields_are_named() {
     let field = |v: serde_json::Value| {
         let e = parse(v).unwrap_err();
-        (e.field.unwrap_or_default(), e.message)
+        (e.field().unwrap_or_default().to_string(), e.message)
     };
     let (f, m) = field(json!({"from": "rootfs", "tag": "App"}));
     assert_eq!(f, "tag");
