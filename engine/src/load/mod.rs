@@ -154,8 +154,8 @@ fn env_var(options: &LoadOptions, name: &str) -> Result<String, std::env::VarErr
     }
 }
 
-/// Loads `build_file` and everything it includes.
-pub fn load(build_file: &Path, options: &LoadOptions) -> Result<Workspace, Vec<ConfigError>> {
+/// `build_file` made absolute, and the workspace root (its folder).
+fn root_file(build_file: &Path) -> Result<(PathBuf, PathBuf), Vec<ConfigError>> {
     let build_file = fs::canonicalize(build_file).map_err(|e| {
         vec![ConfigError::general(
             format!("cannot open {}: {e}", build_file.display()),
@@ -166,6 +166,12 @@ pub fn load(build_file: &Path, options: &LoadOptions) -> Result<Workspace, Vec<C
         .parent()
         .expect("a file has a parent")
         .to_path_buf();
+    Ok((build_file, root))
+}
+
+/// Loads `build_file` and everything it includes.
+pub fn load(build_file: &Path, options: &LoadOptions) -> Result<Workspace, Vec<ConfigError>> {
+    let (build_file, root) = root_file(build_file)?;
     let mut loader = Loader::new(root.clone());
     let mut pending: Vec<Pending> = Vec::new();
     let mut vars = Vars::default();
@@ -280,16 +286,7 @@ pub fn declarations(
     build_file: &Path,
     options: &LoadOptions,
 ) -> Result<Declarations, Vec<ConfigError>> {
-    let build_file = fs::canonicalize(build_file).map_err(|e| {
-        vec![ConfigError::general(
-            format!("cannot open {}: {e}", build_file.display()),
-            Some("run strata in a folder with a BUILD.yaml, or pass one with -f FILE".into()),
-        )]
-    })?;
-    let root = build_file
-        .parent()
-        .expect("a file has a parent")
-        .to_path_buf();
+    let (build_file, root) = root_file(build_file)?;
     let mut loader = Loader::new(root);
     let mut matrix = Vec::new();
     if let Some((file, ids)) = loader.parse(&build_file) {
