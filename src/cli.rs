@@ -12,10 +12,6 @@ use strata_engine::matrix::MatrixRequest;
 
 use crate::{build_file, progress, report, store_cmd};
 
-/// Exit codes: 0 success, 1 a failed build, 2 bad usage or configuration.
-pub const EXIT_FAILED: u8 = 1;
-pub const EXIT_USAGE: u8 = 2;
-
 /// The most steps `-j` may run at once.
 const MAX_JOBS: usize = 4096;
 
