@@ -24,7 +24,7 @@ mod digest;
 mod error;
 pub mod gc;
 pub mod reapi;
-pub mod remote;
+pub mod remote_cache;
 pub mod tree;
 
 use std::fs;

@@ -9,7 +9,7 @@ mod tls;
 
 use std::os::unix::fs::PermissionsExt;
 
-use crate::{Cas, Digest, DigestFunction, Store};
+use strata_store::{Cas, Digest, DigestFunction, Store};
 
 fn store_in(function: DigestFunction) -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();

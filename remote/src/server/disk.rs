@@ -27,34 +27,12 @@ use strata_store::DigestFunction;
 
 use super::log;
 use super::refs::{self, BlobRef, Blobs};
-
-/// A 32-byte hash (SHA-256 or BLAKE3).
-pub type Hash = [u8; 32];
+use crate::layout::{Hash, Kind, parse_hex};
 
 const FORMAT: &str = "strata-cache-server-1";
 
 /// Mode of published files: read-only, as in the store.
 const FILE_MODE: u32 = 0o444;
-
-/// Largest action result accepted; REAPI's default message limit is 4 MiB.
-pub const ACTION_RESULT_LIMIT: u64 = 16 * 1024 * 1024;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Kind {
-    /// Ordered first so that an eviction removes entries before the blobs
-    /// they name: a crash in between never leaves an entry without a blob.
-    Ac,
-    Cas,
-}
-
-impl Kind {
-    pub fn dir(self) -> &'static str {
-        match self {
-            Kind::Ac => "ac",
-            Kind::Cas => "cas",
-        }
-    }
-}
 
 type Key = (Kind, Hash);
 
@@ -551,16 +529,6 @@ fn scan(dir: &Path, kind: Kind, out: &mut Vec<(SystemTime, Key, u64)>) -> io::Re
         }
     }
     Ok(())
-}
-
-/// A hash in lower-case hex, as in paths and file names.
-pub fn parse_hex(text: &str) -> Option<Hash> {
-    if text.len() != 64 || !text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-        return None;
-    }
-    let mut hash = [0u8; 32];
-    hex::decode_to_slice(text, &mut hash).ok()?;
-    Some(hash)
 }
 
 #[cfg(test)]

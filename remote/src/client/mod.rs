@@ -23,8 +23,8 @@ pub use error::RemoteError;
 pub use grpc::GrpcRemote;
 pub use http::HttpRemote;
 
-use crate::{Cas, Digest, DigestFunction, reapi};
 use endpoint::Endpoint;
+use strata_store::{Cas, Digest, DigestFunction, reapi};
 
 /// The empty blob, never transferred: stored locally when asked for.
 fn empty_blob(function: DigestFunction, digest: &Digest, cas: &Cas) -> Result<(), RemoteError> {

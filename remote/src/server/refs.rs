@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use strata_store::reapi;
 
-use super::disk::Hash;
+use crate::layout::Hash;
 
 /// Largest directory or `Tree` message read to check an action result; a
 /// directory of a million entries is well below it.

@@ -7,12 +7,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::client::RemoteConfig;
 use ed25519_dalek::VerifyingKey;
 use serde::Deserialize;
 use strata_store::DigestFunction;
-use strata_store::remote::RemoteConfig;
 
-use super::sign::{Signer, parse_public_key};
+use crate::sign::{Signer, parse_public_key};
 
 /// The workspace configuration file, beside the root BUILD.yaml.
 pub const FILE: &str = "strata.yaml";
