@@ -23,6 +23,7 @@ use super::grpc;
 use super::log;
 use super::refs::{self, Refusal};
 use crate::layout::{ACTION_RESULT_LIMIT, Hash, Kind, route};
+use strata_store::Digest;
 
 pub type Body = UnsyncBoxBody<Bytes, io::Error>;
 
@@ -306,7 +307,7 @@ async fn commit(
     kind: Kind,
     hash: Hash,
     upload: tempfile::NamedTempFile,
-    refs: Vec<refs::BlobRef>,
+    refs: Vec<Digest>,
 ) -> Result<Response<Body>, Response<Body>> {
     let s = server.clone();
     let done = tokio::task::spawn_blocking(move || s.storage.commit(kind, &hash, upload, &refs))
@@ -326,13 +327,13 @@ async fn commit(
     }
 }
 
-fn missing(blob: &refs::BlobRef) -> Response<Body> {
+fn missing(blob: &Digest) -> Response<Body> {
     text(
         StatusCode::CONFLICT,
         format!(
             "names blob {}/{} which is not in the cache: upload it first",
             hex::encode(blob.hash),
-            blob.size
+            blob.size_bytes
         ),
     )
 }
