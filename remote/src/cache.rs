@@ -23,7 +23,7 @@ use strata_store::{Digest, DigestFunction, Store, reapi};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::client::{Remote, RemoteError};
+use crate::client::{Remote, RemoteError, without_credentials};
 use crate::config::RemoteSettings;
 use crate::{sign, store_function};
 
@@ -53,6 +53,8 @@ pub struct RemoteCache {
 
 struct Inner {
     remote: Remote,
+    /// The URL as shown, without credentials.
+    url: String,
     function: DigestFunction,
     settings: RemoteSettings,
     counters: Counters,
@@ -79,7 +81,8 @@ pub async fn open(
     held: Option<DigestFunction>,
     warn: Warn,
 ) -> (Option<RemoteCache>, DigestFunction) {
-    let url = settings.config.url.clone();
+    // Shown in warnings and stats, so never with its user info.
+    let url = without_credentials(&settings.config.url);
     let fallback = settings
         .digest_function
         .or(held)
@@ -137,6 +140,7 @@ pub async fn open(
     let transfers = Arc::new(Semaphore::new(settings.concurrency));
     let cache = Inner {
         remote,
+        url,
         function,
         settings,
         counters: Counters::default(),
@@ -203,7 +207,7 @@ impl Inner {
         let c = &self.counters;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         RemoteStats {
-            url: self.settings.config.url.clone(),
+            url: self.url.clone(),
             digest_function: self.function.to_string(),
             hits: get(&c.hits),
             misses: get(&c.misses),
@@ -232,7 +236,7 @@ impl Inner {
         *n += 1;
         self.warn_once(format!(
             "remote cache {}: {what} failed ({e}); the build goes on locally, and the remote is switched off after {SWITCH_OFF_AFTER} failures in a row",
-            self.settings.config.url
+            self.url
         ));
         if *n >= SWITCH_OFF_AFTER {
             self.switched_off.store(true, Ordering::SeqCst);
@@ -250,7 +254,7 @@ impl Inner {
         loop {
             if self.switched_off.load(Ordering::SeqCst) {
                 return Err(RemoteError::Unavailable {
-                    server: self.settings.config.url.clone(),
+                    server: self.url.clone(),
                     what: what.to_string(),
                     reason: "switched off after repeated failures".into(),
                 });
@@ -258,7 +262,7 @@ impl Inner {
             let outcome = match tokio::time::timeout(self.settings.config.timeout, f()).await {
                 Ok(r) => r,
                 Err(_) => Err(RemoteError::Unavailable {
-                    server: self.settings.config.url.clone(),
+                    server: self.url.clone(),
                     what: what.to_string(),
                     reason: format!(
                         "no answer within {} s",
@@ -315,7 +319,7 @@ impl Inner {
                 if !self.warned_rejected.swap(true, Ordering::SeqCst) {
                     (self.warn)(&format!(
                         "remote cache {}: rejected the entry for action {} ({why}); such steps run locally and their results are never recorded from it",
-                        self.settings.config.url,
+                        self.url,
                         key.hex()
                     ));
                 }
@@ -457,7 +461,7 @@ impl Inner {
                 self.bad_on_server.lock().expect("not poisoned").insert(*d);
                 self.warn_once(format!(
                     "remote cache {}: refused blob {} whose bytes do not match their digest (a tampered or corrupt cache)",
-                    self.settings.config.url,
+                    self.url,
                     self.function.qualified(d)
                 ));
                 Err(Miss::Quiet)
@@ -566,7 +570,7 @@ impl Inner {
                     self.counters.errors.fetch_add(1, Ordering::Relaxed);
                     self.warn_once(format!(
                         "remote cache {}: an upload was refused ({e}); the build goes on",
-                        self.settings.config.url
+                        self.url
                     ));
                 }
                 false
@@ -602,4 +606,66 @@ fn result_blobs(store: &Store, result: &reapi::ActionResult) -> Option<Vec<Diges
     blobs.sort_by_key(|d| d.hash);
     blobs.dedup();
     Some(blobs)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use strata_store::remote_cache::RemoteCache as _;
+
+    use super::*;
+    use crate::client::RemoteConfig;
+    use crate::config::RemoteCli;
+
+    #[tokio::test]
+    async fn credentials_in_the_url_are_never_shown() {
+        // A port nothing listens on: the lookup fails and is warned about.
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let url = format!("http://builder:hunter2@127.0.0.1:{port}/team");
+        let mut config = RemoteConfig::new(url.clone());
+        config.timeout = Duration::from_secs(2);
+        let settings = RemoteSettings {
+            config,
+            upload: true,
+            digest_function: Some(DigestFunction::Sha256),
+            signer: None,
+            trusted_keys: Vec::new(),
+            concurrency: 1,
+        };
+        let warnings = Arc::new(Mutex::new(Vec::<String>::new()));
+        let sink = warnings.clone();
+        let warn: Warn = Arc::new(move |m: &str| sink.lock().unwrap().push(m.to_string()));
+        let (cache, _) = open(settings, None, warn).await;
+        let cache = cache.expect("an HTTP remote opens without a request");
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), DigestFunction::Sha256).unwrap();
+        let key = DigestFunction::Sha256.of_bytes(b"an action");
+        assert_eq!(cache.lookup(&store, &key, None).await, None);
+
+        let stats = cache.stats();
+        assert_eq!(stats.url, format!("http://127.0.0.1:{port}/team"));
+        assert_eq!(stats.errors, 1, "{stats:?}");
+        let cli = RemoteCli {
+            url: Some(url),
+            ..RemoteCli::default()
+        };
+        let mut shown = warnings.lock().unwrap().clone();
+        assert_eq!(
+            shown.len(),
+            1,
+            "the failed lookup is warned about: {shown:?}"
+        );
+        shown.push(stats.url);
+        shown.push(format!("{cli:?}"));
+        for text in shown {
+            assert!(
+                !text.contains("hunter2") && !text.contains("builder"),
+                "{text}"
+            );
+        }
+    }
 }

@@ -32,3 +32,24 @@ fn corrupt(cas: &Cas, digest: &Digest) {
     *bytes.last_mut().unwrap() ^= 0xff;
     std::fs::write(&path, bytes).unwrap();
 }
+
+#[test]
+fn remote_urls_are_shown_without_user_info() {
+    use super::without_credentials as shown;
+    assert_eq!(
+        shown("https://builder:hunter2@cache.example:8443/team"),
+        "https://cache.example:8443/team"
+    );
+    assert_eq!(
+        shown("http://builder@cache.example/"),
+        "http://cache.example/"
+    );
+    // Without user info the text is kept as given.
+    assert_eq!(shown("https://cache.example"), "https://cache.example");
+    assert_eq!(
+        shown("grpcs://cache.example/main"),
+        "grpcs://cache.example/main"
+    );
+    assert_eq!(shown("ftp://u:hunter2@host/x"), "ftp://host/x");
+    assert_eq!(shown("not a url:hunter2@"), "<an invalid URL>");
+}
