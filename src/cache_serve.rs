@@ -1,4 +1,4 @@
-//! `strata cache serve`: options in, the engine's server started.
+//! `strata cache serve`: options in, strata-remote's server started.
 
 use std::io::Write;
 use std::net::SocketAddr;
