@@ -344,7 +344,7 @@ pub fn run() -> ExitCode {
 
 fn cache_command(command: CacheCommand) -> ExitCode {
     if let CacheCommand::Keygen { output } = &command {
-        return match strata_engine::remote::sign::keygen(output) {
+        return match strata_remote::sign::keygen(output) {
             Ok(public) => {
                 println!("{public}");
                 ExitCode::SUCCESS
@@ -475,11 +475,13 @@ fn build_command(args: BuildArgs) -> ExitCode {
         },
         matrix,
         trace: args.trace.map(absolute),
-        remote: strata_engine::remote::RemoteCli {
-            url: args.remote_cache,
-            upload: args.remote_upload,
-            sign_key: args.sign_key.map(absolute),
-        },
+        remote: Some(Arc::new(strata_remote::Opener::new(
+            strata_remote::RemoteCli {
+                url: args.remote_cache,
+                upload: args.remote_upload,
+                sign_key: args.sign_key.map(absolute),
+            },
+        ))),
     };
     let observer = Arc::new(progress::Progress::new(args.json));
     let result = build::build(&opts, observer.clone());
