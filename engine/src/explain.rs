@@ -162,7 +162,7 @@ pub fn explain(
             .store(store.cas())
             .map_err(|e| BuildError::Environment(format!("cannot write to the store: {e}")))?;
         let info = keyinfo::read(&store, &action.key).unwrap_or_default();
-        let rule = plan.target(n.index()).kind.rule_name().to_string();
+        let rule = plan.target(n.index()).work.rule_name().to_string();
         let pending = job
             .deps
             .iter()

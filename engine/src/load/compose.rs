@@ -34,6 +34,7 @@ use std::rc::Rc;
 use serde::Deserialize;
 use serde_json::Value;
 use serde_saphyr::Spanned;
+use strata_rules::Work;
 use strata_rules::builtin::{Builtin, Seg};
 use strata_rules::data_root::{DataRootParams, DataRootRef};
 use strata_rules::image_pull::PullParams;
@@ -43,7 +44,7 @@ use strata_rules::run::ImageRef;
 use super::diag::{did_you_mean, unknown_field_hint};
 use super::schema::Pairs;
 use super::tree::Tree;
-use super::{FileIds, Kind, Loader, Loc, Located, Target, Vars};
+use super::{FileIds, Loader, Loc, Located, Target, Vars};
 
 const FIELDS: &str = "file, target, images, data_root, platform";
 
@@ -353,7 +354,7 @@ impl Loader {
             };
             let pull_name = match pulls
                 .iter()
-                .find(|t| matches!(&t.kind, Kind::ImagePull(p) if p.reference == reference))
+                .find(|t| matches!(&t.work, Work::ImagePull(p) if p.reference == reference))
             {
                 Some(t) => t.name.clone(),
                 None => {
@@ -368,7 +369,8 @@ impl Loader {
                         outs: Vec::new(),
                         output_digest: None,
                         hidden: true,
-                        kind: Kind::ImagePull(PullParams {
+                        run: None,
+                        work: Work::ImagePull(PullParams {
                             reference: reference.clone(),
                             digest,
                             // The component's, once every target is loaded
@@ -428,7 +430,8 @@ impl Loader {
             outs: Vec::new(),
             output_digest: None,
             hidden: true,
-            kind: Kind::DataRoot(DataRootParams {
+            run: None,
+            work: Work::DataRoot(DataRootParams {
                 // Each image's, once every target is loaded.
                 platforms: vec![Platform::default_platform(); images.len()],
                 images,
@@ -545,7 +548,12 @@ impl Loader {
             let name = &check.target.value;
             match targets.get(name) {
                 Some(Target {
-                    kind: Kind::Builtin(Builtin::Image(_), _) | Kind::ImagePull(_),
+                    work:
+                        Work::Builtin {
+                            rule: Builtin::Image(_),
+                            ..
+                        }
+                        | Work::ImagePull(_),
                     ..
                 }) => {}
                 Some(t) => {
@@ -555,7 +563,7 @@ impl Loader {
                             "service `{}` of `{}` runs `{name}`, a `{}` target, which makes no image",
                             check.service,
                             check.rootfs,
-                            t.kind.rule_name()
+                            t.work.rule_name()
                         ),
                         "not an image",
                         Some(IMAGE_HINT.into()),
@@ -606,9 +614,12 @@ impl Loader {
                 .built
                 .iter()
                 .filter_map(|(service, target)| {
-                    let written = match &targets.get(&target.value)?.kind {
-                        Kind::Builtin(Builtin::Image(p), _) => &p.platform,
-                        Kind::ImagePull(p) => &p.platform,
+                    let written = match &targets.get(&target.value)?.work {
+                        Work::Builtin {
+                            rule: Builtin::Image(p),
+                            ..
+                        } => &p.platform,
+                        Work::ImagePull(p) => &p.platform,
                         _ => return None,
                     };
                     Some((service, target, Platform::parse_known(written).ok()?))
@@ -646,7 +657,7 @@ impl Loader {
                 (None, None) => Platform::default_platform(),
             };
             for pull in &check.pulls {
-                if let Some(Kind::ImagePull(p)) = targets.get_mut(pull).map(|t| &mut t.kind) {
+                if let Some(Work::ImagePull(p)) = targets.get_mut(pull).map(|t| &mut t.work) {
                     p.platform = platform.to_string();
                 }
             }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use serde_saphyr::Spanned;
 use strata_rules::Text;
+use strata_rules::Work;
 use strata_rules::builtin::{Mode, Owner, Source};
 use strata_rules::data_root::DataRootParams;
 use strata_rules::image_pull::PullParams;
@@ -16,11 +17,11 @@ use strata_rules::stage::{CopyInto, RunInStage, StageStep};
 
 use super::schema::{DATA_ROOT_FIELDS, IMAGE_PULL_FIELDS, Pairs, RawStep, RawTarget, STAGE_FIELDS};
 use super::tree::RawNode;
-use super::{FileIds, Kind, Loader, Located, Target, Vars, is_var_name};
+use super::{FileIds, Loader, Located, Target, Vars, is_var_name};
 use crate::load::Loc;
 
-/// A loaded stage step: its kind, sources and dependencies.
-type LoadedStep = (Kind, Vec<Located<String>>, Vec<Located<String>>);
+/// A loaded stage step: its work, sources and dependencies.
+type LoadedStep = (Work, Vec<Located<String>>, Vec<Located<String>>);
 
 /// The rules loaded here, besides `run`'s container fields.
 pub(super) const RULES: &[&str] = &["docker-data-root", "image-pull", "stage"];
@@ -332,7 +333,7 @@ impl Loader {
             } else {
                 format!("{}#{}", name.value, i + 1)
             };
-            let Some((kind, srcs, mut deps)) = self.stage_step(
+            let Some((work, srcs, mut deps)) = self.stage_step(
                 step.value,
                 loc,
                 ids,
@@ -364,7 +365,8 @@ impl Loader {
                 outs: Vec::new(),
                 output_digest: None,
                 hidden: !last,
-                kind,
+                work,
+                run: None,
             });
             previous = Some(step_name);
         }
@@ -512,7 +514,7 @@ impl Loader {
         };
         let runs_on = RunsOn::native(platform.clone());
         Some((
-            Kind::Stage {
+            Work::Stage {
                 parent,
                 step: kind,
                 runs_on,
@@ -606,7 +608,8 @@ impl Loader {
             outs: Vec::new(),
             output_digest: None,
             hidden: false,
-            kind: Kind::ImagePull(PullParams {
+            run: None,
+            work: Work::ImagePull(PullParams {
                 reference: image.value,
                 digest,
                 platform,
@@ -669,7 +672,8 @@ impl Loader {
             outs: Vec::new(),
             output_digest: None,
             hidden: false,
-            kind: Kind::DataRoot(DataRootParams {
+            run: None,
+            work: Work::DataRoot(DataRootParams {
                 // Each image's, once every target is loaded.
                 platforms: vec![Platform::default_platform(); images.len()],
                 images,

@@ -27,13 +27,9 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use serde_saphyr::{Location, Spanned};
-use strata_rules::Text;
 use strata_rules::builtin::{self, Builtin, Seg, path_text};
-use strata_rules::data_root::DataRootParams;
-use strata_rules::image_pull::PullParams;
-use strata_rules::platform::RunsOn;
-use strata_rules::run::{FixedOutput, Limits, Program, RunParams};
-use strata_rules::stage::StageStep;
+use strata_rules::run::{FixedOutput, Limits, Program, RunDeclared, RunParams};
+use strata_rules::{Text, Work};
 
 pub use diag::ConfigError;
 use diag::{At, did_you_mean, unknown_field_hint};
@@ -71,44 +67,11 @@ pub struct Target {
     /// A step of a stage other than its last: built as a dependency, never
     /// by default and never placed in `out/`.
     pub hidden: bool,
-    pub kind: Kind,
-}
-
-/// What a target does. Equal kinds (with equal sources and dependencies)
-/// have equal keys: `plan` shares such targets between configurations.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Kind {
-    /// A command in the sandbox.
-    Run(RunParams),
-    /// A built-in in-process rule, with the SOURCE_DATE_EPOCH it uses.
-    Builtin(Builtin, Text),
-    /// A step of a stage on its parent's tree (`None`: an empty tree), for
-    /// the stage's platform.
-    Stage {
-        parent: Option<String>,
-        step: StageStep,
-        runs_on: RunsOn,
-    },
-    ImagePull(PullParams),
-    DataRoot(DataRootParams),
-}
-
-impl Kind {
-    /// The rule's name as written in BUILD.yaml.
-    pub fn rule_name(&self) -> &'static str {
-        match self {
-            Kind::Run(_) => "run",
-            Kind::Builtin(b, _) => b.name(),
-            Kind::Stage { .. } => "stage",
-            Kind::ImagePull(_) => "image-pull",
-            Kind::DataRoot(_) => "docker-data-root",
-        }
-    }
-
-    /// Whether the rule promises byte-identical outputs for one key.
-    pub fn reproducible(&self) -> bool {
-        !matches!(self, Kind::DataRoot(_))
-    }
+    /// What it does.
+    pub work: Work,
+    /// What a `run` declaration says beyond its step (`None` for other
+    /// rules).
+    pub run: Option<RunDeclared>,
 }
 
 /// A loaded workspace: its root folder, files and targets (sorted by name).
@@ -1045,7 +1008,8 @@ impl Loader {
             outs,
             output_digest,
             hidden: false,
-            kind: Kind::Run(run),
+            run: Some(run.declared()),
+            work: Work::Run(run.step()),
         }]
     }
 
@@ -1508,7 +1472,11 @@ impl Loader {
             outs: Vec::new(),
             output_digest: None,
             hidden: false,
-            kind: Kind::Builtin(parsed, source_date_epoch.clone()),
+            work: Work::Builtin {
+                rule: parsed,
+                source_date_epoch: source_date_epoch.clone(),
+            },
+            run: None,
         });
         targets
     }
