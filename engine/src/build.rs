@@ -18,10 +18,7 @@ use crate::exec::{Failure, Isolation, StepFailure};
 use crate::gc;
 use crate::graph::Graph;
 use crate::inputs;
-use crate::load::diag::{At, did_you_mean};
-use crate::load::{self, ConfigError, LoadOptions, Workspace};
 use crate::materialize;
-use crate::matrix::MatrixRequest;
 use crate::plan::Plan;
 use crate::platforms::Emulators;
 use crate::records::{self, Record, RecordedTarget};
@@ -30,6 +27,9 @@ use crate::scheduler::{self, Observer, Outcome, Settings, Work};
 use crate::statcache::StatCache;
 use crate::toolchain::HostToolchain;
 use crate::trace::{self, Tracer};
+use strata_load::diag::{At, did_you_mean};
+use strata_load::matrix::MatrixRequest;
+use strata_load::{ConfigError, LoadOptions, Workspace};
 
 /// What `strata build` was asked to do.
 #[derive(Clone, Debug)]
@@ -420,8 +420,8 @@ fn left_behind(
         let held = materialize::placed_count(Path::new(old));
         if held > 0 {
             let (old_shown, now_shown) = (
-                load::source::shown(Path::new(old)),
-                load::source::shown(Path::new(out_dir_now)),
+                strata_load::source::shown(Path::new(old)),
+                strata_load::source::shown(Path::new(out_dir_now)),
             );
             let outputs = if held == 1 { "output" } else { "outputs" };
             observer.warn(&format!(
@@ -499,7 +499,7 @@ fn foreign_entry_errors(plan: &Plan, entries: &[(String, PathBuf)]) -> Vec<Confi
 /// foreign image is keyed with the emulator that runs it.
 pub(crate) fn work_of(
     toolchain: &HostToolchain,
-    t: &load::Target,
+    t: &strata_load::Target,
     emulators: &Emulators,
 ) -> Result<Work, BuildError> {
     let emulated = |runs_on: &RunsOn| RunsOn {
@@ -631,14 +631,18 @@ pub(crate) fn requested(
                     .unwrap_or_default();
                 BuildError::Usage(format!(
                     "no target named `{name}` in {}{hint}",
-                    load::source::shown(&ws.build_file)
+                    strata_load::source::shown(&ws.build_file)
                 ))
             })
         })
         .collect()
 }
 
-fn failure_diagnostic(ws: &Workspace, t: &load::Target, failure: &Failure) -> Option<ConfigError> {
+fn failure_diagnostic(
+    ws: &Workspace,
+    t: &strata_load::Target,
+    failure: &Failure,
+) -> Option<ConfigError> {
     let at = At {
         sources: &ws.sources,
     };

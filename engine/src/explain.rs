@@ -23,11 +23,11 @@ use crate::build::{self, BuildError};
 use crate::declared::DeclaredOutputs;
 use crate::key;
 use crate::keyinfo::{self, Change, KeyInfo};
-use crate::load::LoadOptions;
-use crate::matrix::MatrixRequest;
 use crate::plan::Plan;
 use crate::records::{self, Record, RecordedTarget};
 use crate::scheduler::{self, Observer};
+use strata_load::LoadOptions;
+use strata_load::matrix::MatrixRequest;
 
 #[derive(Clone, Debug)]
 pub struct ExplainOptions {

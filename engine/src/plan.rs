@@ -25,13 +25,13 @@ use strata_rules::Work;
 use crate::build::{self, BuildError};
 use crate::graph::Graph;
 use crate::inputs::{self, SourceFile};
-use crate::load::diag::{At, did_you_mean};
-use crate::load::{ConfigError, LoadOptions, Target, Workspace};
-use crate::matrix::{self, Configuration, MatrixRequest};
 use crate::platforms::Emulators;
 use crate::scheduler::Job;
 use crate::statcache::StatCache;
 use crate::toolchain::HostToolchain;
+use strata_load::diag::{At, did_you_mean};
+use strata_load::matrix::{self, Configuration, MatrixRequest};
+use strata_load::{ConfigError, LoadOptions, Target, Workspace};
 
 /// One configuration: its values, its workspace and that workspace's graph.
 pub struct Configured {
@@ -365,7 +365,7 @@ fn same_node(
     if a.name != b.name || a.hidden != b.hidden {
         return false;
     }
-    let values = |v: &[crate::load::Located<String>]| -> Vec<String> {
+    let values = |v: &[strata_load::Located<String>]| -> Vec<String> {
         v.iter().map(|x| x.value.clone()).collect()
     };
     if values(&a.outs) != values(&b.outs) {

@@ -19,8 +19,8 @@ use strata_rules::run::ImageRef;
 use strata_rules::stage::StageStep;
 
 use crate::binfmt::{self, Handler};
-use crate::load::diag::At;
-use crate::load::{ConfigError, Target, Workspace};
+use strata_load::diag::At;
+use strata_load::{ConfigError, Target, Workspace};
 use strata_rules::Work;
 
 /// The architecture of this machine in OCI's words (`amd64`, `arm64`).

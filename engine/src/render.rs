@@ -10,9 +10,9 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::build::BuildError;
-use crate::load::LoadOptions;
-use crate::matrix::MatrixRequest;
 use crate::plan::Plan;
+use strata_load::LoadOptions;
+use strata_load::matrix::MatrixRequest;
 
 /// Loads `build_file` and selects `targets` with their dependencies, exactly
 /// as `strata build` would (empty: every target that is not a hidden stage

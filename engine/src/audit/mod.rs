@@ -28,12 +28,12 @@ use strata_store::{Digest, DigestFunction, Store, tree};
 use crate::build::{self, BuildError};
 use crate::exec::{Isolation, StepFailure};
 use crate::keyinfo;
-use crate::load::LoadOptions;
-use crate::matrix::MatrixRequest;
 use crate::plan::Plan;
 use crate::records;
 use crate::scheduler::{self, Job, Observer, Outcome, Settings, Work};
 use crate::statcache::StatCache;
+use strata_load::LoadOptions;
+use strata_load::matrix::MatrixRequest;
 
 use compare::FileDiff;
 use perturb::{AuditRun, Perturbation};

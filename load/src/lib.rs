@@ -1,5 +1,9 @@
 //! Phase 1, load: BUILD.yaml (and what it includes) -> typed targets.
 //!
+//! The only crate that knows YAML. A target comes out as the [`Work`] the
+//! scheduler runs; `matrix` loads one workspace per `--matrix` value,
+//! `globs` expands `srcs` patterns.
+//!
 //! Every check that can be made without touching sources happens here, and
 //! every failure is a [`ConfigError`] pointing at the offending token.
 
@@ -7,15 +11,18 @@ mod compose;
 mod containers;
 mod defaults;
 pub mod diag;
+pub mod globs;
 mod includes;
 mod interp;
-mod matrix;
+pub mod matrix;
+mod matrix_decl;
 mod overrides;
 mod platform;
 mod schema;
 mod size;
 pub mod source;
 mod tags;
+pub mod tools;
 mod tree;
 mod when;
 mod yaml_errors;
@@ -35,12 +42,10 @@ pub use diag::ConfigError;
 use diag::{At, did_you_mean, unknown_field_hint};
 use includes::Resolved;
 pub use interp::{EnvSpec, Var, Vars, is_var_name};
-pub use matrix::{DeclaredVar, MatrixAxis, is_matrix_value};
+pub use matrix_decl::{DeclaredVar, MatrixAxis, is_matrix_value};
 use schema::{Pairs, RawFile, RawLimits, RawTarget};
 pub use source::{Loc, Sources};
 use tree::Tree;
-
-use crate::globs;
 
 /// A value and where it was written.
 #[derive(Clone, Debug)]
@@ -96,6 +101,13 @@ pub struct Workspace {
     pub declared_vars: BTreeMap<String, DeclaredVar>,
     /// `matrix:` of the root file: the values each listed variable may take.
     pub matrix: Vec<MatrixAxis>,
+}
+
+/// Reads a YAML settings file of Strata's own (`.strata/config.yaml`)
+/// into `T`, so that no crate but this one parses YAML; the error is the
+/// parser's message.
+pub fn settings_from_str<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
+    serde_saphyr::from_str(text).map_err(|e| e.to_string())
 }
 
 /// Inputs of loading besides the files.
@@ -1039,7 +1051,7 @@ impl Loader {
             let Some(t) = self.text(item, loc, vars, false, "tools") else {
                 continue;
             };
-            match crate::toolchain::resolve(&t.actual) {
+            match crate::tools::resolve(&t.actual) {
                 Ok(_) => tools.push(t.actual),
                 Err(msg) => {
                     let e = self.at().error(

@@ -38,6 +38,7 @@ use strata_rules::Work;
 use strata_rules::builtin::{Builtin, Seg};
 use strata_rules::data_root::{DataRootParams, DataRootRef};
 use strata_rules::image_pull::PullParams;
+use strata_rules::oci::reference::split_tag;
 use strata_rules::platform::{DEFAULT_PLATFORM, Platform};
 use strata_rules::run::ImageRef;
 
@@ -668,7 +669,7 @@ impl Loader {
 /// Checks a `name[:tag]` reference the data-root can tag an image with.
 fn check_tag_reference(reference: &str) -> Result<(), String> {
     let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-/:".contains(c);
-    let (name, tag) = crate::docker::split_tag(reference);
+    let (name, tag) = split_tag(reference);
     if name.is_empty() || !name.chars().all(ok_char) || name.starts_with('/') || name.ends_with('/')
     {
         return Err(

@@ -18,7 +18,7 @@ use strata_rules::stage::{CopyInto, RunInStage, StageStep};
 use super::schema::{DATA_ROOT_FIELDS, IMAGE_PULL_FIELDS, Pairs, RawStep, RawTarget, STAGE_FIELDS};
 use super::tree::RawNode;
 use super::{FileIds, Loader, Located, Target, Vars, is_var_name};
-use crate::load::Loc;
+use crate::Loc;
 
 /// A loaded stage step: its work, sources and dependencies.
 type LoadedStep = (Work, Vec<Located<String>>, Vec<Located<String>>);
