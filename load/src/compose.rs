@@ -109,18 +109,22 @@ pub(super) struct PlatformCheck {
 }
 
 impl Loader {
-    /// Resolves the `docker-compose` components of a `rootfs` target's
-    /// (interpolated) fields in place and returns the hidden targets they
-    /// need.
+    /// Resolves the `docker-compose` components of a target's (interpolated)
+    /// field `field` (a [`FieldKind::Components`]) in place and returns the
+    /// hidden targets they need.
+    ///
+    /// [`FieldKind::Components`]: strata_rules::table::FieldKind::Components
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn compose_components(
         &mut self,
         fields: &mut serde_json::Map<String, Value>,
+        field: &str,
         written_components: &Tree,
         rootfs: &str,
         dir: &Path,
         vars: &Vars,
     ) -> Vec<Target> {
-        let Some(Value::Array(components)) = fields.get_mut("components") else {
+        let Some(Value::Array(components)) = fields.get_mut(field) else {
             return Vec::new();
         };
         let mut hidden = Vec::new();

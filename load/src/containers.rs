@@ -9,22 +9,20 @@ use serde_saphyr::Spanned;
 use strata_rules::Text;
 use strata_rules::Work;
 use strata_rules::builtin::{Mode, Owner, Source};
-use strata_rules::data_root::DataRootParams;
-use strata_rules::image_pull::PullParams;
+use strata_rules::data_root::{self, DataRootParams};
+use strata_rules::image_pull::{self, PullParams};
 use strata_rules::platform::{DEFAULT_PLATFORM, Platform, RunsOn};
 use strata_rules::run::{Container, ImageRef, check_cache_name, check_container_path};
-use strata_rules::stage::{CopyInto, RunInStage, StageStep};
+use strata_rules::stage::{self, CopyInto, RunInStage, StageStep};
+use strata_rules::table::Rule;
 
-use super::schema::{DATA_ROOT_FIELDS, IMAGE_PULL_FIELDS, Pairs, RawStep, RawTarget, STAGE_FIELDS};
+use super::schema::{Pairs, RawStep, RawTarget};
 use super::tree::RawNode;
 use super::{FileIds, Loader, Located, Target, Vars, is_var_name};
 use crate::Loc;
 
 /// A loaded stage step: its work, sources and dependencies.
 type LoadedStep = (Work, Vec<Located<String>>, Vec<Located<String>>);
-
-/// The rules loaded here, besides `run`'s container fields.
-pub(super) const RULES: &[&str] = &["docker-data-root", "image-pull", "stage"];
 
 const PLATFORM_HINT: &str = "write `os/architecture[/variant]` as OCI names them: `linux/amd64`, `linux/arm64` or `linux/arm/v7` (an arm64 board is `linux/arm64`, not `aarch64`)";
 
@@ -42,7 +40,9 @@ pub(super) struct Common {
 
 impl Loader {
     /// Refuses every present field of `raw` that `rule` does not take.
-    fn only_fields(&mut self, raw: &RawTarget, ids: &FileIds, rule: &str, accepted: &[&str]) {
+    fn only_fields(&mut self, raw: &RawTarget, ids: &FileIds, rule: &Rule) {
+        let accepted = rule.field_names();
+        let rule = rule.name;
         let help = format!("`{rule}` takes: {}", accepted.join(", "));
         let present = raw
             .run_fields()
@@ -259,7 +259,7 @@ impl Loader {
         vars: &Vars,
         common: Common,
     ) -> Vec<Target> {
-        self.only_fields(&raw, ids, "stage", STAGE_FIELDS);
+        self.only_fields(&raw, ids, &stage::RULE);
         let name = common.name.clone();
         let asked = self.platform(raw.platform.as_ref(), ids, vars);
         let platform = match &asked {
@@ -532,7 +532,7 @@ impl Loader {
         vars: &Vars,
         common: Common,
     ) -> Option<Target> {
-        self.only_fields(&raw, ids, "image-pull", IMAGE_PULL_FIELDS);
+        self.only_fields(&raw, ids, &image_pull::RULE);
         if let Some(first) = common.srcs.first().or(common.deps.first()) {
             let e = self.at().error(
                 first.loc,
@@ -626,7 +626,7 @@ impl Loader {
         vars: &Vars,
         common: Common,
     ) -> Option<Target> {
-        self.only_fields(&raw, ids, "docker-data-root", DATA_ROOT_FIELDS);
+        self.only_fields(&raw, ids, &data_root::RULE);
         let mut deps = common.deps;
         let mut images = Vec::new();
         match &raw.images {

@@ -34,8 +34,9 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use serde_saphyr::{Location, Spanned};
-use strata_rules::builtin::{self, Builtin, Seg, path_text};
+use strata_rules::builtin::{Builtin, Seg, path_text};
 use strata_rules::run::{FixedOutput, Limits, Program, RunDeclared, RunParams};
+use strata_rules::table::{self, FieldKind, Parse, Rule};
 use strata_rules::{Text, Work};
 
 pub use diag::ConfigError;
@@ -863,8 +864,8 @@ impl Loader {
     ) -> Vec<Target> {
         let errors_before = self.errors.len();
         let rule_loc = ids.at(&raw.rule);
-        let known = known_rules();
-        if !known.contains(&raw.rule.value.as_str()) {
+        let Some(rule) = table::rule(&raw.rule.value) else {
+            let known = known_rules();
             let hint = did_you_mean(&raw.rule.value, known.iter().copied())
                 .unwrap_or_else(|| format!("known rules: {}", known.join(", ")));
             let e = self.at().error(
@@ -875,7 +876,7 @@ impl Loader {
             );
             self.errors.push(e);
             return Vec::new();
-        }
+        };
         let srcs = self.sources(&raw.srcs, ids, vars);
         let mut deps = self.dependencies(&raw.deps, ids, vars);
         let common = |srcs, deps| containers::Common {
@@ -886,38 +887,39 @@ impl Loader {
             source_date_epoch: source_date_epoch.clone(),
             errors_before,
         };
-        match raw.rule.value.as_str() {
-            "stage" => return self.stage_targets(raw, ids, vars, common(srcs, deps)),
-            "image-pull" => {
+        match rule.parse {
+            Parse::Stage => return self.stage_targets(raw, ids, vars, common(srcs, deps)),
+            Parse::ImagePull => {
                 return self
                     .image_pull_target(raw, ids, vars, common(srcs, deps))
                     .into_iter()
                     .collect();
             }
-            "docker-data-root" => {
+            Parse::DataRoot => {
                 return self
                     .data_root_target(raw, ids, vars, common(srcs, deps))
                     .into_iter()
                     .collect();
             }
-            _ => {}
-        }
-        if raw.rule.value != "run" {
-            return self.builtin_target(
-                raw,
-                ids,
-                name,
-                dir,
-                vars,
-                source_date_epoch,
-                srcs,
-                deps,
-                errors_before,
-            );
+            Parse::Builtin(_) => {
+                return self.builtin_target(
+                    raw,
+                    rule,
+                    ids,
+                    name,
+                    dir,
+                    vars,
+                    source_date_epoch,
+                    srcs,
+                    deps,
+                    errors_before,
+                );
+            }
+            Parse::Run => {}
         }
         // `platform` of a step in an image is read with `image:`.
         for (field, value) in raw.builtin_fields() {
-            if field == "platform" {
+            if rule.takes(field) {
                 continue;
             }
             let e = self.at().error(
@@ -926,7 +928,7 @@ impl Loader {
                 "not a field of `run`",
                 Some(format!(
                     "`run` takes: srcs, deps, {}",
-                    schema::RUN_FIELDS.join(", ")
+                    rule.field_names().join(", ")
                 )),
             );
             self.errors.push(e);
@@ -1316,6 +1318,7 @@ impl Loader {
     fn builtin_target(
         &mut self,
         raw: RawTarget,
+        decl: &Rule,
         ids: &FileIds,
         name: Located<String>,
         dir: PathBuf,
@@ -1325,13 +1328,9 @@ impl Loader {
         mut deps: Vec<Located<String>>,
         errors_before: usize,
     ) -> Vec<Target> {
-        let rule = raw.rule.value.as_str();
+        let rule = decl.name;
         let rule_loc = ids.at(&raw.rule);
-        let accepted: &[&str] = builtin::RULES
-            .iter()
-            .find(|(r, _)| *r == rule)
-            .map(|(_, f)| *f)
-            .unwrap_or(&[]);
+        let accepted = decl.field_names();
         let help = format!("`{rule}` takes: {}", accepted.join(", "));
         for (field, loc) in raw.run_fields() {
             let e = self.at().error(
@@ -1371,15 +1370,17 @@ impl Loader {
                 .map_or(rule_loc, |t| t.locate(rest)),
             _ => rule_loc,
         };
-        // `version: git-describe` makes the workspace's git state an input:
-        // the description is resolved here, so it enters the key.
-        if rule == "deb" && fields.get("version").and_then(|v| v.as_str()) == Some("git-describe") {
+        // `version: git-describe` (deb) makes the workspace's git state an
+        // input: the description is resolved here, so it enters the key.
+        if let Some(field) = decl.field_of_kind(FieldKind::GitDescribe)
+            && fields.get(field.name).and_then(|v| v.as_str()) == Some("git-describe")
+        {
             match git_describe(&self.root) {
                 Ok(described) => {
-                    fields.insert("version".into(), serde_json::Value::String(described));
+                    fields.insert(field.name.into(), serde_json::Value::String(described));
                 }
                 Err(msg) => {
-                    let loc = field_locs.get("version").copied().unwrap_or(rule_loc);
+                    let loc = field_locs.get(field.name).copied().unwrap_or(rule_loc);
                     let e = self.at().error(
                         loc,
                         format!("cannot use `git describe`: {msg}"),
@@ -1392,12 +1393,14 @@ impl Loader {
                 }
             }
         }
-        // `docker-compose` components bring hidden targets of their own.
-        let hidden = match trees.get("components") {
-            Some(tree) if rule == "rootfs" => {
-                self.compose_components(&mut fields, tree, &name.value, &dir, vars)
+        // `docker-compose` components (rootfs) bring hidden targets of
+        // their own.
+        let components = decl.field_of_kind(FieldKind::Components);
+        let hidden = match components.and_then(|f| Some((f.name, trees.get(f.name)?))) {
+            Some((field, tree)) => {
+                self.compose_components(&mut fields, field, tree, &name.value, &dir, vars)
             }
-            _ => Vec::new(),
+            None => Vec::new(),
         };
         if self.errors.len() > errors_before {
             return Vec::new();
@@ -1470,7 +1473,7 @@ impl Loader {
         if self.errors.len() > errors_before {
             return Vec::new();
         }
-        if rule == "image" {
+        if decl.image_output {
             self.platforms.image(&name.value, &field_locs);
         }
         let mut targets = hidden;
@@ -1531,12 +1534,9 @@ fn git_describe(root: &Path) -> Result<String, String> {
     ))
 }
 
-/// `run` and the built-in rules.
+/// Every rule's name, sorted.
 fn known_rules() -> Vec<&'static str> {
-    let mut rules: Vec<&str> = std::iter::once("run")
-        .chain(builtin::RULES.iter().map(|(r, _)| *r))
-        .chain(containers::RULES.iter().copied())
-        .collect();
+    let mut rules: Vec<&str> = table::RULES.iter().map(|r| r.name).collect();
     rules.sort();
     rules
 }

@@ -8,6 +8,8 @@ use serde::Deserialize;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_saphyr::{Spanned, Tagged};
 
+use strata_rules::table::{self, COMMON_FIELDS};
+
 use super::tree::RawNode;
 
 #[derive(Debug, Deserialize)]
@@ -270,45 +272,12 @@ impl RawTarget {
     }
 }
 
-/// Fields every target takes, whatever its rule.
-const COMMON_FIELDS: &[&str] = &["rule", "when", "srcs", "deps"];
-
-/// The fields of rule `run`, besides the common ones.
-pub const RUN_FIELDS: &[&str] = &[
-    "cmd",
-    "argv",
-    "env",
-    "outs",
-    "network",
-    "tools",
-    "output_digest",
-    "image",
-    "platform",
-    "user",
-    "caches",
-    "limits",
-];
-pub const STAGE_FIELDS: &[&str] = &["from", "platform", "steps"];
-pub const IMAGE_PULL_FIELDS: &[&str] = &["image", "platform", "auth"];
-pub const DATA_ROOT_FIELDS: &[&str] = &["images"];
-
 /// The fields a target of `rule` takes, `rule:` and `when:` first; `None`
 /// for a rule Strata does not know. Messages list these.
 pub fn rule_fields(rule: &str) -> Option<Vec<&'static str>> {
-    let own: &[&str] = match rule {
-        "run" => RUN_FIELDS,
-        "stage" => STAGE_FIELDS,
-        "image-pull" => IMAGE_PULL_FIELDS,
-        "docker-data-root" => DATA_ROOT_FIELDS,
-        other => {
-            strata_rules::builtin::RULES
-                .iter()
-                .find(|(r, _)| *r == other)?
-                .1
-        }
-    };
+    let own = table::rule(rule)?.field_names();
     let mut fields = COMMON_FIELDS.to_vec();
-    fields.extend(own.iter().filter(|f| !COMMON_FIELDS.contains(f)));
+    fields.extend(own.into_iter().filter(|f| !COMMON_FIELDS.contains(f)));
     Some(fields)
 }
 

@@ -13,6 +13,7 @@ pub mod oci;
 pub mod platform;
 pub mod run;
 pub mod stage;
+pub mod table;
 mod text;
 mod work;
 

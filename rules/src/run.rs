@@ -8,6 +8,41 @@ use strata_store::{Digest, DigestFunction};
 use crate::Text;
 use crate::layout;
 use crate::platform::RunsOn;
+use crate::table::{Field, Parse, Rule};
+
+/// `run`: a command, in the sandbox or in an image's container.
+pub const RULE: Rule = Rule {
+    name: "run",
+    doc: "runs a command in the sandbox, or in a container of an image",
+    fields: &[
+        Field::typed("cmd", "the command, run by `/bin/sh -c`"),
+        Field::typed("argv", "the program and its arguments, run without a shell"),
+        Field::typed("env", "environment variables the step gets"),
+        Field::typed(
+            "outs",
+            "the outputs under `$OUT`; a trailing `/` marks a folder",
+        ),
+        Field::typed("network", "whether the step may reach the network"),
+        Field::typed("tools", "the host programs the step uses, which key it"),
+        Field::typed(
+            "output_digest",
+            "the output's digest, known in advance (a fixed-output step)",
+        ),
+        Field::typed(
+            "image",
+            "run in a container of this image (a target or a pinned reference)",
+        ),
+        Field::typed("platform", "the platform of the image's programs"),
+        Field::typed("user", "the user the container runs as"),
+        Field::typed(
+            "caches",
+            "cache folders mounted into the container, by name",
+        ),
+        Field::typed("limits", "processes and memory the step may use"),
+    ],
+    parse: Parse::Run,
+    image_output: false,
+};
 
 /// Version of the key encoding of `run`. Bump it when the meaning of a key
 /// changes, so old cache entries are not reused with new semantics.
