@@ -13,6 +13,9 @@ pub mod oci;
 pub mod platform;
 pub mod run;
 pub mod stage;
+pub mod table;
 mod text;
+mod work;
 
 pub use text::Text;
+pub use work::Work;

@@ -67,17 +67,38 @@ use strata_store::tree::{DeviceKind, EditError, Meta, Node, TreeBuilder};
 use strata_store::{Cas, Digest, StoreError};
 
 use super::compress::decoder;
+use super::{Builtin, from_fields};
 use super::{BuiltinError, Ctx, From, Named, ParamError, PathExt, key};
+use crate::table::{Field, Parse, Rule};
 
-pub const FIELDS: &[&str] = &[
-    "from",
-    "strip_components",
-    "include",
-    "exclude",
-    "control",
-    "max_size",
-    "prefix",
-];
+/// `extract`: the files of an archive as a tree.
+pub const RULE: Rule = Rule {
+    name: "extract",
+    doc: "unpacks a tar, cpio, deb or zip archive into a tree, safely",
+    fields: &[
+        Field::value(
+            "from",
+            "the archive: a file of `srcs` or of a target's output",
+        ),
+        Field::value(
+            "strip_components",
+            "leading path components dropped from each entry",
+        ),
+        Field::value("include", "patterns of the entries kept (default all)"),
+        Field::value("exclude", "patterns of the entries dropped"),
+        Field::value(
+            "control",
+            "a deb: unpack its control archive instead of its data",
+        ),
+        Field::value(
+            "max_size",
+            "the most bytes the tree may hold (default 16 GiB)",
+        ),
+        Field::value("prefix", "a folder every entry is placed under"),
+    ],
+    parse: Parse::Builtin(|f| Ok(Builtin::Extract(from_fields(f)?))),
+    image_output: false,
+};
 
 /// The default limit on extracted content: 8 GiB.
 pub const DEFAULT_MAX_SIZE: u64 = 8 << 30;
