@@ -14,5 +14,7 @@ pub mod platform;
 pub mod run;
 pub mod stage;
 mod text;
+mod work;
 
 pub use text::Text;
+pub use work::Work;

@@ -657,7 +657,7 @@ impl Loader {
 /// Checks a `name[:tag]` reference the data-root can tag an image with.
 fn check_tag_reference(reference: &str) -> Result<(), String> {
     let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-/:".contains(c);
-    let (name, tag) = crate::docker::split_tag(reference);
+    let (name, tag) = strata_rules::oci::reference::split_tag(reference);
     if name.is_empty() || !name.chars().all(ok_char) || name.starts_with('/') || name.ends_with('/')
     {
         return Err(

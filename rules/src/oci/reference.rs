@@ -102,6 +102,16 @@ fn is_path_component(p: &str) -> bool {
     true
 }
 
+/// `name:tag` as (`name`, `tag`); the tag is `latest` when absent (a `:`
+/// before the last `/` belongs to a registry's port).
+pub fn split_tag(reference: &str) -> (&str, &str) {
+    let last = reference.rsplit('/').next().unwrap_or(reference);
+    match last.rsplit_once(':') {
+        Some((_, tag)) => (&reference[..reference.len() - tag.len() - 1], tag),
+        None => (reference, "latest"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,5 +162,19 @@ mod tests {
         check_tag(&format!("app:{}", "t".repeat(128))).unwrap();
         let long_name = format!("{}:1", "a".repeat(256));
         assert!(check_tag(&long_name).unwrap_err().contains("255"));
+    }
+
+    #[test]
+    fn tags_split_after_the_registry_port() {
+        assert_eq!(split_tag("app/web:1.0"), ("app/web", "1.0"));
+        assert_eq!(
+            split_tag("127.0.0.1:5000/web"),
+            ("127.0.0.1:5000/web", "latest")
+        );
+        assert_eq!(
+            split_tag("127.0.0.1:5000/web:2"),
+            ("127.0.0.1:5000/web", "2")
+        );
+        assert_eq!(split_tag("web"), ("web", "latest"));
     }
 }

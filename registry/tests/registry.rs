@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use docker::{Registry, docker_available, mini_image, sh};
 use sha2::{Digest as _, Sha256};
-use strata_engine::registry::{
+use strata_registry::{
     Client, ClientOptions, Credentials, Pulled, Reference, RegistryError, manifest, pull,
 };
 use strata_store::{Cas, DigestFunction, Store};
