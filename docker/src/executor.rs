@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use strata_exec::mask::Masks;
-use strata_exec::step::{self, Failure, StepFailure, StepRequest, StepSuccess};
-use strata_exec::{BoxFuture, Executor, Isolation, Request, StepEvents};
+use strata_exec::step::{self, Failure, RunsIn, StepFailure, StepRequest, StepSuccess};
+use strata_exec::{BoxFuture, Executor, Request, StepEvents};
 use strata_rules::Work;
 use strata_rules::platform::RunsOn;
 use strata_rules::stage::StageStep;
@@ -68,18 +68,13 @@ impl DockerExecutor {
                     caches: mounts,
                     log: log_fn(&req.events, &run.secrets),
                 };
-                // A container mounts `deps/` read-only, as the sandbox does.
-                let isolation = Isolation::Sandbox {
-                    helper: Default::default(),
-                };
                 step::run(StepRequest {
                     scratch_prefix: req.scratch_prefix.clone(),
                     step: run,
                     sources: &req.sources,
                     deps: &req.deps,
                     store: &req.store,
-                    isolation: &isolation,
-                    container: Some(&runner),
+                    runs_in: RunsIn::Container(&runner),
                     perturb: req.perturb.clone(),
                 })
                 .await
@@ -140,7 +135,13 @@ impl DockerExecutor {
                 // The next step's image is this tree's parent's plus one
                 // layer, if a connection to the engine is made by then.
                 let engine = self.engine.get().and_then(|e| e.as_ref().ok()).cloned();
-                let (store, copy, input_root) = (req.store.clone(), copy.clone(), req.input_root);
+                let input_root = req.input_root.ok_or_else(|| {
+                    failed(Failure::Io(format!(
+                        "`{}` was handed over without its inputs in the store",
+                        req.name
+                    )))
+                })?;
+                let (store, copy) = (req.store.clone(), copy.clone());
                 let output = tokio::task::spawn_blocking(move || {
                     steps::copy_step(&store, parent_tree, input_root, &copy, |tree, base| {
                         if let Some(engine) = &engine {

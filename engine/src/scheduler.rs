@@ -512,9 +512,10 @@ impl Task {
             scratch: None,
         };
         let key = keyed.key;
-        let input_root = keyed_input_root(&keyed);
         // Built-in rules and `copy` steps read their inputs from the store.
-        let keyed = if reads_inputs_from_store(&self.work) {
+        let from_store = reads_inputs_from_store(&self.work);
+        let input_root = from_store.then(|| keyed_input_root(&keyed));
+        let keyed = if from_store {
             let (store, sources) = (shared.store.clone(), self.sources.clone());
             tokio::task::spawn_blocking(move || {
                 store_inputs(&store, &keyed, &sources).map(|()| keyed)

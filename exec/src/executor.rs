@@ -35,10 +35,10 @@ pub struct Request {
     pub name: String,
     pub work: Work,
     pub store: Store,
-    /// The action's input root. For work that reads its inputs from the
-    /// store (built-in rules, `copy` steps) it and the sources are stored
-    /// before the request is made.
-    pub input_root: Digest,
+    /// The action's input root, for work that reads its inputs from the
+    /// store (built-in rules, `copy` steps): it and the sources are stored
+    /// before the request is made. `None` for other work.
+    pub input_root: Option<Digest>,
     pub sources: Vec<SourceFile>,
     /// Dependency names and their output trees, in declaration order.
     pub deps: Vec<(String, Digest)>,

@@ -9,7 +9,7 @@ use strata_rules::builtin::{Builtin, BuiltinError, Ctx};
 use strata_store::{Digest, Store};
 
 use crate::executor::{BoxFuture, Executor, Request};
-use crate::step::{self, Failure, Isolation, StepFailure, StepRequest, StepSuccess};
+use crate::step::{self, Failure, Isolation, RunsIn, StepFailure, StepRequest, StepSuccess};
 use crate::{fstree, sandbox};
 
 /// Runs steps on this machine.
@@ -42,8 +42,7 @@ impl LocalExecutor {
                     sources: &req.sources,
                     deps: &req.deps,
                     store: &req.store,
-                    isolation: &isolation,
-                    container: None,
+                    runs_in: RunsIn::Host(&isolation),
                     perturb: req.perturb.clone(),
                 })
                 .await
@@ -53,12 +52,13 @@ impl LocalExecutor {
                 source_date_epoch,
             } => {
                 let sde = source_date_epoch.actual.parse::<u64>().unwrap_or(0);
-                let (store, rule, input_root, dep_keys) = (
-                    req.store.clone(),
-                    rule.clone(),
-                    req.input_root,
-                    req.dep_keys,
-                );
+                let input_root = req.input_root.ok_or_else(|| {
+                    failed(Failure::Io(format!(
+                        "`{}` was handed over without its inputs in the store",
+                        req.name
+                    )))
+                })?;
+                let (store, rule, dep_keys) = (req.store.clone(), rule.clone(), req.dep_keys);
                 let started = std::time::SystemTime::now();
                 let output = tokio::task::spawn_blocking(move || {
                     run_builtin(&store, &rule, input_root, sde, dep_keys)

@@ -157,12 +157,20 @@ pub struct StepRequest<'a> {
     pub sources: &'a [SourceFile],
     pub deps: &'a [(String, Digest)],
     pub store: &'a Store,
-    pub isolation: &'a Isolation,
-    /// Set for a step with `image:`: it runs in a container instead.
-    pub container: Option<&'a dyn ContainerRunner>,
+    /// Where the step's processes run.
+    pub runs_in: RunsIn<'a>,
     /// Set by `strata audit`. The step's environment is already perturbed
     /// (see `Perturbation::step_env`); this is the rest.
     pub perturb: Option<Perturbation>,
+}
+
+/// Where a `run` step's processes run.
+#[derive(Clone, Copy)]
+pub enum RunsIn<'a> {
+    /// On this machine, isolated as this machine allows.
+    Host(&'a Isolation),
+    /// In a container (a step with `image:`).
+    Container(&'a dyn ContainerRunner),
 }
 
 /// Runs a staged `run` step somewhere other than this machine's process
@@ -184,11 +192,11 @@ const LOG_TAIL: usize = 8 * 1024;
 /// step's whole process group.
 pub async fn run(req: StepRequest<'_>) -> Result<StepSuccess, StepFailure> {
     // A container mounts `deps/` read-only, as the sandbox does.
-    let sandboxed = matches!(req.isolation, Isolation::Sandbox { .. }) || req.container.is_some();
+    let sandboxed = !matches!(req.runs_in, RunsIn::Host(Isolation::Unsandboxed { .. }));
     // The sandbox helper reverses listings itself, onto a tmpfs; elsewhere
     // only the order of creation can be reversed.
     let reverse = req.perturb.as_ref().is_some_and(|p| p.reverse_dirs)
-        && (req.container.is_some() || matches!(req.isolation, Isolation::Unsandboxed { .. }));
+        && !matches!(req.runs_in, RunsIn::Host(Isolation::Sandbox { .. }));
     let (scratch, _scratch_lock) = prepare(
         req.store,
         &req.scratch_prefix,
@@ -202,9 +210,9 @@ pub async fn run(req: StepRequest<'_>) -> Result<StepSuccess, StepFailure> {
     let early = |failure: Failure| kept(&scratch, failure);
 
     let started = SystemTime::now();
-    let status = match req.container {
-        Some(c) => c.run(req.step, &scratch, &exec_root).await,
-        None => spawn_and_wait(&req, &scratch, &exec_root).await,
+    let status = match req.runs_in {
+        RunsIn::Container(c) => c.run(req.step, &scratch, &exec_root).await,
+        RunsIn::Host(isolation) => spawn_and_wait(&req, isolation, &scratch, &exec_root).await,
     }
     .map_err(early)?;
     let finished = SystemTime::now();
@@ -521,6 +529,7 @@ impl Drop for GroupGuard {
 
 async fn spawn_and_wait(
     req: &StepRequest<'_>,
+    isolation: &Isolation,
     scratch: &Path,
     exec_root: &Path,
 ) -> Result<Option<Failure>, Failure> {
@@ -539,7 +548,7 @@ async fn spawn_and_wait(
             Err(reason) => return Ok(Some(Failure::NoMemoryController { limit, reason })),
         },
     };
-    let mut cmd = match req.isolation {
+    let mut cmd = match isolation {
         Isolation::Sandbox { helper } => {
             let mut c = tokio::process::Command::new(helper);
             let mut args = sandbox::helper_args(
@@ -633,7 +642,7 @@ async fn spawn_and_wait(
     // In the sandbox the step's processes died with its PID namespace;
     // unsandboxed, this kills whatever it left in its group.
     drop(guard);
-    if matches!(req.isolation, Isolation::Sandbox { .. }) {
+    if matches!(isolation, Isolation::Sandbox { .. }) {
         sandbox::reclaim_outputs(exec_root)
             .map_err(|e| io("cannot take back the step's outputs", e))?;
     }
@@ -642,14 +651,14 @@ async fn spawn_and_wait(
         (Some(0), _) => None,
         (Some(code), _)
             if code == sandbox::SETUP_FAILED
-                && matches!(req.isolation, Isolation::Sandbox { .. })
+                && matches!(isolation, Isolation::Sandbox { .. })
                 && is_setup_failure(scratch) =>
         {
             Some(Failure::SandboxSetup(
                 tail(&scratch.join("stderr")).trim().to_string(),
             ))
         }
-        (Some(code), _) if code > 128 && matches!(req.isolation, Isolation::Sandbox { .. }) => {
+        (Some(code), _) if code > 128 && matches!(isolation, Isolation::Sandbox { .. }) => {
             Some(Failure::Signal(code - 128))
         }
         (Some(code), _) => Some(Failure::Exit(code)),
