@@ -47,6 +47,15 @@ pub(crate) struct ImageState {
 pub(crate) type ImageLock = Arc<tokio::sync::Mutex<()>>;
 
 impl ImageState {
+    pub(crate) fn remember_base(&self, tree: Digest, base: Digest) {
+        if tree != base {
+            self.bases
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(tree, base);
+        }
+    }
+
     pub(crate) fn base_of(&self, tree: &Digest) -> Option<Digest> {
         self.bases
             .lock()
@@ -87,16 +96,16 @@ impl Engine {
         &self.state
     }
 
+    /// This connection, sharing `state` (its owner's knowledge of the
+    /// engine's images) instead of its own.
+    pub(crate) fn sharing(self, state: Arc<ImageState>) -> Engine {
+        Engine { state, ..self }
+    }
+
     /// Records that `tree` is `base` plus a stage step's changes, so its
     /// image can be made as `base`'s image plus one layer.
     pub fn remember_base(&self, tree: Digest, base: Digest) {
-        if tree != base {
-            self.state
-                .bases
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(tree, base);
-        }
+        self.state.remember_base(tree, base);
     }
 }
 

@@ -13,6 +13,7 @@ use strata_store::Digest;
 use tokio::sync::OnceCell;
 
 use crate::Engine;
+use crate::connect::ImageState;
 use crate::steps::{self, ContainerRun, LogFn, StageRequest};
 
 /// Runs `run` steps with `image:`, `stage` steps, `image-pull` and
@@ -22,6 +23,10 @@ use crate::steps::{self, ContainerRun, LogFn, StageRequest};
 #[derive(Default)]
 pub struct DockerExecutor {
     engine: OnceCell<Result<Engine, String>>,
+    /// What this executor learns about the engine's images (which tree is
+    /// which other plus a step's changes), shared by its connection; known
+    /// before it connects, since `copy` steps need no engine.
+    images: Arc<ImageState>,
 }
 
 impl DockerExecutor {
@@ -35,7 +40,10 @@ impl DockerExecutor {
         let r = self
             .engine
             .get_or_init(|| async {
-                let engine = crate::connect().await.map_err(|e| e.to_string())?;
+                let engine = crate::connect()
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .sharing(self.images.clone());
                 let _ = crate::reap_stale(&engine).await;
                 Ok(engine)
             })
@@ -132,9 +140,8 @@ impl DockerExecutor {
         let started = std::time::SystemTime::now();
         match stage_step {
             StageStep::Copy(copy) => {
-                // The next step's image is this tree's parent's plus one
-                // layer, if a connection to the engine is made by then.
-                let engine = self.engine.get().and_then(|e| e.as_ref().ok()).cloned();
+                // The next step's image can be this tree's parent's plus one layer.
+                let images = self.images.clone();
                 let input_root = req.input_root.ok_or_else(|| {
                     failed(Failure::Io(format!(
                         "`{}` was handed over without its inputs in the store",
@@ -144,9 +151,7 @@ impl DockerExecutor {
                 let (store, copy) = (req.store.clone(), copy.clone());
                 let output = tokio::task::spawn_blocking(move || {
                     steps::copy_step(&store, parent_tree, input_root, &copy, |tree, base| {
-                        if let Some(engine) = &engine {
-                            engine.remember_base(tree, base)
-                        }
+                        images.remember_base(tree, base)
                     })
                 })
                 .await
