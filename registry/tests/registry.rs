@@ -69,7 +69,7 @@ fn reference(host: &str, name: &str, digest: &str) -> Reference {
 }
 
 /// Reads a stored blob and checks it is what the pull says it is.
-fn stored_bytes(cas: &Cas, blob: &strata_engine::registry::PulledBlob) -> Vec<u8> {
+fn stored_bytes(cas: &Cas, blob: &strata_registry::PulledBlob) -> Vec<u8> {
     let bytes = cas.read(&blob.stored).unwrap();
     assert_eq!(sha256(&bytes), blob.sha256);
     assert_eq!(bytes.len() as u64, blob.size);
