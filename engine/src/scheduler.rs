@@ -2,7 +2,8 @@
 //!
 //! Each target, once its dependencies are done, is keyed (with their output
 //! digests) and looked up in the action cache by a task; a miss comes back
-//! to the loop, which executes it when a slot is free. The loop is the only
+//! to the loop, which hands it to its executor (`strata_exec::Executors`,
+//! given by the caller) when a slot is free. The loop is the only
 //! place that decides what runs next, tasks only report: so a failure the
 //! loop has seen stops every later start (without `-k`), and among steps
 //! that could start, the one on the longest remaining path goes first
