@@ -233,3 +233,25 @@ fn failed(failure: Failure) -> StepFailure {
         scratch: None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_exec::LocalExecutor;
+    use strata_rules::image_pull::PullParams;
+
+    /// An `image-pull` is this executor's, never the local one's (which
+    /// comes first in a build's executors).
+    #[test]
+    fn image_pulls_go_to_the_docker_executor() {
+        let pull = Work::ImagePull(PullParams {
+            reference: format!("127.0.0.1:5000/base@sha256:{}", "0".repeat(64)),
+            digest: format!("sha256:{}", "0".repeat(64)),
+            platform: "linux/amd64".into(),
+            auth_env: None,
+        });
+        let (local, docker) = (LocalExecutor::new(), DockerExecutor::new());
+        assert!(docker.runs(&pull));
+        assert!(!local.runs(&pull));
+    }
+}

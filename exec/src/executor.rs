@@ -123,3 +123,49 @@ impl Executors {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_rules::image_pull::PullParams;
+
+    struct Quiet;
+
+    impl StepEvents for Quiet {
+        fn log(&self, _: &str) {}
+        fn warn(&self, _: &str) {}
+    }
+
+    fn pull() -> Work {
+        Work::ImagePull(PullParams {
+            reference: format!("127.0.0.1:5000/base@sha256:{}", "0".repeat(64)),
+            digest: format!("sha256:{}", "0".repeat(64)),
+            platform: "linux/amd64".into(),
+            auth_env: None,
+        })
+    }
+
+    #[tokio::test]
+    async fn work_no_executor_runs_fails_and_names_its_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), strata_store::DigestFunction::Blake3).unwrap();
+        let executors = Executors::new(Arc::new(LocalExecutor::new()));
+        assert!(executors.of(&pull()).is_none());
+        let request = Request {
+            name: "base".into(),
+            work: pull(),
+            store,
+            input_root: None,
+            sources: Vec::new(),
+            deps: Vec::new(),
+            dep_keys: BTreeMap::new(),
+            scratch_prefix: "t-base-".into(),
+            perturb: None,
+            events: Arc::new(Quiet),
+        };
+        let failure = executors.execute(request).await.unwrap_err();
+        let message = failure.failure.to_string();
+        assert!(message.contains("no executor"), "{message}");
+        assert!(message.contains("`base`"), "{message}");
+    }
+}
