@@ -360,7 +360,7 @@ fn cache_command(command: CacheCommand) -> ExitCode {
         }
     };
     if let Some(name) = name
-        && let Err(msg) = strata_engine::caches::check_name(name)
+        && let Err(msg) = strata_exec::caches::check_name(name)
     {
         return report::usage_error(&msg);
     }
@@ -371,7 +371,7 @@ fn cache_command(command: CacheCommand) -> ExitCode {
     };
     let result = match command {
         CacheCommand::Keygen { .. } => unreachable!("handled above"),
-        CacheCommand::List { .. } => strata_engine::caches::list(&store).map(|caches| {
+        CacheCommand::List { .. } => strata_exec::caches::list(&store).map(|caches| {
             for (name, size) in caches {
                 println!("{name}\t{size}");
             }
@@ -379,7 +379,7 @@ fn cache_command(command: CacheCommand) -> ExitCode {
         CacheCommand::Export { name, output, .. } => {
             let output =
                 absolute(output.unwrap_or_else(|| PathBuf::from(format!("{name}.tar.zst"))));
-            strata_engine::caches::export(&store, &name, &output).map(|n| {
+            strata_exec::caches::export(&store, &name, &output).map(|n| {
                 println!(
                     "exported cache `{name}` ({}) to {}",
                     report::count(n, "entry", "entries"),
@@ -391,7 +391,7 @@ fn cache_command(command: CacheCommand) -> ExitCode {
             if !file.is_file() {
                 return report::usage_error(&format!("no file {}", file.display()));
             }
-            strata_engine::caches::import(&store, &name, &file).map(|n| {
+            strata_exec::caches::import(&store, &name, &file).map(|n| {
                 println!(
                     "imported cache `{name}` ({}) from {}",
                     report::count(n, "entry", "entries"),
@@ -484,7 +484,7 @@ fn build_command(args: BuildArgs) -> ExitCode {
         ))),
     };
     let observer = Arc::new(progress::Progress::new(args.json));
-    let result = build::build(&opts, observer.clone());
+    let result = build::build(&opts, observer.clone(), crate::executors::of_this_machine());
     observer.finish();
     match result {
         Ok(r) => {
@@ -564,7 +564,8 @@ fn audit_command(args: AuditArgs) -> ExitCode {
         matrix,
     };
     let observer = Arc::new(progress::Progress::new(args.json));
-    let result = strata_engine::audit::audit(&opts, observer.clone());
+    let result =
+        strata_engine::audit::audit(&opts, observer.clone(), crate::executors::of_this_machine());
     observer.finish();
     match result {
         Ok(r) => report::audit_report(&r, args.json),

@@ -4,6 +4,7 @@
 mod build_file;
 mod cache_serve;
 mod cli;
+mod executors;
 mod exit;
 mod manifest;
 mod progress;
@@ -19,16 +20,16 @@ fn main() -> ExitCode {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     // Descriptors left open by whoever started us must not reach a step
     // (nor the sandbox helper, which is this binary too).
-    strata_engine::descriptors::keep_from_children();
+    strata_exec::descriptors::keep_from_children();
     // A root build's steps run as another user: what Strata stages for them
     // must stay readable whatever the caller's umask.
-    strata_engine::sandbox::let_the_step_user_read();
+    strata_exec::sandbox::let_the_step_user_read();
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if args
         .get(1)
-        .is_some_and(|a| a == strata_engine::sandbox::SUBCOMMAND)
+        .is_some_and(|a| a == strata_exec::sandbox::SUBCOMMAND)
     {
-        strata_engine::sandbox::helper_main(&args[2..]);
+        strata_exec::sandbox::helper_main(&args[2..]);
     }
     // Digests and paths in diagnostics must stay copyable: never wrap them.
     let _ = miette::set_hook(Box::new(|_| {

@@ -403,7 +403,7 @@ pub fn count<N: std::fmt::Display + PartialEq + From<u8>>(n: N, one: &str, many:
 }
 
 /// A failed step's logs and kept scratch folder.
-fn step_logs(name: &str, f: &strata_engine::exec::StepFailure) {
+fn step_logs(name: &str, f: &strata_exec::StepFailure) {
     for (stream, text) in [("stdout", &f.stdout), ("stderr", &f.stderr)] {
         if !text.trim().is_empty() {
             eprintln!("--- {stream} of {name} ---\n{}", text.trim_end());

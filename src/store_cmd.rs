@@ -126,7 +126,9 @@ pub fn gc(dir: PathBuf, opts: &GcOptions, wait: bool, json: bool) -> ExitCode {
         Ok(l) => l,
         Err(code) => return code,
     };
-    let r = match gc::collect(&store, opts, &lock) {
+    // `--docker`: the engine says which trees stay, strata-docker prunes.
+    let images = crate::executors::DockerTreeImages;
+    let r = match gc::collect(&store, opts, &lock, Some(&images)) {
         Ok(r) => r,
         Err(e) => return report::failure(&e),
     };

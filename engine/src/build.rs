@@ -9,13 +9,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use petgraph::graph::NodeIndex;
+use strata_exec::{Executors, Failure, Isolation, StepFailure};
 use strata_rules::platform::RunsOn;
 use strata_rules::stage::StageStep;
 use strata_store::remote_cache::{Opened, RemoteOpener, RemoteStats, Warn};
 use strata_store::{Digest, DigestFunction, Store, reapi};
 
 use crate::critical_path::ReadyOrder;
-use crate::exec::{Failure, Isolation, StepFailure};
 use crate::gc;
 use crate::graph::Graph;
 use crate::inputs;
@@ -130,8 +130,12 @@ impl BuildReport {
 }
 
 /// Loads the workspace (once per configuration of `--matrix`) and builds
-/// the requested targets.
-pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildReport, BuildError> {
+/// the requested targets, the steps that miss the cache on `executors`.
+pub fn build(
+    opts: &BuildOptions,
+    observer: Arc<dyn Observer>,
+    executors: Executors,
+) -> Result<BuildReport, BuildError> {
     let t0 = Instant::now();
     if let Some(path) = &opts.trace {
         trace::check_path(path).map_err(BuildError::Usage)?;
@@ -241,6 +245,7 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
         order,
         observer.clone(),
         remote.clone(),
+        executors,
     ));
     phase("execute", started);
     let started = Instant::now();

@@ -7,8 +7,8 @@
 //! first. Builds hold `<store>/meta/gc.lock` shared for their whole
 //! duration and `gc` takes it exclusively, so nothing a running build wrote
 //! (and has not recorded yet) is ever collected. With `--docker`, the Docker
-//! Engine's tree images of trees no longer stored go too (see
-//! [`docker::tree_images`]).
+//! Engine's tree images of trees no longer stored go too (the binary hands
+//! `collect` a [`TreeImageCache`]; strata-docker talks to the engine).
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -16,12 +16,12 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use strata_store::gc::{self as store_gc, Collector, Plan, Usage};
+use strata_store::gc::{self as store_gc, Collector, Usage};
 use strata_store::{Digest, DigestFunction, Store};
 
-use crate::docker;
-use crate::exec;
-use crate::fstree;
+use strata_exec::fstree;
+use strata_exec::step as exec;
+
 use crate::records;
 
 /// How many of each workspace's newest builds `gc` keeps by default.
@@ -236,7 +236,8 @@ fn count(items: impl IntoIterator<Item = u64>) -> Count {
 pub fn stats(store: &Store, keep_builds: usize) -> Result<Stats, String> {
     let (collector, workspaces) = scan(store, keep_builds)?;
     let scratch = exec::scratch_folders(store, "");
-    let caches = crate::caches::list(store).map_err(|e| format!("cannot list the caches: {e}"))?;
+    let caches =
+        strata_exec::caches::list(store).map_err(|e| format!("cannot list the caches: {e}"))?;
     Ok(Stats {
         store: store.root().to_path_buf(),
         objects: collector.usage().into(),
@@ -317,11 +318,29 @@ pub struct TreeImages {
     pub in_use: u64,
 }
 
+/// A cache outside the store whose entries are made from store trees
+/// (Docker's `strata-tree:<hex>` images): `gc --docker` prunes it.
+pub trait TreeImageCache {
+    /// Removes the entries whose tree `keep` says the store no longer
+    /// holds (with `dry_run`, only counts them); an entry in use stays.
+    fn prune(&self, keep: &dyn Fn(&Digest) -> bool, dry_run: bool) -> Result<TreeImages, String>;
+}
+
 /// Evicts what the newest `keep_builds` builds of every workspace do not
 /// reach, least recently used first, until the CAS and the action cache
 /// hold at most `max_bytes`; then removes temporaries and scratch folders of
 /// dead builds. `_lock` (exclusive) proves no build is running.
-pub fn collect(store: &Store, opts: &GcOptions, _lock: &StoreLock) -> Result<GcReport, String> {
+///
+/// With `opts.docker`, `images` (the Docker Engine's tree images, from the
+/// binary) loses those whose tree the store no longer holds after this
+/// collection: a step that needs one again imports its tree again, and a
+/// tree the store lost would be rebuilt before any step ran on it.
+pub fn collect(
+    store: &Store,
+    opts: &GcOptions,
+    _lock: &StoreLock,
+    images: Option<&dyn TreeImageCache>,
+) -> Result<GcReport, String> {
     let (collector, _) = scan(store, opts.keep_builds)?;
     let before: Objects = collector.usage().into();
     let reachable: Objects = collector.kept().into();
@@ -353,20 +372,22 @@ pub fn collect(store: &Store, opts: &GcOptions, _lock: &StoreLock) -> Result<GcR
     // Not the store's: a step's cgroup is the machine's, whatever store
     // its build used.
     let cgroups = if opts.dry_run {
-        crate::cgroup::stale().len()
+        strata_exec::cgroup::stale().len()
     } else {
-        crate::cgroup::remove_stale()
+        strata_exec::cgroup::remove_stale()
     } as u64;
-    let tree_images = if opts.docker {
-        match prune_tree_images(&collector, &plan, opts.dry_run) {
+    let tree_images = match images.filter(|_| opts.docker) {
+        Some(images) => match images.prune(
+            &|tree| collector.holds_after(&plan, &tree.hash),
+            opts.dry_run,
+        ) {
             Ok(t) => Some(t),
             Err(e) => {
                 errors.push(e);
                 None
             }
-        }
-    } else {
-        None
+        },
+        None => None,
     };
     let removed: Objects = removed_objects.into();
     let after = Objects::from(Usage {
@@ -392,49 +413,6 @@ pub fn collect(store: &Store, opts: &GcOptions, _lock: &StoreLock) -> Result<GcR
         reachable,
         tree_images,
         errors,
-    })
-}
-
-/// Removes the engine's tree images whose tree `plan` leaves out of the
-/// store: a step that needs one again imports its tree again, and a tree
-/// the store lost would be rebuilt before any step ran on it. An image a
-/// container uses stays. Images of trees another store still holds go too;
-/// that store imports them again when it needs them.
-fn prune_tree_images(
-    collector: &Collector,
-    plan: &Plan,
-    dry_run: bool,
-) -> Result<TreeImages, String> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the Docker client: {e}"))?;
-    runtime.block_on(async {
-        let engine = docker::connect().await.map_err(|e| e.to_string())?;
-        let mut images = TreeImages {
-            host: engine.host().to_string(),
-            ..TreeImages::default()
-        };
-        for image in docker::tree_images(&engine)
-            .await
-            .map_err(|e| e.to_string())?
-        {
-            let Some(tree) = Digest::from_hex(&image.tree_hex, 0) else {
-                continue;
-            };
-            if collector.holds_after(plan, &tree.hash) {
-                images.kept += 1;
-            } else if dry_run {
-                images.removed += 1;
-            } else {
-                match docker::remove_tree_image(&engine, &image.reference).await {
-                    Ok(docker::Removal::Removed) => images.removed += 1,
-                    Ok(docker::Removal::InUse) => images.in_use += 1,
-                    Err(e) => return Err(e.to_string()),
-                }
-            }
-        }
-        Ok(images)
     })
 }
 

@@ -14,26 +14,7 @@ use strata_load::diag::At;
 use strata_load::globs::{self, GlobError};
 use strata_load::{ConfigError, Workspace};
 
-/// One declared source of a target.
-#[derive(Clone, Debug)]
-pub struct SourceFile {
-    /// Where the step sees it, relative to its working folder.
-    pub rel: String,
-    pub abs: PathBuf,
-    pub digest: Digest,
-    pub executable: bool,
-    /// The file's stat when hashed, to detect edits during the build.
-    pub fingerprint: Stat,
-}
-
-impl SourceFile {
-    /// Whether the file on disk is still the one that was hashed.
-    pub fn unchanged(&self) -> bool {
-        fs::metadata(&self.abs)
-            .map(|m| Stat::of(&m) == self.fingerprint)
-            .unwrap_or(false)
-    }
-}
+pub use strata_exec::source::SourceFile;
 
 /// The files one pattern matched, relative to its target's folder.
 type Expansion = Result<Vec<String>, GlobError>;

@@ -2,7 +2,8 @@
 //!
 //! Each target, once its dependencies are done, is keyed (with their output
 //! digests) and looked up in the action cache by a task; a miss comes back
-//! to the loop, which executes it when a slot is free. The loop is the only
+//! to the loop, which hands it to its executor (`strata_exec::Executors`,
+//! given by the caller) when a slot is free. The loop is the only
 //! place that decides what runs next, tasks only report: so a failure the
 //! loop has seen stops every later start (without `-k`), and among steps
 //! that could start, the one on the longest remaining path goes first
@@ -13,20 +14,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use petgraph::graph::NodeIndex;
-use strata_rules::builtin::{Builtin, BuiltinError, Ctx};
-use strata_rules::platform::RunsOn;
+use strata_exec::{Executors, Failure, Isolation, Request, StepEvents, StepFailure};
 use strata_rules::stage::StageStep;
 use strata_store::{Digest, Store, tree};
 use tokio::task::JoinSet;
 
 use crate::audit::perturb::AuditRun;
-use crate::containers::{self, ContainerRun, Docker};
 use crate::critical_path::{Rank, Ranker, ReadyOrder};
 use crate::declared::DeclaredOutputs;
-use crate::exec::{self, Isolation, StageRequest, StepFailure, StepRequest};
 use crate::inputs::SourceFile;
 use crate::key::{self, KeyedAction};
-use crate::mask::Masks;
 use strata_store::remote_cache::RemoteCache;
 
 /// What happened to one target.
@@ -111,7 +108,8 @@ struct Shared {
     settings: Settings,
     isolation: Isolation,
     observer: Arc<dyn Observer>,
-    docker: Docker,
+    /// Run the steps that miss the cache.
+    executors: Executors,
     /// Looked up on a local miss, filled after a step runs.
     remote: Option<Arc<dyn RemoteCache>>,
 }
@@ -227,7 +225,8 @@ impl OneRunPerKey {
     }
 }
 
-/// Runs `jobs` (keyed by node, `order` topological) and returns every outcome.
+/// Runs `jobs` (keyed by node, `order` topological) on `executors` and
+/// returns every outcome.
 pub async fn run(
     store: Store,
     settings: Settings,
@@ -235,12 +234,13 @@ pub async fn run(
     order: Vec<NodeIndex>,
     observer: Arc<dyn Observer>,
     remote: Option<Arc<dyn RemoteCache>>,
+    executors: Executors,
 ) -> Run {
     // Steps of killed builds may have left their memory cgroups, and
     // processes in them; this build takes them away.
-    let _ = tokio::task::spawn_blocking(crate::cgroup::remove_stale).await;
+    let _ = tokio::task::spawn_blocking(strata_exec::cgroup::remove_stale).await;
     // Keys depend on the isolation, so it is known before the first key.
-    let isolation = probe_isolation(&store).await;
+    let isolation = executors.local().isolation(&store).await.clone();
     if let Isolation::Unsandboxed { reason } = &isolation {
         observer.warn(&format!(
             "steps run without a sandbox (they can see the whole file system and the network): {reason}"
@@ -253,7 +253,7 @@ pub async fn run(
         settings,
         isolation,
         observer,
-        docker: Docker::default(),
+        executors,
         remote,
     });
     let mut waiting: BTreeMap<NodeIndex, usize> =
@@ -378,7 +378,7 @@ pub async fn run(
                 running.abort_all();
                 while running.join_next().await.is_some() {}
                 // Dropped container steps only scheduled their removal.
-                shared.docker.shutdown().await;
+                shared.executors.shutdown().await;
                 break;
             }
         }
@@ -505,119 +505,100 @@ impl Task {
         }
     }
 
+    /// Hands the step to its executor; a success's action enters the
+    /// store, then (outside an audit) the action cache and the remote.
     async fn execute(&self, shared: &Shared, keyed: KeyedAction) -> Result<Digest, StepFailure> {
-        let fail = |failure: exec::Failure| StepFailure {
+        let fail = |failure: Failure| StepFailure {
             failure,
             stdout: String::new(),
             stderr: String::new(),
             scratch: None,
         };
         let key = keyed.key;
-        let (output, result) = match &self.work {
-            Work::Run(step) => {
-                let scratch_prefix = self.scratch_prefix(shared, &self.name);
-                exec::remove_stale_scratch(&shared.store, &scratch_prefix);
-                // A container step holds its caches until it is done.
-                let mut _caches = Vec::new();
-                let container = match &step.container {
-                    None => None,
-                    Some(c) => {
-                        let engine = shared.docker.engine().await.map_err(fail)?;
-                        let image = containers::image_for(engine, &shared.store, c, &self.deps)
-                            .await
-                            .map_err(fail)?;
-                        let (locks, mounts) =
-                            containers::lock_caches(&shared.store, &c.caches, |m| {
-                                shared.observer.warn(m)
-                            })
-                            .await
-                            .map_err(fail)?;
-                        _caches = locks;
-                        Some(ContainerRun {
-                            engine: engine.clone(),
-                            image,
-                            caches: mounts,
-                            log: self.log_fn(shared, &step.secrets),
-                        })
-                    }
-                };
-                let success = exec::run(StepRequest {
-                    scratch_prefix,
-                    step,
-                    sources: &self.sources,
-                    deps: &self.deps,
-                    store: &shared.store,
-                    isolation: &shared.isolation,
-                    container: container.as_ref(),
-                    perturb: self.perturbation(shared),
-                })
-                .await?;
-                // Only a succeeded step's action enters the store, ahead of
-                // the action-cache entry that refers to it.
-                keyed
-                    .store(shared.store.cas())
-                    .map_err(|e| fail(exec::Failure::Store(e)))?;
-                (success.output, success.result)
-            }
-            Work::Stage {
-                parent,
-                step,
-                runs_on,
-            } => {
-                self.stage_step(shared, &keyed, parent.as_deref(), step, runs_on)
-                    .await?
-            }
-            Work::ImagePull(_) | Work::DataRoot(_) => {
-                let started = std::time::SystemTime::now();
-                let output = match &self.work {
-                    Work::ImagePull(params) => containers::pull(&shared.store, params)
-                        .await
-                        .map_err(fail)?,
-                    Work::DataRoot(params) => {
-                        let prefix = self.scratch_prefix(shared, &self.name);
-                        crate::data_root::build(&shared.store, &prefix, params, &self.deps).await?
-                    }
-                    _ => unreachable!("matched above"),
-                };
-                keyed
-                    .store(shared.store.cas())
-                    .map_err(|e| fail(exec::Failure::Store(e)))?;
-                let result =
-                    exec::action_result(output, None, started, std::time::SystemTime::now());
-                (output, result)
-            }
-            Work::Builtin {
-                rule,
-                source_date_epoch,
-            } => {
-                let (store, rule, sources) =
-                    (shared.store.clone(), rule.clone(), self.sources.clone());
-                let sde = source_date_epoch.actual.parse::<u64>().unwrap_or(0);
-                let dep_keys = self.dep_keys.clone();
-                let started = std::time::SystemTime::now();
-                let output = tokio::task::spawn_blocking(move || {
-                    run_builtin(&store, &rule, &keyed, &sources, sde, dep_keys)
-                })
-                .await
-                .map_err(|e| fail(exec::Failure::Io(e.to_string())))?
-                .map_err(fail)?;
-                let result =
-                    exec::action_result(output, None, started, std::time::SystemTime::now());
-                (output, result)
-            }
+        // Built-in rules and `copy` steps read their inputs from the store.
+        let from_store = reads_inputs_from_store(&self.work);
+        let input_root = from_store.then(|| keyed_input_root(&keyed));
+        let keyed = if from_store {
+            let (store, sources) = (shared.store.clone(), self.sources.clone());
+            tokio::task::spawn_blocking(move || {
+                store_inputs(&store, &keyed, &sources).map(|()| keyed)
+            })
+            .await
+            .map_err(|e| fail(Failure::Io(e.to_string())))?
+            .map_err(fail)?
+        } else {
+            keyed
         };
+        // A stage step's scratch folder is named without the `#` of its name.
+        let scratch_name = match &self.work {
+            Work::Stage {
+                step: StageStep::Run(_),
+                ..
+            } => self.name.replace('#', "."),
+            _ => self.name.clone(),
+        };
+        let request = Request {
+            name: self.name.clone(),
+            work: self.work.clone(),
+            store: shared.store.clone(),
+            input_root,
+            sources: self.sources.clone(),
+            deps: self.deps.clone(),
+            dep_keys: self.dep_keys.clone(),
+            scratch_prefix: self.scratch_prefix(shared, &scratch_name),
+            perturb: self.perturbation(shared),
+            events: Arc::new(TargetEvents {
+                observer: shared.observer.clone(),
+                name: self.name.clone(),
+            }),
+        };
+        let success = shared.executors.execute(request).await?;
+        // Only a succeeded step's action enters the store, ahead of the
+        // action-cache entry that refers to it.
+        keyed
+            .store(shared.store.cas())
+            .map_err(|e| fail(Failure::Store(e)))?;
         if shared.settings.audit.is_none() {
             shared
                 .store
                 .action_cache()
-                .put(&key, &result)
-                .map_err(|e| fail(exec::Failure::Store(e)))?;
+                .put(&key, &success.result)
+                .map_err(|e| fail(Failure::Store(e)))?;
             if let Some(remote) = &shared.remote {
-                remote.upload(&shared.store, key, result);
+                remote.upload(&shared.store, key, success.result);
             }
         }
-        Ok(output)
+        Ok(success.output)
     }
+}
+
+/// What a running step tells the build, as the observer's lines of one target.
+struct TargetEvents {
+    observer: Arc<dyn Observer>,
+    name: String,
+}
+
+impl StepEvents for TargetEvents {
+    fn log(&self, line: &str) {
+        self.observer.log(&self.name, line);
+    }
+
+    fn warn(&self, message: &str) {
+        self.observer.warn(message);
+    }
+}
+
+/// Whether `work` reads its inputs from the store (built-in rules, `copy`
+/// steps), which then hold them before it runs.
+fn reads_inputs_from_store(work: &Work) -> bool {
+    matches!(
+        work,
+        Work::Builtin { .. }
+            | Work::Stage {
+                step: StageStep::Copy(_),
+                ..
+            }
+    )
 }
 
 impl Task {
@@ -638,102 +619,12 @@ impl Task {
         format!("{audit}{}-{name}-", shared.settings.workspace_tag)
     }
 
-    fn perturbation(&self, shared: &Shared) -> Option<crate::audit::perturb::Perturbation> {
+    fn perturbation(&self, shared: &Shared) -> Option<strata_exec::perturb::Perturbation> {
         shared
             .settings
             .audit
             .as_ref()
             .map(|a| a.for_target(&self.name))
-    }
-
-    /// Hands a step's log lines to the progress display, with the secrets
-    /// it received masked.
-    fn log_fn(&self, shared: &Shared, secrets: &[String]) -> containers::LogFn {
-        let (observer, name) = (shared.observer.clone(), self.name.clone());
-        let masks = Masks::new(secrets);
-        Arc::new(move |line: &str| observer.log(&name, &masks.line(line)))
-    }
-
-    /// A stage step: a `copy` in-process, a command in a container.
-    async fn stage_step(
-        &self,
-        shared: &Shared,
-        keyed: &KeyedAction,
-        parent: Option<&str>,
-        step: &StageStep,
-        runs_on: &RunsOn,
-    ) -> Result<(Digest, strata_store::reapi::ActionResult), StepFailure> {
-        let fail = |failure: exec::Failure| StepFailure {
-            failure,
-            stdout: String::new(),
-            stderr: String::new(),
-            scratch: None,
-        };
-        let parent_output = parent.map(|p| {
-            self.deps
-                .iter()
-                .find(|(n, _)| n == p)
-                .map(|(_, d)| *d)
-                .expect("the parent is a dependency")
-        });
-        let (store, platform) = (shared.store.clone(), runs_on.platform.clone());
-        let parent_tree = tokio::task::spawn_blocking(move || {
-            containers::stage_parent(&store, parent_output, &platform)
-        })
-        .await
-        .map_err(|e| fail(exec::Failure::Io(e.to_string())))?
-        .map_err(fail)?;
-        let started = std::time::SystemTime::now();
-        match step {
-            StageStep::Copy(copy) => {
-                let (store, copy) = (shared.store.clone(), copy.clone());
-                let input_root = keyed_input_root(keyed);
-                store_inputs(&shared.store, keyed, &self.sources).map_err(fail)?;
-                let output = tokio::task::spawn_blocking(move || {
-                    containers::copy_step(&store, parent_tree, input_root, &copy)
-                })
-                .await
-                .map_err(|e| fail(exec::Failure::Io(e.to_string())))?
-                .map_err(fail)?;
-                let result =
-                    exec::action_result(output, None, started, std::time::SystemTime::now());
-                Ok((output, result))
-            }
-            StageStep::Run(run) => {
-                let engine = shared.docker.engine().await.map_err(fail)?;
-                let (_locks, mounts) = containers::lock_caches(&shared.store, &run.caches, |m| {
-                    shared.observer.warn(m)
-                })
-                .await
-                .map_err(fail)?;
-                let own_deps: Vec<(String, Digest)> = self
-                    .deps
-                    .iter()
-                    .filter(|(n, _)| Some(n.as_str()) != parent)
-                    .cloned()
-                    .collect();
-                let scratch_prefix = self.scratch_prefix(shared, &self.name.replace('#', "."));
-                exec::remove_stale_scratch(&shared.store, &scratch_prefix);
-                let success = exec::run_stage(StageRequest {
-                    scratch_prefix,
-                    engine,
-                    store: &shared.store,
-                    parent: parent_tree,
-                    platform: &runs_on.platform,
-                    step: run,
-                    sources: &self.sources,
-                    deps: &own_deps,
-                    caches: &mounts,
-                    log: self.log_fn(shared, &run.secrets()),
-                    perturb: self.perturbation(shared),
-                })
-                .await?;
-                keyed
-                    .store(shared.store.cas())
-                    .map_err(|e| fail(exec::Failure::Store(e)))?;
-                Ok((success.output, success.result))
-            }
-        }
     }
 }
 
@@ -748,50 +639,19 @@ fn keyed_input_root(keyed: &KeyedAction) -> Digest {
 
 /// Puts a step's sources and its action into the store, for work that reads
 /// its inputs from there (built-in rules, `copy` steps).
-fn store_inputs(
-    store: &Store,
-    keyed: &KeyedAction,
-    sources: &[SourceFile],
-) -> Result<(), exec::Failure> {
+fn store_inputs(store: &Store, keyed: &KeyedAction, sources: &[SourceFile]) -> Result<(), Failure> {
     for src in sources {
         let stored = store
             .cas()
             .put_file_copy(&src.abs)
-            .map_err(exec::Failure::Store)?;
+            .map_err(Failure::Store)?;
         if stored != src.digest {
-            return Err(exec::Failure::SourceChanged {
+            return Err(Failure::SourceChanged {
                 path: src.abs.clone(),
             });
         }
     }
-    keyed.store(store.cas()).map_err(exec::Failure::Store)
-}
-
-/// Runs a built-in rule in this (blocking) thread. Its sources enter the
-/// store first, since the rule reads everything from there.
-fn run_builtin(
-    store: &Store,
-    rule: &Builtin,
-    keyed: &KeyedAction,
-    sources: &[SourceFile],
-    source_date_epoch: u64,
-    dep_keys: BTreeMap<String, Digest>,
-) -> Result<Digest, exec::Failure> {
-    store_inputs(store, keyed, sources)?;
-    let input_root = keyed_input_root(keyed);
-    let ctx = Ctx {
-        cas: store.cas(),
-        input_root,
-        source_date_epoch,
-        dep_keys,
-    };
-    rule.run(&ctx).map_err(|e| match e {
-        BuiltinError::Store(e) => exec::Failure::Store(e),
-        BuiltinError::Io(e) if e.kind() == std::io::ErrorKind::StorageFull => {
-            exec::Failure::Rule(format!("the store's disk is full: {e}"))
-        }
-        e => exec::Failure::Rule(e.to_string()),
-    })
+    keyed.store(store.cas()).map_err(Failure::Store)
 }
 
 /// The output of a cached action, if its whole output tree is still stored
@@ -828,59 +688,4 @@ pub fn cached_output(
         return Err(why);
     }
     Ok(Some(output))
-}
-
-/// Decides once per build whether steps can run in namespaces here.
-pub(crate) async fn probe_isolation(store: &Store) -> Isolation {
-    if std::env::var("STRATA_SANDBOX").is_ok_and(|v| v == "off") {
-        return Isolation::Unsandboxed {
-            reason: "disabled by STRATA_SANDBOX=off".into(),
-        };
-    }
-    let helper = match std::env::current_exe() {
-        Ok(p) => p,
-        Err(e) => {
-            return Isolation::Unsandboxed {
-                reason: format!("cannot find the strata binary: {e}"),
-            };
-        }
-    };
-    let probe = match tempfile::Builder::new()
-        .prefix(".probe-")
-        .tempdir_in(store.scratch_dir())
-    {
-        Ok(d) => d.keep(),
-        Err(e) => {
-            return Isolation::Unsandboxed {
-                reason: format!("cannot create a probe folder: {e}"),
-            };
-        }
-    };
-    let exec_root = probe.join("exec");
-    let _ = exec::create_exec_root(&exec_root);
-    let out = tokio::process::Command::new(&helper)
-        .args(crate::sandbox::helper_args(
-            &exec_root,
-            false,
-            Default::default(),
-            None,
-            &["/bin/sh".into(), "-c".into(), "exit 0".into()],
-        ))
-        .env_clear()
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await;
-    crate::fstree::remove_tree(&probe);
-    match out {
-        Ok(o) if o.status.success() => Isolation::Sandbox { helper },
-        Ok(o) => Isolation::Unsandboxed {
-            reason: String::from_utf8_lossy(&o.stderr)
-                .trim()
-                .trim_start_matches("strata-sandbox: ")
-                .to_string(),
-        },
-        Err(e) => Isolation::Unsandboxed {
-            reason: format!("cannot start the sandbox helper: {e}"),
-        },
-    }
 }

@@ -19,31 +19,7 @@ const MAGIC: &[u8; 8] = b"STATC001";
 /// Untouched entries kept across builds, beyond those used by this build.
 const MAX_ENTRIES: usize = 1_000_000;
 
-/// What the stat cache compares: a file whose stat differs may have changed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Stat {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime_s: i64,
-    mtime_ns: i64,
-    ctime_s: i64,
-    ctime_ns: i64,
-}
-
-impl Stat {
-    pub fn of(m: &Metadata) -> Stat {
-        Stat {
-            dev: m.dev(),
-            ino: m.ino(),
-            size: m.size(),
-            mtime_s: m.mtime(),
-            mtime_ns: m.mtime_nsec(),
-            ctime_s: m.ctime(),
-            ctime_ns: m.ctime_nsec(),
-        }
-    }
-}
+pub use strata_exec::source::Stat;
 
 #[derive(Clone, Copy, Debug)]
 struct Entry {

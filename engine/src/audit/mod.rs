@@ -14,7 +14,6 @@
 pub mod archive;
 pub mod compare;
 pub mod perturb;
-pub mod reorder;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -23,10 +22,10 @@ use std::time::{Duration, Instant};
 
 use petgraph::graph::NodeIndex;
 use serde::Serialize;
+use strata_exec::{Executors, Isolation, StepFailure};
 use strata_store::{Digest, DigestFunction, Store, tree};
 
 use crate::build::{self, BuildError};
-use crate::exec::{Isolation, StepFailure};
 use crate::keyinfo;
 use crate::plan::Plan;
 use crate::records;
@@ -184,7 +183,11 @@ struct Reference {
 }
 
 /// Audits the requested targets against the last build.
-pub fn audit(opts: &AuditOptions, observer: Arc<dyn Observer>) -> Result<AuditReport, BuildError> {
+pub fn audit(
+    opts: &AuditOptions,
+    observer: Arc<dyn Observer>,
+    executors: Executors,
+) -> Result<AuditReport, BuildError> {
     let t0 = Instant::now();
     let plan = Plan::load(&opts.build_file, &opts.load, &opts.matrix, &opts.targets)?;
     let out_dir = plan.out_dir(opts.out_dir.as_ref())?;
@@ -221,7 +224,9 @@ pub fn audit(opts: &AuditOptions, observer: Arc<dyn Observer>) -> Result<AuditRe
         .enable_all()
         .build()
         .map_err(|e| BuildError::Environment(format!("cannot start the runtime: {e}")))?;
-    let isolation = runtime.block_on(scheduler::probe_isolation(&store));
+    let isolation = runtime
+        .block_on(executors.local().isolation(&store))
+        .clone();
     let sandboxed = matches!(isolation, Isolation::Sandbox { .. });
     check_references(&store, &jobs, &order, &refs, sandboxed)?;
 
@@ -281,6 +286,7 @@ pub fn audit(opts: &AuditOptions, observer: Arc<dyn Observer>) -> Result<AuditRe
         order.clone(),
         observer,
         None,
+        executors,
     ));
 
     let rebuilt: BTreeMap<String, Digest> = run

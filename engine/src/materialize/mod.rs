@@ -21,10 +21,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
+use strata_exec::fstree::remove_tree;
 use strata_store::tree::{self, Placement};
 use strata_store::{Digest, Store};
 
-use crate::fstree::remove_tree;
 use state::{OutState, Placed};
 
 /// Strata's own folder inside an output folder: the record, staging

@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use harness::{Registry, docker_available, mini_image, mini_rootfs};
-use strata_engine::docker::{
-    self, ContainerSpec, DockerError, Engine, Finished, LogSink, LogStream, Mount,
+use strata_docker::{
+    self as docker, ContainerSpec, DockerError, Engine, Finished, LogSink, LogStream, Mount,
 };
 use strata_rules::builtin::{Ctx, From, extract};
 use strata_rules::platform::Platform;

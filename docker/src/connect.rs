@@ -1,8 +1,12 @@
 //! Connecting to the Docker Engine.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bollard::Docker;
+
+use strata_store::Digest;
 
 use super::DockerError;
 
@@ -24,6 +28,46 @@ pub struct Engine {
     quick: Docker,
     long: Docker,
     host: String,
+    /// What this connection's users share about the engine's images.
+    state: Arc<ImageState>,
+}
+
+/// Per-connection knowledge of the engine's images, owned by whoever holds
+/// the `Engine` (an executor, a test), never process-global.
+#[derive(Debug, Default)]
+pub(crate) struct ImageState {
+    /// Trees made by a stage step from a parent tree: output -> parent.
+    /// Only a hint for `ensure_tree_image`; losing it costs time.
+    bases: Mutex<HashMap<Digest, Digest>>,
+    /// One lock per image, so steps sharing an image transfer it once.
+    /// Entries are never removed: there is one per image a build uses.
+    locks: Mutex<HashMap<String, ImageLock>>,
+}
+
+pub(crate) type ImageLock = Arc<tokio::sync::Mutex<()>>;
+
+impl ImageState {
+    pub(crate) fn remember_base(&self, tree: Digest, base: Digest) {
+        if tree != base {
+            self.bases
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(tree, base);
+        }
+    }
+
+    pub(crate) fn base_of(&self, tree: &Digest) -> Option<Digest> {
+        self.bases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(tree)
+            .copied()
+    }
+
+    pub(crate) fn lock_for(&self, key: &str) -> ImageLock {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(key.to_string()).or_default().clone()
+    }
 }
 
 impl Engine {
@@ -46,6 +90,22 @@ impl Engine {
     /// The client for requests that last as long as a step or a transfer.
     pub(crate) fn long(&self) -> &Docker {
         &self.long
+    }
+
+    pub(crate) fn state(&self) -> &ImageState {
+        &self.state
+    }
+
+    /// This connection, sharing `state` (its owner's knowledge of the
+    /// engine's images) instead of its own.
+    pub(crate) fn sharing(self, state: Arc<ImageState>) -> Engine {
+        Engine { state, ..self }
+    }
+
+    /// Records that `tree` is `base` plus a stage step's changes, so its
+    /// image can be made as `base`'s image plus one layer.
+    pub fn remember_base(&self, tree: Digest, base: Digest) {
+        self.state.remember_base(tree, base);
     }
 }
 
@@ -82,6 +142,7 @@ pub async fn connect_to(host: &str) -> Result<Engine, DockerError> {
         quick,
         long,
         host: host.to_string(),
+        state: Arc::default(),
     })
 }
 

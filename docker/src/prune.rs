@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 
 use bollard::query_parameters::{ListImagesOptions, RemoveImageOptions};
+use strata_store::Digest;
 
 use super::error::status;
 use super::image::TREE_REPOSITORY;
@@ -88,6 +89,59 @@ pub async fn remove_tree_image(engine: &Engine, reference: &str) -> Result<Remov
         Err(e) if status(&e) == Some(409) => Ok(Removal::InUse),
         Err(e) => Err(DockerError::api(format!("removing image {reference}"))(e)),
     }
+}
+
+/// What [`prune_tree_images`] did with the engine's tree images.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    /// The engine's address.
+    pub host: String,
+    /// Their tree is gone: removed (with `dry_run`, would be, unless a
+    /// container uses them).
+    pub removed: u64,
+    /// Their tree is kept.
+    pub kept: u64,
+    /// Their tree is gone, but a container (running or stopped) uses them.
+    pub in_use: u64,
+}
+
+/// Removes the engine's tree images whose tree `keep` refuses (with
+/// `dry_run`, only counts them), connecting as a build would (`DOCKER_HOST`).
+/// An image a container uses stays. Images of trees another store still
+/// holds go too; that store imports them again when it needs them. Blocks:
+/// it runs its own small runtime.
+pub fn prune_tree_images(
+    keep: &dyn Fn(&Digest) -> bool,
+    dry_run: bool,
+) -> Result<PruneReport, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the Docker client: {e}"))?;
+    runtime.block_on(async {
+        let engine = super::connect().await.map_err(|e| e.to_string())?;
+        let mut images = PruneReport {
+            host: engine.host().to_string(),
+            ..PruneReport::default()
+        };
+        for image in tree_images(&engine).await.map_err(|e| e.to_string())? {
+            let Some(tree) = Digest::from_hex(&image.tree_hex, 0) else {
+                continue;
+            };
+            if keep(&tree) {
+                images.kept += 1;
+            } else if dry_run {
+                images.removed += 1;
+            } else {
+                match remove_tree_image(&engine, &image.reference).await {
+                    Ok(Removal::Removed) => images.removed += 1,
+                    Ok(Removal::InUse) => images.in_use += 1,
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+        }
+        Ok(images)
+    })
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 //!
 //! ```no_run
 //! # async fn f(cas: &strata_store::Cas) -> Result<(), Box<dyn std::error::Error>> {
-//! use strata_engine::registry::{Client, ClientOptions, Credentials, Reference, pull};
+//! use strata_registry::{Client, ClientOptions, Credentials, Reference, pull};
 //! let reference = Reference::parse("127.0.0.1:5000/tools/base@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef")?;
 //! let options = ClientOptions::default()
 //!     .with_credentials(reference.registry(), Credentials::new("user", "from-an-env-var"));

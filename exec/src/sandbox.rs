@@ -636,7 +636,7 @@ fn reversed_copy(src: &Path, dst: &Path) -> Setup {
         || format!("cannot mount a tmpfs on {}", dst.display()),
     )?;
     ctx(
-        crate::audit::reorder::relist(src, dst, crate::audit::reorder::How::Copy),
+        crate::reorder::relist(src, dst, crate::reorder::How::Copy),
         || format!("cannot copy {} in reverse order", src.display()),
     )?;
     ctx(

@@ -1,10 +1,19 @@
 //! Steps in containers: the Docker Engine executor.
 //!
+//! [`DockerExecutor`] implements `strata_exec::Executor` for the work that
+//! needs a Docker Engine or a registry: `run` steps with `image:`, `stage`
+//! steps (a `copy` in-process, a command in a container), `image-pull`
+//! (through `strata_registry`) and `docker-data-root` (an ephemeral dockerd,
+//! [`data_root`]). It connects lazily, once per build, so builds without
+//! container work never need Docker, and its `shutdown` awaits the removal
+//! of every container still running (after Ctrl-C).
+//!
 //! Everything here talks to a Docker Engine through its API (bollard), with
 //! the API version negotiated, so an engine as old as 20.10 (API 1.41) works.
-//! The scheduler uses it in this order:
+//! The executor uses it in this order:
 //!
-//! 1. [`connect`] once per build (the [`Engine`] is cheap to clone and share),
+//! 1. [`connect`] once per build (the [`Engine`] is cheap to clone and share,
+//!    and holds what its users learn about the engine's images),
 //!    then [`reap_stale`] to remove containers that killed builds left behind.
 //! 2. Make the step's image present: [`ensure_layout`] (an image layout tree
 //!    from the store, loaded as a docker-archive), [`ensure_tree_image`] (a
@@ -30,12 +39,16 @@
 mod cleanup;
 mod connect;
 mod container;
+pub mod data_root;
 mod error;
+mod executor;
 mod export;
 mod image;
 mod layered;
+mod load;
 mod logs;
 mod prune;
+mod steps;
 mod upload;
 mod upper;
 
@@ -43,9 +56,11 @@ pub use cleanup::{reap_stale, remove_all};
 pub use connect::{Engine, connect, connect_to};
 pub use container::{ContainerHandle, ContainerSpec, Finished, Mount, run};
 pub use error::DockerError;
+pub use executor::DockerExecutor;
 pub use export::{INJECTED, restore_injected};
-pub use image::{
-    TREE_REPOSITORY, ensure_layout, ensure_pinned, ensure_tree_image, remember_base, split_tag, tag,
-};
+pub use image::{TREE_REPOSITORY, ensure_layout, ensure_pinned, ensure_tree_image, tag};
 pub use logs::{LogSink, LogStream};
-pub use prune::{Removal, TreeImage, remove_tree_image, tree_images};
+pub use prune::{
+    PruneReport, Removal, TreeImage, prune_tree_images, remove_tree_image, tree_images,
+};
+pub use strata_rules::oci::reference::split_tag;

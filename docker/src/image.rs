@@ -7,18 +7,16 @@
 //! and the tag of a tree image names the same content whichever import set
 //! it last).
 
-use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex};
-
 use bollard::models::ImageInspect;
-use bollard::query_parameters::{CreateImageOptions, ImportImageOptions, RemoveImageOptions};
+use bollard::query_parameters::{CreateImageOptions, RemoveImageOptions};
 use futures_util::StreamExt;
 use strata_rules::builtin::tarball::TarOptions;
+use strata_rules::oci::reference::split_tag;
 use strata_rules::platform::{DEFAULT_PLATFORM, Platform};
 use strata_store::{Cas, Digest};
 
 use super::error::status;
-use super::{DockerError, Engine, layered, upload};
+use super::{DockerError, Engine, layered, load, upload};
 
 /// The repository of images made from trees: `strata-tree:<tree digest
 /// hex>` for `linux/amd64`, `strata-tree:<hex>-<os>-<arch>[-<variant>]` for
@@ -43,12 +41,12 @@ pub async fn ensure_layout(
             "not an image ID (`sha256:` and 64 lowercase hex digits)",
         ));
     }
-    let lock = lock_for(image_id);
+    let lock = engine.state().lock_for(image_id);
     let _held = lock.lock().await;
     if image_id_of(engine, image_id).await?.is_some() {
         return Ok(());
     }
-    load_archive(engine, cas, layout_tree, &what).await?;
+    load::load_archive(engine, cas, layout_tree, &what).await?;
     match image_id_of(engine, image_id).await? {
         Some(_) => Ok(()),
         None => Err(DockerError::refused(
@@ -56,30 +54,6 @@ pub async fn ensure_layout(
             "the engine loaded the archive, but it does not hold this image",
         )),
     }
-}
-
-/// Streams the stored tree `archive` (a docker-archive: `manifest.json` and
-/// the files it names) to `docker load`.
-pub(super) async fn load_archive(
-    engine: &Engine,
-    cas: &Cas,
-    archive: &Digest,
-    what: &str,
-) -> Result<(), DockerError> {
-    let (body, writer) = upload::tree_tar(cas, *archive, TarOptions::default());
-    let request = async {
-        let options = ImportImageOptions {
-            quiet: true,
-            ..Default::default()
-        };
-        let mut answers = engine.long().import_image_stream(options, body, None);
-        while let Some(answer) = answers.next().await {
-            answer.map_err(DockerError::api(what))?;
-        }
-        Ok(())
-    }
-    .await;
-    upload::finish(request, writer, what).await
 }
 
 /// Makes an image for `platform` whose root file system is exactly the
@@ -92,7 +66,7 @@ pub(super) async fn load_archive(
 /// The image has no configuration (no entrypoint, environment or user): a
 /// container of it runs exactly what its [`ContainerSpec`](super::ContainerSpec) says.
 ///
-/// A tree a stage step made in this process (see [`remember_base`]) whose
+/// A tree a stage step made through this `Engine` (see [`Engine::remember_base`]) whose
 /// base the engine holds becomes that image plus one layer of the changes,
 /// as `docker build` adds a layer per step: the engine then unpacks the
 /// changes only, not the whole root file system again.
@@ -105,12 +79,12 @@ pub async fn ensure_tree_image(
     let reference = tree_reference(rootfs_tree, platform);
     let tag = split_tag(&reference).1.to_string();
     let what = format!("importing tree {tag} as an image");
-    let lock = lock_for(&reference);
+    let lock = engine.state().lock_for(&reference);
     let _held = lock.lock().await;
     if let Some(id) = image_id_of(engine, &reference).await? {
         return Ok(id);
     }
-    if let Some(base) = base_of(rootfs_tree)
+    if let Some(base) = engine.state().base_of(rootfs_tree)
         && let Some(layers) = layers_of(engine, &tree_reference(&base, platform)).await?
     {
         match layered::load(
@@ -250,7 +224,7 @@ pub async fn ensure_pinned(
             "not pinned by digest (expected `name@sha256:<64 hex digits>`)",
         ));
     }
-    let lock = lock_for(reference);
+    let lock = engine.state().lock_for(reference);
     let _held = lock.lock().await;
     if let Some(image) = inspect(engine, reference).await?
         && labelled_for(&image, platform)
@@ -302,8 +276,6 @@ pub async fn tag(engine: &Engine, image_id: &str, reference: &str) -> Result<(),
         .map_err(DockerError::api(what.as_str()))
 }
 
-pub use strata_rules::oci::reference::split_tag;
-
 /// The ID of the image `reference` names, or `None` if the engine has none.
 pub(crate) async fn image_id_of(
     engine: &Engine,
@@ -326,28 +298,6 @@ pub fn tree_reference(tree: &Digest, platform: &Platform) -> String {
     }
 }
 
-/// Trees made by a stage step in this process from a parent tree: output ->
-/// parent. Only a hint for [`ensure_tree_image`]; losing it costs time.
-static BASES: LazyLock<Mutex<HashMap<Digest, Digest>>> = LazyLock::new(Default::default);
-
-/// Records that `tree` is `base` plus a step's changes.
-pub fn remember_base(tree: Digest, base: Digest) {
-    if tree != base {
-        BASES
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(tree, base);
-    }
-}
-
-fn base_of(tree: &Digest) -> Option<Digest> {
-    BASES
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(tree)
-        .copied()
-}
-
 /// The layer diff IDs of an image the engine holds, or `None` if it has
 /// none by that name.
 async fn layers_of(engine: &Engine, reference: &str) -> Result<Option<Vec<String>>, DockerError> {
@@ -366,16 +316,6 @@ fn is_sha256_digest(s: &str) -> bool {
                 .bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     })
-}
-
-type ImageLock = Arc<tokio::sync::Mutex<()>>;
-
-/// One lock per image for this process. Entries are never removed: there is
-/// one per image a build uses.
-fn lock_for(key: &str) -> ImageLock {
-    static LOCKS: LazyLock<Mutex<HashMap<String, ImageLock>>> = LazyLock::new(Default::default);
-    let mut locks = LOCKS.lock().unwrap_or_else(|p| p.into_inner());
-    locks.entry(key.to_string()).or_default().clone()
 }
 
 #[cfg(test)]

@@ -1,16 +1,22 @@
-//! Executing on the Docker Engine: `run` steps with `image:`, `stage` steps,
-//! and the `image-pull` and `docker-data-root` rules.
+//! The container work the executor does: `run` steps with `image:`,
+//! `stage` steps, and `image-pull`.
 //!
-//! The engine is connected to lazily, once per build, so builds without
-//! container work never need Docker. Every container this process starts is
-//! removed (see `docker`), and steps see exactly what the sandbox would
-//! show: `/strata/work` and `/strata/deps` read-only, `$OUT`, `$HOME` and
+//! Every container this process starts is removed (see the crate's
+//! documentation), and steps see exactly what the sandbox would show:
+//! `/strata/work` and `/strata/deps` read-only, `$OUT`, `$HOME` and
 //! `$TMPDIR` writable, no network unless declared.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
+use strata_exec::BoxFuture;
+use strata_exec::caches::{self, CacheLock};
+use strata_exec::fstree::remove_tree;
+use strata_exec::perturb::Perturbation;
+use strata_exec::source::SourceFile;
+use strata_exec::step::{self, ContainerRunner, Failure, StepFailure, StepSuccess};
 use strata_rules::builtin::Ctx;
 use strata_rules::image_pull::PullParams;
 use strata_rules::layout;
@@ -19,41 +25,8 @@ use strata_rules::platform::Platform;
 use strata_rules::run::{Container, ImageRef, RunStep};
 use strata_rules::stage;
 use strata_store::{Digest, Store};
-use tokio::sync::OnceCell;
 
-use crate::caches::{self, CacheLock};
-use crate::docker::{self, ContainerSpec, Engine, LogSink, Mount};
-use crate::exec::{Failure, StageRequest};
-use crate::registry;
-
-/// The build's connection to the Docker Engine, made on first use.
-#[derive(Default)]
-pub struct Docker {
-    engine: OnceCell<Result<Engine, String>>,
-}
-
-impl Docker {
-    /// The engine; the first call connects and removes containers that
-    /// killed builds left behind.
-    pub async fn engine(&self) -> Result<&Engine, Failure> {
-        let r = self
-            .engine
-            .get_or_init(|| async {
-                let engine = docker::connect().await.map_err(|e| e.to_string())?;
-                let _ = docker::reap_stale(&engine).await;
-                Ok(engine)
-            })
-            .await;
-        r.as_ref().map_err(|e| Failure::Io(e.clone()))
-    }
-
-    /// Removes every container still running (after Ctrl-C).
-    pub async fn shutdown(&self) {
-        if let Some(Ok(engine)) = self.engine.get() {
-            let _ = docker::remove_all(engine).await;
-        }
-    }
-}
+use crate::{ContainerSpec, Engine, LogSink, Mount};
 
 /// Where a step's log lines go as they are printed.
 pub type LogFn = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
@@ -75,7 +48,18 @@ fn log_sink(scratch: &Path, log: &LogFn) -> LogSink {
     )
 }
 
-fn docker_failure(e: docker::DockerError) -> Failure {
+impl ContainerRunner for ContainerRun {
+    fn run<'a>(
+        &'a self,
+        step: &'a RunStep,
+        scratch: &'a Path,
+        exec_root: &'a Path,
+    ) -> BoxFuture<'a, Result<Option<Failure>, Failure>> {
+        Box::pin(run_step(self, step, scratch, exec_root))
+    }
+}
+
+fn docker_failure(e: crate::DockerError) -> Failure {
     Failure::Io(e.to_string())
 }
 
@@ -98,7 +82,7 @@ pub async fn image_for(
     match &container.image {
         ImageRef::Pinned { name, digest } => {
             let reference = format!("{name}@{digest}");
-            docker::ensure_pinned(engine, &reference, platform)
+            crate::ensure_pinned(engine, &reference, platform)
                 .await
                 .map_err(docker_failure)
         }
@@ -118,7 +102,7 @@ pub async fn image_for(
             .map_err(|e| Failure::Io(e.to_string()))?
             .map_err(|e| Failure::Rule(format!("`{t}` is not an image: {e}")))?;
             let id = image.config.sha256.clone();
-            docker::ensure_layout(engine, store.cas(), &layout, &id)
+            crate::ensure_layout(engine, store.cas(), &layout, &id)
                 .await
                 .map_err(docker_failure)?;
             Ok(id)
@@ -159,7 +143,7 @@ pub async fn lock_caches(
 
 /// Runs a `run` step's command in its container, with the exec root's
 /// folders mounted at the sandbox layout. `Ok(None)` when it exited 0.
-pub async fn run_step(
+async fn run_step(
     run: &ContainerRun,
     step: &RunStep,
     scratch: &Path,
@@ -207,7 +191,7 @@ pub async fn run_step(
         network: step.network,
         mounts,
     };
-    let finished = docker::run(&run.engine, &spec, log_sink(scratch, &run.log))
+    let finished = crate::run(&run.engine, &spec, log_sink(scratch, &run.log))
         .await
         .map_err(docker_failure)?;
     let code = finished.exit_code;
@@ -239,11 +223,15 @@ pub fn stage_parent(
 }
 
 /// A `copy` step, in-process.
+///
+/// Its output is the parent plus the copied files: `remember` records that,
+/// so the output's image can be the parent's plus one layer.
 pub fn copy_step(
     store: &Store,
     parent: Option<Digest>,
     input_root: Digest,
     copy: &stage::CopyInto,
+    remember: impl FnOnce(Digest, Digest),
 ) -> Result<Digest, Failure> {
     let ctx = Ctx {
         cas: store.cas(),
@@ -253,15 +241,70 @@ pub fn copy_step(
     };
     let output = stage::copy_into(&ctx, parent, copy).map_err(rule_failure)?;
     if let Some(p) = parent {
-        docker::remember_base(output, p);
+        remember(output, p);
     }
     Ok(output)
+}
+
+/// Everything a `stage` step with a command needs.
+pub struct StageRequest<'a> {
+    pub scratch_prefix: String,
+    pub engine: &'a Engine,
+    pub store: &'a Store,
+    pub parent: Option<Digest>,
+    /// What the container is made for: its tree image is labelled so.
+    pub platform: &'a strata_rules::platform::Platform,
+    pub step: &'a strata_rules::stage::RunInStage,
+    pub sources: &'a [SourceFile],
+    /// The step's own dependencies (not the parent), mounted read-only.
+    pub deps: &'a [(String, Digest)],
+    pub caches: &'a [(PathBuf, String)],
+    pub log: LogFn,
+    /// Set by `strata audit`.
+    pub perturb: Option<Perturbation>,
+}
+
+/// Runs a stage step's command in a container on its parent tree; the
+/// output is the container's root file system afterwards.
+pub async fn run_stage(req: StageRequest<'_>) -> Result<StepSuccess, StepFailure> {
+    let reverse = req.perturb.as_ref().is_some_and(|p| p.reverse_dirs);
+    let (scratch, _scratch_lock) = step::prepare(
+        req.store,
+        &req.scratch_prefix,
+        req.sources,
+        req.deps,
+        true,
+        reverse,
+    )
+    .await?;
+    let exec_root = scratch.join("exec");
+    let early = |failure: Failure| step::kept(&scratch, failure);
+    let started = SystemTime::now();
+    let outcome = stage_run(&req, &exec_root, &scratch).await.map_err(early)?;
+    let finished = SystemTime::now();
+    let stdout_path = scratch.join("stdout");
+    let stderr_path = scratch.join("stderr");
+    step::mask_logs(&req.step.secrets(), &scratch).map_err(early)?;
+    let output = outcome.map_err(|failure| StepFailure {
+        failure,
+        stdout: step::tail(&stdout_path),
+        stderr: step::tail(&stderr_path),
+        scratch: Some(scratch.clone()),
+    })?;
+    let cas = req.store.cas();
+    let logs = cas
+        .put_file_move(&stdout_path)
+        .and_then(|o| Ok((o, cas.put_file_move(&stderr_path)?)))
+        .map_err(|e| early(Failure::Store(e)))?;
+    remove_tree(&scratch);
+    let result = step::action_result(output, Some(logs), started, finished);
+    Ok(StepSuccess { output, result })
 }
 
 /// A `run` step of a stage: the command in a container whose root file
 /// system is the parent tree, then the container's file system as the
 /// output (what Docker put there for its own use restored from the parent).
-pub async fn stage_run(
+async fn stage_run(
     req: &StageRequest<'_>,
     exec_root: &Path,
     scratch: &Path,
@@ -273,7 +316,7 @@ pub async fn stage_run(
             .store(store.cas())
             .map_err(Failure::Store)?,
     };
-    let image = docker::ensure_tree_image(engine, store.cas(), &base, req.platform)
+    let image = crate::ensure_tree_image(engine, store.cas(), &base, req.platform)
         .await
         .map_err(docker_failure)?;
     let mut mounts = vec![
@@ -310,7 +353,7 @@ pub async fn stage_run(
         network: step.network,
         mounts,
     };
-    let finished = docker::run(engine, &spec, log_sink(scratch, &req.log))
+    let finished = crate::run(engine, &spec, log_sink(scratch, &req.log))
         .await
         .map_err(docker_failure)?;
     if finished.exit_code != 0 {
@@ -338,22 +381,22 @@ pub async fn stage_run(
     finished.container.remove().await.map_err(docker_failure)?;
     let (s, p) = (store.clone(), base);
     let output = tokio::task::spawn_blocking(move || {
-        docker::restore_injected(s.cas(), &p, &exported, &injected)
+        crate::restore_injected(s.cas(), &p, &exported, &injected)
     })
     .await
     .map_err(|e| Failure::Io(e.to_string()))?
     .map_err(docker_failure)?;
     // The next step starts from this tree: the engine can then make its
     // image as this step's base plus the changes.
-    docker::remember_base(output, base);
+    engine.remember_base(output, base);
     Ok(Ok(output))
 }
 
 /// Pulls an `image-pull` target's image into an OCI layout tree.
 pub async fn pull(store: &Store, params: &PullParams) -> Result<Digest, Failure> {
-    let reference =
-        registry::Reference::parse(&params.reference).map_err(|e| Failure::Rule(e.to_string()))?;
-    let mut options = registry::ClientOptions::default();
+    let reference = strata_registry::Reference::parse(&params.reference)
+        .map_err(|e| Failure::Rule(e.to_string()))?;
+    let mut options = strata_registry::ClientOptions::default();
     if let Some((user_env, pass_env)) = &params.auth_env {
         let read = |name: &str| {
             std::env::var(name).map_err(|_| {
@@ -364,14 +407,14 @@ pub async fn pull(store: &Store, params: &PullParams) -> Result<Digest, Failure>
         };
         options = options.with_credentials(
             reference.registry(),
-            registry::Credentials::new(read(user_env)?, read(pass_env)?),
+            strata_registry::Credentials::new(read(user_env)?, read(pass_env)?),
         );
     }
-    let client = registry::Client::new(options).map_err(|e| Failure::Rule(e.to_string()))?;
-    let pulled = registry::pull(&client, &reference, &params.platform, store.cas())
+    let client = strata_registry::Client::new(options).map_err(|e| Failure::Rule(e.to_string()))?;
+    let pulled = strata_registry::pull(&client, &reference, &params.platform, store.cas())
         .await
         .map_err(|e| Failure::Rule(e.to_string()))?;
-    let blob = |b: &registry::PulledBlob| oci::layout::Blob {
+    let blob = |b: &strata_registry::PulledBlob| oci::layout::Blob {
         media_type: b.media_type.clone(),
         sha256: b.sha256.clone(),
         size: b.size,

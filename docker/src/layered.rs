@@ -43,7 +43,7 @@ pub(super) async fn load(
     .await
     .map_err(|e| DockerError::refused(what.as_str(), e.to_string()))?
     .map_err(|e| DockerError::refused(what.as_str(), e))?;
-    super::image::load_archive(engine, cas, &archive, &what).await
+    super::load::load_archive(engine, cas, &archive, &what).await
 }
 
 /// Makes `reference` name an image of the layers `layers` (which the
@@ -58,7 +58,7 @@ pub(super) async fn relabel(
     let what = format!("labelling {reference} for {platform}");
     let archive = archive(cas, layers, None, reference, platform)
         .map_err(|e| DockerError::refused(what.as_str(), e))?;
-    super::image::load_archive(engine, cas, &archive, &what).await
+    super::load::load_archive(engine, cas, &archive, &what).await
 }
 
 /// The docker-archive as a stored tree: `manifest.json`, the config and,

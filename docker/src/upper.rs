@@ -216,7 +216,11 @@ mod tests {
     #[test]
     fn an_upper_folder_nested_too_deep_is_refused_not_a_stack_overflow() {
         let tmp = tempfile::tempdir().unwrap();
-        let store = crate::open_store(&tmp.path().join("store")).unwrap();
+        let store = strata_store::Store::open(
+            &tmp.path().join("store"),
+            strata_store::DigestFunction::Blake3,
+        )
+        .unwrap();
         let cas = store.cas().clone();
         let parent = TreeBuilder::new().store(&cas).unwrap();
         // 3,000 levels: the whole path is beyond PATH_MAX only past ~2,000.

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use docker::{Registry, docker_available, mini_image, sh};
 use sha2::{Digest as _, Sha256};
-use strata_engine::registry::{
+use strata_registry::{
     Client, ClientOptions, Credentials, Pulled, Reference, RegistryError, manifest, pull,
 };
 use strata_store::{Cas, DigestFunction, Store};
@@ -69,7 +69,7 @@ fn reference(host: &str, name: &str, digest: &str) -> Reference {
 }
 
 /// Reads a stored blob and checks it is what the pull says it is.
-fn stored_bytes(cas: &Cas, blob: &strata_engine::registry::PulledBlob) -> Vec<u8> {
+fn stored_bytes(cas: &Cas, blob: &strata_registry::PulledBlob) -> Vec<u8> {
     let bytes = cas.read(&blob.stored).unwrap();
     assert_eq!(sha256(&bytes), blob.sha256);
     assert_eq!(bytes.len() as u64, blob.size);

@@ -1,4 +1,6 @@
-//! Phase 4, execute: running one step in a fresh scratch folder.
+//! Running one `run` step in a fresh scratch folder: staging its inputs,
+//! spawning it (here, or through a `ContainerRunner`), checking and
+//! capturing its outputs.
 //!
 //! The scratch folder `<store>/scratch/<name>` holds `exec/` (the exec root:
 //! `work/`, `deps/`, `out/`, `home/`, `tmp/`), `root/` (the sandbox's mount
@@ -17,16 +19,16 @@ use strata_store::reapi;
 use strata_store::tree::{self, Placement};
 use strata_store::{Digest, Store, StoreError};
 
-use crate::audit::perturb::Perturbation;
-use crate::audit::reorder;
+use crate::BoxFuture;
 use crate::cgroup::{self, StepCgroup};
-use crate::containers::{self, ContainerRun};
 use crate::descriptors;
 use crate::fstree::remove_tree;
-use crate::inputs::SourceFile;
 use crate::keyring;
 use crate::mask::Masks;
+use crate::perturb::Perturbation;
+use crate::reorder;
 use crate::sandbox;
+use crate::source::SourceFile;
 
 /// How steps are isolated on this machine.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -155,12 +157,33 @@ pub struct StepRequest<'a> {
     pub sources: &'a [SourceFile],
     pub deps: &'a [(String, Digest)],
     pub store: &'a Store,
-    pub isolation: &'a Isolation,
-    /// Set for a step with `image:`: it runs on the Docker Engine instead.
-    pub container: Option<&'a ContainerRun>,
+    /// Where the step's processes run.
+    pub runs_in: RunsIn<'a>,
     /// Set by `strata audit`. The step's environment is already perturbed
     /// (see `Perturbation::step_env`); this is the rest.
     pub perturb: Option<Perturbation>,
+}
+
+/// Where a `run` step's processes run.
+#[derive(Clone, Copy)]
+pub enum RunsIn<'a> {
+    /// On this machine, isolated as this machine allows.
+    Host(&'a Isolation),
+    /// In a container (a step with `image:`).
+    Container(&'a dyn ContainerRunner),
+}
+
+/// Runs a staged `run` step somewhere other than this machine's process
+/// tree (a container), its exec root's folders mounted at the sandbox
+/// layout and its logs written to `<scratch>/stdout` and `stderr`.
+pub trait ContainerRunner: Send + Sync {
+    /// `Ok(None)` when the step exited 0; `Ok(Some)` how it failed.
+    fn run<'a>(
+        &'a self,
+        step: &'a RunStep,
+        scratch: &'a Path,
+        exec_root: &'a Path,
+    ) -> BoxFuture<'a, Result<Option<Failure>, Failure>>;
 }
 
 const LOG_TAIL: usize = 8 * 1024;
@@ -169,11 +192,11 @@ const LOG_TAIL: usize = 8 * 1024;
 /// step's whole process group.
 pub async fn run(req: StepRequest<'_>) -> Result<StepSuccess, StepFailure> {
     // A container mounts `deps/` read-only, as the sandbox does.
-    let sandboxed = matches!(req.isolation, Isolation::Sandbox { .. }) || req.container.is_some();
+    let sandboxed = !matches!(req.runs_in, RunsIn::Host(Isolation::Unsandboxed { .. }));
     // The sandbox helper reverses listings itself, onto a tmpfs; elsewhere
     // only the order of creation can be reversed.
     let reverse = req.perturb.as_ref().is_some_and(|p| p.reverse_dirs)
-        && (req.container.is_some() || matches!(req.isolation, Isolation::Unsandboxed { .. }));
+        && !matches!(req.runs_in, RunsIn::Host(Isolation::Sandbox { .. }));
     let (scratch, _scratch_lock) = prepare(
         req.store,
         &req.scratch_prefix,
@@ -187,9 +210,9 @@ pub async fn run(req: StepRequest<'_>) -> Result<StepSuccess, StepFailure> {
     let early = |failure: Failure| kept(&scratch, failure);
 
     let started = SystemTime::now();
-    let status = match req.container {
-        Some(c) => containers::run_step(c, req.step, &scratch, &exec_root).await,
-        None => spawn_and_wait(&req, &scratch, &exec_root).await,
+    let status = match req.runs_in {
+        RunsIn::Container(c) => c.run(req.step, &scratch, &exec_root).await,
+        RunsIn::Host(isolation) => spawn_and_wait(&req, isolation, &scratch, &exec_root).await,
     }
     .map_err(early)?;
     let finished = SystemTime::now();
@@ -232,66 +255,9 @@ pub async fn run(req: StepRequest<'_>) -> Result<StepSuccess, StepFailure> {
     Ok(StepSuccess { output, result })
 }
 
-/// Everything a `stage` step with a command needs.
-pub struct StageRequest<'a> {
-    pub scratch_prefix: String,
-    pub engine: &'a crate::docker::Engine,
-    pub store: &'a Store,
-    pub parent: Option<Digest>,
-    /// What the container is made for: its tree image is labelled so.
-    pub platform: &'a strata_rules::platform::Platform,
-    pub step: &'a strata_rules::stage::RunInStage,
-    pub sources: &'a [SourceFile],
-    /// The step's own dependencies (not the parent), mounted read-only.
-    pub deps: &'a [(String, Digest)],
-    pub caches: &'a [(PathBuf, String)],
-    pub log: crate::containers::LogFn,
-    /// Set by `strata audit`.
-    pub perturb: Option<Perturbation>,
-}
-
-/// Runs a stage step's command in a container on its parent tree; the
-/// output is the container's root file system afterwards.
-pub async fn run_stage(req: StageRequest<'_>) -> Result<StepSuccess, StepFailure> {
-    let reverse = req.perturb.as_ref().is_some_and(|p| p.reverse_dirs);
-    let (scratch, _scratch_lock) = prepare(
-        req.store,
-        &req.scratch_prefix,
-        req.sources,
-        req.deps,
-        true,
-        reverse,
-    )
-    .await?;
-    let exec_root = scratch.join("exec");
-    let early = |failure: Failure| kept(&scratch, failure);
-    let started = SystemTime::now();
-    let outcome = containers::stage_run(&req, &exec_root, &scratch)
-        .await
-        .map_err(early)?;
-    let finished = SystemTime::now();
-    let stdout_path = scratch.join("stdout");
-    let stderr_path = scratch.join("stderr");
-    mask_logs(&req.step.secrets(), &scratch).map_err(early)?;
-    let output = outcome.map_err(|failure| StepFailure {
-        failure,
-        stdout: tail(&stdout_path),
-        stderr: tail(&stderr_path),
-        scratch: Some(scratch.clone()),
-    })?;
-    let cas = req.store.cas();
-    let logs = cas
-        .put_file_move(&stdout_path)
-        .and_then(|o| Ok((o, cas.put_file_move(&stderr_path)?)))
-        .map_err(|e| early(Failure::Store(e)))?;
-    remove_tree(&scratch);
-    let result = action_result(output, Some(logs), started, finished);
-    Ok(StepSuccess { output, result })
-}
-
 /// Masks the secrets a step received in its logs, before they are shown,
 /// kept for inspection or stored.
-fn mask_logs(secrets: &[String], scratch: &Path) -> Result<(), Failure> {
+pub fn mask_logs(secrets: &[String], scratch: &Path) -> Result<(), Failure> {
     let masks = Masks::new(secrets);
     for log in ["stdout", "stderr"] {
         let path = scratch.join(log);
@@ -309,7 +275,7 @@ fn mask_logs(secrets: &[String], scratch: &Path) -> Result<(), Failure> {
 }
 
 /// A failure before the step ran: no logs, the scratch folder kept.
-fn kept(scratch: &Path, failure: Failure) -> StepFailure {
+pub fn kept(scratch: &Path, failure: Failure) -> StepFailure {
     StepFailure {
         failure,
         stdout: String::new(),
@@ -320,7 +286,7 @@ fn kept(scratch: &Path, failure: Failure) -> StepFailure {
 
 /// A fresh scratch folder (held by its lock) with the step's inputs staged
 /// in `exec/`.
-async fn prepare(
+pub async fn prepare(
     store: &Store,
     prefix: &str,
     sources: &[SourceFile],
@@ -462,7 +428,7 @@ const SCRATCH_LOCK: &str = ".lock";
 /// returned file lives. The folder is prepared under a hidden name and
 /// renamed into place only once locked, so a reaper never sees it unlocked
 /// while its owner is alive.
-pub(crate) fn create_scratch(store: &Store, prefix: &str) -> std::io::Result<(PathBuf, fs::File)> {
+pub fn create_scratch(store: &Store, prefix: &str) -> std::io::Result<(PathBuf, fs::File)> {
     let dir = store.scratch_dir();
     let tmp = tempfile::Builder::new()
         .prefix(".new-")
@@ -563,6 +529,7 @@ impl Drop for GroupGuard {
 
 async fn spawn_and_wait(
     req: &StepRequest<'_>,
+    isolation: &Isolation,
     scratch: &Path,
     exec_root: &Path,
 ) -> Result<Option<Failure>, Failure> {
@@ -581,7 +548,7 @@ async fn spawn_and_wait(
             Err(reason) => return Ok(Some(Failure::NoMemoryController { limit, reason })),
         },
     };
-    let mut cmd = match req.isolation {
+    let mut cmd = match isolation {
         Isolation::Sandbox { helper } => {
             let mut c = tokio::process::Command::new(helper);
             let mut args = sandbox::helper_args(
@@ -675,7 +642,7 @@ async fn spawn_and_wait(
     // In the sandbox the step's processes died with its PID namespace;
     // unsandboxed, this kills whatever it left in its group.
     drop(guard);
-    if matches!(req.isolation, Isolation::Sandbox { .. }) {
+    if matches!(isolation, Isolation::Sandbox { .. }) {
         sandbox::reclaim_outputs(exec_root)
             .map_err(|e| io("cannot take back the step's outputs", e))?;
     }
@@ -684,14 +651,14 @@ async fn spawn_and_wait(
         (Some(0), _) => None,
         (Some(code), _)
             if code == sandbox::SETUP_FAILED
-                && matches!(req.isolation, Isolation::Sandbox { .. })
+                && matches!(isolation, Isolation::Sandbox { .. })
                 && is_setup_failure(scratch) =>
         {
             Some(Failure::SandboxSetup(
                 tail(&scratch.join("stderr")).trim().to_string(),
             ))
         }
-        (Some(code), _) if code > 128 && matches!(req.isolation, Isolation::Sandbox { .. }) => {
+        (Some(code), _) if code > 128 && matches!(isolation, Isolation::Sandbox { .. }) => {
             Some(Failure::Signal(code - 128))
         }
         (Some(code), _) => Some(Failure::Exit(code)),
@@ -792,7 +759,8 @@ fn refuse_symlinked_parents(out_dir: &Path, out: &str) -> Result<(), Failure> {
     Ok(())
 }
 
-fn tail(path: &Path) -> String {
+/// The last few KiB of a log, for the failure report.
+pub fn tail(path: &Path) -> String {
     let bytes = fs::read(path).unwrap_or_default();
     let start = bytes.len().saturating_sub(LOG_TAIL);
     String::from_utf8_lossy(&bytes[start..]).into_owned()

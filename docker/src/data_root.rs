@@ -23,8 +23,7 @@ use strata_rules::data_root::DataRootParams;
 use strata_rules::oci;
 use strata_store::{Digest, Store};
 
-use crate::docker;
-use crate::exec::{Failure, StepFailure};
+use strata_exec::step::{Failure, StepFailure};
 
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -93,8 +92,8 @@ pub async fn build(
     };
     // The data-root lives in the store's file system (it becomes blobs);
     // sockets need a short path, so the exec-root is in the temp folder.
-    crate::exec::remove_stale_scratch(store, scratch_prefix);
-    let (scratch, _scratch_lock) = crate::exec::create_scratch(store, scratch_prefix)
+    strata_exec::step::remove_stale_scratch(store, scratch_prefix);
+    let (scratch, _scratch_lock) = strata_exec::step::create_scratch(store, scratch_prefix)
         .map_err(|e| early(Failure::Io(format!("cannot create a scratch folder: {e}"))))?;
     let run_dir = tempfile::Builder::new()
         .prefix("strata-dd")
@@ -167,7 +166,7 @@ pub async fn build(
     let deadline = Instant::now() + START_TIMEOUT;
     let engine = loop {
         if socket.exists()
-            && let Ok(engine) = docker::connect_to(&host).await
+            && let Ok(engine) = crate::connect_to(&host).await
         {
             break engine;
         }
@@ -196,7 +195,7 @@ pub async fn build(
         .await
         .map_err(|e| early(Failure::Io(e.to_string())))?
         .map_err(|e| early(Failure::Rule(format!("`{name}` is not an image: {e}"))))?;
-        docker::ensure_layout(&engine, store.cas(), &layout, &image.config.sha256)
+        crate::ensure_layout(&engine, store.cas(), &layout, &image.config.sha256)
             .await
             .map_err(|e| {
                 fail(
@@ -214,7 +213,7 @@ pub async fn build(
             .expect("references name loaded images")
     };
     for r in params.references.iter().filter(|r| !r.is_digest()) {
-        docker::tag(&engine, &id_of(&r.image), &r.reference)
+        crate::tag(&engine, &id_of(&r.image), &r.reference)
             .await
             .map_err(|e| fail(Failure::Rule(e.to_string()), Some(&scratch), &log))?;
     }
@@ -235,7 +234,7 @@ pub async fn build(
     let output = capture(store, &data)
         .await
         .map_err(|f| fail(f, Some(&scratch), &log))?;
-    crate::fstree::remove_tree(&scratch);
+    strata_exec::fstree::remove_tree(&scratch);
     Ok(output)
 }
 

@@ -1,0 +1,35 @@
+//! Strata's executor seam and the local executor.
+//!
+//! `Executor` is what the scheduler hands a keyed step that missed the
+//! cache; `Executors` picks the one that runs it. `LocalExecutor` runs
+//! `run` steps as processes of this machine (`step`: stage inputs, spawn,
+//! check and capture outputs) in the namespace sandbox (`sandbox`, the
+//! `strata __sandbox` helper) where it works, and built-in rules
+//! in-process. Around a step: its memory cgroup (`cgroup`), a fresh
+//! session keyring (`keyring`), descriptors kept from it (`descriptors`),
+//! secrets masked in its logs (`mask`), cache mounts (`caches`), folders of
+//! any depth handled through handles (`fstree`), and what `strata audit`
+//! perturbs (`perturb`, `reorder`).
+//!
+//! The only code that spawns step processes. It never writes the action
+//! cache: an executor returns the output and action result, and the
+//! caller decides what is cached.
+
+pub mod caches;
+pub mod cgroup;
+pub mod descriptors;
+mod executor;
+pub mod fstree;
+pub mod keyring;
+mod local;
+pub mod mask;
+pub mod perturb;
+pub mod reorder;
+pub mod sandbox;
+pub mod source;
+pub mod step;
+
+pub use executor::{BoxFuture, Executor, Executors, Request, StepEvents};
+pub use local::LocalExecutor;
+pub use source::SourceFile;
+pub use step::{Failure, Isolation, StepFailure, StepSuccess};
