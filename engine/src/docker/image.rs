@@ -13,7 +13,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 use bollard::models::ImageInspect;
 use bollard::query_parameters::{CreateImageOptions, ImportImageOptions, RemoveImageOptions};
 use futures_util::StreamExt;
-use strata_rules::builtin::tarball::TarOptions;
+use strata_formats::tarball::TarOptions;
 use strata_rules::platform::{DEFAULT_PLATFORM, Platform};
 use strata_store::{Cas, Digest};
 
@@ -305,11 +305,8 @@ pub async fn tag(engine: &Engine, image_id: &str, reference: &str) -> Result<(),
 /// `name:tag` as (`name`, `tag`); the tag is `latest` when absent (a `:`
 /// before the last `/` belongs to a registry's port).
 pub fn split_tag(reference: &str) -> (&str, &str) {
-    let last = reference.rsplit('/').next().unwrap_or(reference);
-    match last.rsplit_once(':') {
-        Some((_, tag)) => (&reference[..reference.len() - tag.len() - 1], tag),
-        None => (reference, "latest"),
-    }
+    let (name, tag) = strata_formats::oci::reference::split_tag(reference);
+    (name, tag.unwrap_or("latest"))
 }
 
 /// The ID of the image `reference` names, or `None` if the engine has none.

@@ -5,9 +5,9 @@
 //! relabels an image the engine holds for another platform (`docker
 //! import` labels everything with the engine's own).
 
-use strata_rules::builtin::tarball::{TarOptions, write_tree};
-use strata_rules::oci::BlobSink;
-use strata_rules::oci::layer::diff;
+use strata_formats::oci::BlobSink;
+use strata_formats::oci::layer::diff;
+use strata_formats::tarball::{TarOptions, write_tree};
 use strata_rules::platform::Platform;
 use strata_store::tree::{Node, TreeBuilder};
 use strata_store::{Cas, Digest};
