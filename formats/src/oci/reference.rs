@@ -221,7 +221,10 @@ fn validate_host(host: &str) -> Result<(), String> {
         }
     };
     if let Some(port) = port
-        && (port.is_empty() || port.len() > 5 || port.parse::<u16>().is_err())
+        && (port.is_empty()
+            || port.len() > 5
+            || !port.bytes().all(|b| b.is_ascii_digit())
+            || port.parse::<u16>().is_err())
     {
         return bad();
     }
@@ -506,6 +509,7 @@ mod tests {
             ("app@sha256:0000:1", "digest"),
             ("bad_host.com:x/app:1", "registry"),
             ("host.com:123456/app:1", "registry"),
+            ("host.com:+80/app:1", "registry"),
         ] {
             let e = check_tag(bad).expect_err(bad);
             assert!(e.contains(why), "{bad}: {e}");
@@ -516,5 +520,33 @@ mod tests {
         check_tag(&format!("app:{}", "t".repeat(128))).unwrap();
         let long_name = format!("{}:1", "a".repeat(256));
         assert!(check_tag(&long_name).unwrap_err().contains("255"));
+    }
+
+    /// A tagged name and a pinned reference read hosts alike: what one
+    /// accepts the other does.
+    #[test]
+    fn tags_and_pinned_references_share_one_grammar() {
+        for name in [
+            "[::1]:5000/app",
+            "Registry/app",
+            "localhost:5000/team/app",
+            "host.com:99999/app",
+            "bad_host.com/app",
+            "a..b",
+        ] {
+            assert_eq!(
+                check_tag(&format!("{name}:1")).is_ok(),
+                parse(&format!("{name}:1@sha256:{HEX}")).is_ok(),
+                "{name}"
+            );
+        }
+        assert_eq!(
+            split_tag("127.0.0.1:5000/web"),
+            ("127.0.0.1:5000/web", None)
+        );
+        assert_eq!(
+            split_tag("127.0.0.1:5000/web:2"),
+            ("127.0.0.1:5000/web", Some("2"))
+        );
     }
 }
