@@ -1,14 +1,12 @@
-//! `strata cache serve`: options in, the engine's server started.
+//! `strata cache serve`: options in, strata-remote's server started.
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use strata_engine::cache_server::{
-    self, DigestFunction, ServeError, ServeOptions, Started, Tokens,
-};
 use strata_engine::gc::parse_size;
+use strata_remote::server::{self, DigestFunction, ServeError, ServeOptions, Started, Tokens};
 
 use crate::report;
 
@@ -101,7 +99,7 @@ pub fn command(args: ServeArgs) -> ExitCode {
         let mut out = std::io::stdout();
         let _ = writeln!(out, "listening on http://{}", s.address).and_then(|()| out.flush());
     };
-    match cache_server::serve(opts, started) {
+    match server::serve(opts, started) {
         Ok(()) => ExitCode::SUCCESS,
         Err(ServeError::Usage(msg)) => report::usage_error(&msg),
         Err(ServeError::Failed(msg)) => report::failure(&msg),

@@ -12,10 +12,6 @@ use strata_engine::matrix::MatrixRequest;
 
 use crate::{build_file, progress, report, store_cmd};
 
-/// Exit codes: 0 success, 1 a failed build, 2 bad usage or configuration.
-pub const EXIT_FAILED: u8 = 1;
-pub const EXIT_USAGE: u8 = 2;
-
 /// The most steps `-j` may run at once.
 const MAX_JOBS: usize = 4096;
 
@@ -348,7 +344,7 @@ pub fn run() -> ExitCode {
 
 fn cache_command(command: CacheCommand) -> ExitCode {
     if let CacheCommand::Keygen { output } = &command {
-        return match strata_engine::remote::sign::keygen(output) {
+        return match strata_remote::sign::keygen(output) {
             Ok(public) => {
                 println!("{public}");
                 ExitCode::SUCCESS
@@ -479,11 +475,13 @@ fn build_command(args: BuildArgs) -> ExitCode {
         },
         matrix,
         trace: args.trace.map(absolute),
-        remote: strata_engine::remote::RemoteCli {
-            url: args.remote_cache,
-            upload: args.remote_upload,
-            sign_key: args.sign_key.map(absolute),
-        },
+        remote: Some(Arc::new(strata_remote::Opener::new(
+            strata_remote::RemoteCli {
+                url: args.remote_cache,
+                upload: args.remote_upload,
+                sign_key: args.sign_key.map(absolute),
+            },
+        ))),
     };
     let observer = Arc::new(progress::Progress::new(args.json));
     let result = build::build(&opts, observer.clone());

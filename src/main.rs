@@ -4,6 +4,7 @@
 mod build_file;
 mod cache_serve;
 mod cli;
+mod exit;
 mod manifest;
 mod progress;
 mod report;

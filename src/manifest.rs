@@ -9,7 +9,7 @@ use clap::Subcommand;
 use strata_engine::build;
 use strata_engine::manifest::{self, Error, Manifest, ManifestDiff, TargetDiff, Verdict};
 
-use crate::cli::EXIT_FAILED;
+use crate::exit;
 use crate::report;
 
 #[derive(clap::Args)]
@@ -182,7 +182,7 @@ fn diff_command(a_path: &Path, b_path: &Path, json: bool) -> ExitCode {
     if d.is_empty() {
         ExitCode::SUCCESS
     } else {
-        ExitCode::from(EXIT_FAILED)
+        exit::failed()
     }
 }
 

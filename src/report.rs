@@ -9,7 +9,7 @@ use strata_engine::audit::{AuditReport, Cause, Verdict};
 use strata_engine::build::{BuildReport, Status};
 use strata_engine::load::ConfigError;
 
-use crate::cli::{EXIT_FAILED, EXIT_USAGE};
+use crate::exit;
 
 pub fn build_report(r: &BuildReport, json: bool) -> ExitCode {
     for t in r.targets.iter().filter(|t| t.status == Status::Failed) {
@@ -138,10 +138,10 @@ pub fn build_report(r: &BuildReport, json: bool) -> ExitCode {
         eprintln!(
             "interrupted: running steps were killed; the store is consistent and the next build resumes"
         );
-        return ExitCode::from(130);
+        return exit::interrupted();
     }
     if failed > 0 || skipped > 0 {
-        ExitCode::from(EXIT_FAILED)
+        exit::failed()
     } else {
         ExitCode::SUCCESS
     }
@@ -151,17 +151,17 @@ pub fn config_errors(errors: Vec<ConfigError>) -> ExitCode {
     for e in errors {
         eprintln!("{:?}", miette::Report::new(e));
     }
-    ExitCode::from(EXIT_USAGE)
+    exit::usage()
 }
 
 pub fn usage_error(msg: &str) -> ExitCode {
     eprintln!("error: {msg}");
-    ExitCode::from(EXIT_USAGE)
+    exit::usage()
 }
 
 pub fn failure(msg: &str) -> ExitCode {
     eprintln!("error: {msg}");
-    ExitCode::from(EXIT_FAILED)
+    exit::failed()
 }
 
 /// `strata clean`: what went, and why the folder stays if it does.
@@ -237,7 +237,7 @@ pub fn verify_report(r: &strata_engine::VerifyReport) -> ExitCode {
     if r.is_clean() {
         ExitCode::SUCCESS
     } else {
-        ExitCode::from(EXIT_FAILED)
+        exit::failed()
     }
 }
 
@@ -449,12 +449,12 @@ pub fn audit_report(r: &AuditReport, json: bool) -> ExitCode {
     }
     if r.interrupted {
         eprintln!("interrupted: the audit is incomplete");
-        return ExitCode::from(130);
+        return exit::interrupted();
     }
     if r.reproducible {
         ExitCode::SUCCESS
     } else {
-        ExitCode::from(EXIT_FAILED)
+        exit::failed()
     }
 }
 

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use strata_engine::gc::{self, Count, GcOptions, GcReport, Objects, Stats};
 
-use crate::cli::EXIT_FAILED;
+use crate::exit;
 use crate::report::{self, count};
 
 /// Opens an existing store (these commands never create one).
@@ -142,7 +142,7 @@ pub fn gc(dir: PathBuf, opts: &GcOptions, wait: bool, json: bool) -> ExitCode {
     if r.errors.is_empty() {
         ExitCode::SUCCESS
     } else {
-        ExitCode::from(EXIT_FAILED)
+        exit::failed()
     }
 }
 

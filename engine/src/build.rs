@@ -12,6 +12,7 @@ use petgraph::graph::NodeIndex;
 use strata_rules::platform::RunsOn;
 use strata_rules::run::{Program, RunParams, RunStep};
 use strata_rules::stage::StageStep;
+use strata_store::remote_cache::{Opened, RemoteOpener, RemoteStats, Warn};
 use strata_store::{Digest, DigestFunction, Store, reapi};
 
 use crate::critical_path::ReadyOrder;
@@ -26,7 +27,6 @@ use crate::matrix::MatrixRequest;
 use crate::plan::Plan;
 use crate::platforms::Emulators;
 use crate::records::{self, Record, RecordedTarget};
-use crate::remote::store_function;
 use crate::scheduler::{self, Observer, Outcome, Settings, Work};
 use crate::statcache::StatCache;
 use crate::toolchain::HostToolchain;
@@ -49,8 +49,9 @@ pub struct BuildOptions {
     pub matrix: MatrixRequest,
     /// `--trace`: where to write a Chrome trace of the build.
     pub trace: Option<PathBuf>,
-    /// `--remote-cache`, `--remote-upload`, `--sign-key` (over `strata.yaml`).
-    pub remote: crate::remote::RemoteCli,
+    /// Opens the workspace's remote cache, if one is configured (the
+    /// binary supplies it; `None` builds with the local store only).
+    pub remote: Option<Arc<dyn RemoteOpener>>,
 }
 
 /// Why a build could not start or finish.
@@ -110,7 +111,7 @@ pub struct BuildReport {
     /// Names this workspace's records in the store.
     pub workspace_tag: String,
     /// What the remote cache did, if one was configured and reachable.
-    pub remote: Option<crate::remote::RemoteStats>,
+    pub remote: Option<RemoteStats>,
     /// The configurations of a matrix build (`x86_64`, `aarch64`); empty
     /// without `--matrix`.
     pub configurations: Vec<String>,
@@ -171,18 +172,26 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
     // A remote cache decides the digest function (BLAKE3 when it speaks it,
     // SHA-256 otherwise), so it is asked before the store opens; one that
     // cannot be asked leaves the store's own.
-    let (remote, function) =
-        match crate::remote::config::settings(&ws.root, &opts.remote).map_err(BuildError::Usage)? {
-            None => (None, DigestFunction::Blake3),
-            Some(settings) => {
-                let held = store_function::held(&opts.store_dir);
-                runtime.block_on(crate::remote::cache::open(settings, held, observer.clone()))
-            }
-        };
+    let Opened {
+        cache: remote,
+        function,
+    } = match &opts.remote {
+        None => Opened {
+            cache: None,
+            function: DigestFunction::Blake3,
+        },
+        Some(opener) => {
+            let warnings = observer.clone();
+            let warn: Warn = Arc::new(move |message: &str| warnings.warn(message));
+            runtime
+                .block_on(opener.open(&ws.root, &opts.store_dir, warn))
+                .map_err(BuildError::Usage)?
+        }
+    };
     let store = Store::open(&opts.store_dir, function)
         .map_err(|e| BuildError::Environment(format!("cannot open the store: {e}")))?;
-    if remote.is_some()
-        && let Err(e) = store_function::remember(&store)
+    if let Some(remote) = &remote
+        && let Err(e) = remote.remember_function(&store)
     {
         observer.warn(&format!(
             "cannot remember the store's digest function in {}: {e}",

@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use strata_store::remote_cache::OutputCheck;
 use strata_store::tree::{Entry, list};
 use strata_store::{Cas, Digest};
 
@@ -133,6 +134,15 @@ fn check_folder(
     match declared.iter().find(|(name, _)| !found.contains(*name)) {
         Some((name, node)) => Err(format!("it lacks `{prefix}{}`", first_declared(name, node))),
         None => Ok(()),
+    }
+}
+
+/// A remote cache checks an entry's tree against what the target declares
+/// before it fetches its files (the check is the engine's; the remote only
+/// runs it).
+impl OutputCheck for DeclaredOutputs {
+    fn check(&self, cas: &Cas, tree: &Digest) -> Result<(), String> {
+        DeclaredOutputs::check(self, cas, tree)
     }
 }
 

@@ -15,7 +15,6 @@
 pub mod audit;
 pub mod binfmt;
 pub mod build;
-pub mod cache_server;
 pub mod caches;
 pub mod cgroup;
 pub mod containers;
@@ -45,7 +44,6 @@ pub mod plan;
 pub mod platforms;
 pub mod records;
 pub mod registry;
-pub mod remote;
 pub mod render;
 pub mod sandbox;
 pub mod scheduler;

@@ -31,7 +31,7 @@ use crate::exec::{self, Isolation, StageRequest, StepFailure, StepRequest};
 use crate::inputs::SourceFile;
 use crate::key::{self, KeyedAction};
 use crate::mask::Masks;
-use crate::remote::RemoteCache;
+use strata_store::remote_cache::RemoteCache;
 
 /// What happened to one target.
 #[derive(Debug)]
@@ -160,7 +160,7 @@ struct Shared {
     observer: Arc<dyn Observer>,
     docker: Docker,
     /// Looked up on a local miss, filled after a step runs.
-    remote: Option<Arc<RemoteCache>>,
+    remote: Option<Arc<dyn RemoteCache>>,
 }
 
 /// Lookups in flight beyond `-j`: keys are computed and looked up while the
@@ -281,7 +281,7 @@ pub async fn run(
     jobs: BTreeMap<NodeIndex, Job>,
     order: Vec<NodeIndex>,
     observer: Arc<dyn Observer>,
-    remote: Option<Arc<RemoteCache>>,
+    remote: Option<Arc<dyn RemoteCache>>,
 ) -> Run {
     // Steps of killed builds may have left their memory cgroups, and
     // processes in them; this build takes them away.
@@ -531,7 +531,9 @@ impl Task {
         }
         if !shared.settings.no_cache
             && let Some(remote) = &shared.remote
-            && let Some(output) = remote.lookup(&shared.store, &key, declared.as_ref()).await
+            && let Some(output) = remote
+                .lookup(&shared.store, &key, declared.as_ref().map(|d| d as _))
+                .await
         {
             return Ok(Outcome::Cached { key, output });
         }

@@ -43,7 +43,7 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    pub(crate) fn io(context: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+    pub fn io(context: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         StoreError::Io {
             context,
             path: path.into(),

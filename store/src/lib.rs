@@ -2,7 +2,9 @@
 //! REAPI `Directory` records, and an action cache.
 //!
 //! This crate knows nothing of rules, targets or YAML: it stores bytes, trees
-//! and action results, named by digest. Its on-disk layout:
+//! and action results, named by digest, and links no network crate (the
+//! remote cache is only a trait here, [`remote_cache`], which
+//! `strata-remote` implements). Its on-disk layout:
 //!
 //! ```text
 //! <root>/FORMAT            store format marker
@@ -24,7 +26,7 @@ mod digest;
 mod error;
 pub mod gc;
 pub mod reapi;
-pub mod remote;
+pub mod remote_cache;
 pub mod tree;
 
 use std::fs;

@@ -9,7 +9,7 @@ mod tls;
 
 use std::os::unix::fs::PermissionsExt;
 
-use crate::{Cas, Digest, DigestFunction, Store};
+use strata_store::{Cas, Digest, DigestFunction, Store};
 
 fn store_in(function: DigestFunction) -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
@@ -31,4 +31,25 @@ fn corrupt(cas: &Cas, digest: &Digest) {
     let mut bytes = std::fs::read(&path).unwrap();
     *bytes.last_mut().unwrap() ^= 0xff;
     std::fs::write(&path, bytes).unwrap();
+}
+
+#[test]
+fn remote_urls_are_shown_without_user_info() {
+    use super::without_credentials as shown;
+    assert_eq!(
+        shown("https://builder:hunter2@cache.example:8443/team"),
+        "https://cache.example:8443/team"
+    );
+    assert_eq!(
+        shown("http://builder@cache.example/"),
+        "http://cache.example/"
+    );
+    // Without user info the text is kept as given.
+    assert_eq!(shown("https://cache.example"), "https://cache.example");
+    assert_eq!(
+        shown("grpcs://cache.example/main"),
+        "grpcs://cache.example/main"
+    );
+    assert_eq!(shown("ftp://u:hunter2@host/x"), "ftp://host/x");
+    assert_eq!(shown("not a url:hunter2@"), "<an invalid URL>");
 }

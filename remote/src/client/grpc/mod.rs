@@ -22,7 +22,7 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use super::error::{chain, server_text};
 use super::{RemoteConfig, RemoteError};
-use crate::{Digest, DigestFunction, reapi};
+use strata_store::{Digest, DigestFunction, reapi};
 
 /// Largest message accepted from a server: a batch answer is bounded by
 /// what we ask for, this leaves room for a server's own framing.

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::RemoteError;
-use crate::{Cas, Digest, StoreError};
+use strata_store::{Cas, Digest, StoreError};
 
 /// Bytes read or sent at once.
 pub(crate) const CHUNK: usize = 128 * 1024;
@@ -26,7 +26,7 @@ const QUEUE: usize = 4;
 /// other digests than the ones the remote was asked about.
 pub(crate) fn check_function(
     cas: &Cas,
-    function: crate::DigestFunction,
+    function: strata_store::DigestFunction,
 ) -> Result<(), RemoteError> {
     if cas.function() == function {
         Ok(())
@@ -218,7 +218,7 @@ pub(crate) struct Outgoing {
     file: tokio::fs::File,
     path: PathBuf,
     digest: Digest,
-    hasher: Option<crate::Hasher>,
+    hasher: Option<strata_store::Hasher>,
     read: u64,
     held: Option<Bytes>,
     failure: Failure,

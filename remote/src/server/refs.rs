@@ -1,12 +1,20 @@
 //! What an action result names: every blob a client will fetch after an
 //! action-cache hit. An entry is accepted only when all of them are stored,
 //! and it is evicted with any of them, so a hit is never a dead end.
+//!
+//! Digests are the store's ([`Digest`], parsed by `Digest::from_proto`).
+//! The walk itself is not `strata_store::tree::walk`, and must not be: the
+//! store walks its own Merkle trees in a [`strata_store::Cas`] and trusts
+//! them, while this walk reads a folder any client fills (not a `Cas`),
+//! follows what Bazel writes and Strata never does (`output_files`, REAPI
+//! `Tree` messages), bounds each message it reads, and names the first
+//! absent blob so the client is told (409) what to upload.
 
 use std::collections::HashSet;
 
-use strata_store::reapi;
+use strata_store::{Digest, reapi};
 
-use super::disk::Hash;
+use crate::layout::Hash;
 
 /// Largest directory or `Tree` message read to check an action result; a
 /// directory of a million entries is well below it.
@@ -34,13 +42,6 @@ struct ResultRefs {
     stderr_digest: Option<reapi::Digest>,
 }
 
-/// A blob named by an action result: hash and size.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct BlobRef {
-    pub hash: Hash,
-    pub size: u64,
-}
-
 /// Why an action result is refused.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Refusal {
@@ -48,13 +49,13 @@ pub enum Refusal {
     /// where one is expected: 400.
     Invalid(String),
     /// It names a blob the cache does not hold (yet): 409.
-    Missing(BlobRef),
+    Missing(Digest),
 }
 
 /// How the walk reads a stored blob: `None` if it is absent or its size is
 /// not `size`.
 pub trait Blobs {
-    fn read(&self, blob: &BlobRef, limit: u64) -> std::io::Result<Option<Vec<u8>>>;
+    fn read(&self, blob: &Digest, limit: u64) -> std::io::Result<Option<Vec<u8>>>;
 }
 
 /// Every blob `action_result` names, directly or through the directories
@@ -64,7 +65,7 @@ pub fn references(
     action_result: &[u8],
     empty: &Hash,
     blobs: &impl Blobs,
-) -> Result<Vec<BlobRef>, Refusal> {
+) -> Result<Vec<Digest>, Refusal> {
     let result = <ResultRefs as prost::Message>::decode(action_result)
         .map_err(|e| Refusal::Invalid(format!("not an ActionResult: {e}")))?;
     // The same decoding as clients use, so what is stored can be read back.
@@ -101,8 +102,8 @@ pub fn references(
 
 struct Refs {
     empty: Hash,
-    seen: HashSet<BlobRef>,
-    list: Vec<BlobRef>,
+    seen: HashSet<Digest>,
+    list: Vec<Digest>,
 }
 
 impl Refs {
@@ -120,12 +121,12 @@ impl Refs {
         &mut self,
         digest: Option<&reapi::Digest>,
         what: &str,
-    ) -> Result<Option<BlobRef>, Refusal> {
+    ) -> Result<Option<Digest>, Refusal> {
         let Some(d) = digest else { return Ok(None) };
-        let blob = parse(d).ok_or_else(|| {
+        let blob = Digest::from_proto(d).ok_or_else(|| {
             Refusal::Invalid(format!("{what} has a malformed digest {:?}", d.hash))
         })?;
-        if blob.size == 0 && blob.hash == self.empty {
+        if blob.size_bytes == 0 && blob.hash == self.empty {
             return Ok(None);
         }
         if !self.seen.insert(blob) {
@@ -136,10 +137,10 @@ impl Refs {
     }
 
     /// A REAPI `Tree`: one blob holding a root and all its directories.
-    fn tree(&mut self, tree: BlobRef, blobs: &impl Blobs) -> Result<(), Refusal> {
+    fn tree(&mut self, tree: Digest, blobs: &impl Blobs) -> Result<(), Refusal> {
         let bytes = read(blobs, &tree)?;
         let tree: reapi::Tree = prost::Message::decode(bytes.as_slice())
-            .map_err(|e| Refusal::Invalid(format!("tree {} is not a Tree: {e}", hex(&tree))))?;
+            .map_err(|e| Refusal::Invalid(format!("tree {} is not a Tree: {e}", tree.hex())))?;
         for dir in tree.root.iter().chain(&tree.children) {
             for file in &dir.files {
                 self.add(file.digest.as_ref(), &format!("file {:?}", file.name))?;
@@ -149,13 +150,13 @@ impl Refs {
     }
 
     /// A Merkle tree of `Directory` blobs, as Strata stores its outputs.
-    fn directories(&mut self, root: BlobRef, blobs: &impl Blobs) -> Result<(), Refusal> {
+    fn directories(&mut self, root: Digest, blobs: &impl Blobs) -> Result<(), Refusal> {
         // Iterative: a deep tree must not exhaust the stack.
         let mut pending = vec![root];
         while let Some(digest) = pending.pop() {
             let bytes = read(blobs, &digest)?;
             let dir: reapi::Directory = prost::Message::decode(bytes.as_slice()).map_err(|e| {
-                Refusal::Invalid(format!("{} is not a Directory: {e}", hex(&digest)))
+                Refusal::Invalid(format!("{} is not a Directory: {e}", digest.hex()))
             })?;
             for file in &dir.files {
                 self.add(file.digest.as_ref(), &format!("file {:?}", file.name))?;
@@ -174,12 +175,12 @@ impl Refs {
     }
 }
 
-fn read(blobs: &impl Blobs, blob: &BlobRef) -> Result<Vec<u8>, Refusal> {
-    if blob.size > MESSAGE_LIMIT {
+fn read(blobs: &impl Blobs, blob: &Digest) -> Result<Vec<u8>, Refusal> {
+    if blob.size_bytes > MESSAGE_LIMIT {
         return Err(Refusal::Invalid(format!(
             "{} is too large to be checked ({} bytes)",
-            hex(blob),
-            blob.size
+            blob.hex(),
+            blob.size_bytes
         )));
     }
     match blobs.read(blob, MESSAGE_LIMIT) {
@@ -187,22 +188,6 @@ fn read(blobs: &impl Blobs, blob: &BlobRef) -> Result<Vec<u8>, Refusal> {
         // Unreadable counts as absent: the client can upload it again.
         Ok(None) | Err(_) => Err(Refusal::Missing(*blob)),
     }
-}
-
-fn parse(d: &reapi::Digest) -> Option<BlobRef> {
-    if d.hash.len() != 64 || d.size_bytes < 0 {
-        return None;
-    }
-    let mut hash = [0u8; 32];
-    hex::decode_to_slice(&d.hash, &mut hash).ok()?;
-    Some(BlobRef {
-        hash,
-        size: d.size_bytes as u64,
-    })
-}
-
-fn hex(blob: &BlobRef) -> String {
-    hex::encode(blob.hash)
 }
 
 #[cfg(test)]
@@ -228,11 +213,11 @@ mod tests {
     }
 
     impl Blobs for Mem {
-        fn read(&self, blob: &BlobRef, _limit: u64) -> std::io::Result<Option<Vec<u8>>> {
+        fn read(&self, blob: &Digest, _limit: u64) -> std::io::Result<Option<Vec<u8>>> {
             Ok(self
                 .0
                 .get(&blob.hash)
-                .filter(|b| b.len() as u64 == blob.size)
+                .filter(|b| b.len() as u64 == blob.size_bytes)
                 .cloned())
         }
     }
@@ -289,7 +274,7 @@ mod tests {
         let mut refs: Vec<String> = references(&result.encode_to_vec(), &empty(), &mem)
             .unwrap()
             .iter()
-            .map(hex)
+            .map(Digest::hex)
             .collect();
         refs.sort();
         let mut want: Vec<String> = [a, log, sub, root].iter().map(|d| d.hash.clone()).collect();

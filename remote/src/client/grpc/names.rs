@@ -3,7 +3,7 @@
 
 use bazel_remote_apis::build::bazel::remote::execution::v2 as pb;
 
-use crate::{Digest, DigestFunction};
+use strata_store::{Digest, DigestFunction};
 
 pub(crate) fn function_value(function: DigestFunction) -> i32 {
     match function {
@@ -138,10 +138,10 @@ mod tests {
 
     #[test]
     fn remote_action_results_convert_both_ways_unchanged() {
-        let ours = crate::reapi::ActionResult {
+        let ours = strata_store::reapi::ActionResult {
             exit_code: 0,
             stdout_digest: Some(digest_of(b"out").to_proto()),
-            output_directories: vec![crate::reapi::OutputDirectory {
+            output_directories: vec![strata_store::reapi::OutputDirectory {
                 path: "out".to_string(),
                 root_directory_digest: Some(digest_of(b"tree").to_proto()),
                 ..Default::default()
@@ -154,7 +154,7 @@ mod tests {
             theirs.stdout_digest.as_ref().unwrap().hash,
             digest_of(b"out").hex()
         );
-        let back: crate::reapi::ActionResult = convert(&theirs).unwrap();
+        let back: strata_store::reapi::ActionResult = convert(&theirs).unwrap();
         assert_eq!(back, ours);
     }
 }

@@ -2,8 +2,8 @@ use std::time::Duration;
 
 use super::fake_grpc::{Call, Fake};
 use super::{corrupt, large_bytes, store_in};
-use crate::remote::{Remote, RemoteConfig, RemoteError};
-use crate::{Digest, DigestFunction, StoreError, reapi};
+use crate::client::{Remote, RemoteConfig, RemoteError};
+use strata_store::{Digest, DigestFunction, StoreError, reapi};
 
 const BLAKE3: i32 = 9;
 const SHA256: i32 = 1;

@@ -17,47 +17,19 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::Serialize;
-use strata_store::remote::{Remote, RemoteError};
+use strata_store::remote_cache::{self, BoxFuture, OutputCheck, RemoteStats, Warn};
 use strata_store::tree::{Entry, read_directory, walk};
 use strata_store::{Digest, DigestFunction, Store, reapi};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::config::RemoteSettings;
-use super::sign;
-use crate::declared::DeclaredOutputs;
-use crate::scheduler::Observer;
-
-/// A remote call, boxed so the tasks that run it stay `Send`.
-type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+use crate::client::{Remote, RemoteError, without_credentials};
+use crate::config::RemoteSettings;
+use crate::{sign, store_function};
 
 const ATTEMPTS: u32 = 3;
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const SWITCH_OFF_AFTER: u32 = 3;
-
-/// What the remote cache did during a build.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct RemoteStats {
-    pub url: String,
-    pub digest_function: String,
-    pub hits: u64,
-    pub misses: u64,
-    /// Entries refused because no trusted key signed them.
-    pub untrusted: u64,
-    /// Downloaded blobs refused because their bytes did not match.
-    pub refused_blobs: u64,
-    /// Entries refused because they do not decode as an action result or
-    /// their tree is not what the target declares.
-    pub rejected_entries: u64,
-    pub downloaded_bytes: u64,
-    pub uploaded_bytes: u64,
-    /// Action results uploaded.
-    pub uploads: u64,
-    pub errors: u64,
-    /// Switched off after repeated failures (or unreachable at the start).
-    pub switched_off: bool,
-}
 
 #[derive(Default)]
 struct Counters {
@@ -72,8 +44,17 @@ struct Counters {
     errors: AtomicU64,
 }
 
+/// The remote cache of one build: [`remote_cache::RemoteCache`] over a
+/// [`Remote`] client. Cheap to clone.
+#[derive(Clone)]
 pub struct RemoteCache {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     remote: Remote,
+    /// The URL as shown, without credentials.
+    url: String,
     function: DigestFunction,
     settings: RemoteSettings,
     counters: Counters,
@@ -86,7 +67,7 @@ pub struct RemoteCache {
     /// Blobs whose download did not hash to their digest: the server's copy
     /// is bad, so they are uploaded even when it says it has them.
     bad_on_server: Mutex<HashSet<Digest>>,
-    observer: Arc<dyn Observer>,
+    warn: Warn,
     transfers: Arc<Semaphore>,
     uploads: Mutex<JoinSet<()>>,
 }
@@ -98,15 +79,16 @@ pub struct RemoteCache {
 pub async fn open(
     settings: RemoteSettings,
     held: Option<DigestFunction>,
-    observer: Arc<dyn Observer>,
-) -> (Option<Arc<RemoteCache>>, DigestFunction) {
-    let url = settings.config.url.clone();
+    warn: Warn,
+) -> (Option<RemoteCache>, DigestFunction) {
+    // Shown in warnings and stats, so never with its user info.
+    let url = without_credentials(&settings.config.url);
     let fallback = settings
         .digest_function
         .or(held)
         .unwrap_or(DigestFunction::Blake3);
     let unusable = |why: String| {
-        observer.warn(&format!(
+        warn(&format!(
             "remote cache {url} is not used: {why}; building with the local store only"
         ));
     };
@@ -156,8 +138,9 @@ pub async fn open(
         }
     };
     let transfers = Arc::new(Semaphore::new(settings.concurrency));
-    let cache = RemoteCache {
+    let cache = Inner {
         remote,
+        url,
         function,
         settings,
         counters: Counters::default(),
@@ -166,11 +149,16 @@ pub async fn open(
         warned: AtomicBool::new(false),
         warned_rejected: AtomicBool::new(false),
         bad_on_server: Mutex::new(HashSet::new()),
-        observer,
+        warn,
         transfers,
         uploads: Mutex::new(JoinSet::new()),
     };
-    (Some(Arc::new(cache)), function)
+    (
+        Some(RemoteCache {
+            inner: Arc::new(cache),
+        }),
+        function,
+    )
 }
 
 /// Why a lookup did not give a result.
@@ -183,16 +171,43 @@ enum Miss {
     Rejected(String),
 }
 
-impl RemoteCache {
-    pub fn function(&self) -> DigestFunction {
-        self.function
+impl remote_cache::RemoteCache for RemoteCache {
+    fn function(&self) -> DigestFunction {
+        self.inner.function
     }
 
-    pub fn stats(&self) -> RemoteStats {
+    fn remember_function(&self, store: &Store) -> std::io::Result<()> {
+        store_function::remember(store)
+    }
+
+    fn lookup<'a>(
+        &'a self,
+        store: &'a Store,
+        key: &'a Digest,
+        check: Option<&'a dyn OutputCheck>,
+    ) -> BoxFuture<'a, Option<Digest>> {
+        Box::pin(self.inner.lookup(store, key, check))
+    }
+
+    fn upload(&self, store: &Store, key: Digest, result: reapi::ActionResult) {
+        self.inner.upload(store, key, result);
+    }
+
+    fn finish(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.inner.finish())
+    }
+
+    fn stats(&self) -> RemoteStats {
+        self.inner.stats()
+    }
+}
+
+impl Inner {
+    fn stats(&self) -> RemoteStats {
         let c = &self.counters;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         RemoteStats {
-            url: self.settings.config.url.clone(),
+            url: self.url.clone(),
             digest_function: self.function.to_string(),
             hits: get(&c.hits),
             misses: get(&c.misses),
@@ -209,7 +224,7 @@ impl RemoteCache {
 
     fn warn_once(&self, message: String) {
         if !self.warned.swap(true, Ordering::SeqCst) {
-            self.observer.warn(&message);
+            (self.warn)(&message);
         }
     }
 
@@ -221,7 +236,7 @@ impl RemoteCache {
         *n += 1;
         self.warn_once(format!(
             "remote cache {}: {what} failed ({e}); the build goes on locally, and the remote is switched off after {SWITCH_OFF_AFTER} failures in a row",
-            self.settings.config.url
+            self.url
         ));
         if *n >= SWITCH_OFF_AFTER {
             self.switched_off.store(true, Ordering::SeqCst);
@@ -239,7 +254,7 @@ impl RemoteCache {
         loop {
             if self.switched_off.load(Ordering::SeqCst) {
                 return Err(RemoteError::Unavailable {
-                    server: self.settings.config.url.clone(),
+                    server: self.url.clone(),
                     what: what.to_string(),
                     reason: "switched off after repeated failures".into(),
                 });
@@ -247,7 +262,7 @@ impl RemoteCache {
             let outcome = match tokio::time::timeout(self.settings.config.timeout, f()).await {
                 Ok(r) => r,
                 Err(_) => Err(RemoteError::Unavailable {
-                    server: self.settings.config.url.clone(),
+                    server: self.url.clone(),
                     what: what.to_string(),
                     reason: format!(
                         "no answer within {} s",
@@ -277,12 +292,12 @@ impl RemoteCache {
 
     /// The output of `key` from the remote, downloaded and checked into the
     /// local store (with its local action-cache entry), or `None`. With
-    /// `declared`, the entry's tree must hold exactly those outputs.
-    pub async fn lookup(
+    /// `declared` (the outputs the target declares), the entry's tree must pass it.
+    async fn lookup(
         self: &Arc<Self>,
         store: &Store,
         key: &Digest,
-        declared: Option<&DeclaredOutputs>,
+        declared: Option<&dyn OutputCheck>,
     ) -> Option<Digest> {
         if self.switched_off.load(Ordering::SeqCst) {
             return None;
@@ -302,9 +317,9 @@ impl RemoteCache {
                     .rejected_entries
                     .fetch_add(1, Ordering::Relaxed);
                 if !self.warned_rejected.swap(true, Ordering::SeqCst) {
-                    self.observer.warn(&format!(
+                    (self.warn)(&format!(
                         "remote cache {}: rejected the entry for action {} ({why}); such steps run locally and their results are never recorded from it",
-                        self.settings.config.url,
+                        self.url,
                         key.hex()
                     ));
                 }
@@ -317,7 +332,7 @@ impl RemoteCache {
         self: &Arc<Self>,
         store: &Store,
         key: &Digest,
-        declared: Option<&DeclaredOutputs>,
+        declared: Option<&dyn OutputCheck>,
     ) -> Result<Digest, Miss> {
         let f = self.function;
         let failed = |e: RemoteError| match e {
@@ -446,7 +461,7 @@ impl RemoteCache {
                 self.bad_on_server.lock().expect("not poisoned").insert(*d);
                 self.warn_once(format!(
                     "remote cache {}: refused blob {} whose bytes do not match their digest (a tampered or corrupt cache)",
-                    self.settings.config.url,
+                    self.url,
                     self.function.qualified(d)
                 ));
                 Err(Miss::Quiet)
@@ -459,7 +474,7 @@ impl RemoteCache {
     /// Uploads an executed action's result in the background: missing
     /// blobs first, then the (signed) action-cache entry, so the entry never
     /// names a blob the server lacks.
-    pub fn upload(self: &Arc<Self>, store: &Store, key: Digest, result: reapi::ActionResult) {
+    fn upload(self: &Arc<Self>, store: &Store, key: Digest, result: reapi::ActionResult) {
         if !self.settings.upload || self.switched_off.load(Ordering::SeqCst) {
             return;
         }
@@ -555,7 +570,7 @@ impl RemoteCache {
                     self.counters.errors.fetch_add(1, Ordering::Relaxed);
                     self.warn_once(format!(
                         "remote cache {}: an upload was refused ({e}); the build goes on",
-                        self.settings.config.url
+                        self.url
                     ));
                 }
                 false
@@ -564,7 +579,7 @@ impl RemoteCache {
     }
 
     /// Waits for the uploads still running (each bounded by its timeouts).
-    pub async fn finish(&self) {
+    async fn finish(&self) {
         let mut set = std::mem::take(&mut *self.uploads.lock().expect("not poisoned"));
         while set.join_next().await.is_some() {}
     }
@@ -591,4 +606,66 @@ fn result_blobs(store: &Store, result: &reapi::ActionResult) -> Option<Vec<Diges
     blobs.sort_by_key(|d| d.hash);
     blobs.dedup();
     Some(blobs)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use strata_store::remote_cache::RemoteCache as _;
+
+    use super::*;
+    use crate::client::RemoteConfig;
+    use crate::config::RemoteCli;
+
+    #[tokio::test]
+    async fn credentials_in_the_url_are_never_shown() {
+        // A port nothing listens on: the lookup fails and is warned about.
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let url = format!("http://builder:hunter2@127.0.0.1:{port}/team");
+        let mut config = RemoteConfig::new(url.clone());
+        config.timeout = Duration::from_secs(2);
+        let settings = RemoteSettings {
+            config,
+            upload: true,
+            digest_function: Some(DigestFunction::Sha256),
+            signer: None,
+            trusted_keys: Vec::new(),
+            concurrency: 1,
+        };
+        let warnings = Arc::new(Mutex::new(Vec::<String>::new()));
+        let sink = warnings.clone();
+        let warn: Warn = Arc::new(move |m: &str| sink.lock().unwrap().push(m.to_string()));
+        let (cache, _) = open(settings, None, warn).await;
+        let cache = cache.expect("an HTTP remote opens without a request");
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), DigestFunction::Sha256).unwrap();
+        let key = DigestFunction::Sha256.of_bytes(b"an action");
+        assert_eq!(cache.lookup(&store, &key, None).await, None);
+
+        let stats = cache.stats();
+        assert_eq!(stats.url, format!("http://127.0.0.1:{port}/team"));
+        assert_eq!(stats.errors, 1, "{stats:?}");
+        let cli = RemoteCli {
+            url: Some(url),
+            ..RemoteCli::default()
+        };
+        let mut shown = warnings.lock().unwrap().clone();
+        assert_eq!(
+            shown.len(),
+            1,
+            "the failed lookup is warned about: {shown:?}"
+        );
+        shown.push(stats.url);
+        shown.push(format!("{cli:?}"));
+        for text in shown {
+            assert!(
+                !text.contains("hunter2") && !text.contains("builder"),
+                "{text}"
+            );
+        }
+    }
 }

@@ -14,6 +14,14 @@
 //! the set of published files happens under the index lock, so the index
 //! and the folder agree, and an action result is admitted only while every
 //! blob it names is indexed.
+//!
+//! Why not the local store's code: objects are named as in Bazel's HTTP
+//! layout ([`crate::layout`]) under one digest function, without the
+//! store's `cas/<function>/` level, so folders served by earlier versions
+//! stay valid; and the store is collected by reachability from build
+//! records (`strata store gc`), while a shared cache has no records and
+//! keeps within `--max-size` by least recent use, which this index tracks.
+//! Hashing is the store's (`DigestFunction::hasher`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File};
@@ -23,38 +31,16 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
 
-use strata_store::DigestFunction;
+use strata_store::{Digest, DigestFunction};
 
 use super::log;
-use super::refs::{self, BlobRef, Blobs};
-
-/// A 32-byte hash (SHA-256 or BLAKE3).
-pub type Hash = [u8; 32];
+use super::refs::{self, Blobs};
+use crate::layout::{Hash, Kind, parse_hex};
 
 const FORMAT: &str = "strata-cache-server-1";
 
 /// Mode of published files: read-only, as in the store.
 const FILE_MODE: u32 = 0o444;
-
-/// Largest action result accepted; REAPI's default message limit is 4 MiB.
-pub const ACTION_RESULT_LIMIT: u64 = 16 * 1024 * 1024;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Kind {
-    /// Ordered first so that an eviction removes entries before the blobs
-    /// they name: a crash in between never leaves an entry without a blob.
-    Ac,
-    Cas,
-}
-
-impl Kind {
-    pub fn dir(self) -> &'static str {
-        match self {
-            Kind::Ac => "ac",
-            Kind::Cas => "cas",
-        }
-    }
-}
 
 type Key = (Kind, Hash);
 
@@ -170,7 +156,7 @@ pub enum CommitError {
     /// More than `--max-size` even after evicting everything allowed.
     TooLarge,
     /// The action result names a blob that is not (or no longer) stored.
-    Missing(BlobRef),
+    Missing(Digest),
     Io(io::Error),
 }
 
@@ -324,7 +310,7 @@ impl Storage {
         kind: Kind,
         hash: &Hash,
         upload: tempfile::NamedTempFile,
-        refs: &[BlobRef],
+        refs: &[Digest],
     ) -> Result<(), CommitError> {
         let size = upload.as_file().metadata().map_err(CommitError::Io)?.len();
         fs::set_permissions(upload.path(), fs::Permissions::from_mode(FILE_MODE))
@@ -343,7 +329,7 @@ impl Storage {
                 .map_err(|e| CommitError::Io(e.error));
         }
         for r in refs {
-            if index.size_of(&(Kind::Cas, r.hash)) != Some(r.size) {
+            if index.size_of(&(Kind::Cas, r.hash)) != Some(r.size_bytes) {
                 return Err(CommitError::Missing(*r));
             }
         }
@@ -370,7 +356,7 @@ impl Storage {
         dest: &Path,
         upload: tempfile::NamedTempFile,
         size: u64,
-        refs: &[BlobRef],
+        refs: &[Digest],
     ) -> Result<(), CommitError> {
         let keep: HashSet<Key> = refs.iter().map(|r| (Kind::Cas, r.hash)).collect();
         let victims = index
@@ -427,7 +413,7 @@ impl Storage {
                 Some(refs)
                     if refs
                         .iter()
-                        .all(|r| index.size_of(&(Kind::Cas, r.hash)) == Some(r.size)) =>
+                        .all(|r| index.size_of(&(Kind::Cas, r.hash)) == Some(r.size_bytes)) =>
                 {
                     index.set_refs(&key, refs.iter().map(|r| r.hash).collect());
                 }
@@ -450,8 +436,8 @@ impl Storage {
 }
 
 impl Blobs for Storage {
-    fn read(&self, blob: &BlobRef, limit: u64) -> io::Result<Option<Vec<u8>>> {
-        if blob.size > limit {
+    fn read(&self, blob: &Digest, limit: u64) -> io::Result<Option<Vec<u8>>> {
+        if blob.size_bytes > limit {
             return Ok(None);
         }
         let file = match File::open(self.path(Kind::Cas, &blob.hash)) {
@@ -460,8 +446,8 @@ impl Blobs for Storage {
             Err(e) => return Err(e),
         };
         let mut bytes = Vec::new();
-        file.take(blob.size + 1).read_to_end(&mut bytes)?;
-        Ok((bytes.len() as u64 == blob.size).then_some(bytes))
+        file.take(blob.size_bytes + 1).read_to_end(&mut bytes)?;
+        Ok((bytes.len() as u64 == blob.size_bytes).then_some(bytes))
     }
 }
 
@@ -553,16 +539,6 @@ fn scan(dir: &Path, kind: Kind, out: &mut Vec<(SystemTime, Key, u64)>) -> io::Re
     Ok(())
 }
 
-/// A hash in lower-case hex, as in paths and file names.
-pub fn parse_hex(text: &str) -> Option<Hash> {
-    if text.len() != 64 || !text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-        return None;
-    }
-    let mut hash = [0u8; 32];
-    hex::decode_to_slice(text, &mut hash).ok()?;
-    Some(hash)
-}
-
 #[cfg(test)]
 mod tests {
     use std::io::Write;
@@ -574,23 +550,20 @@ mod tests {
 
     const F: DigestFunction = DigestFunction::Sha256;
 
-    fn put(s: &Storage, bytes: &[u8]) -> Result<BlobRef, CommitError> {
+    fn put(s: &Storage, bytes: &[u8]) -> Result<Digest, CommitError> {
         let d = F.of_bytes(bytes);
         let mut t = s.temp_file().unwrap();
         t.write_all(bytes).unwrap();
         s.commit(Kind::Cas, &d.hash, t, &[])?;
-        Ok(BlobRef {
-            hash: d.hash,
-            size: d.size_bytes,
-        })
+        Ok(d)
     }
 
     /// An action result whose stdout is `log`, under key `key`.
-    fn put_result(s: &Storage, key: u8, log: &BlobRef) -> Result<(), CommitError> {
+    fn put_result(s: &Storage, key: u8, log: &Digest) -> Result<(), CommitError> {
         let bytes = reapi::ActionResult {
             stdout_digest: Some(reapi::Digest {
                 hash: hex::encode(log.hash),
-                size_bytes: log.size as i64,
+                size_bytes: log.size_bytes as i64,
             }),
             ..Default::default()
         }
@@ -647,10 +620,7 @@ mod tests {
     fn an_action_result_naming_a_missing_blob_is_refused() {
         let d = tempfile::tempdir().unwrap();
         let (s, _) = Storage::open(d.path(), F, 1000).unwrap();
-        let absent = BlobRef {
-            hash: F.of_bytes(b"absent").hash,
-            size: 6,
-        };
+        let absent = F.of_bytes(b"absent");
         assert!(matches!(
             put_result(&s, 1, &absent),
             Err(CommitError::Missing(b)) if b == absent
@@ -658,7 +628,7 @@ mod tests {
         assert!(!s.path(Kind::Ac, &[1; 32]).exists());
         // A blob of the right hash but another size is not the one named.
         put(&s, b"absent").unwrap();
-        let wrong_size = BlobRef { size: 7, ..absent };
+        let wrong_size = Digest::new(absent.hash, 7);
         assert!(matches!(
             put_result(&s, 1, &wrong_size),
             Err(CommitError::Missing(_))

@@ -9,8 +9,8 @@ use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 
 use super::fake_grpc::Fake;
 use super::fake_http::FakeHttp;
-use crate::DigestFunction;
-use crate::remote::{Remote, RemoteConfig, RemoteError};
+use crate::client::{Remote, RemoteConfig, RemoteError};
+use strata_store::DigestFunction;
 
 struct Pki {
     ca_pem: String,
@@ -60,7 +60,7 @@ async fn remote_https_is_trusted_through_the_ca_file_only() {
         .collect::<Result<Vec<_>, _>>()
         .unwrap();
     let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(pki.key_pem.as_bytes()).unwrap();
-    let tls = rustls::ServerConfig::builder_with_provider(crate::remote::tls::provider())
+    let tls = rustls::ServerConfig::builder_with_provider(crate::client::tls::provider())
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()

@@ -18,10 +18,12 @@ use hyper::{Method, Request, Response, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::auth::{Access, Denied, Tokens};
-use super::disk::{self, ACTION_RESULT_LIMIT, CommitError, Hash, Kind, Storage};
+use super::disk::{CommitError, Storage};
 use super::grpc;
 use super::log;
 use super::refs::{self, Refusal};
+use crate::layout::{ACTION_RESULT_LIMIT, Hash, Kind, route};
+use strata_store::Digest;
 
 pub type Body = UnsyncBoxBody<Bytes, io::Error>;
 
@@ -110,25 +112,6 @@ async fn respond(server: Arc<Server>, req: Request<Incoming>) -> Response<Body> 
             r
         }
     }
-}
-
-/// `(kind, hash)` of a path; `None` for paths that are not entries, `Err`
-/// for an entry path whose hash is malformed.
-fn route(path: &str) -> Result<Option<(Kind, Hash)>, String> {
-    let mut parts = path.rsplitn(3, '/');
-    let (Some(hex), Some(kind)) = (parts.next(), parts.next()) else {
-        return Ok(None);
-    };
-    let kind = match kind {
-        "ac" => Kind::Ac,
-        "cas" => Kind::Cas,
-        _ => return Ok(None),
-    };
-    let hash = disk::parse_hex(hex).ok_or_else(|| {
-        let shown: String = hex.chars().take(80).collect();
-        format!("`{shown}` is not a hash: expected 64 lower-case hex digits")
-    })?;
-    Ok(Some((kind, hash)))
 }
 
 async fn get(server: &Arc<Server>, kind: Kind, hash: Hash, head: bool) -> Response<Body> {
@@ -324,7 +307,7 @@ async fn commit(
     kind: Kind,
     hash: Hash,
     upload: tempfile::NamedTempFile,
-    refs: Vec<refs::BlobRef>,
+    refs: Vec<Digest>,
 ) -> Result<Response<Body>, Response<Body>> {
     let s = server.clone();
     let done = tokio::task::spawn_blocking(move || s.storage.commit(kind, &hash, upload, &refs))
@@ -344,13 +327,13 @@ async fn commit(
     }
 }
 
-fn missing(blob: &refs::BlobRef) -> Response<Body> {
+fn missing(blob: &Digest) -> Response<Body> {
     text(
         StatusCode::CONFLICT,
         format!(
             "names blob {}/{} which is not in the cache: upload it first",
             hex::encode(blob.hash),
-            blob.size
+            blob.size_bytes
         ),
     )
 }
@@ -407,28 +390,4 @@ fn text(status: StatusCode, msg: impl Into<String>) -> Response<Body> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     r
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn routes() {
-        let h = "ab".repeat(32);
-        assert_eq!(
-            route(&format!("/cas/{h}")),
-            Ok(Some((Kind::Cas, [0xab; 32])))
-        );
-        assert_eq!(
-            route(&format!("/team/ac/{h}")),
-            Ok(Some((Kind::Ac, [0xab; 32])))
-        );
-        assert_eq!(route("/"), Ok(None));
-        assert_eq!(route("/status"), Ok(None));
-        assert_eq!(route(&format!("/x/{h}")), Ok(None));
-        assert!(route("/cas/abc").is_err());
-        assert!(route(&format!("/cas/{}", "AB".repeat(32))).is_err());
-        assert_eq!(route(&format!("/cas/{h}/")), Ok(None));
-    }
 }

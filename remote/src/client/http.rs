@@ -16,10 +16,9 @@ use super::blob_io::{self, Incoming, Outgoing};
 use super::error::{chain, server_text};
 use super::stall::{self, Progress};
 use super::{RemoteConfig, RemoteError};
-use crate::{Cas, Digest, DigestFunction, reapi};
+use crate::layout::{self, ACTION_RESULT_LIMIT, Kind};
+use strata_store::{Cas, Digest, DigestFunction, reapi};
 
-/// Largest action result accepted; real ones are a few KiB.
-const ACTION_RESULT_LIMIT: u64 = 16 * 1024 * 1024;
 /// Blobs up to this size are read whole and sent in one body.
 const SMALL_BLOB: u64 = 1024 * 1024;
 /// HEAD, GET or PUT requests of blobs in flight at once.
@@ -46,12 +45,6 @@ impl fmt::Debug for HttpRemote {
             .field("server", &self.inner.server)
             .finish()
     }
-}
-
-#[derive(Clone, Copy)]
-enum Kind {
-    Ac,
-    Cas,
 }
 
 impl HttpRemote {
@@ -106,11 +99,7 @@ impl HttpRemote {
     }
 
     fn url(&self, kind: Kind, digest: &Digest) -> String {
-        let kind = match kind {
-            Kind::Ac => "ac",
-            Kind::Cas => "cas",
-        };
-        format!("{}/{kind}/{}", self.inner.base, digest.hex())
+        layout::url(&self.inner.base, kind, digest)
     }
 
     pub(crate) async fn get_action_result(

@@ -1,6 +1,6 @@
 use std::error::Error;
 
-use crate::{Digest, StoreError};
+use strata_store::{Digest, StoreError};
 
 /// Every failure of a remote cache, naming the server (never a secret: no
 /// user info, header value or token) and the action or blob concerned.

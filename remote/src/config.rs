@@ -7,12 +7,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::client::RemoteConfig;
 use ed25519_dalek::VerifyingKey;
 use serde::Deserialize;
 use strata_store::DigestFunction;
-use strata_store::remote::RemoteConfig;
 
-use super::sign::{Signer, parse_public_key};
+use crate::sign::{Signer, parse_public_key};
 
 /// The workspace configuration file, beside the root BUILD.yaml.
 pub const FILE: &str = "strata.yaml";
@@ -22,11 +22,25 @@ pub const TOKEN_ENV: &str = "STRATA_REMOTE_TOKEN";
 pub const HEADERS_ENV: &str = "STRATA_REMOTE_HEADERS";
 
 /// Remote options given on the command line.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct RemoteCli {
     pub url: Option<String>,
     pub upload: Option<bool>,
     pub sign_key: Option<PathBuf>,
+}
+
+/// Shows the URL without its user info, which is a credential.
+impl std::fmt::Debug for RemoteCli {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteCli")
+            .field(
+                "url",
+                &self.url.as_deref().map(crate::client::without_credentials),
+            )
+            .field("upload", &self.upload)
+            .field("sign_key", &self.sign_key)
+            .finish()
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -126,7 +140,8 @@ pub fn settings(root: &Path, cli: &RemoteCli) -> Result<Option<RemoteSettings>, 
         .any(|s| url.starts_with(s));
     if !scheme_ok {
         return Err(format!(
-            "`{url}` is not a remote cache address: use grpc://, grpcs://, http:// or https://"
+            "`{}` is not a remote cache address: use grpc://, grpcs://, http:// or https://",
+            crate::client::without_credentials(&url)
         ));
     }
     let bearer_token = match (&raw.token_file, std::env::var(TOKEN_ENV)) {

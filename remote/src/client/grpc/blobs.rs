@@ -13,11 +13,11 @@ use futures_util::{StreamExt, TryStreamExt};
 use tonic::Code;
 
 use super::{GrpcRemote, MAX_MESSAGE, names, status_error};
-use crate::remote::RemoteError;
-use crate::remote::blob_io::{self, Incoming, Outgoing};
-use crate::remote::error::server_text;
-use crate::remote::stall::{self, Progress};
-use crate::{Cas, Digest, DigestFunction};
+use crate::client::RemoteError;
+use crate::client::blob_io::{self, Incoming, Outgoing};
+use crate::client::error::server_text;
+use crate::client::stall::{self, Progress};
+use strata_store::{Cas, Digest, DigestFunction};
 
 /// Blobs above this size go through ByteStream.
 pub(crate) const SMALL_BLOB: u64 = 1024 * 1024;
@@ -90,7 +90,7 @@ impl GrpcRemote {
         cas: &Cas,
     ) -> Result<(), RemoteError> {
         blob_io::check_function(cas, function)?;
-        let wanted: Vec<Digest> = crate::remote::dedup(digests)
+        let wanted: Vec<Digest> = crate::client::dedup(digests)
             .into_iter()
             .filter(|d| !cas.contains(d))
             .collect();
@@ -123,7 +123,7 @@ impl GrpcRemote {
         cas: &Cas,
     ) -> Result<(), RemoteError> {
         blob_io::check_function(cas, function)?;
-        futures_util::stream::iter(self.jobs(crate::remote::dedup(digests)))
+        futures_util::stream::iter(self.jobs(crate::client::dedup(digests)))
             .map(|job| async move {
                 match job {
                     Job::Batch(batch) => self.batch_update(function, &batch, cas).await,

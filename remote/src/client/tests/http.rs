@@ -2,8 +2,8 @@ use std::time::Duration;
 
 use super::fake_http::{FakeHttp, Tamper};
 use super::{corrupt, large_bytes, store_in};
-use crate::remote::{Remote, RemoteConfig, RemoteError};
-use crate::{DigestFunction, StoreError, reapi};
+use crate::client::{Remote, RemoteConfig, RemoteError};
+use strata_store::{DigestFunction, StoreError, reapi};
 
 const B3: DigestFunction = DigestFunction::Blake3;
 

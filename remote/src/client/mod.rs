@@ -23,8 +23,8 @@ pub use error::RemoteError;
 pub use grpc::GrpcRemote;
 pub use http::HttpRemote;
 
-use crate::{Cas, Digest, DigestFunction, reapi};
 use endpoint::Endpoint;
+use strata_store::{Cas, Digest, DigestFunction, reapi};
 
 /// The empty blob, never transferred: stored locally when asked for.
 fn empty_blob(function: DigestFunction, digest: &Digest, cas: &Cas) -> Result<(), RemoteError> {
@@ -37,6 +37,23 @@ fn empty_blob(function: DigestFunction, digest: &Digest, cas: &Cas) -> Result<()
         });
     }
     cas.put_bytes(b"").map(|_| ()).map_err(RemoteError::Store)
+}
+
+/// `url` as messages and reports show it: the same text, less any user
+/// info (`user:password@`), which is a credential. A URL that does not
+/// parse is shown only if it cannot hold user info.
+pub fn without_credentials(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
+            // Only fails for URLs that cannot have user info.
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            parsed.to_string()
+        }
+        Ok(_) => url.to_string(),
+        Err(_) if url.contains('@') => "<an invalid URL>".to_string(),
+        Err(_) => url.to_string(),
+    }
 }
 
 /// Where a remote cache is and how to talk to it.
