@@ -7,8 +7,8 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use strata_engine::audit::AuditOptions;
 use strata_engine::build::{self, BuildError, BuildOptions};
-use strata_engine::load::LoadOptions;
-use strata_engine::matrix::MatrixRequest;
+use strata_load::LoadOptions;
+use strata_load::matrix::MatrixRequest;
 
 use crate::{build_file, progress, report, store_cmd};
 
@@ -584,7 +584,7 @@ fn parse_vars(
     let vars = vars
         .iter()
         .map(|v| match v.split_once('=') {
-            Some((name, value)) if strata_engine::load::is_var_name(name) => {
+            Some((name, value)) if strata_load::is_var_name(name) => {
                 Ok((name.to_string(), value.to_string()))
             }
             _ => Err(report::usage_error(&format!(
@@ -606,7 +606,7 @@ fn clean_command(file: Option<PathBuf>, out_dir: Option<PathBuf>) -> ExitCode {
             };
             // The workspace's `out_dir:` when it loads; `out/` otherwise, so
             // a broken BUILD.yaml can still be cleaned after.
-            let declared = strata_engine::load::load(&file, &Default::default())
+            let declared = strata_load::load(&file, &Default::default())
                 .ok()
                 .map(|ws| ws.out_dir);
             declared.unwrap_or_else(|| {

@@ -7,7 +7,7 @@ use strata_engine::audit::archive::EntryDiff;
 use strata_engine::audit::compare::FileDiff;
 use strata_engine::audit::{AuditReport, Cause, Verdict};
 use strata_engine::build::{BuildReport, Status};
-use strata_engine::load::ConfigError;
+use strata_load::ConfigError;
 
 use crate::exit;
 

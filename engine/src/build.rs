@@ -10,7 +10,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use petgraph::graph::NodeIndex;
 use strata_rules::platform::RunsOn;
-use strata_rules::run::{Program, RunParams, RunStep};
 use strata_rules::stage::StageStep;
 use strata_store::remote_cache::{Opened, RemoteOpener, RemoteStats, Warn};
 use strata_store::{Digest, DigestFunction, Store, reapi};
@@ -20,10 +19,7 @@ use crate::exec::{Failure, Isolation, StepFailure};
 use crate::gc;
 use crate::graph::Graph;
 use crate::inputs;
-use crate::load::diag::{At, did_you_mean};
-use crate::load::{self, ConfigError, Kind, LoadOptions, Workspace};
 use crate::materialize;
-use crate::matrix::MatrixRequest;
 use crate::plan::Plan;
 use crate::platforms::Emulators;
 use crate::records::{self, Record, RecordedTarget};
@@ -31,6 +27,9 @@ use crate::scheduler::{self, Observer, Outcome, Settings, Work};
 use crate::statcache::StatCache;
 use crate::toolchain::HostToolchain;
 use crate::trace::{self, Tracer};
+use strata_load::diag::{At, did_you_mean};
+use strata_load::matrix::MatrixRequest;
+use strata_load::{ConfigError, LoadOptions, Workspace};
 
 /// What `strata build` was asked to do.
 #[derive(Clone, Debug)]
@@ -330,7 +329,7 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
         .map(|(n, node)| {
             (
                 node.label.clone(),
-                plan.target(n).kind.rule_name().to_string(),
+                plan.target(n).work.rule_name().to_string(),
             )
         })
         .collect();
@@ -363,8 +362,8 @@ pub fn build(opts: &BuildOptions, observer: Arc<dyn Observer>) -> Result<BuildRe
                         key: r.key.map(|k| k.hex()),
                         key_size: r.key.map(|k| k.size_bytes),
                         output: r.output.map(|o| store.function().qualified(&o)),
-                        rule: t.kind.rule_name().to_string(),
-                        reproducible: t.kind.reproducible(),
+                        rule: t.work.rule_name().to_string(),
+                        reproducible: t.work.reproducible(),
                         deps: node
                             .deps
                             .iter()
@@ -430,8 +429,8 @@ fn left_behind(
         let held = materialize::placed_count(Path::new(old));
         if held > 0 {
             let (old_shown, now_shown) = (
-                load::source::shown(Path::new(old)),
-                load::source::shown(Path::new(out_dir_now)),
+                strata_load::source::shown(Path::new(old)),
+                strata_load::source::shown(Path::new(out_dir_now)),
             );
             let outputs = if held == 1 { "output" } else { "outputs" };
             observer.warn(&format!(
@@ -509,58 +508,41 @@ fn foreign_entry_errors(plan: &Plan, entries: &[(String, PathBuf)]) -> Vec<Confi
 /// foreign image is keyed with the emulator that runs it.
 pub(crate) fn work_of(
     toolchain: &HostToolchain,
-    t: &load::Target,
+    t: &strata_load::Target,
     emulators: &Emulators,
 ) -> Result<Work, BuildError> {
     let emulated = |runs_on: &RunsOn| RunsOn {
         platform: runs_on.platform.clone(),
         emulator: emulators.for_platform(&runs_on.platform),
     };
-    Ok(match &t.kind {
-        Kind::Run(params) => {
-            let mut params = params.clone();
-            if let Some(c) = params.container.as_mut() {
-                c.runs_on = emulated(&c.runs_on);
+    let mut work = t.work.clone();
+    match &mut work {
+        Work::Run(step) => {
+            if let Some(c) = &step.container {
+                let runs_on = emulated(&c.runs_on);
+                step.set_runs_on(runs_on);
             }
-            Work::Run(host_step(toolchain, &t.name, &params)?)
+            if step.runs_on_host() {
+                // The loader declares every `run` target's tools and shell.
+                let declared = t.run.as_ref();
+                let properties = toolchain
+                    .properties(
+                        declared.and_then(|d| d.tools.as_deref()),
+                        declared.is_some_and(|d| d.shell),
+                    )
+                    .map_err(|e| BuildError::Environment(format!("target `{}`: {e}", t.name)))?;
+                step.keyed_command.platform = Some(reapi::Platform { properties });
+            }
         }
-        Kind::Builtin(rule, sde) => Work::Builtin {
-            rule: rule.clone(),
-            source_date_epoch: sde.clone(),
-        },
-        Kind::Stage {
-            parent,
-            step,
+        // Nothing runs in a `copy` step.
+        Work::Stage {
+            step: StageStep::Run(_),
             runs_on,
-        } => Work::Stage {
-            parent: parent.clone(),
-            step: step.clone(),
-            // Nothing runs in a `copy` step.
-            runs_on: match step {
-                StageStep::Run(_) => emulated(runs_on),
-                StageStep::Copy(_) => runs_on.clone(),
-            },
-        },
-        Kind::ImagePull(p) => Work::ImagePull(p.clone()),
-        Kind::DataRoot(p) => Work::DataRoot(p.clone()),
-    })
-}
-
-/// A `run` step, keyed by the host toolchain when it runs on the host.
-fn host_step(
-    toolchain: &HostToolchain,
-    name: &str,
-    params: &RunParams,
-) -> Result<RunStep, BuildError> {
-    let mut step = params.step();
-    if params.runs_on_host() {
-        let shell = matches!(params.program, Program::Shell(_));
-        let properties = toolchain
-            .properties(params.tools.as_deref(), shell)
-            .map_err(|e| BuildError::Environment(format!("target `{name}`: {e}")))?;
-        step.keyed_command.platform = Some(reapi::Platform { properties });
+            ..
+        } => *runs_on = emulated(runs_on),
+        _ => {}
     }
-    Ok(step)
+    Ok(work)
 }
 
 /// The store as the workspace's last build used it: with that build's
@@ -658,14 +640,18 @@ pub(crate) fn requested(
                     .unwrap_or_default();
                 BuildError::Usage(format!(
                     "no target named `{name}` in {}{hint}",
-                    load::source::shown(&ws.build_file)
+                    strata_load::source::shown(&ws.build_file)
                 ))
             })
         })
         .collect()
 }
 
-fn failure_diagnostic(ws: &Workspace, t: &load::Target, failure: &Failure) -> Option<ConfigError> {
+fn failure_diagnostic(
+    ws: &Workspace,
+    t: &strata_load::Target,
+    failure: &Failure,
+) -> Option<ConfigError> {
     let at = At {
         sources: &ws.sources,
     };

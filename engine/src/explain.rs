@@ -23,11 +23,11 @@ use crate::build::{self, BuildError};
 use crate::declared::DeclaredOutputs;
 use crate::key;
 use crate::keyinfo::{self, Change, KeyInfo};
-use crate::load::LoadOptions;
-use crate::matrix::MatrixRequest;
 use crate::plan::Plan;
 use crate::records::{self, Record, RecordedTarget};
 use crate::scheduler::{self, Observer};
+use strata_load::LoadOptions;
+use strata_load::matrix::MatrixRequest;
 
 #[derive(Clone, Debug)]
 pub struct ExplainOptions {
@@ -162,7 +162,7 @@ pub fn explain(
             .store(store.cas())
             .map_err(|e| BuildError::Environment(format!("cannot write to the store: {e}")))?;
         let info = keyinfo::read(&store, &action.key).unwrap_or_default();
-        let rule = plan.target(n.index()).kind.rule_name().to_string();
+        let rule = plan.target(n.index()).work.rule_name().to_string();
         let pending = job
             .deps
             .iter()

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use petgraph::Direction;
 use petgraph::graph::{DiGraph, NodeIndex};
 
-use crate::load::diag::{At, did_you_mean};
-use crate::load::{ConfigError, Target, Workspace};
+use strata_load::diag::{At, did_you_mean};
+use strata_load::{ConfigError, Target, Workspace};
 
 /// The dependency graph of a workspace. Edges point from a dependency to its
 /// dependents; node weights index `Workspace::targets`.

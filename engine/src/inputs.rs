@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use strata_store::{Digest, DigestFunction};
 
-use crate::globs::{self, GlobError};
-use crate::load::diag::At;
-use crate::load::{ConfigError, Workspace};
 use crate::statcache::{Stat, StatCache};
+use strata_load::diag::At;
+use strata_load::globs::{self, GlobError};
+use strata_load::{ConfigError, Workspace};
 
 /// One declared source of a target.
 #[derive(Clone, Debug)]

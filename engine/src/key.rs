@@ -162,13 +162,13 @@ pub fn of_work(
     function: DigestFunction,
     cas: &Cas,
     name: &str,
-    work: &crate::scheduler::Work,
+    work: &strata_rules::Work,
     sandboxed: bool,
     sources: &[SourceFile],
     deps: &[(String, Digest)],
     dep_keys: &BTreeMap<String, Digest>,
 ) -> KeyedAction {
-    use crate::scheduler::Work;
+    use strata_rules::Work;
     match work {
         Work::Run(step) => key(function, name, step, sources, deps, sandboxed),
         Work::Builtin {

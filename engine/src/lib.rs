@@ -1,7 +1,7 @@
 //! Strata's engine: everything between a BUILD.yaml and an `out/` folder.
 //!
 //! The phases, in the order data flows through them, each in its own module:
-//! load (`load`, `matrix`) -> graph (`graph`, `plan`) -> key (`inputs`, `key`) -> execute
+//! load (`strata_load`) -> graph (`graph`, `plan`) -> key (`inputs`, `key`) -> execute
 //! (`exec`, `sandbox`, `scheduler`) -> store (`strata_store`) -> materialize
 //! (`materialize`), with `records` keeping what each build did. `docker`
 //! runs steps in containers of a Docker Engine, `containers` drives it for
@@ -27,18 +27,15 @@ pub mod exec;
 pub mod explain;
 pub mod fstree;
 pub mod gc;
-pub mod globs;
 pub mod graph;
 pub mod inputs;
 pub mod key;
 pub mod keyinfo;
 pub mod keyring;
-pub mod load;
 pub mod logs;
 pub mod manifest;
 pub mod mask;
 pub mod materialize;
-pub mod matrix;
 pub mod narrow;
 pub mod plan;
 pub mod platforms;

@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use strata_store::{Digest, DigestFunction, Store};
 
 use crate::build::workspace_tag;
-use crate::load::diag::did_you_mean;
-use crate::load::source::shown;
 use crate::records::{self, RecordedTarget};
+use strata_load::diag::did_you_mean;
+use strata_load::source::shown;
 
 /// Why there is no log to show.
 #[derive(Debug)]

@@ -18,8 +18,8 @@ use strata_store::{Digest, DigestFunction, Store};
 
 use crate::build::workspace_tag;
 use crate::keyinfo::{self, Change, KeyInfo};
-use crate::load::diag::did_you_mean;
 use crate::records::{self, RecordedTarget};
+use strata_load::diag::did_you_mean;
 
 /// The manifest format this build writes and reads; bumped when a field
 /// changes meaning or is removed.
@@ -143,7 +143,7 @@ pub fn of_last_build(
         .ok_or_else(|| {
             Error::Usage(format!(
                 "no build of {} is recorded in the store {}; run `strata build` first",
-                crate::load::source::shown(&canonical),
+                strata_load::source::shown(&canonical),
                 store_dir.display()
             ))
         })?;
@@ -170,7 +170,7 @@ pub fn of_last_build(
                     .unwrap_or_default();
                 return Err(Error::Usage(format!(
                     "target `{name}` is not in the last build of {}{hint}",
-                    crate::load::source::shown(&canonical)
+                    strata_load::source::shown(&canonical)
                 )));
             };
             chosen.insert(name, t);

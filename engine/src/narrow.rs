@@ -14,7 +14,7 @@ use strata_rules::stage::StageStep;
 use strata_store::tree::{Entry, Node, TreeBuilder, list};
 use strata_store::{Cas, Digest};
 
-use crate::scheduler::Work;
+use strata_rules::Work;
 
 /// What each dependency of `work` contributes to its input root: its whole
 /// output (`Node::Stored`), or a tree of just the paths the work names.

@@ -20,17 +20,18 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use petgraph::graph::NodeIndex;
+use strata_rules::Work;
 
 use crate::build::{self, BuildError};
 use crate::graph::Graph;
 use crate::inputs::{self, SourceFile};
-use crate::load::diag::{At, did_you_mean};
-use crate::load::{ConfigError, Kind, LoadOptions, Target, Workspace};
-use crate::matrix::{self, Configuration, MatrixRequest};
 use crate::platforms::Emulators;
 use crate::scheduler::Job;
 use crate::statcache::StatCache;
 use crate::toolchain::HostToolchain;
+use strata_load::diag::{At, did_you_mean};
+use strata_load::matrix::{self, Configuration, MatrixRequest};
+use strata_load::{ConfigError, LoadOptions, Target, Workspace};
 
 /// One configuration: its values, its workspace and that workspace's graph.
 pub struct Configured {
@@ -364,7 +365,7 @@ fn same_node(
     if a.name != b.name || a.hidden != b.hidden {
         return false;
     }
-    let values = |v: &[crate::load::Located<String>]| -> Vec<String> {
+    let values = |v: &[strata_load::Located<String>]| -> Vec<String> {
         v.iter().map(|x| x.value.clone()).collect()
     };
     if values(&a.outs) != values(&b.outs) {
@@ -372,8 +373,8 @@ fn same_node(
     }
     // A fixed-output step is keyed by its name and declared digest only:
     // whichever definition runs must produce those bytes.
-    if let (Kind::Run(_), Kind::Run(_), Some(da), Some(db)) =
-        (&a.kind, &b.kind, &a.output_digest, &b.output_digest)
+    if let (Work::Run(_), Work::Run(_), Some(da), Some(db)) =
+        (&a.work, &b.work, &a.output_digest, &b.output_digest)
     {
         return da.value == db.value;
     }
@@ -383,7 +384,8 @@ fn same_node(
         && (no_sources || a.dir == b.dir);
     srcs_agree
         && a.output_digest.as_ref().map(|d| &d.value) == b.output_digest.as_ref().map(|d| &d.value)
-        && a.kind == b.kind
+        && a.work == b.work
+        && a.run == b.run
         && a_deps == b_deps
 }
 

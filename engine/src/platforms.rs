@@ -19,8 +19,9 @@ use strata_rules::run::ImageRef;
 use strata_rules::stage::StageStep;
 
 use crate::binfmt::{self, Handler};
-use crate::load::diag::At;
-use crate::load::{ConfigError, Kind, Target, Workspace};
+use strata_load::diag::At;
+use strata_load::{ConfigError, Target, Workspace};
+use strata_rules::Work;
 
 /// The architecture of this machine in OCI's words (`amd64`, `arm64`).
 pub fn host_architecture() -> &'static str {
@@ -102,9 +103,9 @@ struct Runner<'a> {
 fn runner<'a>(ws: &'a Workspace, t: &'a Target) -> Option<Runner<'a>> {
     let user = t.name.split('#').next().unwrap_or(&t.name);
     let find = |name: &str| ws.targets.iter().find(|x| x.name == name);
-    match &t.kind {
-        Kind::Run(p) => {
-            let c = p.container.as_ref()?;
+    match &t.work {
+        Work::Run(step) => {
+            let c = step.container.as_ref()?;
             let (image, at) = match &c.image {
                 ImageRef::Target(name) => (name.clone(), find(name).unwrap_or(t)),
                 ImageRef::Pinned { name, digest } => (format!("{name}@{digest}"), t),
@@ -116,7 +117,7 @@ fn runner<'a>(ws: &'a Workspace, t: &'a Target) -> Option<Runner<'a>> {
                 platform: &c.runs_on.platform,
             })
         }
-        Kind::Stage {
+        Work::Stage {
             step: StageStep::Run(_),
             runs_on,
             ..
@@ -125,7 +126,7 @@ fn runner<'a>(ws: &'a Workspace, t: &'a Target) -> Option<Runner<'a>> {
             let mut parent = stage_parent(t);
             let mut seen = BTreeSet::new();
             while let Some(p) = parent.and_then(find) {
-                if !matches!(p.kind, Kind::Stage { .. }) || !seen.insert(p.name.as_str()) {
+                if !matches!(p.work, Work::Stage { .. }) || !seen.insert(p.name.as_str()) {
                     break;
                 }
                 parent = stage_parent(p);
@@ -135,9 +136,12 @@ fn runner<'a>(ws: &'a Workspace, t: &'a Target) -> Option<Runner<'a>> {
                     let from = find(name);
                     let is_image = from.is_some_and(|f| {
                         matches!(
-                            f.kind,
-                            Kind::ImagePull(_)
-                                | Kind::Builtin(strata_rules::builtin::Builtin::Image(_), _)
+                            f.work,
+                            Work::ImagePull(_)
+                                | Work::Builtin {
+                                    rule: strata_rules::builtin::Builtin::Image(_),
+                                    ..
+                                }
                         )
                     });
                     (name.to_string(), from.filter(|_| is_image).unwrap_or(t))
@@ -156,8 +160,8 @@ fn runner<'a>(ws: &'a Workspace, t: &'a Target) -> Option<Runner<'a>> {
 }
 
 fn stage_parent(t: &Target) -> Option<&str> {
-    match &t.kind {
-        Kind::Stage { parent, .. } => parent.as_deref(),
+    match &t.work {
+        Work::Stage { parent, .. } => parent.as_deref(),
         _ => None,
     }
 }

@@ -10,9 +10,9 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::build::BuildError;
-use crate::load::LoadOptions;
-use crate::matrix::MatrixRequest;
 use crate::plan::Plan;
+use strata_load::LoadOptions;
+use strata_load::matrix::MatrixRequest;
 
 /// Loads `build_file` and selects `targets` with their dependencies, exactly
 /// as `strata build` would (empty: every target that is not a hidden stage
@@ -51,7 +51,7 @@ pub fn dot(plan: &Plan) -> String {
         if t.hidden {
             style.push("dashed");
         }
-        let mut label = format!("{}\n{}", node.label, t.kind.rule_name());
+        let mut label = format!("{}\n{}", node.label, t.work.rule_name());
         if plan.matrix {
             let members = plan.members_of(n);
             if members.len() > 1 {
@@ -121,7 +121,7 @@ pub fn json(plan: &Plan) -> serde_json::Value {
                 .iter()
                 .map(|(_, d)| plan.nodes[*d].label.as_str())
                 .collect();
-            let mut v = serde_json::json!({"rule": t.kind.rule_name(), "deps": deps});
+            let mut v = serde_json::json!({"rule": t.work.rule_name(), "deps": deps});
             if plan.matrix {
                 v["target"] = t.name.clone().into();
                 v["configurations"] = plan.members_of(n).into();

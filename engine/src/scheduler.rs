@@ -13,12 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use petgraph::graph::NodeIndex;
-use strata_rules::Text;
 use strata_rules::builtin::{Builtin, BuiltinError, Ctx};
-use strata_rules::data_root::DataRootParams;
-use strata_rules::image_pull::PullParams;
 use strata_rules::platform::RunsOn;
-use strata_rules::run::RunStep;
 use strata_rules::stage::StageStep;
 use strata_store::{Digest, Store, tree};
 use tokio::task::JoinSet;
@@ -78,52 +74,9 @@ pub trait Observer: Send + Sync {
     fn log(&self, _target: &str, _line: &str) {}
 }
 
+pub use strata_rules::Work;
+
 /// One target as the scheduler sees it.
-/// What a target does when it runs.
-#[derive(Clone, Debug)]
-pub enum Work {
-    Run(RunStep),
-    Builtin {
-        rule: Builtin,
-        source_date_epoch: Text,
-    },
-    /// A stage step on its parent's tree (`None`: an empty tree), on its
-    /// platform (through the emulator it is keyed with).
-    Stage {
-        parent: Option<String>,
-        step: StageStep,
-        runs_on: RunsOn,
-    },
-    ImagePull(PullParams),
-    DataRoot(DataRootParams),
-}
-
-impl Work {
-    /// The platform (and emulator) of work that runs an image's programs:
-    /// `run` in an image, a stage's command; `None` for everything else.
-    pub fn runs_on(&self) -> Option<&RunsOn> {
-        match self {
-            Work::Run(step) => step.container.as_ref().map(|c| &c.runs_on),
-            Work::Stage {
-                step: StageStep::Run(_),
-                runs_on,
-                ..
-            } => Some(runs_on),
-            _ => None,
-        }
-    }
-
-    /// Whether the output is named in advance (`output_digest`,
-    /// `image-pull`): rebuilding it can only give those bytes or fail.
-    pub fn pinned(&self) -> bool {
-        match self {
-            Work::Run(step) => step.fixed_output.is_some(),
-            Work::ImagePull(_) => true,
-            _ => false,
-        }
-    }
-}
-
 #[derive(Clone)]
 pub struct Job {
     /// What reports, records and traces call the node: the target's name,

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 
-use strata_rules::layout;
+use strata_load::tools::resolve;
 use strata_store::reapi::Property;
 
 /// The property naming a declared tool's digest: `strata.tool.<name>`.
@@ -32,28 +32,6 @@ const TOOL_PROPERTY: &str = "strata.tool.";
 const PACKAGES_PROPERTY: &str = "strata.host.packages";
 /// How deep `#!` interpreters are followed (a script run by a script ...).
 const MAX_INTERPRETERS: usize = 4;
-
-/// Resolves a tool as the step's shell would: an absolute path as it is,
-/// a name through the step's fixed `PATH`.
-pub fn resolve(tool: &str) -> Result<PathBuf, String> {
-    if tool.starts_with('/') {
-        return match fs::metadata(tool) {
-            Ok(m) if m.is_file() => Ok(PathBuf::from(tool)),
-            Ok(_) => Err(format!("`{tool}` is not a file")),
-            Err(e) => Err(format!("`{tool}`: {e}")),
-        };
-    }
-    if tool.is_empty() || tool.contains('/') {
-        return Err(format!(
-            "`{tool}` is neither a program name nor an absolute path"
-        ));
-    }
-    layout::PATH
-        .split(':')
-        .map(|dir| Path::new(dir).join(tool))
-        .find(|p| fs::metadata(p).is_ok_and(|m| m.is_file()))
-        .ok_or_else(|| format!("`{tool}` is not in the step's PATH ({})", layout::PATH))
-}
 
 /// What host steps are keyed by, computed once per build and shared.
 #[derive(Default)]
@@ -293,13 +271,5 @@ mod tests {
         assert_eq!(program_digest(&copy, 0), program_digest(&script, 0));
         // /bin/sh is dynamic here: its libraries are found.
         assert!(!shared_libraries(Path::new("/bin/sh")).is_empty());
-    }
-
-    #[test]
-    fn tools_resolve_through_the_step_path_or_absolutely() {
-        assert!(resolve("sh").unwrap().ends_with("sh"));
-        assert!(resolve("/bin/sh").is_ok());
-        assert!(resolve("no-such-tool-4471").unwrap_err().contains("PATH"));
-        assert!(resolve("bin/sh").is_err());
     }
 }

@@ -9,7 +9,8 @@ use std::sync::OnceLock;
 
 use miette::{GraphicalReportHandler, GraphicalTheme};
 use strata_engine::graph::Graph;
-use strata_engine::load::{self, ConfigError, LoadOptions};
+use strata_load as load;
+use strata_load::{ConfigError, LoadOptions};
 
 /// Files beside the BUILD.yaml, so `include:` and `!include` of existing
 /// files, and of the BUILD.yaml itself, are reachable.

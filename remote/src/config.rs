@@ -126,7 +126,7 @@ pub fn settings(root: &Path, cli: &RemoteCli) -> Result<Option<RemoteSettings>, 
     let path = root.join(FILE);
     let file: WorkspaceConfig = match std::fs::read_to_string(&path) {
         Ok(text) => {
-            serde_saphyr::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?
+            strata_load::settings_from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => WorkspaceConfig::default(),
         Err(e) => return Err(format!("cannot read {}: {e}", path.display())),

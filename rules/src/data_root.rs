@@ -8,6 +8,16 @@
 use strata_store::{Digest, reapi};
 
 use crate::platform::Platform;
+use crate::table::{Field, Parse, Rule};
+
+/// `docker-data-root`: a Docker data-root preloaded with images.
+pub const RULE: Rule = Rule {
+    name: "docker-data-root",
+    doc: "makes a Docker data-root preloaded with images",
+    fields: &[Field::typed("images", "the image targets to preload")],
+    parse: Parse::DataRoot,
+    image_output: false,
+};
 
 const DATA_ROOT_SALT: &[u8] = b"strata/docker-data-root/v1";
 

@@ -5,7 +5,27 @@
 //! result is named in advance. The key is the manifest digest and platform
 //! only: which registry serves the bytes does not change what they are.
 
+use crate::table::{Field, Parse, Rule};
 use strata_store::{Digest, reapi};
+
+/// `image-pull`: an image from a registry, pinned by digest.
+pub const RULE: Rule = Rule {
+    name: "image-pull",
+    doc: "pulls an image from a registry, pinned by digest",
+    fields: &[
+        Field::typed("image", "the reference, `name@sha256:<hex>`"),
+        Field::typed(
+            "platform",
+            "the platform pulled from an index (default linux/amd64)",
+        ),
+        Field::typed(
+            "auth",
+            "names of the environment variables holding credentials",
+        ),
+    ],
+    parse: Parse::ImagePull,
+    image_output: false,
+};
 
 const PULL_SALT: &[u8] = b"strata/image-pull/v1";
 

@@ -12,6 +12,9 @@ pub mod layout;
 pub mod platform;
 pub mod run;
 pub mod stage;
+pub mod table;
 mod text;
+mod work;
 
 pub use text::Text;
+pub use work::Work;

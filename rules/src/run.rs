@@ -1,6 +1,6 @@
 //! The `run` rule: a command in a sandbox that sees only its declared inputs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use strata_store::reapi;
 use strata_store::{Digest, DigestFunction};
@@ -8,6 +8,41 @@ use strata_store::{Digest, DigestFunction};
 use crate::Text;
 use crate::layout;
 use crate::platform::RunsOn;
+use crate::table::{Field, Parse, Rule};
+
+/// `run`: a command, in the sandbox or in an image's container.
+pub const RULE: Rule = Rule {
+    name: "run",
+    doc: "runs a command in the sandbox, or in a container of an image",
+    fields: &[
+        Field::typed("cmd", "the command, run by `/bin/sh -c`"),
+        Field::typed("argv", "the program and its arguments, run without a shell"),
+        Field::typed("env", "environment variables the step gets"),
+        Field::typed(
+            "outs",
+            "the outputs under `$OUT`; a trailing `/` marks a folder",
+        ),
+        Field::typed("network", "whether the step may reach the network"),
+        Field::typed("tools", "the host programs the step uses, which key it"),
+        Field::typed(
+            "output_digest",
+            "the output's digest, known in advance (a fixed-output step)",
+        ),
+        Field::typed(
+            "image",
+            "run in a container of this image (a target or a pinned reference)",
+        ),
+        Field::typed("platform", "the platform of the image's programs"),
+        Field::typed("user", "the user the container runs as"),
+        Field::typed(
+            "caches",
+            "cache folders mounted into the container, by name",
+        ),
+        Field::typed("limits", "processes and memory the step may use"),
+    ],
+    parse: Parse::Run,
+    image_output: false,
+};
 
 /// Version of the key encoding of `run`. Bump it when the meaning of a key
 /// changes, so old cache entries are not reused with new semantics.
@@ -249,7 +284,7 @@ pub struct Limits {
 }
 
 /// A `run` step ready to be keyed and executed.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct RunStep {
     /// The command as it enters the key and the store (secrets hashed).
     pub keyed_command: reapi::Command,
@@ -344,13 +379,51 @@ impl RunParams {
         }
     }
 
+    /// What the declaration says that its step does not carry.
+    pub fn declared(&self) -> RunDeclared {
+        RunDeclared {
+            tools: self.tools.clone(),
+            shell: matches!(self.program, Program::Shell(_)),
+            env: self.env.keys().cloned().collect(),
+        }
+    }
+
     /// Names of environment variables a declaration may not set, because the
     /// sandbox owns them.
     pub const RESERVED_ENV: &'static [&'static str] =
         &["PATH", "HOME", "TMPDIR", "OUT", "DEPS", "SOURCE_DATE_EPOCH"];
 }
 
+/// What a `run` declaration says beyond its [`RunStep`]: what keys a host
+/// step by the host's toolchain, and which variables the user set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunDeclared {
+    /// `tools:`: the host programs the step uses (`None`: not declared).
+    pub tools: Option<Vec<String>>,
+    /// `cmd:`: the step runs `/bin/sh`, which joins its declared tools.
+    pub shell: bool,
+    /// The names `env:` sets.
+    pub env: BTreeSet<String>,
+}
+
 impl RunStep {
+    /// Whether the step runs on the host's toolchain (see
+    /// [`RunParams::runs_on_host`]).
+    pub fn runs_on_host(&self) -> bool {
+        self.container.is_none() && self.fixed_output.is_none()
+    }
+
+    /// Moves a container step to `runs_on` (its resolved platform, its
+    /// emulator), which its key names.
+    pub fn set_runs_on(&mut self, runs_on: RunsOn) {
+        if let Some(c) = self.container.as_mut() {
+            c.runs_on = runs_on;
+            self.keyed_command.platform = Some(reapi::Platform {
+                properties: c.properties(),
+            });
+        }
+    }
+
     /// The action whose digest is the step's key.
     ///
     /// A normal step is keyed by its command and input root (which holds the

@@ -19,6 +19,23 @@ use crate::Text;
 use crate::builtin::{BuiltinError, Ctx, Mode, Owner, Source};
 use crate::platform::RunsOn;
 use crate::run::Program;
+use crate::table::{Field, Parse, Rule};
+
+/// `stage`: steps in containers on an image, each a target.
+pub const RULE: Rule = Rule {
+    name: "stage",
+    doc: "runs steps on an image's tree in containers, each step's tree a layer",
+    fields: &[
+        Field::typed("from", "the image or stage the first step starts on"),
+        Field::typed("platform", "the platform the steps run as"),
+        Field::typed(
+            "steps",
+            "commands (`cmd`, `argv`) and `copy` steps, in order",
+        ),
+    ],
+    parse: Parse::Stage,
+    image_output: false,
+};
 
 const STAGE_SALT: &[u8] = b"strata/stage/v1";
 

@@ -28,12 +28,12 @@ use strata_store::{Digest, DigestFunction, Store, tree};
 use crate::build::{self, BuildError};
 use crate::exec::{Isolation, StepFailure};
 use crate::keyinfo;
-use crate::load::{Kind, LoadOptions};
-use crate::matrix::MatrixRequest;
 use crate::plan::Plan;
 use crate::records;
 use crate::scheduler::{self, Job, Observer, Outcome, Settings, Work};
 use crate::statcache::StatCache;
+use strata_load::LoadOptions;
+use strata_load::matrix::MatrixRequest;
 
 use compare::FileDiff;
 use perturb::{AuditRun, Perturbation};
@@ -231,9 +231,8 @@ pub fn audit(opts: &AuditOptions, observer: Arc<dyn Observer>) -> Result<AuditRe
     let mut tree_sizes: BTreeMap<Digest, u64> = BTreeMap::new();
     for n in &order {
         let job = jobs.get_mut(n).expect("every node has a job");
-        if let (Work::Run(step), Kind::Run(params)) = (&mut job.work, &plan.target(n.index()).kind)
-        {
-            step.env = perturbation.step_env(&step.env, |k| params.env.contains_key(k));
+        if let (Work::Run(step), Some(run)) = (&mut job.work, &plan.target(n.index()).run) {
+            step.env = perturbation.step_env(&step.env, |k| run.env.contains(k));
             if sandboxed && step.container.is_none() {
                 // The sandbox copies the inputs onto a tmpfs to reverse
                 // their order: refuse to fill the memory with them.
@@ -297,7 +296,7 @@ pub fn audit(opts: &AuditOptions, observer: Arc<dyn Observer>) -> Result<AuditRe
         let r = &refs[&job.name];
         let mut t = TargetAudit {
             status: Verdict::Skipped,
-            rule: plan.target(n.index()).kind.rule_name().to_string(),
+            rule: plan.target(n.index()).work.rule_name().to_string(),
             reference: function.qualified(&r.output),
             rebuilt: None,
             pinned: false,

@@ -302,12 +302,7 @@ pub async fn tag(engine: &Engine, image_id: &str, reference: &str) -> Result<(),
         .map_err(DockerError::api(what.as_str()))
 }
 
-/// `name:tag` as (`name`, `tag`); the tag is `latest` when absent (a `:`
-/// before the last `/` belongs to a registry's port).
-pub fn split_tag(reference: &str) -> (&str, &str) {
-    let (name, tag) = strata_formats::oci::reference::split_tag(reference);
-    (name, tag.unwrap_or("latest"))
-}
+pub use strata_formats::oci::reference::split_tag;
 
 /// The ID of the image `reference` names, or `None` if the engine has none.
 pub(crate) async fn image_id_of(
@@ -386,20 +381,6 @@ fn lock_for(key: &str) -> ImageLock {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tags_split_after_the_registry_port() {
-        assert_eq!(split_tag("app/web:1.0"), ("app/web", "1.0"));
-        assert_eq!(
-            split_tag("127.0.0.1:5000/web"),
-            ("127.0.0.1:5000/web", "latest")
-        );
-        assert_eq!(
-            split_tag("127.0.0.1:5000/web:2"),
-            ("127.0.0.1:5000/web", "2")
-        );
-        assert_eq!(split_tag("web"), ("web", "latest"));
-    }
 
     #[test]
     fn image_ids_are_sha256_digests_only() {

@@ -54,11 +54,11 @@ impl Reference {
                 "it has no digest, and a tag can change under a build; pin it by digest, \
                  e.g. `{}@sha256:<64 hex digits>` (after `docker pull {input}`, \
                  `docker image inspect --format '{{{{index .RepoDigests 0}}}}' {input}` shows it)",
-                split_tag(input).0
+                split_name_tag(input).0
             )));
         };
         validate_digest(digest).map_err(err)?;
-        let (name, tag) = split_tag(name_tag);
+        let (name, tag) = split_name_tag(name_tag);
         if let Some(tag) = tag {
             validate_tag(tag).map_err(err)?;
         }
@@ -130,9 +130,16 @@ pub fn host_without_port(host: &str) -> &str {
     host.split_once(':').map_or(host, |(h, _)| h)
 }
 
-/// Splits `name[:tag]` into the name and the tag: a `:tag` follows the last
-/// `/` (a `:` before it is a port).
-pub fn split_tag(name_tag: &str) -> (&str, Option<&str>) {
+/// `name:tag` as (`name`, `tag`); the tag is `latest` when absent (a `:`
+/// before the last `/` belongs to a registry's port).
+pub fn split_tag(reference: &str) -> (&str, &str) {
+    let (name, tag) = split_name_tag(reference);
+    (name, tag.unwrap_or("latest"))
+}
+
+/// Splits `name[:tag]` into the name and the tag, if it has one: a `:tag`
+/// follows the last `/` (a `:` before it is a port).
+fn split_name_tag(name_tag: &str) -> (&str, Option<&str>) {
     let last_slash = name_tag.rfind('/').map_or(0, |i| i + 1);
     match name_tag[last_slash..].rfind(':') {
         Some(i) => (
@@ -303,7 +310,7 @@ pub fn check_tag(reference: &str) -> Result<(), String> {
     if reference.contains('@') {
         return bad("a digest (`@...`) cannot be a tag");
     }
-    let (name, Some(tag)) = split_tag(reference) else {
+    let (name, Some(tag)) = split_name_tag(reference) else {
         return bad("it has no `:tag`");
     };
     if validate_tag(tag).is_err() {
@@ -540,13 +547,19 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    #[test]
+    fn tags_split_after_the_registry_port() {
+        assert_eq!(split_tag("app/web:1.0"), ("app/web", "1.0"));
         assert_eq!(
             split_tag("127.0.0.1:5000/web"),
-            ("127.0.0.1:5000/web", None)
+            ("127.0.0.1:5000/web", "latest")
         );
         assert_eq!(
             split_tag("127.0.0.1:5000/web:2"),
-            ("127.0.0.1:5000/web", Some("2"))
+            ("127.0.0.1:5000/web", "2")
         );
+        assert_eq!(split_tag("web"), ("web", "latest"));
     }
 }

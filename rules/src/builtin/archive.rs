@@ -15,9 +15,33 @@ use strata_formats::compress::Compression;
 use strata_formats::tarball::{TarOptions, write_tree};
 use strata_store::tree::{Node, TreeBuilder};
 
+use super::{Builtin, from_fields};
 use super::{BuiltinError, Ctx, From, Named, ParamError, check_file_name, check_level, key};
+use crate::table::{Field, Parse, Rule};
 
-pub const FIELDS: &[&str] = &["from", "compression", "level", "name", "prefix"];
+/// `archive`: a tree packed into one tar file.
+pub const RULE: Rule = Rule {
+    name: "archive",
+    doc: "packs a tree into one reproducible tar file, compressed or not",
+    fields: &[
+        Field::value(
+            "from",
+            "the tree to pack: `srcs` or a target, optionally a path inside",
+        ),
+        Field::value(
+            "compression",
+            "none, gzip, zstd, xz or bzip2 (default none)",
+        ),
+        Field::value("level", "the compression level, within the codec's range"),
+        Field::value(
+            "name",
+            "the archive's file name (default `<target>.tar[.ext]`)",
+        ),
+        Field::value("prefix", "a folder every entry is placed under"),
+    ],
+    parse: Parse::Builtin(|f| Ok(Builtin::Archive(from_fields(f)?))),
+    image_output: false,
+};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

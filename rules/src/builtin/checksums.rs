@@ -35,9 +35,21 @@ use sha2::Digest as _;
 use strata_store::Digest;
 use strata_store::tree::{Entry, Node, TreeBuilder, walk};
 
+use super::{Builtin, from_fields};
 use super::{BuiltinError, Ctx, From, Named, ParamError, PathExt, check_file_name, key};
+use crate::table::{Field, Parse, Rule};
 
-pub const FIELDS: &[&str] = &["of", "name"];
+/// `checksums`: a SHA256SUMS file and a build manifest of other targets.
+pub const RULE: Rule = Rule {
+    name: "checksums",
+    doc: "lists the sha256 of every file other targets made, with a build manifest",
+    fields: &[
+        Field::value("of", "the targets whose outputs are listed"),
+        Field::value("name", "the checksum file's name (default `SHA256SUMS`)"),
+    ],
+    parse: Parse::Builtin(|f| Ok(Builtin::Checksums(from_fields(f)?))),
+    image_output: false,
+};
 
 /// The manifest's file name.
 pub const MANIFEST: &str = "build-manifest.txt";

@@ -43,9 +43,41 @@ use strata_formats::tarball::{TarOptions, write_tree};
 use strata_store::tree::{Entry, Meta, Node, TreeBuilder, walk};
 use strata_store::{Cas, Digest, StoreError};
 
+use super::{Builtin, from_fields};
 use super::{BuiltinError, Ctx, From, Named, ParamError, PathExt, Source, check_file_name, key};
+use crate::table::{Field, FieldKind, Parse, Rule};
 
-pub const FIELDS: &[&str] = &["from", "control", "version", "scripts", "conffiles", "name"];
+/// `deb`: a Debian binary package.
+pub const RULE: Rule = Rule {
+    name: "deb",
+    doc: "packs a tree into a Debian binary package",
+    fields: &[
+        Field::value("from", "the tree the package installs"),
+        Field::value(
+            "control",
+            "the control file's fields (`Package`, `Version`, ...)",
+        ),
+        Field {
+            name: "version",
+            doc: "overrides `control.Version`; `git-describe` for the workspace's `git describe`",
+            kind: FieldKind::GitDescribe,
+        },
+        Field::value(
+            "scripts",
+            "maintainer scripts (`postinst`, ...), each a file of `srcs`",
+        ),
+        Field::value(
+            "conffiles",
+            "paths the package marks as configuration files",
+        ),
+        Field::value(
+            "name",
+            "the package's file name (default `<package>_<version>_<arch>.deb`)",
+        ),
+    ],
+    parse: Parse::Builtin(|f| Ok(Builtin::Deb(from_fields(f)?))),
+    image_output: false,
+};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -63,17 +63,38 @@ use serde::{Deserialize, Serialize};
 use strata_formats::unpack::{AR_MAGIC, DEFAULT_DIR_META, DEFAULT_MAX_SIZE, Limits, Unpacker};
 use strata_store::{Cas, Digest, StoreError};
 
+use super::{Builtin, from_fields};
 use super::{BuiltinError, Ctx, From, Named, ParamError, PathExt, key};
+use crate::table::{Field, Parse, Rule};
 
-pub const FIELDS: &[&str] = &[
-    "from",
-    "strip_components",
-    "include",
-    "exclude",
-    "control",
-    "max_size",
-    "prefix",
-];
+/// `extract`: the files of an archive as a tree.
+pub const RULE: Rule = Rule {
+    name: "extract",
+    doc: "unpacks a tar, cpio, deb or zip archive into a tree, safely",
+    fields: &[
+        Field::value(
+            "from",
+            "the archive: a file of `srcs` or of a target's output",
+        ),
+        Field::value(
+            "strip_components",
+            "leading path components dropped from each entry",
+        ),
+        Field::value("include", "patterns of the entries kept (default all)"),
+        Field::value("exclude", "patterns of the entries dropped"),
+        Field::value(
+            "control",
+            "a deb: unpack its control archive instead of its data",
+        ),
+        Field::value(
+            "max_size",
+            "the most bytes the tree may hold (default 16 GiB)",
+        ),
+        Field::value("prefix", "a folder every entry is placed under"),
+    ],
+    parse: Parse::Builtin(|f| Ok(Builtin::Extract(from_fields(f)?))),
+    image_output: false,
+};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

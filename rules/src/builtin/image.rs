@@ -51,9 +51,30 @@ use strata_formats::tarball::{TarOptions, write_tree};
 use strata_store::Digest;
 use strata_store::tree::walk;
 
+use super::{Builtin, from_fields};
 use super::{BuiltinError, Ctx, From, Named, ParamError, key};
+use crate::table::{Field, Parse, Rule};
 
-pub const FIELDS: &[&str] = &["from", "base", "tag", "platform", "config"];
+/// `image`: an OCI image layout made from a tree.
+pub const RULE: Rule = Rule {
+    name: "image",
+    doc: "makes an OCI image layout (and docker-archive) whose layer is a tree",
+    fields: &[
+        Field::value("from", "the tree that becomes the image's layer"),
+        Field::value("base", "an image layout the new layer goes on top of"),
+        Field::value("tag", "`name:tag` the docker-archive loads as"),
+        Field::value(
+            "platform",
+            "`os/architecture[/variant]` (default linux/amd64)",
+        ),
+        Field::value(
+            "config",
+            "the image config: entrypoint, cmd, env, user, ...",
+        ),
+    ],
+    parse: Parse::Builtin(|f| Ok(Builtin::Image(from_fields(f)?))),
+    image_output: true,
+};
 
 fn linux_amd64() -> String {
     "linux/amd64".into()

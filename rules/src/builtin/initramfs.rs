@@ -28,9 +28,29 @@ use strata_formats::compress::Compression;
 use strata_store::tree::{DeviceKind, Entry, Meta, Node, TreeBuilder, walk};
 use strata_store::{Cas, Digest};
 
+use super::{Builtin, from_fields};
 use super::{BuiltinError, Ctx, From, Named, ParamError, check_file_name, check_level, key};
+use crate::table::{Field, Parse, Rule};
 
-pub const FIELDS: &[&str] = &["from", "compression", "level", "name"];
+/// `initramfs`: a tree packed as a newc cpio archive.
+pub const RULE: Rule = Rule {
+    name: "initramfs",
+    doc: "packs a tree as a reproducible newc cpio archive for the kernel",
+    fields: &[
+        Field::value("from", "the tree to pack"),
+        Field::value(
+            "compression",
+            "none, gzip, zstd, xz or bzip2 (default none)",
+        ),
+        Field::value("level", "the compression level, within the codec's range"),
+        Field::value(
+            "name",
+            "the archive's file name (default `<target>.cpio[.ext]`)",
+        ),
+    ],
+    parse: Parse::Builtin(|f| Ok(Builtin::Initramfs(from_fields(f)?))),
+    image_output: false,
+};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -37,9 +37,27 @@ use strata_formats::compress::Compression;
 use strata_formats::tarball::{TarOptions, write_tree};
 use strata_store::tree::{Entry, Node, TreeBuilder, walk};
 
+use super::{Builtin, from_fields};
 use super::{BuiltinError, Ctx, From, Named, ParamError, PathExt, check_file_name, key};
+use crate::table::{Field, Parse, Rule};
 
-pub const FIELDS: &[&str] = &["from", "startup", "args", "label", "name"];
+/// `makeself`: a self-extracting shell archive.
+pub const RULE: Rule = Rule {
+    name: "makeself",
+    doc: "packs a tree into a self-extracting shell archive that runs a startup script",
+    fields: &[
+        Field::value("from", "the tree to pack"),
+        Field::value(
+            "startup",
+            "the command run after extraction, inside the tree",
+        ),
+        Field::value("args", "arguments the startup command always gets"),
+        Field::value("label", "the archive's description, shown when it runs"),
+        Field::value("name", "the archive's file name (default `<target>.run`)"),
+    ],
+    parse: Parse::Builtin(|f| Ok(Builtin::Makeself(from_fields(f)?))),
+    image_output: false,
+};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

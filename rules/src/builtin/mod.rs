@@ -33,24 +33,6 @@ use strata_store::{Cas, Digest, StoreError, reapi};
 /// format changes, so old cache entries are not reused.
 const BUILTIN_SALT: &[u8] = b"strata/builtin/v1";
 
-/// The built-in rule kinds and the target fields each accepts (besides
-/// `rule`, `srcs` and `deps`).
-pub const RULES: &[(&str, &[&str])] = &[
-    ("archive", archive::FIELDS),
-    ("checksums", checksums::FIELDS),
-    ("deb", deb::FIELDS),
-    ("extract", extract::FIELDS),
-    ("image", image::FIELDS),
-    ("initramfs", initramfs::FIELDS),
-    ("makeself", makeself::FIELDS),
-    ("rootfs", rootfs::FIELDS),
-];
-
-/// Every field name any built-in rule accepts.
-pub fn all_fields() -> impl Iterator<Item = &'static str> {
-    RULES.iter().flat_map(|(_, f)| f.iter().copied())
-}
-
 /// A built-in rule with its parameters.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "rule", rename_all = "kebab-case")]
@@ -282,19 +264,12 @@ impl Builtin {
         rule: &str,
         fields: serde_json::Map<String, serde_json::Value>,
     ) -> Result<Builtin, ParamError> {
-        let b = match rule {
-            "archive" => Builtin::Archive(from_fields(fields)?),
-            "checksums" => Builtin::Checksums(from_fields(fields)?),
-            "deb" => Builtin::Deb(from_fields(fields)?),
-            "extract" => Builtin::Extract(from_fields(fields)?),
-            "image" => Builtin::Image(from_fields(fields)?),
-            "initramfs" => Builtin::Initramfs(from_fields(fields)?),
-            "makeself" => Builtin::Makeself(from_fields(fields)?),
-            "rootfs" => Builtin::Rootfs(rootfs::Params::parse(fields)?),
-            other => {
+        let b = match crate::table::rule(rule).map(|r| r.parse) {
+            Some(crate::table::Parse::Builtin(parse)) => parse(fields)?,
+            _ => {
                 return Err(ParamError::at(
                     Vec::new(),
-                    format!("unknown built-in rule `{other}`"),
+                    format!("unknown built-in rule `{rule}`"),
                 ));
             }
         };

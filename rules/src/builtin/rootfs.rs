@@ -41,11 +41,28 @@ use strata_store::{Cas, Digest};
 
 use serde_json::Value;
 
+use super::Builtin;
 use super::{
     BuiltinError, Ctx, From, Mode, Named, Owner, ParamError, PathExt, Seg, Source, key, located,
 };
+use crate::table::{Field, FieldKind, Parse, Rule};
 
-pub const FIELDS: &[&str] = &["layers", "components", "remove"];
+/// `rootfs`: a root filesystem assembled from layers and components.
+pub const RULE: Rule = Rule {
+    name: "rootfs",
+    doc: "assembles a root filesystem from layers, components and removals",
+    fields: &[
+        Field::value("layers", "trees laid over one another, in order"),
+        Field {
+            name: "components",
+            doc: "files, folders, links and `docker-compose` bundles installed on top",
+            kind: FieldKind::Components,
+        },
+        Field::value("remove", "paths removed from the result"),
+    ],
+    parse: Parse::Builtin(|f| Ok(Builtin::Rootfs(Params::parse(f)?))),
+    image_output: false,
+};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

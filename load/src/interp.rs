@@ -164,7 +164,7 @@ impl Vars {
                     });
                 }
                 let Some(var) = self.vars.get(&name) else {
-                    let hint = crate::load::diag::did_you_mean(&name, self.names())
+                    let hint = crate::diag::did_you_mean(&name, self.names())
                         .map(|d| format!("{d} "))
                         .unwrap_or_default();
                     return Err(InterpError {

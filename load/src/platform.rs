@@ -9,11 +9,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use strata_rules::Work;
 use strata_rules::builtin::Builtin;
-use strata_rules::platform::Platform;
+use strata_rules::platform::{Platform, RunsOn};
 use strata_rules::run::ImageRef;
 
-use super::{Kind, Loader, Loc, Located, Target};
+use super::{Loader, Loc, Located, Target};
 
 /// Where platforms are written in the workspace.
 #[derive(Debug, Default)]
@@ -60,10 +61,13 @@ impl Outputs<'_> {
         if !visiting.insert(name.to_string()) {
             return None;
         }
-        let found = match self.targets.get(name).map(|t| &t.kind) {
-            Some(Kind::Builtin(Builtin::Image(p), _)) => Platform::parse_known(&p.platform).ok(),
-            Some(Kind::ImagePull(p)) => Platform::parse_known(&p.platform).ok(),
-            Some(Kind::Stage { parent, .. }) => {
+        let found = match self.targets.get(name).map(|t| &t.work) {
+            Some(Work::Builtin {
+                rule: Builtin::Image(p),
+                ..
+            }) => Platform::parse_known(&p.platform).ok(),
+            Some(Work::ImagePull(p)) => Platform::parse_known(&p.platform).ok(),
+            Some(Work::Stage { parent, .. }) => {
                 let stage = stage_of(name);
                 let from = parent.as_deref().and_then(|p| self.walk(p, visiting));
                 from.or_else(|| self.written.asked.get(stage).map(|a| a.value.clone()))
@@ -95,9 +99,9 @@ impl Loader {
         let mut errors = Vec::new();
         let default = Platform::default_platform;
         for (name, t) in outputs.targets {
-            match &t.kind {
-                Kind::Run(p) => {
-                    let Some(c) = &p.container else { continue };
+            match &t.work {
+                Work::Run(step) => {
+                    let Some(c) = &step.container else { continue };
                     let asked = written.asked.get(name);
                     let image = match &c.image {
                         ImageRef::Target(image) => outputs.of(image).map(|p| (image.as_str(), p)),
@@ -114,7 +118,7 @@ impl Loader {
                         .unwrap_or_else(default);
                     resolved.insert(name.clone(), platform);
                 }
-                Kind::Stage { parent, .. } => {
+                Work::Stage { parent, .. } => {
                     let stage = stage_of(name);
                     let asked = written.asked.get(stage);
                     // Checked where the stage starts: its first step's
@@ -130,7 +134,7 @@ impl Loader {
                     let platform = outputs.of(name).unwrap_or_else(default);
                     resolved.insert(name.clone(), platform);
                 }
-                Kind::DataRoot(p) => {
+                Work::DataRoot(p) => {
                     let platforms = p
                         .images
                         .iter()
@@ -138,7 +142,10 @@ impl Loader {
                         .collect();
                     data_roots.insert(name.clone(), platforms);
                 }
-                Kind::Builtin(Builtin::Image(p), _) => {
+                Work::Builtin {
+                    rule: Builtin::Image(p),
+                    ..
+                } => {
                     let Some(places) = written.images.get(name) else {
                         continue;
                     };
@@ -177,18 +184,22 @@ impl Loader {
             self.errors.push(e);
         }
         for (name, platform) in resolved {
-            match targets.get_mut(&name).map(|t| &mut t.kind) {
-                Some(Kind::Run(p)) => {
-                    if let Some(c) = p.container.as_mut() {
-                        c.runs_on.platform = platform;
+            match targets.get_mut(&name).map(|t| &mut t.work) {
+                Some(Work::Run(step)) => {
+                    if let Some(c) = &step.container {
+                        let runs_on = RunsOn {
+                            platform,
+                            ..c.runs_on.clone()
+                        };
+                        step.set_runs_on(runs_on);
                     }
                 }
-                Some(Kind::Stage { runs_on, .. }) => runs_on.platform = platform,
+                Some(Work::Stage { runs_on, .. }) => runs_on.platform = platform,
                 _ => {}
             }
         }
         for (name, platforms) in data_roots {
-            if let Some(Kind::DataRoot(p)) = targets.get_mut(&name).map(|t| &mut t.kind) {
+            if let Some(Work::DataRoot(p)) = targets.get_mut(&name).map(|t| &mut t.work) {
                 p.platforms = platforms;
             }
         }

@@ -1,5 +1,9 @@
 //! Phase 1, load: BUILD.yaml (and what it includes) -> typed targets.
 //!
+//! The only crate that knows YAML. A target comes out as the [`Work`] the
+//! scheduler runs; `matrix` loads one workspace per `--matrix` value,
+//! `globs` expands `srcs` patterns.
+//!
 //! Every check that can be made without touching sources happens here, and
 //! every failure is a [`ConfigError`] pointing at the offending token.
 
@@ -7,15 +11,18 @@ mod compose;
 mod containers;
 mod defaults;
 pub mod diag;
+pub mod globs;
 mod includes;
 mod interp;
-mod matrix;
+pub mod matrix;
+mod matrix_decl;
 mod overrides;
 mod platform;
 mod schema;
 mod size;
 pub mod source;
 mod tags;
+pub mod tools;
 mod tree;
 mod when;
 mod yaml_errors;
@@ -27,24 +34,19 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use serde_saphyr::{Location, Spanned};
-use strata_rules::Text;
-use strata_rules::builtin::{self, Builtin, Seg, path_text};
-use strata_rules::data_root::DataRootParams;
-use strata_rules::image_pull::PullParams;
-use strata_rules::platform::RunsOn;
-use strata_rules::run::{FixedOutput, Limits, Program, RunParams};
-use strata_rules::stage::StageStep;
+use strata_rules::builtin::{Builtin, Seg, path_text};
+use strata_rules::run::{FixedOutput, Limits, Program, RunDeclared, RunParams};
+use strata_rules::table::{self, FieldKind, Parse, Rule};
+use strata_rules::{Text, Work};
 
 pub use diag::ConfigError;
 use diag::{At, did_you_mean, unknown_field_hint};
 use includes::Resolved;
 pub use interp::{EnvSpec, Var, Vars, is_var_name};
-pub use matrix::{DeclaredVar, MatrixAxis, is_matrix_value};
+pub use matrix_decl::{DeclaredVar, MatrixAxis, is_matrix_value};
 use schema::{Pairs, RawFile, RawLimits, RawTarget};
 pub use source::{Loc, Sources};
 use tree::Tree;
-
-use crate::globs;
 
 /// A value and where it was written.
 #[derive(Clone, Debug)]
@@ -71,44 +73,11 @@ pub struct Target {
     /// A step of a stage other than its last: built as a dependency, never
     /// by default and never placed in `out/`.
     pub hidden: bool,
-    pub kind: Kind,
-}
-
-/// What a target does. Equal kinds (with equal sources and dependencies)
-/// have equal keys: `plan` shares such targets between configurations.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Kind {
-    /// A command in the sandbox.
-    Run(RunParams),
-    /// A built-in in-process rule, with the SOURCE_DATE_EPOCH it uses.
-    Builtin(Builtin, Text),
-    /// A step of a stage on its parent's tree (`None`: an empty tree), for
-    /// the stage's platform.
-    Stage {
-        parent: Option<String>,
-        step: StageStep,
-        runs_on: RunsOn,
-    },
-    ImagePull(PullParams),
-    DataRoot(DataRootParams),
-}
-
-impl Kind {
-    /// The rule's name as written in BUILD.yaml.
-    pub fn rule_name(&self) -> &'static str {
-        match self {
-            Kind::Run(_) => "run",
-            Kind::Builtin(b, _) => b.name(),
-            Kind::Stage { .. } => "stage",
-            Kind::ImagePull(_) => "image-pull",
-            Kind::DataRoot(_) => "docker-data-root",
-        }
-    }
-
-    /// Whether the rule promises byte-identical outputs for one key.
-    pub fn reproducible(&self) -> bool {
-        !matches!(self, Kind::DataRoot(_))
-    }
+    /// What it does.
+    pub work: Work,
+    /// What a `run` declaration says beyond its step (`None` for other
+    /// rules).
+    pub run: Option<RunDeclared>,
 }
 
 /// A loaded workspace: its root folder, files and targets (sorted by name).
@@ -133,6 +102,13 @@ pub struct Workspace {
     pub declared_vars: BTreeMap<String, DeclaredVar>,
     /// `matrix:` of the root file: the values each listed variable may take.
     pub matrix: Vec<MatrixAxis>,
+}
+
+/// Reads a YAML settings file of Strata's own (`.strata/config.yaml`)
+/// into `T`, so that no crate but this one parses YAML; the error is the
+/// parser's message.
+pub fn settings_from_str<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
+    serde_saphyr::from_str(text).map_err(|e| e.to_string())
 }
 
 /// Inputs of loading besides the files.
@@ -888,8 +864,8 @@ impl Loader {
     ) -> Vec<Target> {
         let errors_before = self.errors.len();
         let rule_loc = ids.at(&raw.rule);
-        let known = known_rules();
-        if !known.contains(&raw.rule.value.as_str()) {
+        let Some(rule) = table::rule(&raw.rule.value) else {
+            let known = known_rules();
             let hint = did_you_mean(&raw.rule.value, known.iter().copied())
                 .unwrap_or_else(|| format!("known rules: {}", known.join(", ")));
             let e = self.at().error(
@@ -900,7 +876,7 @@ impl Loader {
             );
             self.errors.push(e);
             return Vec::new();
-        }
+        };
         let srcs = self.sources(&raw.srcs, ids, vars);
         let mut deps = self.dependencies(&raw.deps, ids, vars);
         let common = |srcs, deps| containers::Common {
@@ -911,38 +887,39 @@ impl Loader {
             source_date_epoch: source_date_epoch.clone(),
             errors_before,
         };
-        match raw.rule.value.as_str() {
-            "stage" => return self.stage_targets(raw, ids, vars, common(srcs, deps)),
-            "image-pull" => {
+        match rule.parse {
+            Parse::Stage => return self.stage_targets(raw, ids, vars, common(srcs, deps)),
+            Parse::ImagePull => {
                 return self
                     .image_pull_target(raw, ids, vars, common(srcs, deps))
                     .into_iter()
                     .collect();
             }
-            "docker-data-root" => {
+            Parse::DataRoot => {
                 return self
                     .data_root_target(raw, ids, vars, common(srcs, deps))
                     .into_iter()
                     .collect();
             }
-            _ => {}
-        }
-        if raw.rule.value != "run" {
-            return self.builtin_target(
-                raw,
-                ids,
-                name,
-                dir,
-                vars,
-                source_date_epoch,
-                srcs,
-                deps,
-                errors_before,
-            );
+            Parse::Builtin(_) => {
+                return self.builtin_target(
+                    raw,
+                    rule,
+                    ids,
+                    name,
+                    dir,
+                    vars,
+                    source_date_epoch,
+                    srcs,
+                    deps,
+                    errors_before,
+                );
+            }
+            Parse::Run => {}
         }
         // `platform` of a step in an image is read with `image:`.
         for (field, value) in raw.builtin_fields() {
-            if field == "platform" {
+            if rule.takes(field) {
                 continue;
             }
             let e = self.at().error(
@@ -951,7 +928,7 @@ impl Loader {
                 "not a field of `run`",
                 Some(format!(
                     "`run` takes: srcs, deps, {}",
-                    schema::RUN_FIELDS.join(", ")
+                    rule.field_names().join(", ")
                 )),
             );
             self.errors.push(e);
@@ -1045,7 +1022,8 @@ impl Loader {
             outs,
             output_digest,
             hidden: false,
-            kind: Kind::Run(run),
+            run: Some(run.declared()),
+            work: Work::Run(run.step()),
         }]
     }
 
@@ -1075,7 +1053,7 @@ impl Loader {
             let Some(t) = self.text(item, loc, vars, false, "tools") else {
                 continue;
             };
-            match crate::toolchain::resolve(&t.actual) {
+            match crate::tools::resolve(&t.actual) {
                 Ok(_) => tools.push(t.actual),
                 Err(msg) => {
                     let e = self.at().error(
@@ -1340,6 +1318,7 @@ impl Loader {
     fn builtin_target(
         &mut self,
         raw: RawTarget,
+        decl: &Rule,
         ids: &FileIds,
         name: Located<String>,
         dir: PathBuf,
@@ -1349,13 +1328,9 @@ impl Loader {
         mut deps: Vec<Located<String>>,
         errors_before: usize,
     ) -> Vec<Target> {
-        let rule = raw.rule.value.as_str();
+        let rule = decl.name;
         let rule_loc = ids.at(&raw.rule);
-        let accepted: &[&str] = builtin::RULES
-            .iter()
-            .find(|(r, _)| *r == rule)
-            .map(|(_, f)| *f)
-            .unwrap_or(&[]);
+        let accepted = decl.field_names();
         let help = format!("`{rule}` takes: {}", accepted.join(", "));
         for (field, loc) in raw.run_fields() {
             let e = self.at().error(
@@ -1395,15 +1370,17 @@ impl Loader {
                 .map_or(rule_loc, |t| t.locate(rest)),
             _ => rule_loc,
         };
-        // `version: git-describe` makes the workspace's git state an input:
-        // the description is resolved here, so it enters the key.
-        if rule == "deb" && fields.get("version").and_then(|v| v.as_str()) == Some("git-describe") {
+        // `version: git-describe` (deb) makes the workspace's git state an
+        // input: the description is resolved here, so it enters the key.
+        if let Some(field) = decl.field_of_kind(FieldKind::GitDescribe)
+            && fields.get(field.name).and_then(|v| v.as_str()) == Some("git-describe")
+        {
             match git_describe(&self.root) {
                 Ok(described) => {
-                    fields.insert("version".into(), serde_json::Value::String(described));
+                    fields.insert(field.name.into(), serde_json::Value::String(described));
                 }
                 Err(msg) => {
-                    let loc = field_locs.get("version").copied().unwrap_or(rule_loc);
+                    let loc = field_locs.get(field.name).copied().unwrap_or(rule_loc);
                     let e = self.at().error(
                         loc,
                         format!("cannot use `git describe`: {msg}"),
@@ -1416,12 +1393,14 @@ impl Loader {
                 }
             }
         }
-        // `docker-compose` components bring hidden targets of their own.
-        let hidden = match trees.get("components") {
-            Some(tree) if rule == "rootfs" => {
-                self.compose_components(&mut fields, tree, &name.value, &dir, vars)
+        // `docker-compose` components (rootfs) bring hidden targets of
+        // their own.
+        let components = decl.field_of_kind(FieldKind::Components);
+        let hidden = match components.and_then(|f| Some((f.name, trees.get(f.name)?))) {
+            Some((field, tree)) => {
+                self.compose_components(&mut fields, field, tree, &name.value, &dir, vars)
             }
-            _ => Vec::new(),
+            None => Vec::new(),
         };
         if self.errors.len() > errors_before {
             return Vec::new();
@@ -1494,7 +1473,7 @@ impl Loader {
         if self.errors.len() > errors_before {
             return Vec::new();
         }
-        if rule == "image" {
+        if decl.image_output {
             self.platforms.image(&name.value, &field_locs);
         }
         let mut targets = hidden;
@@ -1508,7 +1487,11 @@ impl Loader {
             outs: Vec::new(),
             output_digest: None,
             hidden: false,
-            kind: Kind::Builtin(parsed, source_date_epoch.clone()),
+            work: Work::Builtin {
+                rule: parsed,
+                source_date_epoch: source_date_epoch.clone(),
+            },
+            run: None,
         });
         targets
     }
@@ -1551,12 +1534,9 @@ fn git_describe(root: &Path) -> Result<String, String> {
     ))
 }
 
-/// `run` and the built-in rules.
+/// Every rule's name, sorted.
 fn known_rules() -> Vec<&'static str> {
-    let mut rules: Vec<&str> = std::iter::once("run")
-        .chain(builtin::RULES.iter().map(|(r, _)| *r))
-        .chain(containers::RULES.iter().copied())
-        .collect();
+    let mut rules: Vec<&str> = table::RULES.iter().map(|r| r.name).collect();
     rules.sort();
     rules
 }

@@ -16,8 +16,8 @@ use std::sync::Arc;
 
 use miette::SourceSpan;
 
-use crate::load::diag::did_you_mean;
-use crate::load::{self, ConfigError, LoadOptions, Workspace, is_matrix_value, is_var_name};
+use crate::diag::{At, did_you_mean};
+use crate::{ConfigError, LoadOptions, Workspace, declarations, is_matrix_value, is_var_name};
 
 /// `--matrix` (and the `--var` flags beside it) as given.
 #[derive(Clone, Debug, Default)]
@@ -208,7 +208,7 @@ impl MatrixRequest {
         if self.is_empty() {
             return Ok(vec![Configuration::default()]);
         }
-        let declared = load::declarations(build_file, options)?;
+        let declared = declarations(build_file, options)?;
         let mut errors = Vec::new();
         let mut axes: Vec<(String, Vec<String>)> = Vec::new();
         for axis in &self.axes {
@@ -241,7 +241,7 @@ impl MatrixRequest {
             }
             let listed = declared.matrix.iter().find(|a| &a.var == var);
             let place = |loc| {
-                load::diag::At {
+                At {
                     sources: &declared.sources,
                 }
                 .error(loc, "", "", None)
@@ -325,7 +325,7 @@ pub fn load_each(
     for (i, config) in configs.iter().enumerate() {
         let mut opts = options.clone();
         opts.var_overrides.extend(config.values.iter().cloned());
-        match load::load(build_file, &opts) {
+        match crate::load(build_file, &opts) {
             Ok(ws) => loaded.push(ws),
             Err(found) => {
                 for e in found {

@@ -8,6 +8,8 @@ use serde::Deserialize;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_saphyr::{Spanned, Tagged};
 
+use strata_rules::table::{self, COMMON_FIELDS};
+
 use super::tree::RawNode;
 
 #[derive(Debug, Deserialize)]
@@ -34,7 +36,8 @@ pub struct RawFile {
 /// `matrix:`: each variable with the list of its values.
 pub type RawMatrix = Pairs<Spanned<Vec<Spanned<String>>>>;
 
-/// Fields of every rule kind; each rule checks which ones it accepts.
+/// Fields of every rule kind; which ones a rule takes, and how it reads
+/// them, is the rule table's (`strata_rules::table`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTarget {
@@ -82,8 +85,10 @@ pub struct RawTarget {
     #[serde(default)]
     pub images: Option<Spanned<Vec<Spanned<String>>>>,
     // Fields of built-in rules, read by the rule itself (see
-    // `strata_rules::builtin`); kept generic here, with the place of every
-    // value inside them.
+    // `strata_rules::table`); kept generic here, with the place of every
+    // value inside them. Named one by one (not one map of names) because
+    // serde's refusal of an unknown field lists these names in this order,
+    // and messages show that list; the test below holds them to the table.
     #[serde(default)]
     pub from: Option<Spanned<RawNode>>,
     #[serde(default)]
@@ -270,45 +275,12 @@ impl RawTarget {
     }
 }
 
-/// Fields every target takes, whatever its rule.
-const COMMON_FIELDS: &[&str] = &["rule", "when", "srcs", "deps"];
-
-/// The fields of rule `run`, besides the common ones.
-pub const RUN_FIELDS: &[&str] = &[
-    "cmd",
-    "argv",
-    "env",
-    "outs",
-    "network",
-    "tools",
-    "output_digest",
-    "image",
-    "platform",
-    "user",
-    "caches",
-    "limits",
-];
-pub const STAGE_FIELDS: &[&str] = &["from", "platform", "steps"];
-pub const IMAGE_PULL_FIELDS: &[&str] = &["image", "platform", "auth"];
-pub const DATA_ROOT_FIELDS: &[&str] = &["images"];
-
 /// The fields a target of `rule` takes, `rule:` and `when:` first; `None`
 /// for a rule Strata does not know. Messages list these.
 pub fn rule_fields(rule: &str) -> Option<Vec<&'static str>> {
-    let own: &[&str] = match rule {
-        "run" => RUN_FIELDS,
-        "stage" => STAGE_FIELDS,
-        "image-pull" => IMAGE_PULL_FIELDS,
-        "docker-data-root" => DATA_ROOT_FIELDS,
-        other => {
-            strata_rules::builtin::RULES
-                .iter()
-                .find(|(r, _)| *r == other)?
-                .1
-        }
-    };
+    let own = table::rule(rule)?.field_names();
     let mut fields = COMMON_FIELDS.to_vec();
-    fields.extend(own.iter().filter(|f| !COMMON_FIELDS.contains(f)));
+    fields.extend(own.into_iter().filter(|f| !COMMON_FIELDS.contains(f)));
     Some(fields)
 }
 
@@ -334,5 +306,62 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for Pairs<V> {
             }
         }
         d.deserialize_map(PairsVisitor(PhantomData))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use strata_rules::table::{FieldKind, RULES};
+
+    use super::*;
+
+    /// A target with every field of every rule (values need only parse).
+    fn every_field() -> RawTarget {
+        let names: BTreeSet<&str> = RULES.iter().flat_map(|r| r.field_names()).collect();
+        let mut yaml = String::from("rule: run\n");
+        for name in names {
+            yaml.push_str(&match name {
+                "env" | "caches" => format!("{name}: {{a: b}}\n"),
+                "network" => format!("{name}: true\n"),
+                "outs" | "argv" | "tools" | "images" => format!("{name}: [a]\n"),
+                "limits" => format!("{name}: {{}}\n"),
+                "steps" => format!("{name}: [{{cmd: a}}]\n"),
+                "auth" => format!("{name}: {{username_env: U, password_env: P}}\n"),
+                _ => format!("{name}: x\n"),
+            });
+        }
+        serde_saphyr::from_str(&yaml).expect("every declared field has a place in RawTarget")
+    }
+
+    #[test]
+    fn raw_target_holds_exactly_the_fields_the_rule_table_declares() {
+        let raw = every_field();
+        let declared: BTreeSet<&str> = RULES.iter().flat_map(|r| r.field_names()).collect();
+        let builtin: BTreeSet<&str> = raw.builtin_fields().into_iter().map(|(f, _)| f).collect();
+        let typed: BTreeSet<&str> = raw.run_fields().into_iter().map(|(f, _)| f).collect();
+        assert_eq!(&builtin | &typed, declared);
+        // And RawTarget has no field the table does not declare: serde's
+        // refusal of an unknown one lists them all.
+        let refused = serde_saphyr::from_str::<RawTarget>("rule: run\nno_such_field: 1\n")
+            .unwrap_err()
+            .to_string();
+        let slots: BTreeSet<&str> = refused
+            .lines()
+            .next()
+            .and_then(|l| l.split_once("expected one of "))
+            .expect("serde lists the fields")
+            .1
+            .split(", ")
+            .filter(|f| !COMMON_FIELDS.contains(f))
+            .collect();
+        assert_eq!(slots, declared);
+        // Every field a rule reads from a generic value has a generic slot.
+        for r in RULES {
+            for f in r.fields.iter().filter(|f| f.kind != FieldKind::Typed) {
+                assert!(builtin.contains(f.name), "{}.{}", r.name, f.name);
+            }
+        }
     }
 }

@@ -34,6 +34,8 @@ use std::rc::Rc;
 use serde::Deserialize;
 use serde_json::Value;
 use serde_saphyr::Spanned;
+use strata_formats::oci::reference::split_tag;
+use strata_rules::Work;
 use strata_rules::builtin::{Builtin, Seg};
 use strata_rules::data_root::{DataRootParams, DataRootRef};
 use strata_rules::image_pull::PullParams;
@@ -43,7 +45,7 @@ use strata_rules::run::ImageRef;
 use super::diag::{did_you_mean, unknown_field_hint};
 use super::schema::Pairs;
 use super::tree::Tree;
-use super::{FileIds, Kind, Loader, Loc, Located, Target, Vars};
+use super::{FileIds, Loader, Loc, Located, Target, Vars};
 
 const FIELDS: &str = "file, target, images, data_root, platform";
 
@@ -107,18 +109,22 @@ pub(super) struct PlatformCheck {
 }
 
 impl Loader {
-    /// Resolves the `docker-compose` components of a `rootfs` target's
-    /// (interpolated) fields in place and returns the hidden targets they
-    /// need.
+    /// Resolves the `docker-compose` components of a target's (interpolated)
+    /// field `field` (a [`FieldKind::Components`]) in place and returns the
+    /// hidden targets they need.
+    ///
+    /// [`FieldKind::Components`]: strata_rules::table::FieldKind::Components
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn compose_components(
         &mut self,
         fields: &mut serde_json::Map<String, Value>,
+        field: &str,
         written_components: &Tree,
         rootfs: &str,
         dir: &Path,
         vars: &Vars,
     ) -> Vec<Target> {
-        let Some(Value::Array(components)) = fields.get_mut("components") else {
+        let Some(Value::Array(components)) = fields.get_mut(field) else {
             return Vec::new();
         };
         let mut hidden = Vec::new();
@@ -353,7 +359,7 @@ impl Loader {
             };
             let pull_name = match pulls
                 .iter()
-                .find(|t| matches!(&t.kind, Kind::ImagePull(p) if p.reference == reference))
+                .find(|t| matches!(&t.work, Work::ImagePull(p) if p.reference == reference))
             {
                 Some(t) => t.name.clone(),
                 None => {
@@ -368,7 +374,8 @@ impl Loader {
                         outs: Vec::new(),
                         output_digest: None,
                         hidden: true,
-                        kind: Kind::ImagePull(PullParams {
+                        run: None,
+                        work: Work::ImagePull(PullParams {
                             reference: reference.clone(),
                             digest,
                             // The component's, once every target is loaded
@@ -428,7 +435,8 @@ impl Loader {
             outs: Vec::new(),
             output_digest: None,
             hidden: true,
-            kind: Kind::DataRoot(DataRootParams {
+            run: None,
+            work: Work::DataRoot(DataRootParams {
                 // Each image's, once every target is loaded.
                 platforms: vec![Platform::default_platform(); images.len()],
                 images,
@@ -545,7 +553,12 @@ impl Loader {
             let name = &check.target.value;
             match targets.get(name) {
                 Some(Target {
-                    kind: Kind::Builtin(Builtin::Image(_), _) | Kind::ImagePull(_),
+                    work:
+                        Work::Builtin {
+                            rule: Builtin::Image(_),
+                            ..
+                        }
+                        | Work::ImagePull(_),
                     ..
                 }) => {}
                 Some(t) => {
@@ -555,7 +568,7 @@ impl Loader {
                             "service `{}` of `{}` runs `{name}`, a `{}` target, which makes no image",
                             check.service,
                             check.rootfs,
-                            t.kind.rule_name()
+                            t.work.rule_name()
                         ),
                         "not an image",
                         Some(IMAGE_HINT.into()),
@@ -606,9 +619,12 @@ impl Loader {
                 .built
                 .iter()
                 .filter_map(|(service, target)| {
-                    let written = match &targets.get(&target.value)?.kind {
-                        Kind::Builtin(Builtin::Image(p), _) => &p.platform,
-                        Kind::ImagePull(p) => &p.platform,
+                    let written = match &targets.get(&target.value)?.work {
+                        Work::Builtin {
+                            rule: Builtin::Image(p),
+                            ..
+                        } => &p.platform,
+                        Work::ImagePull(p) => &p.platform,
                         _ => return None,
                     };
                     Some((service, target, Platform::parse_known(written).ok()?))
@@ -646,7 +662,7 @@ impl Loader {
                 (None, None) => Platform::default_platform(),
             };
             for pull in &check.pulls {
-                if let Some(Kind::ImagePull(p)) = targets.get_mut(pull).map(|t| &mut t.kind) {
+                if let Some(Work::ImagePull(p)) = targets.get_mut(pull).map(|t| &mut t.work) {
                     p.platform = platform.to_string();
                 }
             }
@@ -657,7 +673,7 @@ impl Loader {
 /// Checks a `name[:tag]` reference the data-root can tag an image with.
 fn check_tag_reference(reference: &str) -> Result<(), String> {
     let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-/:".contains(c);
-    let (name, tag) = crate::docker::split_tag(reference);
+    let (name, tag) = split_tag(reference);
     if name.is_empty() || !name.chars().all(ok_char) || name.starts_with('/') || name.ends_with('/')
     {
         return Err(

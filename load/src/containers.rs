@@ -7,23 +7,22 @@ use std::path::PathBuf;
 
 use serde_saphyr::Spanned;
 use strata_rules::Text;
+use strata_rules::Work;
 use strata_rules::builtin::{Mode, Owner, Source};
-use strata_rules::data_root::DataRootParams;
-use strata_rules::image_pull::PullParams;
+use strata_rules::data_root::{self, DataRootParams};
+use strata_rules::image_pull::{self, PullParams};
 use strata_rules::platform::{DEFAULT_PLATFORM, Platform, RunsOn};
 use strata_rules::run::{Container, ImageRef, check_cache_name, check_container_path};
-use strata_rules::stage::{CopyInto, RunInStage, StageStep};
+use strata_rules::stage::{self, CopyInto, RunInStage, StageStep};
+use strata_rules::table::Rule;
 
-use super::schema::{DATA_ROOT_FIELDS, IMAGE_PULL_FIELDS, Pairs, RawStep, RawTarget, STAGE_FIELDS};
+use super::schema::{Pairs, RawStep, RawTarget};
 use super::tree::RawNode;
-use super::{FileIds, Kind, Loader, Located, Target, Vars, is_var_name};
-use crate::load::Loc;
+use super::{FileIds, Loader, Located, Target, Vars, is_var_name};
+use crate::Loc;
 
-/// A loaded stage step: its kind, sources and dependencies.
-type LoadedStep = (Kind, Vec<Located<String>>, Vec<Located<String>>);
-
-/// The rules loaded here, besides `run`'s container fields.
-pub(super) const RULES: &[&str] = &["docker-data-root", "image-pull", "stage"];
+/// A loaded stage step: its work, sources and dependencies.
+type LoadedStep = (Work, Vec<Located<String>>, Vec<Located<String>>);
 
 const PLATFORM_HINT: &str = "write `os/architecture[/variant]` as OCI names them: `linux/amd64`, `linux/arm64` or `linux/arm/v7` (an arm64 board is `linux/arm64`, not `aarch64`)";
 
@@ -41,7 +40,9 @@ pub(super) struct Common {
 
 impl Loader {
     /// Refuses every present field of `raw` that `rule` does not take.
-    fn only_fields(&mut self, raw: &RawTarget, ids: &FileIds, rule: &str, accepted: &[&str]) {
+    fn only_fields(&mut self, raw: &RawTarget, ids: &FileIds, rule: &Rule) {
+        let accepted = rule.field_names();
+        let rule = rule.name;
         let help = format!("`{rule}` takes: {}", accepted.join(", "));
         let present = raw
             .run_fields()
@@ -258,7 +259,7 @@ impl Loader {
         vars: &Vars,
         common: Common,
     ) -> Vec<Target> {
-        self.only_fields(&raw, ids, "stage", STAGE_FIELDS);
+        self.only_fields(&raw, ids, &stage::RULE);
         let name = common.name.clone();
         let asked = self.platform(raw.platform.as_ref(), ids, vars);
         let platform = match &asked {
@@ -332,7 +333,7 @@ impl Loader {
             } else {
                 format!("{}#{}", name.value, i + 1)
             };
-            let Some((kind, srcs, mut deps)) = self.stage_step(
+            let Some((work, srcs, mut deps)) = self.stage_step(
                 step.value,
                 loc,
                 ids,
@@ -364,7 +365,8 @@ impl Loader {
                 outs: Vec::new(),
                 output_digest: None,
                 hidden: !last,
-                kind,
+                work,
+                run: None,
             });
             previous = Some(step_name);
         }
@@ -512,7 +514,7 @@ impl Loader {
         };
         let runs_on = RunsOn::native(platform.clone());
         Some((
-            Kind::Stage {
+            Work::Stage {
                 parent,
                 step: kind,
                 runs_on,
@@ -530,7 +532,7 @@ impl Loader {
         vars: &Vars,
         common: Common,
     ) -> Option<Target> {
-        self.only_fields(&raw, ids, "image-pull", IMAGE_PULL_FIELDS);
+        self.only_fields(&raw, ids, &image_pull::RULE);
         if let Some(first) = common.srcs.first().or(common.deps.first()) {
             let e = self.at().error(
                 first.loc,
@@ -606,7 +608,8 @@ impl Loader {
             outs: Vec::new(),
             output_digest: None,
             hidden: false,
-            kind: Kind::ImagePull(PullParams {
+            run: None,
+            work: Work::ImagePull(PullParams {
                 reference: image.value,
                 digest,
                 platform,
@@ -623,7 +626,7 @@ impl Loader {
         vars: &Vars,
         common: Common,
     ) -> Option<Target> {
-        self.only_fields(&raw, ids, "docker-data-root", DATA_ROOT_FIELDS);
+        self.only_fields(&raw, ids, &data_root::RULE);
         let mut deps = common.deps;
         let mut images = Vec::new();
         match &raw.images {
@@ -669,7 +672,8 @@ impl Loader {
             outs: Vec::new(),
             output_digest: None,
             hidden: false,
-            kind: Kind::DataRoot(DataRootParams {
+            run: None,
+            work: Work::DataRoot(DataRootParams {
                 // Each image's, once every target is loaded.
                 platforms: vec![Platform::default_platform(); images.len()],
                 images,
