@@ -18,9 +18,9 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use strata_rules::builtin::extract::{Limits, tar_to_tree};
+use strata_formats::oci;
+use strata_formats::unpack::{Limits, tar_to_tree};
 use strata_rules::data_root::DataRootParams;
-use strata_rules::oci;
 use strata_store::{Digest, Store};
 
 use strata_exec::step::{Failure, StepFailure};

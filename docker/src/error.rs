@@ -1,6 +1,6 @@
 //! What can go wrong talking to the Docker Engine.
 
-use strata_rules::builtin::BuiltinError;
+use strata_formats::FormatError;
 use strata_store::StoreError;
 use strata_store::tree::EditError;
 
@@ -34,7 +34,7 @@ pub enum DockerError {
     Archive {
         what: String,
         #[source]
-        source: BuiltinError,
+        source: FormatError,
     },
     #[error("{what}: {source}")]
     Tree {

@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use strata_rules::builtin::extract;
+use strata_formats::unpack;
 use strata_store::tree::{Node, TreeBuilder};
 use strata_store::{Cas, Digest};
 use tokio::sync::mpsc;
@@ -49,15 +49,15 @@ impl ContainerHandle {
         // The export is unpacked as it streams in, with the same checks and
         // limits as any archive; it is never stored whole.
         let reader = tokio::task::spawn_blocking(move || -> Result<Digest, DockerError> {
-            let limits = extract::Limits {
+            let limits = unpack::Limits {
                 max_size: u64::MAX / 2,
-                ..extract::Limits::default()
+                ..unpack::Limits::default()
             };
             let input = std::io::BufReader::new(ChannelReader {
                 rx,
                 current: Bytes::new(),
             });
-            extract::tar_to_tree(&cas, input, limits)
+            unpack::tar_to_tree(&cas, input, limits)
                 .map_err(|e| DockerError::refused(reader_what, e.to_string()))
         });
         let mut stream = self.engine.long().export_container(self.name());

@@ -10,8 +10,8 @@
 use bollard::models::ImageInspect;
 use bollard::query_parameters::{CreateImageOptions, RemoveImageOptions};
 use futures_util::StreamExt;
-use strata_rules::builtin::tarball::TarOptions;
-use strata_rules::oci::reference::split_tag;
+use strata_formats::oci::reference::split_tag;
+use strata_formats::tarball::TarOptions;
 use strata_rules::platform::{DEFAULT_PLATFORM, Platform};
 use strata_store::{Cas, Digest};
 

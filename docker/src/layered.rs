@@ -5,16 +5,15 @@
 //! relabels an image the engine holds for another platform (`docker
 //! import` labels everything with the engine's own).
 
-use strata_rules::builtin::tarball::{TarOptions, write_tree};
-use strata_rules::oci::BlobSink;
-use strata_rules::oci::layer::diff;
+use strata_formats::oci::BlobSink;
+use strata_formats::oci::layer::diff;
+use strata_formats::oci::spec::media_type;
+use strata_formats::tarball::{TarOptions, write_tree};
 use strata_rules::platform::Platform;
 use strata_store::tree::{Node, TreeBuilder};
 use strata_store::{Cas, Digest};
 
 use super::{DockerError, Engine};
-
-const LAYER_MEDIA_TYPE: &str = "application/vnd.oci.image.layer.v1.tar";
 
 /// Loads `tree` as the image `reference` for `platform`: the layers
 /// `base_layers` (diff IDs of the engine's image of `base`) and the changes
@@ -76,7 +75,7 @@ fn archive(
     if let Some(changes) = changes {
         let sink = BlobSink::new(cas).map_err(|e| e.to_string())?;
         let layer = write_tree(cas, changes, sink, &TarOptions::default())
-            .and_then(|w| w.finish(LAYER_MEDIA_TYPE))
+            .and_then(|w| w.finish(media_type::OCI_LAYER))
             .map_err(|e| e.to_string())?;
         out.insert(&file_of(&layer.sha256), Node::file(layer.stored, false))
             .map_err(|e| e.to_string())?;

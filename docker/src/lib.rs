@@ -63,4 +63,4 @@ pub use logs::{LogSink, LogStream};
 pub use prune::{
     PruneReport, Removal, TreeImage, prune_tree_images, remove_tree_image, tree_images,
 };
-pub use strata_rules::oci::reference::split_tag;
+pub use strata_formats::oci::reference::split_tag;

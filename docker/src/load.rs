@@ -4,7 +4,7 @@
 
 use bollard::query_parameters::ImportImageOptions;
 use futures_util::StreamExt;
-use strata_rules::builtin::tarball::TarOptions;
+use strata_formats::tarball::TarOptions;
 use strata_store::{Cas, Digest};
 
 use super::{DockerError, Engine, upload};

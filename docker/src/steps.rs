@@ -17,10 +17,10 @@ use strata_exec::fstree::remove_tree;
 use strata_exec::perturb::Perturbation;
 use strata_exec::source::SourceFile;
 use strata_exec::step::{self, ContainerRunner, Failure, StepFailure, StepSuccess};
+use strata_formats::oci;
 use strata_rules::builtin::Ctx;
 use strata_rules::image_pull::PullParams;
 use strata_rules::layout;
-use strata_rules::oci;
 use strata_rules::platform::Platform;
 use strata_rules::run::{Container, ImageRef, RunStep};
 use strata_rules::stage;
@@ -63,8 +63,8 @@ fn docker_failure(e: crate::DockerError) -> Failure {
     Failure::Io(e.to_string())
 }
 
-fn rule_failure(e: strata_rules::builtin::BuiltinError) -> Failure {
-    match e {
+fn rule_failure(e: impl Into<strata_rules::builtin::BuiltinError>) -> Failure {
+    match e.into() {
         strata_rules::builtin::BuiltinError::Store(e) => Failure::Store(e),
         e => Failure::Rule(e.to_string()),
     }

@@ -9,8 +9,8 @@ use std::io::{self, Write};
 
 use bytes::Bytes;
 use futures_util::Stream;
-use strata_rules::builtin::BuiltinError;
-use strata_rules::builtin::tarball::{self, TarOptions};
+use strata_formats::FormatError;
+use strata_formats::tarball::{self, TarOptions};
 use strata_store::{Cas, Digest};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -26,7 +26,7 @@ const DEPTH: usize = 4;
 /// Why the writer stopped early.
 pub(crate) enum WriteFailure {
     /// The tree could not be read or written as a tar.
-    Tree(BuiltinError),
+    Tree(FormatError),
     /// The request stopped reading (the engine refused the upload, or the
     /// upload was cancelled): its own error says why.
     Closed,
@@ -56,7 +56,7 @@ pub(crate) fn tree_tar(
         });
         match result {
             Ok(()) => Ok(()),
-            Err(BuiltinError::Io(e)) if e.kind() == io::ErrorKind::BrokenPipe => {
+            Err(FormatError::Io(e)) if e.kind() == io::ErrorKind::BrokenPipe => {
                 Err(WriteFailure::Closed)
             }
             Err(e) => {

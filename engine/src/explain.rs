@@ -240,7 +240,7 @@ fn explain_node(
         },
         last_build: previous.map(|(t, finished)| LastBuild {
             finished: *finished,
-            when: strata_rules::oci::spec::rfc3339(*finished),
+            when: strata_formats::oci::spec::rfc3339(*finished),
             key: t.key.clone().unwrap_or_default(),
             status: t.status.clone(),
         }),

@@ -97,7 +97,7 @@ pub fn last_run(store_dir: &Path, build_file: &Path, target: &str) -> Result<Ste
         target: target.to_string(),
         rule: t.rule.clone(),
         status: t.status.clone(),
-        when: strata_rules::oci::spec::rfc3339(record.finished),
+        when: strata_formats::oci::spec::rfc3339(record.finished),
         streams,
     })
 }

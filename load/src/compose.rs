@@ -34,11 +34,11 @@ use std::rc::Rc;
 use serde::Deserialize;
 use serde_json::Value;
 use serde_saphyr::Spanned;
+use strata_formats::oci::reference::split_tag;
 use strata_rules::Work;
 use strata_rules::builtin::{Builtin, Seg};
 use strata_rules::data_root::{DataRootParams, DataRootRef};
 use strata_rules::image_pull::PullParams;
-use strata_rules::oci::reference::split_tag;
 use strata_rules::platform::{DEFAULT_PLATFORM, Platform};
 use strata_rules::run::ImageRef;
 

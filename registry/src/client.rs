@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
 use reqwest::{Response, StatusCode};
+use strata_formats::oci::reference::{DOCKER_HUB, Reference, host_without_port};
 
 use super::challenge::{self, Challenge};
 use super::error::{Detail, RegistryError};
-use super::reference::{DOCKER_HUB, Reference, host_without_port};
 
 /// Largest token-service answer read; real ones are a few KiB.
 const TOKEN_LIMIT: u64 = 1024 * 1024;

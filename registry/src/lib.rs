@@ -23,7 +23,6 @@ pub mod challenge;
 mod client;
 mod error;
 pub mod manifest;
-mod reference;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -34,7 +33,7 @@ use tokio::task::JoinSet;
 
 pub use client::{Client, ClientOptions, Credentials};
 pub use error::{Detail, RegistryError, StoreFailure};
-pub use reference::{DOCKER_HUB, RefError, Reference};
+pub use strata_formats::oci::reference::{DOCKER_HUB, RefError, Reference};
 
 use client::{Session, content_type, read_limited};
 use manifest::{Descriptor, Parsed, Platform};

@@ -3,28 +3,22 @@
 //! ignored, and no input makes this panic.
 
 use serde::Deserialize;
-
-use super::reference::validate_digest;
-
-pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+/// `os/architecture[/variant]`: one definition with the image layouts'.
+pub use strata_formats::oci::platform::Platform;
+use strata_formats::oci::reference::validate_digest;
+/// A content descriptor (here with its digest and size checked, and no
+/// platform or annotations): one definition with the image layouts'.
+pub use strata_formats::oci::spec::Descriptor;
+/// The media types a pull reads: one definition with the image layouts'.
+pub use strata_formats::oci::spec::media_type::{
+    DOCKER_MANIFEST, DOCKER_MANIFEST_LIST as DOCKER_LIST, OCI_INDEX, OCI_MANIFEST,
+};
 
 /// The `Accept` header of a manifest request: every kind we can read.
 pub const ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, \
 application/vnd.oci.image.index.v1+json, \
 application/vnd.docker.distribution.manifest.v2+json, \
 application/vnd.docker.distribution.manifest.list.v2+json";
-
-/// A content descriptor whose digest and size were checked.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Descriptor {
-    pub media_type: String,
-    /// `sha256:<hex>`
-    pub digest: String,
-    pub size: u64,
-}
 
 /// An index entry: a descriptor and the platform it is for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,9 +40,6 @@ pub enum Parsed {
         layers: Vec<Descriptor>,
     },
 }
-
-/// `os/architecture[/variant]`: one definition with the image layouts'.
-pub use strata_rules::oci::layout::Platform;
 
 #[derive(Deserialize)]
 struct RawDescriptor {
@@ -158,6 +149,8 @@ fn descriptor(d: RawDescriptor, field: &str) -> Result<Descriptor, String> {
         media_type: d.media_type.unwrap_or_default(),
         digest: d.digest,
         size,
+        platform: None,
+        annotations: Default::default(),
     })
 }
 

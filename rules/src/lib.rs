@@ -9,7 +9,6 @@ pub mod builtin;
 pub mod data_root;
 pub mod image_pull;
 pub mod layout;
-pub mod oci;
 pub mod platform;
 pub mod run;
 pub mod stage;

@@ -6,6 +6,7 @@ use std::fs::File;
 use std::io::{self, Read};
 
 use serde::Serialize;
+use strata_formats::listing;
 use strata_store::tree::{Entry, Meta, walk};
 use strata_store::{Cas, Digest, StoreError};
 
@@ -262,8 +263,8 @@ fn read_up_to(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
 
 /// Entry by entry, if both blobs are archives this module reads.
 fn archive_diff(cas: &Cas, a: &Digest, b: &Digest) -> Option<ArchiveDiff> {
-    let la = archive::list(open(cas, a).ok()?)?;
-    let lb = archive::list(open(cas, b).ok()?)?;
+    let la = listing::list(open(cas, a).ok()?)?;
+    let lb = listing::list(open(cas, b).ok()?)?;
     Some(archive::diff(&la, &lb, LIMIT))
 }
 

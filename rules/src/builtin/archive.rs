@@ -11,10 +11,10 @@
 //! ```
 
 use serde::{Deserialize, Serialize};
+use strata_formats::compress::Compression;
+use strata_formats::tarball::{TarOptions, write_tree};
 use strata_store::tree::{Node, TreeBuilder};
 
-use super::compress::Compression;
-use super::tarball::{TarOptions, write_tree};
 use super::{Builtin, from_fields};
 use super::{BuiltinError, Ctx, From, Named, ParamError, check_file_name, check_level, key};
 use crate::table::{Field, Parse, Rule};

@@ -38,11 +38,11 @@ use std::io::{self, Write};
 
 use md5::{Digest as _, Md5};
 use serde::{Deserialize, Serialize};
+use strata_formats::compress::Compression;
+use strata_formats::tarball::{TarOptions, write_tree};
 use strata_store::tree::{Entry, Meta, Node, TreeBuilder, walk};
 use strata_store::{Cas, Digest, StoreError};
 
-use super::compress::Compression;
-use super::tarball::{TarOptions, write_tree};
 use super::{Builtin, from_fields};
 use super::{BuiltinError, Ctx, From, Named, ParamError, PathExt, Source, check_file_name, key};
 use crate::table::{Field, FieldKind, Parse, Rule};
@@ -623,11 +623,11 @@ mod tests {
     use std::io::Read;
 
     use serde_json::json;
+    use strata_formats::compress::decoder;
     use strata_store::tree::DeviceKind;
     use strata_store::{DigestFunction, Store};
 
     use super::super::Builtin;
-    use super::super::compress::decoder;
     use super::*;
 
     struct Fixture {

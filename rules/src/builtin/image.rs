@@ -40,19 +40,19 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use strata_formats::oci::layer::{WHITEOUT_PREFIX, diff, flatten};
+use strata_formats::oci::layout::{Platform, assemble, is_layout, read};
+use strata_formats::oci::reference::check_tag;
+use strata_formats::oci::spec::{
+    ContainerConfig, History, ImageConfig, Manifest, RootFs, media_type, rfc3339, to_json,
+};
+use strata_formats::oci::{Blob, BlobSink};
+use strata_formats::tarball::{TarOptions, write_tree};
 use strata_store::Digest;
 use strata_store::tree::walk;
 
-use super::tarball::{TarOptions, write_tree};
 use super::{Builtin, from_fields};
 use super::{BuiltinError, Ctx, From, Named, ParamError, key};
-use crate::oci::layer::{WHITEOUT_PREFIX, diff, flatten};
-use crate::oci::layout::{Platform, assemble, is_layout, read};
-use crate::oci::reference::check_tag;
-use crate::oci::spec::{
-    ContainerConfig, History, ImageConfig, Manifest, RootFs, media_type, rfc3339, to_json,
-};
-use crate::oci::{Blob, BlobSink};
 use crate::table::{Field, Parse, Rule};
 
 /// `image`: an OCI image layout made from a tree.
@@ -305,12 +305,18 @@ pub fn run(p: &Params, ctx: &Ctx) -> Result<Digest, BuiltinError> {
         layers: layers.iter().map(Blob::descriptor).collect(),
     };
     let manifest = Blob::from_bytes(cas, media_type::OCI_MANIFEST, &to_json(&manifest))?;
-    assemble(cas, &manifest, &config, &layers, p.tag.as_deref())
+    Ok(assemble(
+        cas,
+        &manifest,
+        &config,
+        &layers,
+        p.tag.as_deref(),
+    )?)
 }
 
 /// A base image: its blobs, its config and its files.
 struct Base {
-    image: crate::oci::layout::Image,
+    image: strata_formats::oci::layout::Image,
     config: ImageConfig,
     files: Digest,
 }

@@ -24,10 +24,10 @@
 use std::io::{self, Write};
 
 use serde::{Deserialize, Serialize};
+use strata_formats::compress::Compression;
 use strata_store::tree::{DeviceKind, Entry, Meta, Node, TreeBuilder, walk};
 use strata_store::{Cas, Digest};
 
-use super::compress::Compression;
 use super::{Builtin, from_fields};
 use super::{BuiltinError, Ctx, From, Named, ParamError, check_file_name, check_level, key};
 use crate::table::{Field, Parse, Rule};
@@ -291,10 +291,10 @@ mod tests {
     use std::collections::BTreeMap;
     use std::io::Read;
 
+    use strata_formats::compress::decoder;
     use strata_store::tree::{DeviceKind, Meta, Node, TreeBuilder};
 
     use super::*;
-    use crate::builtin::compress::decoder;
 
     /// One parsed cpio entry.
     #[derive(Debug, Clone, PartialEq, Eq)]

@@ -33,10 +33,10 @@ use std::io::{self, Write};
 
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
+use strata_formats::compress::Compression;
+use strata_formats::tarball::{TarOptions, write_tree};
 use strata_store::tree::{Entry, Node, TreeBuilder, walk};
 
-use super::compress::Compression;
-use super::tarball::{TarOptions, write_tree};
 use super::{Builtin, from_fields};
 use super::{BuiltinError, Ctx, From, Named, ParamError, PathExt, check_file_name, key};
 use crate::table::{Field, Parse, Rule};

@@ -12,20 +12,20 @@
 
 pub mod archive;
 pub mod checksums;
-pub mod compress;
 pub mod deb;
 pub mod extract;
 pub mod image;
 pub mod initramfs;
 pub mod makeself;
 pub mod rootfs;
-pub mod tarball;
 #[cfg(test)]
 pub(crate) mod testkit;
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use strata_formats::FormatError;
+use strata_formats::compress;
 use strata_store::tree::{Entry, walk};
 use strata_store::{Cas, Digest, StoreError, reapi};
 
@@ -653,4 +653,16 @@ pub enum BuiltinError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+}
+
+/// A format's error is the rule's, with the same message.
+impl std::convert::From<FormatError> for BuiltinError {
+    fn from(e: FormatError) -> BuiltinError {
+        match e {
+            FormatError::Refused { entry, reason } => BuiltinError::Refused { entry, reason },
+            FormatError::Format(m) => BuiltinError::Format(m),
+            FormatError::Store(e) => BuiltinError::Store(e),
+            FormatError::Io(e) => BuiltinError::Io(e),
+        }
+    }
 }

@@ -1,13 +1,13 @@
 use std::io::Read;
 
 use serde_json::json;
+use strata_formats::oci::Image;
 use strata_store::tree::{Meta, Node, TreeBuilder};
 use strata_store::{Cas, Digest};
 
 use super::super::Builtin;
 use super::super::testkit::{Fixture, fixture};
 use super::*;
-use crate::oci::Image;
 
 fn parse(params: serde_json::Value) -> Result<Builtin, ParamError> {
     let serde_json::Value::Object(fields) = params else {

@@ -1,5 +1,5 @@
-//! Compression for built-in rules: deterministic encoders, and decoders
-//! chosen by magic bytes.
+//! Compression: deterministic encoders, and decoders chosen by magic bytes
+//! (the one place that knows them).
 //!
 //! gzip is written without a file name or timestamp; zstd always uses its
 //! multithreaded mode, whose frames do not depend on the number of worker
@@ -90,21 +90,52 @@ impl Compression {
     }
 }
 
+/// A compression recognised by the magic bytes a stream starts with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compressed {
+    Gzip,
+    Zstd,
+    Xz,
+    Bzip2,
+}
+
+impl Compressed {
+    /// The compression `head` (a stream's first bytes) starts with, if any.
+    pub fn detect(head: &[u8]) -> Option<Compressed> {
+        const MAGIC: &[(&[u8], Compressed)] = &[
+            (&[0x1f, 0x8b], Compressed::Gzip),
+            (&[0x28, 0xb5, 0x2f, 0xfd], Compressed::Zstd),
+            (&[0xfd, b'7', b'z', b'X', b'Z', 0x00], Compressed::Xz),
+            (b"BZh", Compressed::Bzip2),
+        ];
+        MAGIC
+            .iter()
+            .find(|(magic, _)| head.starts_with(magic))
+            .map(|(_, c)| *c)
+    }
+
+    /// `gzip`, `zstd`, `xz`, `bzip2`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Compressed::Gzip => "gzip",
+            Compressed::Zstd => "zstd",
+            Compressed::Xz => "xz",
+            Compressed::Bzip2 => "bzip2",
+        }
+    }
+}
+
 /// A decompressing reader for `input`, chosen by its first bytes: gzip,
 /// zstd, xz, bzip2, or none.
 pub fn decoder<'a, R: Read + 'a>(input: R) -> io::Result<Box<dyn Read + 'a>> {
     let mut buf = BufReader::with_capacity(64 * 1024, input);
-    let head = buf.fill_buf()?.to_vec();
-    Ok(if head.starts_with(&[0x1f, 0x8b]) {
-        Box::new(flate2::bufread::MultiGzDecoder::new(buf))
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Box::new(zstd::stream::Decoder::with_buffer(buf)?)
-    } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
-        Box::new(liblzma::bufread::XzDecoder::new(buf))
-    } else if head.starts_with(b"BZh") {
-        Box::new(bzip2::bufread::BzDecoder::new(buf))
-    } else {
-        Box::new(buf)
+    let head = buf.fill_buf()?;
+    Ok(match Compressed::detect(head) {
+        Some(Compressed::Gzip) => Box::new(flate2::bufread::MultiGzDecoder::new(buf)),
+        Some(Compressed::Zstd) => Box::new(zstd::stream::Decoder::with_buffer(buf)?),
+        Some(Compressed::Xz) => Box::new(liblzma::bufread::XzDecoder::new(buf)),
+        Some(Compressed::Bzip2) => Box::new(bzip2::bufread::BzDecoder::new(buf)),
+        None => Box::new(buf),
     })
 }
 

@@ -11,7 +11,7 @@ use std::io::{self, Read, Write};
 use strata_store::tree::{DeviceKind, Entry, Meta, walk};
 use strata_store::{Cas, Digest};
 
-use super::BuiltinError;
+use crate::FormatError;
 
 /// How a tree is laid out in the archive.
 #[derive(Clone, Debug, Default)]
@@ -34,7 +34,7 @@ pub fn write_tree<W: Write>(
     root: &Digest,
     out: W,
     opts: &TarOptions,
-) -> Result<W, BuiltinError> {
+) -> Result<W, FormatError> {
     let mut tar = TarWriter { out, opts };
     let base = match (opts.dot_prefix, opts.prefix.is_empty()) {
         (true, true) => "./".to_string(),

@@ -3,10 +3,10 @@ use std::io::Write;
 use strata_store::tree::DeviceKind;
 
 use super::*;
-use crate::builtin::tarball::{TarOptions, write_tree};
-use crate::builtin::testkit::{Fixture, fixture};
 use crate::oci::layout::Blob;
 use crate::oci::spec::{self, ImageConfig, Manifest, RootFs};
+use crate::tarball::{TarOptions, write_tree};
+use crate::testkit::{Fixture, fixture};
 
 /// A fixed pseudo-random sequence (xorshift), so failures replay.
 struct Rng(u64);
@@ -471,9 +471,9 @@ fn plain_image(f: &Fixture, layers: &[Vec<u8>]) -> Image {
     image_of(f, &stored, layers)
 }
 
-fn refused(r: Result<Digest, BuiltinError>) -> (String, String) {
+fn refused(r: Result<Digest, FormatError>) -> (String, String) {
     match r {
-        Err(BuiltinError::Refused { entry, reason }) => (entry, reason),
+        Err(FormatError::Refused { entry, reason }) => (entry, reason),
         Err(other) => panic!("expected a refusal, got {other}"),
         Ok(d) => panic!("expected a refusal, got tree {}", d.hex()),
     }

@@ -1,8 +1,8 @@
 use strata_store::tree::walk;
 
 use super::*;
-use crate::builtin::testkit::{Fixture, fixture};
 use crate::oci::spec::{ImageConfig, Platform as SpecPlatform, RootFs};
+use crate::testkit::{Fixture, fixture};
 
 /// A config for `os/arch` naming one diff ID, and a manifest of it and one
 /// layer (the bytes `layer`), all stored.
@@ -46,7 +46,7 @@ fn image(f: &Fixture, arch: &str, layer: &[u8], docker: bool) -> Image {
     }
 }
 
-fn assemble_image(f: &Fixture, img: &Image, tag: Option<&str>) -> Result<Digest, BuiltinError> {
+fn assemble_image(f: &Fixture, img: &Image, tag: Option<&str>) -> Result<Digest, FormatError> {
     assemble(f.store.cas(), &img.manifest, &img.config, &img.layers, tag)
 }
 
@@ -163,9 +163,7 @@ fn assemble_refuses_inconsistent_inputs() {
     missing.layers[0].stored = f.store.function().of_bytes(b"not stored");
     assert!(matches!(
         assemble_image(&f, &missing, None),
-        Err(BuiltinError::Store(
-            strata_store::StoreError::Missing { .. }
-        ))
+        Err(FormatError::Store(strata_store::StoreError::Missing { .. }))
     ));
     let mut odd = img.clone();
     odd.layers[0].sha256 = "sha256:../../x".into();

@@ -21,9 +21,9 @@ use strata_store::{Cas, Digest};
 use super::blob::{Blob, HashingReader, open_stored};
 use super::layout::{Image, parse, read_document};
 use super::spec::media_type;
-use crate::builtin::BuiltinError;
-use crate::builtin::compress::decoder;
-use crate::builtin::extract::{Limits, MAX_DEPTH, unpack_tar};
+use crate::FormatError;
+use crate::compress::decoder;
+use crate::unpack::{Limits, MAX_DEPTH, unpack_tar};
 
 /// Prefix of a whiteout: `.wh.<name>` deletes `<name>` of the lower layers.
 pub const WHITEOUT_PREFIX: &str = ".wh.";
@@ -58,7 +58,7 @@ const MAX_TRAILING: u64 = 1 << 20;
 ///
 /// An entry of `upper` named `.wh.*` is refused: in a layer it would be read
 /// as a deletion.
-pub fn diff(cas: &Cas, lower: &Digest, upper: &Digest) -> Result<Digest, BuiltinError> {
+pub fn diff(cas: &Cas, lower: &Digest, upper: &Digest) -> Result<Digest, FormatError> {
     let meta = TreeBuilder::load(cas, upper)?.meta();
     let whiteout = Node::File {
         digest: cas.put_bytes(b"")?,
@@ -76,7 +76,7 @@ fn diff_dir(
     whiteout: &Node,
     path: &str,
     depth: usize,
-) -> Result<Digest, BuiltinError> {
+) -> Result<Digest, FormatError> {
     check_depth(path, depth)?;
     let below = entries(cas, lower)?;
     let above = entries(cas, upper)?;
@@ -117,7 +117,7 @@ fn diff_dir(
 /// ever hide what `lower` had, never what the same layer adds.
 ///
 /// A whiteout naming `.`, `..` or nothing is refused.
-pub fn apply(cas: &Cas, lower: &Digest, layer: &Digest) -> Result<Digest, BuiltinError> {
+pub fn apply(cas: &Cas, lower: &Digest, layer: &Digest) -> Result<Digest, FormatError> {
     let lower_meta = TreeBuilder::load(cas, lower)?.meta();
     let layer_meta = TreeBuilder::load(cas, layer)?.meta();
     Applier {
@@ -142,7 +142,7 @@ impl Applier<'_> {
         layer_meta: Option<Meta>,
         path: &str,
         depth: usize,
-    ) -> Result<Digest, BuiltinError> {
+    ) -> Result<Digest, FormatError> {
         check_depth(path, depth)?;
         let changes = entries(self.cas, layer)?;
         let mut kept = match lower {
@@ -155,7 +155,7 @@ impl Applier<'_> {
             }
             if let Some(target) = name.strip_prefix(WHITEOUT_PREFIX) {
                 if target.is_empty() || target == "." || target == ".." {
-                    return Err(BuiltinError::Refused {
+                    return Err(FormatError::Refused {
                         entry: join(path, name),
                         reason: format!(
                             "a whiteout of `{target}` names no entry of its folder (a layer may \
@@ -177,7 +177,7 @@ impl Applier<'_> {
                     let below = match kept.remove(&name) {
                         Some(Entry::Dir { digest, meta }) => Some((digest, meta)),
                         Some(other) if self.unpacked && meta.is_none() => {
-                            return Err(BuiltinError::Refused {
+                            return Err(FormatError::Refused {
                                 entry: child,
                                 reason: format!(
                                     "the layer writes inside it, and a lower layer made it a {} \
@@ -228,7 +228,7 @@ impl Applier<'_> {
 /// Besides what `extract` refuses, a layer that writes below a path a lower
 /// layer made a symlink or file, without replacing it, is refused, and so is
 /// a whiteout of `..`. Hard links must point inside their own layer.
-pub fn flatten(cas: &Cas, image: &Image) -> Result<Digest, BuiltinError> {
+pub fn flatten(cas: &Cas, image: &Image) -> Result<Digest, FormatError> {
     let config: serde_json::Value = parse(
         &read_document(cas, &image.config.stored, &image.config.sha256)?,
         &image.config.sha256,
@@ -239,7 +239,7 @@ pub fn flatten(cas: &Cas, image: &Image) -> Result<Digest, BuiltinError> {
         .map(|ids| ids.iter().filter_map(|d| d.as_str()).collect())
         .unwrap_or_default();
     if diff_ids.len() != image.layers.len() {
-        return Err(BuiltinError::Format(format!(
+        return Err(FormatError::Format(format!(
             "image config {}: {} diff_ids for {} layers",
             image.config.sha256,
             diff_ids.len(),
@@ -254,13 +254,13 @@ pub fn flatten(cas: &Cas, image: &Image) -> Result<Digest, BuiltinError> {
         unpacked: true,
     };
     for (i, (layer, diff_id)) in image.layers.iter().zip(diff_ids).enumerate() {
-        let in_layer = |e: BuiltinError| match e {
-            BuiltinError::Refused { entry, reason } => BuiltinError::Refused {
+        let in_layer = |e: FormatError| match e {
+            FormatError::Refused { entry, reason } => FormatError::Refused {
                 entry,
                 reason: format!("{reason} (in layer {i}, {})", layer.sha256),
             },
-            BuiltinError::Format(m) => {
-                BuiltinError::Format(format!("layer {i} ({}): {m}", layer.sha256))
+            FormatError::Format(m) => {
+                FormatError::Format(format!("layer {i} ({}): {m}", layer.sha256))
             }
             other => other,
         };
@@ -274,28 +274,28 @@ pub fn flatten(cas: &Cas, image: &Image) -> Result<Digest, BuiltinError> {
 
 /// Unpacks one layer blob, checking its uncompressed stream against
 /// `diff_id`. Folders the tar does not list are left without metadata.
-fn unpack_layer(cas: &Cas, layer: &Blob, diff_id: &str) -> Result<Digest, BuiltinError> {
+fn unpack_layer(cas: &Cas, layer: &Blob, diff_id: &str) -> Result<Digest, FormatError> {
     if !media_type::is_layer(&layer.media_type) {
-        return Err(BuiltinError::Format(format!(
+        return Err(FormatError::Format(format!(
             "media type {} is not a layer Strata can unpack",
             layer.media_type
         )));
     }
     let plain = decoder(open_stored(cas, &layer.stored)?)
-        .map_err(|e| BuiltinError::Format(format!("cannot decompress: {e}")))?;
+        .map_err(|e| FormatError::Format(format!("cannot decompress: {e}")))?;
     let mut stream = HashingReader::new(plain);
     let tree = unpack_tar(cas, &mut stream, Limits::default(), None)?;
     // The diff ID covers the whole stream, past the end-of-archive blocks.
     let rest = io::copy(&mut (&mut stream).take(MAX_TRAILING + 1), &mut io::sink())
-        .map_err(|e| BuiltinError::Format(format!("malformed archive: {e}")))?;
+        .map_err(|e| FormatError::Format(format!("malformed archive: {e}")))?;
     if rest > MAX_TRAILING {
-        return Err(BuiltinError::Format(format!(
+        return Err(FormatError::Format(format!(
             "more than {MAX_TRAILING} bytes follow the end of the archive"
         )));
     }
     let actual = stream.sha256();
     if actual != diff_id {
-        return Err(BuiltinError::Format(format!(
+        return Err(FormatError::Format(format!(
             "its uncompressed content hashes to {actual}, the config's diff_id is {diff_id}"
         )));
     }
@@ -303,7 +303,7 @@ fn unpack_layer(cas: &Cas, layer: &Blob, diff_id: &str) -> Result<Digest, Builti
 }
 
 /// The entries of one stored folder, by name.
-fn entries(cas: &Cas, dir: &Digest) -> Result<BTreeMap<String, Entry>, BuiltinError> {
+fn entries(cas: &Cas, dir: &Digest) -> Result<BTreeMap<String, Entry>, FormatError> {
     Ok(list(cas, dir)?.into_iter().collect())
 }
 
@@ -316,8 +316,8 @@ fn kind(e: &Entry) -> &'static str {
     }
 }
 
-fn insert(out: &mut TreeBuilder, name: &str, node: Node) -> Result<(), BuiltinError> {
-    out.insert(name, node).map_err(BuiltinError::Format)
+fn insert(out: &mut TreeBuilder, name: &str, node: Node) -> Result<(), FormatError> {
+    out.insert(name, node).map_err(FormatError::Format)
 }
 
 fn join(path: &str, name: &str) -> String {
@@ -329,9 +329,9 @@ fn join(path: &str, name: &str) -> String {
 }
 
 /// Refuses names a layer cannot carry: they would be read as whiteouts.
-fn representable(name: &str, path: &str) -> Result<(), BuiltinError> {
+fn representable(name: &str, path: &str) -> Result<(), FormatError> {
     if name.starts_with(WHITEOUT_PREFIX) {
-        return Err(BuiltinError::Format(format!(
+        return Err(FormatError::Format(format!(
             "`{path}` cannot be stored in an image layer: names starting with `{WHITEOUT_PREFIX}` \
              mark deletions"
         )));
@@ -339,9 +339,9 @@ fn representable(name: &str, path: &str) -> Result<(), BuiltinError> {
     Ok(())
 }
 
-fn check_depth(path: &str, depth: usize) -> Result<(), BuiltinError> {
+fn check_depth(path: &str, depth: usize) -> Result<(), FormatError> {
     if depth > MAX_DEPTH {
-        return Err(BuiltinError::Format(format!(
+        return Err(FormatError::Format(format!(
             "`{path}` is nested deeper than {MAX_DEPTH} folders"
         )));
     }

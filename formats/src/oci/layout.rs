@@ -20,7 +20,7 @@ use super::reference::check_tag;
 use super::spec::{
     ArchiveEntry, Descriptor, Index, Manifest, OCI_LAYOUT, REF_NAME, media_type, to_json,
 };
-use crate::builtin::BuiltinError;
+use crate::FormatError;
 
 /// An image: its manifest, its config (whose digest, `config.sha256`, is
 /// Docker's image ID) and its layers, bottom first.
@@ -51,8 +51,8 @@ const MAX_DOCUMENT: u64 = 16 << 20;
 /// At most this many nested indexes between `index.json` and a manifest.
 const MAX_INDEX_DEPTH: usize = 4;
 
-fn format(message: String) -> BuiltinError {
-    BuiltinError::Format(message)
+fn format(message: String) -> FormatError {
+    FormatError::Format(message)
 }
 
 /// Writes an image layout tree: an OCI image layout (`oci-layout`,
@@ -72,7 +72,7 @@ pub fn assemble(
     config: &Blob,
     layers: &[Blob],
     ref_name: Option<&str>,
-) -> Result<Digest, BuiltinError> {
+) -> Result<Digest, FormatError> {
     if let Some(r) = ref_name {
         check_tag(r).map_err(format)?;
     }
@@ -147,7 +147,7 @@ fn check_manifest_names(
     manifest: &Blob,
     config: &Blob,
     layers: &[Blob],
-) -> Result<(), BuiltinError> {
+) -> Result<(), FormatError> {
     let m: Manifest = parse(
         &read_document(cas, &manifest.stored, &manifest.sha256)?,
         &manifest.sha256,
@@ -165,20 +165,20 @@ fn check_manifest_names(
 }
 
 /// Whether `tree` is an image layout: it has an `oci-layout` file at the top.
-pub fn is_layout(cas: &Cas, tree: &Digest) -> Result<bool, BuiltinError> {
+pub fn is_layout(cas: &Cas, tree: &Digest) -> Result<bool, FormatError> {
     Ok(list(cas, tree)?
         .into_iter()
         .any(|(name, e)| name == "oci-layout" && matches!(e, Entry::File { .. })))
 }
 
-pub use crate::platform::Platform;
+pub use super::platform::Platform;
 
 /// Reads a layout tree: `index.json` (following a nested index or Docker
 /// manifest list to `platform`, such as `linux/amd64`) -> manifest ->
 /// config and layers. Every blob's SHA-256 and size are checked against its
 /// descriptor, and the config's `os`/`architecture`, if it names them,
 /// against `platform`. OCI and Docker schema 2 media types are accepted.
-pub fn read(cas: &Cas, layout: &Digest, platform: &str) -> Result<Image, BuiltinError> {
+pub fn read(cas: &Cas, layout: &Digest, platform: &str) -> Result<Image, FormatError> {
     let want = Platform::parse(platform).map_err(format)?;
     let top: BTreeMap<String, Entry> = list(cas, layout)?.into_iter().collect();
     let file = |name: &str| match top.get(name) {
@@ -274,7 +274,7 @@ fn select(
     want: &Platform,
     within: &str,
     depth: usize,
-) -> Result<Descriptor, BuiltinError> {
+) -> Result<Descriptor, FormatError> {
     if depth > MAX_INDEX_DEPTH {
         return Err(format(format!(
             "{within}: indexes are nested more than {MAX_INDEX_DEPTH} deep"
@@ -350,7 +350,7 @@ struct Blobs {
 }
 
 impl Blobs {
-    fn open(cas: &Cas, top: &BTreeMap<String, Entry>) -> Result<Blobs, BuiltinError> {
+    fn open(cas: &Cas, top: &BTreeMap<String, Entry>) -> Result<Blobs, FormatError> {
         let mut files = BTreeMap::new();
         if let Some(Entry::Dir { digest, .. }) = top.get("blobs") {
             let algs: BTreeMap<String, Entry> = list(cas, digest)?.into_iter().collect();
@@ -366,7 +366,7 @@ impl Blobs {
     }
 
     /// The blob `d` describes, checked against its digest and size.
-    fn get(&self, cas: &Cas, d: &Descriptor) -> Result<Blob, BuiltinError> {
+    fn get(&self, cas: &Cas, d: &Descriptor) -> Result<Blob, FormatError> {
         if !is_sha256_digest(&d.digest) {
             return Err(format(format!(
                 "descriptor digest `{}` is not `sha256:<64 hex digits>`",
@@ -407,7 +407,7 @@ pub(crate) fn read_document(
     cas: &Cas,
     stored: &Digest,
     what: &str,
-) -> Result<Vec<u8>, BuiltinError> {
+) -> Result<Vec<u8>, FormatError> {
     if stored.size_bytes > MAX_DOCUMENT {
         return Err(format(format!(
             "{what}: {} bytes is too large for an image document (at most {MAX_DOCUMENT})",
@@ -425,7 +425,7 @@ pub(crate) fn parse<T: serde::de::DeserializeOwned>(
     bytes: &[u8],
     name: &str,
     what: &str,
-) -> Result<T, BuiltinError> {
+) -> Result<T, FormatError> {
     serde_json::from_slice(bytes).map_err(|e| format(format!("{name}: not a valid {what}: {e}")))
 }
 

@@ -7,7 +7,7 @@ use std::io::{self, Read, Write};
 use sha2::{Digest as _, Sha256};
 use strata_store::{BlobWriter, Cas, Digest, StoreError};
 
-use crate::builtin::BuiltinError;
+use crate::FormatError;
 
 /// One content-addressed blob of an image: its OCI descriptor fields and
 /// the same bytes in the CAS.
@@ -22,7 +22,7 @@ pub struct Blob {
 
 impl Blob {
     /// Stores `bytes` as a blob of `media_type`.
-    pub fn from_bytes(cas: &Cas, media_type: &str, bytes: &[u8]) -> Result<Blob, BuiltinError> {
+    pub fn from_bytes(cas: &Cas, media_type: &str, bytes: &[u8]) -> Result<Blob, FormatError> {
         Ok(Blob {
             media_type: media_type.into(),
             sha256: sha256_name(&Sha256::digest(bytes)),
@@ -32,7 +32,7 @@ impl Blob {
     }
 
     /// Describes a blob already in the store (read once to hash it).
-    pub fn from_stored(cas: &Cas, media_type: &str, stored: Digest) -> Result<Blob, BuiltinError> {
+    pub fn from_stored(cas: &Cas, media_type: &str, stored: Digest) -> Result<Blob, FormatError> {
         let (sha256, size) = sha256_of_stored(cas, &stored)?;
         Ok(Blob {
             media_type: media_type.into(),
@@ -68,7 +68,7 @@ pub struct BlobSink<'a> {
 }
 
 impl<'a> BlobSink<'a> {
-    pub fn new(cas: &'a Cas) -> Result<BlobSink<'a>, BuiltinError> {
+    pub fn new(cas: &'a Cas) -> Result<BlobSink<'a>, FormatError> {
         Ok(BlobSink {
             out: cas.writer()?,
             sha: Sha256::new(),
@@ -77,7 +77,7 @@ impl<'a> BlobSink<'a> {
     }
 
     /// Publishes the bytes written as a blob of `media_type`.
-    pub fn finish(self, media_type: &str) -> Result<Blob, BuiltinError> {
+    pub fn finish(self, media_type: &str) -> Result<Blob, FormatError> {
         Ok(Blob {
             media_type: media_type.into(),
             sha256: sha256_name(&self.sha.finalize()),
@@ -132,15 +132,15 @@ impl<R: Read> Read for HashingReader<R> {
 }
 
 /// Opens a stored blob for reading.
-pub(crate) fn open_stored(cas: &Cas, stored: &Digest) -> Result<File, BuiltinError> {
+pub(crate) fn open_stored(cas: &Cas, stored: &Digest) -> Result<File, FormatError> {
     File::open(cas.path(stored)).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => StoreError::Missing { digest: *stored }.into(),
-        _ => BuiltinError::Io(e),
+        _ => FormatError::Io(e),
     })
 }
 
 /// `sha256:<hex>` and size of a stored blob.
-pub(crate) fn sha256_of_stored(cas: &Cas, stored: &Digest) -> Result<(String, u64), BuiltinError> {
+pub(crate) fn sha256_of_stored(cas: &Cas, stored: &Digest) -> Result<(String, u64), FormatError> {
     let mut r = HashingReader::new(open_stored(cas, stored)?);
     io::copy(&mut r, &mut io::sink())?;
     Ok((r.sha256(), r.count))
@@ -161,7 +161,7 @@ pub fn is_sha256_digest(digest: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::builtin::testkit::fixture;
+    use crate::testkit::fixture;
 
     #[test]
     fn a_streamed_blob_is_named_like_one_stored_whole() {

@@ -5,14 +5,16 @@
 //! - [`layer`]: layer changesets on trees (`diff`, `apply`, with whiteouts)
 //!   and an image's root file system (`flatten`).
 //! - [`spec`]: the JSON documents (index, manifest, config) and media types.
-//! - [`reference`]: image names with a tag.
+//! - [`platform`]: `os/architecture[/variant]`, and which image serves one.
+//! - [`reference`]: the image reference grammar (`[host/]path[:tag][@digest]`).
 //!
-//! Like the built-in rules, nothing here runs a process or writes outside
-//! the store, and everything written is a pure function of its inputs.
+//! Nothing here runs a process or writes outside the store, and everything
+//! written is a pure function of its inputs.
 
 mod blob;
 pub mod layer;
 pub mod layout;
+pub mod platform;
 pub mod reference;
 pub mod spec;
 

@@ -1,8 +1,13 @@
-//! Image references pinned by digest: `[host[:port]/]repo/name[:tag]@sha256:<hex>`.
+//! Image references in Docker's grammar (distribution/reference):
+//! `[host[:port]/]path[:tag][@sha256:<hex>]`. One grammar for every user, so
+//! a name that works with `docker pull` or `docker load` means the same
+//! image here:
 //!
-//! The grammar is Docker's (distribution/reference), so a reference that works
-//! with `docker pull` means the same image here. Only digest references are
-//! accepted: `image-pull` is a fixed-output step, and a tag can move.
+//! - [`Reference`]: a reference pinned by digest, as `image-pull` and the
+//!   registry client take it (a tag can move, a digest cannot);
+//! - [`check_tag`]: an image name with a tag, as `docker load` accepts it
+//!   in a docker-archive's `RepoTags` (the `image` rule's `tags`);
+//! - [`split_tag`]: a reference's name and tag.
 
 use std::fmt;
 
@@ -49,13 +54,13 @@ impl Reference {
                 "it has no digest, and a tag can change under a build; pin it by digest, \
                  e.g. `{}@sha256:<64 hex digits>` (after `docker pull {input}`, \
                  `docker image inspect --format '{{{{index .RepoDigests 0}}}}' {input}` shows it)",
-                strip_tag(input)
+                split_name_tag(input).0
             )));
         };
         validate_digest(digest).map_err(err)?;
-        let name = strip_tag(name_tag);
-        if name.len() != name_tag.len() {
-            validate_tag(&name_tag[name.len() + 1..]).map_err(err)?;
+        let (name, tag) = split_name_tag(name_tag);
+        if let Some(tag) = tag {
+            validate_tag(tag).map_err(err)?;
         }
         let (registry, repository) = split_registry(name);
         if let Some(host) = registry {
@@ -115,7 +120,7 @@ impl std::str::FromStr for Reference {
 }
 
 /// `host[:port]` -> `host`; `[::1]:5000` -> `[::1]`.
-pub(crate) fn host_without_port(host: &str) -> &str {
+pub fn host_without_port(host: &str) -> &str {
     if host.starts_with('[') {
         return match host.find(']') {
             Some(end) => &host[..=end],
@@ -125,12 +130,23 @@ pub(crate) fn host_without_port(host: &str) -> &str {
     host.split_once(':').map_or(host, |(h, _)| h)
 }
 
-/// Drops a `:tag` that follows the last `/` (a `:` before it is a port).
-fn strip_tag(name_tag: &str) -> &str {
+/// `name:tag` as (`name`, `tag`); the tag is `latest` when absent (a `:`
+/// before the last `/` belongs to a registry's port).
+pub fn split_tag(reference: &str) -> (&str, &str) {
+    let (name, tag) = split_name_tag(reference);
+    (name, tag.unwrap_or("latest"))
+}
+
+/// Splits `name[:tag]` into the name and the tag, if it has one: a `:tag`
+/// follows the last `/` (a `:` before it is a port).
+fn split_name_tag(name_tag: &str) -> (&str, Option<&str>) {
     let last_slash = name_tag.rfind('/').map_or(0, |i| i + 1);
     match name_tag[last_slash..].rfind(':') {
-        Some(i) => &name_tag[..last_slash + i],
-        None => name_tag,
+        Some(i) => (
+            &name_tag[..last_slash + i],
+            Some(&name_tag[last_slash + i + 1..]),
+        ),
+        None => (name_tag, None),
     }
 }
 
@@ -151,7 +167,7 @@ fn split_registry(name: &str) -> (Option<&str>, &str) {
 
 /// Only sha256 is accepted: it is what registries and Docker use for content,
 /// and a single algorithm keeps "same digest, same image" simple.
-pub(crate) fn validate_digest(digest: &str) -> Result<(), String> {
+pub fn validate_digest(digest: &str) -> Result<(), String> {
     let Some((algorithm, hex)) = digest.split_once(':') else {
         return Err(format!(
             "digest `{digest}` is not of the form `sha256:<64 hex digits>`"
@@ -212,7 +228,10 @@ fn validate_host(host: &str) -> Result<(), String> {
         }
     };
     if let Some(port) = port
-        && (port.is_empty() || port.len() > 5 || port.parse::<u16>().is_err())
+        && (port.is_empty()
+            || port.len() > 5
+            || !port.bytes().all(|b| b.is_ascii_digit())
+            || port.parse::<u16>().is_err())
     {
         return bad();
     }
@@ -274,6 +293,42 @@ fn path_component_ok(c: &str) -> bool {
         }
     }
     true
+}
+
+/// Checks `reference` is `[registry/]path:tag`: a lower-case path of
+/// components separated by `/` (alphanumeric runs joined by `.`, `_`, `__`
+/// or dashes), optionally after a registry host (`localhost`, or a name
+/// with a `.` or a `:port`), then `:` and a tag of up to 128 characters
+/// (`[A-Za-z0-9_][A-Za-z0-9_.-]*`). A tag is required: `docker load`
+/// refuses a name without one. Digests (`@sha256:`) are not tags.
+pub fn check_tag(reference: &str) -> Result<(), String> {
+    let bad = |why: &str| {
+        Err(format!(
+            "`{reference}` is not an image name with a tag: {why}"
+        ))
+    };
+    if reference.contains('@') {
+        return bad("a digest (`@...`) cannot be a tag");
+    }
+    let (name, Some(tag)) = split_name_tag(reference) else {
+        return bad("it has no `:tag`");
+    };
+    if validate_tag(tag).is_err() {
+        return bad("the tag must be 1 to 128 of `A-Za-z0-9_.-`, not starting with `.` or `-`");
+    }
+    if name.len() > MAX_NAME_LEN {
+        return bad("the name is longer than 255 characters");
+    }
+    let (registry, path) = split_registry(name);
+    if registry.is_some_and(|host| validate_host(host).is_err()) {
+        return bad("the registry must be a host name, optionally with `:port`");
+    }
+    if validate_repository(path).is_err() {
+        return bad(
+            "the name must be lower-case letters and digits, separated by `/`, `.`, `_`, `__` or dashes",
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -423,5 +478,88 @@ mod tests {
         ] {
             let _ = parse(s);
         }
+    }
+
+    #[test]
+    fn names_docker_accepts_are_accepted() {
+        for ok in [
+            "app:1",
+            "app:latest",
+            "my-org/my_app:v1.2.3-rc_1",
+            "a__b/c--d/e.f:_x",
+            "localhost/app:1",
+            "localhost:5000/app:1",
+            "127.0.0.1:5000/team/app:2024.01",
+            "registry.example.com/app:1",
+            "ghcr.io/owner/repo:sha-abc",
+        ] {
+            check_tag(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+    }
+
+    #[test]
+    fn other_names_are_refused_with_a_reason() {
+        for (bad, why) in [
+            ("app", "no `:tag`"),
+            ("localhost:5000/app", "no `:tag`"),
+            ("App:1", "lower-case"),
+            ("app:", "the tag"),
+            ("app:-x", "the tag"),
+            ("app:.x", "the tag"),
+            (":1", "lower-case"),
+            ("a//b:1", "lower-case"),
+            ("a/:1", "lower-case"),
+            ("a..b:1", "lower-case"),
+            ("a___b:1", "lower-case"),
+            ("-a:1", "lower-case"),
+            ("app:a b", "the tag"),
+            ("app@sha256:0000:1", "digest"),
+            ("bad_host.com:x/app:1", "registry"),
+            ("host.com:123456/app:1", "registry"),
+            ("host.com:+80/app:1", "registry"),
+        ] {
+            let e = check_tag(bad).expect_err(bad);
+            assert!(e.contains(why), "{bad}: {e}");
+            assert!(e.contains(bad), "{bad}: {e}");
+        }
+        let long_tag = format!("app:{}", "t".repeat(129));
+        assert!(check_tag(&long_tag).is_err());
+        check_tag(&format!("app:{}", "t".repeat(128))).unwrap();
+        let long_name = format!("{}:1", "a".repeat(256));
+        assert!(check_tag(&long_name).unwrap_err().contains("255"));
+    }
+
+    /// A tagged name and a pinned reference read hosts alike: what one
+    /// accepts the other does.
+    #[test]
+    fn tags_and_pinned_references_share_one_grammar() {
+        for name in [
+            "[::1]:5000/app",
+            "Registry/app",
+            "localhost:5000/team/app",
+            "host.com:99999/app",
+            "bad_host.com/app",
+            "a..b",
+        ] {
+            assert_eq!(
+                check_tag(&format!("{name}:1")).is_ok(),
+                parse(&format!("{name}:1@sha256:{HEX}")).is_ok(),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn tags_split_after_the_registry_port() {
+        assert_eq!(split_tag("app/web:1.0"), ("app/web", "1.0"));
+        assert_eq!(
+            split_tag("127.0.0.1:5000/web"),
+            ("127.0.0.1:5000/web", "latest")
+        );
+        assert_eq!(
+            split_tag("127.0.0.1:5000/web:2"),
+            ("127.0.0.1:5000/web", "2")
+        );
+        assert_eq!(split_tag("web"), ("web", "latest"));
     }
 }
