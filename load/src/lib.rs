@@ -104,7 +104,7 @@ pub struct Workspace {
     pub matrix: Vec<MatrixAxis>,
 }
 
-/// Reads a YAML settings file of Strata's own (`.strata/config.yaml`)
+/// Reads a YAML settings file of Strata's own (`strata.yaml`, the remote cache settings)
 /// into `T`, so that no crate but this one parses YAML; the error is the
 /// parser's message.
 pub fn settings_from_str<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
