@@ -463,6 +463,31 @@ mod tests {
     }
 
     #[test]
+    fn every_typed_field_is_read_into_its_own_place() {
+        let mut yaml = String::from("rule: run\n");
+        for name in TYPED_FIELDS.iter().filter(|f| **f != "rule") {
+            yaml.push_str(&match *name {
+                "env" | "caches" => format!("{name}: {{a: b}}\n"),
+                "network" => format!("{name}: true\n"),
+                "srcs" | "deps" | "outs" | "argv" | "tools" | "images" => format!("{name}: [a]\n"),
+                "limits" => format!("{name}: {{}}\n"),
+                "steps" => format!("{name}: [{{cmd: a}}]\n"),
+                "auth" => format!("{name}: {{username_env: U, password_env: P}}\n"),
+                _ => format!("{name}: x\n"),
+            });
+        }
+        let raw = target(&yaml).unwrap();
+        assert!(raw.fields.is_empty(), "{:?}", raw.fields);
+        let mut read: Vec<&str> = raw.run_fields().into_iter().map(|(f, _)| f).collect();
+        read.extend(["rule", "when", "srcs", "deps"]);
+        assert!(raw.when.is_some() && !raw.srcs.is_empty() && !raw.deps.is_empty());
+        read.sort();
+        let mut typed = TYPED_FIELDS.to_vec();
+        typed.sort();
+        assert_eq!(read, typed);
+    }
+
+    #[test]
     fn every_typed_field_is_one_the_loader_reads_and_a_rule_declares() {
         for name in TYPED_FIELDS.iter().filter(|f| !COMMON_FIELDS.contains(f)) {
             let declaring: Vec<&Field> = RULES
