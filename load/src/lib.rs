@@ -918,7 +918,7 @@ impl Loader {
             Parse::Run => {}
         }
         // `platform` of a step in an image is read with `image:`.
-        for (field, value) in raw.builtin_fields() {
+        for (field, value) in raw.generic_fields() {
             if rule.takes(field) {
                 continue;
             }
@@ -1343,7 +1343,7 @@ impl Loader {
         }
         let mut fields = serde_json::Map::new();
         let mut trees: BTreeMap<&str, Tree> = BTreeMap::new();
-        for (field, value) in raw.builtin_fields() {
+        for (field, value) in raw.generic_fields() {
             let mut tree = Tree::new(value, &|l| ids.loc(l));
             if !accepted.contains(&field) {
                 let e = self.at().error(
