@@ -62,4 +62,7 @@ export STRATA_REQUIRE_REMOTE_SERVERS=1
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The crate layering ARCHITECTURE.md promises (no network client below the
+# engine, nothing but the binary on the engine, the "only crate that"s).
+scripts/check-layers.sh
 cargo test --workspace --locked

@@ -4,9 +4,14 @@
 //! - a step's future is dropped (fail-fast, Ctrl-C): its handle's `Drop`
 //!   schedules a forced removal on the runtime;
 //! - the process is about to exit (Ctrl-C): [`remove_all`] removes every
-//!   container this process still has, whatever is scheduled;
+//!   container an [`Engine`] connection still has, whatever is scheduled;
 //! - the process was killed outright: the next build's [`reap_stale`] removes
 //!   containers whose owner no longer runs.
+//!
+//! The containers still to remove are the connection's
+//! ([`LiveContainers`]), not the process's: two executors in one process
+//! each connect, so one's shutdown never waits on or removes the other's
+//! containers.
 //!
 //! Owners are identified by PID, the PID's start time (a reused PID is a
 //! different owner), and the boot and PID namespace the PID belongs to: a
@@ -14,7 +19,7 @@
 //! another PID namespace, is never judged by our process table.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{LazyLock, Mutex};
+use std::sync::{LazyLock, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bollard::Docker;
@@ -29,36 +34,53 @@ pub(crate) const LABEL_START: &str = "strata.start";
 pub(crate) const LABEL_BOOT: &str = "strata.boot";
 pub(crate) const LABEL_PIDNS: &str = "strata.pidns";
 
-/// Names of the containers this process created and has not yet removed.
-static LIVE: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+/// Names of the containers made through one connection (and its clones)
+/// and not yet removed: what [`remove_all`] removes. Owned by whoever
+/// connected (an executor, a test), shared by the connection's clones and
+/// the handles of its containers.
+#[derive(Debug, Default)]
+pub(crate) struct LiveContainers(Mutex<BTreeSet<String>>);
 
-fn live() -> std::sync::MutexGuard<'static, BTreeSet<String>> {
-    // The set stays consistent whatever panicked while holding it.
-    LIVE.lock().unwrap_or_else(|p| p.into_inner())
-}
+impl LiveContainers {
+    fn names(&self) -> MutexGuard<'_, BTreeSet<String>> {
+        // The set stays consistent whatever panicked while holding it.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
 
-pub(crate) fn register(name: &str) {
-    live().insert(name.to_string());
+    /// Records `name` before its creation is asked for, so a Ctrl-C at any
+    /// instant finds it.
+    pub(crate) fn register(&self, name: &str) {
+        self.names().insert(name.to_string());
+    }
+
+    fn forget(&self, name: &str) {
+        self.names().remove(name);
+    }
 }
 
 /// Force-removes the container `name` (running or not) and forgets it.
 /// A container that does not exist counts as removed.
-pub(crate) async fn remove(docker: &Docker, name: &str) -> Result<(), DockerError> {
+pub(crate) async fn remove(engine: &Engine, name: &str) -> Result<(), DockerError> {
+    force_remove(engine.quick(), name).await?;
+    engine.live().forget(name);
+    Ok(())
+}
+
+/// Force-removes the container `name`, and waits until it is gone.
+async fn force_remove(docker: &Docker, name: &str) -> Result<(), DockerError> {
     let options = RemoveContainerOptions {
         force: true,
         v: true,
         ..Default::default()
     };
     match docker.remove_container(name, Some(options)).await {
-        Ok(()) => {}
-        Err(e) if status(&e) == Some(404) => {}
+        Ok(()) => Ok(()),
+        Err(e) if status(&e) == Some(404) => Ok(()),
         // Another removal (a dropped handle's, or remove_all's) is under
         // way: wait for it to finish, so "removed" means gone.
-        Err(e) if status(&e) == Some(409) => wait_gone(docker, name).await?,
-        Err(e) => return Err(DockerError::api(format!("removing container {name}"))(e)),
+        Err(e) if status(&e) == Some(409) => wait_gone(docker, name).await,
+        Err(e) => Err(DockerError::api(format!("removing container {name}"))(e)),
     }
-    live().remove(name);
-    Ok(())
 }
 
 async fn wait_gone(docker: &Docker, name: &str) -> Result<(), DockerError> {
@@ -79,18 +101,19 @@ async fn wait_gone(docker: &Docker, name: &str) -> Result<(), DockerError> {
 /// else on a thread of its own. `maybe_uncreated` is for a name whose
 /// creation request was cut short: the engine may still be creating it, so
 /// a container not found yet is looked for again briefly.
-pub(crate) fn remove_in_background(docker: Docker, name: String, maybe_uncreated: bool) {
+pub(crate) fn remove_in_background(engine: Engine, name: String, maybe_uncreated: bool) {
     let task = async move {
         let tries = if maybe_uncreated { 5 } else { 1 };
         for attempt in 0..tries {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(400)).await;
             }
-            let existed = docker
+            let existed = engine
+                .quick()
                 .inspect_container(&name, None)
                 .await
                 .map_or_else(|e| status(&e) != Some(404), |_| true);
-            if remove(&docker, &name).await.is_err() {
+            if remove(&engine, &name).await.is_err() {
                 // Left in the live set for remove_all and reap_stale.
                 return;
             }
@@ -116,13 +139,14 @@ pub(crate) fn remove_in_background(docker: Docker, name: String, maybe_uncreated
     }
 }
 
-/// Removes every container this process created and has not removed yet.
-/// For a Ctrl-C handler to await before exiting: dropped steps only schedule
-/// their removal, which would not run once the process exits.
+/// Removes every container made through `engine` (or a clone of it) and
+/// not removed yet; other connections' containers, even this process's,
+/// are left to their owners. For a Ctrl-C handler to await before exiting:
+/// dropped steps only schedule their removal, which would not run once the
+/// process exits.
 pub async fn remove_all(engine: &Engine) -> Result<(), DockerError> {
-    let names: Vec<String> = live().iter().cloned().collect();
-    let results =
-        futures_util::future::join_all(names.iter().map(|n| remove(engine.quick(), n))).await;
+    let names: Vec<String> = engine.live().names().iter().cloned().collect();
+    let results = futures_util::future::join_all(names.iter().map(|n| remove(engine, n))).await;
     results.into_iter().collect()
 }
 
@@ -163,7 +187,8 @@ pub async fn reap_stale(engine: &Engine) -> Result<usize, DockerError> {
         };
         let alive = start_time(pid).is_some_and(|t| Some(t.as_str()) == label(LABEL_START));
         if !alive {
-            remove(engine.quick(), &id).await?;
+            // Not ours: no live set holds it.
+            force_remove(engine.quick(), &id).await?;
             removed += 1;
         }
     }
@@ -177,6 +202,10 @@ pub(crate) struct Owner {
     pub pidns: String,
 }
 
+/// A fact about the process, not state: it is read once and never changes,
+/// and every connection of the process must label its containers alike,
+/// since [`reap_stale`] judges a container by the process (PID and start
+/// time) named on it, not by the connection that made it.
 pub(crate) static OWNER: LazyLock<Option<Owner>> = LazyLock::new(|| {
     Some(Owner {
         start: start_time(std::process::id())?,

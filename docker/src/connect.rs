@@ -9,6 +9,7 @@ use bollard::Docker;
 use strata_store::Digest;
 
 use super::DockerError;
+use super::cleanup::LiveContainers;
 
 /// Where the engine is when DOCKER_HOST is not set.
 const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
@@ -22,7 +23,9 @@ const QUICK: Duration = Duration::from_secs(120);
 const LONG: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// A connection to one Docker Engine. Cheap to clone; clones share the
-/// connection.
+/// connection, what it knows of the engine's images, and the set of
+/// containers made through it that [`crate::remove_all`] removes. Each
+/// [`connect`] starts a fresh set, so whoever connects owns it.
 #[derive(Clone, Debug)]
 pub struct Engine {
     quick: Docker,
@@ -30,6 +33,8 @@ pub struct Engine {
     host: String,
     /// What this connection's users share about the engine's images.
     state: Arc<ImageState>,
+    /// The containers made through this connection and not yet removed.
+    live: Arc<LiveContainers>,
 }
 
 /// Per-connection knowledge of the engine's images, owned by whoever holds
@@ -96,6 +101,12 @@ impl Engine {
         &self.state
     }
 
+    /// The containers made through this connection (or a clone of it) and
+    /// not yet removed.
+    pub(crate) fn live(&self) -> &LiveContainers {
+        &self.live
+    }
+
     /// This connection, sharing `state` (its owner's knowledge of the
     /// engine's images) instead of its own.
     pub(crate) fn sharing(self, state: Arc<ImageState>) -> Engine {
@@ -143,6 +154,7 @@ pub async fn connect_to(host: &str) -> Result<Engine, DockerError> {
         long,
         host: host.to_string(),
         state: Arc::default(),
+        live: Arc::default(),
     })
 }
 

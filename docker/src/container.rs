@@ -8,7 +8,7 @@ use bollard::models::{ContainerCreateBody, HostConfig, MountType};
 use bollard::query_parameters::{AttachContainerOptions, CreateContainerOptions};
 use futures_util::StreamExt;
 
-use super::cleanup::{self, owner_labels, register};
+use super::cleanup::{self, owner_labels};
 use super::logs::{LogSink, LogStream, OpenSink};
 use super::{DockerError, Engine};
 
@@ -86,7 +86,7 @@ impl ContainerHandle {
 
     /// Removes the container (forced) and waits until it is gone.
     pub async fn remove(mut self) -> Result<(), DockerError> {
-        let result = cleanup::remove(self.engine.quick(), &self.name).await;
+        let result = cleanup::remove(&self.engine, &self.name).await;
         if result.is_ok() {
             self.state = State::Removed;
         }
@@ -98,7 +98,7 @@ impl Drop for ContainerHandle {
     fn drop(&mut self) {
         if self.state != State::Removed {
             cleanup::remove_in_background(
-                self.engine.quick().clone(),
+                self.engine.clone(),
                 std::mem::take(&mut self.name),
                 self.state == State::Creating,
             );
@@ -120,7 +120,7 @@ pub async fn run(
     let name = new_name();
     // Registered before the creation request, so a Ctrl-C at any instant
     // finds it.
-    register(&name);
+    engine.live().register(&name);
     let mut handle = ContainerHandle {
         engine: engine.clone(),
         name,
@@ -312,7 +312,9 @@ fn injected_paths(spec: &ContainerSpec) -> Vec<String> {
 }
 
 /// A name no other container has: this process, a counter, and randomness
-/// (another process elsewhere may have the same PID).
+/// (another process elsewhere may have the same PID). The counter is the
+/// process's, not a connection's: it only makes names unique, and two
+/// executors of one process share the PID in them.
 fn new_name() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     use std::hash::{BuildHasher, Hasher};

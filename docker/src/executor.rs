@@ -19,7 +19,9 @@ use crate::steps::{self, ContainerRun, LogFn, StageRequest};
 /// Runs `run` steps with `image:`, `stage` steps, `image-pull` and
 /// `docker-data-root`. Connects to the engine on first use (and then
 /// removes containers killed builds left behind); everything it learns
-/// about the engine's images lives in that connection, not in the process.
+/// about the engine's images, and the containers its steps still have,
+/// live in that connection, not in the process: another executor of the
+/// same process neither sees nor removes them.
 #[derive(Default)]
 pub struct DockerExecutor {
     engine: OnceCell<Result<Engine, String>>,
@@ -206,8 +208,8 @@ impl Executor for DockerExecutor {
         Box::pin(self.run(request))
     }
 
-    /// Removes every container still running: a dropped step only
-    /// scheduled its container's removal.
+    /// Removes every container this executor's steps still have: a
+    /// dropped step only scheduled its container's removal.
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         Box::pin(async {
             if let Some(Ok(engine)) = self.engine.get() {

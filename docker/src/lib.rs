@@ -26,7 +26,9 @@
 //! 4. The container is removed when the handle is removed or dropped, and
 //!    when `run` fails or its future is dropped. A Ctrl-C handler awaits
 //!    [`remove_all`] before the process exits, since a dropped future only
-//!    schedules the removal.
+//!    schedules the removal. The containers still to remove belong to the
+//!    [`Engine`] connection they were made through (so to the executor that
+//!    connected), never to the process.
 //!
 //! `strata store gc --docker` lists the engine's tree images
 //! ([`tree_images`]) and removes those whose tree the store no longer holds

@@ -23,11 +23,6 @@ use strata_rules::platform::Platform;
 use strata_store::tree::{self, Meta, Node, TreeBuilder};
 use strata_store::{Digest, DigestFunction, Store};
 
-/// `remove_all` removes every container of this process: the test of it
-/// holds this for writing, every other test that runs containers for reading.
-static GATE: std::sync::LazyLock<tokio::sync::RwLock<()>> =
-    std::sync::LazyLock::new(Default::default);
-
 /// Runs `docker args...`; returns stdout, or panics with stderr.
 fn cli(args: &[&str]) -> String {
     let out = Command::new("docker").args(args).output().unwrap();
@@ -174,7 +169,6 @@ async fn output_reaches_the_log_files_and_the_callback() {
         return;
     }
     let image = Image::new("logs");
-    let _shared = GATE.read().await;
     let engine = engine().await;
     let spec = sh(
         &image.id,
@@ -194,7 +188,6 @@ async fn exit_codes_and_environment_are_the_commands() {
         return;
     }
     let image = Image::new("exit");
-    let _shared = GATE.read().await;
     let engine = engine().await;
     let mut spec = sh(&image.id, "echo \"$GREETING\"; exit 3");
     spec.env = vec![("GREETING".into(), "hello world".into())];
@@ -211,7 +204,6 @@ async fn without_network_only_loopback_exists() {
         return;
     }
     let image = Image::new("network");
-    let _shared = GATE.read().await;
     let engine = engine().await;
     let spec = sh(&image.id, "ls /sys/class/net");
     let (code, logs) = run_to_end(&engine, &spec).await;
@@ -231,7 +223,6 @@ async fn a_read_only_mount_cannot_be_written_and_a_read_write_one_can() {
         return;
     }
     let image = Image::new("mounts");
-    let _shared = GATE.read().await;
     let engine = engine().await;
     let host = tempfile::tempdir().unwrap();
     let (work, out) = (host.path().join("work"), host.path().join("out"));
@@ -271,7 +262,6 @@ async fn the_user_is_the_one_asked_for() {
         return;
     }
     let image = Image::new("user");
-    let _shared = GATE.read().await;
     let engine = engine().await;
     let mut spec = sh(&image.id, "id -u; id -g");
     spec.user = Some("1000:1000".into());
@@ -303,7 +293,6 @@ async fn the_images_entrypoint_is_not_prepended() {
             .trim()
             .to_string(),
     };
-    let _shared = GATE.read().await;
     let engine = engine().await;
     let (code, logs) = run_to_end(&engine, &sh(&with_entrypoint.id, "echo mine")).await;
     assert_eq!((code, logs.stdout().as_str()), (0, "mine\n"));
@@ -315,7 +304,6 @@ async fn containers_are_removed_after_success_and_after_failure() {
         return;
     }
     let image = Image::new("removal");
-    let _shared = GATE.read().await;
     let engine = engine().await;
 
     let (code, _) = run_to_end(&engine, &sh(&image.id, "true")).await;
@@ -351,7 +339,6 @@ async fn dropping_a_running_step_removes_its_container() {
         return;
     }
     let image = Image::new("cancel");
-    let _shared = GATE.read().await;
     let engine = engine().await;
     let logs = Logs::new();
     let spec = sh(&image.id, "sleep 30");
@@ -385,7 +372,6 @@ async fn remove_all_removes_the_containers_still_running() {
         return;
     }
     let image = Image::new("remove-all");
-    let _exclusive = GATE.write().await;
     let engine = engine().await;
     let logs = Logs::new();
     let spec = sh(&image.id, "sleep 30");
@@ -409,6 +395,51 @@ async fn remove_all_removes_the_containers_still_running() {
         !matches!(outcome, Ok(0)),
         "a removed step does not succeed: {outcome:?}"
     );
+}
+
+/// Each connection (so each executor, which connects on its own) owns the
+/// containers made through it: one's `remove_all` (an executor's shutdown
+/// after Ctrl-C) neither removes nor waits on another's, even in the same
+/// process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remove_all_leaves_another_connections_containers() {
+    if !docker_available() {
+        return;
+    }
+    let (mine, theirs) = (Image::new("live-mine"), Image::new("live-theirs"));
+    let (engine, other) = (engine().await, engine().await);
+    let logs = (Logs::new(), Logs::new());
+    let start = |engine: &Engine, image: &Image, sink: LogSink| {
+        let (engine, spec) = (engine.clone(), sh(&image.id, "sleep 30"));
+        tokio::spawn(async move { docker::run(&engine, &spec, sink).await.map(|f| f.exit_code) })
+    };
+    let my_step = start(&engine, &mine, logs.0.sink());
+    let their_step = start(&other, &theirs, logs.1.sink());
+    eventually("both containers run", || {
+        containers_of(&mine.id, true).len() == 1 && containers_of(&theirs.id, true).len() == 1
+    })
+    .await;
+
+    docker::remove_all(&engine).await.unwrap();
+    assert_eq!(containers_of(&mine.id, false), Vec::<String>::new());
+    // remove_all has returned: had it taken the other container, it would
+    // be gone already.
+    assert_eq!(
+        containers_of(&theirs.id, true).len(),
+        1,
+        "another connection's container was touched"
+    );
+    assert!(!their_step.is_finished());
+
+    docker::remove_all(&other).await.unwrap();
+    assert_eq!(containers_of(&theirs.id, false), Vec::<String>::new());
+    for step in [my_step, their_step] {
+        let outcome = tokio::time::timeout(Duration::from_secs(15), step)
+            .await
+            .expect("the step ends once its container is gone")
+            .unwrap();
+        assert!(!matches!(outcome, Ok(0)), "{outcome:?}");
+    }
 }
 
 /// Field 22 of /proc/<pid>/stat: the process's start time.
@@ -547,7 +578,6 @@ async fn a_tree_becomes_an_image_that_runs_and_is_reused() {
     )
     .unwrap();
     let rootfs = capture_dir(&store, &root);
-    let _shared = GATE.read().await;
     let engine = engine().await;
     let id = docker::ensure_tree_image(&engine, store.cas(), &rootfs, &amd64())
         .await
@@ -705,7 +735,6 @@ async fn an_export_is_the_parent_tree_plus_the_steps_changes() {
     let cas = store.cas();
     let root = dir.path().join("root");
     mini_rootfs(&root);
-    let _shared = GATE.read().await;
     let engine = engine().await;
     let (parent, image) = tree_and_image(&store, dir.path(), &root, &engine).await;
     let work = tempfile::tempdir().unwrap();
@@ -822,7 +851,6 @@ async fn overlay_changes_on_the_parent_tree_equal_an_export() {
         std::fs::write(p, content).unwrap();
     }
     std::os::unix::fs::symlink("/data/keep", root.join("link")).unwrap();
-    let _shared = GATE.read().await;
     let engine = engine().await;
     let (parent, image) = tree_and_image(&store, dir.path(), &root, &engine).await;
     let work = tempfile::tempdir().unwrap();

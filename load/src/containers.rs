@@ -48,11 +48,7 @@ impl Loader {
             .run_fields()
             .into_iter()
             .map(|(f, l)| (f, ids.loc(&l)))
-            .chain(
-                raw.builtin_fields()
-                    .into_iter()
-                    .map(|(f, v)| (f, ids.at(v))),
-            );
+            .chain(raw.generic_fields().map(|(f, v)| (f, ids.at(v))));
         let refused: Vec<(&str, Loc)> = present.filter(|(f, _)| !accepted.contains(f)).collect();
         for (field, loc) in refused {
             let e = self.at().error(
@@ -172,7 +168,7 @@ impl Loader {
                 .user
                 .as_ref()
                 .map(|u| ("user", ids.at(u)))
-                .or_else(|| raw.platform.as_ref().map(|p| ("platform", ids.at(p))));
+                .or_else(|| raw.field("platform").map(|p| ("platform", ids.at(p))));
             if let Some((field, loc)) =
                 stray.or_else(|| (!caches.is_empty()).then_some(("caches", name_loc)))
             {
@@ -181,7 +177,7 @@ impl Loader {
             }
             return None;
         };
-        let asked = self.platform(raw.platform.as_ref(), ids, vars);
+        let asked = self.platform(raw.field("platform"), ids, vars);
         let image = self.plain(image, ids, vars, "image")?;
         let parsed = match ImageRef::parse(&image.value) {
             Ok(r) => r,
@@ -261,7 +257,7 @@ impl Loader {
     ) -> Vec<Target> {
         self.only_fields(&raw, ids, &stage::RULE);
         let name = common.name.clone();
-        let asked = self.platform(raw.platform.as_ref(), ids, vars);
+        let asked = self.platform(raw.field("platform"), ids, vars);
         let platform = match &asked {
             Some(p) => {
                 self.platforms.asked(&name.value, p.clone());
@@ -281,7 +277,7 @@ impl Loader {
             );
             self.errors.push(e);
         }
-        let parent = match raw.from.as_ref() {
+        let parent = match raw.field("from") {
             None => {
                 let e = self.at().error(name.loc, format!("stage `{}` has no `from:`", name.value), "no `from:`", Some("start from a target that makes a root file system or an image (`rootfs`, `extract`, `image`, `image-pull`, another stage), or `from: scratch`".into()));
                 self.errors.push(e);
@@ -574,12 +570,9 @@ impl Loader {
                 return None;
             }
         };
-        let platform = match &raw.platform {
+        let platform = match raw.field("platform") {
             None => DEFAULT_PLATFORM.to_string(),
-            Some(_) => self
-                .platform(raw.platform.as_ref(), ids, vars)?
-                .value
-                .to_string(),
+            Some(p) => self.platform(Some(p), ids, vars)?.value.to_string(),
         };
         let auth_env = match &raw.auth {
             None => None,

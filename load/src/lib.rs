@@ -104,7 +104,7 @@ pub struct Workspace {
     pub matrix: Vec<MatrixAxis>,
 }
 
-/// Reads a YAML settings file of Strata's own (`.strata/config.yaml`)
+/// Reads a YAML settings file of Strata's own (`strata.yaml`, the remote cache settings)
 /// into `T`, so that no crate but this one parses YAML; the error is the
 /// parser's message.
 pub fn settings_from_str<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
@@ -918,7 +918,7 @@ impl Loader {
             Parse::Run => {}
         }
         // `platform` of a step in an image is read with `image:`.
-        for (field, value) in raw.builtin_fields() {
+        for (field, value) in raw.generic_fields() {
             if rule.takes(field) {
                 continue;
             }
@@ -1343,7 +1343,7 @@ impl Loader {
         }
         let mut fields = serde_json::Map::new();
         let mut trees: BTreeMap<&str, Tree> = BTreeMap::new();
-        for (field, value) in raw.builtin_fields() {
+        for (field, value) in raw.generic_fields() {
             let mut tree = Tree::new(value, &|l| ids.loc(l));
             if !accepted.contains(&field) {
                 let e = self.at().error(

@@ -198,7 +198,11 @@ async fn fetch_manifest(
         .retry(move || async move {
             let what = what.as_str();
             let response = session
-                .get(&format!("manifests/{digest}"), Some(manifest::ACCEPT), what)
+                .get(
+                    &format!("manifests/{digest}"),
+                    Some(manifest::ACCEPT.as_str()),
+                    what,
+                )
                 .await?;
             let content_type = content_type(&response);
             let bytes = read_limited(response, MANIFEST_LIMIT, |limit| RegistryError::TooLarge {

@@ -2,6 +2,8 @@
 //! defensively: every field a pull relies on is checked, anything else is
 //! ignored, and no input makes this panic.
 
+use std::sync::LazyLock;
+
 use serde::Deserialize;
 /// `os/architecture[/variant]`: one definition with the image layouts'.
 pub use strata_formats::oci::platform::Platform;
@@ -14,11 +16,12 @@ pub use strata_formats::oci::spec::media_type::{
     DOCKER_MANIFEST, DOCKER_MANIFEST_LIST as DOCKER_LIST, OCI_INDEX, OCI_MANIFEST,
 };
 
-/// The `Accept` header of a manifest request: every kind we can read.
-pub const ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, \
-application/vnd.oci.image.index.v1+json, \
-application/vnd.docker.distribution.manifest.v2+json, \
-application/vnd.docker.distribution.manifest.list.v2+json";
+/// Every kind of manifest or index [`parse`] reads.
+const READABLE: [&str; 4] = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST];
+
+/// The `Accept` header of a manifest request: every kind we can read, built
+/// once from the media types' one definition.
+pub static ACCEPT: LazyLock<String> = LazyLock::new(|| READABLE.join(", "));
 
 /// An index entry: a descriptor and the platform it is for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,7 +91,7 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<Parsed, String>
     }
     let header_type = content_type
         .map(|c| c.split(';').next().unwrap_or("").trim())
-        .filter(|c| [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST].contains(c));
+        .filter(|c| READABLE.contains(c));
     let media_type = match (raw.media_type.as_deref(), header_type) {
         (Some(body), _) => body.to_string(),
         (None, Some(header)) => header.to_string(),
@@ -257,6 +260,39 @@ mod tests {
         for (body, want) in cases {
             let e = parse(body.as_bytes(), None).unwrap_err();
             assert!(e.contains(want), "{body}: {e}");
+        }
+    }
+
+    /// A registry answers with one of the types asked for; each is one
+    /// this module reads, and the header spells them as registries expect.
+    #[test]
+    fn every_type_accepted_is_one_parse_reads() {
+        assert_eq!(
+            *ACCEPT,
+            "application/vnd.oci.image.manifest.v1+json, \
+             application/vnd.oci.image.index.v1+json, \
+             application/vnd.docker.distribution.manifest.v2+json, \
+             application/vnd.docker.distribution.manifest.list.v2+json"
+        );
+        let digest = format!("sha256:{}", "a".repeat(64));
+        let d = format!(r#"{{"mediaType":"x","digest":"{digest}","size":1}}"#);
+        let index = format!(r#"{{"schemaVersion":2,"manifests":[{d}]}}"#);
+        let manifest = format!(r#"{{"schemaVersion":2,"config":{d},"layers":[{d}]}}"#);
+        for accepted in ACCEPT.split(", ") {
+            // The body does not say its type: the response header does.
+            let header = format!("{accepted}; charset=utf-8");
+            let body = if accepted.contains("index") || accepted.contains("list") {
+                &index
+            } else {
+                &manifest
+            };
+            let parsed = parse(body.as_bytes(), Some(&header)).unwrap();
+            let media_type = match parsed {
+                Parsed::Index { media_type, .. } | Parsed::Manifest { media_type, .. } => {
+                    media_type
+                }
+            };
+            assert_eq!(media_type, accepted);
         }
     }
 

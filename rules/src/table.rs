@@ -72,7 +72,8 @@ pub struct Field {
 /// How the loader reads a field's value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FieldKind {
-    /// Typed by the loader's schema and read by the loader.
+    /// Read by the loader itself: typed by its schema, or (`from`,
+    /// `platform` of the container rules) a value it checks.
     Typed,
     /// Any value, interpolated, with the place of every value inside it,
     /// handed to the rule.

@@ -28,14 +28,11 @@ pub const RULE: Rule = Rule {
             "from",
             "the tree to pack: `srcs` or a target, optionally a path inside",
         ),
-        Field::value(
-            "compression",
-            "none, gzip, zstd, xz or bzip2 (default none)",
-        ),
+        Field::value("compression", "none, gzip, zstd or xz (default gzip)"),
         Field::value("level", "the compression level, within the codec's range"),
         Field::value(
             "name",
-            "the archive's file name (default `<target>.tar[.ext]`)",
+            "the archive's file name (default `<from's target>.tar[.ext]`, `srcs.tar[.ext]` from `srcs`)",
         ),
         Field::value("prefix", "a folder every entry is placed under"),
     ],

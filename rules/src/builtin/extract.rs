@@ -70,7 +70,7 @@ use crate::table::{Field, Parse, Rule};
 /// `extract`: the files of an archive as a tree.
 pub const RULE: Rule = Rule {
     name: "extract",
-    doc: "unpacks a tar, cpio, deb or zip archive into a tree, safely",
+    doc: "unpacks a tar (plain, gzip, xz, zstd or bzip2) or a .deb into a tree, safely",
     fields: &[
         Field::value(
             "from",
@@ -84,16 +84,22 @@ pub const RULE: Rule = Rule {
         Field::value("exclude", "patterns of the entries dropped"),
         Field::value(
             "control",
-            "a deb: unpack its control archive instead of its data",
+            "a .deb: also unpack its control files, under `DEBIAN/`",
         ),
-        Field::value(
-            "max_size",
-            "the most bytes the tree may hold (default 16 GiB)",
-        ),
+        Field::value("max_size", MAX_SIZE_DOC),
         Field::value("prefix", "a folder every entry is placed under"),
     ],
     parse: Parse::Builtin(|f| Ok(Builtin::Extract(from_fields(f)?))),
     image_output: false,
+};
+
+/// The `max_size` doc, with the default the code applies: a const cannot
+/// format a number, so the build fails here if the default changes and the
+/// text does not.
+const MAX_SIZE_DOC: &str = if DEFAULT_MAX_SIZE == 8 << 30 {
+    "bytes of content the entries may declare in all, kept or not (default 8 GiB)"
+} else {
+    panic!("DEFAULT_MAX_SIZE changed: update the `max_size` doc")
 };
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

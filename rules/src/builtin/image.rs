@@ -53,6 +53,7 @@ use strata_store::tree::walk;
 
 use super::{Builtin, from_fields};
 use super::{BuiltinError, Ctx, From, Named, ParamError, key};
+use crate::platform::DEFAULT_PLATFORM;
 use crate::table::{Field, Parse, Rule};
 
 /// `image`: an OCI image layout made from a tree.
@@ -76,8 +77,8 @@ pub const RULE: Rule = Rule {
     image_output: true,
 };
 
-fn linux_amd64() -> String {
-    "linux/amd64".into()
+fn default_platform() -> String {
+    DEFAULT_PLATFORM.into()
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,7 +91,7 @@ pub struct Params {
     #[serde(default)]
     pub tag: Option<String>,
     /// `os/architecture[/variant]`.
-    #[serde(default = "linux_amd64")]
+    #[serde(default = "default_platform")]
     pub platform: String,
     #[serde(default)]
     pub config: Config,

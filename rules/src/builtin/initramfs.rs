@@ -40,12 +40,12 @@ pub const RULE: Rule = Rule {
         Field::value("from", "the tree to pack"),
         Field::value(
             "compression",
-            "none, gzip, zstd, xz or bzip2 (default none)",
+            "gzip, zstd or none (default gzip; xz is refused)",
         ),
         Field::value("level", "the compression level, within the codec's range"),
         Field::value(
             "name",
-            "the archive's file name (default `<target>.cpio[.ext]`)",
+            "the archive's file name (default `initramfs.cpio[.ext]`)",
         ),
     ],
     parse: Parse::Builtin(|f| Ok(Builtin::Initramfs(from_fields(f)?))),

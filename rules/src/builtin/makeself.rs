@@ -49,11 +49,17 @@ pub const RULE: Rule = Rule {
         Field::value("from", "the tree to pack"),
         Field::value(
             "startup",
-            "the command run after extraction, inside the tree",
+            "the script run after extraction: a path inside the tree",
         ),
-        Field::value("args", "arguments the startup command always gets"),
-        Field::value("label", "the archive's description, shown when it runs"),
-        Field::value("name", "the archive's file name (default `<target>.run`)"),
+        Field::value(
+            "args",
+            "arguments the startup script gets before those given after `--`",
+        ),
+        Field::value(
+            "label",
+            "the archive's description, shown when it runs (default its file name)",
+        ),
+        Field::value("name", "the archive's file name (default `bundle.run`)"),
     ],
     parse: Parse::Builtin(|f| Ok(Builtin::Makeself(from_fields(f)?))),
     image_output: false,

@@ -29,8 +29,8 @@
 //! source's name. Errors name the layer or component (`components[2]`) and
 //! its path.
 //!
-//! A `docker-compose` component is read by the engine at load time (see
-//! `engine::load::compose`), which hands this rule its resolved form: the
+//! A `docker-compose` component is read by the loader at load time (see
+//! `load/src/compose.rs` in strata-load), which hands this rule its resolved form: the
 //! compose file's text, where to install it, and a `docker-data-root`
 //! target (`preload`) holding the services' images, placed at `data_root`
 //! with the owners and modes Docker gave it.
