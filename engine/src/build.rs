@@ -249,6 +249,10 @@ pub fn build(
     ));
     phase("execute", started);
     let started = Instant::now();
+    // The cache hits' uses, for `gc`'s least-recently-used order, while the
+    // shared lock still holds it off. Best effort, as the times were: lost
+    // uses only make entries look older.
+    let _ = store.action_cache().flush_uses();
 
     let mut reports: BTreeMap<String, TargetReport> = BTreeMap::new();
     // A step that did not run keeps the time it took when it last did.

@@ -2,7 +2,9 @@
 
 use std::fs;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::atomic;
 use crate::error::{Result, StoreError};
@@ -15,16 +17,31 @@ use crate::{Digest, DigestFunction};
 /// racing on one key each publish a whole entry and the last rename wins,
 /// which is harmless because an action's result is a pure function of its key.
 /// Only successful results are ever written (callers' contract, asserted).
+///
+/// Uses (cache hits) are not written to the entry: they are kept in memory
+/// and written as one log per process ([`UseLog`]), which `gc` folds into
+/// the entries' times.
 #[derive(Clone, Debug)]
 pub struct ActionCache {
     root: PathBuf,
     tmp: PathBuf,
+    uses: Arc<UseLog>,
 }
 
 impl ActionCache {
-    pub(crate) fn new(root: PathBuf, tmp: PathBuf, function: DigestFunction) -> Self {
+    pub(crate) fn new(
+        root: PathBuf,
+        tmp: PathBuf,
+        uses_dir: PathBuf,
+        function: DigestFunction,
+    ) -> Self {
         ActionCache {
             root: root.join(function.name()),
+            uses: Arc::new(UseLog {
+                dir: uses_dir.join(function.name()),
+                tmp: tmp.clone(),
+                pending: Mutex::default(),
+            }),
             tmp,
         }
     }
@@ -74,27 +91,35 @@ impl ActionCache {
         }
     }
 
-    /// [`ActionCache::get`] for a use of the entry: its modification time is
-    /// the last use of everything its result references, which `gc` evicts
-    /// least recently used first. The file is opened once for both. Best
-    /// effort: a store shared between users may not let us set the time,
-    /// which only makes the entry look older.
+    /// [`ActionCache::get`] for a use of the entry: the entry's last use
+    /// is the last use of everything its result references, which `gc`
+    /// evicts least recently used first. The use is noted in memory and
+    /// written with the others of this process by [`ActionCache::flush_uses`]
+    /// (or when the last handle is dropped), one file per build instead of a
+    /// time written to each entry hit. Best effort: a build killed before
+    /// that only makes its hits look older.
     pub fn get_used(&self, key: &Digest) -> Result<Option<ActionResult>> {
-        use std::io::Read;
-        let path = self.path(key);
-        let mut file = match fs::File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(StoreError::io("cannot read action cache entry", path, e)),
-        };
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)
-            .map_err(|e| StoreError::io("cannot read action cache entry", path.clone(), e))?;
-        let Ok(result) = prost::Message::decode(bytes.as_slice()) else {
+        let Some(result) = self.get(key)? else {
             return Ok(None);
         };
-        let _ = file.set_modified(std::time::SystemTime::now());
+        self.uses.note(key.hash, SystemTime::now());
         Ok(Some(result))
+    }
+
+    /// Writes the uses noted since the last flush as one log file.
+    pub fn flush_uses(&self) -> Result<()> {
+        self.uses.flush()
+    }
+
+    /// The last use of each entry the use logs (and this process's unwritten
+    /// uses) name, and the log files read.
+    pub(crate) fn logged_uses(
+        &self,
+    ) -> (
+        std::collections::HashMap<[u8; 32], SystemTime>,
+        Vec<PathBuf>,
+    ) {
+        self.uses.read_all()
     }
 
     /// Every entry named like one: its key's hash and its path.
@@ -147,5 +172,107 @@ impl ActionCache {
             .into_iter()
             .filter_map(|e| e.ok())
             .count()
+    }
+}
+
+/// Uses of action-cache entries not yet folded into the entries' times.
+///
+/// Each process writes its uses as one file in `dir` (published atomically,
+/// so a reader sees a whole log or none), a line `<hex key> <unix ns>` per
+/// use. `gc` takes the newest of an entry's time and its logged uses, sets
+/// the times of the entries it keeps, then removes the logs it read.
+#[derive(Debug)]
+pub(crate) struct UseLog {
+    dir: PathBuf,
+    tmp: PathBuf,
+    pending: Mutex<Vec<([u8; 32], SystemTime)>>,
+}
+
+fn unix_ns(t: SystemTime) -> u128 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+impl UseLog {
+    fn note(&self, hash: [u8; 32], at: SystemTime) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((hash, at));
+    }
+
+    fn flush(&self) -> Result<()> {
+        let uses = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+        if uses.is_empty() {
+            return Ok(());
+        }
+        let mut text = String::with_capacity(uses.len() * 86);
+        for (hash, at) in &uses {
+            text.push_str(&hex::encode(hash));
+            text.push(' ');
+            text.push_str(&unix_ns(*at).to_string());
+            text.push('\n');
+        }
+        fs::create_dir_all(&self.dir)
+            .map_err(|e| StoreError::io("cannot create folder", &self.dir, e))?;
+        // Unique per process and flush: several builds may share the store.
+        let name = format!("{}-{}", std::process::id(), unix_ns(SystemTime::now()));
+        atomic::write_atomic(&self.tmp, &self.dir.join(name), text.as_bytes(), 0o644)
+    }
+
+    fn read_all(
+        &self,
+    ) -> (
+        std::collections::HashMap<[u8; 32], SystemTime>,
+        Vec<PathBuf>,
+    ) {
+        let mut last = std::collections::HashMap::new();
+        let mut note = |hash: [u8; 32], at: SystemTime| {
+            let t = last.entry(hash).or_insert(at);
+            *t = (*t).max(at);
+        };
+        for (hash, at) in self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            note(*hash, *at);
+        }
+        let mut files = Vec::new();
+        for entry in fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            let Ok(text) = fs::read_to_string(&path) else {
+                continue;
+            };
+            for (hash, at) in text.lines().filter_map(parse_use) {
+                note(hash, at);
+            }
+            files.push(path);
+        }
+        (last, files)
+    }
+}
+
+/// One line of a use log; a malformed line is skipped.
+fn parse_use(line: &str) -> Option<([u8; 32], SystemTime)> {
+    let (hex, ns) = line.split_once(' ')?;
+    let hash = Digest::from_hex(hex, 0)?.hash;
+    let ns: u64 = ns.parse().ok()?;
+    Some((hash, UNIX_EPOCH + std::time::Duration::from_nanos(ns)))
+}
+
+impl Drop for UseLog {
+    /// The last handle of a store writes what the process did not flush.
+    fn drop(&mut self) {
+        let _ = self.flush();
+    }
+}
+
+/// Removes use logs `gc` has folded into the entries' times.
+pub(crate) fn remove_logs(files: &[PathBuf]) {
+    for f in files {
+        let _ = fs::remove_file(Path::new(f));
     }
 }

@@ -46,7 +46,10 @@ struct Blob {
 struct Entry {
     path: PathBuf,
     bytes: u64,
+    /// Its last use: the newer of its file's time and its logged uses.
     mtime: SystemTime,
+    /// Set when a use log holds a use newer than the file's time.
+    logged: bool,
 }
 
 /// Object counts and bytes (apparent sizes, as `ls` shows them).
@@ -98,6 +101,8 @@ pub struct Collector {
     /// Blobs reached from what must stay (found or not).
     kept_blobs: HashSet<Id>,
     kept_entries: HashSet<Id>,
+    /// The use logs folded into `entries`, removed by a sweep.
+    use_logs: Vec<PathBuf>,
 }
 
 /// What [`Collector::plan`] chose to evict.
@@ -126,8 +131,11 @@ impl Collector {
     pub fn scan(stores: Vec<Store>) -> Collector {
         let mut blobs = HashMap::new();
         let mut entries = HashMap::new();
+        let mut use_logs = Vec::new();
         for store in &stores {
             let f = store.function();
+            let (used, logs) = store.action_cache().logged_uses();
+            use_logs.extend(logs);
             for (digest, path) in store.cas().list() {
                 let Ok(meta) = fs::symlink_metadata(&path) else {
                     continue;
@@ -149,8 +157,17 @@ impl Collector {
                     continue;
                 };
                 let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+                let last_use = used.get(&hash).copied().filter(|&t| t > mtime);
                 let bytes = meta.len();
-                entries.insert((f, hash), Entry { path, bytes, mtime });
+                entries.insert(
+                    (f, hash),
+                    Entry {
+                        path,
+                        bytes,
+                        mtime: last_use.unwrap_or(mtime),
+                        logged: last_use.is_some(),
+                    },
+                );
             }
         }
         Collector {
@@ -159,6 +176,7 @@ impl Collector {
             entries,
             kept_blobs: HashSet::new(),
             kept_entries: HashSet::new(),
+            use_logs,
         }
     }
 
@@ -349,7 +367,25 @@ impl Collector {
                     .push(format!("cannot remove blob {}: {err}", b.path.display())),
             }
         }
+        self.fold_use_logs(plan);
         swept
+    }
+
+    /// Writes the logged last uses of the entries that stay into their
+    /// times, then removes the logs. A log stays if a time cannot be set (a
+    /// store shared between users), so the use is not forgotten.
+    fn fold_use_logs(&self, plan: &Plan) {
+        let evicted: HashSet<&Id> = plan.entries.iter().collect();
+        let mut all_set = true;
+        for (id, e) in &self.entries {
+            if e.logged && !evicted.contains(id) {
+                let set = fs::File::open(&e.path).and_then(|f| f.set_modified(e.mtime));
+                all_set &= set.is_ok() || !e.path.exists();
+            }
+        }
+        if all_set {
+            crate::action_cache::remove_logs(&self.use_logs);
+        }
     }
 
     fn store(&self, function: DigestFunction) -> Option<&Store> {
@@ -635,6 +671,38 @@ mod tests {
         // The empty input root is shared: still reached by `old`.
         let left = Collector::scan(vec![s.clone()]);
         assert!(left.usage().bytes() <= total - 5_000);
+    }
+
+    #[test]
+    fn a_use_another_process_logged_counts_and_is_folded_in_by_gc() {
+        let (d, s) = store();
+        let big = "x".repeat(10_000);
+        let (old, _, old_file) = action(&s, "old", &format!("old{big}"));
+        let (new, _, new_file) = action(&s, "new", &format!("new{big}"));
+        age_all(&s, 100);
+        // Another build (its own handle of the store) hits `old` and ends.
+        let other = Store::open(&d.path().join("s"), DigestFunction::Blake3).unwrap();
+        other.action_cache().get_used(&old).unwrap();
+        drop(other);
+        let logs = || {
+            fs::read_dir(s.root().join("meta/uses/blake3"))
+                .unwrap()
+                .count()
+        };
+        assert_eq!(logs(), 1);
+        let c = Collector::scan(vec![s.clone()]);
+        let plan = c.plan(c.usage().bytes() - 5_000);
+        c.sweep(&plan);
+        assert!(s.action_cache().get(&new).unwrap().is_none());
+        assert!(!s.cas().contains(&new_file));
+        assert!(s.cas().contains(&old_file));
+        // The use is now the entry's own time, and its log is gone.
+        assert_eq!(logs(), 0);
+        let t = fs::metadata(s.action_cache().path_of(&old.hash))
+            .unwrap()
+            .modified()
+            .unwrap();
+        assert!(t > SystemTime::now() - Duration::from_secs(50), "{t:?}");
     }
 
     #[test]

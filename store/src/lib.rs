@@ -13,6 +13,7 @@
 //! <root>/tmp/              temporary files, same file system as the rest
 //! <root>/scratch/          step sandboxes (owned by the engine)
 //! <root>/meta/             engine-owned metadata (records, stat caches)
+//! <root>/meta/uses/<fn>/   action-cache use logs, folded in by gc
 //! ```
 //!
 //! Every publication is atomic (write, fsync, rename), so a crash at any
@@ -39,6 +40,8 @@ pub use digest::{Digest, DigestFunction, Hasher};
 pub use error::{Result, StoreError};
 
 const FORMAT: &str = "strata-store-1";
+/// Where the action cache logs its uses (see [`ActionCache::get_used`]).
+const USES: &str = "meta/uses";
 
 /// A local store rooted at one folder.
 #[derive(Clone, Debug)]
@@ -80,7 +83,7 @@ impl Store {
         Ok(Store {
             root: root.to_path_buf(),
             cas: Cas::new(root.join("cas"), tmp.clone(), function),
-            action_cache: ActionCache::new(root.join("ac"), tmp, function),
+            action_cache: ActionCache::new(root.join("ac"), tmp, root.join(USES), function),
         })
     }
 
@@ -122,7 +125,12 @@ impl Store {
         Store {
             root: self.root.clone(),
             cas: Cas::new(self.root.join("cas"), tmp.clone(), function),
-            action_cache: ActionCache::new(self.root.join("ac"), tmp, function),
+            action_cache: ActionCache::new(
+                self.root.join("ac"),
+                tmp,
+                self.root.join(USES),
+                function,
+            ),
         }
     }
 

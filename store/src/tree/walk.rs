@@ -248,9 +248,7 @@ fn walk_level(
 
 /// The first blob the tree references that the store does not hold, if any.
 pub fn first_missing(cas: &Cas, root: &Digest) -> Option<Digest> {
-    if !cas.contains(root) {
-        return Some(*root);
-    }
+    // Reading the root finds it missing or not whole: no `stat` first.
     let entries = match walk(cas, root) {
         Ok(e) => e,
         Err(StoreError::Missing { digest }) => return Some(digest),
