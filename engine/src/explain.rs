@@ -21,6 +21,7 @@ use strata_store::{Digest, Store};
 
 use crate::build::{self, BuildError};
 use crate::declared::DeclaredOutputs;
+use crate::execute::lookup::cached_output;
 use crate::key;
 use crate::keyinfo::{self, Change, KeyInfo};
 use crate::plan::Plan;
@@ -171,13 +172,9 @@ pub fn explain(
             *n,
             Keyed {
                 key: action.key,
-                cached: scheduler::cached_output(
-                    &store,
-                    &action.key,
-                    DeclaredOutputs::of(&job.work).as_ref(),
-                )
-                .ok()
-                .flatten(),
+                cached: cached_output(&store, &action.key, DeclaredOutputs::of(&job.work).as_ref())
+                    .ok()
+                    .flatten(),
                 pending,
                 info,
                 rule,

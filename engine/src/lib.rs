@@ -2,8 +2,9 @@
 //!
 //! The phases, in the order data flows through them, each in its own module:
 //! load (`strata_load`) -> graph (`graph`, `plan`) -> key (`inputs`, `key`) -> execute
-//! (`scheduler`, handing each step that missed the cache to an executor of
-//! `strata_exec`) -> store (`strata_store`) -> materialize (`materialize`),
+//! (`scheduler`, which decides what runs next, and `execute`, the cache
+//! layers each step goes through to an executor of `strata_exec` and back)
+//! -> store (`strata_store`) -> materialize (`materialize`),
 //! with `records` keeping what each build did. The engine sees executors
 //! only through `strata_exec::Executor`; the binary builds them (the local
 //! one, and strata-docker's for container work) and passes them in. `gc`
@@ -15,6 +16,7 @@ pub mod binfmt;
 pub mod build;
 pub mod critical_path;
 pub mod declared;
+pub mod execute;
 pub mod explain;
 pub mod gc;
 pub mod graph;

@@ -1,30 +1,34 @@
 //! Runs the planned targets in dependency order, up to `jobs` at a time.
 //!
 //! Each target, once its dependencies are done, is keyed (with their output
-//! digests) and looked up in the action cache by a task; a miss comes back
-//! to the loop, which hands it to its executor (`strata_exec::Executors`,
-//! given by the caller) when a slot is free. The loop is the only
+//! digests) and looked up by a task in the cache layers (`execute`); a miss
+//! comes back to the loop, which hands it to the layers, and so to its
+//! executor (`strata_exec::Executors`, given by the caller), when a slot is
+//! free. What a build looks up and writes is the layers' business, chosen
+//! once from `Settings` at its start. The loop is the only
 //! place that decides what runs next, tasks only report: so a failure the
 //! loop has seen stops every later start (without `-k`), and among steps
 //! that could start, the one on the longest remaining path goes first
 //! (`critical_path`).
 
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use petgraph::graph::NodeIndex;
-use strata_exec::{Executors, Failure, Isolation, Request, StepEvents, StepFailure};
+use strata_exec::{Executors, Isolation, Request, StepEvents, StepFailure};
 use strata_rules::stage::StageStep;
-use strata_store::{Digest, Store, tree};
+use strata_store::remote_cache::{RemoteCache, Warn};
+use strata_store::{Digest, Store};
 use tokio::task::JoinSet;
 
 use crate::audit::perturb::AuditRun;
 use crate::critical_path::{Rank, Ranker, ReadyOrder};
 use crate::declared::DeclaredOutputs;
+use crate::execute::{Layers, Policy, PreparedAction};
 use crate::inputs::SourceFile;
-use crate::key::{self, KeyedAction};
-use strata_store::remote_cache::RemoteCache;
+use crate::key;
 
 /// What happened to one target.
 #[derive(Debug)]
@@ -108,10 +112,9 @@ struct Shared {
     settings: Settings,
     isolation: Isolation,
     observer: Arc<dyn Observer>,
-    /// Run the steps that miss the cache.
-    executors: Executors,
-    /// Looked up on a local miss, filled after a step runs.
-    remote: Option<Arc<dyn RemoteCache>>,
+    /// The caches around the executors: looked up by tasks, and what runs
+    /// the steps that miss them.
+    layers: Layers,
 }
 
 /// Lookups in flight beyond `-j`: keys are computed and looked up while the
@@ -140,7 +143,7 @@ enum Report {
 /// A target whose result is not cached: it waits for a slot.
 struct Miss {
     task: Task,
-    keyed: KeyedAction,
+    action: PreparedAction,
 }
 
 /// Targets by rank, best first, and the state of each.
@@ -199,7 +202,7 @@ enum Start {
 
 impl OneRunPerKey {
     fn start(&mut self, n: NodeIndex, miss: Box<Miss>) -> Start {
-        let key = miss.keyed.key;
+        let key = miss.action.key();
         if self.done.contains(&key) {
             return Start::LookUpAgain(miss);
         }
@@ -248,13 +251,16 @@ pub async fn run(
     }
     let mut ranker = Ranker::new(&jobs, &order, &settings.estimates, settings.ready_order);
     let slots = settings.jobs.max(1);
+    let warnings = observer.clone();
+    let warn: Warn = Arc::new(move |message: &str| warnings.warn(message));
+    let policy = Policy::of(settings.no_cache, settings.audit.is_some());
+    let layers = Layers::new(store.clone(), executors, remote, policy, warn);
     let shared = Arc::new(Shared {
         store,
         settings,
         isolation,
         observer,
-        executors,
-        remote,
+        layers,
     });
     let mut waiting: BTreeMap<NodeIndex, usize> =
         order.iter().map(|n| (*n, jobs[n].deps.len())).collect();
@@ -312,7 +318,7 @@ pub async fn run(
             let shared = shared.clone();
             running.spawn(async move {
                 let started = Instant::now();
-                let outcome = miss.task.execute_keyed(&shared, miss.keyed).await;
+                let outcome = miss.task.execute(&shared, miss.action).await;
                 Report::Ran(n, outcome, started.elapsed())
             });
         }
@@ -378,7 +384,7 @@ pub async fn run(
                 running.abort_all();
                 while running.join_next().await.is_some() {}
                 // Dropped container steps only scheduled their removal.
-                shared.executors.shutdown().await;
+                shared.layers.shutdown().await;
                 break;
             }
         }
@@ -387,8 +393,8 @@ pub async fn run(
         outcomes.entry(n).or_insert(Outcome::Skipped);
     }
     // Results stay useful to others after a failure; not after Ctrl-C.
-    if !interrupted && let Some(remote) = &shared.remote {
-        remote.finish().await;
+    if !interrupted {
+        shared.layers.finish().await;
     }
     Run {
         outcomes,
@@ -448,8 +454,8 @@ struct Task {
 }
 
 impl Task {
-    /// Keys the target and looks it up, locally then remotely: its cached
-    /// outcome, or the miss to execute.
+    /// Keys the target and looks it up in the layers: its cached outcome,
+    /// or the miss to execute.
     async fn look_up(self, shared: &Shared) -> Result<Outcome, Box<Miss>> {
         let function = shared.store.function();
         let sandboxed = matches!(shared.isolation, Isolation::Sandbox { .. });
@@ -463,72 +469,25 @@ impl Task {
             &self.deps,
             &self.dep_keys,
         );
-        let key = keyed.key;
-        // A lookup reads one small action-cache entry and stats the output
-        // tree's blobs: inline is cheaper than a trip to the blocking pool.
-        // An audit rebuilds everything but what is pinned by its digest.
-        let lookup = match &shared.settings.audit {
-            None => !shared.settings.no_cache,
-            Some(_) => self.work.pinned(),
+        let action = PreparedAction {
+            name: self.name.clone(),
+            keyed,
+            declared: DeclaredOutputs::of(&self.work),
+            pinned: self.work.pinned(),
         };
-        let declared = DeclaredOutputs::of(&self.work);
-        if lookup {
-            match cached_output(&shared.store, &key, declared.as_ref()) {
-                Ok(Some(output)) => return Ok(Outcome::Cached { key, output }),
-                Ok(None) => {}
-                Err(why) => shared.observer.warn(&format!(
-                    "the action-cache entry of `{}` is not its result ({why}); it was dropped and the step runs again",
-                    self.name
-                )),
-            }
-        }
-        if !shared.settings.no_cache
-            && let Some(remote) = &shared.remote
-            && let Some(output) = remote
-                .lookup(&shared.store, &key, declared.as_ref().map(|d| d as _))
-                .await
-        {
-            return Ok(Outcome::Cached { key, output });
-        }
-        Err(Box::new(Miss { task: self, keyed }))
-    }
-
-    /// Executes a step the loop started.
-    async fn execute_keyed(self, shared: &Shared, keyed: KeyedAction) -> Outcome {
-        let key = keyed.key;
-        match self.execute(shared, keyed).await {
-            Ok(output) => Outcome::Executed { key, output },
-            Err(failure) => Outcome::Failed {
-                key: Some(key),
-                failure,
-            },
+        match shared.layers.look_up(&action).await {
+            ControlFlow::Break(output) => Ok(Outcome::Cached {
+                key: action.key(),
+                output,
+            }),
+            ControlFlow::Continue(()) => Err(Box::new(Miss { task: self, action })),
         }
     }
 
-    /// Hands the step to its executor; a success's action enters the
-    /// store, then (outside an audit) the action cache and the remote.
-    async fn execute(&self, shared: &Shared, keyed: KeyedAction) -> Result<Digest, StepFailure> {
-        let fail = |failure: Failure| StepFailure {
-            failure,
-            stdout: String::new(),
-            stderr: String::new(),
-            scratch: None,
-        };
-        let key = keyed.key;
-        // Built-in rules and `copy` steps read their inputs from the store.
-        let from_store = reads_inputs_from_store(&self.work);
-        let input_root = from_store.then(|| keyed_input_root(&keyed));
-        let keyed = if from_store {
-            let (store, sources) = (shared.store.clone(), self.sources.clone());
-            tokio::task::spawn_blocking(move || {
-                store_inputs(&store, &keyed, &sources).map(|()| keyed)
-            })
-            .await
-            .map_err(|e| fail(Failure::Io(e.to_string())))?
-            .map_err(fail)?
-        } else {
-            keyed
-        };
+    /// Executes a step the loop started, through the layers: its executor
+    /// runs it, and a success is published.
+    async fn execute(self, shared: &Shared, action: PreparedAction) -> Outcome {
+        let key = action.key();
         // A stage step's scratch folder is named without the `#` of its name.
         let scratch_name = match &self.work {
             Work::Stage {
@@ -541,7 +500,8 @@ impl Task {
             name: self.name.clone(),
             work: self.work.clone(),
             store: shared.store.clone(),
-            input_root,
+            // Set by the layers for work that reads its inputs from the store.
+            input_root: None,
             sources: self.sources.clone(),
             deps: self.deps.clone(),
             dep_keys: self.dep_keys.clone(),
@@ -552,23 +512,13 @@ impl Task {
                 name: self.name.clone(),
             }),
         };
-        let success = shared.executors.execute(request).await?;
-        // Only a succeeded step's action enters the store, ahead of the
-        // action-cache entry that refers to it.
-        keyed
-            .store(shared.store.cas())
-            .map_err(|e| fail(Failure::Store(e)))?;
-        if shared.settings.audit.is_none() {
-            shared
-                .store
-                .action_cache()
-                .put(&key, &success.result)
-                .map_err(|e| fail(Failure::Store(e)))?;
-            if let Some(remote) = &shared.remote {
-                remote.upload(&shared.store, key, success.result);
-            }
+        match shared.layers.execute(action, request).await {
+            Ok(output) => Outcome::Executed { key, output },
+            Err(failure) => Outcome::Failed {
+                key: Some(key),
+                failure,
+            },
         }
-        Ok(success.output)
     }
 }
 
@@ -586,19 +536,6 @@ impl StepEvents for TargetEvents {
     fn warn(&self, message: &str) {
         self.observer.warn(message);
     }
-}
-
-/// Whether `work` reads its inputs from the store (built-in rules, `copy`
-/// steps), which then hold them before it runs.
-fn reads_inputs_from_store(work: &Work) -> bool {
-    matches!(
-        work,
-        Work::Builtin { .. }
-            | Work::Stage {
-                step: StageStep::Copy(_),
-                ..
-            }
-    )
 }
 
 impl Task {
@@ -626,66 +563,4 @@ impl Task {
             .as_ref()
             .map(|a| a.for_target(&self.name))
     }
-}
-
-fn keyed_input_root(keyed: &KeyedAction) -> Digest {
-    keyed
-        .action
-        .input_root_digest
-        .as_ref()
-        .and_then(Digest::from_proto)
-        .expect("actions carry their input root")
-}
-
-/// Puts a step's sources and its action into the store, for work that reads
-/// its inputs from there (built-in rules, `copy` steps).
-fn store_inputs(store: &Store, keyed: &KeyedAction, sources: &[SourceFile]) -> Result<(), Failure> {
-    for src in sources {
-        let stored = store
-            .cas()
-            .put_file_copy(&src.abs)
-            .map_err(Failure::Store)?;
-        if stored != src.digest {
-            return Err(Failure::SourceChanged {
-                path: src.abs.clone(),
-            });
-        }
-    }
-    keyed.store(store.cas()).map_err(Failure::Store)
-}
-
-/// The output of a cached action, if its whole output tree is still stored
-/// and holds what the target declares. An entry reaching a blob that is
-/// gone or no longer whole (a corrupt blob is dropped when read) is
-/// removed: it is a miss, now and until the step runs again. An entry whose
-/// tree does not hold what the target declares is another action's result
-/// (planted at this key on a remote and trusted by an older version): it is
-/// dropped too, and `Err` says what is wrong with it.
-pub fn cached_output(
-    store: &Store,
-    key: &Digest,
-    declared: Option<&DeclaredOutputs>,
-) -> Result<Option<Digest>, String> {
-    // The entry's time is the last use `gc` evicts by.
-    let Some(result) = store.action_cache().get_used(key).ok().flatten() else {
-        return Ok(None);
-    };
-    let Some(output) = result
-        .output_directories
-        .first()
-        .and_then(|d| Digest::from_proto(d.root_directory_digest.as_ref()?))
-    else {
-        return Ok(None);
-    };
-    if tree::first_missing(store.cas(), &output).is_some() {
-        let _ = store.action_cache().remove(key);
-        return Ok(None);
-    }
-    if let Some(declared) = declared
-        && let Err(why) = declared.check(store.cas(), &output)
-    {
-        let _ = store.action_cache().remove(key);
-        return Err(why);
-    }
-    Ok(Some(output))
 }

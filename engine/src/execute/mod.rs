@@ -1,0 +1,189 @@
+//! One keyed action through the cache layers around its executor.
+//!
+//! On the way in, each lookup layer either serves the action (its output,
+//! `ControlFlow::Break`) or passes it on (`Continue`), and the executor runs
+//! what no layer served; on the way back, a success goes through the
+//! publish layers, in order, each only once the one before it succeeded:
+//!
+//! ```text
+//! local action cache -> remote cache -> (store a built-in's inputs) executor
+//!                        store the action -> action-cache put -> remote upload
+//! ```
+//!
+//! This is buck2's shape (`app/buck2_execute/src/execute/prepared.rs`: a
+//! `PreparedCommandOptionalExecutor` answers `ControlFlow<result, manager>`,
+//! a no-op one stands in for a cache that is off, and an `UploadCache` runs
+//! after the executor), with one difference: the scheduler calls lookups
+//! and execution separately, because a lookup takes no execution slot and
+//! two nodes with one key run it once (`scheduler::OneRunPerKey`) between
+//! the two.
+//!
+//! Which layers a build has is chosen once, at its start, from its
+//! [`Policy`]; no step asks again. The scheduler decides what runs next;
+//! this module what looking up and running one step means.
+
+mod inputs;
+pub mod lookup;
+pub mod publish;
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use strata_exec::{Executors, Request, StepFailure};
+use strata_store::remote_cache::{RemoteCache, Warn};
+use strata_store::{Digest, Store};
+
+use crate::declared::DeclaredOutputs;
+use crate::key::KeyedAction;
+use lookup::{LocalActionCache, Lookup, RemoteLookup};
+use publish::{ActionCachePut, Publish, RemoteUpload, StoreAction};
+
+/// What a build does with the caches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Policy {
+    /// Looks up locally, then remotely; a success is written to both.
+    Build,
+    /// `--no-cache`: nothing is looked up, so every step runs; a success
+    /// is written as in a build.
+    NoCache,
+    /// `strata audit`: only outputs pinned by digest are looked up, locally
+    /// (rebuilding them can only give those bytes or fail), and nothing a
+    /// build relies on is written: no action-cache entry, no upload.
+    Audit,
+}
+
+impl Policy {
+    pub fn of(no_cache: bool, audit: bool) -> Policy {
+        match (audit, no_cache) {
+            (true, _) => Policy::Audit,
+            (false, true) => Policy::NoCache,
+            (false, false) => Policy::Build,
+        }
+    }
+}
+
+/// A keyed action on its way through the layers.
+pub struct PreparedAction {
+    /// What messages call the target (its label in a matrix build).
+    pub name: String,
+    pub keyed: KeyedAction,
+    /// What a cached result's tree must hold to be used.
+    pub declared: Option<DeclaredOutputs>,
+    /// Whether the output is named in advance (`Work::pinned`).
+    pub pinned: bool,
+}
+
+impl PreparedAction {
+    pub fn key(&self) -> Digest {
+        self.keyed.key
+    }
+}
+
+/// The layers of one build, around its executors.
+pub struct Layers {
+    lookups: Vec<Box<dyn Lookup>>,
+    store: Store,
+    executors: Executors,
+    publishers: Vec<Box<dyn Publish>>,
+}
+
+impl Layers {
+    /// The layers `policy` gives a build: a remote cache (if one is open)
+    /// is looked up only after the local action cache, so it is never
+    /// trusted further than the local store. `warn` says what a layer
+    /// wants the user to know (an entry it dropped).
+    pub fn new(
+        store: Store,
+        executors: Executors,
+        remote: Option<Arc<dyn RemoteCache>>,
+        policy: Policy,
+        warn: Warn,
+    ) -> Layers {
+        let lookups: Vec<Box<dyn Lookup>> = match policy {
+            Policy::Build => {
+                let mut lookups: Vec<Box<dyn Lookup>> =
+                    vec![Box::new(LocalActionCache::every(store.clone(), warn))];
+                if let Some(remote) = &remote {
+                    lookups.push(Box::new(RemoteLookup::new(remote.clone(), store.clone())));
+                }
+                lookups
+            }
+            Policy::NoCache => Vec::new(),
+            Policy::Audit => vec![Box::new(LocalActionCache::pinned_only(store.clone(), warn))],
+        };
+        // Only a succeeded step's action enters the store, ahead of the
+        // action-cache entry that refers to it.
+        let mut publishers: Vec<Box<dyn Publish>> = vec![Box::new(StoreAction::new(store.clone()))];
+        if policy != Policy::Audit {
+            publishers.push(Box::new(ActionCachePut::new(store.clone())));
+            if let Some(remote) = remote {
+                publishers.push(Box::new(RemoteUpload::new(remote, store.clone())));
+            }
+        }
+        Layers {
+            lookups,
+            store,
+            executors,
+            publishers,
+        }
+    }
+
+    /// The output of the first layer holding `action`'s result, or
+    /// `Continue` when it must run.
+    pub async fn look_up(&self, action: &PreparedAction) -> ControlFlow<Digest> {
+        for layer in &self.lookups {
+            layer.look_up(action).await?;
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// Runs `request` (the step of `action`) on its executor and publishes
+    /// a success: its output tree. Work that reads its inputs from the
+    /// store has them stored first, and `request.input_root` set.
+    pub async fn execute(
+        &self,
+        action: PreparedAction,
+        mut request: Request,
+    ) -> Result<Digest, StepFailure> {
+        let keyed = if inputs::read_from_store(&request.work) {
+            request.input_root = Some(inputs::input_root(&action.keyed));
+            inputs::store(&self.store, action.keyed, &request.sources)
+                .await
+                .map_err(step_failure)?
+        } else {
+            action.keyed
+        };
+        let success = self.executors.execute(request).await?;
+        for layer in &self.publishers {
+            layer
+                .publish(&keyed, &success.result)
+                .map_err(step_failure)?;
+        }
+        Ok(success.output)
+    }
+
+    /// Waits for what the layers still do in the background (uploads).
+    pub async fn finish(&self) {
+        for layer in &self.publishers {
+            layer.finish().await;
+        }
+    }
+
+    /// Shuts the executors down (after Ctrl-C).
+    pub async fn shutdown(&self) {
+        self.executors.shutdown().await;
+    }
+}
+
+/// A failure of the layers themselves (the store), which has no logs.
+fn step_failure(failure: strata_exec::Failure) -> StepFailure {
+    StepFailure {
+        failure,
+        stdout: String::new(),
+        stderr: String::new(),
+        scratch: None,
+    }
+}
+
+#[cfg(test)]
+mod tests;
