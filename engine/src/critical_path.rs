@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use petgraph::graph::NodeIndex;
 
-use crate::scheduler::Job;
+use crate::job::Job;
 
 /// How ready steps are ordered.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -143,8 +143,8 @@ fn ranks(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scheduler::Work;
     use strata_rules::Text;
+    use strata_rules::Work;
     use strata_rules::builtin::{Builtin, checksums};
 
     /// Jobs named by `names`, in that (topological) order, with `edges` as

@@ -13,7 +13,7 @@ use strata_store::remote_cache::OutputCheck;
 use strata_store::tree::{Entry, list};
 use strata_store::{Cas, Digest};
 
-use crate::scheduler::Work;
+use strata_rules::Work;
 
 /// The kind a declared output must have.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

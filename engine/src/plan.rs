@@ -22,12 +22,13 @@ use std::path::{Path, PathBuf};
 use petgraph::graph::NodeIndex;
 use strata_rules::Work;
 
-use crate::build::{self, BuildError};
+use crate::error::BuildError;
 use crate::graph::Graph;
 use crate::inputs::{self, SourceFile};
+use crate::job::Job;
 use crate::platforms::Emulators;
-use crate::scheduler::Job;
 use crate::statcache::StatCache;
+use crate::targets;
 use crate::toolchain::HostToolchain;
 use strata_load::diag::{At, did_you_mean};
 use strata_load::matrix::{self, Configuration, MatrixRequest};
@@ -334,7 +335,7 @@ impl Plan {
                 let job = Job {
                     name: node.label.clone(),
                     target: t.name.clone(),
-                    work: build::work_of(&toolchain, t, emulators)?,
+                    work: targets::work_of(&toolchain, t, emulators)?,
                     sources: sources.remove(&n).unwrap_or_default(),
                     deps: node
                         .deps
@@ -401,7 +402,7 @@ fn requested_roots(
     if names.is_empty() || !matrix {
         return configs
             .iter()
-            .map(|c| build::requested(&c.ws, &c.graph, names))
+            .map(|c| targets::requested(&c.ws, &c.graph, names))
             .collect();
     }
     let mut per_config: Vec<Vec<NodeIndex>> = vec![Vec::new(); configs.len()];
@@ -422,7 +423,7 @@ fn requested_roots(
                 }
             } else if path.is_some() {
                 // Says why: unknown, or switched off there.
-                build::requested(&cfg.ws, &cfg.graph, &[target.to_string()])?;
+                targets::requested(&cfg.ws, &cfg.graph, &[target.to_string()])?;
             }
         }
         if found {
@@ -441,7 +442,7 @@ fn requested_roots(
             )));
         }
         // In no configuration: the first says why.
-        build::requested(&configs[0].ws, &configs[0].graph, &[target.to_string()])?;
+        targets::requested(&configs[0].ws, &configs[0].graph, &[target.to_string()])?;
     }
     Ok(per_config)
 }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::build::BuildError;
+use crate::error::BuildError;
 use crate::plan::Plan;
 use strata_load::LoadOptions;
 use strata_load::matrix::MatrixRequest;

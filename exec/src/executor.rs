@@ -13,10 +13,9 @@ use std::sync::Arc;
 use strata_rules::Work;
 use strata_store::{Digest, Store};
 
-use crate::local::LocalExecutor;
 use crate::perturb::Perturbation;
 use crate::source::SourceFile;
-use crate::step::{Failure, StepFailure, StepSuccess};
+use crate::step::{StepFailure, StepSuccess};
 
 /// A future an executor returns (boxed, so `Executor` stays object safe).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -65,107 +64,5 @@ pub trait Executor: Send + Sync {
     /// Awaits what dropped steps left to clean up (containers after Ctrl-C).
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         Box::pin(async {})
-    }
-}
-
-/// The executors of a build: the local one (whose isolation keys depend
-/// on), then others; the first that runs a step runs it.
-#[derive(Clone)]
-pub struct Executors {
-    local: Arc<LocalExecutor>,
-    executors: Vec<Arc<dyn Executor>>,
-}
-
-impl Executors {
-    pub fn new(local: Arc<LocalExecutor>) -> Executors {
-        Executors {
-            executors: vec![local.clone()],
-            local,
-        }
-    }
-
-    /// Adds `executor`, after those added before it.
-    pub fn with(mut self, executor: Arc<dyn Executor>) -> Executors {
-        self.executors.push(executor);
-        self
-    }
-
-    /// The executor of steps on this machine.
-    pub fn local(&self) -> &LocalExecutor {
-        &self.local
-    }
-
-    /// The executor of `work`, if any runs it.
-    pub fn of(&self, work: &Work) -> Option<&Arc<dyn Executor>> {
-        self.executors.iter().find(|e| e.runs(work))
-    }
-
-    /// Runs `request` on its executor; a step no executor runs fails.
-    pub async fn execute(&self, request: Request) -> Result<StepSuccess, StepFailure> {
-        match self.of(&request.work) {
-            Some(executor) => executor.execute(request).await,
-            None => Err(StepFailure {
-                failure: Failure::Io(format!(
-                    "no executor of this build runs `{}` (a container step needs the Docker executor)",
-                    request.name
-                )),
-                stdout: String::new(),
-                stderr: String::new(),
-                scratch: None,
-            }),
-        }
-    }
-
-    /// Shuts every executor down (after Ctrl-C).
-    pub async fn shutdown(&self) {
-        for executor in &self.executors {
-            executor.shutdown().await;
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use strata_rules::image_pull::PullParams;
-
-    struct Quiet;
-
-    impl StepEvents for Quiet {
-        fn log(&self, _: &str) {}
-        fn warn(&self, _: &str) {}
-    }
-
-    fn pull() -> Work {
-        Work::ImagePull(PullParams {
-            reference: format!("127.0.0.1:5000/base@sha256:{}", "0".repeat(64)),
-            digest: format!("sha256:{}", "0".repeat(64)),
-            platform: "linux/amd64".into(),
-            auth_env: None,
-        })
-    }
-
-    #[tokio::test]
-    async fn work_no_executor_runs_fails_and_names_its_target() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), strata_store::DigestFunction::Blake3).unwrap();
-        let executors = Executors::new(Arc::new(LocalExecutor::new()));
-        assert!(executors.of(&pull()).is_none());
-        let request = Request {
-            name: "base".into(),
-            work: pull(),
-            store,
-            input_root: None,
-            sources: Vec::new(),
-            deps: Vec::new(),
-            dep_keys: BTreeMap::new(),
-            scratch_prefix: "t-base-".into(),
-            perturb: None,
-            events: Arc::new(Quiet),
-        };
-        let failure = executors.execute(request).await.unwrap_err();
-        let message = failure.failure.to_string();
-        assert!(message.contains("no executor"), "{message}");
-        assert!(message.contains("`base`"), "{message}");
     }
 }

@@ -19,6 +19,7 @@ pub mod caches;
 pub mod cgroup;
 pub mod descriptors;
 mod executor;
+mod executors;
 pub mod fstree;
 pub mod keyring;
 mod local;
@@ -29,7 +30,8 @@ pub mod sandbox;
 pub mod source;
 pub mod step;
 
-pub use executor::{BoxFuture, Executor, Executors, Request, StepEvents};
+pub use executor::{BoxFuture, Executor, Request, StepEvents};
+pub use executors::Executors;
 pub use local::LocalExecutor;
 pub use source::SourceFile;
 pub use step::{Failure, Isolation, StepFailure, StepSuccess};

@@ -6,7 +6,7 @@
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response};
 
-use super::http::{Body, empty};
+use super::body::{Body, empty};
 
 /// gRPC's status code UNIMPLEMENTED.
 const UNIMPLEMENTED: &str = "12";

@@ -10,8 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Empty, Full, StreamBody};
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -25,7 +24,8 @@ use super::refs::{self, Refusal};
 use crate::layout::{ACTION_RESULT_LIMIT, Hash, Kind, route};
 use strata_store::Digest;
 
-pub type Body = UnsyncBoxBody<Bytes, io::Error>;
+pub use super::body::Body;
+use super::body::empty;
 
 /// Longest wait for the next piece of a request body; a client that stalls
 /// longer holds a connection and a temporary file for nothing.
@@ -369,12 +369,6 @@ fn too_large(limit: u64) -> Response<Body> {
     r.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
     r
-}
-
-pub(super) fn empty() -> Body {
-    Empty::<Bytes>::new()
-        .map_err(|never| match never {})
-        .boxed_unsync()
 }
 
 fn text(status: StatusCode, msg: impl Into<String>) -> Response<Body> {

@@ -11,6 +11,7 @@
 //!   eviction within `--max-size`.
 
 mod auth;
+mod body;
 mod disk;
 mod grpc;
 mod http;
