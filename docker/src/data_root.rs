@@ -84,12 +84,7 @@ pub async fn build(
     params: &DataRootParams,
     deps: &[(String, Digest)],
 ) -> Result<Digest, StepFailure> {
-    let early = |failure: Failure| StepFailure {
-        failure,
-        stdout: String::new(),
-        stderr: String::new(),
-        scratch: None,
-    };
+    let early = StepFailure::without_logs;
     // The data-root lives in the store's file system (it becomes blobs);
     // sockets need a short path, so the exec-root is in the temp folder.
     strata_exec::step::remove_stale_scratch(store, scratch_prefix);

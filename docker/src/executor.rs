@@ -228,12 +228,7 @@ fn log_fn(events: &Arc<dyn StepEvents>, secrets: &[String]) -> LogFn {
 
 /// A failure before the step ran: no logs, no scratch folder.
 fn failed(failure: Failure) -> StepFailure {
-    StepFailure {
-        failure,
-        stdout: String::new(),
-        stderr: String::new(),
-        scratch: None,
-    }
+    StepFailure::without_logs(failure)
 }
 
 #[cfg(test)]

@@ -44,15 +44,10 @@ impl Executors {
     pub async fn execute(&self, request: Request) -> Result<StepSuccess, StepFailure> {
         match self.of(&request.work) {
             Some(executor) => executor.execute(request).await,
-            None => Err(StepFailure {
-                failure: Failure::Io(format!(
-                    "no executor of this build runs `{}` (a container step needs the Docker executor)",
-                    request.name
-                )),
-                stdout: String::new(),
-                stderr: String::new(),
-                scratch: None,
-            }),
+            None => Err(StepFailure::without_logs(Failure::Io(format!(
+                "no executor of this build runs `{}` (a container step needs the Docker executor)",
+                request.name
+            )))),
         }
     }
 

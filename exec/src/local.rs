@@ -94,12 +94,7 @@ impl Executor for LocalExecutor {
 
 /// A failure with no logs and no scratch folder.
 fn failed(failure: Failure) -> StepFailure {
-    StepFailure {
-        failure,
-        stdout: String::new(),
-        stderr: String::new(),
-        scratch: None,
-    }
+    StepFailure::without_logs(failure)
 }
 
 /// Runs a built-in rule in this (blocking) thread; its input root and

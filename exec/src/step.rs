@@ -142,6 +142,19 @@ pub struct StepFailure {
     pub scratch: Option<PathBuf>,
 }
 
+impl StepFailure {
+    /// A failure before or around the step (staging, the store, the
+    /// executor): no logs, no scratch folder.
+    pub fn without_logs(failure: Failure) -> StepFailure {
+        StepFailure {
+            failure,
+            stdout: String::new(),
+            stderr: String::new(),
+            scratch: None,
+        }
+    }
+}
+
 /// A step that ran and whose outputs are in the store.
 #[derive(Debug)]
 pub struct StepSuccess {

@@ -177,12 +177,7 @@ impl Layers {
 
 /// A failure of the layers themselves (the store), which has no logs.
 fn step_failure(failure: strata_exec::Failure) -> StepFailure {
-    StepFailure {
-        failure,
-        stdout: String::new(),
-        stderr: String::new(),
-        scratch: None,
-    }
+    StepFailure::without_logs(failure)
 }
 
 #[cfg(test)]
