@@ -137,7 +137,7 @@ async fn run(
             _ = terminate.recv() => {}
         }
     };
-    serve_connections(listener, cache, &opts.instance, stop).await;
+    serve_connections(listener, cache, opts.instance.clone(), stop).await;
     Ok(())
 }
 
@@ -146,10 +146,10 @@ async fn run(
 async fn serve_connections(
     listener: tokio::net::TcpListener,
     cache: Arc<cache::Cache>,
-    instance: &str,
+    instance: String,
     stop: impl std::future::Future<Output = ()>,
 ) {
-    let services = Arc::new(grpc::Services::new(cache.clone(), instance.to_string()));
+    let services = Arc::new(grpc::Services::new(cache.clone(), instance));
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     // HTTP/2 too (told apart by its preface), which gRPC needs.

@@ -295,3 +295,6 @@ fn read_error(cache: &Cache, kind: crate::layout::Kind, hash: &Hash, e: &io::Err
     ));
     Status::internal("cannot read the entry")
 }
+
+#[cfg(test)]
+mod tests;
