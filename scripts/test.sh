@@ -60,6 +60,12 @@ STRATA_BUILDGRID_BIN=$(scripts/buildgrid-up.sh)
 export STRATA_NGINX_BIN STRATA_BUILDGRID_BIN
 export STRATA_REQUIRE_REMOTE_SERVERS=1
 
+# Bazel (Debian's bazel-bootstrap, 4.2.3) as a third-party client of
+# `strata cache serve` over REAPI gRPC; in CI it must run, never skip.
+STRATA_BAZEL_BIN=$(scripts/bazel-up.sh)
+export STRATA_BAZEL_BIN
+export STRATA_REQUIRE_BAZEL=1
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # The crate layering ARCHITECTURE.md promises (no network client below the

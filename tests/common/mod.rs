@@ -2,6 +2,7 @@
 //! and the real `strata` binary run on it.
 #![allow(dead_code)]
 
+pub mod bazel;
 pub mod docker;
 pub mod emulation;
 pub mod remote;
