@@ -9,7 +9,8 @@
 //!   entries, lookup and background upload that never fail a build), behind
 //!   [`strata_store::remote_cache::RemoteCache`]; [`Opener`] is what the
 //!   binary hands the engine.
-//! - [`server`]: `strata cache serve`, a Bazel HTTP cache over a folder.
+//! - [`server`]: `strata cache serve`, a Bazel HTTP cache and a REAPI gRPC
+//!   cache over one folder, on one port.
 //!
 //! Invariants: a remote cache never fails a build (every failure is a
 //! warning and a miss), no blob enters the local store unless it hashes to
