@@ -240,8 +240,19 @@ fn parse_digest(hash: &str, size: i64, function: DigestFunction) -> Result<Diges
     Ok(Digest::new(hash_bytes, size as u64))
 }
 
-/// The gRPC status of an upload the cache refused.
+/// The gRPC status of an upload the cache refused, logged as HTTP logs a
+/// refused `PUT`.
 fn rejected_status(rejected: Rejected, function: DigestFunction) -> Status {
+    let status = refusal(rejected, function);
+    log(format_args!(
+        "refused an upload: {:?}: {}",
+        status.code(),
+        status.message()
+    ));
+    status
+}
+
+fn refusal(rejected: Rejected, function: DigestFunction) -> Status {
     match rejected {
         Rejected::Mismatch { actual } => Status::invalid_argument(format!(
             "the data hashes to {actual} with {function}, not to its digest: nothing stored"
