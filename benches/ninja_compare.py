@@ -754,15 +754,17 @@ def format_scaling(report: dict) -> str:
         num(r["strata_rss_kib_per_target"], "9.2f"),
     ] for r in report["scaling"]])
     for g in report["growth"]:
-        lines.append(
-            f"{g['from']} -> {g['to']} targets (x{g['targets_x']:g}), best runs: "
-            f"strata no-op x{num(g['strata_noop_s_x'], '.2f').strip()}, "
-            f"load x{num(g['strata_load_s_x'], '.2f').strip()}, "
-            f"RSS x{num(g['strata_noop_peak_rss_mib_x'], '.2f').strip()}, "
-            f"ninja no-op x{num(g['ninja_noop_s_x'], '.2f').strip()}; per added target: "
-            f"no-op {num(g.get('strata_noop_us_per_added_target'), '.1f').strip()} us, "
-            f"load {num(g.get('strata_load_us_per_added_target'), '.1f').strip()} us, "
-            f"RSS {num(g.get('strata_noop_peak_rss_kib_per_added_target'), '.2f').strip()} KiB")
+        factors = [f"{label} x{g[key]:.2f}" for label, key in (
+            ("strata no-op", "strata_noop_s_x"), ("load", "strata_load_s_x"),
+            ("RSS", "strata_noop_peak_rss_mib_x"), ("ninja no-op", "ninja_noop_s_x"))
+            if g[key] is not None]
+        slopes = [f"{label} {g[key]:.{digits}f} {unit}" for label, key, unit, digits in (
+            ("strata no-op", "strata_noop_us_per_added_target", "us", 1),
+            ("load", "strata_load_us_per_added_target", "us", 1),
+            ("RSS", "strata_noop_peak_rss_kib_per_added_target", "KiB", 2),
+            ("ninja no-op", "ninja_noop_us_per_added_target", "us", 1)) if key in g]
+        lines.append(f"{g['from']} -> {g['to']} targets (x{g['targets_x']:g}), best runs: "
+                     f"{', '.join(factors)}; per added target: {', '.join(slopes)}")
     for w in report["warnings"]:
         lines.append(f"WARNING: {w}")
     if report["workspace"]:
