@@ -90,7 +90,9 @@ for _ in $(seq 1 300); do
 done
 "$pgbin/pg_isready" -q -h 127.0.0.1 -p "$pg_port" || { echo "buildgrid-serve: PostgreSQL did not start" >&2; cat "$dir/postgres.log" >&2; exit 1; }
 
-database=postgresql://bgd@127.0.0.1:$pg_port/bgd
+# psycopg2 explicitly: BuildGrid's notifier (LISTEN/NOTIFY) needs its
+# connections, and SQLAlchemy 2.1 defaults to psycopg 3.
+database=postgresql+psycopg2://bgd@127.0.0.1:$pg_port/bgd
 "$pgbin/psql" -q -h 127.0.0.1 -p "$pg_port" -U bgd -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'bgd'" | grep -q 1 \
   || "$pgbin/createdb" -h 127.0.0.1 -p "$pg_port" -U bgd bgd
 "$bgd" migrate apply "$database" >"$dir/migrate.log" 2>&1 || { cat "$dir/migrate.log" >&2; exit 1; }

@@ -9,7 +9,9 @@
 //! session keyring (`keyring`), descriptors kept from it (`descriptors`),
 //! secrets masked in its logs (`mask`), cache mounts (`caches`), folders of
 //! any depth handled through handles (`fstree`), and what `strata audit`
-//! perturbs (`perturb`, `reorder`).
+//! perturbs (`perturb`, `reorder`). `remote_step` runs what a remote
+//! execution service hands `strata worker`: a REAPI command over its input
+//! root, in the same sandbox.
 //!
 //! The only code that spawns step processes. It never writes the action
 //! cache: an executor returns the output and action result, and the
@@ -25,6 +27,7 @@ pub mod keyring;
 mod local;
 pub mod mask;
 pub mod perturb;
+pub mod remote_step;
 pub mod reorder;
 pub mod sandbox;
 pub mod source;

@@ -515,7 +515,7 @@ pub fn scratch_folders(store: &Store, prefix: &str) -> Vec<(PathBuf, bool)> {
 /// strata already died before the call took effect, the child is an orphan
 /// and exits at once.) Without a sandbox this reaches the step's own shell,
 /// not processes that shell detaches.
-fn die_with_parent(parent: libc::pid_t) -> std::io::Result<()> {
+pub(crate) fn die_with_parent(parent: libc::pid_t) -> std::io::Result<()> {
     // SAFETY: async-signal-safe calls only.
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
@@ -527,7 +527,7 @@ fn die_with_parent(parent: libc::pid_t) -> std::io::Result<()> {
 }
 
 /// Kills a process group when dropped, so a cancelled build leaves no step behind.
-struct GroupGuard(Option<i32>);
+pub(crate) struct GroupGuard(pub(crate) Option<i32>);
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {

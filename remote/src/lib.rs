@@ -11,6 +11,9 @@
 //!   binary hands the engine.
 //! - [`server`]: `strata cache serve`, a Bazel HTTP cache and a REAPI gRPC
 //!   cache over one folder, on one port.
+//! - [`worker`]: `strata worker`, a bot of BuildGrid's Remote Workers API
+//!   running leased REAPI actions in Strata's sandbox (through
+//!   `strata_exec::remote_step`).
 //!
 //! Invariants: a remote cache never fails a build (every failure is a
 //! warning and a miss), no blob enters the local store unless it hashes to
@@ -24,6 +27,7 @@ mod opener;
 pub mod server;
 pub mod sign;
 pub mod store_function;
+pub mod worker;
 
 pub use cache::RemoteCache;
 pub use config::{RemoteCli, RemoteSettings};
