@@ -5,6 +5,7 @@
 pub mod bazel;
 pub mod docker;
 pub mod emulation;
+pub mod execution;
 pub mod remote;
 
 use std::fs;

@@ -84,7 +84,7 @@ impl Session {
             done_tx,
             done_rx,
         };
-        session.current = session.create().await?;
+        session.begin().await?;
         Ok(session)
     }
 
@@ -131,7 +131,7 @@ impl Session {
                             task.abort();
                         }
                     }
-                    self.current = self.create().await?;
+                    self.begin().await?;
                 }
                 Err(status) => {
                     failures += 1;
@@ -148,6 +148,15 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// Opens a new session and starts the leases it comes with (BuildGrid
+    /// may assign some while the call waits).
+    async fn begin(&mut self) -> Result<(), WorkerError> {
+        let session = self.create().await?;
+        self.reconcile(&session, &HashSet::new());
+        self.current = session;
+        Ok(())
     }
 
     async fn create(&mut self) -> Result<BotSession, WorkerError> {
