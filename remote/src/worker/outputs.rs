@@ -180,3 +180,126 @@ pub(crate) fn proto(d: &Digest) -> pb::Digest {
         size_bytes: d.size_bytes as i64,
     }
 }
+
+#[cfg(test)]
+#[allow(deprecated)]
+mod tests {
+    use super::*;
+    use prost::Message;
+    use std::os::unix::fs::PermissionsExt;
+    use strata_store::tree::{Node, TreeBuilder};
+    use strata_store::{DigestFunction, Store};
+
+    /// An input root with one file, staged for a command working in `wd`.
+    fn staged(store: &Store, outputs: &[&str]) -> (Staged, RemoteCommand) {
+        let cas = store.cas();
+        let mut root = TreeBuilder::new();
+        let input = cas.put_bytes(b"input\n").unwrap();
+        root.insert("wd/in.txt", Node::file(input, false)).unwrap();
+        let root = root.store(cas).unwrap();
+        let step = RemoteCommand {
+            arguments: vec!["true".into()],
+            working_directory: "wd".into(),
+            output_paths: outputs.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        let staged = remote_step::stage(store, "t-", &root, &step).unwrap();
+        (staged, step)
+    }
+
+    #[test]
+    fn worker_outputs_are_read_as_the_command_declares_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), DigestFunction::Sha256).unwrap();
+        let cas = store.cas();
+        let (staged, step) = staged(
+            &store,
+            &["out/f.txt", "bin/tool", "link", "absent.txt", "d", "in.txt"],
+        );
+        let work = staged.working_directory(&step);
+        // The parents of declared outputs exist before the command runs.
+        assert!(work.join("out").is_dir() && work.join("bin").is_dir());
+        fs::write(work.join("out/f.txt"), "made\n").unwrap();
+        fs::write(work.join("bin/tool"), "#!/bin/sh\n").unwrap();
+        fs::set_permissions(work.join("bin/tool"), fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::symlink("out/f.txt", work.join("link")).unwrap();
+        fs::create_dir_all(work.join("d/e")).unwrap();
+        fs::write(work.join("d/e/deep.txt"), "deep\n").unwrap();
+        let command = pb::Command {
+            output_files: vec![
+                "out/f.txt".into(),
+                "bin/tool".into(),
+                "link".into(),
+                "absent.txt".into(),
+                // A folder where a file is declared: not that output.
+                "d".into(),
+            ],
+            output_directories: vec!["d".into()],
+            ..Default::default()
+        };
+        let got = collect(cas, &staged, &step, &command).unwrap();
+        let r = &got.result;
+        let files: Vec<(&str, bool)> = r
+            .output_files
+            .iter()
+            .map(|f| (f.path.as_str(), f.is_executable))
+            .collect();
+        assert_eq!(files, vec![("out/f.txt", false), ("bin/tool", true)]);
+        let made = DigestFunction::Sha256.of_bytes(b"made\n");
+        assert_eq!(r.output_files[0].digest, Some(proto(&made)));
+        assert_eq!(r.output_file_symlinks.len(), 1);
+        assert_eq!(r.output_file_symlinks[0].target, "out/f.txt");
+        assert_eq!(r.output_directories.len(), 1);
+        let d = &r.output_directories[0];
+        assert_eq!(d.path, "d");
+        // The Tree holds the folder's root and its one child folder, and
+        // the root matches the root Directory named beside it.
+        let tree_digest = Digest::from_hex(
+            &d.tree_digest.as_ref().unwrap().hash,
+            d.tree_digest.as_ref().unwrap().size_bytes as u64,
+        )
+        .unwrap();
+        let tree = reapi::Tree::decode(cas.read(&tree_digest).unwrap().as_slice()).unwrap();
+        assert_eq!(tree.children.len(), 1);
+        assert_eq!(tree.children[0].files[0].name, "deep.txt");
+        let root = tree.root.unwrap();
+        assert_eq!(root.directories[0].name, "e");
+        assert_eq!(
+            DigestFunction::Sha256.of_bytes(&root.encode_to_vec()).hex(),
+            d.root_directory_digest.as_ref().unwrap().hash
+        );
+        // Everything named is stored, to upload.
+        let deep = DigestFunction::Sha256.of_bytes(b"deep\n");
+        for digest in [made, deep, tree_digest] {
+            assert!(got.blobs.contains(&digest) && cas.contains(&digest));
+        }
+        // Logs the command did not write are empty blobs.
+        assert_eq!(
+            r.stdout_digest,
+            Some(proto(&DigestFunction::Sha256.of_bytes(b"")))
+        );
+    }
+
+    #[test]
+    fn worker_outputs_are_never_read_through_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), DigestFunction::Sha256).unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("secret"), "host file\n").unwrap();
+        let (staged, step) = staged(&store, &[]);
+        // What a command could leave: a folder of its outputs replaced by a
+        // link to this machine's files.
+        let work = staged.working_directory(&step);
+        std::os::unix::fs::symlink(outside.path(), work.join("escape")).unwrap();
+        let command = pb::Command {
+            output_files: vec!["escape/secret".into()],
+            ..Default::default()
+        };
+        let err = collect(store.cas(), &staged, &step, &command)
+            .err()
+            .expect("refused");
+        assert!(err.contains("lies behind the symlink `wd/escape`"), "{err}");
+        let host = DigestFunction::Sha256.of_bytes(b"host file\n");
+        assert!(!store.cas().contains(&host));
+    }
+}
