@@ -133,10 +133,13 @@ schedulers:
     bot-session-keepalive-timeout: $keepalive
     session-expiry-timer-interval: 1
     poll-interval: 0.2
+    # An idle assigner waits interval + random() * jitter-factor seconds
+    # between rounds (jitter 1.0 by default: half a second per action).
     assigners:
       - !priority-age-assigner
         count: 1
-        interval: 0.1
+        interval: 0.05
+        jitter-factor: 0.05
 instances:
   - name: "$instance"
     services:

@@ -16,6 +16,9 @@ use crate::client::Transport;
 
 /// `BotStatus.OK`: the bot can take leases.
 pub const BOT_STATUS_OK: i32 = 1;
+/// `BotStatus.BOT_TERMINATING`: the bot is going away; BuildGrid assigns
+/// nothing more to it.
+pub const BOT_STATUS_TERMINATING: i32 = 4;
 
 /// `LeaseState`.
 pub mod lease_state {

@@ -144,9 +144,10 @@ impl Source<'_> {
 }
 
 fn fetch_error(e: &RemoteError) -> LeaseError {
+    let message = super::service_error(e);
     if e.is_transient() {
-        LeaseError::Unavailable(e.to_string())
+        LeaseError::Unavailable(message)
     } else {
-        LeaseError::Internal(e.to_string())
+        LeaseError::Internal(message)
     }
 }

@@ -99,6 +99,14 @@ impl Outcome {
     }
 }
 
+/// A lease handed back because the worker stops: UNAVAILABLE, which
+/// BuildGrid retries.
+pub(crate) fn stopped() -> Outcome {
+    Outcome::failed(LeaseError::Unavailable(
+        "the worker stopped before the action finished".to_string(),
+    ))
+}
+
 fn status(code: Code, message: String) -> Status {
     Status {
         code: code as i32,

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use strata_exec::{Isolation, LocalExecutor, step};
 use strata_store::{Digest, DigestFunction};
 
-use crate::client::{Remote, RemoteConfig};
+use crate::client::{Remote, RemoteConfig, RemoteError};
 use cache::LocalCas;
 use lease::LeaseError;
 
@@ -79,8 +79,8 @@ pub(crate) struct Worker {
 impl Worker {
     /// Sends the blobs the service lacks.
     async fn upload(&self, blobs: &[Digest]) -> Result<(), LeaseError> {
-        let error = |e: crate::client::RemoteError| {
-            let m = format!("cannot upload the outputs: {e}");
+        let error = |e: RemoteError| {
+            let m = format!("cannot upload the outputs: {}", service_error(&e));
             if e.is_transient() {
                 LeaseError::Unavailable(m)
             } else {
@@ -99,8 +99,35 @@ impl Worker {
     }
 }
 
+/// `e` as a worker says it: the server is an execution service, not a
+/// remote cache.
+pub(crate) fn service_error(e: &RemoteError) -> String {
+    match e {
+        RemoteError::Unavailable {
+            server,
+            what,
+            reason,
+        } => format!("execution service {server}: {what}: {reason}"),
+        RemoteError::Refused {
+            server,
+            what,
+            reason,
+        } => format!("execution service {server} refused {what}: {reason}"),
+        RemoteError::NotFound { server, what } => {
+            format!("execution service {server}: {what}: not found")
+        }
+        RemoteError::Protocol {
+            server,
+            what,
+            reason,
+        } => format!("execution service {server}: malformed answer to {what}: {reason}"),
+        e => e.to_string(),
+    }
+}
+
 /// Runs the worker until the service refuses it or the process is stopped
-/// (SIGINT, SIGTERM); `ready` is called once its session is open.
+/// (SIGINT, SIGTERM: the session is closed, its running leases handed
+/// back); `ready` is called once its session is open.
 pub fn run(options: WorkerOptions, ready: impl FnOnce(&str)) -> Result<(), WorkerError> {
     if options.jobs == 0 {
         return Err(WorkerError::Usage("-j must be at least 1".into()));
@@ -112,25 +139,26 @@ pub fn run(options: WorkerOptions, ready: impl FnOnce(&str)) -> Result<(), Worke
         .enable_all()
         .build()
         .map_err(|e| WorkerError::Failed(format!("cannot start the async runtime: {e}")))?;
-    runtime.block_on(async {
-        let serving = serve(options, ready);
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .map_err(|e| WorkerError::Failed(format!("cannot handle SIGTERM: {e}")))?;
-        tokio::select! {
-            result = serving => result,
-            _ = tokio::signal::ctrl_c() => Ok(()),
-            _ = terminate.recv() => Ok(()),
-        }
-    })
+    runtime.block_on(serve(options, ready))
+}
+
+/// SIGINT or SIGTERM.
+async fn stop_signal() -> Result<(), WorkerError> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| WorkerError::Failed(format!("cannot handle SIGTERM: {e}")))?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    Ok(())
 }
 
 async fn serve(options: WorkerOptions, ready: impl FnOnce(&str)) -> Result<(), WorkerError> {
     let remote = Remote::connect(&options.server)
         .await
         .map_err(|e| match e {
-            crate::client::RemoteError::Config { reason } => WorkerError::Usage(reason),
-            e => WorkerError::Failed(e.to_string()),
+            RemoteError::Config { reason } => WorkerError::Usage(reason),
+            e => WorkerError::Failed(service_error(&e)),
         })?;
     let Remote::Grpc(grpc) = &remote else {
         return Err(WorkerError::Usage(format!(
@@ -143,7 +171,7 @@ async fn serve(options: WorkerOptions, ready: impl FnOnce(&str)) -> Result<(), W
     let offered = remote
         .digest_functions()
         .await
-        .map_err(|e| WorkerError::Failed(e.to_string()))?
+        .map_err(|e| WorkerError::Failed(service_error(&e)))?
         .unwrap_or_default();
     let function = [DigestFunction::Sha256, DigestFunction::Blake3]
         .into_iter()
@@ -206,14 +234,19 @@ async fn serve(options: WorkerOptions, ready: impl FnOnce(&str)) -> Result<(), W
             value: options.jobs.to_string(),
         }],
     };
-    let session = session::Session::open(
+    let stopping = stop_signal();
+    tokio::pin!(stopping);
+    let opened = session::Session::open(
         worker,
         bots::BotsClient::new(transport),
         instance.clone(),
         shape,
         options.jobs,
-    )
-    .await?;
+    );
+    let mut session = tokio::select! {
+        session = opened => session?,
+        stopped = &mut stopping => return stopped,
+    };
     let platform: Vec<String> = options
         .platform
         .iter()
@@ -232,7 +265,20 @@ async fn serve(options: WorkerOptions, ready: impl FnOnce(&str)) -> Result<(), W
         options.cache_dir.display(),
         options.max_size
     ));
-    let served = session.serve().await;
+    let served = tokio::select! {
+        served = session.serve() => Some(served),
+        stopped = &mut stopping => {
+            stopped?;
+            None
+        }
+    };
+    let result = match served {
+        Some(served) => served,
+        None => {
+            session.close().await;
+            Ok(())
+        }
+    };
     drop(lock);
-    served
+    result
 }

@@ -23,8 +23,8 @@ use tokio::task::JoinHandle;
 use tonic::Code;
 
 use super::bots::{
-    BOT_STATUS_OK, BotSession, BotsClient, CreateBotSessionRequest, Lease, UpdateBotSessionRequest,
-    lease_state,
+    BOT_STATUS_OK, BOT_STATUS_TERMINATING, BotSession, BotsClient, CreateBotSessionRequest, Lease,
+    UpdateBotSessionRequest, lease_state,
 };
 use super::lease::{self, Outcome};
 use super::{Worker, WorkerError};
@@ -32,11 +32,17 @@ use super::{Worker, WorkerError};
 /// The longest a call may wait for a lease; BuildGrid answers sooner (at
 /// most 80% of its bot keepalive).
 const POLL: Duration = Duration::from_secs(60);
+/// The deadline of CreateBotSession: BuildGrid holds a call open waiting
+/// for work only when more than 3 s of its deadline are left, so the
+/// session opens at once (leases come with the next call).
+const CREATE: Duration = Duration::from_secs(3);
 /// How long to wait after a failed call, doubled per failure up to the max.
 const RETRY_FIRST: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(10);
-/// A call answered this fast without news is followed by a pause, so a
-/// service that does not hold calls open is not asked in a loop.
+/// A call that reported nothing and was answered this fast without news is
+/// followed by a pause, so a service that does not hold calls open is not
+/// asked in a loop. (A call reporting a finished lease is answered at once
+/// by BuildGrid: the next call follows without a pause.)
 const QUICK: Duration = Duration::from_millis(500);
 
 enum Slot {
@@ -88,8 +94,9 @@ impl Session {
         Ok(session)
     }
 
-    /// Serves leases until the process ends.
-    pub(crate) async fn serve(mut self) -> Result<(), WorkerError> {
+    /// Serves leases until the service refuses a new session. Dropping the
+    /// future leaves the session as it stands, for [`Session::close`].
+    pub(crate) async fn serve(&mut self) -> Result<(), WorkerError> {
         let mut failures = 0u32;
         loop {
             self.take_finished();
@@ -117,7 +124,7 @@ impl Session {
                         // BuildGrid answers at once when the bot is full:
                         // call back when a lease ends or before expiry.
                         self.wait(self.heartbeat()).await;
-                    } else if !news && started.elapsed() < QUICK {
+                    } else if completed.is_empty() && !news && started.elapsed() < QUICK {
                         self.wait(QUICK).await;
                     }
                 }
@@ -150,6 +157,50 @@ impl Session {
         }
     }
 
+    /// Ends the session: running leases are killed and handed back (as
+    /// UNAVAILABLE, which BuildGrid retries at once, elsewhere), finished
+    /// ones reported, and the bot says it is terminating, so nothing more
+    /// is assigned to it. A lease the service assigned meanwhile is handed
+    /// back the same way. Best effort: what is not handed back is requeued
+    /// when the session expires.
+    pub(crate) async fn close(&mut self) {
+        eprintln!(
+            "strata worker: stopping; {} running lease(s) handed back",
+            self.running()
+        );
+        for (id, slot) in std::mem::take(&mut self.leases) {
+            let outcome = match slot {
+                Slot::Running { task, .. } => {
+                    task.abort();
+                    lease::stopped()
+                }
+                Slot::Done(outcome) => outcome,
+            };
+            self.leases.insert(id, Slot::Done(outcome));
+        }
+        for _ in 0..3 {
+            let (mut request, _, _) = self.request();
+            if let Some(session) = &mut request.get_mut().bot_session {
+                session.status = BOT_STATUS_TERMINATING;
+            }
+            request.set_timeout(CREATE);
+            let Ok(answer) = self.bots.update_bot_session(request).await else {
+                return;
+            };
+            self.leases.clear();
+            for lease in &answer.leases {
+                if matches!(lease.state, lease_state::PENDING | lease_state::ACTIVE) {
+                    self.leases
+                        .insert(lease.id.clone(), Slot::Done(lease::stopped()));
+                }
+            }
+            self.current = answer;
+            if self.leases.is_empty() {
+                return;
+            }
+        }
+    }
+
     /// Opens a new session and starts the leases it comes with (BuildGrid
     /// may assign some while the call waits).
     async fn begin(&mut self) -> Result<(), WorkerError> {
@@ -171,7 +222,7 @@ impl Session {
                     ..Default::default()
                 }),
             });
-            request.set_timeout(POLL);
+            request.set_timeout(CREATE);
             match self.bots.create_bot_session(request).await {
                 Ok(session) => return Ok(session),
                 Err(status) if is_transient(status.code()) && failures < 30 => {
