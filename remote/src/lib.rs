@@ -1,4 +1,5 @@
-//! Strata's remote caches: the only crate that speaks cache protocols.
+//! Strata's remote caches and remote execution worker: the only crate that
+//! speaks cache and remote execution protocols.
 //!
 //! - [`client`]: REAPI v2 over gRPC and Bazel's HTTP cache protocol behind
 //!   one async API (TLS, endpoints, streamed and verified blob transfers).
