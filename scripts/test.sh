@@ -52,9 +52,11 @@ scripts/binfmt-up.sh
 export STRATA_REQUIRE_EMULATION=1
 
 # The remote cache tests start real cache servers of their own: nginx as a
-# Bazel HTTP cache and BuildGrid (PyPI, in a reused venv) as a REAPI one. The
-# scripts install them when missing and print their binaries; in CI these
-# tests must run, never skip.
+# Bazel HTTP cache and BuildGrid (PyPI, in a reused venv) as a REAPI one; the
+# remote execution tests start BuildGrid as an execution service on a
+# PostgreSQL cluster of their own (scripts/buildgrid-serve.sh; buildgrid-up.sh
+# installs Debian's postgresql). The scripts install them when missing and
+# print their binaries; in CI these tests must run, never skip.
 STRATA_NGINX_BIN=$(scripts/nginx-up.sh)
 STRATA_BUILDGRID_BIN=$(scripts/buildgrid-up.sh)
 export STRATA_NGINX_BIN STRATA_BUILDGRID_BIN

@@ -14,7 +14,9 @@
 //!   another worker runs it, the build completes; the killed worker's
 //!   sandboxed step died with it.
 //! - An action whose input root lacks blobs ends in FAILED_PRECONDITION
-//!   naming every missing blob, as REAPI specifies.
+//!   naming every missing blob, as REAPI specifies; a failing command's
+//!   exit code and output reach the client, and one past its timeout ends
+//!   in DEADLINE_EXCEEDED with what it wrote.
 
 mod common;
 
@@ -116,6 +118,7 @@ fn bazel_builds_on_strata_workers_through_buildgrid_on_postgresql() {
     }
     let service = Service::start(KEEPALIVE);
     missing_input_blobs_are_named_in_failed_precondition(&service);
+    exit_codes_and_timeouts_reach_the_client(&service);
     if !bazel_available() {
         return;
     }
@@ -296,4 +299,19 @@ fn missing_input_blobs_are_named_in_failed_precondition(service: &Service) {
         "{}",
         finished[0].1
     );
+}
+
+fn exit_codes_and_timeouts_reach_the_client(service: &Service) {
+    let worker = Worker::start(service, 1, "100M");
+    // A command that fails has a result: status OK, its exit code, its
+    // output; it runs with exactly the environment the Command gives.
+    let (code, result) = service.execute(&["sh", "-c", "echo PATH=$PATH HOME=$HOME; exit 3"], 0);
+    assert_eq!(code, 0, "{}", worker.log());
+    assert_eq!(result, Some((3, "PATH=/usr/bin:/bin HOME=\n".to_string())));
+    // Past its timeout it is killed: DEADLINE_EXCEEDED, with what it wrote.
+    const DEADLINE_EXCEEDED: i32 = 4;
+    let (code, result) = service.execute(&["sh", "-c", "echo started; exec sleep 60"], 1);
+    assert_eq!(code, DEADLINE_EXCEEDED, "{}", worker.log());
+    assert_eq!(result.map(|(_, out)| out), Some("started\n".to_string()));
+    assert_eq!(worker.steps_left(), 0, "the timed-out step is gone");
 }

@@ -157,6 +157,29 @@ impl Service {
         (code, named, absent)
     }
 
+    /// Runs `argv` (with an empty input root and `PATH` set) under a
+    /// `timeout` in seconds (0: none): the ExecuteResponse's status code,
+    /// and the command's exit code and stdout when it has a result.
+    pub fn execute(&self, argv: &[&str], timeout: u32) -> (i32, Option<(i32, String)>) {
+        let mut args = vec!["execute".to_string(), timeout.to_string()];
+        args.extend(argv.iter().map(|a| a.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = self.client(&args);
+        assert!(
+            out.status.success(),
+            "execute failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.logs()
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (code, rest) = text.split_once('\n').unwrap_or((&text, ""));
+        let code = code.trim().parse().unwrap();
+        let result = rest
+            .split_once('\n')
+            .map(|(exit, stdout)| (exit.trim().parse().unwrap(), stdout.to_string()));
+        (code, result)
+    }
+
     fn client(&self, args: &[&str]) -> std::process::Output {
         Command::new(&self.python)
             .arg(self.dir.path().join("client.py"))
@@ -273,10 +296,10 @@ impl Worker {
         walkdir(&self.cache.join("cas"))
     }
 
-    /// Processes of this machine whose command line mentions the worker's
-    /// cache (its sandboxed steps run there).
+    /// Processes of this machine whose command line names a scratch folder
+    /// of the worker's cache: its sandboxed steps.
     pub fn steps_left(&self) -> usize {
-        let needle = self.cache.to_string_lossy().into_owned();
+        let needle = self.cache.join("scratch").to_string_lossy().into_owned();
         fs::read_dir("/proc")
             .unwrap()
             .flatten()
@@ -398,6 +421,36 @@ elif cmd == "execute-missing":
                         print("violation %s %s" % (v.type, v.subject))
             print("absent %s" % name(digest(content)))
             print("absent %s" % name(digest(sub_bytes)))
+            break
+elif cmd == "execute":
+    timeout, argv = int(sys.argv[4]), sys.argv[5:]
+    root_bytes = re.Directory().SerializeToString()
+    command = re.Command(arguments=argv, environment_variables=[
+        re.Command.EnvironmentVariable(name="PATH", value="/usr/bin:/bin")])
+    command_bytes = command.SerializeToString()
+    action = re.Action(command_digest=digest(command_bytes), input_root_digest=digest(root_bytes),
+                       do_not_cache=True)
+    if timeout:
+        action.timeout.seconds = timeout
+    action_bytes = action.SerializeToString()
+    blobs = [command_bytes, root_bytes, action_bytes]
+    cas = rg.ContentAddressableStorageStub(channel)
+    cas.BatchUpdateBlobs(re.BatchUpdateBlobsRequest(instance_name=instance, requests=[
+        re.BatchUpdateBlobsRequest.Request(digest=digest(b), data=b) for b in blobs]), timeout=30)
+    stream = rg.ExecutionStub(channel).Execute(
+        re.ExecuteRequest(instance_name=instance, action_digest=digest(action_bytes),
+                          skip_cache_lookup=True),
+        timeout=120)
+    for op in stream:
+        if op.done:
+            response = re.ExecuteResponse()
+            op.response.Unpack(response)
+            print(response.status.code)
+            if response.HasField("result"):
+                print(response.result.exit_code)
+                r = cas.BatchReadBlobs(re.BatchReadBlobsRequest(
+                    instance_name=instance, digests=[response.result.stdout_digest]), timeout=30)
+                sys.stdout.write(r.responses[0].data.decode())
             break
 else:
     sys.exit("unknown command " + cmd)
