@@ -374,7 +374,8 @@ impl Loader {
             ));
             return None;
         };
-        let file = self.sources.add(path, display.clone(), text.clone());
+        let file = self.sources.add(path, display.clone(), text);
+        let text = self.sources.get(file).text.clone();
         let resolved: Rc<RefCell<Vec<Resolved>>> = Rc::default();
         let resolver = match serde_saphyr::SafeFileResolver::new(&self.root)
             .and_then(|r| r.with_root_file(path))
@@ -415,7 +416,7 @@ impl Loader {
         let ids = FileIds(Rc::new(ids));
         match parsed {
             Ok(raw) => {
-                self.check_env_tags(&ids, &text, &resolved.borrow());
+                self.check_env_tags(&ids);
                 Some((raw, ids))
             }
             Err(e) => {
@@ -444,17 +445,14 @@ impl Loader {
 
     /// `!ENV` is read only as the value of a top-level `vars:` entry; anywhere
     /// else serde would take it for the literal text that follows it.
-    fn check_env_tags(&mut self, ids: &FileIds, text: &str, included: &[Resolved]) {
-        let included = included.iter().map(|i| (i.text.clone(), &i.path));
-        let files = std::iter::once((Some(text.to_string()), None))
-            .chain(included.map(|(t, p)| (t, Some(p))));
-        for (index, (text, path)) in files.enumerate() {
-            let Some(text) = text.or_else(|| path.and_then(|p| fs::read_to_string(p).ok())) else {
-                continue;
-            };
+    /// `ids` are the parsed file (index 0) and the sources it included, as
+    /// `parse` added them to `sources`.
+    fn check_env_tags(&mut self, ids: &FileIds) {
+        for (index, &file) in ids.0.iter().enumerate() {
+            let text = self.sources.get(file).text.clone();
             for m in tags::misplaced_env(&text, index == 0) {
                 let loc = Loc {
-                    file: ids.0[index],
+                    file,
                     line: m.line,
                     column: m.column,
                     len: m.len,
