@@ -7,13 +7,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::atomic;
+use crate::durability::Durability;
 use crate::error::{Result, StoreError};
 use crate::reapi::ActionResult;
 use crate::{Digest, DigestFunction};
 
 /// Entries live at `<root>/<function>/<two hex digits>/<hex>`.
 ///
-/// Guarantees: an entry is published atomically (whole or absent); writers
+/// Guarantees: an entry is published atomically (whole or absent), and
+/// only after a `syncfs` that follows the writing of every blob it names and
+/// of its own bytes (see `durability`): after a power cut, an entry that
+/// survived names blobs that survived whole. Writers
 /// racing on one key each publish a whole entry and the last rename wins,
 /// which is harmless because an action's result is a pure function of its key.
 /// Only successful results are ever written (callers' contract, asserted).
@@ -26,6 +30,7 @@ pub struct ActionCache {
     root: PathBuf,
     tmp: PathBuf,
     uses: Arc<UseLog>,
+    durability: Arc<Durability>,
 }
 
 impl ActionCache {
@@ -34,6 +39,7 @@ impl ActionCache {
         tmp: PathBuf,
         uses_dir: PathBuf,
         function: DigestFunction,
+        durability: Arc<Durability>,
     ) -> Self {
         ActionCache {
             root: root.join(function.name()),
@@ -43,6 +49,7 @@ impl ActionCache {
                 pending: Mutex::default(),
             }),
             tmp,
+            durability,
         }
     }
 
@@ -75,7 +82,13 @@ impl ActionCache {
             "failed actions never enter the action cache"
         );
         let bytes = prost::Message::encode_to_vec(result);
-        atomic::write_atomic(&self.tmp, &self.path(key), &bytes, 0o444)
+        let tmp = atomic::write_temporary(&self.tmp, &bytes)?;
+        // The group commit: the blobs the entry names (whoever wrote them:
+        // a blob found present may be another process's, still unsynced)
+        // and the entry's bytes reach the disk before its name does. The
+        // rename itself is made durable by the next sync, any process's.
+        self.durability.sync()?;
+        atomic::publish(tmp, &self.path(key), 0o444)
     }
 
     /// Drops the entry for `key`, if any: for an entry that reaches a blob
