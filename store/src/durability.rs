@@ -16,13 +16,15 @@
 //!   journal, or any file system with a volatile disk cache, orders none of
 //!   these writes). No entry names it, but a later writer would take it for
 //!   present (`Cas::contains` reads only the size). [`Durability::note_unsynced`]
-//!   therefore leaves a durable marker, `<store>/meta/unsynced/<boot id>-<pid>`,
-//!   before a process's first unsynced blob, and removes it once a final
-//!   `syncfs` has covered them all. [`recover`], run by `Store::open`,
-//!   treats a marker of another boot as a power cut: every blob changed
-//!   since that marker was written is hashed again and dropped if wrong.
-//!   A marker of this boot whose process is gone (killed) only needs a
-//!   `syncfs`: the kernel still holds what it wrote.
+//!   therefore leaves a durable marker, `<store>/meta/unsynced/<boot
+//!   id>-<pid>.<n>`, locked for as long as it lives, before a process's
+//!   first unsynced blob, and removes it once a final `syncfs` has covered
+//!   them all. [`recover`], run by `Store::open`, looks at the markers no
+//!   one holds (locks, not pids: stores are shared across containers and
+//!   machines): one of another boot means a power cut, so every blob
+//!   changed since it was written is hashed again and dropped if wrong; one
+//!   of this boot (a killed build) only needs a `syncfs`, as the kernel
+//!   still holds what that process wrote.
 //!
 //! A `syncfs` costs about what one `fsync` does, instead of the ten or so a
 //! step's blobs, directory records, logs and entry used to take.
@@ -50,8 +52,8 @@ pub(crate) struct Durability {
     root: PathBuf,
     /// The store's root folder, open: what `syncfs` is called on.
     dir: fs::File,
-    /// This process's marker, once written.
-    marker: OnceLock<PathBuf>,
+    /// This process's marker, once written, and its lock.
+    marker: OnceLock<(PathBuf, fs::File)>,
     /// Held while the marker is being written.
     marking: Mutex<()>,
     syncs: Mutex<Syncs>,
@@ -134,7 +136,7 @@ impl Drop for Durability {
     /// The last handle of a store: everything this process wrote reaches
     /// the disk, then its marker goes.
     fn drop(&mut self) {
-        if let Some(marker) = self.marker.get()
+        if let Some((marker, _lock)) = self.marker.get()
             && self.sync().is_ok()
         {
             let _ = fs::remove_file(marker);
@@ -152,7 +154,7 @@ fn syncfs(dir: &fs::File) -> io::Result<()> {
 }
 
 /// The kernel's id of this boot; empty if it cannot be read (then every
-/// marker of a process that is gone counts as another boot's).
+/// marker left counts as another boot's).
 fn boot_id() -> String {
     fs::read_to_string("/proc/sys/kernel/random/boot_id")
         .map(|s| s.trim().to_string())
@@ -165,26 +167,37 @@ fn unix_ns(t: SystemTime) -> u128 {
         .unwrap_or(0)
 }
 
+/// Prefix of a marker being written, not yet locked and in place.
+const NEW: &str = ".new-";
+/// How old an unfinished marker must be before `recover` removes it.
+const NEW_GRACE: Duration = Duration::from_secs(60);
+
 /// `<dir>/<boot id>-<pid>.<n>` (`n` tells apart the stores a process
-/// opens), holding the time it was written; synced with its folder before
-/// any blob it covers is renamed into place.
-fn write_marker(dir: &Path) -> io::Result<PathBuf> {
+/// opens), holding the time it was written, locked, and synced with its
+/// folder before any blob it covers is renamed into place. Written under
+/// a hidden name and renamed once locked, so `recover` never sees it
+/// unlocked while its writer lives.
+fn write_marker(dir: &Path) -> io::Result<(PathBuf, fs::File)> {
     static OPENED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = OPENED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     fs::create_dir_all(dir)?;
-    let path = dir.join(format!("{}-{}.{n}", boot_id(), std::process::id()));
-    let file = fs::File::create(&path)?;
+    let name = format!("{}-{}.{n}", boot_id(), std::process::id());
+    let new = dir.join(format!("{NEW}{name}"));
+    let file = fs::File::create(&new)?;
+    file.lock()?;
     io::Write::write_all(
         &mut &file,
         format!("{}\n", unix_ns(SystemTime::now())).as_bytes(),
     )?;
     file.sync_all()?;
+    let path = dir.join(name);
+    fs::rename(&new, &path)?;
     // The folder too: the marker's name must be on disk before the blobs.
     fs::File::open(dir)?.sync_all()?;
     if let Some(meta) = dir.parent() {
         fs::File::open(meta)?.sync_all()?;
     }
-    Ok(path)
+    Ok((path, file))
 }
 
 /// A marker left by a process that is not running: whose boot, and since
@@ -196,6 +209,8 @@ struct Left {
     since: SystemTime,
 }
 
+/// The markers in `dir` no one holds; unfinished ones (which no blob
+/// relies on yet) are removed once old enough.
 fn left_markers(dir: &Path, boot: &str) -> Vec<Left> {
     let Ok(entries) = fs::read_dir(dir) else {
         return Vec::new();
@@ -204,13 +219,22 @@ fn left_markers(dir: &Path, boot: &str) -> Vec<Left> {
         .flatten()
         .filter_map(|e| {
             let name = e.file_name().into_string().ok()?;
-            let (their_boot, pid) = name.rsplit_once('-')?;
-            let pid: i32 = pid.split('.').next()?.parse().ok()?;
-            let same_boot = !boot.is_empty() && their_boot == boot;
-            // SAFETY: kill(2) with signal 0 only checks that the pid exists.
-            if same_boot && unsafe { libc::kill(pid, 0) } == 0 {
-                return None; // alive (or its pid reused): its own business
+            if name.starts_with(NEW) {
+                let old = e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t.elapsed().unwrap_or_default() > NEW_GRACE);
+                if old {
+                    let _ = fs::remove_file(e.path());
+                }
+                return None;
             }
+            let file = fs::File::open(e.path()).ok()?;
+            if let Err(fs::TryLockError::WouldBlock) = file.try_lock() {
+                return None; // its process runs: its own business
+            }
+            let (their_boot, _pid) = name.rsplit_once('-')?;
+            let same_boot = !boot.is_empty() && their_boot == boot;
             let written = fs::read_to_string(e.path())
                 .ok()
                 .and_then(|s| s.trim().parse::<u64>().ok())
@@ -276,6 +300,8 @@ fn drop_torn_blobs(cas_root: &Path, since: SystemTime) -> Vec<PathBuf> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
     use crate::{DigestFunction, Store};
 
@@ -311,7 +337,6 @@ mod tests {
     /// hashed again, and the torn ones (size right, content not) dropped.
     #[test]
     fn after_a_power_cut_torn_blobs_are_dropped_and_whole_ones_kept() {
-        use std::os::unix::fs::PermissionsExt;
         let d = tempfile::tempdir().unwrap();
         let s = Store::open(d.path(), DigestFunction::Blake3).unwrap();
         let old = s.cas().put_bytes(b"synced long ago").unwrap();
@@ -341,14 +366,30 @@ mod tests {
     }
 
     #[test]
-    fn a_marker_of_a_live_process_of_this_boot_is_left_alone() {
+    fn a_held_marker_is_left_alone_and_a_killed_builds_only_synced() {
         let d = tempfile::tempdir().unwrap();
         let dir = d.path().join(MARKERS);
         fs::create_dir_all(&dir).unwrap();
-        let live = format!("{}-{}.0", boot_id(), std::process::id());
-        fs::write(dir.join(&live), "0\n").unwrap();
-        Store::open(d.path(), DigestFunction::Blake3).unwrap();
-        assert_eq!(markers(d.path()), [live]);
+        // Even another boot's: held means its process runs (elsewhere).
+        let held = "00000000-other-boot-0000-000000000000-77.0";
+        let lock = fs::File::create(dir.join(held)).unwrap();
+        lock.lock().unwrap();
+        // A killed build's, of this boot, that says it began in 1970: the
+        // kernel still holds what it wrote, nothing is hashed again.
+        let killed = format!("{}-4242.0", boot_id());
+        let s = Store::open(d.path(), DigestFunction::Blake3).unwrap();
+        let blob = s.cas().put_bytes(b"whole").unwrap();
+        let path = s.cas().path(&blob);
+        drop(s);
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        fs::write(&path, b"WHOLE").unwrap();
+        fs::write(dir.join(&killed), "0\n").unwrap();
+        assert_eq!(
+            recover(d.path(), &d.path().join("cas")).unwrap(),
+            [] as [PathBuf; 0]
+        );
+        assert_eq!(markers(d.path()), [held]);
+        assert!(path.exists(), "not hashed again");
     }
 
     #[test]

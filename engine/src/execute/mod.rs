@@ -154,11 +154,15 @@ impl Layers {
             action.keyed
         };
         let success = self.executors.execute(request).await?;
-        for layer in &self.publishers {
-            layer
-                .publish(&keyed, &success.result)
-                .map_err(step_failure)?;
-        }
+        // Publishing blocks: the action-cache entry waits for the store's
+        // group commit (a `syncfs`). The runtime's other tasks move to
+        // another worker meanwhile.
+        tokio::task::block_in_place(|| {
+            self.publishers
+                .iter()
+                .try_for_each(|layer| layer.publish(&keyed, &success.result))
+        })
+        .map_err(step_failure)?;
         Ok(success.output)
     }
 
