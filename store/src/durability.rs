@@ -180,7 +180,11 @@ const NEW_GRACE: Duration = Duration::from_secs(60);
 fn write_marker(dir: &Path) -> io::Result<(PathBuf, fs::File)> {
     static OPENED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = OPENED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    fs::create_dir_all(dir)?;
+    let created = match fs::create_dir(dir) {
+        Ok(()) => true,
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
+        Err(e) => return Err(e),
+    };
     let name = format!("{}-{}.{n}", boot_id(), std::process::id());
     let new = dir.join(format!("{NEW}{name}"));
     let file = fs::File::create(&new)?;
@@ -192,9 +196,10 @@ fn write_marker(dir: &Path) -> io::Result<(PathBuf, fs::File)> {
     file.sync_all()?;
     let path = dir.join(name);
     fs::rename(&new, &path)?;
-    // The folder too: the marker's name must be on disk before the blobs.
+    // The folder too: the marker's name must be on disk before the blobs
+    // (and the folder's own, the first time).
     fs::File::open(dir)?.sync_all()?;
-    if let Some(meta) = dir.parent() {
+    if let Some(meta) = dir.parent().filter(|_| created) {
         fs::File::open(meta)?.sync_all()?;
     }
     Ok((path, file))
