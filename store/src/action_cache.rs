@@ -1,5 +1,6 @@
 //! The action cache: action key -> `ActionResult`.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -31,6 +32,9 @@ pub struct ActionCache {
     tmp: PathBuf,
     uses: Arc<UseLog>,
     durability: Arc<Durability>,
+    /// Entries staged ([`ActionCache::stage`]) and not yet published: this
+    /// process's lookups see them already.
+    staged: Arc<Mutex<HashMap<[u8; 32], ActionResult>>>,
 }
 
 impl ActionCache {
@@ -50,6 +54,7 @@ impl ActionCache {
             }),
             tmp,
             durability,
+            staged: Arc::default(),
         }
     }
 
@@ -67,6 +72,9 @@ impl ActionCache {
     /// The stored result for `key`, if any. An entry that does not decode is
     /// treated as absent (and reported by `verify`), never as an error.
     pub fn get(&self, key: &Digest) -> Result<Option<ActionResult>> {
+        if let Some(staged) = self.lock_staged().get(&key.hash) {
+            return Ok(Some(staged.clone()));
+        }
         let path = self.path(key);
         match fs::read(&path) {
             Ok(bytes) => Ok(prost::Message::decode(bytes.as_slice()).ok()),
@@ -75,20 +83,33 @@ impl ActionCache {
         }
     }
 
-    /// Records a successful result for `key`.
+    /// Records a successful result for `key`, durably ordered after what
+    /// it names: [`ActionCache::stage`], then [`StagedEntry::publish`].
     pub fn put(&self, key: &Digest, result: &ActionResult) -> Result<()> {
+        self.stage(key, result)?.publish()
+    }
+
+    /// The first half of [`ActionCache::put`], which does not wait: the
+    /// entry's bytes in a temporary file, and the entry visible to this
+    /// process's [`ActionCache::get`] until it is published or dropped.
+    /// Everything it names must be stored before.
+    pub fn stage(&self, key: &Digest, result: &ActionResult) -> Result<StagedEntry> {
         assert_eq!(
             result.exit_code, 0,
             "failed actions never enter the action cache"
         );
         let bytes = prost::Message::encode_to_vec(result);
         let tmp = atomic::write_temporary(&self.tmp, &bytes)?;
-        // The group commit: the blobs the entry names (whoever wrote them:
-        // a blob found present may be another process's, still unsynced)
-        // and the entry's bytes reach the disk before its name does. The
-        // rename itself is made durable by the next sync, any process's.
-        self.durability.sync()?;
-        atomic::publish(tmp, &self.path(key), 0o444)
+        self.lock_staged().insert(key.hash, result.clone());
+        Ok(StagedEntry {
+            cache: self.clone(),
+            key: *key,
+            tmp: Some(tmp),
+        })
+    }
+
+    fn lock_staged(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], ActionResult>> {
+        self.staged.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Drops the entry for `key`, if any: for an entry that reaches a blob
@@ -96,6 +117,7 @@ impl ActionCache {
     /// claims, so a later build runs the action again. Atomic (one unlink);
     /// an entry a racing writer publishes afterwards stays.
     pub fn remove(&self, key: &Digest) -> Result<()> {
+        self.lock_staged().remove(&key.hash);
         let path = self.path(key);
         match fs::remove_file(&path) {
             Ok(()) => Ok(()),
@@ -185,6 +207,34 @@ impl ActionCache {
             .into_iter()
             .filter_map(|e| e.ok())
             .count()
+    }
+}
+
+/// An action-cache entry written but not yet published; see
+/// [`ActionCache::stage`]. Dropped unpublished, it leaves nothing.
+#[derive(Debug)]
+pub struct StagedEntry {
+    cache: ActionCache,
+    key: Digest,
+    tmp: Option<tempfile::NamedTempFile>,
+}
+
+impl StagedEntry {
+    /// Publishes the entry: waits for the group commit, so that the blobs
+    /// the entry names (whoever wrote them: a blob found present may be
+    /// another process's, still unsynced) and the entry's bytes reach the
+    /// disk before its name does, then renames it into place. The rename
+    /// itself is made durable by the next sync, any process's.
+    pub fn publish(mut self) -> Result<()> {
+        self.cache.durability.sync()?;
+        let tmp = self.tmp.take().expect("published once");
+        atomic::publish(tmp, &self.cache.path(&self.key), 0o444)
+    }
+}
+
+impl Drop for StagedEntry {
+    fn drop(&mut self) {
+        self.cache.lock_staged().remove(&self.key.hash);
     }
 }
 

@@ -38,7 +38,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use action_cache::ActionCache;
+pub use action_cache::{ActionCache, StagedEntry};
 pub use atomic::write_atomic;
 pub use cas::{BLOB_MODE, BlobWriter, Cas};
 pub use digest::{Digest, DigestFunction, Hasher};
