@@ -339,3 +339,44 @@ pub(crate) fn remove_logs(files: &[PathBuf]) {
         let _ = fs::remove_file(Path::new(f));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::reapi::ActionResult;
+    use crate::{DigestFunction, Store};
+
+    fn result_for(s: &Store, output: &[u8]) -> ActionResult {
+        let blob = s.cas().put_bytes(output).unwrap();
+        ActionResult {
+            stdout_digest: Some(blob.to_proto()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_staged_entry_is_seen_by_this_process_before_it_is_published() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path(), DigestFunction::Blake3).unwrap();
+        let key = s.function().of_bytes(b"an action");
+        let result = result_for(&s, b"its output");
+        let staged = s.action_cache().stage(&key, &result).unwrap();
+        assert_eq!(s.action_cache().get(&key).unwrap(), Some(result.clone()));
+        // Another process (another handle on the folder) sees nothing yet.
+        let other = Store::open(d.path(), DigestFunction::Blake3).unwrap();
+        assert_eq!(other.action_cache().get(&key).unwrap(), None);
+        staged.publish().unwrap();
+        assert_eq!(other.action_cache().get(&key).unwrap(), Some(result));
+    }
+
+    #[test]
+    fn a_staged_entry_dropped_unpublished_leaves_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path(), DigestFunction::Blake3).unwrap();
+        let key = s.function().of_bytes(b"an action");
+        let result = result_for(&s, b"its output");
+        drop(s.action_cache().stage(&key, &result).unwrap());
+        assert_eq!(s.action_cache().get(&key).unwrap(), None);
+        assert_eq!(s.action_cache().count(), 0);
+        assert_eq!(std::fs::read_dir(s.tmp_dir()).unwrap().count(), 0);
+    }
+}
