@@ -1,7 +1,7 @@
 //! The Linux sandbox a step runs in, in the manner of Bazel's linux-sandbox
 //! and bubblewrap.
 //!
-//! `strata __sandbox [--cgroup=DIR] [--network] [--processes=N] EXEC_ROOT -- ARGV...`
+//! `strata __sandbox [--parent=PID] [--cgroup=DIR] [--network] [--processes=N] EXEC_ROOT -- ARGV...`
 //! (started by the executor, never by users; `strata audit` adds the
 //! options that perturb the step, `FLAG_*`) first joins the step's memory
 //! cgroup if it has one (`cgroup`), then enters new user, mount, PID,
@@ -83,6 +83,14 @@ const FLAG_PROCESSES: &str = "--processes=";
 /// else (`cgroup::StepCgroup`, for `limits: memory`).
 const FLAG_CGROUP: &str = "--cgroup=";
 
+/// The helper's first option: the pid of the strata that started it. The
+/// helper asks for SIGKILL when its parent dies and checks that its parent
+/// is still that process, itself, so the executor can start it without a
+/// `pre_exec` hook: with none, the standard library spawns it with
+/// `posix_spawn` (a vfork) instead of forking the whole multi-threaded
+/// build process, page tables and all.
+const FLAG_PARENT: &str = "--parent=";
+
 /// The arguments of the helper for one step.
 pub fn helper_args(
     exec_root: &Path,
@@ -91,7 +99,10 @@ pub fn helper_args(
     cgroup: Option<&Path>,
     argv: &[String],
 ) -> Vec<OsString> {
-    let mut args: Vec<OsString> = vec![SUBCOMMAND.into()];
+    let mut args: Vec<OsString> = vec![
+        SUBCOMMAND.into(),
+        format!("{FLAG_PARENT}{}", std::process::id()).into(),
+    ];
     if let Some(dir) = cgroup {
         let mut flag = OsString::from(FLAG_CGROUP);
         flag.push(dir);
@@ -120,7 +131,20 @@ pub fn helper_main(args: &[OsString]) -> ! {
     let mut rest = args;
     // The exec root is absolute, so no option can be mistaken for it.
     while let Some(flag) = rest.first().and_then(|a| a.to_str()) {
-        if let Some(dir) = flag.strip_prefix(FLAG_CGROUP) {
+        if let Some(pid) = flag.strip_prefix(FLAG_PARENT) {
+            // Before the cgroup is joined: if strata dies, so does the helper (and with
+            // it the step). If it died already, the helper is an orphan.
+            // Descriptors: `main` marked every one above stderr
+            // close-on-exec before calling us (`descriptors`).
+            let pid: u32 = pid
+                .parse()
+                .unwrap_or_else(|_| fail(&format!("bad parent pid `{pid}`")));
+            // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number.
+            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+            if std::os::unix::process::parent_id() != pid {
+                fail("strata exited before the step started");
+            }
+        } else if let Some(dir) = flag.strip_prefix(FLAG_CGROUP) {
             // Before anything else, so that all the step runs is counted,
             // and while the helper may still write there (as root).
             if let Err(e) = crate::cgroup::join(Path::new(dir)) {
@@ -148,12 +172,12 @@ pub fn helper_main(args: &[OsString]) -> ! {
     }
     let (Some(exec_root), Some(sep)) = (rest.first(), rest.get(1)) else {
         fail(
-            "usage: strata __sandbox [--cgroup=DIR] [--network] [--processes=N] [--umask=OCTAL] [--reverse-env] [--reverse-dirs] EXEC_ROOT -- ARGV...",
+            "usage: strata __sandbox [--parent=PID] [--cgroup=DIR] [--network] [--processes=N] [--umask=OCTAL] [--reverse-env] [--reverse-dirs] EXEC_ROOT -- ARGV...",
         )
     };
     if sep != "--" || rest.len() < 3 {
         fail(
-            "usage: strata __sandbox [--cgroup=DIR] [--network] [--processes=N] [--umask=OCTAL] [--reverse-env] [--reverse-dirs] EXEC_ROOT -- ARGV...",
+            "usage: strata __sandbox [--parent=PID] [--cgroup=DIR] [--network] [--processes=N] [--umask=OCTAL] [--reverse-env] [--reverse-dirs] EXEC_ROOT -- ARGV...",
         );
     }
     let exec_root = PathBuf::from(exec_root);

@@ -574,17 +574,10 @@ async fn spawn_and_wait(
             if let Some(p) = &req.perturb {
                 args.splice(1..1, p.helper_flags());
             }
+            // No `pre_exec`: the helper itself dies with strata and keeps
+            // descriptors from the step (`sandbox::FLAG_PARENT`), so the
+            // standard library spawns it with `posix_spawn`, not `fork`.
             c.args(args);
-            // If strata dies, so does the helper (and with it the step).
-            // SAFETY: close_range(2), prctl(2), getppid(2) and _exit(2) are async-signal-safe.
-            let parent = std::process::id() as libc::pid_t;
-            unsafe {
-                c.pre_exec(move || {
-                    // Before 5.11 the kernel cannot; `keep_from_children` did at startup.
-                    let _ = descriptors::close_on_exec_above_stdio();
-                    die_with_parent(parent)
-                });
-            }
             c.env_clear().envs(step.env.iter().map(|(k, v)| (k, v)));
             c
         }
