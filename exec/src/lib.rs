@@ -25,10 +25,12 @@ pub mod keyring;
 mod local;
 pub mod mask;
 pub mod perturb;
+pub mod pool;
 pub mod reorder;
 pub mod sandbox;
 pub mod source;
 pub mod step;
+pub mod trees;
 
 pub use executor::{BoxFuture, Executor, Request, StepEvents};
 pub use executors::Executors;
