@@ -307,6 +307,19 @@ pub fn usage(store: &Store) -> Usage {
     usage
 }
 
+/// Bytes of the files at or below `path` that no other folder links: what
+/// removing it frees.
+pub fn own_bytes(path: &Path) -> u64 {
+    walkdir::WalkDir::new(path)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file())
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.nlink() == 1)
+        .map(|m| m.len())
+        .sum()
+}
+
 /// One folder under `<store>/trees/<boot>/<fn>/`.
 #[derive(Clone, Debug)]
 pub struct Tree {
