@@ -21,6 +21,11 @@
 //! - a source tree is named by the digests the step is keyed with, and
 //!   published only if every source still has the stat it was hashed with
 //!   after its copy, so a source edited during the build never enters one;
+//! - the first time a build uses a tree made before, each file is checked
+//!   for its size and, if linked, for still being the blob the store holds
+//!   (a blob written to through a link is replaced in the store when found
+//!   of the wrong size; the tree would keep the written one): a tree that
+//!   fails is set aside (`.stale-*`) and made again;
 //! - files are read-only and the sandbox mounts trees read-only.
 //!
 //! Derived data only: `gc` may remove any of it (under its exclusive lock,
@@ -34,7 +39,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use strata_store::tree::{self, Node, Placement, TreeBuilder};
-use strata_store::{Digest, Store};
+use strata_store::{Cas, Digest, Store};
 
 use crate::fstree;
 use crate::source::SourceFile;
@@ -43,6 +48,8 @@ use crate::step::Failure;
 /// The folder of the store holding trees, one folder per boot below it.
 pub const TREES: &str = "trees";
 const TEMPORARY: &str = ".tmp-";
+/// A tree found changed since it was made, set aside for `gc`.
+const STALE: &str = ".stale-";
 
 /// The trees of one store for this boot.
 #[derive(Debug)]
@@ -95,10 +102,14 @@ impl Trees {
     /// The folder holding the output tree `output`, made if missing, as
     /// the sandbox helper reaches it from a scratch folder.
     pub fn dependency(&self, output: &Digest) -> Result<PathBuf, Failure> {
-        self.ensure(output, |dest| {
-            tree::materialize(self.store.cas(), output, dest, Placement::HardLink)
-                .map_err(Failure::Store)
-        })
+        self.ensure(
+            output,
+            |dir| holds_output(self.store.cas(), output, dir),
+            |dest| {
+                tree::materialize(self.store.cas(), output, dest, Placement::HardLink)
+                    .map_err(Failure::Store)
+            },
+        )
     }
 
     /// The folder holding `sources` at their relative paths (copies, 0444 or
@@ -118,8 +129,12 @@ impl Trees {
                 })?;
         }
         let digest = builder.encode(self.store.function()).root;
-        self.ensure(&digest, |dest| copy_sources(sources, dest))
-            .map(Some)
+        self.ensure(
+            &digest,
+            |dir| holds_sources(sources, dir),
+            |dest| copy_sources(sources, dest),
+        )
+        .map(Some)
     }
 
     /// Where the helper finds a folder of this tree.
@@ -127,11 +142,14 @@ impl Trees {
         self.from_scratch.join(name)
     }
 
-    /// The tree `digest`, filled by `fill` under a temporary name and
-    /// renamed into place unless another writer got there first.
+    /// The tree `digest`: one made earlier in this boot if `whole` finds
+    /// it as made (checked once per build), else filled by `fill` under a
+    /// temporary name and renamed into place unless another writer got
+    /// there first.
     fn ensure(
         &self,
         digest: &Digest,
+        whole: impl FnOnce(&Path) -> bool,
         fill: impl FnOnce(&Path) -> Result<(), Failure>,
     ) -> Result<PathBuf, Failure> {
         let name = format!("{}-{}", digest.hex(), digest.size_bytes);
@@ -139,13 +157,27 @@ impl Trees {
         if self.is_present(digest) {
             return Ok(self.reached(&name));
         }
-        if fs::symlink_metadata(&dest).is_ok_and(|m| m.is_dir()) {
-            self.mark_present(digest);
-            return Ok(self.reached(&name));
-        }
         let io = |what: &str, p: &Path, e: io::Error| {
             Failure::Io(format!("{what} {}: {e}", p.display()))
         };
+        if fs::symlink_metadata(&dest).is_ok_and(|m| m.is_dir()) {
+            if whole(&dest) {
+                self.mark_present(digest);
+                return Ok(self.reached(&name));
+            }
+            // Changed since it was made (a file edited, or linked to a blob
+            // the store has since replaced because it was written to): set
+            // aside for `gc`, so a step still mounting it keeps its view.
+            let aside = self
+                .dir
+                .join(format!("{STALE}{:016x}", crate::step::rand_u64()));
+            match fs::rename(&dest, &aside) {
+                Ok(()) => {}
+                // Another build set it aside first.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io("cannot set aside", &dest, e)),
+            }
+        }
         let tmp = temporary_folder(&self.dir).map_err(|e| io("cannot create in", &self.dir, e))?;
         if let Err(f) = fill(&tmp) {
             fstree::remove_tree(&tmp);
@@ -187,6 +219,41 @@ impl Trees {
             Err(_) => reached.to_path_buf(),
         }
     }
+}
+
+/// Whether `dir` holds the output tree `root` as `materialize` made it:
+/// every file of its size, and one linked to a blob (not copied) still
+/// the blob the store holds. A stat or two per file, no reading.
+fn holds_output(cas: &Cas, root: &Digest, dir: &Path) -> bool {
+    let Ok(entries) = tree::walk(cas, root) else {
+        return false;
+    };
+    entries.into_iter().all(|(path, entry)| {
+        let on_disk = fs::symlink_metadata(tree::rel_join(dir, &path));
+        match entry {
+            tree::Entry::File { digest, .. } => on_disk.is_ok_and(|m| {
+                let copied = m.nlink() == 1;
+                m.is_file()
+                    && m.len() == digest.size_bytes
+                    && (copied || fs::metadata(cas.path(&digest)).is_ok_and(|b| b.ino() == m.ino()))
+            }),
+            tree::Entry::Dir { .. } => on_disk.is_ok_and(|m| m.is_dir()),
+            tree::Entry::Symlink { .. } => on_disk.is_ok_and(|m| m.file_type().is_symlink()),
+            tree::Entry::Device { .. } => true,
+        }
+    })
+}
+
+/// Whether `dir` holds each source as `copy_sources` made it: a file of its
+/// size with its executable bit.
+fn holds_sources(sources: &[SourceFile], dir: &Path) -> bool {
+    sources.iter().all(|src| {
+        fs::symlink_metadata(tree::rel_join(dir, &src.rel)).is_ok_and(|m| {
+            m.is_file()
+                && m.len() == src.digest.size_bytes
+                && (m.mode() & 0o111 != 0) == src.executable
+        })
+    })
 }
 
 /// Copies the sources into `dest` at their relative paths, read-only, each

@@ -1,4 +1,4 @@
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 use strata_store::DigestFunction;
 
@@ -214,4 +214,43 @@ fn a_source_tree_holds_read_only_copies_named_by_the_keyed_tree() {
     ));
     let listed = list(&store);
     assert_eq!(listed.len(), 1, "only the first tree: {listed:?}");
+}
+
+#[test]
+fn a_tree_whose_blob_was_written_through_a_link_is_made_again() {
+    let (_d, store) = store();
+    let out = output(&store);
+    let dir = {
+        let trees = Trees::open(&store).unwrap();
+        trees.on_host(&trees.dependency(&out).unwrap())
+    };
+    // Written to through a link (the blob and the tree's file are one),
+    // then replaced in the store by the next writer of the blob.
+    let blob = store.cas().path(&store.function().of_bytes(b"a\n"));
+    fs::set_permissions(&blob, fs::Permissions::from_mode(0o644)).unwrap();
+    fs::write(&blob, "a\nedited\n").unwrap();
+    assert_eq!(
+        fs::read_to_string(dir.join("a.txt")).unwrap(),
+        "a\nedited\n"
+    );
+    store.cas().put_bytes(b"a\n").unwrap();
+
+    // The next build finds the tree changed, sets it aside and makes it again.
+    let trees = Trees::open(&store).unwrap();
+    let again = trees.on_host(&trees.dependency(&out).unwrap());
+    assert_eq!(again, dir);
+    assert_eq!(fs::read_to_string(again.join("a.txt")).unwrap(), "a\n");
+    let listed = list(&store);
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    let aside = listed.iter().find(|t| t.temporary).unwrap();
+    assert!(
+        aside
+            .path
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with(".stale-"),
+        "{aside:?}"
+    );
 }
