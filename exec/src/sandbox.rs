@@ -16,7 +16,10 @@
 //! - a minimal `/dev`, a fresh `/proc` (showing only the sandbox's processes),
 //!   and `/tmp` backed by the exec root's `tmp/`;
 //! - the exec root at `/strata`, read-only except `out/`, `home/` and `tmp/`,
-//!   each bind-mounted on its own so none can be swapped for a symlink.
+//!   each bind-mounted on its own so none can be swapped for a symlink;
+//!   with `--work=` and `--dep=` (`Mounts`), the input trees the executor
+//!   made once per store (`trees`) mounted read-only over `work/` and at
+//!   `deps/<name>` (then `deps/` is a read-only tmpfs of mount points).
 //!
 //! It then pivots into that root and detaches the host's, so the workspace,
 //! the store and the home folder are not reachable, not even by absolute path.

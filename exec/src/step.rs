@@ -4,8 +4,12 @@
 //!
 //! The scratch folder `<store>/scratch/<name>` holds `exec/` (the exec root:
 //! `work/`, `deps/`, `out/`, `home/`, `tmp/`), `root/` (the sandbox's mount
-//! point) and the step's `stdout` and `stderr`. On success it is removed; on
-//! failure it is kept for inspection.
+//! point) and the step's `stdout` and `stderr`. On failure it is kept for
+//! inspection. A sandboxed step of the local executor (`run_reusing`) takes
+//! its folder from the build's pool (`pool`) and gives it back emptied after
+//! a success, its inputs mounted from trees made once per store (`trees`);
+//! other steps (`run`) stage their inputs into a fresh folder, removed
+//! after a success.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
