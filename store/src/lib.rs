@@ -11,7 +11,8 @@
 //! <root>/cas/<fn>/xx/...   blobs (read-only files)
 //! <root>/ac/<fn>/xx/...    action results
 //! <root>/tmp/              temporary files, same file system as the rest
-//! <root>/scratch/          step sandboxes (owned by the engine)
+//! <root>/scratch/          step sandboxes (owned by strata-exec)
+//! <root>/trees/            input trees sandboxed steps mount (strata-exec)
 //! <root>/meta/             engine-owned metadata (records, stat caches)
 //! <root>/meta/uses/<fn>/   action-cache use logs, folded in by gc
 //! <root>/meta/unsynced/    markers of processes with blobs not yet synced
