@@ -5,7 +5,8 @@
 //! `run` steps as processes of this machine (`step`: stage inputs, spawn,
 //! check and capture outputs) in the namespace sandbox (`sandbox`, the
 //! `strata __sandbox` helper) where it works, and built-in rules
-//! in-process. Around a step: its memory cgroup (`cgroup`), a fresh
+//! in-process. Sandboxed steps reuse scratch folders (`pool`) and mount
+//! input trees made once per store (`trees`). Around a step: its memory cgroup (`cgroup`), a fresh
 //! session keyring (`keyring`), descriptors kept from it (`descriptors`),
 //! secrets masked in its logs (`mask`), cache mounts (`caches`), folders of
 //! any depth handled through handles (`fstree`), and what `strata audit`
@@ -27,11 +28,13 @@ pub mod keyring;
 mod local;
 pub mod mask;
 pub mod perturb;
+pub mod pool;
 pub mod remote_step;
 pub mod reorder;
 pub mod sandbox;
 pub mod source;
 pub mod step;
+pub mod trees;
 
 pub use executor::{BoxFuture, Executor, Request, StepEvents};
 pub use executors::Executors;

@@ -24,7 +24,7 @@ use strata_store::tree::{self, Placement};
 use strata_store::{Digest, Store};
 
 use crate::step::{self, GroupGuard, Isolation};
-use crate::{descriptors, fstree, sandbox};
+use crate::{fstree, sandbox};
 
 /// What a REAPI `Command` asks to run.
 #[derive(Clone, Debug, Default)]
@@ -279,14 +279,8 @@ pub async fn run(
         None,
         &command.arguments,
     ));
-    let parent = std::process::id() as libc::pid_t;
-    // SAFETY: close_range(2), prctl(2), getppid(2) and _exit(2) are async-signal-safe.
-    unsafe {
-        cmd.pre_exec(move || {
-            let _ = descriptors::close_on_exec_above_stdio();
-            step::die_with_parent(parent)
-        });
-    }
+    // No `pre_exec`: the helper dies with this process and keeps
+    // descriptors from the step itself (as for `run` steps).
     cmd.env_clear()
         .envs(command.environment.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
