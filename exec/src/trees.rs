@@ -261,10 +261,15 @@ fn holds_sources(sources: &[SourceFile], dir: &Path) -> bool {
 fn copy_sources(sources: &[SourceFile], dest: &Path) -> Result<(), Failure> {
     let io =
         |what: &str, p: &Path, e: io::Error| Failure::Io(format!("{what} {}: {e}", p.display()));
+    // Sources come folder by folder: make each folder once.
+    let mut made: Option<PathBuf> = None;
     for src in sources {
         let to = tree::rel_join(dest, &src.rel);
-        if let Some(parent) = to.parent() {
+        if let Some(parent) = to.parent()
+            && made.as_deref() != Some(parent)
+        {
             fs::create_dir_all(parent).map_err(|e| io("cannot create", parent, e))?;
+            made = Some(parent.to_path_buf());
         }
         fs::copy(&src.abs, &to).map_err(|e| io("cannot stage source", &src.abs, e))?;
         let mode = if src.executable { 0o555 } else { 0o444 };
