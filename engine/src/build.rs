@@ -14,6 +14,7 @@ use strata_store::remote_cache::{Opened, RemoteOpener, RemoteStats, Warn};
 use strata_store::{Digest, DigestFunction, Store};
 
 use crate::critical_path::ReadyOrder;
+use crate::folder_cache::FolderCache;
 use crate::gc;
 use crate::inputs;
 use crate::materialize;
@@ -536,18 +537,25 @@ pub(crate) fn hash_sources(
     out_dir: &Path,
     observer: &dyn Observer,
 ) -> Result<BTreeMap<usize, Vec<inputs::SourceFile>>, BuildError> {
-    let cache_path = store
-        .meta_dir()
-        .join("statcache")
-        .join(format!("{workspace_tag}-{}", store.function()));
-    let _ = std::fs::create_dir_all(cache_path.parent().expect("has parent"));
-    let mut stat_cache = StatCache::load(cache_path, store.tmp_dir());
+    let caches = store.meta_dir().join("statcache");
+    let _ = std::fs::create_dir_all(&caches);
+    let mut stat_cache = StatCache::load(
+        caches.join(format!("{workspace_tag}-{}", store.function())),
+        store.tmp_dir(),
+    );
+    let mut folders = FolderCache::load(
+        caches.join(format!("{workspace_tag}-folders")),
+        store.tmp_dir(),
+    );
     // Never hash our own output folder or store as sources, however they
     // are spelled.
     let skip = [canonical(out_dir), store.root().to_path_buf()];
-    let sources = plan.hash_sources(&mut stat_cache, &skip, store.function())?;
+    let sources = plan.hash_sources(&mut stat_cache, &folders, &skip, store.function())?;
     if let Err(e) = stat_cache.save() {
         observer.warn(&format!("cannot save the stat cache: {e}"));
+    }
+    if let Err(e) = folders.save() {
+        observer.warn(&format!("cannot save the folder cache: {e}"));
     }
     Ok(sources)
 }

@@ -2,6 +2,7 @@
 //! through the stat cache.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsString;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -11,7 +12,7 @@ use strata_store::{Digest, DigestFunction};
 
 use crate::statcache::{Stat, StatCache};
 use strata_load::diag::At;
-use strata_load::globs::{self, GlobError};
+use strata_load::globs::{self, Folders, GlobError};
 use strata_load::{ConfigError, Workspace};
 
 pub use strata_exec::source::SourceFile;
@@ -37,6 +38,7 @@ pub fn resolve(
     targets: &[usize],
     skip: &[PathBuf],
     cache: &mut StatCache,
+    folders: &dyn Folders,
     function: DigestFunction,
 ) -> Result<BTreeMap<usize, Vec<SourceFile>>, Vec<ConfigError>> {
     let at = At {
@@ -53,7 +55,9 @@ pub fn resolve(
                 t.srcs
                     .iter()
                     .chain(&t.named_srcs)
-                    .map(|pattern| globs::expand(&t.dir, &pattern.value, skip, &ws.root))
+                    .map(|pattern| {
+                        globs::expand_in(folders, &t.dir, &pattern.value, skip, &ws.root)
+                    })
                     .collect(),
             )
         })
@@ -61,7 +65,8 @@ pub fn resolve(
     let mut errors = Vec::new();
     // Each distinct file once, by index, so paths are compared only when interned.
     let mut unique: Vec<PathBuf> = Vec::new();
-    let mut index_of: HashMap<PathBuf, usize> = HashMap::new();
+    // By path bytes: hashing a `Path` compares it component by component.
+    let mut index_of: HashMap<OsString, usize> = HashMap::new();
     let mut matched: Vec<(usize, BTreeMap<String, usize>)> = Vec::with_capacity(targets.len());
     for (i, per_pattern) in expanded {
         let t = &ws.targets[i];
@@ -97,10 +102,14 @@ pub fn resolve(
                 Ok(found) => {
                     for rel in found {
                         let abs = t.dir.join(&rel);
-                        let idx = *index_of.entry(abs.clone()).or_insert_with(|| {
-                            unique.push(abs);
-                            unique.len() - 1
-                        });
+                        let idx = match index_of.get(abs.as_os_str()) {
+                            Some(&idx) => idx,
+                            None => {
+                                index_of.insert(abs.clone().into_os_string(), unique.len());
+                                unique.push(abs);
+                                unique.len() - 1
+                            }
+                        };
                         files.insert(rel, idx);
                     }
                 }

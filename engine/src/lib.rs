@@ -19,6 +19,7 @@ pub mod declared;
 pub mod error;
 pub mod execute;
 pub mod explain;
+pub mod folder_cache;
 pub mod gc;
 pub mod graph;
 pub mod inputs;
