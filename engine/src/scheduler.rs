@@ -26,6 +26,7 @@ use tokio::task::JoinSet;
 use crate::audit::perturb::AuditRun;
 use crate::critical_path::{Rank, Ranker, ReadyOrder};
 use crate::declared::DeclaredOutputs;
+use crate::execute::hits::HitCache;
 use crate::execute::{Layers, Policy, PreparedAction};
 use crate::inputs::SourceFile;
 use crate::key;
@@ -91,6 +92,8 @@ pub struct Settings {
     /// records), to find the longest remaining paths.
     pub estimates: BTreeMap<String, Duration>,
     pub ready_order: ReadyOrder,
+    /// The action-cache hits the workspace's builds keep (a build's only).
+    pub hits: Option<Arc<HitCache>>,
 }
 
 struct Shared {
@@ -240,7 +243,8 @@ pub async fn run(
     let warnings = observer.clone();
     let warn: Warn = Arc::new(move |message: &str| warnings.warn(message));
     let policy = Policy::of(settings.no_cache, settings.audit.is_some());
-    let layers = Layers::new(store.clone(), executors, remote, policy, warn);
+    let hits = settings.hits.clone();
+    let layers = Layers::new(store.clone(), executors, remote, policy, hits, warn);
     let shared = Arc::new(Shared {
         store,
         settings,

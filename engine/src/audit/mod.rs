@@ -280,6 +280,7 @@ pub fn audit(
             .map(|r| r.durations())
             .unwrap_or_default(),
         ready_order: crate::critical_path::ReadyOrder::from_env(),
+        hits: None,
     };
     let run = runtime.block_on(scheduler::run(
         store.clone(),
