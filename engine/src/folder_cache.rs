@@ -17,7 +17,7 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use strata_load::globs::{EntryKind, FolderEntry, Folders, read_folder};
 use strata_store::write_atomic;
@@ -44,6 +44,9 @@ pub struct FolderCache {
     tmp: PathBuf,
     kept: HashMap<OsString, Listing>,
     read: Mutex<Vec<(OsString, Listing)>>,
+    /// Plain folders (no symlinks) met on the way to patterns' folders in
+    /// this run, with their stat.
+    on_the_way: RwLock<HashMap<OsString, Metadata>>,
 }
 
 impl FolderCache {
@@ -58,6 +61,7 @@ impl FolderCache {
             tmp,
             kept,
             read: Mutex::default(),
+            on_the_way: RwLock::default(),
         }
     }
 
@@ -115,6 +119,21 @@ impl Folders for FolderCache {
             .expect("not poisoned")
             .push((dir.as_os_str().to_owned(), listing));
         Ok(entries)
+    }
+
+    fn on_the_way(&self, dir: &Path) -> io::Result<Metadata> {
+        let key = dir.as_os_str();
+        if let Some(meta) = self.on_the_way.read().expect("not poisoned").get(key) {
+            return Ok(meta.clone());
+        }
+        let meta = fs::symlink_metadata(dir)?;
+        if meta.is_dir() {
+            self.on_the_way
+                .write()
+                .expect("not poisoned")
+                .insert(key.to_owned(), meta.clone());
+        }
+        Ok(meta)
     }
 }
 

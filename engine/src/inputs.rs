@@ -102,14 +102,12 @@ pub fn resolve(
                 Ok(found) => {
                     for rel in found {
                         let abs = t.dir.join(&rel);
-                        let idx = match index_of.get(abs.as_os_str()) {
-                            Some(&idx) => idx,
-                            None => {
-                                index_of.insert(abs.clone().into_os_string(), unique.len());
+                        let idx = *index_of
+                            .entry(abs.clone().into_os_string())
+                            .or_insert_with(|| {
                                 unique.push(abs);
                                 unique.len() - 1
-                            }
-                        };
+                            });
                         files.insert(rel, idx);
                     }
                 }
@@ -133,40 +131,46 @@ pub fn resolve(
         return Err(errors);
     }
 
-    let hashed: Vec<Result<(fs::Metadata, Digest, bool), String>> = unique
+    // What the sources' stats and digests are, by index; a hit in the
+    // stat cache costs its `stat` alone.
+    let hashed: Vec<Result<Hashed, String>> = unique
         .par_iter()
         .map(|abs| {
             let meta = fs::metadata(abs).map_err(|e| e.to_string())?;
-            if let Some(d) = cache.lookup(abs, &meta) {
-                return Ok((meta, d, true));
-            }
-            let file = fs::File::open(abs).map_err(|e| e.to_string())?;
-            let d = function.of_reader(file).map_err(|e| e.to_string())?;
-            Ok((meta, d, false))
+            let (digest, from_cache) = match cache.lookup(abs, &meta) {
+                Some(d) => (d, true),
+                None => {
+                    let file = fs::File::open(abs).map_err(|e| e.to_string())?;
+                    (function.of_reader(file).map_err(|e| e.to_string())?, false)
+                }
+            };
+            Ok(Hashed {
+                stat: Stat::of(&meta),
+                executable: meta.permissions().mode() & 0o111 != 0,
+                digest,
+                from_cache,
+            })
         })
         .collect();
-    let mut by_index: Vec<Option<(fs::Metadata, Digest)>> = Vec::with_capacity(unique.len());
-    for (abs, r) in unique.iter().zip(hashed) {
+    for (abs, r) in unique.iter().zip(&hashed) {
         match r {
-            Ok((meta, d, from_cache)) => {
-                if from_cache {
-                    cache.touch(abs);
-                } else {
-                    cache.record(abs.clone(), &meta, d);
-                }
-                by_index.push(Some((meta, d)));
-            }
-            Err(e) => {
-                errors.push(ConfigError::general(
-                    format!("cannot read source {}: {e}", display(&ws.root, abs)),
-                    Some("sources must be readable; check the file's permissions".into()),
-                ));
-                by_index.push(None);
-            }
+            Ok(h) if !h.from_cache => cache.record(abs.clone(), h.stat, h.digest),
+            Ok(_) => {}
+            Err(e) => errors.push(ConfigError::general(
+                format!("cannot read source {}: {e}", display(&ws.root, abs)),
+                Some("sources must be readable; check the file's permissions".into()),
+            )),
         }
     }
     if !errors.is_empty() {
         return Err(errors);
+    }
+    // A file most targets alone stage is moved to its last user, not copied.
+    let mut users = vec![0usize; unique.len()];
+    for (_, files) in &matched {
+        for &idx in files.values() {
+            users[idx] += 1;
+        }
     }
     Ok(matched
         .into_iter()
@@ -174,20 +178,33 @@ pub fn resolve(
             let list = files
                 .into_iter()
                 .map(|(rel, idx)| {
-                    let (meta, digest) =
-                        by_index[idx].as_ref().expect("read errors returned above");
+                    let h = hashed[idx].as_ref().expect("read errors returned above");
+                    users[idx] -= 1;
+                    let abs = match users[idx] {
+                        0 => std::mem::take(&mut unique[idx]),
+                        _ => unique[idx].clone(),
+                    };
                     SourceFile {
                         rel,
-                        digest: *digest,
-                        executable: meta.permissions().mode() & 0o111 != 0,
-                        fingerprint: Stat::of(meta),
-                        abs: unique[idx].clone(),
+                        digest: h.digest,
+                        executable: h.executable,
+                        fingerprint: h.stat,
+                        abs,
                     }
                 })
                 .collect();
             (i, list)
         })
         .collect())
+}
+
+/// A source file as hashing found it.
+struct Hashed {
+    stat: Stat,
+    executable: bool,
+    digest: Digest,
+    /// Answered by the stat cache, which need not learn it.
+    from_cache: bool,
 }
 
 fn display(root: &Path, p: &Path) -> String {

@@ -12,6 +12,7 @@ use std::fs::{self, Metadata};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use strata_store::{Digest, write_atomic};
@@ -22,12 +23,13 @@ const MAX_ENTRIES: usize = 1_000_000;
 
 pub use strata_exec::source::Stat;
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Debug)]
 struct Entry {
     stat: Stat,
     recorded_s: i64,
     hash: [u8; 32],
-    touched: bool,
+    /// Used by this build (kept when the cache is trimmed).
+    touched: AtomicBool,
 }
 
 /// The stat cache of one workspace and digest function.
@@ -62,28 +64,26 @@ impl StatCache {
         }
     }
 
-    /// The cached digest of `path`, if the entry still describes the file.
+    /// The cached digest of `path`, if the entry still describes the file
+    /// (then marked as used by this build).
     pub fn lookup(&self, path: &Path, meta: &Metadata) -> Option<Digest> {
         let e = self.entries.get(path.as_os_str())?;
-        (e.stat == Stat::of(meta) && meta.mtime() < e.recorded_s)
-            .then(|| Digest::new(e.hash, meta.size()))
-    }
-
-    /// Marks an entry as used by this build without changing it.
-    pub fn touch(&mut self, path: &Path) {
-        if let Some(e) = self.entries.get_mut(path.as_os_str()) {
-            e.touched = true;
+        if e.stat != Stat::of(meta) || meta.mtime() >= e.recorded_s {
+            return None;
         }
+        e.touched.store(true, Ordering::Relaxed);
+        Some(Digest::new(e.hash, meta.size()))
     }
 
-    pub fn record(&mut self, path: PathBuf, meta: &Metadata, digest: Digest) {
+    /// Records the digest of `path`, which had `stat` when it was read.
+    pub fn record(&mut self, path: PathBuf, stat: Stat, digest: Digest) {
         self.entries.insert(
             path.into_os_string(),
             Entry {
-                stat: Stat::of(meta),
+                stat,
                 recorded_s: now_s(),
                 hash: digest.hash,
-                touched: true,
+                touched: AtomicBool::new(true),
             },
         );
         self.changed = true;
@@ -95,7 +95,8 @@ impl StatCache {
             return Ok(());
         }
         if self.entries.len() > MAX_ENTRIES {
-            self.entries.retain(|_, e| e.touched);
+            self.entries
+                .retain(|_, e| e.touched.load(Ordering::Relaxed));
         }
         let bytes = encode(&self.entries);
         write_atomic(&self.tmp, &self.path, &bytes, 0o644).map_err(std::io::Error::other)?;
@@ -160,7 +161,7 @@ fn decode(b: &[u8]) -> Option<HashMap<OsString, Entry>> {
                 stat,
                 recorded_s,
                 hash,
-                touched: false,
+                touched: AtomicBool::new(false),
             },
         );
     }
@@ -205,7 +206,7 @@ mod tests {
         let meta = fs::metadata(&f).unwrap();
         let digest = strata_store::DigestFunction::Blake3.of_bytes(b"hello");
         let mut c = StatCache::load(d.path().join("cache"), d.path().to_path_buf());
-        c.record(f.clone(), &meta, digest);
+        c.record(f.clone(), Stat::of(&meta), digest);
         // Written within the current second: not trusted yet.
         assert_eq!(c.lookup(&f, &meta), None);
         c.save().unwrap();

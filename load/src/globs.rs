@@ -63,6 +63,13 @@ pub trait Folders: Sync {
     /// The entries of the folder `dir`, sorted by name bytes. `meta` is the
     /// folder's stat (its target's for a symlinked root), taken before.
     fn list(&self, dir: &Path, meta: &Metadata) -> io::Result<Arc<[FolderEntry]>>;
+
+    /// The `lstat` of `dir`, a folder on the way to where a pattern starts
+    /// (`src` of `src/app/*.c`). Patterns of many targets share those, so a
+    /// reader may keep the stat of a plain folder for the rest of its run.
+    fn on_the_way(&self, dir: &Path) -> io::Result<Metadata> {
+        fs::symlink_metadata(dir)
+    }
 }
 
 /// Reads every folder from the disk.
@@ -139,7 +146,7 @@ pub fn expand_in(
     // begin with.
     let prefix = literal.join("/");
     // The stat of `start` (following a symlink).
-    let start_meta = match plainly_inside(&start, confine) {
+    let start_meta = match plainly_inside(folders, &start, confine) {
         Plainly::Inside(lstat) => lstat,
         Plainly::NotProven => {
             if let Ok(real) = fs::canonicalize(&start)
@@ -236,18 +243,23 @@ enum Plainly {
 /// from `/`, for each of thousands of patterns) would find nothing new. One
 /// `lstat` per component below `confine` instead, the last of which is the
 /// path's own stat.
-fn plainly_inside(path: &Path, confine: &Path) -> Plainly {
+fn plainly_inside(folders: &dyn Folders, path: &Path, confine: &Path) -> Plainly {
     let Ok(rest) = path.strip_prefix(confine) else {
         return Plainly::NotProven;
     };
     let mut at = confine.to_path_buf();
     let mut last = None;
-    for c in rest.components() {
+    let mut components = rest.components().peekable();
+    while let Some(c) = components.next() {
         let Component::Normal(name) = c else {
             return Plainly::NotProven;
         };
         at.push(name);
-        match fs::symlink_metadata(&at) {
+        let lstat = match components.peek() {
+            Some(_) => folders.on_the_way(&at),
+            None => fs::symlink_metadata(&at),
+        };
+        match lstat {
             Ok(m) if m.file_type().is_symlink() => return Plainly::NotProven,
             Ok(m) => last = Some(m),
             // Missing: nothing to resolve; what exists above was checked.
