@@ -410,7 +410,7 @@ pub fn build(
         observer.warn(&format!("cannot write the trace {}: {e}", path.display()));
     }
 
-    Ok(BuildReport {
+    let report = BuildReport {
         targets: reports.into_values().collect(),
         function: store.function(),
         elapsed: t0.elapsed(),
@@ -420,7 +420,9 @@ pub fn build(
         remote: remote.map(|r| r.stats()),
         configurations: plan.config_paths(),
         shared: if plan.matrix { plan.shared() } else { 0 },
-    })
+    };
+    crate::discard::later((plan, folders, hits, previous, record, rule_names));
+    Ok(report)
 }
 
 /// Says once per folder that the previous build's output folder, no longer
@@ -576,6 +578,7 @@ pub(crate) fn hash_sources(
     if let Err(e) = stat_cache.save() {
         observer.warn(&format!("cannot save the stat cache: {e}"));
     }
+    crate::discard::later(stat_cache);
     Ok(sources)
 }
 

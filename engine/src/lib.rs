@@ -16,6 +16,7 @@ pub mod binfmt;
 pub mod build;
 pub mod critical_path;
 pub mod declared;
+mod discard;
 pub mod error;
 pub mod execute;
 pub mod explain;

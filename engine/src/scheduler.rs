@@ -388,6 +388,7 @@ pub async fn run(
     if !interrupted {
         shared.layers.finish().await;
     }
+    crate::discard::later(jobs);
     Run {
         outcomes,
         durations,

@@ -275,20 +275,25 @@ fn plainly_inside(folders: &dyn Folders, path: &Path, confine: &Path) -> Plainly
 }
 
 thread_local! {
-    static MATCHERS: std::cell::RefCell<std::collections::HashMap<String, globset::GlobMatcher>> =
+    static MATCHERS: std::cell::RefCell<std::collections::HashMap<String, Arc<globset::GlobMatcher>>> =
         std::cell::RefCell::default();
 }
 
-fn matcher(pattern: &str) -> Result<globset::GlobMatcher, GlobError> {
+/// The compiled matcher of `pattern`, shared by the patterns of one thread
+/// that end alike (`*.txt`). Shared, not cloned: a clone of a matcher
+/// starts with a cold regex cache, which costs more than the match.
+fn matcher(pattern: &str) -> Result<Arc<globset::GlobMatcher>, GlobError> {
     MATCHERS.with(|m| {
         if let Some(g) = m.borrow().get(pattern) {
             return Ok(g.clone());
         }
-        let g = GlobBuilder::new(pattern)
-            .literal_separator(true)
-            .build()
-            .map_err(|e| GlobError::Pattern(e.kind().to_string()))?
-            .compile_matcher();
+        let g = Arc::new(
+            GlobBuilder::new(pattern)
+                .literal_separator(true)
+                .build()
+                .map_err(|e| GlobError::Pattern(e.kind().to_string()))?
+                .compile_matcher(),
+        );
         m.borrow_mut().insert(pattern.to_string(), g.clone());
         Ok(g)
     })
