@@ -153,6 +153,75 @@ fn adding_a_matching_source_changes_the_key() {
     assert_eq!(r.executed(), ["words"]);
 }
 
+/// A build answers a folder whose stat has not changed from the listing it
+/// kept (once that listing is older than the folder's last change); every
+/// file added, removed or renamed, at any depth, still changes the key.
+#[test]
+fn files_added_removed_or_renamed_in_a_listed_folder_change_the_key() {
+    let ws = Ws::new();
+    ws.write("data/a.txt", "a\n").write("data/sub/b.txt", "b\n");
+    ws.write(
+        "BUILD.yaml",
+        r#"
+targets:
+  all:
+    rule: run
+    srcs: ["data"]
+    cmd: "cd data && find . -type f | sort > $OUT/files.txt"
+    outs: [files.txt]
+  top:
+    rule: run
+    srcs: ["data/*.txt"]
+    cmd: "ls data > $OUT/files.txt"
+    outs: [files.txt]
+"#,
+    );
+    let listed = |ws: &Ws| {
+        (
+            ws.read("out/all/files.txt").lines().count(),
+            ws.read("out/top/files.txt").lines().count(),
+        )
+    };
+    // Each folder changed in an earlier second than the build lists it,
+    // so the next build trusts the listings it keeps.
+    let settle = |ws: &Ws| {
+        std::thread::sleep(Duration::from_millis(1100));
+        ws.build_ok(&[]);
+        let r = ws.build_ok(&[]);
+        assert!(r.executed().is_empty(), "{}", r.stdout);
+    };
+    settle(&ws);
+    assert_eq!(listed(&ws), (2, 1));
+
+    ws.write("data/sub/c.txt", "c\n");
+    assert_eq!(ws.build_ok(&[]).executed(), ["all"]);
+    assert_eq!(listed(&ws), (3, 1));
+    settle(&ws);
+
+    fs::rename(
+        ws.path().join("data/sub/c.txt"),
+        ws.path().join("data/sub/d.txt"),
+    )
+    .unwrap();
+    assert_eq!(ws.build_ok(&[]).executed(), ["all"]);
+    assert_eq!(
+        ws.read("out/all/files.txt"),
+        "./a.txt\n./sub/b.txt\n./sub/d.txt\n"
+    );
+    settle(&ws);
+
+    ws.write("data/e.txt", "e\n");
+    assert_eq!(ws.build_ok(&[]).executed(), ["all", "top"]);
+    assert_eq!(listed(&ws), (4, 2));
+    settle(&ws);
+
+    fs::remove_file(ws.path().join("data/sub/d.txt")).unwrap();
+    fs::remove_file(ws.path().join("data/e.txt")).unwrap();
+    // Back to the first build's keys, whose results are cached.
+    assert_eq!(ws.build_ok(&[]).with_status("cached"), ["all", "top"]);
+    assert_eq!(listed(&ws), (2, 1));
+}
+
 #[test]
 fn early_cutoff_stops_at_an_identical_output() {
     let ws = Ws::new();

@@ -143,6 +143,81 @@ fn a_blob_of_the_wrong_size_is_made_again_by_its_step() {
     }
 }
 
+/// A build answers the lookups of a no-op from the action-cache hits and
+/// the folder listings earlier builds kept, once they are older than the
+/// second those were recorded in. It still notices a blob gone from the
+/// store or of the wrong size, an action-cache entry removed, a file edited
+/// or deleted in `out/` and a changed command.
+#[test]
+fn a_no_op_answered_from_kept_hits_still_notices_every_change() {
+    let ws = appliance();
+    ws.build_ok(&[]);
+    // What the builds keep is trusted once older than a second; then a
+    // build with nothing changed executes nothing.
+    let settle = |ws: &Ws| {
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        ws.build_ok(&[]);
+        let r = ws.build_ok(&[]);
+        assert!(r.executed().is_empty(), "{}", r.stdout);
+        assert_eq!(ws.read("out/rootfs/etc/motd"), MOTD);
+        assert_eq!(ws.read("out/banner/banner"), MOTD.to_uppercase());
+        r
+    };
+    settle(&ws);
+
+    let blob = blob_holding(&ws, MOTD);
+    fs::remove_file(&blob).unwrap();
+    let r = ws.build_ok(&[]);
+    assert_eq!(r.executed(), ["rootfs"], "a missing blob: {}", r.stdout);
+    assert_eq!(fs::read_to_string(&blob).unwrap(), MOTD);
+    settle(&ws);
+
+    append(&blob, "x\n");
+    let r = ws.build_ok(&[]);
+    assert_eq!(
+        r.executed(),
+        ["rootfs"],
+        "a blob of another size: {}",
+        r.stdout
+    );
+    assert_eq!(fs::read_to_string(&blob).unwrap(), MOTD);
+    let key = settle(&ws).json()["targets"]["banner"]["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let entry = ws.store.join("ac/blake3").join(&key[..2]).join(&key);
+    fs::remove_file(&entry).unwrap();
+    let r = ws.build_ok(&[]);
+    assert_eq!(r.executed(), ["banner"], "a removed entry: {}", r.stdout);
+    assert!(entry.exists());
+    settle(&ws);
+
+    let motd = ws.path().join("out/rootfs/etc/motd");
+    edit(&motd, |f| f.write_all(b"w").unwrap());
+    let r = ws.build_ok(&[]);
+    assert!(r.executed().is_empty(), "{}", r.stdout);
+    assert!(
+        r.stderr.contains("was changed since it was placed"),
+        "{}",
+        r.stderr
+    );
+    settle(&ws);
+
+    fs::remove_file(ws.path().join("out/banner/banner")).unwrap();
+    let r = ws.build_ok(&[]);
+    assert!(r.executed().is_empty(), "{}", r.stdout);
+    settle(&ws);
+
+    ws.write(
+        "BUILD.yaml",
+        &ws.read("BUILD.yaml").replace("tr a-z A-Z", "tr a-z A-Z "),
+    );
+    let r = ws.build_ok(&[]);
+    assert_eq!(r.executed(), ["banner"], "a changed command: {}", r.stdout);
+    assert_eq!(verify(&ws, &[]).code, 0);
+}
+
 /// A flipped byte keeps the size, so only hashing finds it: `verify
 /// --repair` removes the blob and every entry reaching it, and the next
 /// build makes them again.

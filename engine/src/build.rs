@@ -14,6 +14,8 @@ use strata_store::remote_cache::{Opened, RemoteOpener, RemoteStats, Warn};
 use strata_store::{Digest, DigestFunction, Store};
 
 use crate::critical_path::ReadyOrder;
+use crate::execute::hits::HitCache;
+use crate::folder_cache::FolderCache;
 use crate::gc;
 use crate::inputs;
 use crate::materialize;
@@ -203,7 +205,15 @@ pub fn build(
 
     // Key phase, first half: expand and hash sources (the stat cache spares
     // re-reading unchanged files).
-    let mut sources = hash_sources(&plan, &store, &workspace_tag, &out_dir, observer.as_ref())?;
+    let mut folders = folder_cache(&store, &workspace_tag);
+    let mut sources = hash_sources(
+        &plan,
+        &store,
+        &workspace_tag,
+        &out_dir,
+        &folders,
+        observer.as_ref(),
+    )?;
     phase("key", started);
     let started = Instant::now();
 
@@ -216,6 +226,10 @@ pub fn build(
         .collect();
     let previous = records::newest(&store.meta_dir(), &workspace_tag);
     let estimates = previous.as_ref().map(Record::durations).unwrap_or_default();
+    let hits = Arc::new(HitCache::load(
+        hit_cache_path(&store, &workspace_tag),
+        store.tmp_dir(),
+    ));
     let settings = Settings {
         jobs: opts.jobs,
         keep_going: opts.keep_going,
@@ -224,6 +238,7 @@ pub fn build(
         audit: None,
         estimates: estimates.clone(),
         ready_order: ReadyOrder::from_env(),
+        hits: Some(hits.clone()),
     };
     let run = runtime.block_on(scheduler::run(
         store.clone(),
@@ -240,6 +255,9 @@ pub fn build(
     // shared lock still holds it off. Best effort, as the times were: lost
     // uses only make entries look older.
     let _ = store.action_cache().flush_uses();
+    if let Err(e) = hits.save() {
+        observer.warn(&format!("cannot save the action-cache hits: {e}"));
+    }
 
     let mut reports: BTreeMap<String, TargetReport> = BTreeMap::new();
     // A step that did not run keeps the time it took when it last did.
@@ -298,14 +316,13 @@ pub fn build(
             ))
         })
         .map_err(|e| BuildError::Environment(format!("cannot lock {}: {e}", out_dir.display())))?;
-        let changed = materialize::update(&store, &out_dir, &requested, &scope, &lock).map_err(
-            |e| match e {
+        let changed = materialize::update(&store, &out_dir, &requested, &scope, &folders, &lock)
+            .map_err(|e| match e {
                 materialize::OutError::Foreign(entries) => {
                     BuildError::Config(foreign_entry_errors(&plan, &entries))
                 }
                 materialize::OutError::Io(msg) => BuildError::Environment(msg),
-            },
-        )?;
+            })?;
         for name in changed {
             observer.warn(&format!(
                 "{} was changed since it was placed; placed again from the store",
@@ -313,6 +330,7 @@ pub fn build(
             ));
         }
     }
+    save_folder_cache(&mut folders, observer.as_ref());
     let out_dir_now = canonical(&out_dir).display().to_string();
     let left_behind = left_behind(previous.as_ref(), &out_dir_now, observer.as_ref());
     phase("materialize", started);
@@ -392,7 +410,7 @@ pub fn build(
         observer.warn(&format!("cannot write the trace {}: {e}", path.display()));
     }
 
-    Ok(BuildReport {
+    let report = BuildReport {
         targets: reports.into_values().collect(),
         function: store.function(),
         elapsed: t0.elapsed(),
@@ -402,7 +420,9 @@ pub fn build(
         remote: remote.map(|r| r.stats()),
         configurations: plan.config_paths(),
         shared: if plan.matrix { plan.shared() } else { 0 },
-    })
+    };
+    crate::discard::later((plan, folders, hits, previous, record, rule_names));
+    Ok(report)
 }
 
 /// Says once per folder that the previous build's output folder, no longer
@@ -527,6 +547,14 @@ pub fn workspace_tag(canonical_build_file: &Path) -> String {
     blake3::hash(canonical_build_file.as_os_str().as_encoded_bytes()).to_hex()[..16].to_string()
 }
 
+/// Where the action-cache hits of the workspace's builds are kept.
+fn hit_cache_path(store: &Store, workspace_tag: &str) -> PathBuf {
+    store
+        .meta_dir()
+        .join("statcache")
+        .join(format!("{workspace_tag}-{}-hits", store.function()))
+}
+
 /// Hashes the sources of the plan's nodes through the workspace's stat
 /// cache, by node.
 pub(crate) fn hash_sources(
@@ -534,22 +562,43 @@ pub(crate) fn hash_sources(
     store: &Store,
     workspace_tag: &str,
     out_dir: &Path,
+    folders: &FolderCache,
     observer: &dyn Observer,
 ) -> Result<BTreeMap<usize, Vec<inputs::SourceFile>>, BuildError> {
-    let cache_path = store
-        .meta_dir()
-        .join("statcache")
-        .join(format!("{workspace_tag}-{}", store.function()));
-    let _ = std::fs::create_dir_all(cache_path.parent().expect("has parent"));
-    let mut stat_cache = StatCache::load(cache_path, store.tmp_dir());
+    let caches = store.meta_dir().join("statcache");
+    let _ = std::fs::create_dir_all(&caches);
+    let mut stat_cache = StatCache::load(
+        caches.join(format!("{workspace_tag}-{}", store.function())),
+        store.tmp_dir(),
+    );
     // Never hash our own output folder or store as sources, however they
     // are spelled.
     let skip = [canonical(out_dir), store.root().to_path_buf()];
-    let sources = plan.hash_sources(&mut stat_cache, &skip, store.function())?;
+    let sources = plan.hash_sources(&mut stat_cache, folders, &skip, store.function())?;
     if let Err(e) = stat_cache.save() {
         observer.warn(&format!("cannot save the stat cache: {e}"));
     }
+    crate::discard::later(stat_cache);
     Ok(sources)
+}
+
+/// The folder listings the workspace's builds keep (the source folders
+/// their patterns walk, and the output folders they check).
+pub(crate) fn folder_cache(store: &Store, workspace_tag: &str) -> FolderCache {
+    FolderCache::load(
+        store
+            .meta_dir()
+            .join("statcache")
+            .join(format!("{workspace_tag}-folders")),
+        store.tmp_dir(),
+    )
+}
+
+/// Saves `folders`, saying so if it cannot.
+pub(crate) fn save_folder_cache(folders: &mut FolderCache, observer: &dyn Observer) {
+    if let Err(e) = folders.save() {
+        observer.warn(&format!("cannot save the folder cache: {e}"));
+    }
 }
 
 fn failure_diagnostic(

@@ -72,6 +72,32 @@ impl DeclaredOutputs {
         node.kind = Some(kind);
     }
 
+    /// A digest of the declared names and kinds: equal for equal
+    /// declarations, so a check passed once is known to hold for another
+    /// lookup declaring the same.
+    pub fn fingerprint(declared: Option<&DeclaredOutputs>) -> [u8; 32] {
+        let mut h = blake3::Hasher::new();
+        let Some(declared) = declared else {
+            return *h.update(b"undeclared").finalize().as_bytes();
+        };
+        // Depth first, in name order; each node's children counted so the
+        // shape is unambiguous.
+        let mut stack: Vec<(&str, &Node)> = vec![("", &declared.root)];
+        while let Some((name, node)) = stack.pop() {
+            h.update(&(name.len() as u64).to_le_bytes());
+            h.update(name.as_bytes());
+            h.update(&[match node.kind {
+                None => 0,
+                Some(Kind::Folder) => 1,
+                Some(Kind::FileOrSymlink) => 2,
+                Some(Kind::File) => 3,
+            }]);
+            h.update(&(node.children.len() as u64).to_le_bytes());
+            stack.extend(node.children.iter().rev().map(|(n, c)| (n.as_str(), c)));
+        }
+        *h.finalize().as_bytes()
+    }
+
     /// Whether the stored tree `root` holds every declared output with its
     /// kind and nothing undeclared; `Err` says what is wrong. Reads only the
     /// folder records on the way to the declared outputs, which must be
@@ -235,6 +261,26 @@ mod tests {
             nested.check(store.cas(), &half),
             Err("it lacks `a/b/c`".into())
         );
+    }
+
+    #[test]
+    fn the_fingerprint_follows_names_kinds_and_nesting() {
+        let fp = |outs: &[(&str, Kind)]| DeclaredOutputs::fingerprint(Some(&declared(outs)));
+        let base = fp(&[("a", Kind::FileOrSymlink), ("b/c", Kind::Folder)]);
+        assert_eq!(
+            base,
+            fp(&[("b/c", Kind::Folder), ("a", Kind::FileOrSymlink)])
+        );
+        for other in [
+            fp(&[("a", Kind::Folder), ("b/c", Kind::Folder)]),
+            fp(&[("a", Kind::FileOrSymlink), ("b/d", Kind::Folder)]),
+            fp(&[("a", Kind::FileOrSymlink), ("b", Kind::Folder)]),
+            fp(&[("a/b/c", Kind::FileOrSymlink)]),
+            fp(&[("a", Kind::FileOrSymlink)]),
+            DeclaredOutputs::fingerprint(None),
+        ] {
+            assert_ne!(other, base);
+        }
     }
 
     #[test]

@@ -122,7 +122,9 @@ pub fn explain(
         .last()
         .map(|r| r.isolation == "sandbox")
         .unwrap_or(true);
-    let mut sources = build::hash_sources(&plan, &store, &tag, &out_dir, observer)?;
+    let mut folders = build::folder_cache(&store, &tag);
+    let mut sources = build::hash_sources(&plan, &store, &tag, &out_dir, &folders, observer)?;
+    build::save_folder_cache(&mut folders, observer);
     let emulators = crate::platforms::Emulators::of_this_machine();
     let jobs = plan.jobs(&mut sources, &emulators)?;
     let order = plan.order();

@@ -2,6 +2,7 @@
 //! through the stat cache.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsString;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -11,7 +12,7 @@ use strata_store::{Digest, DigestFunction};
 
 use crate::statcache::{Stat, StatCache};
 use strata_load::diag::At;
-use strata_load::globs::{self, GlobError};
+use strata_load::globs::{self, Folders, GlobError};
 use strata_load::{ConfigError, Workspace};
 
 pub use strata_exec::source::SourceFile;
@@ -37,6 +38,7 @@ pub fn resolve(
     targets: &[usize],
     skip: &[PathBuf],
     cache: &mut StatCache,
+    folders: &dyn Folders,
     function: DigestFunction,
 ) -> Result<BTreeMap<usize, Vec<SourceFile>>, Vec<ConfigError>> {
     let at = At {
@@ -53,7 +55,9 @@ pub fn resolve(
                 t.srcs
                     .iter()
                     .chain(&t.named_srcs)
-                    .map(|pattern| globs::expand(&t.dir, &pattern.value, skip, &ws.root))
+                    .map(|pattern| {
+                        globs::expand_in(folders, &t.dir, &pattern.value, skip, &ws.root)
+                    })
                     .collect(),
             )
         })
@@ -61,7 +65,8 @@ pub fn resolve(
     let mut errors = Vec::new();
     // Each distinct file once, by index, so paths are compared only when interned.
     let mut unique: Vec<PathBuf> = Vec::new();
-    let mut index_of: HashMap<PathBuf, usize> = HashMap::new();
+    // By path bytes: hashing a `Path` compares it component by component.
+    let mut index_of: HashMap<OsString, usize> = HashMap::new();
     let mut matched: Vec<(usize, BTreeMap<String, usize>)> = Vec::with_capacity(targets.len());
     for (i, per_pattern) in expanded {
         let t = &ws.targets[i];
@@ -97,10 +102,12 @@ pub fn resolve(
                 Ok(found) => {
                     for rel in found {
                         let abs = t.dir.join(&rel);
-                        let idx = *index_of.entry(abs.clone()).or_insert_with(|| {
-                            unique.push(abs);
-                            unique.len() - 1
-                        });
+                        let idx = *index_of
+                            .entry(abs.clone().into_os_string())
+                            .or_insert_with(|| {
+                                unique.push(abs);
+                                unique.len() - 1
+                            });
                         files.insert(rel, idx);
                     }
                 }
@@ -124,40 +131,46 @@ pub fn resolve(
         return Err(errors);
     }
 
-    let hashed: Vec<Result<(fs::Metadata, Digest, bool), String>> = unique
+    // What the sources' stats and digests are, by index; a hit in the
+    // stat cache costs its `stat` alone.
+    let hashed: Vec<Result<Hashed, String>> = unique
         .par_iter()
         .map(|abs| {
             let meta = fs::metadata(abs).map_err(|e| e.to_string())?;
-            if let Some(d) = cache.lookup(abs, &meta) {
-                return Ok((meta, d, true));
-            }
-            let file = fs::File::open(abs).map_err(|e| e.to_string())?;
-            let d = function.of_reader(file).map_err(|e| e.to_string())?;
-            Ok((meta, d, false))
+            let (digest, from_cache) = match cache.lookup(abs, &meta) {
+                Some(d) => (d, true),
+                None => {
+                    let file = fs::File::open(abs).map_err(|e| e.to_string())?;
+                    (function.of_reader(file).map_err(|e| e.to_string())?, false)
+                }
+            };
+            Ok(Hashed {
+                stat: Stat::of(&meta),
+                executable: meta.permissions().mode() & 0o111 != 0,
+                digest,
+                from_cache,
+            })
         })
         .collect();
-    let mut by_index: Vec<Option<(fs::Metadata, Digest)>> = Vec::with_capacity(unique.len());
-    for (abs, r) in unique.iter().zip(hashed) {
+    for (abs, r) in unique.iter().zip(&hashed) {
         match r {
-            Ok((meta, d, from_cache)) => {
-                if from_cache {
-                    cache.touch(abs);
-                } else {
-                    cache.record(abs.clone(), &meta, d);
-                }
-                by_index.push(Some((meta, d)));
-            }
-            Err(e) => {
-                errors.push(ConfigError::general(
-                    format!("cannot read source {}: {e}", display(&ws.root, abs)),
-                    Some("sources must be readable; check the file's permissions".into()),
-                ));
-                by_index.push(None);
-            }
+            Ok(h) if !h.from_cache => cache.record(abs.clone(), h.stat, h.digest),
+            Ok(_) => {}
+            Err(e) => errors.push(ConfigError::general(
+                format!("cannot read source {}: {e}", display(&ws.root, abs)),
+                Some("sources must be readable; check the file's permissions".into()),
+            )),
         }
     }
     if !errors.is_empty() {
         return Err(errors);
+    }
+    // A file most targets alone stage is moved to its last user, not copied.
+    let mut users = vec![0usize; unique.len()];
+    for (_, files) in &matched {
+        for &idx in files.values() {
+            users[idx] += 1;
+        }
     }
     Ok(matched
         .into_iter()
@@ -165,20 +178,33 @@ pub fn resolve(
             let list = files
                 .into_iter()
                 .map(|(rel, idx)| {
-                    let (meta, digest) =
-                        by_index[idx].as_ref().expect("read errors returned above");
+                    let h = hashed[idx].as_ref().expect("read errors returned above");
+                    users[idx] -= 1;
+                    let abs = match users[idx] {
+                        0 => std::mem::take(&mut unique[idx]),
+                        _ => unique[idx].clone(),
+                    };
                     SourceFile {
                         rel,
-                        digest: *digest,
-                        executable: meta.permissions().mode() & 0o111 != 0,
-                        fingerprint: Stat::of(meta),
-                        abs: unique[idx].clone(),
+                        digest: h.digest,
+                        executable: h.executable,
+                        fingerprint: h.stat,
+                        abs,
                     }
                 })
                 .collect();
             (i, list)
         })
         .collect())
+}
+
+/// A source file as hashing found it.
+struct Hashed {
+    stat: Stat,
+    executable: bool,
+    digest: Digest,
+    /// Answered by the stat cache, which need not learn it.
+    from_cache: bool,
 }
 
 fn display(root: &Path, p: &Path) -> String {

@@ -31,6 +31,7 @@ use crate::statcache::StatCache;
 use crate::targets;
 use crate::toolchain::HostToolchain;
 use strata_load::diag::{At, did_you_mean};
+use strata_load::globs::Folders;
 use strata_load::matrix::{self, Configuration, MatrixRequest};
 use strata_load::{ConfigError, LoadOptions, Target, Workspace};
 
@@ -304,6 +305,7 @@ impl Plan {
     pub fn hash_sources(
         &self,
         cache: &mut StatCache,
+        folders: &dyn Folders,
         skip: &[PathBuf],
         function: strata_store::DigestFunction,
     ) -> Result<BTreeMap<usize, Vec<SourceFile>>, BuildError> {
@@ -313,7 +315,7 @@ impl Plan {
                 .filter(|&n| self.nodes[n].config == c)
                 .collect();
             let indices: Vec<usize> = mine.iter().map(|&n| self.nodes[n].target).collect();
-            let mut sources = inputs::resolve(&cfg.ws, &indices, skip, cache, function)
+            let mut sources = inputs::resolve(&cfg.ws, &indices, skip, cache, folders, function)
                 .map_err(BuildError::Config)?;
             for n in mine {
                 let list = sources.remove(&self.nodes[n].target).unwrap_or_default();

@@ -26,8 +26,8 @@ use tokio::task::JoinSet;
 use crate::audit::perturb::AuditRun;
 use crate::critical_path::{Rank, Ranker, ReadyOrder};
 use crate::declared::DeclaredOutputs;
+use crate::execute::hits::HitCache;
 use crate::execute::{Layers, Policy, PreparedAction};
-use crate::inputs::SourceFile;
 use crate::key;
 
 /// What happened to one target.
@@ -91,6 +91,8 @@ pub struct Settings {
     /// records), to find the longest remaining paths.
     pub estimates: BTreeMap<String, Duration>,
     pub ready_order: ReadyOrder,
+    /// The action-cache hits the workspace's builds keep (a build's only).
+    pub hits: Option<Arc<HitCache>>,
 }
 
 struct Shared {
@@ -236,11 +238,15 @@ pub async fn run(
         ));
     }
     let mut ranker = Ranker::new(&jobs, &order, &settings.estimates, settings.ready_order);
+    // Shared with the tasks of their nodes, not copied into each.
+    let jobs: BTreeMap<NodeIndex, Arc<Job>> =
+        jobs.into_iter().map(|(n, j)| (n, Arc::new(j))).collect();
     let slots = settings.jobs.max(1);
     let warnings = observer.clone();
     let warn: Warn = Arc::new(move |message: &str| warnings.warn(message));
     let policy = Policy::of(settings.no_cache, settings.audit.is_some());
-    let layers = Layers::new(store.clone(), executors, remote, policy, warn);
+    let hits = settings.hits.clone();
+    let layers = Layers::new(store.clone(), executors, remote, policy, hits, warn);
     let shared = Arc::new(Shared {
         store,
         settings,
@@ -385,6 +391,7 @@ pub async fn run(
     } else {
         shared.layers.finish().await;
     }
+    crate::discard::later(jobs);
     Run {
         outcomes,
         durations,
@@ -396,7 +403,7 @@ pub async fn run(
 /// The task of a target whose dependencies are done, with their outputs (or
 /// those an audit feeds it) and keys.
 fn task_for(
-    jobs: &BTreeMap<NodeIndex, Job>,
+    jobs: &BTreeMap<NodeIndex, Arc<Job>>,
     n: NodeIndex,
     outcomes: &BTreeMap<NodeIndex, Outcome>,
     shared: &Shared,
@@ -424,20 +431,15 @@ fn task_for(
         .filter_map(|(name, d)| outcomes[d].key().map(|k| (name.clone(), k)))
         .collect();
     Task {
-        name: job.name.clone(),
-        target: job.target.clone(),
-        work: job.work.clone(),
-        sources: job.sources.clone(),
+        job: job.clone(),
         deps,
         dep_keys,
     }
 }
 
 struct Task {
-    name: String,
-    target: String,
-    work: Work,
-    sources: Vec<SourceFile>,
+    /// Its name, work and sources.
+    job: Arc<Job>,
     deps: Vec<(String, Digest)>,
     dep_keys: BTreeMap<String, Digest>,
 }
@@ -451,18 +453,18 @@ impl Task {
         let keyed = key::of_work(
             function,
             shared.store.cas(),
-            &self.target,
-            &self.work,
+            &self.job.target,
+            &self.job.work,
             sandboxed,
-            &self.sources,
+            &self.job.sources,
             &self.deps,
             &self.dep_keys,
         );
         let action = PreparedAction {
-            name: self.name.clone(),
+            name: self.job.name.clone(),
             keyed,
-            declared: DeclaredOutputs::of(&self.work),
-            pinned: self.work.pinned(),
+            declared: DeclaredOutputs::of(&self.job.work),
+            pinned: self.job.work.pinned(),
         };
         match shared.layers.look_up(&action).await {
             ControlFlow::Break(output) => Ok(Outcome::Cached {
@@ -478,27 +480,27 @@ impl Task {
     async fn execute(self, shared: &Shared, action: PreparedAction) -> Outcome {
         let key = action.key();
         // A stage step's scratch folder is named without the `#` of its name.
-        let scratch_name = match &self.work {
+        let scratch_name = match &self.job.work {
             Work::Stage {
                 step: StageStep::Run(_),
                 ..
-            } => self.name.replace('#', "."),
-            _ => self.name.clone(),
+            } => self.job.name.replace('#', "."),
+            _ => self.job.name.clone(),
         };
         let request = Request {
-            name: self.name.clone(),
-            work: self.work.clone(),
+            name: self.job.name.clone(),
+            work: self.job.work.clone(),
             store: shared.store.clone(),
             // Set by the layers for work that reads its inputs from the store.
             input_root: None,
-            sources: self.sources.clone(),
+            sources: self.job.sources.clone(),
             deps: self.deps.clone(),
             dep_keys: self.dep_keys.clone(),
             scratch_prefix: self.scratch_prefix(shared, &scratch_name),
             perturb: self.perturbation(shared),
             events: Arc::new(TargetEvents {
                 observer: shared.observer.clone(),
-                name: self.name.clone(),
+                name: self.job.name.clone(),
             }),
         };
         match shared.layers.execute(action, request).await {
@@ -550,6 +552,6 @@ impl Task {
             .settings
             .audit
             .as_ref()
-            .map(|a| a.for_target(&self.name))
+            .map(|a| a.for_target(&self.job.name))
     }
 }

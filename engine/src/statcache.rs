@@ -7,10 +7,12 @@
 //! without its mtime moving (the "racy git" problem), so it counts as dirty.
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::fs::{self, Metadata};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use strata_store::{Digest, write_atomic};
@@ -21,23 +23,26 @@ const MAX_ENTRIES: usize = 1_000_000;
 
 pub use strata_exec::source::Stat;
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Debug)]
 struct Entry {
     stat: Stat,
     recorded_s: i64,
     hash: [u8; 32],
-    touched: bool,
+    /// Used by this build (kept when the cache is trimmed).
+    touched: AtomicBool,
 }
 
 /// The stat cache of one workspace and digest function.
 pub struct StatCache {
     path: PathBuf,
     tmp: PathBuf,
-    entries: HashMap<PathBuf, Entry>,
+    /// By path bytes: hashing a `Path` compares it component by component.
+    entries: HashMap<OsString, Entry>,
     changed: bool,
 }
 
-fn now_s() -> i64 {
+/// The current second, which entries are recorded in.
+pub(crate) fn now_s() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -59,28 +64,26 @@ impl StatCache {
         }
     }
 
-    /// The cached digest of `path`, if the entry still describes the file.
+    /// The cached digest of `path`, if the entry still describes the file
+    /// (then marked as used by this build).
     pub fn lookup(&self, path: &Path, meta: &Metadata) -> Option<Digest> {
-        let e = self.entries.get(path)?;
-        (e.stat == Stat::of(meta) && meta.mtime() < e.recorded_s)
-            .then(|| Digest::new(e.hash, meta.size()))
-    }
-
-    /// Marks an entry as used by this build without changing it.
-    pub fn touch(&mut self, path: &Path) {
-        if let Some(e) = self.entries.get_mut(path) {
-            e.touched = true;
+        let e = self.entries.get(path.as_os_str())?;
+        if e.stat != Stat::of(meta) || meta.mtime() >= e.recorded_s {
+            return None;
         }
+        e.touched.store(true, Ordering::Relaxed);
+        Some(Digest::new(e.hash, meta.size()))
     }
 
-    pub fn record(&mut self, path: PathBuf, meta: &Metadata, digest: Digest) {
+    /// Records the digest of `path`, which had `stat` when it was read.
+    pub fn record(&mut self, path: PathBuf, stat: Stat, digest: Digest) {
         self.entries.insert(
-            path,
+            path.into_os_string(),
             Entry {
-                stat: Stat::of(meta),
+                stat,
                 recorded_s: now_s(),
                 hash: digest.hash,
-                touched: true,
+                touched: AtomicBool::new(true),
             },
         );
         self.changed = true;
@@ -92,7 +95,8 @@ impl StatCache {
             return Ok(());
         }
         if self.entries.len() > MAX_ENTRIES {
-            self.entries.retain(|_, e| e.touched);
+            self.entries
+                .retain(|_, e| e.touched.load(Ordering::Relaxed));
         }
         let bytes = encode(&self.entries);
         write_atomic(&self.tmp, &self.path, &bytes, 0o644).map_err(std::io::Error::other)?;
@@ -101,7 +105,7 @@ impl StatCache {
     }
 }
 
-fn encode(entries: &HashMap<PathBuf, Entry>) -> Vec<u8> {
+fn encode(entries: &HashMap<OsString, Entry>) -> Vec<u8> {
     let mut out = Vec::with_capacity(16 + entries.len() * 120);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&(entries.len() as u64).to_le_bytes());
@@ -109,42 +113,46 @@ fn encode(entries: &HashMap<PathBuf, Entry>) -> Vec<u8> {
         let p = path.as_os_str().as_bytes();
         out.extend_from_slice(&(p.len() as u32).to_le_bytes());
         out.extend_from_slice(p);
-        for v in [e.stat.dev, e.stat.ino, e.stat.size] {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-        for v in [
-            e.stat.mtime_s,
-            e.stat.mtime_ns,
-            e.stat.ctime_s,
-            e.stat.ctime_ns,
-            e.recorded_s,
-        ] {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
+        encode_stat(&e.stat, &mut out);
+        out.extend_from_slice(&e.recorded_s.to_le_bytes());
         out.extend_from_slice(&e.hash);
     }
     out
 }
 
-fn decode(b: &[u8]) -> Option<HashMap<PathBuf, Entry>> {
-    let mut r = Reader { b, pos: 0 };
+/// Appends `stat` as seven little-endian words.
+pub(crate) fn encode_stat(stat: &Stat, out: &mut Vec<u8>) {
+    for v in [stat.dev, stat.ino, stat.size] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    for v in [stat.mtime_s, stat.mtime_ns, stat.ctime_s, stat.ctime_ns] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+}
+
+pub(crate) fn decode_stat(r: &mut Reader) -> Option<Stat> {
+    Some(Stat {
+        dev: r.u64()?,
+        ino: r.u64()?,
+        size: r.u64()?,
+        mtime_s: r.u64()? as i64,
+        mtime_ns: r.u64()? as i64,
+        ctime_s: r.u64()? as i64,
+        ctime_ns: r.u64()? as i64,
+    })
+}
+
+fn decode(b: &[u8]) -> Option<HashMap<OsString, Entry>> {
+    let mut r = Reader::new(b);
     if r.take(8)? != MAGIC {
         return None;
     }
     let n = r.u64()? as usize;
     let mut entries = HashMap::with_capacity(n.min(MAX_ENTRIES));
     for _ in 0..n {
-        let len = u32::from_le_bytes(r.take(4)?.try_into().ok()?) as usize;
-        let path = PathBuf::from(std::ffi::OsString::from_vec(r.take(len)?.to_vec()));
-        let stat = Stat {
-            dev: r.u64()?,
-            ino: r.u64()?,
-            size: r.u64()?,
-            mtime_s: r.u64()? as i64,
-            mtime_ns: r.u64()? as i64,
-            ctime_s: r.u64()? as i64,
-            ctime_ns: r.u64()? as i64,
-        };
+        let len = r.u32()? as usize;
+        let path = OsString::from_vec(r.take(len)?.to_vec());
+        let stat = decode_stat(&mut r)?;
         let recorded_s = r.u64()? as i64;
         let hash: [u8; 32] = r.take(32)?.try_into().ok()?;
         entries.insert(
@@ -153,27 +161,36 @@ fn decode(b: &[u8]) -> Option<HashMap<PathBuf, Entry>> {
                 stat,
                 recorded_s,
                 hash,
-                touched: false,
+                touched: AtomicBool::new(false),
             },
         );
     }
     Some(entries)
 }
 
-struct Reader<'a> {
+/// Reads the little-endian fields of a cache file; `None` past its end.
+pub(crate) struct Reader<'a> {
     b: &'a [u8],
     pos: usize,
 }
 
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Option<&[u8]> {
+impl<'a> Reader<'a> {
+    pub(crate) fn new(b: &'a [u8]) -> Reader<'a> {
+        Reader { b, pos: 0 }
+    }
+
+    pub(crate) fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         let end = self.pos.checked_add(n)?;
         let s = self.b.get(self.pos..end)?;
         self.pos = end;
         Some(s)
     }
-    fn u64(&mut self) -> Option<u64> {
+    pub(crate) fn u64(&mut self) -> Option<u64> {
         Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+
+    pub(crate) fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
     }
 }
 
@@ -189,13 +206,13 @@ mod tests {
         let meta = fs::metadata(&f).unwrap();
         let digest = strata_store::DigestFunction::Blake3.of_bytes(b"hello");
         let mut c = StatCache::load(d.path().join("cache"), d.path().to_path_buf());
-        c.record(f.clone(), &meta, digest);
+        c.record(f.clone(), Stat::of(&meta), digest);
         // Written within the current second: not trusted yet.
         assert_eq!(c.lookup(&f, &meta), None);
         c.save().unwrap();
         // Pretend it was recorded later than the file's mtime.
         let mut c = StatCache::load(d.path().join("cache"), d.path().to_path_buf());
-        c.entries.get_mut(&f).unwrap().recorded_s = meta.mtime() + 5;
+        c.entries.get_mut(f.as_os_str()).unwrap().recorded_s = meta.mtime() + 5;
         assert_eq!(c.lookup(&f, &meta), Some(digest));
         // A different size (or inode, or time) invalidates it.
         fs::write(&f, "hello!").unwrap();

@@ -83,6 +83,40 @@ impl ActionCache {
         }
     }
 
+    /// [`ActionCache::get`] with the stat of the entry read (taken on the
+    /// open file, so it describes those bytes), for a caller that remembers
+    /// the result and later trusts it while [`ActionCache::stat`] is
+    /// unchanged. Notes no use.
+    pub fn get_with_stat(&self, key: &Digest) -> Result<Option<(ActionResult, fs::Metadata)>> {
+        let path = self.path(key);
+        let read = fs::File::open(&path).and_then(|mut f| {
+            let meta = f.metadata()?;
+            let mut bytes = Vec::with_capacity(meta.len().min(1 << 20) as usize);
+            io::Read::read_to_end(&mut f, &mut bytes)?;
+            Ok((bytes, meta))
+        });
+        match read {
+            Ok((bytes, meta)) => Ok(prost::Message::decode(bytes.as_slice())
+                .ok()
+                .map(|r| (r, meta))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::io("cannot read action cache entry", path, e)),
+        }
+    }
+
+    /// The stat of the entry for `key` (`NotFound` if there is none). An
+    /// entry is only ever replaced whole, by a rename, so an unchanged stat
+    /// (inode, size, times) means unchanged bytes.
+    pub fn stat(&self, key: &Digest) -> io::Result<fs::Metadata> {
+        fs::metadata(self.path(key))
+    }
+
+    /// Notes a use of the entry for `key` (see [`ActionCache::get_used`])
+    /// that the caller answered without reading it.
+    pub fn note_use(&self, key: &Digest) {
+        self.uses.note(key.hash, SystemTime::now());
+    }
+
     /// Records a successful result for `key`, durably ordered after what
     /// it names: [`ActionCache::stage`], then [`StagedEntry::publish`].
     pub fn put(&self, key: &Digest, result: &ActionResult) -> Result<()> {

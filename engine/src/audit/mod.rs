@@ -213,7 +213,9 @@ pub fn audit(
         .join(format!("{workspace_tag}-{}", store.function()));
     let mut stat_cache = StatCache::load(cache_path, store.tmp_dir());
     let skip = [build::canonical(&out_dir), store.root().to_path_buf()];
-    let mut sources = plan.hash_sources(&mut stat_cache, &skip, store.function())?;
+    // Every folder is listed afresh, and no listing kept.
+    let folders = strata_load::globs::Disk;
+    let mut sources = plan.hash_sources(&mut stat_cache, &folders, &skip, store.function())?;
     let emulators = crate::platforms::Emulators::of_this_machine();
     plan.check_platforms(&emulators)?;
     let mut jobs = plan.jobs(&mut sources, &emulators)?;
@@ -278,6 +280,7 @@ pub fn audit(
             .map(|r| r.durations())
             .unwrap_or_default(),
         ready_order: crate::critical_path::ReadyOrder::from_env(),
+        hits: None,
     };
     let run = runtime.block_on(scheduler::run(
         store.clone(),

@@ -5,9 +5,10 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use strata_store::remote_cache::{BoxFuture, RemoteCache, Warn};
-use strata_store::{Digest, Store, tree};
+use strata_store::{Cas, Digest, Store, tree};
 
 use super::PreparedAction;
+use super::hits::{Found, HitCache};
 use crate::declared::DeclaredOutputs;
 
 /// A layer in front of the executor: `Break` with the action's output when
@@ -21,15 +22,19 @@ pub struct LocalActionCache {
     store: Store,
     /// An audit rebuilds everything but what is pinned by its digest.
     pinned_only: bool,
+    /// The hits earlier builds of the workspace found, if kept.
+    hits: Option<Arc<HitCache>>,
     warn: Warn,
 }
 
 impl LocalActionCache {
-    /// Serves every action whose result it holds.
-    pub fn every(store: Store, warn: Warn) -> LocalActionCache {
+    /// Serves every action whose result it holds, answering those `hits`
+    /// remembers from it, and remembering the others it serves there.
+    pub fn every(store: Store, hits: Option<Arc<HitCache>>, warn: Warn) -> LocalActionCache {
         LocalActionCache {
             store,
             pinned_only: false,
+            hits,
             warn,
         }
     }
@@ -39,6 +44,7 @@ impl LocalActionCache {
         LocalActionCache {
             store,
             pinned_only: true,
+            hits: None,
             warn,
         }
     }
@@ -47,13 +53,30 @@ impl LocalActionCache {
         if self.pinned_only && !action.pinned {
             return ControlFlow::Continue(());
         }
-        match cached_output(&self.store, &action.key(), action.declared.as_ref()) {
-            Ok(Some(output)) => return ControlFlow::Break(output),
+        let key = action.key();
+        let declared = DeclaredOutputs::fingerprint(action.declared.as_ref());
+        if let Some(hits) = &self.hits
+            && let Some(output) = hits.output(&self.store, &key, &declared)
+        {
+            self.store.action_cache().note_use(&key);
+            return ControlFlow::Break(output);
+        }
+        match found_entry(&self.store, &key, action.declared.as_ref()) {
+            Ok(Some(found)) => {
+                self.store.action_cache().note_use(&key);
+                if let Some(hits) = &self.hits {
+                    hits.remember(&key, &declared, &found);
+                }
+                return ControlFlow::Break(found.output);
+            }
             Ok(None) => {}
             Err(why) => (self.warn)(&format!(
                 "the action-cache entry of `{}` is not its result ({why}); it was dropped and the step runs again",
                 action.name
             )),
+        }
+        if let Some(hits) = &self.hits {
+            hits.forget(&key);
         }
         ControlFlow::Continue(())
     }
@@ -61,8 +84,9 @@ impl LocalActionCache {
 
 impl Lookup for LocalActionCache {
     fn look_up<'a>(&'a self, action: &'a PreparedAction) -> BoxFuture<'a, ControlFlow<Digest>> {
-        // A lookup reads one small action-cache entry and stats the output
-        // tree's blobs: inline is cheaper than a trip to the blocking pool.
+        // A lookup stats one small action-cache entry and the output tree's
+        // blobs (or reads the entry and the tree's folder records): inline
+        // is cheaper than a trip to the blocking pool.
         Box::pin(std::future::ready(self.find(action)))
     }
 }
@@ -102,14 +126,55 @@ impl Lookup for RemoteLookup {
 /// removed: it is a miss, now and until the step runs again. An entry whose
 /// tree does not hold what the target declares is another action's result
 /// (planted at this key on a remote and trusted by an older version): it is
-/// dropped too, and `Err` says what is wrong with it.
+/// dropped too, and `Err` says what is wrong with it. The entry's use is
+/// noted: its last use is what `gc` evicts by.
 pub fn cached_output(
     store: &Store,
     key: &Digest,
     declared: Option<&DeclaredOutputs>,
 ) -> Result<Option<Digest>, String> {
-    // The entry's time is the last use `gc` evicts by.
-    let Some(result) = store.action_cache().get_used(key).ok().flatten() else {
+    let found = found_entry(store, key, declared)?;
+    if found.is_some() {
+        store.action_cache().note_use(key);
+    }
+    Ok(found.map(|f| f.output))
+}
+
+/// [`cached_output`] without noting a use, with what a [`HitCache`] keeps
+/// of the entry.
+pub(crate) fn found_entry(
+    store: &Store,
+    key: &Digest,
+    declared: Option<&DeclaredOutputs>,
+) -> Result<Option<Found>, String> {
+    match examine(store, key, declared) {
+        Ok(found) => Ok(found),
+        Err(unusable) => {
+            let _ = store.action_cache().remove(key);
+            match unusable {
+                Unusable::ReachesMissing => Ok(None),
+                Unusable::NotDeclared(why) => Err(why),
+            }
+        }
+    }
+}
+
+/// Why an entry of the action cache cannot be used.
+pub(crate) enum Unusable {
+    /// Its output reaches a blob the store does not hold whole.
+    ReachesMissing,
+    /// Its output does not hold what the target declares.
+    NotDeclared(String),
+}
+
+/// The entry of `key` and what it reaches, if usable; changes nothing
+/// (but for a corrupt folder record, dropped when read).
+pub(crate) fn examine(
+    store: &Store,
+    key: &Digest,
+    declared: Option<&DeclaredOutputs>,
+) -> Result<Option<Found>, Unusable> {
+    let Some((result, entry)) = store.action_cache().get_with_stat(key).ok().flatten() else {
         return Ok(None);
     };
     let Some(output) = result
@@ -119,15 +184,38 @@ pub fn cached_output(
     else {
         return Ok(None);
     };
-    if tree::first_missing(store.cas(), &output).is_some() {
-        let _ = store.action_cache().remove(key);
-        return Ok(None);
+    let blobs = stored_blobs(store.cas(), &output).ok_or(Unusable::ReachesMissing)?;
+    if let Some(declared) = declared {
+        declared
+            .check(store.cas(), &output)
+            .map_err(Unusable::NotDeclared)?;
     }
-    if let Some(declared) = declared
-        && let Err(why) = declared.check(store.cas(), &output)
-    {
-        let _ = store.action_cache().remove(key);
-        return Err(why);
+    Ok(Some(Found {
+        output,
+        blobs,
+        entry,
+    }))
+}
+
+/// Every blob the stored tree `root` reaches (itself, its folders' records
+/// and its files, each once), if the store holds them all whole: the
+/// records are read (a corrupt one is dropped), the files stat'ed.
+fn stored_blobs(cas: &Cas, root: &Digest) -> Option<Vec<Digest>> {
+    let entries = tree::walk(cas, root).ok()?;
+    let mut blobs = vec![*root];
+    for (_, entry) in entries {
+        match entry {
+            tree::Entry::Dir { digest, .. } => blobs.push(digest),
+            tree::Entry::File { digest, .. } => {
+                if !cas.contains(&digest) {
+                    return None;
+                }
+                blobs.push(digest);
+            }
+            _ => {}
+        }
     }
-    Ok(Some(output))
+    blobs.sort_unstable();
+    blobs.dedup();
+    Some(blobs)
 }

@@ -22,6 +22,7 @@
 //! [`Policy`]; no step asks again. The scheduler decides what runs next;
 //! this module what looking up and running one step means.
 
+pub mod hits;
 mod inputs;
 pub mod lookup;
 pub mod publish;
@@ -35,6 +36,7 @@ use strata_store::{Digest, Store};
 
 use crate::declared::DeclaredOutputs;
 use crate::key::KeyedAction;
+use hits::HitCache;
 use lookup::{LocalActionCache, Lookup, RemoteLookup};
 use publish::{ActionCachePut, Publish, RemoteUpload, StoreAction};
 
@@ -85,37 +87,43 @@ pub struct Layers {
     store: Store,
     executors: Executors,
     publishers: Vec<Box<dyn Publish>>,
+    /// The hits a build keeps for the next (`Policy::Build` only): its
+    /// lookups answer from it, and each step it runs is remembered there.
+    hits: Option<Arc<HitCache>>,
 }
 
 impl Layers {
     /// The layers `policy` gives a build: a remote cache (if one is open)
     /// is looked up only after the local action cache, so it is never
-    /// trusted further than the local store. `warn` says what a layer
-    /// wants the user to know (an entry it dropped).
+    /// trusted further than the local store. `hits` (used by a build
+    /// only) answers lookups it remembers and learns the others. `warn`
+    /// says what a layer wants the user to know (an entry it dropped).
     pub fn new(
         store: Store,
         executors: Executors,
         remote: Option<Arc<dyn RemoteCache>>,
         policy: Policy,
+        hits: Option<Arc<HitCache>>,
         warn: Warn,
     ) -> Layers {
-        let lookups: Vec<Box<dyn Lookup>> = match policy {
-            Policy::Build => {
-                let mut lookups: Vec<Box<dyn Lookup>> = vec![Box::new(LocalActionCache::every(
+        let hits = hits.filter(|_| policy == Policy::Build);
+        let lookups: Vec<Box<dyn Lookup>> =
+            match policy {
+                Policy::Build => {
+                    let mut lookups: Vec<Box<dyn Lookup>> = vec![Box::new(
+                        LocalActionCache::every(store.clone(), hits.clone(), warn.clone()),
+                    )];
+                    if let Some(remote) = &remote {
+                        lookups.push(Box::new(RemoteLookup::new(remote.clone(), store.clone())));
+                    }
+                    lookups
+                }
+                Policy::NoCache => Vec::new(),
+                Policy::Audit => vec![Box::new(LocalActionCache::pinned_only(
                     store.clone(),
                     warn.clone(),
-                ))];
-                if let Some(remote) = &remote {
-                    lookups.push(Box::new(RemoteLookup::new(remote.clone(), store.clone())));
-                }
-                lookups
-            }
-            Policy::NoCache => Vec::new(),
-            Policy::Audit => vec![Box::new(LocalActionCache::pinned_only(
-                store.clone(),
-                warn.clone(),
-            ))],
-        };
+                ))],
+            };
         // Only a succeeded step's action enters the store, ahead of the
         // action-cache entry that refers to it.
         let mut publishers: Vec<Box<dyn Publish>> = vec![Box::new(StoreAction::new(store.clone()))];
@@ -130,6 +138,7 @@ impl Layers {
             store,
             executors,
             publishers,
+            hits,
         }
     }
 
@@ -150,13 +159,16 @@ impl Layers {
         action: PreparedAction,
         mut request: Request,
     ) -> Result<Digest, StepFailure> {
+        let PreparedAction {
+            keyed, declared, ..
+        } = action;
         let keyed = if inputs::read_from_store(&request.work) {
-            request.input_root = Some(inputs::input_root(&action.keyed));
-            inputs::store(&self.store, action.keyed, &request.sources)
+            request.input_root = Some(inputs::input_root(&keyed));
+            inputs::store(&self.store, keyed, &request.sources)
                 .await
                 .map_err(step_failure)?
         } else {
-            action.keyed
+            keyed
         };
         let success = self.executors.execute(request).await?;
         // Publishing blocks: the action-cache entry waits for the store's
@@ -168,6 +180,15 @@ impl Layers {
                 .try_for_each(|layer| layer.publish(&keyed, &success.result))
         })
         .map_err(step_failure)?;
+        // The entry just written, as the next build's lookup would find it
+        // (not yet there while the group commit publishes it: then the next
+        // build reads it in full).
+        if let Some(hits) = &self.hits
+            && let Ok(Some(found)) = lookup::examine(&self.store, &keyed.key, declared.as_ref())
+        {
+            let fingerprint = DeclaredOutputs::fingerprint(declared.as_ref());
+            hits.remember(&keyed.key, &fingerprint, &found);
+        }
         Ok(success.output)
     }
 

@@ -122,6 +122,7 @@ impl Setup {
             executors,
             Some(remote),
             policy,
+            None,
             Arc::new(|_: &str| {}),
         )
     }

@@ -21,7 +21,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
+use rayon::prelude::*;
 use strata_exec::fstree::remove_tree;
+use strata_load::globs::Folders;
 use strata_store::tree::{self, Placement};
 use strata_store::{Digest, Store};
 
@@ -86,13 +88,19 @@ pub fn lock(out_dir: &Path, waiting: impl FnOnce(&str)) -> std::io::Result<OutLo
 
 /// Whether `out/<name>` is what Strata placed there for `digest`: the
 /// record names that output and the folder's fingerprint is unchanged.
-fn still_placed(state: &OutState, name: &str, digest: &Digest, dest: &Path) -> bool {
+fn still_placed(
+    state: &OutState,
+    name: &str,
+    digest: &Digest,
+    dest: &Path,
+    folders: &dyn Folders,
+) -> bool {
     let Some(placed) = state.get(name) else {
         return false;
     };
     placed.output.as_deref() == Some(digest.to_string().as_str())
         && placed.fingerprint.is_some()
-        && placed.fingerprint == fingerprint::of(dest)
+        && placed.fingerprint == fingerprint::of(dest, folders)
 }
 
 /// Why `out/` could not be brought up to date.
@@ -162,12 +170,14 @@ pub struct Scope {
 /// entries the record lists are replaced or removed; a requested target
 /// whose entry exists but is not Strata's is [`OutError::Foreign`], and
 /// then nothing changes. Returns the targets whose folders were changed
-/// since they were placed, and are placed again.
+/// since they were placed, and are placed again. Folders are listed
+/// through `folders`, and the placed entries checked in parallel.
 pub fn update(
     store: &Store,
     out_dir: &Path,
     outputs: &BTreeMap<String, Option<Digest>>,
     scope: &Scope,
+    folders: &dyn Folders,
     _lock: &OutLock,
 ) -> Result<Vec<String>, OutError> {
     let err = |what: &str, p: &Path, e: &dyn std::fmt::Display| {
@@ -194,13 +204,14 @@ pub fn update(
         .filter(|k| scope.folders.contains(folder_of(k)) && !scope.known.contains(k.as_str()))
         .cloned()
         .collect();
+    let outputs: Vec<(&String, &Option<Digest>)> = outputs.iter().collect();
     let stale: Vec<(&String, Option<&Digest>)> = outputs
-        .iter()
+        .par_iter()
         .filter(|(name, output)| match output {
-            Some(digest) => !still_placed(&state, name, digest, &out_dir.join(name)),
+            Some(digest) => !still_placed(&state, name, digest, &out_dir.join(name), folders),
             None => state.owns(name),
         })
-        .map(|(name, output)| (name, output.as_ref()))
+        .map(|(name, output)| (*name, output.as_ref()))
         .collect();
     // Placed again though their output is the same: someone changed them.
     let changed_outside: Vec<String> = stale
@@ -281,7 +292,7 @@ pub fn update(
             Placed {
                 output: Some(digest.to_string()),
                 // Taken in place: the rename changed the folder's own times.
-                fingerprint: fingerprint::of(&dest),
+                fingerprint: fingerprint::of(&dest, folders),
             },
         );
     }
