@@ -13,22 +13,7 @@ use std::process::{Child, Command, Stdio};
 
 use sha2::Digest as _;
 
-use common::bazel::{Bazel, bazel_available};
-
-const BUILD: &str = r#"genrule(
-    name = "sorted",
-    srcs = ["words.txt"],
-    outs = ["sorted.txt"],
-    cmd = "sort $(location words.txt) > $@",
-)
-
-# Larger than one ByteStream message either way.
-genrule(
-    name = "big",
-    outs = ["big.txt"],
-    cmd = "seq 1 400000 > $@",
-)
-"#;
+use common::bazel::{Bazel, SORTED_AND_BIG, bazel_available};
 
 /// `strata cache serve` with a read and a write token; stopped on drop.
 struct Served {
@@ -140,7 +125,7 @@ fn bazel_shares_results_through_cache_serve_over_grpc() {
     }
     let server = Served::start();
     let bazel = Bazel::new();
-    bazel.write("BUILD", BUILD);
+    bazel.write("BUILD", SORTED_AND_BIG);
     bazel.write("words.txt", "pear\napple\nfig\n");
     let cache = format!("--remote_cache=grpc://{}", server.addr);
     let token = |t: &str| format!("--remote_header=Authorization=Bearer {t}");

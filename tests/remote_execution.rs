@@ -5,7 +5,7 @@
 //! of this file (it takes a while to start); each scenario has workers and
 //! a Bazel workspace of its own.
 //!
-//! - Bazel's genrules run on a worker (`-j 2`: two at once, never three)
+//! - Bazel's genrules run on a worker (`-j 2`: never three at once)
 //!   and their outputs are byte for byte what a local Bazel build makes; a
 //!   generated script runs there as an input; the worker's CAS stays within
 //!   `--max-size`.
@@ -26,7 +26,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::bazel::{Bazel, bazel_available};
+use common::bazel::{Bazel, SORTED_AND_BIG, bazel_available};
 use common::execution::{INSTANCE, Service, Worker};
 use common::remote::buildgrid_available;
 
@@ -34,20 +34,8 @@ use common::remote::buildgrid_available;
 /// sees its lease requeued soon.
 const KEEPALIVE: u32 = 5;
 
-const GENRULES: &str = r#"genrule(
-    name = "sorted",
-    srcs = ["words.txt"],
-    outs = ["sorted.txt"],
-    cmd = "sort $(location words.txt) > $@",
-)
-
-# Larger than one ByteStream message either way.
-genrule(
-    name = "big",
-    outs = ["big.txt"],
-    cmd = "seq 1 400000 > $@",
-)
-
+/// Genrules beside `SORTED_AND_BIG`.
+const MORE_GENRULES: &str = r#"
 genrule(
     name = "script",
     outs = ["hello.sh"],
@@ -130,7 +118,7 @@ fn genrules_run_on_a_worker_as_they_run_locally(service: &Service) {
     let worker = Worker::start(service, 2, "1M");
     let bazel = Bazel::new();
     bazel.write("words.txt", "pear\napple\nfig\n");
-    bazel.write("BUILD", GENRULES);
+    bazel.write("BUILD", &format!("{SORTED_AND_BIG}{MORE_GENRULES}"));
     let flags = remote_flags(service);
     let mut args: Vec<&str> = flags.iter().map(String::as_str).collect();
     args.push("//...");

@@ -599,14 +599,10 @@ fn enter_root(exec_root: &Path, mounts: &Mounts, network: bool, reverse_dirs: bo
         .parent()
         .ok_or("exec root has no parent")?
         .join(SANDBOX_ROOT);
-    ctx(
-        mount(
-            Some("tmpfs"),
-            &root,
-            Some("tmpfs"),
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-            Some("mode=0755,size=1m"),
-        ),
+    tmpfs(
+        &root,
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        "mode=0755,size=1m",
         || "cannot mount the sandbox root".into(),
     )?;
 
@@ -714,14 +710,10 @@ fn mount_inputs(mounts: &Mounts, strata: &Path) -> Setup {
         return Ok(());
     }
     let deps = strata.join(layout::DEPS);
-    ctx(
-        mount(
-            Some("tmpfs"),
-            &deps,
-            Some("tmpfs"),
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-            Some("mode=0755,size=64k"),
-        ),
+    tmpfs(
+        &deps,
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        "mode=0755,size=64k",
         || "cannot mount a tmpfs on deps/".into(),
     )?;
     for (name, tree) in &mounts.deps {
@@ -753,14 +745,10 @@ fn reversed_copy(dst: &Path, root: &Path) -> Setup {
     let src = root.join(".unordered");
     bind(dst, &src, true)?;
     let src = src.as_path();
-    ctx(
-        mount(
-            Some("tmpfs"),
-            dst,
-            Some("tmpfs"),
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-            Some("mode=0755"),
-        ),
+    tmpfs(
+        dst,
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        "mode=0755",
         || format!("cannot mount a tmpfs on {}", dst.display()),
     )?;
     ctx(
@@ -787,6 +775,14 @@ fn reversed_copy(dst: &Path, root: &Path) -> Setup {
     ctx(fs::remove_dir(src), || {
         format!("cannot remove {}", src.display())
     })
+}
+
+/// Mounts a fresh tmpfs at `dst`.
+fn tmpfs(dst: &Path, flags: MsFlags, options: &str, what: impl FnOnce() -> String) -> Setup {
+    ctx(
+        mount(Some("tmpfs"), dst, Some("tmpfs"), flags, Some(options)),
+        what,
+    )
 }
 
 fn mkdir(p: &Path) -> Setup {
@@ -858,14 +854,10 @@ fn locked_flags(p: &Path) -> MsFlags {
 fn make_dev(root: &Path) -> Setup {
     let dev = root.join("dev");
     mkdir(&dev)?;
-    ctx(
-        mount(
-            Some("tmpfs"),
-            &dev,
-            Some("tmpfs"),
-            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-            Some("mode=0755,size=64k"),
-        ),
+    tmpfs(
+        &dev,
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        "mode=0755,size=64k",
         || "cannot mount /dev".into(),
     )?;
     for node in ["null", "zero", "full", "random", "urandom"] {
@@ -886,14 +878,10 @@ fn make_dev(root: &Path) -> Setup {
     }
     let shm = dev.join("shm");
     mkdir(&shm)?;
-    ctx(
-        mount(
-            Some("tmpfs"),
-            &shm,
-            Some("tmpfs"),
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-            Some("mode=1777"),
-        ),
+    tmpfs(
+        &shm,
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        "mode=1777",
         || "cannot mount /dev/shm".into(),
     )
 }

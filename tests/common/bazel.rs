@@ -157,3 +157,20 @@ impl Drop for Bazel {
             .status();
     }
 }
+
+/// Two genrules, one output larger than a ByteStream message: what the
+/// cache and execution tests ask Bazel to build.
+pub const SORTED_AND_BIG: &str = r#"genrule(
+    name = "sorted",
+    srcs = ["words.txt"],
+    outs = ["sorted.txt"],
+    cmd = "sort $(location words.txt) > $@",
+)
+
+# Larger than one ByteStream message either way.
+genrule(
+    name = "big",
+    outs = ["big.txt"],
+    cmd = "seq 1 400000 > $@",
+)
+"#;
