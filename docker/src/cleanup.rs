@@ -209,10 +209,7 @@ pub(crate) struct Owner {
 pub(crate) static OWNER: LazyLock<Option<Owner>> = LazyLock::new(|| {
     Some(Owner {
         start: start_time(std::process::id())?,
-        boot: std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-            .ok()?
-            .trim()
-            .to_string(),
+        boot: strata_store::boot_id()?,
         pidns: std::fs::read_link("/proc/self/ns/pid")
             .ok()?
             .to_str()?

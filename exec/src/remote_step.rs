@@ -310,21 +310,11 @@ pub async fn run(
     };
     sandbox::reclaim_outputs(&exec_root)
         .map_err(|e| io("cannot take back the step's outputs", e))?;
-    use std::os::unix::process::ExitStatusExt;
-    Ok(match (status.code(), status.signal()) {
-        (Some(code), _) if code == sandbox::SETUP_FAILED && setup_failed(&staged.stderr()) => {
-            Ended::SetupFailed(step::tail(&staged.stderr()).trim().to_string())
-        }
-        // The helper exits 128+N when the step died of signal N.
-        (Some(code), _) if code > 128 => Ended::Signaled(code - 128),
-        (Some(code), _) => Ended::Exited(code),
-        (None, Some(signal)) => Ended::Signaled(signal),
-        (None, None) => Ended::Exited(-1),
+    Ok(match sandbox::HelperExit::of(status, &staged.stderr()) {
+        sandbox::HelperExit::Exited(code) => Ended::Exited(code),
+        sandbox::HelperExit::Signaled(signal) => Ended::Signaled(signal),
+        sandbox::HelperExit::SetupFailed(why) => Ended::SetupFailed(why),
     })
-}
-
-fn setup_failed(stderr: &Path) -> bool {
-    fs::read_to_string(stderr).is_ok_and(|s| s.starts_with("strata-sandbox:"))
 }
 
 #[cfg(test)]

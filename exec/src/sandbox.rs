@@ -141,6 +141,37 @@ impl Mounts {
     }
 }
 
+/// How the sandbox helper ended, read from its exit status: it exits with
+/// the step's code, 128+N when the step died of signal N, and
+/// `SETUP_FAILED` with a `strata-sandbox:` message on `stderr_log` when it
+/// could not set the sandbox up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HelperExit {
+    Exited(i32),
+    Signaled(i32),
+    SetupFailed(String),
+}
+
+impl HelperExit {
+    pub fn of(status: std::process::ExitStatus, stderr_log: &Path) -> HelperExit {
+        use std::os::unix::process::ExitStatusExt;
+        match (status.code(), status.signal()) {
+            (Some(SETUP_FAILED), _) => {
+                let log = fs::read_to_string(stderr_log).unwrap_or_default();
+                if log.starts_with("strata-sandbox:") {
+                    HelperExit::SetupFailed(crate::step::tail(stderr_log).trim().to_string())
+                } else {
+                    HelperExit::Exited(SETUP_FAILED)
+                }
+            }
+            (Some(code), _) if code > 128 => HelperExit::Signaled(code - 128),
+            (Some(code), _) => HelperExit::Exited(code),
+            (None, Some(signal)) => HelperExit::Signaled(signal),
+            (None, None) => HelperExit::Exited(-1),
+        }
+    }
+}
+
 /// The arguments of the helper for one step.
 pub fn helper_args(
     exec_root: &Path,

@@ -777,24 +777,21 @@ async fn spawn_and_wait(
         sandbox::reclaim_outputs(exec_root)
             .map_err(|e| io("cannot take back the step's outputs", e))?;
     }
-    use std::os::unix::process::ExitStatusExt;
-    let failure = match (status.code(), status.signal()) {
-        (Some(0), _) => None,
-        (Some(code), _)
-            if code == sandbox::SETUP_FAILED
-                && matches!(isolation, Isolation::Sandbox { .. })
-                && is_setup_failure(scratch) =>
-        {
-            Some(Failure::SandboxSetup(
-                tail(&scratch.join("stderr")).trim().to_string(),
-            ))
+    let failure = if matches!(isolation, Isolation::Sandbox { .. }) {
+        match sandbox::HelperExit::of(status, &scratch.join("stderr")) {
+            sandbox::HelperExit::Exited(0) => None,
+            sandbox::HelperExit::Exited(code) => Some(Failure::Exit(code)),
+            sandbox::HelperExit::Signaled(sig) => Some(Failure::Signal(sig)),
+            sandbox::HelperExit::SetupFailed(why) => Some(Failure::SandboxSetup(why)),
         }
-        (Some(code), _) if code > 128 && matches!(isolation, Isolation::Sandbox { .. }) => {
-            Some(Failure::Signal(code - 128))
+    } else {
+        use std::os::unix::process::ExitStatusExt;
+        match (status.code(), status.signal()) {
+            (Some(0), _) => None,
+            (Some(code), _) => Some(Failure::Exit(code)),
+            (None, Some(sig)) => Some(Failure::Signal(sig)),
+            (None, None) => Some(Failure::Exit(-1)),
         }
-        (Some(code), _) => Some(Failure::Exit(code)),
-        (None, Some(sig)) => Some(Failure::Signal(sig)),
-        (None, None) => Some(Failure::Exit(-1)),
     };
     // Read before the cgroup goes: a step the OOM killer hit usually dies
     // of SIGKILL or exits with 137, which alone would not say why.
@@ -805,12 +802,6 @@ async fn spawn_and_wait(
         }),
         (failure, _) => failure,
     })
-}
-
-fn is_setup_failure(scratch: &Path) -> bool {
-    fs::read_to_string(scratch.join("stderr"))
-        .map(|s| s.starts_with("strata-sandbox:"))
-        .unwrap_or(false)
 }
 
 /// Checks the declared outputs, then moves them and the logs into the store.

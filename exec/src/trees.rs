@@ -71,7 +71,7 @@ impl Trees {
     /// (no boot id to scope them by; a root build whose step user could
     /// not reach them) and steps stage their inputs as before.
     pub fn open(store: &Store) -> Option<Trees> {
-        let boot = boot_id()?;
+        let boot = strata_store::boot_id()?;
         let base = store.root().join(TREES);
         let dir = base.join(&boot).join(store.function().name());
         fs::create_dir_all(&dir).ok()?;
@@ -304,14 +304,6 @@ fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
     renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE).map_err(io::Error::from)
 }
 
-/// The kernel's id of this boot.
-fn boot_id() -> Option<String> {
-    let id = fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
-    let id = id.trim();
-    let clean = !id.is_empty() && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
-    clean.then(|| id.to_string())
-}
-
 /// Copies the tree at `from` into the existing empty folder `to`: hard
 /// links where the file system allows, copies otherwise, folders made
 /// anew, symlinks as they are. For a failed step's kept scratch folder,
@@ -409,7 +401,7 @@ pub struct Tree {
 /// Every folder under `<store>/trees/<boot>/<fn>/`, and anything else found
 /// at those levels (as a temporary: not named like a tree).
 pub fn list(store: &Store) -> Vec<Tree> {
-    let boot = boot_id();
+    let boot = strata_store::boot_id();
     let mut found = Vec::new();
     let Ok(boots) = fs::read_dir(store.root().join(TREES)) else {
         return found;

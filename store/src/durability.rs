@@ -156,9 +156,7 @@ fn syncfs(dir: &fs::File) -> io::Result<()> {
 /// The kernel's id of this boot; empty if it cannot be read (then every
 /// marker left counts as another boot's).
 fn boot_id() -> String {
-    fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
+    crate::boot_id().unwrap_or_default()
 }
 
 fn unix_ns(t: SystemTime) -> u128 {

@@ -46,6 +46,15 @@ pub use digest::{Digest, DigestFunction, Hasher};
 use durability::Durability;
 pub use error::{Result, StoreError};
 
+/// The kernel's id of this boot (a UUID), if it can be read: what is
+/// trusted only until the machine restarts is labelled with it.
+pub fn boot_id() -> Option<String> {
+    let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let id = id.trim();
+    let clean = !id.is_empty() && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
+    clean.then(|| id.to_string())
+}
+
 const FORMAT: &str = "strata-store-1";
 /// Where the action cache logs its uses (see [`ActionCache::get_used`]).
 const USES: &str = "meta/uses";
