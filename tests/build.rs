@@ -696,3 +696,27 @@ fn a_file_deleted_from_out_is_restored_without_executing() {
     assert!(r.executed().is_empty());
     assert_eq!(ws.read("out/words/words.txt"), "apple\nfig\npear\n");
 }
+
+/// A step longer than the async runtime's idle-thread lifetime (10 s) runs
+/// to its end while its neighbours finish and publish: a sandboxed step dies
+/// with strata, and once died with whichever runtime thread had started it
+/// (the neighbours' publishing retired that thread). Failed two runs in
+/// four before the fix.
+#[test]
+fn a_long_step_outlives_the_threads_of_its_short_neighbours() {
+    let ws = Ws::new();
+    let mut yaml = String::from(
+        "targets:\n  long:\n    rule: run\n    cmd: \"sleep 16; echo done > $OUT/o\"\n    outs: [o]\n",
+    );
+    for i in 0..24 {
+        yaml += &format!(
+            "  short{i}:\n    rule: run\n    cmd: \"sleep 0.{}; echo {i} > $OUT/o\"\n    outs: [o]\n",
+            i % 3 + 1
+        );
+    }
+    ws.write("BUILD.yaml", &yaml);
+    let run = ws.build_ok(&["-j", "4"]);
+    let doc: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(doc["executed"], 25, "{}", run.stdout);
+    assert_eq!(ws.read("out/long/o"), "done\n");
+}

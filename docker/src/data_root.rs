@@ -147,7 +147,7 @@ pub async fn build(
             Ok(())
         });
     }
-    let child = cmd.spawn().map_err(|e| {
+    let child = strata_exec::launch::spawn(cmd).await.map_err(|e| {
         fail(
             Failure::Io(format!(
                 "cannot start dockerd (is docker.io installed?): {e}"

@@ -25,6 +25,7 @@ mod executor;
 mod executors;
 pub mod fstree;
 pub mod keyring;
+pub mod launch;
 mod local;
 pub mod mask;
 pub mod perturb;

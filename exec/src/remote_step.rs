@@ -288,8 +288,8 @@ pub async fn run(
         .stderr(stderr)
         .process_group(0)
         .kill_on_drop(true);
-    let mut child = cmd
-        .spawn()
+    let mut child = crate::launch::spawn(cmd)
+        .await
         .map_err(|e| io("cannot start the sandbox helper", e))?;
     let guard = GroupGuard(child.id().map(|p| p as i32));
     let waited = match command.timeout {

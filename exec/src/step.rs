@@ -701,7 +701,8 @@ async fn spawn_and_wait(
             args.splice(1..1, mounts.flags());
             // No `pre_exec`: the helper itself dies with strata and keeps
             // descriptors from the step (`sandbox::FLAG_PARENT`), so the
-            // standard library spawns it with `posix_spawn`, not `fork`.
+            // standard library spawns it with `posix_spawn`, not `fork`,
+            // from the thread that outlives the runtime's (`launch`).
             c.args(args);
             c.env_clear().envs(step.env.iter().map(|(k, v)| (k, v)));
             c
@@ -752,7 +753,7 @@ async fn spawn_and_wait(
         .stderr(stderr)
         .process_group(0)
         .kill_on_drop(true);
-    let mut child = match cmd.spawn() {
+    let mut child = match crate::launch::spawn(cmd).await {
         Ok(c) => c,
         Err(e) => {
             // The keyed name: the real one may carry a secret.
