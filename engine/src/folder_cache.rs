@@ -9,7 +9,6 @@
 //! strictly older than the second it was recorded in: an entry added in
 //! that same second may not have moved the mtime (the "racy git" problem).
 
-use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, Metadata};
 use std::io;
@@ -19,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use foldhash::{HashMap, HashMapExt};
 use strata_load::globs::{EntryKind, FolderEntry, Folders, read_folder};
 use strata_store::write_atomic;
 

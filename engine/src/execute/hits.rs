@@ -11,7 +11,6 @@
 //! it reaches a missing blob. A missing, unreadable or damaged file is an
 //! empty cache. Written atomically, once per build, only if it changed.
 
-use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -19,6 +18,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use foldhash::{HashMap, HashMapExt};
 use strata_store::{Digest, Store, write_atomic};
 
 use crate::statcache::{Reader, Stat, decode_stat, encode_stat, now_s};
