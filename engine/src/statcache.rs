@@ -267,7 +267,7 @@ mod tests {
     fn set_recorded(d: &Path, recorded_s: i64) {
         let mut b = fs::read(d.join("cache")).unwrap();
         for at in entry_offsets(&b).unwrap() {
-            let at = at as usize + 4 + path_at(&b, at as u32).len() + 7 * 8;
+            let at = at as usize + 4 + path_at(&b, at).len() + 7 * 8;
             b[at..at + 8].copy_from_slice(&recorded_s.to_le_bytes());
         }
         fs::write(d.join("cache"), b).unwrap();
