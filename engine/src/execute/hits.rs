@@ -123,10 +123,38 @@ impl HitCache {
 
     /// Writes the cache back atomically, if this build learned anything
     /// (what it learns afterwards is kept for the next save).
-    pub fn save(&self) -> io::Result<()> {
-        let learned = std::mem::take(&mut *self.learned());
+    ///
+    /// A hit learned in its entry's own second (every step this build ran)
+    /// would not be trusted by the next build: its entry is read again
+    /// here, in a later second, and if it still names the same output the
+    /// hit is remembered as of now. So the no-op after a build that ran
+    /// everything is answered from this cache too.
+    pub fn save(&self, store: &Store) -> io::Result<()> {
+        self.save_as_of(store, now_s())
+    }
+
+    /// [`HitCache::save`] in the second `now`.
+    fn save_as_of(&self, store: &Store, now: i64) -> io::Result<()> {
+        let mut learned = std::mem::take(&mut *self.learned());
         if learned.is_empty() {
             return Ok(());
+        }
+        for (key, hit) in learned.iter_mut() {
+            let Some(hit) = hit else { continue };
+            if hit.entry.mtime_s < hit.recorded_s || hit.entry.mtime_s >= now {
+                continue;
+            }
+            let key = Digest::new(*key, 0);
+            if let Ok(Some((result, entry))) = store.action_cache().get_with_stat(&key)
+                && Stat::of(&entry) == hit.entry
+                && result
+                    .output_directories
+                    .first()
+                    .and_then(|d| Digest::from_proto(d.root_directory_digest.as_ref()?))
+                    == Some(hit.output)
+            {
+                hit.recorded_s = now;
+            }
         }
         let unchanged = self.kept.iter().filter(|(k, _)| !learned.contains_key(*k));
         let mut hits: Vec<(&[u8; 32], &Hit)> = learned
@@ -254,7 +282,7 @@ mod tests {
         let declared = [7; 32];
         let c = HitCache::load(path.clone(), store.tmp_dir());
         c.remember(&key, &declared, &found(&store, &key, blob));
-        c.save().unwrap();
+        c.save(&store).unwrap();
 
         // Remembered in the entry's own second: not trusted yet.
         let c = HitCache::load(path.clone(), store.tmp_dir());
@@ -285,18 +313,41 @@ mod tests {
     }
 
     #[test]
+    fn a_hit_learned_in_its_entrys_second_is_checked_again_when_saved_later() {
+        let d = tempfile::tempdir().unwrap();
+        let (store, key, blob) = stored(d.path());
+        let path = d.path().join("hits");
+        let declared = [7; 32];
+        let c = HitCache::load(path.clone(), store.tmp_dir());
+        c.remember(&key, &declared, &found(&store, &key, blob));
+        c.save_as_of(&store, now_s() + 2).unwrap();
+        let c = HitCache::load(path.clone(), store.tmp_dir());
+        assert_eq!(c.output(&store, &key, &declared), Some(blob));
+
+        // An entry that no longer names the output it was remembered with
+        // stays untrusted.
+        let c = HitCache::load(path.clone(), store.tmp_dir());
+        let mut other = found(&store, &key, blob);
+        other.output = store.cas().put_bytes(b"another output").unwrap();
+        c.remember(&key, &declared, &other);
+        c.save_as_of(&store, now_s() + 2).unwrap();
+        let c = HitCache::load(path, store.tmp_dir());
+        assert_eq!(c.output(&store, &key, &declared), None);
+    }
+
+    #[test]
     fn forgotten_hits_are_dropped_and_garbage_is_an_empty_cache() {
         let d = tempfile::tempdir().unwrap();
         let (store, key, blob) = stored(d.path());
         let path = d.path().join("hits");
         let c = HitCache::load(path.clone(), store.tmp_dir());
         c.remember(&key, &[1; 32], &found(&store, &key, blob));
-        c.save().unwrap();
+        c.save(&store).unwrap();
         let c = HitCache::load(path.clone(), store.tmp_dir());
         assert_eq!(c.kept[&key.hash].output, blob);
         assert_eq!(&*c.kept[&key.hash].blobs, [blob]);
         c.forget(&key);
-        c.save().unwrap();
+        c.save(&store).unwrap();
         assert!(
             HitCache::load(path.clone(), store.tmp_dir())
                 .kept
