@@ -193,28 +193,89 @@ class Run:
     # strata: "executed" from its summary line; ninja: edges it ran.
     executed: int | None
     log: Path
+    # Peak resident set of the tool's process, in KiB (see run_timed).
+    peak_rss_kib: int | None = None
 
 
-def run_timed(argv: list[str], cwd: Path, log: Path) -> tuple[float, str]:
-    """Run argv in cwd, output to `log`; return (wall seconds, output text).
+@dataclass
+class Timed:
+    seconds: float
+    text: str
+    peak_rss_kib: int
+
+
+# Starts one tool and reports its wall time and peak RSS, from a process of
+# its own. The peak RSS wait4(2) reports for a child is the largest of the
+# child and what it waited for, and includes the memory the child had before
+# it exec'd: the parent's, for a child of fork or vfork. A child of this
+# script would count this script's (a 100,000-target graph in Python is
+# large); a child of this small interpreter (-S -I, no site imports) counts
+# its ~5 MiB (`rss_floor_mib` in the reports: lower figures read as at most
+# that). Output: "exit-code seconds peak-rss-KiB" in the file named first.
+SPAWNER = """
+import os, signal, sys, time
+result, argv = sys.argv[1], sys.argv[2:]
+start = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execv(argv[0], argv)
+    except OSError as e:
+        os.write(2, f"cannot start {argv[0]}: {e}\\n".encode())
+        os._exit(127)
+# Ctrl-C reaches the tool too (same process group): wait for it to end.
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+_, status, usage = os.wait4(pid, 0)
+seconds = time.perf_counter() - start
+with open(result, "w") as f:
+    f.write(f"{os.waitstatus_to_exitcode(status)} {seconds} {usage.ru_maxrss}")
+"""
+
+
+def run_timed(argv: list[str], cwd: Path, log: Path, env: dict[str, str] | None = None) -> Timed:
+    """Run argv in cwd, output to `log`; return wall seconds, output text and
+    the peak RSS of the tool's process (see SPAWNER).
 
     Raises BenchError with the log's tail if the exit code is not 0.
     """
+    result = log.with_name(log.name + ".rusage")
+    # Searched here: a PATH search in the spawner's child would grow the
+    # memory it hands to the tool.
+    program = shutil.which(argv[0])
+    if program is None:
+        raise BenchError(f"could not start {argv[0]}: not found")
+    spawner = [sys.executable, "-S", "-I", "-c", SPAWNER, str(result), program] + argv[1:]
     with open(log, "wb") as out:
-        start = time.perf_counter()
         try:
-            proc = subprocess.run(argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(spawner, cwd=cwd, stdout=out,
+                                    stderr=subprocess.STDOUT, env=env)
         except OSError as e:
-            raise BenchError(f"could not start {argv[0]}: {e}") from e
-        seconds = time.perf_counter() - start
+            raise BenchError(f"could not start {sys.executable}: {e}") from e
+        try:
+            proc.wait()
+        except KeyboardInterrupt:
+            proc.wait()
+            raise
     text = log.read_text(errors="replace")
-    if proc.returncode != 0:
+    try:
+        code, seconds, rss = result.read_text().split()
+        result.unlink()
+    except (OSError, ValueError):
+        code, seconds, rss = str(proc.returncode), "nan", "0"
+    if int(code) != 0:
         tail = "\n".join(text.splitlines()[-20:])
         raise BenchError(
-            f"`{' '.join(argv)}` exited with code {proc.returncode} (log: {log})\n"
+            f"`{' '.join(argv)}` exited with code {code} (log: {log})\n"
             f"--- last lines ---\n{tail}"
         )
-    return seconds, text
+    # ru_maxrss is in KiB on Linux.
+    return Timed(float(seconds), text, int(rss))
+
+
+def rss_floor_kib(folder: Path) -> int:
+    """The peak RSS run_timed reports for /bin/true: what it reports for any
+    tool that uses less (the spawner's own memory, copied by fork)."""
+    return run_timed(["true"], folder, folder / "rss-floor.log").peak_rss_kib
 
 
 def parse_strata_executed(text: str) -> int | None:
@@ -223,20 +284,40 @@ def parse_strata_executed(text: str) -> int | None:
     return int(matches[-1][0]) if matches else None
 
 
-def run_strata(strata: Path, jobs: int, store: Path, workspace: Path, log: Path) -> Run:
-    argv = [str(strata), "build", "-j", str(jobs), "--store", str(store)]
-    seconds, text = run_timed(argv, workspace, log)
-    return Run(seconds, parse_strata_executed(text), log)
+def run_strata(strata: Path, jobs: int, store: Path, workspace: Path, log: Path,
+               extra: list[str] | None = None, env: dict[str, str] | None = None) -> Run:
+    argv = [str(strata), "build", "-j", str(jobs), "--store", str(store)] + (extra or [])
+    t = run_timed(argv, workspace, log, env)
+    return Run(t.seconds, parse_strata_executed(t.text), log, t.peak_rss_kib)
 
 
 def run_ninja(ninja: str, jobs: int, workspace: Path, log: Path) -> Run:
-    seconds, text = run_timed([ninja, "-j", str(jobs)], workspace, log)
-    return Run(seconds, len(NINJA_EDGE_LINE.findall(text)), log)
+    t = run_timed([ninja, "-j", str(jobs)], workspace, log)
+    return Run(t.seconds, len(NINJA_EDGE_LINE.findall(t.text)), log, t.peak_rss_kib)
 
 
-def reset_strata(store: Path) -> None:
-    # A cold Strata build starts from a store directory that does not exist.
+def last_isolation(store: Path) -> str | None:
+    """`isolation` of the newest build record in the store: `sandbox`, or
+    `unsandboxed: <reason>`. None if there is no record."""
+    records = sorted((store / "meta" / "records").glob("*/*.json"), key=lambda p: p.name)
+    if not records:
+        return None
+    return json.loads(records[-1].read_text()).get("isolation")
+
+
+def trace_phases(trace: Path) -> dict[str, float]:
+    """Seconds spent in each build phase (`load`, `key`, `execute`,
+    `materialize`, `record`) of a `strata build --trace` file."""
+    events = json.loads(trace.read_text())["traceEvents"]
+    return {e["name"]: e["dur"] / 1e6 for e in events
+            if e.get("cat") == "phase" and e.get("ph") == "X"}
+
+
+def reset_strata(store: Path, workspace: Path) -> None:
+    # A cold Strata build starts from a store directory that does not exist,
+    # and (as on a fresh checkout) no out/ left by an earlier run.
     shutil.rmtree(store, ignore_errors=True)
+    shutil.rmtree(workspace / "out", ignore_errors=True)
 
 
 def reset_ninja(workspace: Path) -> None:
@@ -307,7 +388,7 @@ def clean_up(base: Path, keep_logs: bool) -> None:
         return
     for name in ("workspace", "store"):
         shutil.rmtree(base / name, ignore_errors=True)
-    log(f"warnings raised: logs kept in {base / 'logs'}")
+    log(f"warnings raised: logs kept in {base}")
 
 
 def log(msg: str) -> None:
@@ -328,48 +409,94 @@ def find_tools(args: argparse.Namespace) -> tuple[Path | None, str | None]:
     return strata, ninja
 
 
-def run_benchmark(args: argparse.Namespace, strata: Path | None, ninja: str | None,
-                  base: Path) -> dict:
-    tools = [t for t, binary in zip(TOOLS, (strata, ninja)) if binary is not None]
-    workspace, store, logs = base / "workspace", base / "store", base / "logs"
-    workspace.mkdir()
-    logs.mkdir()
+def generate(args: argparse.Namespace, targets: int, workspace: Path) -> tuple[Graph, Target, int]:
+    """Write the sources, BUILD.yaml and build.ninja of a `targets`-target graph.
 
+    Returns the graph, the target whose source the one-change phase edits, and
+    how many targets that edit must rebuild.
+    """
+    workspace.mkdir(parents=True)
     rng = random.Random(args.seed)
-    graph = build_graph(args.targets, args.layers, args.files, rng)
+    graph = build_graph(targets, args.layers, args.files, rng)
     changed = pick_changed_target(graph, args.layers, rng)
     expected = len(dependents_closure(graph, changed.name))
-    log(f"generating {args.targets} targets x {args.files} files in {workspace}")
+    log(f"generating {targets} targets x {args.files} files in {workspace}")
     write_sources(graph, workspace, rng)
     write_build_yaml(graph, workspace)
     write_build_ninja(graph, workspace)
+    return graph, changed, expected
+
+
+class Tools:
+    """Runs each tool's build in one workspace, logging to logs/<tool>-<name>.log."""
+
+    def __init__(self, args, strata: Path | None, ninja: str | None, workspace: Path,
+                 store: Path, logs: Path):
+        self.args, self.strata, self.ninja = args, strata, ninja
+        self.workspace, self.store, self.logs = workspace, store, logs
+        self.names = [t for t, binary in zip(TOOLS, (strata, ninja)) if binary is not None]
+        logs.mkdir(parents=True, exist_ok=True)
+
+    def run(self, tool: str, name: str, extra: list[str] | None = None) -> Run:
+        log(f"{tool}: {name} build")
+        logfile = self.logs / f"{tool}-{name}.log"
+        if tool == "strata":
+            return run_strata(self.strata, self.args.jobs, self.store, self.workspace, logfile,
+                              extra)
+        return run_ninja(self.ninja, self.args.jobs, self.workspace, logfile)
+
+    def reset(self) -> None:
+        if "strata" in self.names:
+            reset_strata(self.store, self.workspace)
+        if "ninja" in self.names:
+            reset_ninja(self.workspace)
+
+
+def run_benchmark(args: argparse.Namespace, strata: Path | None, ninja: str | None,
+                  base: Path) -> dict:
+    workspace = base / "workspace"
+    graph, changed, expected = generate(args, args.targets, workspace)
+    tools = Tools(args, strata, ninja, workspace, base / "store", base / "logs")
+    floor = rss_floor_kib(tools.logs)
+    runs = []
+    for number in range(1, args.runs + 1):
+        runs.append(run_phases(tools, graph, changed, expected, number, args.runs))
+    return report_dict(args, graph, changed, expected, runs, floor, base)
+
+
+def run_phases(tools: Tools, graph: Graph, changed: Target, expected: int, number: int,
+               of: int) -> dict:
+    """One whole comparison (cold, no-op, one-change) from a cold start."""
+    if of > 1:
+        log(f"run {number} of {of}")
 
     def run(tool: str, phase: str) -> Run:
-        log(f"{tool}: {phase} build")
-        logfile = logs / f"{tool}-{phase}.log"
-        if tool == "strata":
-            return run_strata(strata, args.jobs, store, workspace, logfile)
-        return run_ninja(ninja, args.jobs, workspace, logfile)
+        # Logs of later runs get the run's number; the first keeps the plain name.
+        return tools.run(tool, phase if number == 1 else f"{phase}-run{number}")
 
     # The tools alternate within each phase so that both see the same machine
     # load and the very same source edit.
-    results: dict[str, dict[str, Run]] = {t: {} for t in tools}
-    if "strata" in tools:
-        reset_strata(store)
-    if "ninja" in tools:
-        reset_ninja(workspace)
-    for tool in tools:
+    results: dict[str, dict[str, Run]] = {t: {} for t in tools.names}
+    tools.reset()
+    isolation = None
+    for tool in tools.names:
         results[tool]["cold"] = run(tool, "cold")
-    for tool in tools:
+        if tool == "strata":
+            isolation = last_isolation(tools.store)
+    for tool in tools.names:
         results[tool]["no-op"] = run(tool, "no-op")
-    edited = touch_source(workspace, graph, changed)
-    log(f"appended a line to {edited.relative_to(workspace)} "
+    # Every run appends one more line to the same file: the same targets rebuild.
+    edited = touch_source(tools.workspace, graph, changed)
+    log(f"appended a line to {edited.relative_to(tools.workspace)} "
         f"(layer {changed.layer}; {expected} target(s) to rebuild incl. itself)")
-    for tool in tools:
+    for tool in tools.names:
         results[tool]["one-change"] = run(tool, "one-change")
 
     warnings = sanity_warnings(results, len(graph.targets), expected)
-    return report_dict(args, graph, changed, expected, results, warnings, base)
+    if "strata" in results and isolation != "sandbox":
+        warnings.append(f"strata's steps did not run sandboxed (build record: {isolation})")
+    return {"run": number, "isolation": isolation, "phases": phase_rows(results),
+            "warnings": warnings}
 
 
 def sanity_warnings(results: dict[str, dict[str, Run]], total: int, expected: int) -> list[str]:
@@ -408,17 +535,29 @@ def sanity_warnings(results: dict[str, dict[str, Run]], total: int, expected: in
     return out
 
 
-def report_dict(args, graph, changed, expected, results, warnings, base) -> dict:
-    phases = []
+def mib(kib: int | None) -> float | None:
+    return None if kib is None else round(kib / 1024, 1)
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a is not None and b else None
+
+
+def phase_rows(results: dict[str, dict[str, Run]]) -> list[dict]:
+    rows = []
     for phase in PHASES:
         row: dict = {"phase": phase}
         for tool in TOOLS:
             run = results.get(tool, {}).get(phase)
             row[f"{tool}_s"] = round(run.seconds, 4) if run else None
             row[f"{tool}_executed"] = run.executed if run else None
-        s, n = row["strata_s"], row["ninja_s"]
-        row["ratio_strata_ninja"] = round(s / n, 3) if s is not None and n else None
-        phases.append(row)
+            row[f"{tool}_peak_rss_mib"] = mib(run.peak_rss_kib) if run else None
+        row["ratio_strata_ninja"] = ratio(row["strata_s"], row["ninja_s"])
+        rows.append(row)
+    return rows
+
+
+def report_dict(args, graph, changed, expected, runs, floor, base) -> dict:
     return {
         "targets": len(graph.targets),
         "source_files": len(graph.targets) * graph.files_per_target,
@@ -429,40 +568,218 @@ def report_dict(args, graph, changed, expected, results, warnings, base) -> dict
         "changed_target": changed.name,
         "changed_layer": changed.layer,
         "expected_one_change_rebuilds": expected,
-        "phases": phases,
-        "warnings": warnings,
+        "rss_floor_mib": mib(floor),
+        "runs": runs,
+        "warnings": [w for r in runs for w in r["warnings"]],
         "workspace": str(base) if args.keep else None,
     }
 
 
-def format_table(report: dict) -> str:
-    def num(v, fmt: str) -> str:
-        # fmt is e.g. "9.3f"; a missing value is a right-aligned "-" of that width.
-        width = int(re.match(r"\d+", fmt).group())
-        return f"{'-':>{width}}" if v is None else format(v, fmt)
+def num(v, fmt: str) -> str:
+    # fmt is e.g. "9.3f"; a missing value is a right-aligned "-" of that width.
+    width = re.match(r"\d*", fmt).group()
+    return f"{'-':>{width or 1}}" if v is None else format(v, fmt)
 
+
+def table(header: list[tuple[str, int]], rows: list[list[str]]) -> list[str]:
+    """Rows of cells already formatted to their column's width."""
+    lines = [" | ".join(f"{name:>{w}}" if i else f"{name:<{w}}"
+                        for i, (name, w) in enumerate(header)),
+             "-+-".join("-" * w for _, w in header)]
+    lines += [" | ".join(cells) for cells in rows]
+    return lines
+
+
+def format_table(report: dict) -> str:
     lines = [
         f"{report['targets']} targets, {report['source_files']} source files "
         f"({report['files_per_target']}/target), {report['layers']} layers, "
         f"-j {report['jobs']}, seed {report['seed']}",
         f"one-change edits {report['changed_target']} (layer {report['changed_layer']}); "
-        f"{report['expected_one_change_rebuilds']} target(s) must rebuild",
-        "",
-        f"{'phase':<11} | {'strata s':>9} | {'ninja s':>9} | {'strata/ninja':>12} "
-        f"| {'strata ran':>10} | {'ninja ran':>9}",
-        f"{'-' * 11}-+-{'-' * 9}-+-{'-' * 9}-+-{'-' * 12}-+-{'-' * 10}-+-{'-' * 9}",
+        f"{report['expected_one_change_rebuilds']} target(s) must rebuild; "
+        f"MiB: peak RSS of the tool's process (measured this way, /bin/true: "
+        f"{report['rss_floor_mib']} MiB)",
     ]
-    for row in report["phases"]:
-        lines.append(
-            f"{row['phase']:<11} | {num(row['strata_s'], '9.3f')} | "
-            f"{num(row['ninja_s'], '9.3f')} | {num(row['ratio_strata_ninja'], '12.2f')} | "
-            f"{num(row['strata_executed'], '10d')} | {num(row['ninja_executed'], '9d')}"
-        )
+    header = [("phase", 11), ("strata s", 9), ("ninja s", 9), ("strata/ninja", 12),
+              ("strata MiB", 10), ("ninja MiB", 9), ("strata ran", 10), ("ninja ran", 9)]
+    for run in report["runs"]:
+        lines += ["", f"run {run['run']} of {len(report['runs'])}; "
+                      f"strata's steps: {run['isolation'] or '-'}"]
+        lines += table(header, [[
+            f"{row['phase']:<11}", num(row["strata_s"], "9.3f"), num(row["ninja_s"], "9.3f"),
+            num(row["ratio_strata_ninja"], "12.2f"), num(row["strata_peak_rss_mib"], "10.1f"),
+            num(row["ninja_peak_rss_mib"], "9.1f"), num(row["strata_executed"], "10d"),
+            num(row["ninja_executed"], "9d"),
+        ] for row in run["phases"]])
     for w in report["warnings"]:
         lines.append(f"WARNING: {w}")
     if report["workspace"]:
         lines.append(f"workspace, store and logs kept in {report['workspace']}")
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------
+# Scaling: load, no-op and RSS against the number of targets
+# --------------------------------------------------------------------------
+
+
+def run_scaling(args: argparse.Namespace, strata: Path | None, ninja: str | None,
+                base: Path) -> dict:
+    """For each size: generate, build cold once, then time no-op builds.
+
+    Strata's no-op is run twice per round: plainly (wall time and peak RSS)
+    and with --trace (its phase times, `load` among them), since writing the
+    trace costs a little time itself.
+    """
+    rows: list[dict] = []
+    warnings: list[str] = []
+    base.joinpath("logs").mkdir()
+    floor = rss_floor_kib(base / "logs")
+    for size in args.scaling:
+        folder = base / f"{size}-targets"
+        workspace = folder / "workspace"
+        started = time.perf_counter()
+        graph, _, _ = generate(args, size, workspace)
+        generate_s = time.perf_counter() - started
+        tools = Tools(args, strata, ninja, workspace, folder / "store", folder / "logs")
+        tools.reset()
+        cold = {tool: tools.run(tool, "cold") for tool in tools.names}
+        isolation = last_isolation(tools.store) if strata else None
+        if strata and isolation != "sandbox":
+            warnings.append(f"{size} targets: strata's steps did not run sandboxed "
+                            f"(build record: {isolation})")
+        for number in range(1, args.runs + 1):
+            suffix = "" if number == 1 else f"-run{number}"
+            noop = {tool: tools.run(tool, f"no-op{suffix}") for tool in tools.names}
+            phases = {}
+            if strata:
+                trace = tools.logs / f"strata-no-op-trace{suffix}.json"
+                traced = tools.run("strata", f"no-op-trace{suffix}", ["--trace", str(trace)])
+                phases = trace_phases(trace)
+                if traced.executed:
+                    warnings.append(f"{size} targets: strata no-op executed {traced.executed}")
+            for tool, r in noop.items():
+                if r.executed:
+                    warnings.append(f"{size} targets: {tool} no-op ran {r.executed} targets")
+            rows.append(scaling_row(size, graph, number, generate_s, cold, noop, phases,
+                                    isolation))
+        if not args.keep:
+            # 100,000 targets leave hundreds of thousands of files: free them now.
+            shutil.rmtree(workspace, ignore_errors=True)
+            shutil.rmtree(folder / "store", ignore_errors=True)
+    return {"scaling": rows, "growth": growth(rows), "rss_floor_mib": mib(floor),
+            "files_per_target": args.files,
+            "layers": args.layers, "seed": args.seed, "jobs": args.jobs,
+            "warnings": warnings, "workspace": str(base) if args.keep else None}
+
+
+def scaling_row(size, graph, number, generate_s, cold, noop, phases, isolation) -> dict:
+    def seconds(runs: dict[str, Run], tool: str) -> float | None:
+        return round(runs[tool].seconds, 4) if tool in runs else None
+
+    def rss(tool: str) -> int | None:
+        return noop[tool].peak_rss_kib if tool in noop else None
+
+    def per_target_us(s: float | None) -> float | None:
+        return None if s is None else round(s / size * 1e6, 2)
+
+    load = phases.get("load")
+    return {
+        "targets": size,
+        "source_files": size * graph.files_per_target,
+        "run": number,
+        "generate_s": round(generate_s, 2),
+        "strata_cold_s": seconds(cold, "strata"),
+        "ninja_cold_s": seconds(cold, "ninja"),
+        "strata_isolation": isolation,
+        "strata_noop_s": seconds(noop, "strata"),
+        "ninja_noop_s": seconds(noop, "ninja"),
+        "ratio_noop_strata_ninja": ratio(seconds(noop, "strata"), seconds(noop, "ninja")),
+        "strata_load_s": None if load is None else round(load, 4),
+        "strata_phases_s": {k: round(v, 4) for k, v in phases.items()},
+        "strata_noop_peak_rss_mib": mib(rss("strata")),
+        "ninja_noop_peak_rss_mib": mib(rss("ninja")),
+        "strata_noop_us_per_target": per_target_us(seconds(noop, "strata")),
+        "strata_load_us_per_target": per_target_us(load),
+        "strata_rss_kib_per_target": None if rss("strata") is None
+        else round(rss("strata") / size, 2),
+        "ninja_noop_us_per_target": per_target_us(seconds(noop, "ninja")),
+    }
+
+
+def growth(rows: list[dict]) -> list[dict]:
+    """Between consecutive sizes: how much each cost grew against the targets.
+
+    Uses each size's best run (lowest time or RSS): on a shared machine the
+    minimum is the least disturbed. Linear growth gives a cost factor equal to
+    the target factor; the RSS factor is lower while a fixed base dominates.
+    """
+    best: dict[int, dict[str, float]] = {}
+    keys = ("strata_noop_s", "strata_load_s", "strata_noop_peak_rss_mib", "ninja_noop_s")
+    for row in rows:
+        b = best.setdefault(row["targets"], {})
+        for k in keys:
+            if row[k] is not None:
+                b[k] = min(b.get(k, row[k]), row[k])
+    sizes = sorted(best)
+    out = []
+    for small, large in zip(sizes, sizes[1:]):
+        entry: dict = {"from": small, "to": large, "targets_x": round(large / small, 2)}
+        for k in keys:
+            a, b = best[small].get(k), best[large].get(k)
+            entry[f"{k}_x"] = ratio(b, a)
+            # Cost of each added target: the slope, free of the fixed part.
+            if a is not None and b is not None:
+                scale = 1024 if k.endswith("mib") else 1e6
+                unit = "kib" if k.endswith("mib") else "us"
+                entry[f"{k.removesuffix('_mib').removesuffix('_s')}_{unit}_per_added_target"] = \
+                    round((b - a) * scale / (large - small), 2)
+        out.append(entry)
+    return out
+
+
+def format_scaling(report: dict) -> str:
+    lines = [f"scaling: {report['files_per_target']} files/target, {report['layers']} layers, "
+             f"-j {report['jobs']}, seed {report['seed']}; no-op builds after one cold build; "
+             f"RSS: the no-op's peak (/bin/true measures {report['rss_floor_mib']} MiB)", ""]
+    header = [("targets", 8), ("run", 3), ("cold s", 8), ("no-op s", 8), ("load s", 7),
+              ("RSS MiB", 7), ("ninja cold", 10), ("ninja no-op", 11), ("no-op ratio", 11),
+              ("no-op us/t", 10), ("load us/t", 9), ("RSS KiB/t", 9)]
+    lines += table(header, [[
+        f"{r['targets']:<8d}", num(r["run"], "3d"), num(r["strata_cold_s"], "8.2f"),
+        num(r["strata_noop_s"], "8.3f"), num(r["strata_load_s"], "7.3f"),
+        num(r["strata_noop_peak_rss_mib"], "7.1f"), num(r["ninja_cold_s"], "10.2f"),
+        num(r["ninja_noop_s"], "11.3f"), num(r["ratio_noop_strata_ninja"], "11.2f"),
+        num(r["strata_noop_us_per_target"], "10.1f"), num(r["strata_load_us_per_target"], "9.1f"),
+        num(r["strata_rss_kib_per_target"], "9.2f"),
+    ] for r in report["scaling"]])
+    for g in report["growth"]:
+        factors = [f"{label} x{g[key]:.2f}" for label, key in (
+            ("strata no-op", "strata_noop_s_x"), ("load", "strata_load_s_x"),
+            ("RSS", "strata_noop_peak_rss_mib_x"), ("ninja no-op", "ninja_noop_s_x"))
+            if g[key] is not None]
+        slopes = [f"{label} {g[key]:.{digits}f} {unit}" for label, key, unit, digits in (
+            ("strata no-op", "strata_noop_us_per_added_target", "us", 1),
+            ("load", "strata_load_us_per_added_target", "us", 1),
+            ("RSS", "strata_noop_peak_rss_kib_per_added_target", "KiB", 2),
+            ("ninja no-op", "ninja_noop_us_per_added_target", "us", 1)) if key in g]
+        lines.append(f"{g['from']} -> {g['to']} targets (x{g['targets_x']:g}), best runs: "
+                     f"{', '.join(factors)}; per added target: {', '.join(slopes)}")
+    for w in report["warnings"]:
+        lines.append(f"WARNING: {w}")
+    if report["workspace"]:
+        lines.append(f"workspaces, stores and logs kept in {report['workspace']}")
+    return "\n".join(lines)
+
+
+def parse_sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected sizes like 10000,100000, got {text!r}")
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError("sizes must be positive target counts")
+    return sorted(set(sizes))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -473,6 +790,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="RNG seed for deps and contents (default 0)")
     p.add_argument("--jobs", "-j", type=int, default=os.cpu_count() or 1,
                    help="parallel jobs for both tools (default: number of CPUs)")
+    p.add_argument("--runs", type=int, default=1,
+                   help="repeat the whole comparison (cold, no-op, one-change) N times, "
+                        "printing every run; with --scaling, the no-op builds (default 1)")
+    p.add_argument("--scaling", metavar="N,N,...", type=parse_sizes,
+                   help="instead of the comparison: for each size, one cold build, then "
+                        "strata's load and no-op time and peak RSS, and ninja's no-op")
     p.add_argument("--strata", metavar="PATH", default=str(DEFAULT_STRATA),
                    help="Strata binary (default: target/release/strata in the repo)")
     p.add_argument("--keep", metavar="DIR",
@@ -482,11 +805,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--install-ninja", action="store_true",
                    help="if ninja is missing, apt-get install ninja-build")
     args = p.parse_args(argv)
-    for name in ("targets", "files", "layers", "jobs"):
+    for name in ("targets", "files", "layers", "jobs", "runs"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be at least 1")
-    if args.layers > args.targets:
-        p.error("--layers cannot exceed --targets (every layer needs a target)")
+    if args.layers > min(args.scaling or [args.targets]):
+        p.error("--layers cannot exceed the number of targets (every layer needs a target)")
     return args
 
 
@@ -497,7 +820,10 @@ def main(argv: list[str] | None = None) -> int:
         # Tools first: a missing binary should not leave a half-made workspace.
         strata, ninja = find_tools(args)
         base = make_base_dir(args.keep)
-        report = run_benchmark(args, strata, ninja, base)
+        if args.scaling:
+            report = run_scaling(args, strata, ninja, base)
+        else:
+            report = run_benchmark(args, strata, ninja, base)
     except BenchError as e:
         print(f"ninja_compare: error: {e}", file=sys.stderr)
         if base is not None:
@@ -511,7 +837,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     if not args.keep:
         clean_up(base, keep_logs=bool(report["warnings"]))
-    print(json.dumps(report, indent=2) if args.json else format_table(report))
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(format_scaling(report) if args.scaling else format_table(report))
     return 0
 
 

@@ -52,13 +52,21 @@ scripts/binfmt-up.sh
 export STRATA_REQUIRE_EMULATION=1
 
 # The remote cache tests start real cache servers of their own: nginx as a
-# Bazel HTTP cache and BuildGrid (PyPI, in a reused venv) as a REAPI one. The
-# scripts install them when missing and print their binaries; in CI these
-# tests must run, never skip.
+# Bazel HTTP cache and BuildGrid (PyPI, in a reused venv) as a REAPI one; the
+# remote execution tests start BuildGrid as an execution service on a
+# PostgreSQL cluster of their own (scripts/buildgrid-serve.sh; buildgrid-up.sh
+# installs Debian's postgresql). The scripts install them when missing and
+# print their binaries; in CI these tests must run, never skip.
 STRATA_NGINX_BIN=$(scripts/nginx-up.sh)
 STRATA_BUILDGRID_BIN=$(scripts/buildgrid-up.sh)
 export STRATA_NGINX_BIN STRATA_BUILDGRID_BIN
 export STRATA_REQUIRE_REMOTE_SERVERS=1
+
+# Bazel (Debian's bazel-bootstrap, 4.2.3) as a third-party client of
+# `strata cache serve` over REAPI gRPC; in CI it must run, never skip.
+STRATA_BAZEL_BIN=$(scripts/bazel-up.sh)
+export STRATA_BAZEL_BIN
+export STRATA_REQUIRE_BAZEL=1
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

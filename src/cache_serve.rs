@@ -29,6 +29,10 @@ pub struct ServeArgs {
     #[arg(long = "digest-function", value_name = "FUNCTION", default_value = "sha256",
           value_parser = ["sha256", "blake3"])]
     digest_function: String,
+    /// The REAPI instance name gRPC clients send (Bazel's
+    /// --remote_instance_name); default none.
+    #[arg(long = "instance-name", value_name = "NAME", default_value = "")]
+    instance_name: String,
     /// File holding the token needed to read (default: $STRATA_CACHE_READ_TOKEN;
     /// without one, reads are open).
     #[arg(long = "read-token-file", value_name = "FILE")]
@@ -62,6 +66,7 @@ pub fn command(args: ServeArgs) -> ExitCode {
         max_blob_size: args.max_blob_size,
         function,
         tokens: tokens.clone(),
+        instance: args.instance_name.clone(),
     };
     let started = |s: &Started| {
         let f = &s.found;

@@ -82,6 +82,10 @@ enum Command {
     /// The hashes of the last build: keys, their parts, every output file;
     /// `manifest diff A B` compares two saved with --json.
     Manifest(crate::manifest::ManifestArgs),
+    /// Run actions for a remote execution service: a bot of BuildGrid's
+    /// Remote Workers API that runs the REAPI actions leased to it in
+    /// Strata's sandbox, with a CAS of its own.
+    Worker(crate::worker::WorkerArgs),
     /// Remove the outputs Strata placed in the output folder (`out/`), and
     /// the folder once empty; the store is never touched.
     Clean {
@@ -327,6 +331,7 @@ pub fn run() -> ExitCode {
             json,
         } => explain_command(target, file, store, vars, matrix, json),
         Command::Manifest(args) => crate::manifest::command(args),
+        Command::Worker(args) => crate::worker::command(args),
         Command::Log {
             target,
             file,

@@ -57,6 +57,7 @@ fn print_stats(s: &Stats) {
         s.scratch.in_use
     );
     row("cache mounts", s.caches);
+    row("input trees", s.trees);
     println!(
         "build records of {}:",
         count(s.workspaces.len(), "workspace", "workspaces")
@@ -165,6 +166,13 @@ fn print_gc(r: &GcReport) {
         count(r.removed.scratch.count, "scratch folder", "scratch folders"),
         human(r.removed.scratch.bytes),
     );
+    if r.removed.trees.count > 0 {
+        println!(
+            "{verb} {} ({}) steps no longer mount",
+            count(r.removed.trees.count, "input tree", "input trees"),
+            human(r.removed.trees.bytes),
+        );
+    }
     if r.removed.cgroups > 0 {
         println!(
             "{verb} {} that steps of killed builds left",

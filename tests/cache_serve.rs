@@ -783,6 +783,12 @@ fn usage_errors_exit_2() {
         let (code, err) = serve_fails(&dir, args, &[]);
         assert_eq!(code, 2, "{args:?}: {err}");
     }
+    // An instance name that gRPC resource names could not carry.
+    for (name, says) in [("team/blobs", "reserves"), ("team/", "empty segment")] {
+        let (code, err) = serve_fails(&dir, &["--max-size", "1M", "--instance-name", name], &[]);
+        assert_eq!(code, 2, "{name}: {err}");
+        assert!(err.contains(says), "{name}: {err}");
+    }
     // A folder with other files in it is not taken over.
     let other = d.path().join("other");
     fs::create_dir(&other).unwrap();

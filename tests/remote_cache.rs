@@ -507,45 +507,42 @@ fn an_unreachable_grpc_remote_keeps_the_stores_digest_function() {
     }
 }
 
-/// A gRPC client pointed at `strata cache serve`, which speaks Bazel's HTTP
-/// cache protocol only, is told so and given the URL to use: one warning,
-/// and the build goes on locally.
+/// The same server over REAPI gRPC: runners share it as they do over HTTP,
+/// and what gRPC runners stored is a hit for an HTTP one (one folder, both
+/// protocols, the same SHA-256 keys).
 #[test]
-fn a_grpc_client_of_cache_serve_is_told_to_use_http() {
+fn the_embedded_server_is_shared_by_runners_over_grpc() {
     let server = Served::start();
     let grpc = server.url.replacen("http://", "grpc://", 1);
-    let ws = runner("");
-    let r = build(&ws, &grpc, &[]);
+    shared_between_runners(&grpc, || server.files());
+    tampered_blob_is_refused(&grpc, |hex| server.blob(hex));
+    let over_http = build(&runner(""), &server.url, &[]);
+    assert!(over_http.executed().is_empty(), "{}", over_http.stderr);
+    assert_eq!(over_http.json()["remote"]["hits"], 3);
+}
+
+/// A server that only speaks HTTP/1 closes a gRPC connection without a
+/// word; the client says what that likely means: one warning, and the
+/// build goes on locally.
+#[test]
+fn a_grpc_client_of_an_http1_cache_is_told_to_use_http() {
+    if !nginx_available() {
+        return;
+    }
+    let nginx = Nginx::start();
+    let r = build(
+        &runner(""),
+        &nginx.url().replacen("http://", "grpc://", 1),
+        &[],
+    );
     assert_eq!(r.executed().len(), 3, "{}", r.stderr);
     let w = warnings(&r);
     assert_eq!(w.len(), 1, "{}", r.stderr);
     assert!(
-        w[0].contains("Unimplemented: strata cache serve speaks Bazel's HTTP cache protocol"),
+        w[0].contains(&format!("if it is an HTTP cache, use {}", nginx.url())),
         "{}",
         w[0]
     );
-    assert!(
-        w[0].contains(&format!("use --remote_cache={}", server.url)),
-        "{}",
-        w[0]
-    );
-    // A server that only speaks HTTP/1 closes the connection without a
-    // word; the client says what that likely means.
-    if nginx_available() {
-        let nginx = Nginx::start();
-        let r = build(
-            &runner(""),
-            &nginx.url().replacen("http://", "grpc://", 1),
-            &[],
-        );
-        let w = warnings(&r);
-        assert_eq!(w.len(), 1, "{}", r.stderr);
-        assert!(
-            w[0].contains(&format!("if it is an HTTP cache, use {}", nginx.url())),
-            "{}",
-            w[0]
-        );
-    }
 }
 
 #[test]

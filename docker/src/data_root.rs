@@ -251,20 +251,29 @@ async fn capture(store: &Store, data: &Path) -> Result<Digest, Failure> {
             max_size: u64::MAX / 2,
             ..Limits::default()
         };
-        tar_to_tree(s.cas(), std::io::BufReader::new(stdout), limits)
+        let mut reader = std::io::BufReader::new(stdout);
+        let tree = tar_to_tree(s.cas(), &mut reader, limits);
+        // The archive ends before the stream does (tar pads it to whole
+        // records): read to the end, or tar dies of SIGPIPE writing them.
+        let _ = std::io::copy(&mut reader, &mut std::io::sink());
+        tree
     })
     .await
     .map_err(|e| Failure::Io(e.to_string()))?;
     let out = tar
         .wait_with_output()
         .map_err(|e| Failure::Io(format!("tar: {e}")))?;
+    // A reader that gave up closed the pipe, so tar died of SIGPIPE: the
+    // reader's error is the cause, not tar's.
+    let tree = tree.map_err(|e| Failure::Rule(format!("reading the data-root: {e}")))?;
     if !out.status.success() {
         return Err(Failure::Io(format!(
-            "tar of the data-root failed: {}",
+            "tar of the data-root failed ({}): {}",
+            out.status,
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
-    tree.map_err(|e| Failure::Rule(format!("reading the data-root: {e}")))
+    Ok(tree)
 }
 
 /// Adds `name@sha256:<hex>` -> image ID entries to the reference store of

@@ -21,6 +21,7 @@ use strata_store::{Digest, DigestFunction, Store};
 
 use strata_exec::fstree;
 use strata_exec::step as exec;
+use strata_exec::trees as exec_trees;
 
 use crate::records;
 
@@ -174,6 +175,10 @@ pub struct Stats {
     pub scratch: Scratch,
     /// Cache mounts (`<store>/caches/`); `gc` never touches them.
     pub caches: Count,
+    /// Input trees sandboxed steps mount (`<store>/trees/`): how many, and
+    /// the bytes of the files only they hold (a file linked to a stored
+    /// blob counts under `objects`).
+    pub trees: Count,
     pub workspaces: Vec<WorkspaceRecords>,
     pub keep_builds: usize,
     /// What the newest `keep_builds` records of every workspace reach.
@@ -253,6 +258,13 @@ pub fn stats(store: &Store, keep_builds: usize) -> Result<Stats, String> {
             in_use: scratch.iter().filter(|(_, held)| *held).count() as u64,
         },
         caches: count(caches.into_iter().map(|(_, b)| b)),
+        trees: {
+            let usage = exec_trees::usage(store);
+            Count {
+                count: usage.trees,
+                bytes: usage.bytes,
+            }
+        },
         workspaces,
         keep_builds,
         reachable: collector.kept().into(),
@@ -279,6 +291,10 @@ pub struct Removed {
     pub temporaries: Count,
     /// Scratch folders of dead builds and kept failures.
     pub scratch: Count,
+    /// Input trees (and leftovers of their making): those of earlier boots
+    /// and those whose tree the store no longer holds afterwards. Bytes:
+    /// of the files only the tree held.
+    pub trees: Count,
     /// Memory cgroups of steps of killed builds (`cgroup::stale`), on
     /// this machine whatever their store.
     pub cgroups: u64,
@@ -329,7 +345,8 @@ pub trait TreeImageCache {
 /// Evicts what the newest `keep_builds` builds of every workspace do not
 /// reach, least recently used first, until the CAS and the action cache
 /// hold at most `max_bytes`; then removes temporaries and scratch folders of
-/// dead builds. `_lock` (exclusive) proves no build is running.
+/// dead builds, and the input trees of earlier boots or of trees the store
+/// no longer holds. `_lock` (exclusive) proves no build is running.
 ///
 /// With `opts.docker`, `images` (the Docker Engine's tree images, from the
 /// binary) loses those whose tree the store no longer holds after this
@@ -356,6 +373,19 @@ pub fn collect(
             (p, bytes)
         })
         .collect();
+    // Derived data: a tree goes unless it is of this boot and the store
+    // still holds its tree afterwards (no build uses one meanwhile).
+    let trees: Vec<(exec_trees::Tree, u64)> = exec_trees::list(store)
+        .into_iter()
+        .filter(|t| {
+            let held = |d: &Digest| collector.holds_after(&plan, &d.hash);
+            t.temporary || !t.this_boot || !t.digest.as_ref().is_some_and(held)
+        })
+        .map(|t| {
+            let bytes = exec_trees::own_bytes(&t.path);
+            (t, bytes)
+        })
+        .collect();
     let mut errors = Vec::new();
     let removed_objects = if opts.dry_run {
         plan.removed
@@ -365,6 +395,11 @@ pub fn collect(
         for (path, _) in temporaries.iter().chain(&scratch) {
             if !remove_any(path) {
                 errors.push(format!("cannot remove {}", path.display()));
+            }
+        }
+        for (tree, _) in &trees {
+            if !exec_trees::remove(store, tree) {
+                errors.push(format!("cannot remove {}", tree.path.display()));
             }
         }
         swept.removed
@@ -406,6 +441,7 @@ pub fn collect(
             action_results: removed.action_results,
             temporaries: count(temporaries.iter().map(|(_, b)| *b)),
             scratch: count(scratch.iter().map(|(_, b)| *b)),
+            trees: count(trees.iter().map(|(_, b)| *b)),
             cgroups,
         },
         over_limit: after.bytes > opts.max_bytes,

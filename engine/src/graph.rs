@@ -1,6 +1,6 @@
 //! Phase 2, graph: targets and their dependencies as a checked DAG.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 
 use petgraph::Direction;
 use petgraph::graph::{DiGraph, NodeIndex};
@@ -12,7 +12,9 @@ use strata_load::{ConfigError, Target, Workspace};
 /// dependents; node weights index `Workspace::targets`.
 pub struct Graph {
     pub dag: DiGraph<usize, ()>,
-    by_name: BTreeMap<String, NodeIndex>,
+    by_name: HashMap<String, NodeIndex>,
+    /// Every node, dependencies first.
+    order: Vec<NodeIndex>,
 }
 
 impl Graph {
@@ -21,8 +23,9 @@ impl Graph {
         let at = At {
             sources: &ws.sources,
         };
-        let mut dag = DiGraph::new();
-        let mut by_name = BTreeMap::new();
+        let edges = ws.targets.iter().map(|t| t.deps.len()).sum();
+        let mut dag = DiGraph::with_capacity(ws.targets.len(), edges);
+        let mut by_name = HashMap::with_capacity(ws.targets.len());
         for (i, t) in ws.targets.iter().enumerate() {
             by_name.insert(t.name.clone(), dag.add_node(i));
         }
@@ -34,10 +37,12 @@ impl Graph {
                         dag.add_edge(d, NodeIndex::new(i), ());
                     }
                     None => {
-                        let hint = did_you_mean(&dep.value, by_name.keys().map(String::as_str))
-                            .unwrap_or_else(|| {
-                                "dependencies name targets of this workspace".to_string()
-                            });
+                        // In name order, as ties between suggestions go to the first.
+                        let mut names: Vec<&str> = by_name.keys().map(String::as_str).collect();
+                        names.sort_unstable();
+                        let hint = did_you_mean(&dep.value, names).unwrap_or_else(|| {
+                            "dependencies name targets of this workspace".to_string()
+                        });
                         errors.push(at.error(
                             dep.loc,
                             format!(
@@ -54,8 +59,19 @@ impl Graph {
         if !errors.is_empty() {
             return Err(errors);
         }
-        let graph = Graph { dag, by_name };
-        if let Some(cycle) = graph.find_cycle() {
+        // Cheaper than the strongly connected components, found below only
+        // to name a cycle.
+        let order = petgraph::algo::toposort(&dag, None)
+            .ok()
+            .unwrap_or_default();
+        let graph = Graph {
+            dag,
+            by_name,
+            order,
+        };
+        if graph.order.len() < graph.dag.node_count()
+            && let Some(cycle) = graph.find_cycle()
+        {
             let names: Vec<&str> = cycle
                 .iter()
                 .map(|&n| ws.targets[graph.dag[n]].name.as_str())
@@ -126,9 +142,9 @@ impl Graph {
             }
             stack.extend(self.dag.neighbors_directed(n, Direction::Incoming));
         }
-        petgraph::algo::toposort(&self.dag, None)
-            .expect("cycles were rejected")
-            .into_iter()
+        self.order
+            .iter()
+            .copied()
             .filter(|n| wanted[n.index()])
             .collect()
     }

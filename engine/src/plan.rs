@@ -112,20 +112,24 @@ impl Plan {
         requested: &[String],
     ) -> Result<Plan, BuildError> {
         let mut nodes: Vec<PlanNode> = Vec::new();
-        let mut by_name: HashMap<String, Vec<usize>> = HashMap::new();
+        // The nodes of each name so far, to find a definition another
+        // configuration already has; one configuration has each name once.
+        let shared = configs.len() > 1;
+        let mut by_name: HashMap<&str, Vec<usize>> = HashMap::new();
         let mut roots = Vec::new();
         let per_config = requested_roots(&configs, matrix, requested)?;
         for (c, (cfg, wanted)) in configs.iter().zip(per_config).enumerate() {
-            let mut node_of: HashMap<NodeIndex, usize> = HashMap::new();
+            // Plan node of each graph node planned so far.
+            let mut node_of: Vec<usize> = vec![usize::MAX; cfg.graph.dag.node_count()];
             for n in cfg.graph.closure(&wanted) {
                 let index = cfg.graph.dag[n];
                 let t = &cfg.ws.targets[index];
                 let deps: Vec<(String, usize)> = cfg
                     .graph
                     .deps_of(&cfg.ws, n)
-                    .map(|(d, name)| (name.to_string(), node_of[&d]))
+                    .map(|(d, name)| (name.to_string(), node_of[d.index()]))
                     .collect();
-                let same = by_name.get(&t.name).and_then(|candidates| {
+                let same = by_name.get(t.name.as_str()).and_then(|candidates| {
                     candidates.iter().copied().find(|&p| {
                         let other = &nodes[p];
                         let o = &configs[other.config].ws.targets[other.target];
@@ -146,20 +150,19 @@ impl Plan {
                             deps,
                             dependents: Vec::new(),
                         });
-                        by_name
-                            .entry(t.name.clone())
-                            .or_default()
-                            .push(nodes.len() - 1);
+                        if shared {
+                            by_name.entry(&t.name).or_default().push(nodes.len() - 1);
+                        }
                         nodes.len() - 1
                     }
                 };
-                node_of.insert(n, p);
+                node_of[n.index()] = p;
             }
             for r in wanted {
                 let name = &cfg.ws.targets[cfg.graph.dag[r]].name;
                 roots.push(Root {
                     config: c,
-                    node: node_of[&r],
+                    node: node_of[r.index()],
                     place: match matrix {
                         true => format!("{}/{name}", cfg.config.path()),
                         false => name.clone(),
@@ -168,7 +171,8 @@ impl Plan {
             }
         }
         for p in 0..nodes.len() {
-            for (_, d) in nodes[p].deps.clone() {
+            for i in 0..nodes[p].deps.len() {
+                let d = nodes[p].deps[i].1;
                 nodes[d].dependents.push(p);
             }
         }

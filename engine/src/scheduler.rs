@@ -385,7 +385,10 @@ pub async fn run(
         outcomes.entry(n).or_insert(Outcome::Skipped);
     }
     // Results stay useful to others after a failure; not after Ctrl-C.
-    if !interrupted {
+    // Entries being published are waited for either way.
+    if interrupted {
+        shared.layers.settle().await;
+    } else {
         shared.layers.finish().await;
     }
     crate::discard::later(jobs);

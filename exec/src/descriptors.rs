@@ -7,8 +7,10 @@
 //! descriptors are close-on-exec; inherited ones are not, so they are
 //! marked close-on-exec once at startup (`keep_from_children`, covering
 //! every child: steps, the sandbox helper, `dockerd`, `git`, `tar`) and
-//! again just before a step's program starts (`close_on_exec_above_stdio`,
-//! covering anything opened since without the flag).
+//! again before a step's program starts, covering anything opened since
+//! without the flag: by the sandbox helper, whose `main` is this binary's
+//! and starts with `keep_from_children`, or, unsandboxed, in the step's
+//! `pre_exec` hook (`close_on_exec_above_stdio`).
 
 use std::io;
 

@@ -45,6 +45,21 @@ pub fn remove_tree(path: &Path) {
     }
 }
 
+/// Removes everything below the folder `path`, whatever its depth, and
+/// keeps the folder (a reused scratch folder's `out/`, `home/`, `tmp/`).
+/// True when the folder is there and empty afterwards. Nothing to remove
+/// costs one open and one listing.
+pub fn empty_folder(path: &Path) -> bool {
+    let unlink = |dir: &Dir, name: &CStr, _: &FileStat| {
+        let _ = unlinkat(dir, name, UnlinkatFlags::NoRemoveDir);
+    };
+    let rmdir = |parent: &Dir, name: &CStr| {
+        let _ = unlinkat(parent, name, UnlinkatFlags::RemoveDir);
+    };
+    descend(path, Access::Writable, unlink, rmdir).is_ok()
+        && fs::read_dir(path).is_ok_and(|mut d| d.next().is_none())
+}
+
 /// Bytes of the regular files at or below `path` (symlinks not followed),
 /// whatever its depth; what cannot be read counts as nothing.
 pub fn tree_bytes(path: &Path) -> u64 {
@@ -300,6 +315,28 @@ mod tests {
         remove_tree(&link);
         assert!(fs::symlink_metadata(&link).is_err());
         assert!(outside.join("keep").exists());
+    }
+
+    #[test]
+    fn a_folder_is_emptied_whatever_it_holds_and_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("home");
+        fs::create_dir(&root).unwrap();
+        assert!(empty_folder(&root), "an empty folder stays empty");
+        nest(&root.join("deep"), 3_000);
+        fs::write(root.join("file"), "x").unwrap();
+        std::os::unix::fs::symlink("/etc", root.join("link")).unwrap();
+        fs::create_dir(root.join("ro")).unwrap();
+        fs::set_permissions(root.join("ro"), fs::Permissions::from_mode(0o500)).unwrap();
+        let emptied = on_worker_stack({
+            let root = root.clone();
+            move || empty_folder(&root)
+        });
+        assert!(emptied);
+        assert!(root.is_dir());
+        assert_eq!(fs::read_dir(&root).unwrap().count(), 0);
+        assert!(Path::new("/etc").is_dir(), "the link was not followed");
+        assert!(!empty_folder(&tmp.path().join("missing")));
     }
 
     fn is_root() -> bool {

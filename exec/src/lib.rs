@@ -5,11 +5,14 @@
 //! `run` steps as processes of this machine (`step`: stage inputs, spawn,
 //! check and capture outputs) in the namespace sandbox (`sandbox`, the
 //! `strata __sandbox` helper) where it works, and built-in rules
-//! in-process. Around a step: its memory cgroup (`cgroup`), a fresh
+//! in-process. Sandboxed steps reuse scratch folders (`pool`) and mount
+//! input trees made once per store (`trees`). Around a step: its memory cgroup (`cgroup`), a fresh
 //! session keyring (`keyring`), descriptors kept from it (`descriptors`),
 //! secrets masked in its logs (`mask`), cache mounts (`caches`), folders of
 //! any depth handled through handles (`fstree`), and what `strata audit`
-//! perturbs (`perturb`, `reorder`).
+//! perturbs (`perturb`, `reorder`). `remote_step` runs what a remote
+//! execution service hands `strata worker`: a REAPI command over its input
+//! root, in the same sandbox.
 //!
 //! The only code that spawns step processes. It never writes the action
 //! cache: an executor returns the output and action result, and the
@@ -25,10 +28,13 @@ pub mod keyring;
 mod local;
 pub mod mask;
 pub mod perturb;
+pub mod pool;
+pub mod remote_step;
 pub mod reorder;
 pub mod sandbox;
 pub mod source;
 pub mod step;
+pub mod trees;
 
 pub use executor::{BoxFuture, Executor, Request, StepEvents};
 pub use executors::Executors;

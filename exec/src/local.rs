@@ -8,8 +8,12 @@ use strata_rules::Work;
 use strata_rules::builtin::{Builtin, BuiltinError, Ctx};
 use strata_store::{Digest, Store};
 
+use std::sync::Arc;
+
 use crate::executor::{BoxFuture, Executor, Request};
+use crate::pool::ScratchPool;
 use crate::step::{self, Failure, Isolation, RunsIn, StepFailure, StepRequest, StepSuccess};
+use crate::trees::Trees;
 use crate::{fstree, sandbox};
 
 /// Runs steps on this machine.
@@ -18,6 +22,17 @@ pub struct LocalExecutor {
     /// Probed on first use: keys depend on it, so it is known before the
     /// first key and stays the same for the whole build.
     isolation: OnceCell<Isolation>,
+    /// Scratch folders and input trees sandboxed steps reuse, for the
+    /// store of the first step that asked (`None` where trees cannot be
+    /// used: those steps stage their inputs).
+    reuse: std::sync::OnceLock<Option<Reusable>>,
+}
+
+/// What sandboxed steps of one store reuse (see `step::Reuse`).
+struct Reusable {
+    store: std::path::PathBuf,
+    pool: ScratchPool,
+    trees: Arc<Trees>,
 }
 
 impl LocalExecutor {
@@ -36,7 +51,7 @@ impl LocalExecutor {
         match &req.work {
             Work::Run(run) => {
                 step::remove_stale_scratch(&req.store, &req.scratch_prefix);
-                step::run(StepRequest {
+                let step_request = StepRequest {
                     scratch_prefix: req.scratch_prefix.clone(),
                     step: run,
                     sources: &req.sources,
@@ -44,8 +59,17 @@ impl LocalExecutor {
                     store: &req.store,
                     runs_in: RunsIn::Host(&isolation),
                     perturb: req.perturb.clone(),
-                })
-                .await
+                };
+                match self.reusable(&req.store, &isolation) {
+                    Some(r) => {
+                        let reuse = step::Reuse {
+                            pool: &r.pool,
+                            trees: r.trees.clone(),
+                        };
+                        step::run_reusing(step_request, reuse).await
+                    }
+                    None => step::run(step_request).await,
+                }
             }
             Work::Builtin {
                 rule,
@@ -75,6 +99,28 @@ impl LocalExecutor {
                 req.name
             )))),
         }
+    }
+}
+
+impl LocalExecutor {
+    /// The pool and trees of `store` for sandboxed steps; `None` for
+    /// unsandboxed ones, another store than the first, or where trees
+    /// cannot be used.
+    fn reusable(&self, store: &Store, isolation: &Isolation) -> Option<&Reusable> {
+        if !matches!(isolation, Isolation::Sandbox { .. }) {
+            return None;
+        }
+        let reusable = self
+            .reuse
+            .get_or_init(|| {
+                Some(Reusable {
+                    store: store.root().to_path_buf(),
+                    pool: ScratchPool::new(),
+                    trees: Arc::new(Trees::open(store)?),
+                })
+            })
+            .as_ref()?;
+        (reusable.store == store.root()).then_some(reusable)
     }
 }
 

@@ -1,7 +1,7 @@
 //! The Linux sandbox a step runs in, in the manner of Bazel's linux-sandbox
 //! and bubblewrap.
 //!
-//! `strata __sandbox [--cgroup=DIR] [--network] [--processes=N] EXEC_ROOT -- ARGV...`
+//! `strata __sandbox [--parent=PID] [--cgroup=DIR] [--network] [--processes=N] EXEC_ROOT -- ARGV...`
 //! (started by the executor, never by users; `strata audit` adds the
 //! options that perturb the step, `FLAG_*`) first joins the step's memory
 //! cgroup if it has one (`cgroup`), then enters new user, mount, PID,
@@ -16,7 +16,10 @@
 //! - a minimal `/dev`, a fresh `/proc` (showing only the sandbox's processes),
 //!   and `/tmp` backed by the exec root's `tmp/`;
 //! - the exec root at `/strata`, read-only except `out/`, `home/` and `tmp/`,
-//!   each bind-mounted on its own so none can be swapped for a symlink.
+//!   each bind-mounted on its own so none can be swapped for a symlink;
+//!   with `--work=` and `--dep=` (`Mounts`), the input trees the executor
+//!   made once per store (`trees`) mounted read-only over `work/` and at
+//!   `deps/<name>` (then `deps/` is a read-only tmpfs of mount points).
 //!
 //! It then pivots into that root and detaches the host's, so the workspace,
 //! the store and the home folder are not reachable, not even by absolute path.
@@ -83,6 +86,61 @@ const FLAG_PROCESSES: &str = "--processes=";
 /// else (`cgroup::StepCgroup`, for `limits: memory`).
 const FLAG_CGROUP: &str = "--cgroup=";
 
+/// The helper's first option: the pid of the strata that started it. The
+/// helper asks for SIGKILL when its parent dies and checks that its parent
+/// is still that process, itself, so the executor can start it without a
+/// `pre_exec` hook: with none, the standard library spawns it with
+/// `posix_spawn` (a vfork) instead of forking the whole multi-threaded
+/// build process, page tables and all.
+const FLAG_PARENT: &str = "--parent=";
+
+/// The helper's options naming folders it mounts read-only over the exec
+/// root's: `--work=PATH` at `work/`, and `--dep=NAME=PATH` at
+/// `deps/NAME` (then `deps/` is a tmpfs holding the mount points). Paths
+/// are relative to the scratch folder, the helper's working folder.
+const FLAG_WORK: &str = "--work=";
+const FLAG_DEP: &str = "--dep=";
+
+/// Input folders the helper mounts instead of what the exec root holds
+/// (trees made once per store, see `trees`). Empty: the exec root's own
+/// `work/` and `deps/`, staged into it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Mounts {
+    /// Mounted at `work/`.
+    pub work: Option<PathBuf>,
+    /// Each mounted at `deps/<name>`, in this order.
+    pub deps: Vec<(String, PathBuf)>,
+}
+
+impl Mounts {
+    /// The helper's options that mount these, to put before the exec root.
+    pub fn flags(&self) -> Vec<OsString> {
+        let mut flags = Vec::new();
+        if let Some(work) = &self.work {
+            let mut flag = OsString::from(FLAG_WORK);
+            flag.push(work);
+            flags.push(flag);
+        }
+        for (name, path) in &self.deps {
+            let mut flag = OsString::from(format!("{FLAG_DEP}{name}="));
+            flag.push(path);
+            flags.push(flag);
+        }
+        flags
+    }
+
+    /// Reads `--dep=NAME=PATH` (dependency names never hold `=` or `/`).
+    fn add_dep(&mut self, value: &str) -> Result<(), String> {
+        let bad = || format!("bad dependency mount `{value}`");
+        let (name, path) = value.split_once('=').ok_or_else(bad)?;
+        if name.is_empty() || name == "." || name == ".." || name.contains('/') || path.is_empty() {
+            return Err(bad());
+        }
+        self.deps.push((name.to_string(), PathBuf::from(path)));
+        Ok(())
+    }
+}
+
 /// The arguments of the helper for one step.
 pub fn helper_args(
     exec_root: &Path,
@@ -91,7 +149,10 @@ pub fn helper_args(
     cgroup: Option<&Path>,
     argv: &[String],
 ) -> Vec<OsString> {
-    let mut args: Vec<OsString> = vec![SUBCOMMAND.into()];
+    let mut args: Vec<OsString> = vec![
+        SUBCOMMAND.into(),
+        format!("{FLAG_PARENT}{}", std::process::id()).into(),
+    ];
     if let Some(dir) = cgroup {
         let mut flag = OsString::from(FLAG_CGROUP);
         flag.push(dir);
@@ -117,10 +178,28 @@ pub fn helper_main(args: &[OsString]) -> ! {
         reverse_env: false,
         reverse_dirs: false,
     };
+    let mut mounts = Mounts::default();
     let mut rest = args;
     // The exec root is absolute, so no option can be mistaken for it.
     while let Some(flag) = rest.first().and_then(|a| a.to_str()) {
-        if let Some(dir) = flag.strip_prefix(FLAG_CGROUP) {
+        if let Some(pid) = flag.strip_prefix(FLAG_PARENT) {
+            // Before the cgroup is joined: if strata dies, so does the helper (and with
+            // it the step). If it died already, the helper is an orphan.
+            // Descriptors: `main` marked every one above stderr
+            // close-on-exec before calling us (`descriptors`).
+            let pid: u32 = pid
+                .parse()
+                .unwrap_or_else(|_| fail(&format!("bad parent pid `{pid}`")));
+            // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number.
+            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+            if std::os::unix::process::parent_id() != pid {
+                fail("strata exited before the step started");
+            }
+        } else if let Some(path) = flag.strip_prefix(FLAG_WORK) {
+            mounts.work = Some(PathBuf::from(path));
+        } else if let Some(dep) = flag.strip_prefix(FLAG_DEP) {
+            mounts.add_dep(dep).unwrap_or_else(|e| fail(&e));
+        } else if let Some(dir) = flag.strip_prefix(FLAG_CGROUP) {
             // Before anything else, so that all the step runs is counted,
             // and while the helper may still write there (as root).
             if let Err(e) = crate::cgroup::join(Path::new(dir)) {
@@ -148,12 +227,12 @@ pub fn helper_main(args: &[OsString]) -> ! {
     }
     let (Some(exec_root), Some(sep)) = (rest.first(), rest.get(1)) else {
         fail(
-            "usage: strata __sandbox [--cgroup=DIR] [--network] [--processes=N] [--umask=OCTAL] [--reverse-env] [--reverse-dirs] EXEC_ROOT -- ARGV...",
+            "usage: strata __sandbox [--parent=PID] [--cgroup=DIR] [--network] [--processes=N] [--umask=OCTAL] [--reverse-env] [--reverse-dirs] [--work=PATH] [--dep=NAME=PATH]... EXEC_ROOT -- ARGV...",
         )
     };
     if sep != "--" || rest.len() < 3 {
         fail(
-            "usage: strata __sandbox [--cgroup=DIR] [--network] [--processes=N] [--umask=OCTAL] [--reverse-env] [--reverse-dirs] EXEC_ROOT -- ARGV...",
+            "usage: strata __sandbox [--parent=PID] [--cgroup=DIR] [--network] [--processes=N] [--umask=OCTAL] [--reverse-env] [--reverse-dirs] [--work=PATH] [--dep=NAME=PATH]... EXEC_ROOT -- ARGV...",
         );
     }
     let exec_root = PathBuf::from(exec_root);
@@ -215,7 +294,7 @@ pub fn helper_main(args: &[OsString]) -> ! {
             // A session of its own: no controlling terminal to read from or
             // to push keystrokes into.
             let _ = nix::unistd::setsid();
-            if let Err(e) = enter_root(&exec_root, network, perturbed.reverse_dirs)
+            if let Err(e) = enter_root(&exec_root, &mounts, network, perturbed.reverse_dirs)
                 .and_then(|()| drop_privileges())
                 .and_then(|()| limit_processes(processes))
                 .and_then(|()| {
@@ -510,7 +589,7 @@ fn ctx<T, E: std::fmt::Display>(
     r.map_err(|e| format!("{}: {e}", what()))
 }
 
-fn enter_root(exec_root: &Path, network: bool, reverse_dirs: bool) -> Setup {
+fn enter_root(exec_root: &Path, mounts: &Mounts, network: bool, reverse_dirs: bool) -> Setup {
     let none: Option<&str> = None;
     ctx(
         mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none),
@@ -575,9 +654,10 @@ fn enter_root(exec_root: &Path, network: bool, reverse_dirs: bool) -> Setup {
     // `$OUT`, `$HOME` and `$TMPDIR` are writable, each its own mount.
     let strata = root.join(layout::EXEC_ROOT.trim_start_matches('/'));
     bind(exec_root, &strata, true)?;
+    mount_inputs(mounts, &strata)?;
     if reverse_dirs {
         for sub in [layout::WORK, layout::DEPS] {
-            reversed_copy(&exec_root.join(sub), &strata.join(sub))?;
+            reversed_copy(&strata.join(sub), &root)?;
         }
     }
     for rw in [layout::OUT, layout::HOME, layout::TMP] {
@@ -621,10 +701,58 @@ fn enter_root(exec_root: &Path, network: bool, reverse_dirs: bool) -> Setup {
     Ok(())
 }
 
-/// Covers `dst` with a tmpfs holding a copy of `src` whose folders list
-/// their entries in the reverse of `src`'s order, then makes it read-only.
-fn reversed_copy(src: &Path, dst: &Path) -> Setup {
+/// Mounts the input trees over the read-only exec root at `strata`: the
+/// source tree at `work/`, and a read-only tmpfs at `deps/` holding a
+/// mount point per dependency, each its tree, read-only. The mount points
+/// live in the sandbox's memory: nothing is created on the store's disk.
+fn mount_inputs(mounts: &Mounts, strata: &Path) -> Setup {
     let none: Option<&str> = None;
+    if let Some(work) = &mounts.work {
+        bind(work, &strata.join(layout::WORK), true)?;
+    }
+    if mounts.deps.is_empty() {
+        return Ok(());
+    }
+    let deps = strata.join(layout::DEPS);
+    ctx(
+        mount(
+            Some("tmpfs"),
+            &deps,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=0755,size=64k"),
+        ),
+        || "cannot mount a tmpfs on deps/".into(),
+    )?;
+    for (name, tree) in &mounts.deps {
+        bind(tree, &deps.join(name), true)?;
+    }
+    ctx(
+        mount(
+            none,
+            &deps,
+            none,
+            MsFlags::MS_BIND
+                | MsFlags::MS_REMOUNT
+                | MsFlags::MS_RDONLY
+                | MsFlags::MS_NOSUID
+                | MsFlags::MS_NODEV,
+            none,
+        ),
+        || "cannot make deps/ read-only".into(),
+    )
+}
+
+/// Covers `dst` with a tmpfs holding a copy of what is mounted there now
+/// (the exec root's folder, or the trees mounted over it), each folder
+/// listing its entries in the reverse of the original's order, then makes
+/// it read-only. The original is read through a mount beside it on the
+/// sandbox root (`root`).
+fn reversed_copy(dst: &Path, root: &Path) -> Setup {
+    let none: Option<&str> = None;
+    let src = root.join(".unordered");
+    bind(dst, &src, true)?;
+    let src = src.as_path();
     ctx(
         mount(
             Some("tmpfs"),
@@ -652,7 +780,13 @@ fn reversed_copy(src: &Path, dst: &Path) -> Setup {
             none,
         ),
         || format!("cannot make {} read-only", dst.display()),
-    )
+    )?;
+    ctx(umount2(src, MntFlags::MNT_DETACH), || {
+        format!("cannot unmount {}", src.display())
+    })?;
+    ctx(fs::remove_dir(src), || {
+        format!("cannot remove {}", src.display())
+    })
 }
 
 fn mkdir(p: &Path) -> Setup {

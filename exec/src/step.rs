@@ -4,13 +4,18 @@
 //!
 //! The scratch folder `<store>/scratch/<name>` holds `exec/` (the exec root:
 //! `work/`, `deps/`, `out/`, `home/`, `tmp/`), `root/` (the sandbox's mount
-//! point) and the step's `stdout` and `stderr`. On success it is removed; on
-//! failure it is kept for inspection.
+//! point) and the step's `stdout` and `stderr`. On failure it is kept for
+//! inspection. A sandboxed step of the local executor (`run_reusing`) takes
+//! its folder from the build's pool (`pool`) and gives it back emptied after
+//! a success, its inputs mounted from trees made once per store (`trees`);
+//! other steps (`run`) stage their inputs into a fresh folder, removed
+//! after a success.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use strata_rules::layout;
@@ -26,9 +31,11 @@ use crate::fstree::remove_tree;
 use crate::keyring;
 use crate::mask::Masks;
 use crate::perturb::Perturbation;
+use crate::pool::{Scratch, ScratchPool};
 use crate::reorder;
 use crate::sandbox;
 use crate::source::SourceFile;
+use crate::trees::{Trees, link_copy};
 
 /// How steps are isolated on this machine.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -201,31 +208,148 @@ pub trait ContainerRunner: Send + Sync {
 
 const LOG_TAIL: usize = 8 * 1024;
 
-/// Runs one step to completion. Cancel-safe: dropping the future kills the
-/// step's whole process group.
+/// What a sandboxed step may reuse instead of staging its inputs into a
+/// fresh scratch folder: a folder of the build's pool, and input trees
+/// made once per store, bind-mounted by the sandbox helper.
+#[derive(Clone)]
+pub struct Reuse<'a> {
+    pub pool: &'a ScratchPool,
+    pub trees: Arc<Trees>,
+}
+
+/// Runs one step to completion in a fresh scratch folder, its inputs
+/// staged into it. Cancel-safe: dropping the future kills the step's whole
+/// process group.
 pub async fn run(req: StepRequest<'_>) -> Result<StepSuccess, StepFailure> {
-    // A container mounts `deps/` read-only, as the sandbox does.
-    let sandboxed = !matches!(req.runs_in, RunsIn::Host(Isolation::Unsandboxed { .. }));
-    // The sandbox helper reverses listings itself, onto a tmpfs; elsewhere
-    // only the order of creation can be reversed.
-    let reverse = req.perturb.as_ref().is_some_and(|p| p.reverse_dirs)
-        && !matches!(req.runs_in, RunsIn::Host(Isolation::Sandbox { .. }));
-    let (scratch, _scratch_lock) = prepare(
-        req.store,
-        &req.scratch_prefix,
-        req.sources,
-        req.deps,
-        sandboxed,
-        reverse,
-    )
-    .await?;
+    run_with(req, None).await
+}
+
+/// Runs one sandboxed step in a scratch folder of `reuse`'s pool, its
+/// inputs mounted from `reuse`'s trees (other steps: as [`run`]).
+pub async fn run_reusing(
+    req: StepRequest<'_>,
+    reuse: Reuse<'_>,
+) -> Result<StepSuccess, StepFailure> {
+    let reuse = matches!(req.runs_in, RunsIn::Host(Isolation::Sandbox { .. })).then_some(reuse);
+    run_with(req, reuse).await
+}
+
+/// Where a step runs: its scratch folder, held as long as this lives.
+enum Hold<'a> {
+    /// Made for this step: removed after a success.
+    Own(fs::File),
+    /// Taken from the pool: given back after a success.
+    Pooled(Scratch, Reuse<'a>),
+}
+
+async fn run_with(
+    req: StepRequest<'_>,
+    reuse: Option<Reuse<'_>>,
+) -> Result<StepSuccess, StepFailure> {
+    let (scratch, hold, mounts) = match reuse {
+        Some(reuse) => prepare_reused(&req, reuse).await?,
+        None => {
+            // A container mounts `deps/` read-only, as the sandbox does.
+            let sandboxed = !matches!(req.runs_in, RunsIn::Host(Isolation::Unsandboxed { .. }));
+            // The sandbox helper reverses listings itself, onto a tmpfs;
+            // elsewhere only the order of creation can be reversed.
+            let reverse = req.perturb.as_ref().is_some_and(|p| p.reverse_dirs)
+                && !matches!(req.runs_in, RunsIn::Host(Isolation::Sandbox { .. }));
+            let (scratch, lock) = prepare(
+                req.store,
+                &req.scratch_prefix,
+                req.sources,
+                req.deps,
+                sandboxed,
+                reverse,
+            )
+            .await?;
+            (scratch, Hold::Own(lock), sandbox::Mounts::default())
+        }
+    };
+    let ran = run_in(&req, &scratch, &mounts).await;
+    match (ran, hold) {
+        (Ok(success), Hold::Own(_lock)) => {
+            remove_tree(&scratch);
+            Ok(success)
+        }
+        (Ok(success), Hold::Pooled(folder, reuse)) => {
+            reuse.pool.give_back(folder);
+            Ok(success)
+        }
+        (Err(failure), Hold::Own(_lock)) => Err(failure),
+        (Err(failure), Hold::Pooled(folder, reuse)) => {
+            // Kept as a staged step's would be: with the inputs it saw.
+            show_inputs(&reuse.trees, &mounts, &folder.path().join("exec"));
+            Err(failure)
+        }
+    }
+}
+
+/// A scratch folder of the pool, renamed for this step, and the trees its
+/// inputs are mounted from (made if missing).
+async fn prepare_reused<'a>(
+    req: &StepRequest<'_>,
+    reuse: Reuse<'a>,
+) -> Result<(PathBuf, Hold<'a>, sandbox::Mounts), StepFailure> {
+    let (trees, sources, deps) = (reuse.trees.clone(), req.sources.to_vec(), req.deps.to_vec());
+    let mounts = tokio::task::spawn_blocking(move || {
+        let work = trees.sources(&sources)?;
+        let deps = deps
+            .into_iter()
+            .map(|(name, output)| Ok((name, trees.dependency(&output)?)))
+            .collect::<Result<Vec<_>, Failure>>()?;
+        Ok(sandbox::Mounts { work, deps })
+    })
+    .await
+    .map_err(|e| Failure::Io(e.to_string()))
+    .and_then(|made| made)
+    .map_err(StepFailure::without_logs)?;
+    let folder = reuse
+        .pool
+        .take(req.store, &req.scratch_prefix)
+        .map_err(|e| {
+            StepFailure::without_logs(Failure::Io(format!("cannot create a scratch folder: {e}")))
+        })?;
+    Ok((
+        folder.path().to_path_buf(),
+        Hold::Pooled(folder, reuse),
+        mounts,
+    ))
+}
+
+/// Links (or copies) the trees a failed step had mounted into its kept
+/// exec root, where a staged step's inputs would be. Best effort: the
+/// failure is what the user needs.
+fn show_inputs(trees: &Trees, mounts: &sandbox::Mounts, exec_root: &Path) {
+    if let Some(work) = &mounts.work {
+        let _ = link_copy(&trees.on_host(work), &exec_root.join(layout::WORK));
+    }
+    for (name, tree) in &mounts.deps {
+        let dest = exec_root.join(layout::DEPS).join(name);
+        if fs::create_dir(&dest).is_ok() {
+            let _ = link_copy(&trees.on_host(tree), &dest);
+        }
+    }
+}
+
+/// Runs a prepared step in `scratch` and stores its outputs; the caller
+/// removes, keeps or reuses the folder.
+async fn run_in(
+    req: &StepRequest<'_>,
+    scratch: &Path,
+    mounts: &sandbox::Mounts,
+) -> Result<StepSuccess, StepFailure> {
+    let scratch = scratch.to_path_buf();
     let exec_root = scratch.join("exec");
     let early = |failure: Failure| kept(&scratch, failure);
 
     let started = SystemTime::now();
     let status = match req.runs_in {
         RunsIn::Container(c) => c.run(req.step, &scratch, &exec_root).await,
-        RunsIn::Host(isolation) => spawn_and_wait(&req, isolation, &scratch, &exec_root).await,
+        RunsIn::Host(isolation) => {
+            spawn_and_wait(req, isolation, &scratch, &exec_root, mounts).await
+        }
     }
     .map_err(early)?;
     let finished = SystemTime::now();
@@ -258,7 +382,6 @@ pub async fn run(req: StepRequest<'_>) -> Result<StepSuccess, StepFailure> {
             .await
             .map_err(|e| logs_failure(Failure::Io(e.to_string())))?;
     let (output, stdout_digest, stderr_digest) = collected.map_err(logs_failure)?;
-    remove_tree(&scratch);
     let result = action_result(
         output,
         Some((stdout_digest, stderr_digest)),
@@ -461,7 +584,7 @@ pub fn create_scratch(store: &Store, prefix: &str) -> std::io::Result<(PathBuf, 
     }
 }
 
-fn rand_u64() -> u64 {
+pub(crate) fn rand_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(
@@ -527,7 +650,7 @@ fn die_with_parent(parent: libc::pid_t) -> std::io::Result<()> {
 }
 
 /// Kills a process group when dropped, so a cancelled build leaves no step behind.
-struct GroupGuard(Option<i32>);
+pub(crate) struct GroupGuard(pub(crate) Option<i32>);
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {
@@ -545,6 +668,7 @@ async fn spawn_and_wait(
     isolation: &Isolation,
     scratch: &Path,
     exec_root: &Path,
+    mounts: &sandbox::Mounts,
 ) -> Result<Option<Failure>, Failure> {
     let io = |what: &str, e: std::io::Error| Failure::Io(format!("{what}: {e}"));
     let stdout =
@@ -574,17 +698,11 @@ async fn spawn_and_wait(
             if let Some(p) = &req.perturb {
                 args.splice(1..1, p.helper_flags());
             }
+            args.splice(1..1, mounts.flags());
+            // No `pre_exec`: the helper itself dies with strata and keeps
+            // descriptors from the step (`sandbox::FLAG_PARENT`), so the
+            // standard library spawns it with `posix_spawn`, not `fork`.
             c.args(args);
-            // If strata dies, so does the helper (and with it the step).
-            // SAFETY: close_range(2), prctl(2), getppid(2) and _exit(2) are async-signal-safe.
-            let parent = std::process::id() as libc::pid_t;
-            unsafe {
-                c.pre_exec(move || {
-                    // Before 5.11 the kernel cannot; `keep_from_children` did at startup.
-                    let _ = descriptors::close_on_exec_above_stdio();
-                    die_with_parent(parent)
-                });
-            }
             c.env_clear().envs(step.env.iter().map(|(k, v)| (k, v)));
             c
         }

@@ -131,6 +131,11 @@ impl Vars {
     /// Expands `${name}` references. `$${` stands for a literal `${`; any other
     /// `$` is left for the shell.
     pub fn interpolate(&self, s: &str) -> Result<Text, InterpError> {
+        // Most strings name no variable (`$${` contains `${` too): the text
+        // as written, without walking it char by char.
+        if !s.contains("${") {
+            return Ok(Text::plain(s));
+        }
         let mut out = Text::default();
         let chars: Vec<char> = s.chars().collect();
         let mut i = 0;
@@ -183,8 +188,8 @@ impl Vars {
                 i = close + 1;
                 continue;
             }
-            let c = chars[i].to_string();
-            push(&mut out, &c);
+            out.actual.push(chars[i]);
+            out.keyed.push(chars[i]);
             i += 1;
         }
         Ok(out)
@@ -253,6 +258,21 @@ mod tests {
             .unwrap();
         assert_eq!(t.actual, "echo hello $OUT $$ ${HOME}");
         assert!(!t.has_secret());
+    }
+
+    #[test]
+    fn a_text_without_references_is_kept_as_written() {
+        for s in [
+            "",
+            "cat src/*.txt | cksum > $OUT/out.txt",
+            "é $$ $ {x} $}{ \u{1F600}",
+        ] {
+            let t = vars().interpolate(s).unwrap();
+            assert_eq!((t.actual.as_str(), t.keyed.as_str()), (s, s));
+            assert!(t.secrets.is_empty());
+        }
+        let t = vars().interpolate("é ${greeting} ü").unwrap();
+        assert_eq!(t.actual, "é hello ü");
     }
 
     #[test]

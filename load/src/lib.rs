@@ -165,14 +165,10 @@ pub fn load(build_file: &Path, options: &LoadOptions) -> Result<Workspace, Vec<C
     }
     // Conditions first: which names are switched off must be known before
     // any target's references are read.
-    let mut live = Vec::new();
-    let mut on_names = BTreeSet::new();
+    let mut live = Vec::with_capacity(pending.len());
     for p in pending {
         match loader.condition(&p.raw, &p.ids, &vars) {
-            Some(true) => {
-                on_names.insert(p.name.value.clone());
-                live.push(p);
-            }
+            Some(true) => live.push(p),
             Some(false) => {
                 let loc = p
                     .raw
@@ -186,7 +182,12 @@ pub fn load(build_file: &Path, options: &LoadOptions) -> Result<Workspace, Vec<C
         }
     }
     // One name may have several definitions, one per condition (a `select`).
-    loader.off.retain(|name, _| !on_names.contains(name));
+    if !loader.off.is_empty() {
+        let on_names: BTreeSet<&str> = live.iter().map(|p| p.name.value.as_str()).collect();
+        loader
+            .off
+            .retain(|name, _| !on_names.contains(name.as_str()));
+    }
     let mut targets: BTreeMap<String, Target> = BTreeMap::new();
     // Read with !ENV it is a secret like any other: keyed by its hash.
     let source_date_epoch = vars
@@ -216,7 +217,7 @@ pub fn load(build_file: &Path, options: &LoadOptions) -> Result<Workspace, Vec<C
             loader.errors.push(e);
             continue;
         }
-        for t in loader.target(raw, &ids, name, dir, &vars, &source_date_epoch) {
+        for t in loader.target(*raw, &ids, name, dir, &vars, &source_date_epoch) {
             targets.insert(t.name.clone(), t);
         }
     }
@@ -317,9 +318,10 @@ impl Loader {
 #[derive(Clone)]
 struct FileIds(Rc<Vec<usize>>);
 
-/// A target read from some file, waiting for all files to be read.
+/// A target read from some file, waiting for all files to be read (boxed:
+/// a `RawTarget` is large, and a workspace may hold a great many).
 struct Pending {
-    raw: RawTarget,
+    raw: Box<RawTarget>,
     ids: FileIds,
     name: Located<String>,
     dir: PathBuf,
@@ -374,7 +376,8 @@ impl Loader {
             ));
             return None;
         };
-        let file = self.sources.add(path, display.clone(), text.clone());
+        let file = self.sources.add(path, display.clone(), text);
+        let text = self.sources.get(file).text.clone();
         let resolved: Rc<RefCell<Vec<Resolved>>> = Rc::default();
         let resolver = match serde_saphyr::SafeFileResolver::new(&self.root)
             .and_then(|r| r.with_root_file(path))
@@ -415,7 +418,7 @@ impl Loader {
         let ids = FileIds(Rc::new(ids));
         match parsed {
             Ok(raw) => {
-                self.check_env_tags(&ids, &text, &resolved.borrow());
+                self.check_env_tags(&ids);
                 Some((raw, ids))
             }
             Err(e) => {
@@ -444,17 +447,14 @@ impl Loader {
 
     /// `!ENV` is read only as the value of a top-level `vars:` entry; anywhere
     /// else serde would take it for the literal text that follows it.
-    fn check_env_tags(&mut self, ids: &FileIds, text: &str, included: &[Resolved]) {
-        let included = included.iter().map(|i| (i.text.clone(), &i.path));
-        let files = std::iter::once((Some(text.to_string()), None))
-            .chain(included.map(|(t, p)| (t, Some(p))));
-        for (index, (text, path)) in files.enumerate() {
-            let Some(text) = text.or_else(|| path.and_then(|p| fs::read_to_string(p).ok())) else {
-                continue;
-            };
+    /// `ids` are the parsed file (index 0) and the sources it included, as
+    /// `parse` added them to `sources`.
+    fn check_env_tags(&mut self, ids: &FileIds) {
+        for (index, &file) in ids.0.iter().enumerate() {
+            let text = self.sources.get(file).text.clone();
             for m in tags::misplaced_env(&text, index == 0) {
                 let loc = Loc {
-                    file: ids.0[index],
+                    file,
                     line: m.line,
                     column: m.column,
                     len: m.len,
@@ -621,7 +621,7 @@ impl Loader {
     /// Queues the targets of one file and follows its `include:` patterns.
     fn collect(
         &mut self,
-        targets: Option<Pairs<Spanned<RawTarget>>>,
+        targets: Option<Pairs<Spanned<Box<RawTarget>>>>,
         include: Option<Vec<Spanned<String>>>,
         ids: &FileIds,
         dir: &Path,

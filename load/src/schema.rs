@@ -19,7 +19,7 @@ pub struct RawFile {
     #[serde(default)]
     pub vars: Option<Pairs<Spanned<Tagged<String>>>>,
     #[serde(default)]
-    pub targets: Option<Pairs<Spanned<RawTarget>>>,
+    pub targets: Option<Pairs<Spanned<Box<RawTarget>>>>,
     #[serde(default)]
     pub include: Option<Vec<Spanned<String>>>,
     /// Root file only: where outputs are materialized (`--out-dir` wins).

@@ -30,6 +30,9 @@ enum Frame {
 /// that does not parse yields nothing here: the deserializer reports it.
 pub fn misplaced_env(text: &str, vars_allowed: bool) -> Vec<Misplaced> {
     let mut found = Vec::new();
+    if !may_hold_env_tag(text) {
+        return found;
+    }
     let mut stack: Vec<Frame> = Vec::new();
     for event in Parser::new_from_str(text) {
         let Ok((event, span)) = event else {
@@ -68,6 +71,15 @@ pub fn misplaced_env(text: &str, vars_allowed: bool) -> Vec<Misplaced> {
         }
     }
     found
+}
+
+/// Whether `text` can hold an `!ENV` tag at all, so that most files skip
+/// the walk (a second parse of the whole file). Every tag starts with `!`,
+/// and one that reads `!ENV` spells `ENV` in the text (as `!ENV`,
+/// `!<!ENV>`, or through a `%TAG` handle: `!e!ENV`) unless it is written
+/// with `%` escapes (`!%45NV`).
+fn may_hold_env_tag(text: &str) -> bool {
+    text.contains('!') && (text.contains("ENV") || text.contains('%'))
 }
 
 /// Whether the next node is the value of an entry of the top-level `vars:`.
@@ -125,6 +137,14 @@ mod tests {
     fn an_included_fragment_has_no_vars() {
         let text = "vars:\n  a: !ENV A\n";
         assert_eq!(lines(text, false), vec![(2, 6)]);
+    }
+
+    #[test]
+    fn env_spelled_with_escapes_or_a_tag_handle_is_found_too() {
+        let text = "targets:\n  t:\n    cmd: !%45NV C\n";
+        assert_eq!(lines(text, true), vec![(3, 10)]);
+        let text = "%TAG !e! !\n---\ntargets:\n  t:\n    cmd: !e!ENV C\n";
+        assert_eq!(lines(text, true), vec![(5, 10)]);
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Strata's remote caches: the only crate that speaks cache protocols.
+//! Strata's remote caches and remote execution worker: the only crate that
+//! speaks cache and remote execution protocols.
 //!
 //! - [`client`]: REAPI v2 over gRPC and Bazel's HTTP cache protocol behind
 //!   one async API (TLS, endpoints, streamed and verified blob transfers).
@@ -9,7 +10,11 @@
 //!   entries, lookup and background upload that never fail a build), behind
 //!   [`strata_store::remote_cache::RemoteCache`]; [`Opener`] is what the
 //!   binary hands the engine.
-//! - [`server`]: `strata cache serve`, a Bazel HTTP cache over a folder.
+//! - [`server`]: `strata cache serve`, a Bazel HTTP cache and a REAPI gRPC
+//!   cache over one folder, on one port.
+//! - [`worker`]: `strata worker`, a bot of BuildGrid's Remote Workers API
+//!   running leased REAPI actions in Strata's sandbox (through
+//!   `strata_exec::remote_step`).
 //!
 //! Invariants: a remote cache never fails a build (every failure is a
 //! warning and a miss), no blob enters the local store unless it hashes to
@@ -23,6 +28,7 @@ mod opener;
 pub mod server;
 pub mod sign;
 pub mod store_function;
+pub mod worker;
 
 pub use cache::RemoteCache;
 pub use config::{RemoteCli, RemoteSettings};

@@ -1,6 +1,7 @@
 //! The `run` rule: a command in a sandbox that sees only its declared inputs.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::LazyLock;
 
 use strata_store::reapi;
 use strata_store::{Digest, DigestFunction};
@@ -320,23 +321,18 @@ impl RunParams {
 
     pub fn step(&self) -> RunStep {
         let (argv, keyed_argv) = self.program.argv();
-        // Fixed variables first; declared ones may not override them (the
-        // loader refuses that), so the map below holds each name once.
-        let mut env: BTreeMap<String, Text> = BTreeMap::new();
-        for (name, value) in [
-            ("PATH", layout::PATH.to_string()),
-            ("HOME", layout::in_sandbox(layout::HOME)),
-            ("TMPDIR", layout::in_sandbox(layout::TMP)),
-            ("LANG", "C.UTF-8".to_string()),
-            ("TZ", "UTC".to_string()),
-            ("OUT", layout::in_sandbox(layout::OUT)),
-            ("DEPS", layout::in_sandbox(layout::DEPS)),
-        ] {
-            env.insert(name.to_string(), Text::plain(value));
+        // Fixed variables first, then the declared ones, which replace a
+        // fixed one of the same name (the loader refuses the reserved
+        // names). By name: (what the step gets, what its key holds),
+        // borrowed, so only the two lists below allocate.
+        let mut env: BTreeMap<&str, (&str, &str)> = BTreeMap::new();
+        for (name, value) in fixed_env() {
+            env.insert(name, (value, value));
         }
-        env.insert("SOURCE_DATE_EPOCH".into(), self.source_date_epoch.clone());
-        for (k, v) in &self.env {
-            env.insert(k.clone(), v.clone());
+        let sde = &self.source_date_epoch;
+        env.insert("SOURCE_DATE_EPOCH", (&sde.actual, &sde.keyed));
+        for (name, value) in &self.env {
+            env.insert(name, (&value.actual, &value.keyed));
         }
         let outs: Vec<String> = self
             .outs
@@ -347,9 +343,9 @@ impl RunParams {
             arguments: keyed_argv,
             environment_variables: env
                 .iter()
-                .map(|(k, v)| reapi::EnvironmentVariable {
-                    name: k.clone(),
-                    value: v.keyed.clone(),
+                .map(|(name, (_, keyed))| reapi::EnvironmentVariable {
+                    name: name.to_string(),
+                    value: keyed.to_string(),
                 })
                 .collect(),
             platform: self.container.as_ref().map(|c| reapi::Platform {
@@ -364,12 +360,17 @@ impl RunParams {
                 .map(|o| format!("{}/{o}", layout::OUT))
                 .collect(),
         };
-        let secrets = crate::text::secrets_of(self.program.texts().chain(env.values()));
+        // The fixed values hold no secret.
+        let texts = self.program.texts().chain([sde]).chain(self.env.values());
+        let secrets = crate::text::secrets_of(texts);
         RunStep {
             keyed_command,
             argv,
             secrets,
-            env: env.into_iter().map(|(k, v)| (k, v.actual)).collect(),
+            env: env
+                .into_iter()
+                .map(|(name, (actual, _))| (name.to_string(), actual.to_string()))
+                .collect(),
             outs,
             declared_dirs: self.outs.iter().map(|o| o.ends_with('/')).collect(),
             network: self.network_allowed(),
@@ -392,6 +393,23 @@ impl RunParams {
     /// sandbox owns them.
     pub const RESERVED_ENV: &'static [&'static str] =
         &["PATH", "HOME", "TMPDIR", "OUT", "DEPS", "SOURCE_DATE_EPOCH"];
+}
+
+/// The variables every step gets from the sandbox, by name, with their
+/// values (made once: every step of a build copies them).
+fn fixed_env() -> &'static [(&'static str, String)] {
+    static FIXED: LazyLock<Vec<(&'static str, String)>> = LazyLock::new(|| {
+        vec![
+            ("PATH", layout::PATH.to_string()),
+            ("HOME", layout::in_sandbox(layout::HOME)),
+            ("TMPDIR", layout::in_sandbox(layout::TMP)),
+            ("LANG", "C.UTF-8".to_string()),
+            ("TZ", "UTC".to_string()),
+            ("OUT", layout::in_sandbox(layout::OUT)),
+            ("DEPS", layout::in_sandbox(layout::DEPS)),
+        ]
+    });
+    &FIXED
 }
 
 /// What a `run` declaration says beyond its [`RunStep`]: what keys a host
@@ -515,6 +533,47 @@ mod tests {
         let encoded = prost::Message::encode_to_vec(&step.keyed_command);
         assert!(!String::from_utf8_lossy(&encoded).contains("hunter2"));
         assert!(step.env.contains(&("TOKEN".into(), "hunter2".into())));
+    }
+
+    #[test]
+    fn a_step_gets_the_sandbox_variables_and_the_declared_ones_by_name() {
+        let mut p = params();
+        p.source_date_epoch = Text::plain("1700000000");
+        p.env.insert("LANG".into(), Text::plain("de_DE.UTF-8"));
+        p.env.insert(
+            "A_TOKEN".into(),
+            Text {
+                actual: "hunter2".into(),
+                keyed: "<secret>".into(),
+                secrets: vec!["hunter2".into()],
+            },
+        );
+        let step = p.step();
+        let env: Vec<String> = step.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        assert_eq!(
+            env,
+            [
+                "A_TOKEN=hunter2",
+                "DEPS=/strata/deps",
+                "HOME=/strata/home",
+                "LANG=de_DE.UTF-8",
+                "OUT=/strata/out",
+                "PATH=/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin",
+                "SOURCE_DATE_EPOCH=1700000000",
+                "TMPDIR=/strata/tmp",
+                "TZ=UTC",
+            ]
+        );
+        let keyed: Vec<String> = step
+            .keyed_command
+            .environment_variables
+            .iter()
+            .map(|e| format!("{}={}", e.name, e.value))
+            .collect();
+        let mut expected = env.clone();
+        expected[0] = "A_TOKEN=<secret>".into();
+        assert_eq!(keyed, expected);
+        assert_eq!(step.secrets, ["hunter2"]);
     }
 
     #[test]

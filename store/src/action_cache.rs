@@ -1,5 +1,6 @@
 //! The action cache: action key -> `ActionResult`.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -7,13 +8,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::atomic;
+use crate::durability::Durability;
 use crate::error::{Result, StoreError};
 use crate::reapi::ActionResult;
 use crate::{Digest, DigestFunction};
 
 /// Entries live at `<root>/<function>/<two hex digits>/<hex>`.
 ///
-/// Guarantees: an entry is published atomically (whole or absent); writers
+/// Guarantees: an entry is published atomically (whole or absent), and
+/// only after a `syncfs` that follows the writing of every blob it names and
+/// of its own bytes (see `durability`): after a power cut, an entry that
+/// survived names blobs that survived whole. Writers
 /// racing on one key each publish a whole entry and the last rename wins,
 /// which is harmless because an action's result is a pure function of its key.
 /// Only successful results are ever written (callers' contract, asserted).
@@ -26,6 +31,10 @@ pub struct ActionCache {
     root: PathBuf,
     tmp: PathBuf,
     uses: Arc<UseLog>,
+    durability: Arc<Durability>,
+    /// Entries staged ([`ActionCache::stage`]) and not yet published: this
+    /// process's lookups see them already.
+    staged: Arc<Mutex<HashMap<[u8; 32], ActionResult>>>,
 }
 
 impl ActionCache {
@@ -34,6 +43,7 @@ impl ActionCache {
         tmp: PathBuf,
         uses_dir: PathBuf,
         function: DigestFunction,
+        durability: Arc<Durability>,
     ) -> Self {
         ActionCache {
             root: root.join(function.name()),
@@ -43,6 +53,8 @@ impl ActionCache {
                 pending: Mutex::default(),
             }),
             tmp,
+            durability,
+            staged: Arc::default(),
         }
     }
 
@@ -60,6 +72,9 @@ impl ActionCache {
     /// The stored result for `key`, if any. An entry that does not decode is
     /// treated as absent (and reported by `verify`), never as an error.
     pub fn get(&self, key: &Digest) -> Result<Option<ActionResult>> {
+        if let Some(staged) = self.lock_staged().get(&key.hash) {
+            return Ok(Some(staged.clone()));
+        }
         let path = self.path(key);
         match fs::read(&path) {
             Ok(bytes) => Ok(prost::Message::decode(bytes.as_slice()).ok()),
@@ -102,14 +117,33 @@ impl ActionCache {
         self.uses.note(key.hash, SystemTime::now());
     }
 
-    /// Records a successful result for `key`.
+    /// Records a successful result for `key`, durably ordered after what
+    /// it names: [`ActionCache::stage`], then [`StagedEntry::publish`].
     pub fn put(&self, key: &Digest, result: &ActionResult) -> Result<()> {
+        self.stage(key, result)?.publish()
+    }
+
+    /// The first half of [`ActionCache::put`], which does not wait: the
+    /// entry's bytes in a temporary file, and the entry visible to this
+    /// process's [`ActionCache::get`] until it is published or dropped.
+    /// Everything it names must be stored before.
+    pub fn stage(&self, key: &Digest, result: &ActionResult) -> Result<StagedEntry> {
         assert_eq!(
             result.exit_code, 0,
             "failed actions never enter the action cache"
         );
         let bytes = prost::Message::encode_to_vec(result);
-        atomic::write_atomic(&self.tmp, &self.path(key), &bytes, 0o444)
+        let tmp = atomic::write_temporary(&self.tmp, &bytes)?;
+        self.lock_staged().insert(key.hash, result.clone());
+        Ok(StagedEntry {
+            cache: self.clone(),
+            key: *key,
+            tmp: Some(tmp),
+        })
+    }
+
+    fn lock_staged(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], ActionResult>> {
+        self.staged.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Drops the entry for `key`, if any: for an entry that reaches a blob
@@ -117,6 +151,7 @@ impl ActionCache {
     /// claims, so a later build runs the action again. Atomic (one unlink);
     /// an entry a racing writer publishes afterwards stays.
     pub fn remove(&self, key: &Digest) -> Result<()> {
+        self.lock_staged().remove(&key.hash);
         let path = self.path(key);
         match fs::remove_file(&path) {
             Ok(()) => Ok(()),
@@ -206,6 +241,34 @@ impl ActionCache {
             .into_iter()
             .filter_map(|e| e.ok())
             .count()
+    }
+}
+
+/// An action-cache entry written but not yet published; see
+/// [`ActionCache::stage`]. Dropped unpublished, it leaves nothing.
+#[derive(Debug)]
+pub struct StagedEntry {
+    cache: ActionCache,
+    key: Digest,
+    tmp: Option<tempfile::NamedTempFile>,
+}
+
+impl StagedEntry {
+    /// Publishes the entry: waits for the group commit, so that the blobs
+    /// the entry names (whoever wrote them: a blob found present may be
+    /// another process's, still unsynced) and the entry's bytes reach the
+    /// disk before its name does, then renames it into place. The rename
+    /// itself is made durable by the next sync, any process's.
+    pub fn publish(mut self) -> Result<()> {
+        self.cache.durability.sync()?;
+        let tmp = self.tmp.take().expect("published once");
+        atomic::publish(tmp, &self.cache.path(&self.key), 0o444)
+    }
+}
+
+impl Drop for StagedEntry {
+    fn drop(&mut self) {
+        self.cache.lock_staged().remove(&self.key.hash);
     }
 }
 
@@ -308,5 +371,46 @@ impl Drop for UseLog {
 pub(crate) fn remove_logs(files: &[PathBuf]) {
     for f in files {
         let _ = fs::remove_file(Path::new(f));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::reapi::ActionResult;
+    use crate::{DigestFunction, Store};
+
+    fn result_for(s: &Store, output: &[u8]) -> ActionResult {
+        let blob = s.cas().put_bytes(output).unwrap();
+        ActionResult {
+            stdout_digest: Some(blob.to_proto()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_staged_entry_is_seen_by_this_process_before_it_is_published() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path(), DigestFunction::Blake3).unwrap();
+        let key = s.function().of_bytes(b"an action");
+        let result = result_for(&s, b"its output");
+        let staged = s.action_cache().stage(&key, &result).unwrap();
+        assert_eq!(s.action_cache().get(&key).unwrap(), Some(result.clone()));
+        // Another process (another handle on the folder) sees nothing yet.
+        let other = Store::open(d.path(), DigestFunction::Blake3).unwrap();
+        assert_eq!(other.action_cache().get(&key).unwrap(), None);
+        staged.publish().unwrap();
+        assert_eq!(other.action_cache().get(&key).unwrap(), Some(result));
+    }
+
+    #[test]
+    fn a_staged_entry_dropped_unpublished_leaves_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path(), DigestFunction::Blake3).unwrap();
+        let key = s.function().of_bytes(b"an action");
+        let result = result_for(&s, b"its output");
+        drop(s.action_cache().stage(&key, &result).unwrap());
+        assert_eq!(s.action_cache().get(&key).unwrap(), None);
+        assert_eq!(s.action_cache().count(), 0);
+        assert_eq!(std::fs::read_dir(s.tmp_dir()).unwrap().count(), 0);
     }
 }

@@ -4,8 +4,10 @@ use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::atomic;
+use crate::durability::Durability;
 use crate::error::{Result, StoreError};
 use crate::{Digest, DigestFunction};
 
@@ -15,22 +17,32 @@ pub const BLOB_MODE: u32 = 0o444;
 
 /// Blobs live at `<root>/<function>/<first two hex digits>/<hex>-<size>`.
 ///
-/// Guarantees: a blob is published only after its bytes are fsynced and its
-/// digest checked, by rename, so a blob file is either absent or whole.
+/// Guarantees: a blob is published whole (written, its digest checked,
+/// then renamed into place), so a blob file is either absent or whole while
+/// the machine runs. It is not synced on its own: the action-cache entry
+/// that names it waits for a `syncfs` first, and a power cut before that is
+/// recovered from when the store is next opened (see `durability`).
 /// Any number of processes may write the same blob at once. Thread-safe.
 #[derive(Clone, Debug)]
 pub struct Cas {
     root: PathBuf,
     tmp: PathBuf,
     function: DigestFunction,
+    durability: Arc<Durability>,
 }
 
 impl Cas {
-    pub(crate) fn new(root: PathBuf, tmp: PathBuf, function: DigestFunction) -> Self {
+    pub(crate) fn new(
+        root: PathBuf,
+        tmp: PathBuf,
+        function: DigestFunction,
+        durability: Arc<Durability>,
+    ) -> Self {
         Cas {
             root: root.join(function.name()),
             tmp,
             function,
+            durability,
         }
     }
 
@@ -58,7 +70,9 @@ impl Cas {
     pub fn put_bytes(&self, bytes: &[u8]) -> Result<Digest> {
         let digest = self.function.of_bytes(bytes);
         if !self.contains(&digest) {
-            atomic::write_atomic(&self.tmp, &self.path(&digest), bytes, BLOB_MODE)?;
+            let tmp = atomic::write_temporary(&self.tmp, bytes)?;
+            self.durability.note_unsynced()?;
+            atomic::publish(tmp, &self.path(&digest), BLOB_MODE)?;
         }
         Ok(digest)
     }
@@ -87,11 +101,8 @@ impl Cas {
         if self.contains(&digest) {
             return Ok(digest);
         }
-        let dest = self.path(&digest);
-        tmp.as_file()
-            .sync_all()
-            .map_err(|e| StoreError::io("cannot write", tmp.path(), e))?;
-        atomic::publish(tmp, &dest, BLOB_MODE)?;
+        self.durability.note_unsynced()?;
+        atomic::publish(tmp, &self.path(&digest), BLOB_MODE)?;
         Ok(digest)
     }
 
@@ -121,15 +132,18 @@ impl Cas {
             return Ok(digest);
         }
         let dest = self.path(&digest);
-        file.sync_all()
-            .map_err(|e| StoreError::io("cannot write", src, e))?;
+        self.durability.note_unsynced()?;
         fs::set_permissions(src, fs::Permissions::from_mode(BLOB_MODE))
             .map_err(|e| StoreError::io("cannot set permissions", src, e))?;
-        if let Some(parent) = dest.parent() {
-            fs::create_dir_all(parent)
-                .map_err(|e| StoreError::io("cannot create folder", parent, e))?;
-        }
-        match fs::rename(src, &dest) {
+        let moved = match fs::rename(src, &dest) {
+            // The first object of its folder: make the folder, then again.
+            Err(e) if e.kind() == io::ErrorKind::NotFound && src.exists() => {
+                atomic::create_parent(&dest)?;
+                fs::rename(src, &dest)
+            }
+            moved => moved,
+        };
+        match moved {
             Ok(()) => Ok(digest),
             // A different file system: fall back to a copy.
             Err(e) if e.kind() == io::ErrorKind::CrossesDevices => self.put_file_copy(src),
@@ -239,18 +253,23 @@ impl Cas {
 
     /// Every blob on disk, for verification and statistics.
     pub fn list(&self) -> impl Iterator<Item = (Digest, PathBuf)> + '_ {
-        walkdir::WalkDir::new(&self.root)
-            .min_depth(2)
-            .max_depth(2)
-            .into_iter()
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                let name = e.file_name().to_str()?;
-                let (hex, size) = name.split_once('-')?;
-                let digest = Digest::from_hex(hex, size.parse().ok()?)?;
-                Some((digest, e.into_path()))
-            })
+        list_blobs(&self.root)
     }
+}
+
+/// The blobs in `root`, one digest function's folder.
+pub(crate) fn list_blobs(root: &Path) -> impl Iterator<Item = (Digest, PathBuf)> {
+    walkdir::WalkDir::new(root)
+        .min_depth(2)
+        .max_depth(2)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?;
+            let (hex, size) = name.split_once('-')?;
+            let digest = Digest::from_hex(hex, size.parse().ok()?)?;
+            Some((digest, e.into_path()))
+        })
 }
 
 /// Streams bytes into a new blob; see [`Cas::writer`]. Dropped without
@@ -274,7 +293,7 @@ impl io::Write for BlobWriter<'_> {
 }
 
 impl BlobWriter<'_> {
-    /// Publishes the blob (fsync, rename) and returns its digest.
+    /// Publishes the blob (rename) and returns its digest.
     pub fn finish(self) -> Result<Digest> {
         let digest = self.hasher.finish();
         let tmp = self
@@ -284,11 +303,8 @@ impl BlobWriter<'_> {
         if self.cas.contains(&digest) {
             return Ok(digest);
         }
-        let dest = self.cas.path(&digest);
-        tmp.as_file()
-            .sync_all()
-            .map_err(|e| StoreError::io("cannot write", tmp.path(), e))?;
-        atomic::publish(tmp, &dest, BLOB_MODE)?;
+        self.cas.durability.note_unsynced()?;
+        atomic::publish(tmp, &self.cas.path(&digest), BLOB_MODE)?;
         Ok(digest)
     }
 }

@@ -11,19 +11,24 @@
 //! <root>/cas/<fn>/xx/...   blobs (read-only files)
 //! <root>/ac/<fn>/xx/...    action results
 //! <root>/tmp/              temporary files, same file system as the rest
-//! <root>/scratch/          step sandboxes (owned by the engine)
+//! <root>/scratch/          step sandboxes (owned by strata-exec)
+//! <root>/trees/            input trees sandboxed steps mount (strata-exec)
 //! <root>/meta/             engine-owned metadata (records, stat caches)
 //! <root>/meta/uses/<fn>/   action-cache use logs, folded in by gc
+//! <root>/meta/unsynced/    markers of processes with blobs not yet synced
 //! ```
 //!
-//! Every publication is atomic (write, fsync, rename), so a crash at any
-//! instant leaves each object either absent or whole, and several processes
-//! may share one store.
+//! Every publication is atomic (write, rename), so a crash at any instant
+//! leaves each object either absent or whole, and several processes may
+//! share one store. Blobs are not synced one by one: an action-cache entry
+//! waits for one `syncfs` covering what it names (group commit, see
+//! `durability`), and a power cut is recovered from at the next open.
 
 mod action_cache;
 mod atomic;
 mod cas;
 mod digest;
+mod durability;
 mod error;
 pub mod gc;
 pub mod reapi;
@@ -32,11 +37,13 @@ pub mod tree;
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-pub use action_cache::ActionCache;
+pub use action_cache::{ActionCache, StagedEntry};
 pub use atomic::write_atomic;
 pub use cas::{BLOB_MODE, BlobWriter, Cas};
 pub use digest::{Digest, DigestFunction, Hasher};
+use durability::Durability;
 pub use error::{Result, StoreError};
 
 const FORMAT: &str = "strata-store-1";
@@ -49,6 +56,7 @@ pub struct Store {
     root: PathBuf,
     cas: Cas,
     action_cache: ActionCache,
+    durability: Arc<Durability>,
 }
 
 impl Store {
@@ -79,11 +87,22 @@ impl Store {
         // One spelling of the root, so callers can compare paths with it.
         let root = &fs::canonicalize(root)
             .map_err(|e| StoreError::io("cannot open the store", root, e))?;
+        // A process that wrote unsynced blobs and is gone: after a power
+        // cut, some may be torn.
+        durability::recover(root, &root.join("cas"))?;
         let tmp = root.join("tmp");
+        let durability = Arc::new(Durability::new(root)?);
         Ok(Store {
             root: root.to_path_buf(),
-            cas: Cas::new(root.join("cas"), tmp.clone(), function),
-            action_cache: ActionCache::new(root.join("ac"), tmp, root.join(USES), function),
+            cas: Cas::new(root.join("cas"), tmp.clone(), function, durability.clone()),
+            action_cache: ActionCache::new(
+                root.join("ac"),
+                tmp,
+                root.join(USES),
+                function,
+                durability.clone(),
+            ),
+            durability,
         })
     }
 
@@ -124,13 +143,20 @@ impl Store {
         let tmp = self.tmp_dir();
         Store {
             root: self.root.clone(),
-            cas: Cas::new(self.root.join("cas"), tmp.clone(), function),
+            cas: Cas::new(
+                self.root.join("cas"),
+                tmp.clone(),
+                function,
+                self.durability.clone(),
+            ),
             action_cache: ActionCache::new(
                 self.root.join("ac"),
                 tmp,
                 self.root.join(USES),
                 function,
+                self.durability.clone(),
             ),
+            durability: self.durability.clone(),
         }
     }
 

@@ -2,8 +2,10 @@
 //! and the real `strata` binary run on it.
 #![allow(dead_code)]
 
+pub mod bazel;
 pub mod docker;
 pub mod emulation;
+pub mod execution;
 pub mod remote;
 
 use std::fs;

@@ -34,8 +34,9 @@ pub struct Found {
     pub output: Digest,
     /// Every blob the output reaches: its folder records and files, each once.
     pub blobs: Vec<Digest>,
-    /// The stat of the entry file read.
-    pub entry: fs::Metadata,
+    /// The stat of the entry file read; none for an entry this process
+    /// staged and has not published yet (it is not remembered then).
+    pub entry: Option<fs::Metadata>,
 }
 
 struct Hit {
@@ -97,9 +98,13 @@ impl HitCache {
     }
 
     /// Remembers `found`, the checked entry of `key`, for later builds.
+    /// An entry not published yet is not: its stat is not known.
     pub fn remember(&self, key: &Digest, declared: &[u8; 32], found: &Found) {
+        let Some(entry) = &found.entry else {
+            return;
+        };
         let hit = Hit {
-            entry: Stat::of(&found.entry),
+            entry: Stat::of(entry),
             // Taken after the entry was read and its blobs found.
             recorded_s: now_s(),
             declared: *declared,
@@ -263,7 +268,7 @@ mod tests {
         Found {
             output: blob,
             blobs: vec![blob],
-            entry,
+            entry: Some(entry),
         }
     }
 

@@ -174,8 +174,14 @@ pub(crate) fn examine(
     key: &Digest,
     declared: Option<&DeclaredOutputs>,
 ) -> Result<Option<Found>, Unusable> {
-    let Some((result, entry)) = store.action_cache().get_with_stat(key).ok().flatten() else {
-        return Ok(None);
+    let cache = store.action_cache();
+    let (result, entry) = match cache.get_with_stat(key).ok().flatten() {
+        Some((result, entry)) => (result, Some(entry)),
+        // Staged by this build, still waiting for the group commit.
+        None => match cache.get(key).ok().flatten() {
+            Some(result) => (result, None),
+            None => return Ok(None),
+        },
     };
     let Some(output) = result
         .output_directories

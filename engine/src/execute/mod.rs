@@ -111,7 +111,7 @@ impl Layers {
             match policy {
                 Policy::Build => {
                     let mut lookups: Vec<Box<dyn Lookup>> = vec![Box::new(
-                        LocalActionCache::every(store.clone(), hits.clone(), warn),
+                        LocalActionCache::every(store.clone(), hits.clone(), warn.clone()),
                     )];
                     if let Some(remote) = &remote {
                         lookups.push(Box::new(RemoteLookup::new(remote.clone(), store.clone())));
@@ -119,13 +119,16 @@ impl Layers {
                     lookups
                 }
                 Policy::NoCache => Vec::new(),
-                Policy::Audit => vec![Box::new(LocalActionCache::pinned_only(store.clone(), warn))],
+                Policy::Audit => vec![Box::new(LocalActionCache::pinned_only(
+                    store.clone(),
+                    warn.clone(),
+                ))],
             };
         // Only a succeeded step's action enters the store, ahead of the
         // action-cache entry that refers to it.
         let mut publishers: Vec<Box<dyn Publish>> = vec![Box::new(StoreAction::new(store.clone()))];
         if policy != Policy::Audit {
-            publishers.push(Box::new(ActionCachePut::new(store.clone())));
+            publishers.push(Box::new(ActionCachePut::new(store.clone(), warn.clone())));
             if let Some(remote) = remote {
                 publishers.push(Box::new(RemoteUpload::new(remote, store.clone())));
             }
@@ -168,12 +171,18 @@ impl Layers {
             keyed
         };
         let success = self.executors.execute(request).await?;
-        for layer in &self.publishers {
-            layer
-                .publish(&keyed, &success.result)
-                .map_err(step_failure)?;
-        }
-        // The entry just written, as the next build's lookup would find it.
+        // Publishing blocks: the action-cache entry waits for the store's
+        // group commit (a `syncfs`). The runtime's other tasks move to
+        // another worker meanwhile.
+        tokio::task::block_in_place(|| {
+            self.publishers
+                .iter()
+                .try_for_each(|layer| layer.publish(&keyed, &success.result))
+        })
+        .map_err(step_failure)?;
+        // The entry just written, as the next build's lookup would find it
+        // (not yet there while the group commit publishes it: then the next
+        // build reads it in full).
         if let Some(hits) = &self.hits
             && let Ok(Some(found)) = lookup::examine(&self.store, &keyed.key, declared.as_ref())
         {
@@ -187,6 +196,15 @@ impl Layers {
     pub async fn finish(&self) {
         for layer in &self.publishers {
             layer.finish().await;
+        }
+    }
+
+    /// Waits for what the layers must not leave half done, when the
+    /// build was interrupted and `finish` is skipped (action-cache entries
+    /// being published).
+    pub async fn settle(&self) {
+        for layer in &self.publishers {
+            layer.settle().await;
         }
     }
 

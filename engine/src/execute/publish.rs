@@ -2,10 +2,10 @@
 //! the store, then the action cache, then a remote cache. A failed step
 //! reaches none of them, so it writes nothing to the action cache.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use strata_exec::Failure;
-use strata_store::remote_cache::{BoxFuture, RemoteCache};
+use strata_store::remote_cache::{BoxFuture, RemoteCache, Warn};
 use strata_store::{Store, reapi};
 
 use crate::key::KeyedAction;
@@ -17,6 +17,12 @@ pub trait Publish: Send + Sync {
 
     /// Waits for what the layer still does in the background.
     fn finish(&self) -> BoxFuture<'_, ()> {
+        self.settle()
+    }
+
+    /// Waits for what the layer must not leave half done when the build
+    /// ends, even interrupted (`finish` may be skipped then).
+    fn settle(&self) -> BoxFuture<'_, ()> {
         Box::pin(async {})
     }
 }
@@ -39,23 +45,57 @@ impl Publish for StoreAction {
     }
 }
 
-/// The result into the local action cache, under the action's key.
+/// The result into the local action cache, under the action's key, in
+/// the background: the entry is staged (this build's lookups see it at
+/// once) and published by a blocking task once the store's group commit
+/// has put what it names on disk, so the step's slot does not wait for
+/// the `syncfs`. `settle` waits for every publication: the scheduler calls
+/// it even after Ctrl-C, so none outlives the build's gc lock.
 pub struct ActionCachePut {
     store: Store,
+    warn: Warn,
+    publishing: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl ActionCachePut {
-    pub fn new(store: Store) -> ActionCachePut {
-        ActionCachePut { store }
+    pub fn new(store: Store, warn: Warn) -> ActionCachePut {
+        ActionCachePut {
+            store,
+            warn,
+            publishing: Mutex::default(),
+        }
     }
 }
 
 impl Publish for ActionCachePut {
     fn publish(&self, keyed: &KeyedAction, result: &reapi::ActionResult) -> Result<(), Failure> {
-        self.store
+        let staged = self
+            .store
             .action_cache()
-            .put(&keyed.key, result)
-            .map_err(Failure::Store)
+            .stage(&keyed.key, result)
+            .map_err(Failure::Store)?;
+        let warn = self.warn.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            // A cache entry that cannot be written costs a later build a
+            // rerun; the step itself succeeded.
+            if let Err(e) = staged.publish() {
+                warn(&format!("cannot write an action-cache entry: {e}"));
+            }
+        });
+        let mut publishing = self.publishing.lock().unwrap_or_else(|p| p.into_inner());
+        publishing.retain(|t| !t.is_finished());
+        publishing.push(task);
+        Ok(())
+    }
+
+    fn settle(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {
+            let tasks =
+                std::mem::take(&mut *self.publishing.lock().unwrap_or_else(|p| p.into_inner()));
+            for task in tasks {
+                let _ = task.await;
+            }
+        })
     }
 }
 

@@ -204,7 +204,7 @@ async fn execute(layers: &Layers, store: &Store, work: &Work) -> Result<Digest, 
         .await
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_build_asks_the_remote_on_a_local_miss_and_publishes_everywhere() {
     let s = Setup::new(false);
     let layers = s.layers(Policy::Build);
@@ -230,7 +230,7 @@ async fn a_build_asks_the_remote_on_a_local_miss_and_publishes_everywhere() {
     assert_eq!(s.remote.finished.load(Ordering::SeqCst), 1);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn no_cache_looks_nothing_up_but_publishes() {
     let s = Setup::new(false);
     let work = unpinned();
@@ -250,7 +250,7 @@ async fn no_cache_looks_nothing_up_but_publishes() {
     assert_eq!(s.remote.uploads.lock().unwrap().len(), 2);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn an_audit_looks_up_only_pinned_outputs_and_writes_no_entry() {
     let s = Setup::new(false);
     let build = s.layers(Policy::Build);
@@ -282,7 +282,7 @@ async fn an_audit_looks_up_only_pinned_outputs_and_writes_no_entry() {
     assert_eq!(s.remote.uploads.lock().unwrap().len(), 2, "nor uploads");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_failed_step_writes_nothing() {
     let s = Setup::new(true);
     let layers = s.layers(Policy::Build);

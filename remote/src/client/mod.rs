@@ -20,7 +20,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use error::RemoteError;
+pub(crate) use error::server_text;
 pub use grpc::GrpcRemote;
+pub(crate) use grpc::Transport;
 pub use http::HttpRemote;
 
 use endpoint::Endpoint;

@@ -302,6 +302,18 @@ impl Storage {
         Ok(Some((file, size)))
     }
 
+    /// Whether `blob` is stored with its size; if so, marks it used (in
+    /// the index only: a hit that reads it updates its modification time).
+    pub fn touch_blob(&self, blob: &Digest) -> bool {
+        let key = (Kind::Cas, blob.hash);
+        let mut index = self.index();
+        if index.size_of(&key) != Some(blob.size_bytes) {
+            return false;
+        }
+        index.touch(&key);
+        true
+    }
+
     /// Publishes a fully written, fsynced upload as `kind/hash`. For an
     /// action result, `refs` are the blobs it names: each must be stored
     /// with its size, and they are kept while others are evicted for room.

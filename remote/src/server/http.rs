@@ -5,7 +5,6 @@
 //! Every request gets an answer: errors become status codes, never panics.
 
 use std::convert::Infallible;
-use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,14 +13,13 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
-use super::auth::{Access, Denied, Tokens};
-use super::disk::{CommitError, Storage};
+use super::auth::{Access, Denied};
+use super::cache::{Cache, Rejected};
 use super::grpc;
 use super::log;
-use super::refs::{self, Refusal};
-use crate::layout::{ACTION_RESULT_LIMIT, Hash, Kind, route};
+use crate::layout::{Hash, Kind, route};
 use strata_store::Digest;
 
 pub use super::body::Body;
@@ -34,35 +32,20 @@ const BODY_IDLE: Duration = Duration::from_secs(60);
 /// Size of the pieces a blob is sent in.
 const CHUNK: usize = 256 * 1024;
 
-pub struct Server {
-    storage: Storage,
-    tokens: Tokens,
-    /// Largest blob accepted.
-    max_blob: u64,
-}
-
-impl Server {
-    pub fn new(storage: Storage, tokens: Tokens, max_blob: u64) -> Server {
-        Server {
-            storage,
-            tokens,
-            max_blob,
-        }
-    }
-}
-
-/// The hyper service: one request, one response.
+/// The hyper service: one request, one response. gRPC calls (told apart
+/// by their content type) go to `grpc`, on the same connection.
 pub async fn handle(
-    server: Arc<Server>,
+    cache: Arc<Cache>,
+    services: Arc<grpc::Services>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
-    Ok(respond(server, req).await)
+    if grpc::is_grpc(&req) {
+        return Ok(services.call(req).await);
+    }
+    Ok(respond(cache, req).await)
 }
 
-async fn respond(server: Arc<Server>, req: Request<Incoming>) -> Response<Body> {
-    if grpc::is_grpc(&req) {
-        return grpc::refusal(&req);
-    }
+async fn respond(cache: Arc<Cache>, req: Request<Incoming>) -> Response<Body> {
     let access = match *req.method() {
         Method::GET | Method::HEAD => Access::Read,
         Method::PUT => Access::Write,
@@ -77,7 +60,7 @@ async fn respond(server: Arc<Server>, req: Request<Incoming>) -> Response<Body> 
         .headers()
         .get(header::AUTHORIZATION)
         .map(HeaderValue::as_bytes);
-    match server.tokens.check(authorization, access) {
+    match cache.check(authorization, access) {
         Ok(()) => {}
         Err(Denied::Unauthenticated) => {
             let mut r = text(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
@@ -102,10 +85,10 @@ async fn respond(server: Arc<Server>, req: Request<Incoming>) -> Response<Body> 
         Err(msg) => return text(StatusCode::BAD_REQUEST, msg),
     };
     match access {
-        Access::Read => get(&server, kind, hash, req.method() == Method::HEAD).await,
+        Access::Read => get(&cache, kind, hash, req.method() == Method::HEAD).await,
         Access::Write => {
             let path = req.uri().path().to_owned();
-            let r = put(&server, kind, hash, req).await;
+            let r = put(&cache, kind, hash, req).await;
             if r.status() != StatusCode::OK {
                 log(format_args!("PUT {path}: {}", r.status()));
             }
@@ -114,26 +97,23 @@ async fn respond(server: Arc<Server>, req: Request<Incoming>) -> Response<Body> 
     }
 }
 
-async fn get(server: &Arc<Server>, kind: Kind, hash: Hash, head: bool) -> Response<Body> {
-    if kind == Kind::Cas && hash == *server.storage.empty() {
+async fn get(cache: &Arc<Cache>, kind: Kind, hash: Hash, head: bool) -> Response<Body> {
+    if kind == Kind::Cas && hash == *cache.empty() {
         return blob_response(0, empty());
     }
-    let s = server.clone();
-    let opened = tokio::task::spawn_blocking(move || s.storage.open_read(kind, &hash)).await;
-    match opened {
-        Ok(Ok(Some((file, size)))) => {
+    match cache.open(kind, hash).await {
+        Ok(Some((file, size))) => {
             let body = if head { empty() } else { file_body(file) };
             blob_response(size, body)
         }
-        Ok(Ok(None)) => text(StatusCode::NOT_FOUND, "not in the cache"),
-        Ok(Err(e)) => {
+        Ok(None) => text(StatusCode::NOT_FOUND, "not in the cache"),
+        Err(e) => {
             log(format_args!(
                 "cannot read {}: {e}",
-                server.storage.path(kind, &hash).display()
+                cache.path(kind, &hash).display()
             ));
             text(StatusCode::INTERNAL_SERVER_ERROR, "cannot read the entry")
         }
-        Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
     }
 }
 
@@ -161,16 +141,8 @@ fn file_body(file: std::fs::File) -> Body {
     StreamBody::new(stream).boxed_unsync()
 }
 
-async fn put(
-    server: &Arc<Server>,
-    kind: Kind,
-    hash: Hash,
-    req: Request<Incoming>,
-) -> Response<Body> {
-    let limit = match kind {
-        Kind::Cas => server.max_blob,
-        Kind::Ac => server.max_blob.min(ACTION_RESULT_LIMIT),
-    };
+async fn put(cache: &Arc<Cache>, kind: Kind, hash: Hash, req: Request<Incoming>) -> Response<Body> {
+    let limit = cache.limit(kind);
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -183,11 +155,28 @@ async fn put(
         received: 0,
         limit,
     };
-    match kind {
-        Kind::Cas => put_blob(server, hash, &mut body).await,
-        Kind::Ac => put_action_result(server, hash, &mut body).await,
+    let stored = match kind {
+        Kind::Cas => put_blob(cache, hash, &mut body).await,
+        Kind::Ac => put_action_result(cache, hash, &mut body).await,
+    };
+    match stored {
+        Ok(()) => text(StatusCode::OK, "stored"),
+        Err(Refused::Http(r)) => r,
+        Err(Refused::Cache(rejected)) => rejection(cache, rejected),
     }
-    .unwrap_or_else(|r| r)
+}
+
+/// Why a `PUT` was not stored: the request itself (a stall, a cut), or
+/// what the cache refuses.
+enum Refused {
+    Http(Response<Body>),
+    Cache(Rejected),
+}
+
+impl From<Rejected> for Refused {
+    fn from(r: Rejected) -> Refused {
+        Refused::Cache(r)
+    }
 }
 
 /// A request body read piece by piece within a size limit and a time limit.
@@ -198,16 +187,21 @@ struct Upload {
 }
 
 impl Upload {
-    async fn next(&mut self) -> Result<Option<Bytes>, Response<Body>> {
+    async fn next(&mut self) -> Result<Option<Bytes>, Refused> {
         loop {
             let frame = match tokio::time::timeout(BODY_IDLE, self.body.frame()).await {
-                Err(_) => return Err(text(StatusCode::REQUEST_TIMEOUT, "the upload stalled")),
+                Err(_) => {
+                    return Err(Refused::Http(text(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "the upload stalled",
+                    )));
+                }
                 Ok(None) => return Ok(None),
                 Ok(Some(Err(e))) => {
-                    return Err(text(
+                    return Err(Refused::Http(text(
                         StatusCode::BAD_REQUEST,
                         format!("the upload was cut short: {e}"),
-                    ));
+                    )));
                 }
                 Ok(Some(Ok(frame))) => frame,
             };
@@ -217,113 +211,70 @@ impl Upload {
             };
             self.received += data.len() as u64;
             if self.received > self.limit {
-                return Err(too_large(self.limit));
+                return Err(Rejected::TooLarge { limit: self.limit }.into());
             }
             return Ok(Some(data));
         }
     }
 }
 
-/// Streams a blob to a temporary file while hashing it, so memory stays
-/// bounded whatever its size, and publishes it only if it hashes to its
-/// name.
-async fn put_blob(
-    server: &Arc<Server>,
-    hash: Hash,
-    body: &mut Upload,
-) -> Result<Response<Body>, Response<Body>> {
-    let s = server.clone();
-    let upload = blocking(move || s.storage.temp_file()).await?;
-    let mut file = upload
-        .as_file()
-        .try_clone()
-        .map(tokio::fs::File::from_std)
-        .map_err(|e| io_error("cannot write an upload", &e))?;
-    let mut hasher = server.storage.function().hasher();
+/// Streams a blob into the cache; HTTP names it by its hash alone.
+async fn put_blob(cache: &Arc<Cache>, hash: Hash, body: &mut Upload) -> Result<(), Refused> {
+    let mut upload = cache.begin_blob().await?;
     while let Some(data) = body.next().await? {
-        hasher.update(&data);
-        file.write_all(&data)
-            .await
-            .map_err(|e| io_error("cannot write an upload", &e))?;
+        upload.write(&data).await?;
     }
-    file.flush()
-        .await
-        .and(file.sync_all().await)
-        .map_err(|e| io_error("cannot write an upload", &e))?;
-    drop(file);
-    let digest = hasher.finish();
-    if digest.hash != hash {
-        // Removing the temporary file is blocking work.
-        let _ = tokio::task::spawn_blocking(move || drop(upload)).await;
-        return Err(text(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "the body hashes to {} with {}, not to its name",
-                digest.hex(),
-                server.storage.function()
-            ),
-        ));
-    }
-    if digest.size_bytes == 0 {
-        // Every cache holds the empty blob without storing it.
-        return Ok(text(StatusCode::OK, "stored"));
-    }
-    commit(server, Kind::Cas, hash, upload, Vec::new()).await
+    Ok(upload.finish(hash, None).await?)
 }
 
-/// Receives an action result (small: it is held in memory), checks that it
-/// decodes and that every blob it names is stored, then publishes it.
+/// Receives an action result (small: it is held in memory) for the cache
+/// to check and publish.
 async fn put_action_result(
-    server: &Arc<Server>,
+    cache: &Arc<Cache>,
     hash: Hash,
     body: &mut Upload,
-) -> Result<Response<Body>, Response<Body>> {
+) -> Result<(), Refused> {
     let mut bytes = Vec::new();
     while let Some(data) = body.next().await? {
         bytes.extend_from_slice(&data);
     }
-    let s = server.clone();
-    let checked = blocking(move || {
-        let refs = refs::references(&bytes, s.storage.empty(), &s.storage);
-        let refs = match refs {
-            Ok(refs) => refs,
-            Err(refusal) => return Ok(Err(refusal)),
-        };
-        let mut upload = s.storage.temp_file()?;
-        io::Write::write_all(&mut upload, &bytes)?;
-        upload.as_file().sync_all()?;
-        Ok(Ok((upload, refs)))
-    })
-    .await?;
-    match checked {
-        Ok((upload, refs)) => commit(server, Kind::Ac, hash, upload, refs).await,
-        Err(Refusal::Invalid(msg)) => Err(text(StatusCode::BAD_REQUEST, msg)),
-        Err(Refusal::Missing(blob)) => Err(missing(&blob)),
-    }
+    Ok(cache.store_action_result(hash, bytes).await?)
 }
 
-async fn commit(
-    server: &Arc<Server>,
-    kind: Kind,
-    hash: Hash,
-    upload: tempfile::NamedTempFile,
-    refs: Vec<Digest>,
-) -> Result<Response<Body>, Response<Body>> {
-    let s = server.clone();
-    let done = tokio::task::spawn_blocking(move || s.storage.commit(kind, &hash, upload, &refs))
-        .await
-        .map_err(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))?;
-    match done {
-        Ok(()) => Ok(text(StatusCode::OK, "stored")),
-        Err(CommitError::TooLarge) => Err(text(
-            StatusCode::PAYLOAD_TOO_LARGE,
+/// The HTTP answer to what the cache refused.
+fn rejection(cache: &Cache, rejected: Rejected) -> Response<Body> {
+    match rejected {
+        Rejected::Mismatch { actual } => text(
+            StatusCode::BAD_REQUEST,
             format!(
-                "does not fit in the cache ({} bytes at most)",
-                server.storage.max_size()
+                "the body hashes to {} with {}, not to its name",
+                actual.hex(),
+                cache.function()
             ),
-        )),
-        Err(CommitError::Missing(blob)) => Err(missing(&blob)),
-        Err(CommitError::Io(e)) => Err(io_error("cannot store an upload", &e)),
+        ),
+        // HTTP names blobs without their size, so this does not happen.
+        Rejected::WrongSize { expected, actual } => text(
+            StatusCode::BAD_REQUEST,
+            format!("the body is {actual} bytes, not {expected}"),
+        ),
+        Rejected::TooLarge { limit } => too_large(limit),
+        Rejected::Invalid(msg) => text(StatusCode::BAD_REQUEST, msg),
+        Rejected::Missing(blob) => missing(&blob),
+        Rejected::NoRoom { max_size } => text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("does not fit in the cache ({max_size} bytes at most)"),
+        ),
+        Rejected::Io { what, error } => {
+            log(format_args!("{what}: {error}"));
+            if error.raw_os_error() == Some(libc::ENOSPC) {
+                text(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "the server's disk is full",
+                )
+            } else {
+                text(StatusCode::INTERNAL_SERVER_ERROR, what)
+            }
+        }
     }
 }
 
@@ -336,28 +287,6 @@ fn missing(blob: &Digest) -> Response<Body> {
             blob.size_bytes
         ),
     )
-}
-
-/// Runs blocking file work off the async threads.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> io::Result<T> + Send + 'static,
-) -> Result<T, Response<Body>> {
-    match tokio::task::spawn_blocking(work).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(io_error("cannot write an upload", &e)),
-        Err(_) => Err(text(StatusCode::INTERNAL_SERVER_ERROR, "internal error")),
-    }
-}
-
-fn io_error(what: &str, e: &io::Error) -> Response<Body> {
-    log(format_args!("{what}: {e}"));
-    if e.raw_os_error() == Some(libc::ENOSPC) {
-        return text(
-            StatusCode::INSUFFICIENT_STORAGE,
-            "the server's disk is full",
-        );
-    }
-    text(StatusCode::INTERNAL_SERVER_ERROR, what.to_string())
 }
 
 fn too_large(limit: u64) -> Response<Body> {

@@ -1,9 +1,13 @@
 //! `strata cache serve`: a remote cache for teams without a cache server,
-//! speaking Bazel's HTTP cache protocol over a folder.
+//! speaking Bazel's HTTP cache protocol and REAPI gRPC over one folder, on
+//! one port.
 //!
-//! - `http`: the protocol (routes, tokens checked, uploads streamed and
-//!   validated), over HTTP/1.1 or HTTP/2.
-//! - `grpc`: the answer to gRPC clients: UNIMPLEMENTED, and the URL to use.
+//! - `http`: Bazel's HTTP cache protocol (routes, tokens, uploads streamed),
+//!   over HTTP/1.1 or HTTP/2; it hands gRPC calls to `grpc`.
+//! - `grpc`: REAPI v2 (Capabilities, ActionCache, ContentAddressableStorage,
+//!   ByteStream) over HTTP/2.
+//! - `cache`: what both protocols serve: reads, and the one path an upload
+//!   takes to be published (hash, size bound, an action result's blobs).
 //! - `auth`: read and write bearer tokens.
 //! - `refs`: the blobs an action result names, so an entry is admitted
 //!   only when a hit on it can be followed.
@@ -12,6 +16,7 @@
 
 mod auth;
 mod body;
+mod cache;
 mod disk;
 mod grpc;
 mod http;
@@ -53,6 +58,8 @@ pub struct ServeOptions {
     pub max_blob_size: Option<u64>,
     pub function: DigestFunction,
     pub tokens: Tokens,
+    /// The REAPI instance name gRPC clients must send (`""`: none).
+    pub instance: String,
 }
 
 #[derive(Debug)]
@@ -86,6 +93,7 @@ pub fn serve(opts: ServeOptions, started: impl FnOnce(&Started)) -> Result<(), S
     // vectored writes do not suppress SIGPIPE as plain socket writes do.
     // SAFETY: setting a signal disposition; no handler runs.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    grpc::check_instance_name(&opts.instance).map_err(ServeError::Usage)?;
     let (storage, found) =
         disk::Storage::open(&opts.dir, opts.function, opts.max_size).map_err(|e| match e {
             disk::OpenError::Usage(m) => ServeError::Usage(m),
@@ -96,13 +104,13 @@ pub fn serve(opts: ServeOptions, started: impl FnOnce(&Started)) -> Result<(), S
         .build()
         .map_err(|e| ServeError::Failed(format!("cannot start: {e}")))?;
     let max_blob = opts.max_blob_size.unwrap_or(opts.max_size);
-    let server = http::Server::new(storage, opts.tokens.clone(), max_blob);
-    runtime.block_on(run(opts, server, found, started))
+    let cache = Arc::new(cache::Cache::new(storage, opts.tokens.clone(), max_blob));
+    runtime.block_on(run(opts, cache, found, started))
 }
 
 async fn run(
     opts: ServeOptions,
-    server: http::Server,
+    cache: Arc<cache::Cache>,
     found: OpenReport,
     started: impl FnOnce(&Started),
 ) -> Result<(), ServeError> {
@@ -123,28 +131,47 @@ async fn run(
         ));
     }
     started(&Started { address, found });
-    let server = Arc::new(server);
+    let stop = async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+    };
+    serve_connections(listener, cache, opts.instance.clone(), stop).await;
+    Ok(())
+}
+
+/// Serves every connection `listener` accepts, HTTP and gRPC, until `stop`
+/// completes; then lets running requests finish.
+async fn serve_connections(
+    listener: tokio::net::TcpListener,
+    cache: Arc<cache::Cache>,
+    instance: String,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    let services = Arc::new(grpc::Services::new(cache.clone(), instance));
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    // HTTP/2 too (told apart by its preface), so a gRPC client reaches
-    // `grpc::refusal` and learns why it is not served.
+    // HTTP/2 too (told apart by its preface), which gRPC needs.
     let mut protocols = auto::Builder::new(TokioExecutor::new());
     protocols
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT);
+    tokio::pin!(stop);
     loop {
         let accepted = tokio::select! {
-            _ = interrupt.recv() => break,
-            _ = terminate.recv() => break,
+            () = &mut stop => break,
             accepted = accept(&listener, &slots) => accepted,
         };
         let Some((stream, slot)) = accepted else {
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let server = server.clone();
-        let service = hyper::service::service_fn(move |req| http::handle(server.clone(), req));
+        let (cache, services) = (cache.clone(), services.clone());
+        let service = hyper::service::service_fn(move |req| {
+            http::handle(cache.clone(), services.clone(), req)
+        });
         let connection = protocols
             .serve_connection(TokioIo::new(stream), service)
             .into_owned();
@@ -163,7 +190,6 @@ async fn run(
             log(format_args!("stopping with requests still running"));
         }
     }
-    Ok(())
 }
 
 async fn accept(

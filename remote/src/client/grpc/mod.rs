@@ -158,11 +158,11 @@ impl GrpcRemote {
         &self.inner.server
     }
 
-    fn instance(&self) -> String {
+    pub(crate) fn instance(&self) -> String {
         self.inner.instance.clone()
     }
 
-    fn transport(&self) -> Transport {
+    pub(crate) fn transport(&self) -> Transport {
         self.inner.channel.clone()
     }
 
