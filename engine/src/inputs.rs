@@ -136,9 +136,10 @@ pub fn resolve(
     // stat cache costs its `stat` alone.
     let hashed: Vec<Result<Hashed, String>> = unique
         .par_iter()
-        .map(|abs| {
+        .enumerate()
+        .map(|(n, abs)| {
             let meta = fs::metadata(abs).map_err(|e| e.to_string())?;
-            let (digest, from_cache) = match cache.lookup(abs, &meta) {
+            let (digest, from_cache) = match cache.lookup(abs, &meta, n) {
                 Some(d) => (d, true),
                 None => {
                     let file = fs::File::open(abs).map_err(|e| e.to_string())?;

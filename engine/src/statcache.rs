@@ -101,15 +101,21 @@ impl StatCache {
     }
 
     /// The cached digest of `path`, if the entry still describes the file
-    /// (then marked as used by this build).
-    pub fn lookup(&self, path: &Path, meta: &Metadata) -> Option<Digest> {
+    /// (then marked as used by this build). `hint` is where the entry is
+    /// likely to be: entries are saved in path order, so the n-th of a
+    /// build's sources in path order is the n-th entry when the set of
+    /// sources has not changed, found without hashing and in memory order.
+    pub fn lookup(&self, path: &Path, meta: &Metadata, hint: usize) -> Option<Digest> {
         let current =
             |stat: Stat, recorded_s: i64| stat == Stat::of(meta) && meta.mtime() < recorded_s;
         if let Some(e) = self.recorded.get(path.as_os_str()) {
             return current(e.stat, e.recorded_s).then(|| Digest::new(e.hash, meta.size()));
         }
         let bytes = path.as_os_str().as_bytes();
-        let n = self.kept(bytes)?;
+        let n = match self.offsets.get(hint) {
+            Some(&at) if path_at(&self.bytes, at) == bytes => hint,
+            _ => self.kept(bytes)?,
+        };
         let at = self.offsets[n] as usize + 4 + bytes.len();
         let (stat, recorded_s, hash) = fields_at(&self.bytes[at..at + AFTER_PATH]);
         if !current(stat, recorded_s) {
@@ -143,24 +149,50 @@ impl StatCache {
         let trim = still_kept + self.recorded.len() > MAX_ENTRIES;
         let keep =
             |n: usize| !self.replaced[n] && (!trim || self.touched[n].load(Ordering::Relaxed));
-        let count = (0..self.offsets.len()).filter(|&n| keep(n)).count() + self.recorded.len();
-        let mut out = Vec::with_capacity(self.bytes.len() + self.recorded.len() * 150);
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&(count as u64).to_le_bytes());
-        for (n, &at) in self.offsets.iter().enumerate() {
-            if keep(n) {
-                let len = path_at(&self.bytes, at).len();
+        // Every entry as its path and its bytes, in path order (the kept
+        // ones already are, but for a file an older version wrote).
+        let mut kept: Vec<(&[u8], &[u8])> = (0..self.offsets.len())
+            .filter(|&n| keep(n))
+            .map(|n| {
+                let at = self.offsets[n];
+                let path = path_at(&self.bytes, at);
                 let at = at as usize;
-                out.extend_from_slice(&self.bytes[at..at + 4 + len + AFTER_PATH]);
-            }
+                (path, &self.bytes[at..at + 4 + path.len() + AFTER_PATH])
+            })
+            .collect();
+        if !kept.is_sorted_by(|a, b| a.0 <= b.0) {
+            kept.sort_unstable_by(|a, b| a.0.cmp(b.0));
         }
-        for (path, e) in &self.recorded {
-            let p = path.as_bytes();
-            out.extend_from_slice(&(p.len() as u32).to_le_bytes());
-            out.extend_from_slice(p);
-            encode_stat(&e.stat, &mut out);
-            out.extend_from_slice(&e.recorded_s.to_le_bytes());
-            out.extend_from_slice(&e.hash);
+        let mut recorded: Vec<(&[u8], Vec<u8>)> = self
+            .recorded
+            .iter()
+            .map(|(path, e)| {
+                let p = path.as_bytes();
+                let mut bytes = Vec::with_capacity(4 + p.len() + AFTER_PATH);
+                bytes.extend_from_slice(&(p.len() as u32).to_le_bytes());
+                bytes.extend_from_slice(p);
+                encode_stat(&e.stat, &mut bytes);
+                bytes.extend_from_slice(&e.recorded_s.to_le_bytes());
+                bytes.extend_from_slice(&e.hash);
+                (p, bytes)
+            })
+            .collect();
+        recorded.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let mut out = Vec::with_capacity(self.bytes.len() + recorded.len() * 150);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&((kept.len() + recorded.len()) as u64).to_le_bytes());
+        let (mut k, mut r) = (kept.into_iter().peekable(), recorded.into_iter().peekable());
+        loop {
+            let kept_first = match (k.peek(), r.peek()) {
+                (Some(a), Some(b)) => a.0 <= b.0,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            match kept_first {
+                true => out.extend_from_slice(k.next().expect("peeked").1),
+                false => out.extend_from_slice(&r.next().expect("peeked").1),
+            }
         }
         write_atomic(&self.tmp, &self.path, &out, 0o644).map_err(std::io::Error::other)
     }
@@ -283,18 +315,18 @@ mod tests {
         let mut c = load(d.path());
         c.record(f.clone(), Stat::of(&meta), digest);
         // Written within the current second: not trusted yet.
-        assert_eq!(c.lookup(&f, &meta), None);
+        assert_eq!(c.lookup(&f, &meta, 0), None);
         c.save().unwrap();
-        assert_eq!(load(d.path()).lookup(&f, &meta), None);
+        assert_eq!(load(d.path()).lookup(&f, &meta, 0), None);
         // Pretend it was recorded later than the file's mtime.
         set_recorded(d.path(), meta.mtime() + 5);
         let c = load(d.path());
-        assert_eq!(c.lookup(&f, &meta), Some(digest));
+        assert_eq!(c.lookup(&f, &meta, 0), Some(digest));
         assert!(c.touched[0].load(Ordering::Relaxed));
         // Another path, or a different size (or inode, or time): a miss.
-        assert_eq!(c.lookup(&d.path().join("b.txt"), &meta), None);
+        assert_eq!(c.lookup(&d.path().join("b.txt"), &meta, 0), None);
         fs::write(&f, "hello!").unwrap();
-        assert_eq!(c.lookup(&f, &fs::metadata(&f).unwrap()), None);
+        assert_eq!(c.lookup(&f, &fs::metadata(&f).unwrap(), 0), None);
     }
 
     #[test]
@@ -318,7 +350,7 @@ mod tests {
         fs::write(&files[7], "seven").unwrap();
         let mut c = load(d.path());
         let meta = fs::metadata(&files[7]).unwrap();
-        assert_eq!(c.lookup(&files[7], &meta), None);
+        assert_eq!(c.lookup(&files[7], &meta, 7), None);
         c.record(
             files[7].clone(),
             Stat::of(&meta),
@@ -327,8 +359,11 @@ mod tests {
         c.save().unwrap();
         let c = load(d.path());
         assert_eq!(c.offsets.len(), 50);
+        // Saved in path order, which the hints of a build's lookups follow.
+        let paths: Vec<&[u8]> = c.offsets.iter().map(|&at| path_at(&c.bytes, at)).collect();
+        assert!(paths.is_sorted());
         for (i, f) in files.iter().enumerate() {
-            let found = c.lookup(f, &fs::metadata(f).unwrap());
+            let found = c.lookup(f, &fs::metadata(f).unwrap(), i);
             match i {
                 // Dirty while recorded in the file's own second.
                 7 => assert!(found.is_none() || found == Some(function.of_bytes(b"seven"))),
