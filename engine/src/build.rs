@@ -255,7 +255,7 @@ pub fn build(
     // shared lock still holds it off. Best effort, as the times were: lost
     // uses only make entries look older.
     let _ = store.action_cache().flush_uses();
-    if let Err(e) = hits.save() {
+    if let Err(e) = hits.save(&store) {
         observer.warn(&format!("cannot save the action-cache hits: {e}"));
     }
 

@@ -9,7 +9,6 @@
 //! strictly older than the second it was recorded in: an entry added in
 //! that same second may not have moved the mtime (the "racy git" problem).
 
-use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, Metadata};
 use std::io;
@@ -19,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use foldhash::{HashMap, HashMapExt};
 use strata_load::globs::{EntryKind, FolderEntry, Folders, read_folder};
 use strata_store::write_atomic;
 
@@ -66,12 +66,33 @@ impl FolderCache {
     }
 
     /// Writes the cache back atomically, if this build listed a folder.
+    ///
+    /// A folder listed in the second it last changed (an output folder just
+    /// placed) would not be trusted by the next build: it is stat'ed and
+    /// listed again here if a later second has begun, so the next no-op
+    /// answers it from this cache.
     pub fn save(&mut self) -> io::Result<()> {
+        self.save_as_of(now_s())
+    }
+
+    /// [`FolderCache::save`] in the second `now`.
+    fn save_as_of(&mut self, now: i64) -> io::Result<()> {
         let read = std::mem::take(self.read.get_mut().expect("not poisoned"));
         if read.is_empty() {
             return Ok(());
         }
-        for (path, listing) in read {
+        for (path, mut listing) in read {
+            if listing.stat.mtime_s >= listing.recorded_s
+                && listing.stat.mtime_s < now
+                && let Ok(meta) = fs::symlink_metadata(&path)
+                && meta.is_dir()
+                && meta.mtime() < now
+                && let Ok(entries) = read_folder(Path::new(&path))
+            {
+                listing.stat = Stat::of(&meta);
+                listing.recorded_s = now;
+                listing.entries = entries.into();
+            }
             self.kept.insert(path, listing);
         }
         if self.kept.len() > MAX_FOLDERS {
@@ -277,6 +298,25 @@ mod tests {
             let now = read_folder(&dir).unwrap();
             assert_eq!(*c.list(&dir, &meta).unwrap(), *now);
         }
+    }
+
+    #[test]
+    fn a_folder_listed_in_the_second_it_changed_is_listed_again_when_saved_later() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("out");
+        fs::create_dir(&dir).unwrap();
+        fs::write(dir.join("a"), "a").unwrap();
+        let cache_path = d.path().join("cache");
+        let mut c = FolderCache::load(cache_path.clone(), d.path().to_path_buf());
+        c.list(&dir, &fs::symlink_metadata(&dir).unwrap()).unwrap();
+        // Changed after it was listed, in the same second.
+        fs::write(dir.join("b"), "b").unwrap();
+        c.save_as_of(now_s() + 2).unwrap();
+        let c = FolderCache::load(cache_path, d.path().to_path_buf());
+        let kept = &c.kept[dir.as_os_str()];
+        assert_eq!(names(&kept.entries), ["a", "b"]);
+        assert_eq!(kept.stat, Stat::of(&fs::symlink_metadata(&dir).unwrap()));
+        assert!(kept.recorded_s > kept.stat.mtime_s);
     }
 
     #[test]

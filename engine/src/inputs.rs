@@ -1,12 +1,13 @@
 //! Source files: expanding `srcs` and hashing what they match, in parallel,
 //! through the stat cache.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use foldhash::{HashMap, HashMapExt};
 use rayon::prelude::*;
 use strata_store::{Digest, DigestFunction};
 
@@ -66,7 +67,7 @@ pub fn resolve(
     // Each distinct file once, by index, so paths are compared only when interned.
     let mut unique: Vec<PathBuf> = Vec::new();
     // By path bytes: hashing a `Path` compares it component by component.
-    let mut index_of: HashMap<OsString, usize> = HashMap::new();
+    let mut index_of: HashMap<OsString, usize> = HashMap::with_capacity(targets.len() * 8);
     let mut matched: Vec<(usize, BTreeMap<String, usize>)> = Vec::with_capacity(targets.len());
     for (i, per_pattern) in expanded {
         let t = &ws.targets[i];
@@ -135,9 +136,10 @@ pub fn resolve(
     // stat cache costs its `stat` alone.
     let hashed: Vec<Result<Hashed, String>> = unique
         .par_iter()
-        .map(|abs| {
+        .enumerate()
+        .map(|(n, abs)| {
             let meta = fs::metadata(abs).map_err(|e| e.to_string())?;
-            let (digest, from_cache) = match cache.lookup(abs, &meta) {
+            let (digest, from_cache) = match cache.lookup(abs, &meta, n) {
                 Some(d) => (d, true),
                 None => {
                     let file = fs::File::open(abs).map_err(|e| e.to_string())?;

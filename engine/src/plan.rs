@@ -20,6 +20,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use petgraph::graph::NodeIndex;
+use rayon::prelude::*;
 use strata_rules::Work;
 
 use crate::error::BuildError;
@@ -334,15 +335,21 @@ impl Plan {
         emulators: &Emulators,
     ) -> Result<BTreeMap<NodeIndex, Job>, BuildError> {
         let toolchain = HostToolchain::default();
-        (0..self.nodes.len())
-            .map(|n| {
+        // Each node's job on its own, in parallel (a clone of its work each).
+        let sources: Vec<Vec<SourceFile>> = (0..self.nodes.len())
+            .map(|n| sources.remove(&n).unwrap_or_default())
+            .collect();
+        let jobs: Vec<Result<(NodeIndex, Job), BuildError>> = sources
+            .into_par_iter()
+            .enumerate()
+            .map(|(n, sources)| {
                 let node = &self.nodes[n];
                 let t = self.target(n);
                 let job = Job {
                     name: node.label.clone(),
                     target: t.name.clone(),
                     work: targets::work_of(&toolchain, t, emulators)?,
-                    sources: sources.remove(&n).unwrap_or_default(),
+                    sources,
                     deps: node
                         .deps
                         .iter()
@@ -352,7 +359,9 @@ impl Plan {
                 };
                 Ok((NodeIndex::new(n), job))
             })
-            .collect()
+            .collect();
+        // The first error in node order, as a serial walk would give.
+        jobs.into_iter().collect()
     }
 
     /// The root whose output-folder entry is `place`.

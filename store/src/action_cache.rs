@@ -65,8 +65,12 @@ impl ActionCache {
     /// Entries are named by the key's hash alone (an action's size adds
     /// nothing to its identity).
     pub(crate) fn path_of(&self, hash: &[u8; 32]) -> PathBuf {
-        let hex = hex::encode(hash);
-        self.root.join(&hex[..2]).join(hex)
+        let hex = crate::digest::hex_of(hash);
+        let mut path = PathBuf::with_capacity(self.root.as_os_str().len() + hex.len() + 4);
+        path.push(&self.root);
+        path.push(&hex[..2]);
+        path.push(&hex);
+        path
     }
 
     /// The stored result for `key`, if any. An entry that does not decode is

@@ -52,10 +52,16 @@ impl Cas {
 
     /// Where the blob with `digest` is (or would be) stored.
     pub fn path(&self, digest: &Digest) -> PathBuf {
-        let hex = digest.hex();
-        self.root
-            .join(&hex[..2])
-            .join(format!("{hex}-{}", digest.size_bytes))
+        use std::fmt::Write;
+        // One allocation for the name and one for the path: a no-op build
+        // names a few blobs per target.
+        let mut name = digest.hex();
+        let _ = write!(name, "-{}", digest.size_bytes);
+        let mut path = PathBuf::with_capacity(self.root.as_os_str().len() + name.len() + 4);
+        path.push(&self.root);
+        path.push(&name[..2]);
+        path.push(&name);
+        path
     }
 
     /// Whether the blob is stored whole. A file of another size than its

@@ -11,7 +11,6 @@
 //! it reaches a missing blob. A missing, unreadable or damaged file is an
 //! empty cache. Written atomically, once per build, only if it changed.
 
-use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -19,6 +18,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use foldhash::{HashMap, HashMapExt};
 use strata_store::{Digest, Store, write_atomic};
 
 use crate::statcache::{Reader, Stat, decode_stat, encode_stat, now_s};
@@ -35,12 +35,14 @@ pub struct Found {
     /// Every blob the output reaches: its folder records and files, each once.
     pub blobs: Vec<Digest>,
     /// The stat of the entry file read; none for an entry this process
-    /// staged and has not published yet (it is not remembered then).
+    /// staged and has not published yet (stat'ed when the cache is saved).
     pub entry: Option<fs::Metadata>,
 }
 
 struct Hit {
-    entry: Stat,
+    /// The entry's stat when read; none for one this build staged and had
+    /// not published yet when it learned the hit (stat'ed when saved).
+    entry: Option<Stat>,
     recorded_s: i64,
     /// [`crate::declared::DeclaredOutputs::fingerprint`] of what it was
     /// checked against.
@@ -87,7 +89,7 @@ impl HitCache {
             return None;
         }
         let entry = store.action_cache().stat(key).ok()?;
-        if Stat::of(&entry) != hit.entry || entry.mtime() >= hit.recorded_s {
+        if Some(Stat::of(&entry)) != hit.entry || entry.mtime() >= hit.recorded_s {
             return None;
         }
         if !hit.blobs.iter().all(|b| store.cas().contains(b)) {
@@ -97,14 +99,11 @@ impl HitCache {
         Some(hit.output)
     }
 
-    /// Remembers `found`, the checked entry of `key`, for later builds.
-    /// An entry not published yet is not: its stat is not known.
+    /// Remembers `found`, the checked entry of `key`, for later builds. An
+    /// entry not published yet is stat'ed when the cache is saved.
     pub fn remember(&self, key: &Digest, declared: &[u8; 32], found: &Found) {
-        let Some(entry) = &found.entry else {
-            return;
-        };
         let hit = Hit {
-            entry: Stat::of(entry),
+            entry: found.entry.as_ref().map(Stat::of),
             // Taken after the entry was read and its blobs found.
             recorded_s: now_s(),
             declared: *declared,
@@ -128,15 +127,46 @@ impl HitCache {
 
     /// Writes the cache back atomically, if this build learned anything
     /// (what it learns afterwards is kept for the next save).
-    pub fn save(&self) -> io::Result<()> {
-        let learned = std::mem::take(&mut *self.learned());
+    ///
+    /// A hit learned before its entry was published, or in its entry's own
+    /// second (every step this build ran), would not be trusted by the next
+    /// build: its entry is read here, in a later second, and if it names
+    /// the same output the hit is remembered as of now (else forgotten).
+    /// So the no-op after a build that ran everything is answered from
+    /// this cache too.
+    pub fn save(&self, store: &Store) -> io::Result<()> {
+        self.save_as_of(store, now_s())
+    }
+
+    /// [`HitCache::save`] in the second `now`.
+    fn save_as_of(&self, store: &Store, now: i64) -> io::Result<()> {
+        let mut learned = std::mem::take(&mut *self.learned());
         if learned.is_empty() {
             return Ok(());
+        }
+        for (key, hit) in learned.iter_mut() {
+            let Some(hit) = hit else { continue };
+            if hit.entry.is_some_and(|e| e.mtime_s < hit.recorded_s) {
+                continue;
+            }
+            let key = Digest::new(*key, 0);
+            if let Ok(Some((result, entry))) = store.action_cache().get_with_stat(&key)
+                && hit.entry.is_none_or(|e| e == Stat::of(&entry))
+                && entry.mtime() < now
+                && result
+                    .output_directories
+                    .first()
+                    .and_then(|d| Digest::from_proto(d.root_directory_digest.as_ref()?))
+                    == Some(hit.output)
+            {
+                hit.entry = Some(Stat::of(&entry));
+                hit.recorded_s = now;
+            }
         }
         let unchanged = self.kept.iter().filter(|(k, _)| !learned.contains_key(*k));
         let mut hits: Vec<(&[u8; 32], &Hit)> = learned
             .iter()
-            .filter_map(|(k, h)| Some((k, h.as_ref()?)))
+            .filter_map(|(k, h)| Some((k, h.as_ref().filter(|h| h.entry.is_some())?)))
             .chain(unchanged)
             .collect();
         if hits.len() > MAX_HITS {
@@ -165,7 +195,7 @@ fn encode(hits: &[(&[u8; 32], &Hit)]) -> Vec<u8> {
     out.extend_from_slice(&(hits.len() as u64).to_le_bytes());
     for (key, h) in hits {
         out.extend_from_slice(*key);
-        encode_stat(&h.entry, &mut out);
+        encode_stat(&h.entry.expect("only stat'ed hits are written"), &mut out);
         out.extend_from_slice(&h.recorded_s.to_le_bytes());
         out.extend_from_slice(&h.declared);
         encode_digest(&h.output, &mut out);
@@ -199,7 +229,7 @@ fn decode(b: &[u8]) -> Option<HashMap<[u8; 32], Hit>> {
         kept.insert(
             key,
             Hit {
-                entry,
+                entry: Some(entry),
                 recorded_s,
                 declared,
                 output,
@@ -259,7 +289,7 @@ mod tests {
         let declared = [7; 32];
         let c = HitCache::load(path.clone(), store.tmp_dir());
         c.remember(&key, &declared, &found(&store, &key, blob));
-        c.save().unwrap();
+        c.save(&store).unwrap();
 
         // Remembered in the entry's own second: not trusted yet.
         let c = HitCache::load(path.clone(), store.tmp_dir());
@@ -290,18 +320,67 @@ mod tests {
     }
 
     #[test]
+    fn a_hit_learned_in_its_entrys_second_is_checked_again_when_saved_later() {
+        let d = tempfile::tempdir().unwrap();
+        let (store, key, blob) = stored(d.path());
+        let path = d.path().join("hits");
+        let declared = [7; 32];
+        let c = HitCache::load(path.clone(), store.tmp_dir());
+        c.remember(&key, &declared, &found(&store, &key, blob));
+        c.save_as_of(&store, now_s() + 2).unwrap();
+        let c = HitCache::load(path.clone(), store.tmp_dir());
+        assert_eq!(c.output(&store, &key, &declared), Some(blob));
+
+        // An entry that no longer names the output it was remembered with
+        // stays untrusted.
+        let c = HitCache::load(path.clone(), store.tmp_dir());
+        let mut other = found(&store, &key, blob);
+        other.output = store.cas().put_bytes(b"another output").unwrap();
+        c.remember(&key, &declared, &other);
+        c.save_as_of(&store, now_s() + 2).unwrap();
+        let c = HitCache::load(path, store.tmp_dir());
+        assert_eq!(c.output(&store, &key, &declared), None);
+    }
+
+    #[test]
+    fn a_hit_learned_before_its_entry_was_published_is_stated_when_saved() {
+        let d = tempfile::tempdir().unwrap();
+        let (store, key, blob) = stored(d.path());
+        let path = d.path().join("hits");
+        let declared = [7; 32];
+        let unpublished = Found {
+            entry: None,
+            ..found(&store, &key, blob)
+        };
+        let c = HitCache::load(path.clone(), store.tmp_dir());
+        c.remember(&key, &declared, &unpublished);
+        c.save_as_of(&store, now_s() + 2).unwrap();
+        let c = HitCache::load(path.clone(), store.tmp_dir());
+        assert_eq!(c.output(&store, &key, &declared), Some(blob));
+
+        // Never published: not remembered at all.
+        let other = DigestFunction::Blake3.of_bytes(b"never published");
+        let c = HitCache::load(path.clone(), store.tmp_dir());
+        c.remember(&other, &declared, &unpublished);
+        c.save_as_of(&store, now_s() + 2).unwrap();
+        let c = HitCache::load(path, store.tmp_dir());
+        assert!(!c.kept.contains_key(&other.hash));
+        assert!(c.kept.contains_key(&key.hash));
+    }
+
+    #[test]
     fn forgotten_hits_are_dropped_and_garbage_is_an_empty_cache() {
         let d = tempfile::tempdir().unwrap();
         let (store, key, blob) = stored(d.path());
         let path = d.path().join("hits");
         let c = HitCache::load(path.clone(), store.tmp_dir());
         c.remember(&key, &[1; 32], &found(&store, &key, blob));
-        c.save().unwrap();
+        c.save(&store).unwrap();
         let c = HitCache::load(path.clone(), store.tmp_dir());
         assert_eq!(c.kept[&key.hash].output, blob);
         assert_eq!(&*c.kept[&key.hash].blobs, [blob]);
         c.forget(&key);
-        c.save().unwrap();
+        c.save(&store).unwrap();
         assert!(
             HitCache::load(path.clone(), store.tmp_dir())
                 .kept

@@ -181,8 +181,8 @@ impl Layers {
         })
         .map_err(step_failure)?;
         // The entry just written, as the next build's lookup would find it
-        // (not yet there while the group commit publishes it: then the next
-        // build reads it in full).
+        // (still staged while the group commit publishes it: then its stat
+        // is taken when the hits are saved).
         if let Some(hits) = &self.hits
             && let Ok(Some(found)) = lookup::examine(&self.store, &keyed.key, declared.as_ref())
         {

@@ -120,7 +120,15 @@ pub fn foreign_entries<'a>(
     out_dir: &Path,
     names: impl IntoIterator<Item = &'a str>,
 ) -> Vec<(String, PathBuf)> {
-    let state = OutState::read(out_dir);
+    foreign_entries_in(&OutState::read(out_dir), out_dir, names)
+}
+
+/// [`foreign_entries`] by the record `state` of `out_dir`.
+fn foreign_entries_in<'a>(
+    state: &OutState,
+    out_dir: &Path,
+    names: impl IntoIterator<Item = &'a str>,
+) -> Vec<(String, PathBuf)> {
     names
         .into_iter()
         .filter_map(|name| {
@@ -184,7 +192,8 @@ pub fn update(
         OutError::Io(format!("{what} {}: {e}", p.display()))
     };
     let mut state = OutState::read(out_dir);
-    let foreign = foreign_entries(
+    let foreign = foreign_entries_in(
+        &state,
         out_dir,
         outputs
             .iter()
