@@ -29,14 +29,17 @@ pub trait StepEvents: Send + Sync {
 }
 
 /// One keyed step to execute.
+#[derive(Clone)]
 pub struct Request {
     /// What reports call the node (a matrix label such as `x86_64/app`).
     pub name: String,
     pub work: Work,
     pub store: Store,
     /// The action's input root, for work that reads its inputs from the
-    /// store (built-in rules, `copy` steps): it and the sources are stored
-    /// before the request is made. `None` for other work.
+    /// store (built-in rules, `copy` steps, and any step an executor sends
+    /// elsewhere: see [`Executor::reads_inputs_from_store`]): it, the
+    /// sources and the action are stored before the request is made.
+    /// `None` for other work.
     pub input_root: Option<Digest>,
     pub sources: Vec<SourceFile>,
     /// Dependency names and their output trees, in declaration order.
@@ -55,6 +58,13 @@ pub struct Request {
 pub trait Executor: Send + Sync {
     /// Whether this executor runs `work`.
     fn runs(&self, work: &Work) -> bool;
+
+    /// Whether this executor reads `work`'s inputs from the store (a remote
+    /// executor uploads them from there), so the build stores them, and
+    /// the action, before handing the step over.
+    fn reads_inputs_from_store(&self, _work: &Work) -> bool {
+        false
+    }
 
     /// Runs one step to completion: its output tree (stored) and action
     /// result. Cancel-safe: dropping the future stops the step (what cannot

@@ -8,12 +8,15 @@ use crate::executor::{Executor, Request};
 use crate::local::LocalExecutor;
 use crate::step::{Failure, StepFailure, StepSuccess};
 
-/// The executors of a build: the local one (whose isolation keys depend
-/// on), then others; the first that runs a step runs it.
+/// The executors of a build: those preferred to the local one (a remote
+/// executor), the local one (whose isolation keys depend on), then others;
+/// the first that runs a step runs it.
 #[derive(Clone)]
 pub struct Executors {
     local: Arc<LocalExecutor>,
     executors: Vec<Arc<dyn Executor>>,
+    /// How many executors come before the local one.
+    preferred: usize,
 }
 
 impl Executors {
@@ -21,6 +24,7 @@ impl Executors {
         Executors {
             executors: vec![local.clone()],
             local,
+            preferred: 0,
         }
     }
 
@@ -28,6 +32,21 @@ impl Executors {
     pub fn with(mut self, executor: Arc<dyn Executor>) -> Executors {
         self.executors.push(executor);
         self
+    }
+
+    /// Adds `executor` ahead of the local one: it runs what it `runs`,
+    /// the local executor the rest.
+    pub fn preferring(mut self, executor: Arc<dyn Executor>) -> Executors {
+        // Executors before the local one are the preferred ones.
+        self.executors.insert(self.preferred, executor);
+        self.preferred += 1;
+        self
+    }
+
+    /// Whether the executor of `work` reads its inputs from the store.
+    pub fn reads_inputs_from_store(&self, work: &Work) -> bool {
+        self.of(work)
+            .is_some_and(|e| e.reads_inputs_from_store(work))
     }
 
     /// The executor of steps on this machine.

@@ -153,7 +153,8 @@ impl Layers {
 
     /// Runs `request` (the step of `action`) on its executor and publishes
     /// a success: its output tree. Work that reads its inputs from the
-    /// store has them stored first, and `request.input_root` set.
+    /// store (or whose executor does: a remote one) has them stored first,
+    /// and `request.input_root` set.
     pub async fn execute(
         &self,
         action: PreparedAction,
@@ -162,7 +163,9 @@ impl Layers {
         let PreparedAction {
             keyed, declared, ..
         } = action;
-        let keyed = if inputs::read_from_store(&request.work) {
+        let keyed = if inputs::read_from_store(&request.work)
+            || self.executors.reads_inputs_from_store(&request.work)
+        {
             request.input_root = Some(inputs::input_root(&keyed));
             inputs::store(&self.store, keyed, &request.sources)
                 .await
