@@ -242,6 +242,7 @@ mod tests {
             env: BTreeMap::new(),
             outs: vec!["o".into()],
             network: false,
+            local: false,
             fixed_output: None,
             source_date_epoch: Text::plain("0"),
             container: None,

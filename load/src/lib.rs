@@ -1006,6 +1006,7 @@ impl Loader {
             env,
             outs: outs.iter().map(|o| o.value.clone()).collect(),
             network: raw.network.as_ref().map(|n| n.value).unwrap_or(false),
+            local: raw.local.as_ref().is_some_and(|l| l.value),
             fixed_output: output_digest.as_ref().map(|d| d.value.clone()),
             source_date_epoch: source_date_epoch.clone(),
             container,

@@ -55,6 +55,8 @@ pub struct RawTarget {
     pub env: Option<Pairs<Spanned<String>>>,
     pub outs: Vec<Spanned<String>>,
     pub network: Option<Spanned<bool>>,
+    /// `run`: stays on this machine when the build has a remote executor.
+    pub local: Option<Spanned<bool>>,
     /// `run` on the host: the programs it uses, which key it.
     pub tools: Option<Spanned<Vec<Spanned<String>>>>,
     pub output_digest: Option<Spanned<String>>,
@@ -89,6 +91,7 @@ const TYPED_FIELDS: &[&str] = &[
     "env",
     "outs",
     "network",
+    "local",
     "tools",
     "output_digest",
     "image",
@@ -147,6 +150,7 @@ impl<'de> Visitor<'de> for RawTargetVisitor {
         let mut rule = None;
         let (mut when, mut srcs, mut deps, mut cmd, mut argv) = (None, None, None, None, None);
         let (mut env, mut outs, mut network, mut tools) = (None, None, None, None);
+        let mut local = None;
         let (mut output_digest, mut image, mut user, mut caches) = (None, None, None, None);
         let (mut limits, mut steps, mut auth, mut images) = (None, None, None, None);
         let mut fields: Vec<(&'static str, Option<Spanned<RawNode>>)> = Vec::new();
@@ -162,6 +166,7 @@ impl<'de> Visitor<'de> for RawTargetVisitor {
                 "env" => once(&mut env, "env", m)?,
                 "outs" => once(&mut outs, "outs", m)?,
                 "network" => once(&mut network, "network", m)?,
+                "local" => once(&mut local, "local", m)?,
                 "tools" => once(&mut tools, "tools", m)?,
                 "output_digest" => once(&mut output_digest, "output_digest", m)?,
                 "image" => once(&mut image, "image", m)?,
@@ -192,6 +197,7 @@ impl<'de> Visitor<'de> for RawTargetVisitor {
             env: env.flatten(),
             outs: outs.unwrap_or_default(),
             network: network.flatten(),
+            local: local.flatten(),
             tools: tools.flatten(),
             output_digest: output_digest.flatten(),
             image: image.flatten(),
@@ -326,6 +332,9 @@ impl RawTarget {
         }
         if let Some(x) = &self.network {
             v.push(("network", x.referenced));
+        }
+        if let Some(x) = &self.local {
+            v.push(("local", x.referenced));
         }
         if let Some(x) = &self.tools {
             v.push(("tools", x.referenced));
@@ -468,7 +477,7 @@ mod tests {
         for name in TYPED_FIELDS.iter().filter(|f| **f != "rule") {
             yaml.push_str(&match *name {
                 "env" | "caches" => format!("{name}: {{a: b}}\n"),
-                "network" => format!("{name}: true\n"),
+                "network" | "local" => format!("{name}: true\n"),
                 "srcs" | "deps" | "outs" | "argv" | "tools" | "images" => format!("{name}: [a]\n"),
                 "limits" => format!("{name}: {{}}\n"),
                 "steps" => format!("{name}: [{{cmd: a}}]\n"),

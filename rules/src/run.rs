@@ -24,6 +24,10 @@ pub const RULE: Rule = Rule {
             "the outputs under `$OUT`; a trailing `/` marks a folder",
         ),
         Field::typed("network", "whether the step may reach the network"),
+        Field::typed(
+            "local",
+            "run on this machine even when the build has a remote executor",
+        ),
         Field::typed("tools", "the host programs the step uses, which key it"),
         Field::typed(
             "output_digest",
@@ -259,6 +263,10 @@ pub struct RunParams {
     /// Declared outputs relative to `$OUT`; a trailing `/` marks a folder.
     pub outs: Vec<String>,
     pub network: bool,
+    /// `local: true`: runs on this machine even when the build has a
+    /// remote executor. Never keyed: where a step runs does not change
+    /// what it makes.
+    pub local: bool,
     pub fixed_output: Option<FixedOutput>,
     /// The value of SOURCE_DATE_EPOCH the step gets.
     pub source_date_epoch: Text,
@@ -297,6 +305,8 @@ pub struct RunStep {
     /// For each output, whether it was declared as a folder (trailing `/`).
     pub declared_dirs: Vec<bool>,
     pub network: bool,
+    /// `local: true` (see [`RunParams::local`]).
+    pub local: bool,
     pub fixed_output: Option<FixedOutput>,
     pub container: Option<Container>,
     /// Secret values the step receives (`Text::secrets`), longest first:
@@ -374,6 +384,7 @@ impl RunParams {
             outs,
             declared_dirs: self.outs.iter().map(|o| o.ends_with('/')).collect(),
             network: self.network_allowed(),
+            local: self.local,
             fixed_output: self.fixed_output.clone(),
             container: self.container.clone(),
             limits: self.limits,
@@ -510,6 +521,7 @@ mod tests {
             env: BTreeMap::new(),
             outs: vec!["a".into()],
             network: false,
+            local: false,
             fixed_output: None,
             source_date_epoch: Text::plain("0"),
             container: None,
