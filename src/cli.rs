@@ -247,6 +247,15 @@ struct BuildArgs {
     /// `strata cache keygen`).
     #[arg(long = "sign-key", value_name = "FILE")]
     sign_key: Option<PathBuf>,
+    /// Run `run` steps on a REAPI execution service:
+    /// grpc[s]://HOST:PORT[/INSTANCE] (overrides `remote_executor` in
+    /// strata.yaml). Without it reachable, the build runs locally.
+    #[arg(long = "remote-executor", value_name = "URL")]
+    remote_executor: Option<String>,
+    /// With a remote executor: fail rather than build locally when it
+    /// cannot be reached.
+    #[arg(long = "remote-only")]
+    remote_only: bool,
 }
 
 #[derive(clap::Args)]
@@ -480,23 +489,33 @@ fn build_command(args: BuildArgs) -> ExitCode {
         },
         matrix,
         trace: args.trace.map(absolute),
-        remote: Some(Arc::new(strata_remote::Opener::new(
-            strata_remote::RemoteCli {
+        remote: None,
+    };
+    let (executors, remote_executor) = crate::executors::with_remote(strata_remote::ExecutorCli {
+        url: args.remote_executor,
+        remote_only: args.remote_only,
+    });
+    let opts = BuildOptions {
+        remote: Some(Arc::new(
+            strata_remote::Opener::new(strata_remote::RemoteCli {
                 url: args.remote_cache,
                 upload: args.remote_upload,
                 sign_key: args.sign_key.map(absolute),
-            },
-        ))),
+            })
+            .with_executor(remote_executor.clone()),
+        )),
+        ..opts
     };
     let observer = Arc::new(progress::Progress::new(args.json));
-    let result = build::build(&opts, observer.clone(), crate::executors::of_this_machine());
+    let result = build::build(&opts, observer.clone(), executors);
     observer.finish();
     match result {
         Ok(r) => {
             if args.explain {
                 report::executed_causes(&opts.store_dir, &r.workspace_tag);
             }
-            report::build_report(&r, args.json)
+            let execution = remote_executor.is_open().then(|| remote_executor.stats());
+            report::build_report(&r, execution.as_ref(), args.json)
         }
         Err(BuildError::Config(errors)) => report::config_errors(errors),
         Err(BuildError::Usage(msg)) => report::usage_error(&msg),

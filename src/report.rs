@@ -8,10 +8,12 @@ use strata_engine::audit::compare::FileDiff;
 use strata_engine::audit::{AuditReport, Cause, Verdict};
 use strata_engine::build::{BuildReport, Status};
 use strata_load::ConfigError;
+use strata_remote::ExecutionStats;
 
 use crate::exit;
 
-pub fn build_report(r: &BuildReport, json: bool) -> ExitCode {
+/// `execution`: what the remote executor did, when the build had one.
+pub fn build_report(r: &BuildReport, execution: Option<&ExecutionStats>, json: bool) -> ExitCode {
     for t in r.targets.iter().filter(|t| t.status == Status::Failed) {
         let Some(f) = &t.failure else { continue };
         match &t.diagnostic {
@@ -63,13 +65,32 @@ pub fn build_report(r: &BuildReport, json: bool) -> ExitCode {
         if let Some(remote) = &r.remote {
             doc["remote"] = serde_json::to_value(remote).expect("stats serialize");
         }
+        if let Some(e) = execution {
+            doc["remote_executed"] = e.executed.into();
+            doc["remote_execution"] = serde_json::json!({
+                "executed": e.executed,
+                "cached": e.cached,
+                "fell_back": e.fell_back,
+                "uploaded_blobs": e.uploaded_blobs,
+                "uploaded_bytes": e.uploaded_bytes,
+                "downloaded_bytes": e.downloaded_bytes,
+            });
+        }
         println!(
             "{}",
             serde_json::to_string_pretty(&doc).expect("JSON values serialize")
         );
     }
+    let remotely = match execution {
+        Some(e) if e.cached > 0 => format!(
+            " ({} ran remotely, {} from the remote executor's cache)",
+            e.executed, e.cached
+        ),
+        Some(e) => format!(" ({} ran remotely)", e.executed),
+        None => String::new(),
+    };
     let summary = format!(
-        "{executed} executed, {cached} cached, {failed} failed in {:.2} s",
+        "{executed} executed{remotely}, {cached} cached, {failed} failed in {:.2} s",
         r.elapsed.as_secs_f64()
     );
     let mut extra = if skipped > 0 {

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use strata_engine::binfmt;
 use strata_engine::gc::parse_size;
 use strata_remote::client::RemoteConfig;
+use strata_remote::execution::isa;
 use strata_remote::worker::{self, WorkerError, WorkerOptions};
 
 use crate::report;
@@ -69,15 +70,6 @@ fn platform() -> Vec<(String, String)> {
         platform.push(("ISA".to_string(), isa("aarch64").to_string()));
     }
     platform
-}
-
-/// REAPI's usual names (BuildGrid's and buildbox's) for Rust's
-/// architecture names.
-fn isa(arch: &str) -> &str {
-    match arch {
-        "x86_64" => "x86-64",
-        other => other,
-    }
 }
 
 fn default_cache_dir() -> PathBuf {

@@ -48,6 +48,45 @@ impl std::fmt::Debug for RemoteCli {
 struct WorkspaceConfig {
     #[serde(default)]
     remote_cache: Option<RawRemote>,
+    #[serde(default)]
+    remote_executor: Option<RawExecutor>,
+}
+
+/// `remote_executor:` is a URL, or a map with the URL and more.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawExecutor {
+    Url(String),
+    Full(RawExecutorFields),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExecutorFields {
+    url: String,
+    #[serde(default)]
+    remote_only: Option<bool>,
+    #[serde(default)]
+    timeout_seconds: Option<u64>,
+}
+
+/// Remote execution options given on the command line.
+#[derive(Clone, Debug, Default)]
+pub struct ExecutorCli {
+    /// `--remote-executor URL`.
+    pub url: Option<String>,
+    /// `--remote-only`: fail rather than build locally when the service
+    /// cannot be used.
+    pub remote_only: bool,
+}
+
+/// Where the remote execution service is, and what to do without it.
+#[derive(Debug)]
+pub struct ExecutorSettings {
+    /// Credentials as the remote cache's: `$STRATA_REMOTE_TOKEN`,
+    /// `$STRATA_REMOTE_HEADERS`.
+    pub config: RemoteConfig,
+    pub remote_only: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -120,17 +159,70 @@ fn headers(text: &str, origin: &str) -> Result<Vec<(String, String)>, String> {
         .collect()
 }
 
+/// The remote execution settings of the workspace in `root`, if a service
+/// is configured (`remote_executor:` in `strata.yaml`, or
+/// `--remote-executor`).
+pub fn executor_settings(
+    root: &Path,
+    cli: &ExecutorCli,
+) -> Result<Option<ExecutorSettings>, String> {
+    let path = root.join(FILE);
+    let file = workspace_config(&path)?;
+    let (url, remote_only, timeout) = match (&cli.url, file.remote_executor) {
+        (Some(url), raw) => {
+            let (remote_only, timeout) = match raw {
+                Some(RawExecutor::Full(f)) => (f.remote_only, f.timeout_seconds),
+                _ => (None, None),
+            };
+            (url.clone(), remote_only, timeout)
+        }
+        (None, Some(RawExecutor::Url(url))) => (url, None, None),
+        (None, Some(RawExecutor::Full(f))) => (f.url, f.remote_only, f.timeout_seconds),
+        (None, None) if cli.remote_only => {
+            return Err(
+                "--remote-only needs a remote executor: --remote-executor URL, or `remote_executor:` in strata.yaml"
+                    .into(),
+            );
+        }
+        (None, None) => return Ok(None),
+    };
+    if !url.starts_with("grpc://") && !url.starts_with("grpcs://") {
+        return Err(format!(
+            "`{}` is not a remote execution service: use grpc://HOST:PORT[/INSTANCE] or grpcs://",
+            crate::client::without_credentials(&url)
+        ));
+    }
+    let mut config = RemoteConfig::new(url);
+    config.timeout = Duration::from_secs(timeout.unwrap_or(10).max(1));
+    if let Ok(t) = std::env::var(TOKEN_ENV)
+        && !t.trim().is_empty()
+    {
+        config.bearer_token = Some(t.trim().to_string());
+    }
+    if let Ok(text) = std::env::var(HEADERS_ENV) {
+        config.headers.extend(headers(&text, HEADERS_ENV)?);
+    }
+    Ok(Some(ExecutorSettings {
+        config,
+        remote_only: cli.remote_only || remote_only.unwrap_or(false),
+    }))
+}
+
+fn workspace_config(path: &Path) -> Result<WorkspaceConfig, String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            strata_load::settings_from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(WorkspaceConfig::default()),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
 /// The remote settings of the workspace in `root`, if a remote is
 /// configured (in `strata.yaml` or with `--remote-cache`).
 pub fn settings(root: &Path, cli: &RemoteCli) -> Result<Option<RemoteSettings>, String> {
     let path = root.join(FILE);
-    let file: WorkspaceConfig = match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            strata_load::settings_from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => WorkspaceConfig::default(),
-        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
-    };
+    let file = workspace_config(&path)?;
     let raw = file.remote_cache.unwrap_or_default();
     let Some(url) = cli.url.clone().or(raw.url.clone()) else {
         return Ok(None);

@@ -23,6 +23,7 @@
 pub mod cache;
 pub mod client;
 pub mod config;
+pub mod execution;
 pub mod layout;
 mod opener;
 pub mod server;
@@ -31,6 +32,7 @@ pub mod store_function;
 pub mod worker;
 
 pub use cache::RemoteCache;
-pub use config::{RemoteCli, RemoteSettings};
+pub use config::{ExecutorCli, RemoteCli, RemoteSettings};
+pub use execution::{ExecutionStats, RemoteExecutor};
 pub use opener::Opener;
 pub use strata_store::remote_cache::RemoteStats;

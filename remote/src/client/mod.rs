@@ -21,8 +21,9 @@ use std::time::Duration;
 
 pub use error::RemoteError;
 pub(crate) use error::server_text;
-pub use grpc::GrpcRemote;
 pub(crate) use grpc::Transport;
+pub(crate) use grpc::names;
+pub use grpc::{ExecutionCapabilities, GrpcRemote};
 pub use http::HttpRemote;
 
 use endpoint::Endpoint;

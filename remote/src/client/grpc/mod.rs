@@ -3,7 +3,10 @@
 //! field, the digest function; one request never mixes functions.
 
 mod blobs;
-mod names;
+mod execution;
+pub(crate) mod names;
+
+pub use execution::ExecutionCapabilities;
 
 use std::fmt;
 use std::future::Future;

@@ -1,0 +1,457 @@
+//! `strata build --remote-executor`: `run` steps executed by a REAPI
+//! execution service (BuildGrid, with `strata worker`s), behind
+//! `strata_exec::Executor`.
+//!
+//! The service is asked once, before the store opens ([`RemoteExecutor::open`],
+//! called by the [`crate::Opener`]): what it executes and in which digest
+//! function, which the build's store then uses. A service that cannot be
+//! reached costs one warning and the build runs locally (with
+//! `--remote-only`, an error); one that refuses (a wrong instance name) or
+//! hashes with nothing Strata knows is an error.
+//!
+//! For each step: the action ([`action`]) is stored, what the service lacks
+//! of it and its input root is uploaded (FindMissingBlobs, then batches or
+//! ByteStream), it is executed and followed ([`operation`]), and its result
+//! checked and fetched ([`outputs`]). A step the service cannot run
+//! because it went away runs locally, with one warning; any other failure
+//! of the service fails the step, never with a wrong output.
+
+mod action;
+mod operation;
+pub mod outputs;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::SystemTime;
+
+use bazel_remote_apis::build::bazel::remote::execution::v2 as pb;
+use strata_exec::step::{self, Failure, StepFailure, StepSuccess};
+use strata_exec::{BoxFuture, Executor, Request};
+use strata_rules::Work;
+use strata_rules::run::RunStep;
+use strata_store::{Digest, DigestFunction, Store};
+
+use crate::client::{GrpcRemote, Remote, RemoteError};
+use crate::config::{self, ExecutorCli};
+use action::RemoteAction;
+use outputs::Unusable;
+
+pub use action::RemoteAction as Action;
+
+/// REAPI's usual names (BuildGrid's and buildbox's) for Rust's
+/// architecture names.
+pub fn isa(arch: &str) -> &str {
+    match arch {
+        "x86_64" => "x86-64",
+        other => other,
+    }
+}
+
+/// What the remote executor did in one build.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExecutionStats {
+    /// Steps a worker of the service ran.
+    pub executed: u64,
+    /// Steps the service answered from its action cache.
+    pub cached: u64,
+    /// Steps run locally after the service went away mid-build.
+    pub fell_back: u64,
+    /// Blobs and bytes sent (what the service lacked).
+    pub uploaded_blobs: u64,
+    pub uploaded_bytes: u64,
+    /// Bytes fetched: declared outputs and logs.
+    pub downloaded_bytes: u64,
+}
+
+/// Runs `run` steps on a remote execution service, once [`open`]ed.
+///
+/// [`open`]: RemoteExecutor::open
+pub struct RemoteExecutor {
+    cli: ExecutorCli,
+    /// Runs what the service cannot, once it went away mid-build.
+    local: Arc<dyn Executor>,
+    service: OnceLock<Service>,
+    /// Set when the service went away mid-build: later steps run locally.
+    gone: AtomicBool,
+    counters: Counters,
+}
+
+/// A service that answered GetCapabilities.
+struct Service {
+    remote: Remote,
+    grpc: GrpcRemote,
+    url: String,
+    function: DigestFunction,
+    platform: Vec<(String, String)>,
+    remote_only: bool,
+}
+
+#[derive(Default)]
+struct Counters {
+    executed: AtomicU64,
+    cached: AtomicU64,
+    fell_back: AtomicU64,
+    uploaded_blobs: AtomicU64,
+    uploaded_bytes: AtomicU64,
+    downloaded_bytes: AtomicU64,
+}
+
+/// Why a step did not come back from the service.
+enum Miss {
+    /// The step ran and failed, as it would have locally.
+    Step(StepFailure),
+    /// The service could not be reached: the step may run locally.
+    Unavailable(String),
+    /// The service refused or broke the protocol.
+    Remote(String),
+}
+
+impl From<RemoteError> for Miss {
+    fn from(e: RemoteError) -> Miss {
+        if e.is_transient() {
+            Miss::Unavailable(e.to_string())
+        } else {
+            Miss::Remote(e.to_string())
+        }
+    }
+}
+
+impl RemoteExecutor {
+    /// `cli`: `--remote-executor`, `--remote-only`, over `strata.yaml`;
+    /// `local` runs steps once the service went away.
+    pub fn new(cli: ExecutorCli, local: Arc<dyn Executor>) -> RemoteExecutor {
+        RemoteExecutor {
+            cli,
+            local,
+            service: OnceLock::new(),
+            gone: AtomicBool::new(false),
+            counters: Counters::default(),
+        }
+    }
+
+    /// Reads the workspace's settings and asks the service what it
+    /// executes. `Ok(Some(function))`: steps run there, and the store must
+    /// use `function`; `Ok(None)`: no service is configured, or it cannot
+    /// be reached (said through `warn`); `Err`: a configuration that
+    /// cannot work (exit 2).
+    pub async fn open(
+        &self,
+        workspace_root: &std::path::Path,
+        warn: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<Option<DigestFunction>, String> {
+        let Some(settings) = config::executor_settings(workspace_root, &self.cli)? else {
+            return Ok(None);
+        };
+        let url = crate::client::without_credentials(&settings.config.url);
+        let unreachable = |e: &RemoteError| {
+            if settings.remote_only {
+                Err(format!(
+                    "remote executor {url} cannot be reached ({e}), and --remote-only forbids building locally"
+                ))
+            } else {
+                warn(&format!(
+                    "remote executor {url} cannot be reached ({e}); building locally"
+                ));
+                Ok(None)
+            }
+        };
+        let connected =
+            tokio::time::timeout(settings.config.timeout, Remote::connect(&settings.config)).await;
+        let remote = match connected {
+            Ok(Ok(remote)) => remote,
+            Ok(Err(e)) if e.is_transient() => return unreachable(&e),
+            Ok(Err(e)) => return Err(format!("remote executor {url}: {e}")),
+            Err(_) => {
+                return unreachable(&RemoteError::Unavailable {
+                    server: url.clone(),
+                    what: "connecting".into(),
+                    reason: "timed out".into(),
+                });
+            }
+        };
+        let Remote::Grpc(grpc) = remote.clone() else {
+            return Err(format!("remote executor {url}: not a gRPC address"));
+        };
+        let capabilities = match grpc.execution_capabilities().await {
+            Ok(c) => c,
+            Err(e) if e.is_transient() => return unreachable(&e),
+            Err(e) => {
+                return Err(format!(
+                    "remote executor {url} refused to say what it executes ({e}); check the instance name after the port"
+                ));
+            }
+        };
+        if !capabilities.enabled {
+            return Err(format!(
+                "remote executor {url} does not execute actions (its capabilities say so): is it a cache only?"
+            ));
+        }
+        let function = if capabilities.functions.contains(&DigestFunction::Blake3) {
+            DigestFunction::Blake3
+        } else if capabilities.functions.contains(&DigestFunction::Sha256) {
+            DigestFunction::Sha256
+        } else {
+            return Err(format!(
+                "remote executor {url} executes in no digest function Strata knows (Strata speaks BLAKE3 and SHA-256)"
+            ));
+        };
+        let platform = vec![
+            ("OSFamily".to_string(), "linux".to_string()),
+            ("ISA".to_string(), isa(std::env::consts::ARCH).to_string()),
+        ];
+        let _ = self.service.set(Service {
+            remote,
+            grpc,
+            url,
+            function,
+            platform,
+            remote_only: settings.remote_only,
+        });
+        Ok(Some(function))
+    }
+
+    /// What it did so far.
+    pub fn stats(&self) -> ExecutionStats {
+        let c = &self.counters;
+        ExecutionStats {
+            executed: c.executed.load(Ordering::Relaxed),
+            cached: c.cached.load(Ordering::Relaxed),
+            fell_back: c.fell_back.load(Ordering::Relaxed),
+            uploaded_blobs: c.uploaded_blobs.load(Ordering::Relaxed),
+            uploaded_bytes: c.uploaded_bytes.load(Ordering::Relaxed),
+            downloaded_bytes: c.downloaded_bytes.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Whether the build uses a service (it was configured and answered).
+    pub fn is_open(&self) -> bool {
+        self.service.get().is_some()
+    }
+
+    async fn run(&self, request: Request) -> Result<StepSuccess, StepFailure> {
+        let service = self.service.get().expect("runs only once open");
+        let (Work::Run(step), Some(input_root)) = (&request.work, request.input_root) else {
+            return Err(StepFailure::without_logs(Failure::Io(format!(
+                "`{}` was handed to the remote executor without its inputs in the store",
+                request.name
+            ))));
+        };
+        match self
+            .remote_run(service, &request.store, step, input_root)
+            .await
+        {
+            Ok(success) => Ok(success),
+            Err(Miss::Step(failure)) => Err(failure),
+            Err(Miss::Unavailable(why)) if !service.remote_only => {
+                if !self.gone.swap(true, Ordering::Relaxed) {
+                    request.events.warn(&format!(
+                        "remote executor {} went away ({why}); running this and the remaining steps locally",
+                        service.url
+                    ));
+                }
+                self.counters.fell_back.fetch_add(1, Ordering::Relaxed);
+                self.local.execute(request).await
+            }
+            Err(Miss::Unavailable(why) | Miss::Remote(why)) => Err(StepFailure::without_logs(
+                Failure::Io(format!("remote execution failed: {why}")),
+            )),
+        }
+    }
+
+    /// Uploads, executes and fetches one step.
+    async fn remote_run(
+        &self,
+        service: &Service,
+        store: &Store,
+        step: &RunStep,
+        input_root: Digest,
+    ) -> Result<StepSuccess, Miss> {
+        let function = service.function;
+        let remote = RemoteAction::of(function, step, input_root, &service.platform);
+        let cas = store.cas().clone();
+        let (action, blobs) = tokio::task::spawn_blocking(move || {
+            let command = cas.put_message(&remote.command).map_err(Failure::Store)?;
+            let action = cas.put_message(&remote.action).map_err(Failure::Store)?;
+            let mut blobs = outputs::tree_blobs(&cas, &input_root).map_err(|e| {
+                Failure::Io(format!(
+                    "cannot read the step's input root {input_root}: {e}"
+                ))
+            })?;
+            blobs.extend([command, action]);
+            Ok::<_, Failure>((action, blobs))
+        })
+        .await
+        .map_err(|e| Miss::Remote(e.to_string()))?
+        .map_err(|f| Miss::Step(StepFailure::without_logs(f)))?;
+        let started = SystemTime::now();
+        let mut uploaded_again = false;
+        let response = loop {
+            self.upload(service, store, &blobs).await?;
+            let response = match operation::execute(&service.grpc, function, &action).await? {
+                operation::Ended::Response(r) => *r,
+                operation::Ended::Error(status) => {
+                    return Err(Miss::Remote(format!(
+                        "the operation failed: {}",
+                        status_text(status.code, &status.message)
+                    )));
+                }
+            };
+            let code = response.status.as_ref().map_or(0, |s| s.code);
+            // Blobs the service lost between the upload and the run: once more.
+            if code == tonic::Code::FailedPrecondition as i32 && !uploaded_again {
+                uploaded_again = true;
+                continue;
+            }
+            break response;
+        };
+        let finished = SystemTime::now();
+        self.finish(service, store, step, response, started, finished)
+            .await
+    }
+
+    /// Sends what the service lacks of `blobs`.
+    async fn upload(&self, service: &Service, store: &Store, blobs: &[Digest]) -> Result<(), Miss> {
+        let missing = service.remote.find_missing(service.function, blobs).await?;
+        service
+            .remote
+            .upload_many(service.function, &missing, store.cas())
+            .await?;
+        let c = &self.counters;
+        c.uploaded_blobs
+            .fetch_add(missing.len() as u64, Ordering::Relaxed);
+        c.uploaded_bytes.fetch_add(
+            missing.iter().map(|d| d.size_bytes).sum::<u64>(),
+            Ordering::Relaxed,
+        );
+        Ok(())
+    }
+
+    /// A step's outcome from the service's answer.
+    async fn finish(
+        &self,
+        service: &Service,
+        store: &Store,
+        step: &RunStep,
+        response: pb::ExecuteResponse,
+        started: SystemTime,
+        finished: SystemTime,
+    ) -> Result<StepSuccess, Miss> {
+        let cas = store.cas();
+        let status = response.status.clone().unwrap_or_default();
+        let timed_out = status.code == tonic::Code::DeadlineExceeded as i32;
+        if status.code != 0 && !timed_out {
+            return Err(Miss::Remote(format!(
+                "the service answered {}",
+                status_text(status.code, &status.message)
+            )));
+        }
+        let Some(result) = response.result else {
+            return Err(Miss::Remote("the service's answer holds no result".into()));
+        };
+        let unusable = |u: Unusable| match u {
+            Unusable::Step(f) => Miss::Step(StepFailure::without_logs(f)),
+            Unusable::Remote(why) => Miss::Remote(why),
+        };
+        if timed_out || result.exit_code != 0 {
+            let (stdout, stderr, bytes) = outputs::logs(&service.remote, cas, &result)
+                .await
+                .map_err(unusable)?;
+            self.counters
+                .downloaded_bytes
+                .fetch_add(bytes, Ordering::Relaxed);
+            let failure = if timed_out {
+                Failure::Io(format!(
+                    "the step passed its timeout on the remote worker: {}",
+                    status_text(status.code, &status.message)
+                ))
+            } else if result.exit_code > 128 {
+                Failure::Signal(result.exit_code - 128)
+            } else {
+                Failure::Exit(result.exit_code)
+            };
+            return Err(Miss::Step(StepFailure {
+                failure,
+                stdout: step::tail(&cas.path(&stdout)),
+                stderr: step::tail(&cas.path(&stderr)),
+                scratch: None,
+            }));
+        }
+        let fetched = match outputs::fetch(&service.remote, cas, step, &result).await {
+            Ok(f) => f,
+            Err(Unusable::Step(failure)) => {
+                // As a local step's: with its logs.
+                let logs = outputs::logs(&service.remote, cas, &result).await.ok();
+                return Err(Miss::Step(StepFailure {
+                    failure,
+                    stdout: logs
+                        .map(|l| step::tail(&cas.path(&l.0)))
+                        .unwrap_or_default(),
+                    stderr: logs
+                        .map(|l| step::tail(&cas.path(&l.1)))
+                        .unwrap_or_default(),
+                    scratch: None,
+                }));
+            }
+            Err(u) => return Err(unusable(u)),
+        };
+        let c = &self.counters;
+        c.downloaded_bytes
+            .fetch_add(fetched.bytes, Ordering::Relaxed);
+        if response.cached_result {
+            c.cached.fetch_add(1, Ordering::Relaxed);
+        } else {
+            c.executed.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut action_result = step::action_result(
+            fetched.output,
+            Some((fetched.stdout, fetched.stderr)),
+            started,
+            finished,
+        );
+        if let (Some(ours), Some(theirs)) = (
+            action_result.execution_metadata.as_mut(),
+            result.execution_metadata.as_ref(),
+        ) {
+            ours.worker = theirs.worker.clone();
+        }
+        Ok(StepSuccess {
+            output: fetched.output,
+            result: action_result,
+        })
+    }
+}
+
+fn status_text(code: i32, message: &str) -> String {
+    let code = tonic::Code::from_i32(code);
+    let message = crate::client::server_text(message);
+    if message.is_empty() {
+        format!("{code:?}")
+    } else {
+        format!("{code:?}: {message}")
+    }
+}
+
+impl Executor for RemoteExecutor {
+    /// `run` steps on the host's toolchain that need nothing this machine
+    /// alone has: not in an image, no network, no secret, no memory
+    /// limit, not marked `local: true`.
+    fn runs(&self, work: &Work) -> bool {
+        let Work::Run(step) = work else { return false };
+        self.service.get().is_some()
+            && !self.gone.load(Ordering::Relaxed)
+            && step.container.is_none()
+            && !step.local
+            && !step.network
+            && step.fixed_output.is_none()
+            && step.secrets.is_empty()
+            && step.limits.memory.is_none()
+    }
+
+    fn reads_inputs_from_store(&self, work: &Work) -> bool {
+        self.runs(work)
+    }
+
+    fn execute(&self, request: Request) -> BoxFuture<'_, Result<StepSuccess, StepFailure>> {
+        Box::pin(self.run(request))
+    }
+}
