@@ -109,9 +109,9 @@ enum Miss {
 impl From<RemoteError> for Miss {
     fn from(e: RemoteError) -> Miss {
         if e.is_transient() {
-            Miss::Unavailable(e.to_string())
+            Miss::Unavailable(described(&e))
         } else {
-            Miss::Remote(e.to_string())
+            Miss::Remote(described(&e))
         }
     }
 }
@@ -146,11 +146,13 @@ impl RemoteExecutor {
         let unreachable = |e: &RemoteError| {
             if settings.remote_only {
                 Err(format!(
-                    "remote executor {url} cannot be reached ({e}), and --remote-only forbids building locally"
+                    "remote executor {url} cannot be reached ({}), and --remote-only forbids building locally",
+                    described(e)
                 ))
             } else {
                 warn(&format!(
-                    "remote executor {url} cannot be reached ({e}); building locally"
+                    "remote executor {url} cannot be reached ({}); building locally",
+                    described(e)
                 ));
                 Ok(None)
             }
@@ -160,7 +162,7 @@ impl RemoteExecutor {
         let remote = match connected {
             Ok(Ok(remote)) => remote,
             Ok(Err(e)) if e.is_transient() => return unreachable(&e),
-            Ok(Err(e)) => return Err(format!("remote executor {url}: {e}")),
+            Ok(Err(e)) => return Err(format!("remote executor {url}: {}", described(&e))),
             Err(_) => {
                 return unreachable(&RemoteError::Unavailable {
                     server: url.clone(),
@@ -177,7 +179,8 @@ impl RemoteExecutor {
             Err(e) if e.is_transient() => return unreachable(&e),
             Err(e) => {
                 return Err(format!(
-                    "remote executor {url} refused to say what it executes ({e}); check the instance name after the port"
+                    "remote executor {url} refused to say what it executes ({}); check the instance name after the port",
+                    described(&e)
                 ));
             }
         };
@@ -418,6 +421,18 @@ impl RemoteExecutor {
             output: fetched.output,
             result: action_result,
         })
+    }
+}
+
+/// What failed and why, without the "remote cache" the error's own text
+/// starts with.
+fn described(e: &RemoteError) -> String {
+    match e {
+        RemoteError::Unavailable { what, reason, .. }
+        | RemoteError::Refused { what, reason, .. }
+        | RemoteError::Protocol { what, reason, .. } => format!("{what}: {reason}"),
+        RemoteError::NotFound { what, .. } => format!("{what}: not found"),
+        other => other.to_string(),
     }
 }
 

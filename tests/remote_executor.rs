@@ -1,0 +1,285 @@
+//! `strata build --remote-executor` on real components: BuildGrid 0.4.4
+//! with its scheduler on PostgreSQL (`common::execution::Service`) and one
+//! `strata worker` as its bot. One service serves every scenario of this
+//! file (it takes a while to start).
+//!
+//! - A graph built through the service gives `out/` byte for byte (and
+//!   mode for mode) what a local build gives; `remote_executed` counts the
+//!   `run` steps the worker ran, and nothing else went there (a built-in
+//!   rule and a `local: true` step ran here); the next build is all cache
+//!   hits.
+//! - A second clone at another path, with a store of its own and the
+//!   service named in `strata.yaml`, gets every step from the service's
+//!   action cache and uploads nothing.
+//! - A service that cannot be reached: one warning and a local build; with
+//!   `--remote-only`, an error (exit 2) and no `out/`. A wrong instance name
+//!   is an error naming it (exit 2).
+//! - A result missing a declared output (the command removes `$OUT`) fails
+//!   the step (exit 1) and `out/` gets nothing of it.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use common::Ws;
+use common::execution::{Service, Worker};
+use common::remote::buildgrid_available;
+
+const BUILD: &str = r#"
+targets:
+  upper:
+    rule: run
+    srcs: [words.txt]
+    cmd: |
+      mkdir -p $OUT/share/doc
+      tr a-z A-Z < words.txt > $OUT/upper.txt
+      echo scratch > $OUT/not-declared
+      printf '#!/bin/sh\necho run\n' > $OUT/share/tool && chmod +x $OUT/share/tool
+      echo doc > $OUT/share/doc/README
+    outs: [upper.txt, share/]
+  sorted:
+    rule: run
+    deps: [upper]
+    cmd: sort $DEPS/upper/upper.txt > $OUT/sorted.txt && $DEPS/upper/share/tool >> $OUT/sorted.txt && echo "$HOME $TMPDIR" | grep -c strata > $OUT/layout.txt
+    outs: [sorted.txt, layout.txt]
+  counted:
+    rule: run
+    deps: [sorted]
+    cmd: wc -l < $DEPS/sorted/sorted.txt > $OUT/count.txt
+    outs: [count.txt]
+  here:
+    rule: run
+    local: true
+    deps: [counted]
+    cmd: cat $DEPS/counted/count.txt > $OUT/here.txt
+    outs: [here.txt]
+  sums:
+    rule: checksums
+    of: [sorted]
+"#;
+
+/// The `run` steps of `BUILD` a worker may run (`here` is `local: true`).
+const REMOTE_STEPS: u64 = 3;
+
+fn workspace() -> Ws {
+    let ws = Ws::new();
+    ws.write("BUILD.yaml", BUILD);
+    ws.write("words.txt", "pear\napple\nfig\n");
+    ws
+}
+
+/// Every file under `out/` with its bytes and executable bit.
+fn out_files(ws: &Ws) -> BTreeMap<String, (Vec<u8>, bool)> {
+    let mut files = BTreeMap::new();
+    let mut todo = vec![ws.path().join("out")];
+    while let Some(dir) = todo.pop() {
+        for entry in fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            let rel = path.strip_prefix(ws.path()).unwrap().display().to_string();
+            if rel.starts_with("out/.strata") {
+                continue;
+            }
+            let meta = fs::symlink_metadata(&path).unwrap();
+            if meta.is_dir() {
+                todo.push(path);
+            } else {
+                let executable = meta.permissions().mode() & 0o100 != 0;
+                files.insert(rel, (without_keys(fs::read(&path).unwrap()), executable));
+            }
+        }
+    }
+    files
+}
+
+/// `bytes` without the `key=<hex>` fields of a build manifest: keys are
+/// in the store's digest function, SHA-256 with BuildGrid and BLAKE3 in a
+/// local build; everything else must be the same.
+fn without_keys(bytes: Vec<u8>) -> Vec<u8> {
+    let Ok(text) = String::from_utf8(bytes.clone()) else {
+        return bytes;
+    };
+    text.split_inclusive('\n')
+        .map(|line| match line.find("  key=") {
+            Some(at) if !line.starts_with('#') => format!("{}\n", &line[..at]),
+            _ => line.to_string(),
+        })
+        .collect::<String>()
+        .into_bytes()
+}
+
+fn count(json: &serde_json::Value, field: &str) -> u64 {
+    json["remote_execution"][field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no remote_execution.{field} in {json}"))
+}
+
+#[test]
+fn run_steps_execute_on_buildgrid_and_strata_workers() {
+    if !buildgrid_available() {
+        return;
+    }
+    let service = Service::start(10);
+    let worker = Worker::start(&service, 2, "1G");
+    let local = a_remote_build_gives_what_a_local_build_gives(&service, &worker);
+    a_second_clone_gets_every_result_from_the_action_cache(&service, &worker, &local);
+    an_unreachable_service_builds_locally_unless_remote_only();
+    a_wrong_instance_name_is_an_error(&service);
+    a_result_missing_a_declared_output_fails_the_step(&service);
+}
+
+fn a_remote_build_gives_what_a_local_build_gives(
+    service: &Service,
+    worker: &Worker,
+) -> BTreeMap<String, (Vec<u8>, bool)> {
+    let local = workspace();
+    let run = local.build_ok(&[]);
+    assert!(
+        run.json().get("remote_executed").is_none(),
+        "{}",
+        run.stdout
+    );
+    let expected = out_files(&local);
+    assert!(
+        expected.contains_key("out/upper/share/tool"),
+        "{expected:?}"
+    );
+    assert!(!expected.contains_key("out/upper/not-declared"));
+
+    let remote = workspace();
+    let url = service.url();
+    let run = remote.build_ok(&["--remote-executor", &url]);
+    let json = run.json();
+    assert_eq!(
+        json["remote_executed"], REMOTE_STEPS,
+        "{}\n{}",
+        run.stdout, run.stderr
+    );
+    assert_eq!(count(&json, "cached"), 0);
+    assert!(count(&json, "uploaded_blobs") > 0);
+    assert!(
+        run.stderr
+            .contains(&format!("({REMOTE_STEPS} ran remotely)")),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(run.executed().len(), 5, "{}", run.stdout);
+    // The worker ran exactly the remote steps, each exiting 0.
+    let finished = worker.finished();
+    assert_eq!(finished.len() as u64, REMOTE_STEPS, "{}", worker.log());
+    assert!(
+        finished.iter().all(|(_, what)| what.starts_with("exit 0")),
+        "{}",
+        worker.log()
+    );
+    assert_eq!(out_files(&remote), expected);
+    // The digest function is the service's: SHA-256 for BuildGrid.
+    let output = json["targets"]["upper"]["output"].as_str().unwrap();
+    assert!(output.starts_with("sha256:"), "{output}");
+
+    let again = remote.build_ok(&["--remote-executor", &url]);
+    assert_eq!(again.executed(), Vec::<String>::new(), "{}", again.stdout);
+    assert_eq!(again.json()["remote_executed"], 0);
+    assert_eq!(worker.finished().len() as u64, REMOTE_STEPS);
+    expected
+}
+
+fn a_second_clone_gets_every_result_from_the_action_cache(
+    service: &Service,
+    worker: &Worker,
+    expected: &BTreeMap<String, (Vec<u8>, bool)>,
+) {
+    let clone = workspace();
+    clone.write(
+        "strata.yaml",
+        &format!("remote_executor: {}\n", service.url()),
+    );
+    let run = clone.build_ok(&[]);
+    let json = run.json();
+    assert_eq!(json["remote_executed"], 0, "{}", run.stdout);
+    assert_eq!(count(&json, "cached"), REMOTE_STEPS);
+    assert_eq!(count(&json, "uploaded_blobs"), 0);
+    assert!(count(&json, "downloaded_bytes") > 0);
+    assert!(
+        run.stderr.contains(&format!(
+            "0 ran remotely, {REMOTE_STEPS} from the remote executor's cache"
+        )),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(&out_files(&clone), expected);
+    assert_eq!(
+        worker.finished().len() as u64,
+        REMOTE_STEPS,
+        "nothing ran again: {}",
+        worker.log()
+    );
+}
+
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn an_unreachable_service_builds_locally_unless_remote_only() {
+    let url = format!("grpc://127.0.0.1:{}/main", closed_port());
+    let ws = workspace();
+    let run = ws.build_ok(&["--remote-executor", &url]);
+    let warnings: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("remote executor"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{}", run.stderr);
+    assert!(warnings[0].contains("building locally"), "{}", run.stderr);
+    assert_eq!(run.executed().len(), 5);
+
+    let ws = workspace();
+    let run = ws.build_fails(&["--remote-executor", &url, "--remote-only"], 2);
+    assert!(
+        run.stderr
+            .contains("--remote-only forbids building locally"),
+        "{}",
+        run.stderr
+    );
+    assert!(!ws.path().join("out").exists());
+}
+
+fn a_wrong_instance_name_is_an_error(service: &Service) {
+    let url = format!("{}-wrong", service.url());
+    let ws = workspace();
+    let run = ws.build_fails(&["--remote-executor", &url], 2);
+    assert!(
+        run.stderr.contains("check the instance name"),
+        "{}",
+        run.stderr
+    );
+    assert!(!ws.path().join("out").exists());
+}
+
+fn a_result_missing_a_declared_output_fails_the_step(service: &Service) {
+    let ws = Ws::new();
+    ws.write(
+        "BUILD.yaml",
+        r#"
+targets:
+  gone:
+    rule: run
+    cmd: echo y > $OUT/y; echo made it; rm -rf "$OUT"
+    outs: [y]
+"#,
+    );
+    let run = ws.build_fails(&["--remote-executor", &service.url()], 1);
+    assert!(
+        run.stderr.contains("declared output `y` was not created"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("made it"), "its log: {}", run.stderr);
+    assert!(!Path::new(&ws.path().join("out/gone")).exists());
+}
