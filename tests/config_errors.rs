@@ -389,6 +389,32 @@ fn network_must_be_a_bool() {
 }
 
 #[test]
+fn local_must_be_a_bool_of_a_run_target() {
+    expect_config_error(
+        r#"targets:
+  t:
+    rule: run
+    local: 3
+    cmd: "echo x > $OUT/x.txt"
+    outs: [x.txt]
+"#,
+        // line 4: `    local: 3`, the value at column 12
+        "BUILD.yaml:4:12",
+        "boolean",
+    );
+    expect_config_error(
+        r#"targets:
+  t:
+    rule: archive
+    local: true
+    from: [x]
+"#,
+        "BUILD.yaml:4:12",
+        "does not apply to rule `archive`",
+    );
+}
+
+#[test]
 fn a_process_limit_must_be_a_positive_whole_number() {
     for value in ["0", "-3", "lots", "2.5"] {
         expect_config_error(

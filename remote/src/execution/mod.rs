@@ -287,6 +287,16 @@ impl RemoteExecutor {
         .map_err(|e| Miss::Remote(e.to_string()))?
         .map_err(|f| Miss::Step(StepFailure::without_logs(f)))?;
         let started = SystemTime::now();
+        // The service's action cache first: a hit needs no upload and no
+        // operation. Anything wrong with it (absent, failed, unusable)
+        // leaves the step to Execute.
+        if let Some(hit) = self.cached(service, &action).await
+            && let Ok(success) = self
+                .finish(service, store, step, hit, started, SystemTime::now())
+                .await
+        {
+            return Ok(success);
+        }
         let mut uploaded_again = false;
         let response = loop {
             self.upload(service, store, &blobs).await?;
@@ -310,6 +320,24 @@ impl RemoteExecutor {
         let finished = SystemTime::now();
         self.finish(service, store, step, response, started, finished)
             .await
+    }
+
+    /// The service's cached result of `action`, as Execute would answer
+    /// it, if it holds one of exit code 0.
+    async fn cached(&self, service: &Service, action: &Digest) -> Option<pb::ExecuteResponse> {
+        let cached = service
+            .remote
+            .get_action_result(service.function, action)
+            .await
+            .ok()??;
+        if cached.exit_code != 0 {
+            return None;
+        }
+        Some(pb::ExecuteResponse {
+            result: Some(crate::client::names::convert(&cached).ok()?),
+            cached_result: true,
+            ..Default::default()
+        })
     }
 
     /// Sends what the service lacks of `blobs`.
