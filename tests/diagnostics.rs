@@ -361,7 +361,7 @@ fn a_misspelt_field_of_a_run_target_suggests_its_own_field() {
                ·       ╰── not a field of `run`
              5 │     outs: [hi.txt]
                ╰────
-              help: did you mean `cmd`? `run` takes: rule, when, srcs, deps, cmd, argv, env, outs, network, tools, output_digest, image, platform, user, caches, limits
+              help: did you mean `cmd`? `run` takes: rule, when, srcs, deps, cmd, argv, env, outs, network, local, tools, output_digest, image, platform, user, caches, limits
 
         "#]],
     );
