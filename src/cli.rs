@@ -475,6 +475,18 @@ fn build_command(args: BuildArgs) -> ExitCode {
         Ok(f) => f,
         Err(code) => return code,
     };
+    // The remote executor is asked by the opener (before the store opens)
+    // and runs steps among the executors; its counts go to the report.
+    let (executors, remote_executor) = crate::executors::with_remote(strata_remote::ExecutorCli {
+        url: args.remote_executor,
+        remote_only: args.remote_only,
+    });
+    let opener = strata_remote::Opener::new(strata_remote::RemoteCli {
+        url: args.remote_cache,
+        upload: args.remote_upload,
+        sign_key: args.sign_key.map(absolute),
+    })
+    .with_executor(remote_executor.clone());
     let opts = BuildOptions {
         build_file,
         targets: args.targets,
@@ -489,22 +501,7 @@ fn build_command(args: BuildArgs) -> ExitCode {
         },
         matrix,
         trace: args.trace.map(absolute),
-        remote: None,
-    };
-    let (executors, remote_executor) = crate::executors::with_remote(strata_remote::ExecutorCli {
-        url: args.remote_executor,
-        remote_only: args.remote_only,
-    });
-    let opts = BuildOptions {
-        remote: Some(Arc::new(
-            strata_remote::Opener::new(strata_remote::RemoteCli {
-                url: args.remote_cache,
-                upload: args.remote_upload,
-                sign_key: args.sign_key.map(absolute),
-            })
-            .with_executor(remote_executor.clone()),
-        )),
-        ..opts
+        remote: Some(Arc::new(opener)),
     };
     let observer = Arc::new(progress::Progress::new(args.json));
     let result = build::build(&opts, observer.clone(), executors);

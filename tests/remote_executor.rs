@@ -16,6 +16,8 @@
 //!   is an error naming it (exit 2).
 //! - A result missing a declared output (the command removes `$OUT`) fails
 //!   the step (exit 1) and `out/` gets nothing of it.
+//! - A service that goes away while a step runs there: one warning, that
+//!   step and the rest run here, the build succeeds.
 
 mod common;
 
@@ -121,13 +123,15 @@ fn run_steps_execute_on_buildgrid_and_strata_workers() {
     if !buildgrid_available() {
         return;
     }
-    let service = Service::start(10);
+    let mut service = Service::start(10);
     let worker = Worker::start(&service, 2, "1G");
     let local = a_remote_build_gives_what_a_local_build_gives(&service, &worker);
     a_second_clone_gets_every_result_from_the_action_cache(&service, &worker, &local);
     an_unreachable_service_builds_locally_unless_remote_only();
     a_wrong_instance_name_is_an_error(&service);
     a_result_missing_a_declared_output_fails_the_step(&service);
+    // Last: it stops the service.
+    a_service_gone_mid_build_leaves_the_rest_to_this_machine(&mut service, &worker);
 }
 
 fn a_remote_build_gives_what_a_local_build_gives(
@@ -282,4 +286,54 @@ targets:
     );
     assert!(run.stderr.contains("made it"), "its log: {}", run.stderr);
     assert!(!Path::new(&ws.path().join("out/gone")).exists());
+}
+
+fn a_service_gone_mid_build_leaves_the_rest_to_this_machine(
+    service: &mut Service,
+    worker: &Worker,
+) {
+    let ws = Ws::new();
+    ws.write(
+        "BUILD.yaml",
+        r#"
+targets:
+  slow:
+    # On a strata worker (whose /strata/work is a symlink into the input
+    # root) the step outlasts the service; here it is quick.
+    rule: run
+    cmd: if [ -L /strata/work ]; then sleep 60; fi; echo slow > $OUT/slow.txt
+    outs: [slow.txt]
+  after:
+    rule: run
+    deps: [slow]
+    cmd: cat $DEPS/slow/slow.txt > $OUT/after.txt
+    outs: [after.txt]
+"#,
+    );
+    let leases_before = worker.started().len();
+    let build = ws
+        .cmd(&["build", "--json", "--remote-executor", &service.url()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while worker.started().len() == leases_before {
+        assert!(std::time::Instant::now() < deadline, "{}", worker.log());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    service.stop();
+    let run: common::Run = build.wait_with_output().unwrap().into();
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let warnings: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("went away"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{}", run.stderr);
+    let json = run.json();
+    // `slow` fell back; `after` was never offered to the service.
+    assert_eq!(count(&json, "fell_back"), 1, "{}", run.stdout);
+    assert_eq!(json["remote_executed"], 0);
+    assert_eq!(ws.read("out/after/after.txt"), "slow\n");
 }

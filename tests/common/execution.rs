@@ -191,7 +191,9 @@ impl Service {
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.python.display()))
     }
 
-    fn stop(&mut self) {
+    /// Stops BuildGrid and its database (as on drop), for a test of a
+    /// service that goes away.
+    pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let group = child.id() as i32;
             // SAFETY: kill(2) on a process group this test made.
