@@ -17,7 +17,7 @@
 //! of the service fails the step, never with a wrong output.
 
 mod action;
-mod operation;
+pub(crate) mod operation;
 pub mod outputs;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -211,3 +211,89 @@ pub fn tree_blobs(cas: &Cas, root: &Digest) -> Result<Vec<Digest>, String> {
     blobs.dedup();
     Ok(blobs)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::fs;
+    use strata_rules::Text;
+    use strata_rules::run::{Program, RunParams};
+    use strata_store::{DigestFunction, Store};
+
+    fn step(outs: &[&str]) -> RunStep {
+        RunParams {
+            program: Program::Shell(Text::plain("true")),
+            env: BTreeMap::new(),
+            outs: outs.iter().map(|o| o.to_string()).collect(),
+            network: false,
+            local: false,
+            fixed_output: None,
+            source_date_epoch: Text::plain("0"),
+            container: None,
+            tools: None,
+            limits: Default::default(),
+        }
+        .step()
+    }
+
+    /// A `$OUT` as a step leaves it, with more than it declares.
+    fn out_dir(dir: &std::path::Path) {
+        fs::create_dir_all(dir.join("share/doc")).unwrap();
+        fs::create_dir_all(dir.join("scratch")).unwrap();
+        fs::write(dir.join("a.txt"), "a").unwrap();
+        fs::write(dir.join("share/doc/README"), "doc").unwrap();
+        fs::write(dir.join("share/tool"), "#!/bin/sh\n").unwrap();
+        fs::write(dir.join("scratch/big"), "not declared").unwrap();
+        std::os::unix::fs::symlink("share", dir.join("link")).unwrap();
+    }
+
+    /// The whole `$OUT`, stored as a worker sends it, and a store.
+    fn whole() -> (tempfile::TempDir, Store, Digest) {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(&tmp.path().join("store"), DigestFunction::Sha256).unwrap();
+        let out = tmp.path().join("out");
+        out_dir(&out);
+        let names = ["a.txt", "share", "scratch", "link"].map(String::from);
+        let root = tree::capture(store.cas(), &out, &names).unwrap();
+        (tmp, store, root)
+    }
+
+    #[test]
+    fn remote_outputs_picked_are_the_tree_a_local_capture_makes() {
+        let (tmp, store, root) = whole();
+        let s = step(&["a.txt", "share/doc/"]);
+        let picked = pick(store.cas(), root, &s).ok().unwrap();
+        let again = tmp.path().join("again");
+        out_dir(&again);
+        let local = tree::capture(store.cas(), &again, &s.outs).unwrap();
+        assert_eq!(picked, local);
+        let paths: Vec<String> = tree::walk(store.cas(), &picked)
+            .unwrap()
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect();
+        assert!(!paths.iter().any(|p| p.contains("scratch")), "{paths:?}");
+    }
+
+    fn failure(outs: &[&str]) -> String {
+        let (_tmp, store, root) = whole();
+        match pick(store.cas(), root, &step(outs)) {
+            Err(Picked::Step(f)) => f.to_string(),
+            Err(Picked::Store(e)) => panic!("not the step's failure: {e}"),
+            Ok(_) => panic!("{outs:?} must fail"),
+        }
+    }
+
+    #[test]
+    fn remote_outputs_missing_of_the_wrong_kind_or_behind_a_symlink_fail_as_locally() {
+        assert!(failure(&["nope.txt"]).contains("`nope.txt` was not created"));
+        assert!(failure(&["a.txt/"]).contains("`a.txt/` is not a folder"));
+        assert!(failure(&["share"]).contains("`share` is not a file"));
+        let through = failure(&["link/tool"]);
+        assert!(
+            through.contains("behind the symlink `$OUT/link`"),
+            "{through}"
+        );
+    }
+}

@@ -8,12 +8,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bazel_remote_apis::build::bazel::remote::execution::v2 as pb;
 use bazel_remote_apis::google::bytestream as bs;
+use bazel_remote_apis::google::longrunning::Operation;
 use futures_util::{Stream, StreamExt};
 use pb::action_cache_server::{ActionCache, ActionCacheServer};
 use pb::capabilities_server::{Capabilities, CapabilitiesServer};
 use pb::content_addressable_storage_server::{
     ContentAddressableStorage, ContentAddressableStorageServer,
 };
+use pb::execution_server::{Execution, ExecutionServer};
 use tonic::{Request, Response, Status, Streaming};
 
 type Answer<T> = Result<Response<T>, Status>;
@@ -45,6 +47,16 @@ pub(super) struct State {
     pub silent: bool,
     pub digest_functions: Vec<i32>,
     pub max_batch: i64,
+    /// What Execute and WaitExecution answer, one per call, in order.
+    pub executions: std::collections::VecDeque<Streamed>,
+}
+
+/// One scripted answer of Execute or WaitExecution.
+pub(super) enum Streamed {
+    /// These operations, then the stream ends (or breaks with the status).
+    Operations(Vec<Operation>, Option<Status>),
+    /// The call itself fails.
+    Refused(Status),
 }
 
 #[derive(Clone, Default)]
@@ -125,9 +137,66 @@ impl Fake {
                 ContentAddressableStorageServer::new(self.clone()).max_decoding_message_size(large),
             )
             .add_service(bs::byte_stream_server::ByteStreamServer::new(self.clone()))
+            .add_service(ExecutionServer::new(self.clone()))
             .serve_with_incoming(incoming);
         tokio::spawn(server);
         addr
+    }
+}
+
+impl Fake {
+    /// The next scripted answer, as a stream.
+    fn streamed(&self) -> Answer<Boxed<Operation>> {
+        let next = self.state().executions.pop_front();
+        match next {
+            Some(Streamed::Operations(ops, end)) => {
+                let items = ops
+                    .into_iter()
+                    .map(Ok)
+                    .chain(end.map(Err))
+                    .collect::<Vec<_>>();
+                Ok(Response::new(Box::pin(futures_util::stream::iter(items))))
+            }
+            Some(Streamed::Refused(status)) => Err(status),
+            None => Err(Status::unimplemented("no answer scripted")),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Execution for Fake {
+    type ExecuteStream = Boxed<Operation>;
+    type WaitExecutionStream = Boxed<Operation>;
+
+    async fn execute(&self, request: Request<pb::ExecuteRequest>) -> Answer<Self::ExecuteStream> {
+        let r = request.get_ref();
+        let hashes = r.action_digest.iter().map(|d| d.hash.clone()).collect();
+        let (instance, function) = (r.instance_name.clone(), r.digest_function);
+        self.record(
+            "Execute",
+            &request,
+            Some(&instance),
+            Some(function),
+            None,
+            hashes,
+        )?;
+        self.streamed()
+    }
+
+    async fn wait_execution(
+        &self,
+        request: Request<pb::WaitExecutionRequest>,
+    ) -> Answer<Self::WaitExecutionStream> {
+        let name = request.get_ref().name.clone();
+        self.record(
+            "WaitExecution",
+            &request,
+            None,
+            None,
+            Some(&name),
+            Vec::new(),
+        )?;
+        self.streamed()
     }
 }
 

@@ -1,6 +1,7 @@
 //! The remote clients against in-test servers: a tonic REAPI server built
 //! from the generated types, and a minimal HTTP/1.1 cache.
 
+mod execution;
 mod fake_grpc;
 mod fake_http;
 mod grpc;

@@ -1,0 +1,143 @@
+//! Following an execution (`crate::execution::operation`) against the fake
+//! server: a broken stream resumed with WaitExecution, an operation the
+//! server forgot executed again, a done operation's answer read.
+
+use std::time::Duration;
+
+use bazel_remote_apis::build::bazel::remote::execution::v2 as pb;
+use bazel_remote_apis::google::longrunning::{Operation, operation as op};
+use prost::Message;
+use tonic::Status;
+
+use super::fake_grpc::{Fake, Streamed};
+use crate::client::{Remote, RemoteConfig};
+use crate::execution::operation::{self, Ended};
+use strata_store::DigestFunction;
+
+const SHA256: i32 = 1;
+
+async fn grpc(fake: &Fake) -> crate::client::GrpcRemote {
+    let addr = fake.start().await;
+    let mut cfg = RemoteConfig::new(format!("grpc://{addr}/main"));
+    cfg.timeout = Duration::from_secs(20);
+    match Remote::connect(&cfg).await.unwrap() {
+        Remote::Grpc(g) => g,
+        Remote::Http(_) => unreachable!(),
+    }
+}
+
+fn running(name: &str) -> Operation {
+    Operation {
+        name: name.to_string(),
+        done: false,
+        ..Default::default()
+    }
+}
+
+fn done(name: &str, exit_code: i32) -> Operation {
+    let response = pb::ExecuteResponse {
+        result: Some(pb::ActionResult {
+            exit_code,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    Operation {
+        name: name.to_string(),
+        done: true,
+        metadata: None,
+        result: Some(op::Result::Response(prost_types_any(
+            response.encode_to_vec(),
+        ))),
+    }
+}
+
+fn prost_types_any(value: Vec<u8>) -> bazel_remote_apis::google::protobuf::Any {
+    bazel_remote_apis::google::protobuf::Any {
+        type_url: "type.googleapis.com/build.bazel.remote.execution.v2.ExecuteResponse".into(),
+        value,
+    }
+}
+
+fn exit_code(ended: Ended) -> i32 {
+    match ended {
+        Ended::Response(r) => r.result.unwrap().exit_code,
+        Ended::Error(s) => panic!("the operation failed: {s:?}"),
+    }
+}
+
+#[tokio::test]
+async fn execution_a_broken_stream_is_resumed_with_wait_execution() {
+    let fake = Fake::default();
+    fake.state().executions.extend([
+        Streamed::Operations(vec![running("op-1")], Some(Status::unavailable("broken"))),
+        Streamed::Operations(vec![running("op-1"), done("op-1", 7)], None),
+    ]);
+    let remote = grpc(&fake).await;
+    let action = DigestFunction::Sha256.of_bytes(b"action");
+    let ended = operation::execute(&remote, DigestFunction::Sha256, &action)
+        .await
+        .unwrap();
+    assert_eq!(exit_code(ended), 7);
+    let execute = fake.calls("Execute");
+    assert_eq!(execute.len(), 1);
+    assert_eq!(execute[0].hashes, [action.hex()]);
+    assert_eq!(execute[0].digest_function, Some(SHA256));
+    assert_eq!(execute[0].instance.as_deref(), Some("main"));
+    let wait = fake.calls("WaitExecution");
+    assert_eq!(wait.len(), 1);
+    assert_eq!(wait[0].resource.as_deref(), Some("op-1"));
+}
+
+#[tokio::test]
+async fn execution_an_operation_the_server_forgot_is_executed_again() {
+    let fake = Fake::default();
+    fake.state().executions.extend([
+        // The stream ends before the operation is done...
+        Streamed::Operations(vec![running("op-1")], None),
+        // ...and the server no longer knows it.
+        Streamed::Refused(Status::not_found("no such operation")),
+        Streamed::Operations(vec![done("op-2", 0)], None),
+    ]);
+    let remote = grpc(&fake).await;
+    let action = DigestFunction::Sha256.of_bytes(b"action");
+    let ended = operation::execute(&remote, DigestFunction::Sha256, &action)
+        .await
+        .unwrap();
+    assert_eq!(exit_code(ended), 0);
+    assert_eq!(fake.calls("Execute").len(), 2);
+    assert_eq!(fake.calls("WaitExecution").len(), 1);
+}
+
+#[tokio::test]
+async fn execution_a_refusal_is_an_error_not_a_retry() {
+    let fake = Fake::default();
+    fake.state()
+        .executions
+        .push_back(Streamed::Refused(Status::invalid_argument("bad instance")));
+    let remote = grpc(&fake).await;
+    let action = DigestFunction::Sha256.of_bytes(b"action");
+    let Err(e) = operation::execute(&remote, DigestFunction::Sha256, &action).await else {
+        panic!("a refusal must fail");
+    };
+    assert!(!e.is_transient(), "{e}");
+    assert!(e.to_string().contains("bad instance"), "{e}");
+    assert_eq!(fake.calls("Execute").len(), 1);
+}
+
+#[tokio::test]
+async fn execution_a_service_that_keeps_breaking_fails_after_a_few_attempts() {
+    let fake = Fake::default();
+    for _ in 0..10 {
+        fake.state()
+            .executions
+            .push_back(Streamed::Refused(Status::unavailable("down")));
+    }
+    let remote = grpc(&fake).await;
+    let action = DigestFunction::Sha256.of_bytes(b"action");
+    let Err(e) = operation::execute(&remote, DigestFunction::Sha256, &action).await else {
+        panic!("must fail");
+    };
+    assert!(e.is_transient(), "{e}");
+    assert_eq!(fake.calls("Execute").len(), 5);
+}
