@@ -141,3 +141,65 @@ async fn execution_a_service_that_keeps_breaking_fails_after_a_few_attempts() {
     assert!(e.is_transient(), "{e}");
     assert_eq!(fake.calls("Execute").len(), 5);
 }
+
+/// What `RemoteExecutor::open` makes of a service that executes `execution`
+/// (see `State::execution`).
+async fn open(execution: Option<(bool, Vec<i32>)>) -> Result<Option<DigestFunction>, String> {
+    let fake = Fake::default();
+    fake.state().execution = execution;
+    let addr = fake.start().await;
+    let workspace = tempfile::tempdir().unwrap();
+    let cli = crate::config::ExecutorCli {
+        url: Some(format!("grpc://{addr}/main")),
+        remote_only: false,
+    };
+    struct Nothing;
+    impl strata_exec::Executor for Nothing {
+        fn runs(&self, _: &strata_rules::Work) -> bool {
+            false
+        }
+        fn execute(
+            &self,
+            _: strata_exec::Request,
+        ) -> strata_exec::BoxFuture<'_, Result<strata_exec::StepSuccess, strata_exec::StepFailure>>
+        {
+            unreachable!()
+        }
+    }
+    let executor = crate::execution::RemoteExecutor::new(cli, std::sync::Arc::new(Nothing));
+    let warned = std::sync::Mutex::new(Vec::<String>::new());
+    let result = executor
+        .open(workspace.path(), &|m: &str| {
+            warned.lock().unwrap().push(m.to_string())
+        })
+        .await;
+    assert!(warned.lock().unwrap().is_empty(), "{warned:?}");
+    result
+}
+
+#[tokio::test]
+async fn execution_the_service_s_digest_function_is_the_store_s() {
+    assert_eq!(
+        open(Some((true, vec![SHA256]))).await,
+        Ok(Some(DigestFunction::Sha256))
+    );
+    assert_eq!(
+        open(Some((true, vec![SHA256, 9]))).await,
+        Ok(Some(DigestFunction::Blake3))
+    );
+}
+
+#[tokio::test]
+async fn execution_a_service_hashing_with_nothing_strata_knows_is_refused() {
+    // MD5 (2) only.
+    let e = open(Some((true, vec![2]))).await.unwrap_err();
+    assert!(e.contains("no digest function Strata knows"), "{e}");
+}
+
+#[tokio::test]
+async fn execution_a_service_that_does_not_execute_is_refused() {
+    let e = open(Some((false, vec![SHA256]))).await.unwrap_err();
+    assert!(e.contains("does not execute actions"), "{e}");
+    let e = open(None).await.unwrap_err();
+    assert!(e.contains("does not execute actions"), "{e}");
+}

@@ -47,6 +47,9 @@ pub(super) struct State {
     pub silent: bool,
     pub digest_functions: Vec<i32>,
     pub max_batch: i64,
+    /// The execution capabilities: whether it executes, in which digest
+    /// functions (`None`: no execution capabilities at all).
+    pub execution: Option<(bool, Vec<i32>)>,
     /// What Execute and WaitExecution answer, one per call, in order.
     pub executions: std::collections::VecDeque<Streamed>,
 }
@@ -231,6 +234,13 @@ impl Capabilities for Fake {
                 digest_functions: state.digest_functions.clone(),
                 max_batch_total_size_bytes: state.max_batch,
                 ..Default::default()
+            }),
+            execution_capabilities: state.execution.as_ref().map(|(enabled, functions)| {
+                pb::ExecutionCapabilities {
+                    exec_enabled: *enabled,
+                    digest_functions: functions.clone(),
+                    ..Default::default()
+                }
             }),
             ..Default::default()
         }))
