@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use strata_store::remote_cache::{self, BoxFuture, OutputCheck, RemoteStats, Warn};
-use strata_store::tree::{Entry, read_directory, walk};
+use strata_store::tree::read_directory;
 use strata_store::{Digest, DigestFunction, Store, reapi};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -594,13 +594,7 @@ fn result_blobs(store: &Store, result: &reapi::ActionResult) -> Option<Vec<Diges
         .root_directory_digest
         .as_ref()
         .and_then(Digest::from_proto)?;
-    let mut blobs = vec![root];
-    for (_, entry) in walk(store.cas(), &root).ok()? {
-        match entry {
-            Entry::Dir { digest, .. } | Entry::File { digest, .. } => blobs.push(digest),
-            _ => {}
-        }
-    }
+    let mut blobs = crate::client::tree_blobs(store.cas(), &root).ok()?;
     blobs.extend(result.stdout_digest.as_ref().and_then(Digest::from_proto));
     blobs.extend(result.stderr_digest.as_ref().and_then(Digest::from_proto));
     blobs.sort_by_key(|d| d.hash);

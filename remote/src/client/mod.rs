@@ -268,6 +268,22 @@ impl Remote {
     }
 }
 
+/// Every blob the stored tree `root` reaches: its folder records and its
+/// files, each once (what an upload of it sends, or a download fetches).
+pub fn tree_blobs(cas: &Cas, root: &Digest) -> Result<Vec<Digest>, String> {
+    let mut blobs = vec![*root];
+    for (_, entry) in strata_store::tree::walk(cas, root).map_err(|e| e.to_string())? {
+        if let strata_store::tree::Entry::Dir { digest, .. }
+        | strata_store::tree::Entry::File { digest, .. } = entry
+        {
+            blobs.push(digest);
+        }
+    }
+    blobs.sort_by_key(|d| d.hash);
+    blobs.dedup();
+    Ok(blobs)
+}
+
 /// An empty blob among `digests` (never transferred, as by the single
 /// calls), and the others.
 fn split_empty(digests: &[Digest]) -> (Option<Digest>, Vec<Digest>) {

@@ -18,7 +18,7 @@
 
 mod action;
 pub(crate) mod operation;
-pub mod outputs;
+mod outputs;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -35,8 +35,6 @@ use crate::client::{GrpcRemote, Remote, RemoteError};
 use crate::config::{self, ExecutorCli};
 use action::RemoteAction;
 use outputs::Unusable;
-
-pub use action::RemoteAction as Action;
 
 /// REAPI's usual names (BuildGrid's and buildbox's) for Rust's
 /// architecture names.
@@ -275,7 +273,7 @@ impl RemoteExecutor {
         let (action, blobs) = tokio::task::spawn_blocking(move || {
             let command = cas.put_message(&remote.command).map_err(Failure::Store)?;
             let action = cas.put_message(&remote.action).map_err(Failure::Store)?;
-            let mut blobs = outputs::tree_blobs(&cas, &input_root).map_err(|e| {
+            let mut blobs = crate::client::tree_blobs(&cas, &input_root).map_err(|e| {
                 Failure::Io(format!(
                     "cannot read the step's input root {input_root}: {e}"
                 ))

@@ -8,7 +8,7 @@
 use strata_exec::Failure;
 use strata_rules::layout;
 use strata_rules::run::RunStep;
-use strata_store::tree::{self, Entry, Node, TreeBuilder};
+use strata_store::tree::{self, Node, TreeBuilder};
 use strata_store::{Cas, Digest, reapi};
 
 use crate::client::{Remote, RemoteError};
@@ -106,7 +106,7 @@ pub async fn fetch(
         Picked::Step(f) => Unusable::Step(f),
         Picked::Store(e) => Unusable::Remote(e),
     })?;
-    let missing: Vec<Digest> = tree_blobs(cas, &output)
+    let missing: Vec<Digest> = crate::client::tree_blobs(cas, &output)
         .map_err(Unusable::Remote)?
         .into_iter()
         .filter(|d| !cas.contains(d))
@@ -197,19 +197,6 @@ fn pick(cas: &Cas, root: Digest, step: &RunStep) -> Result<Digest, Picked> {
         picked.insert(out, node).map_err(store)?;
     }
     picked.store(cas).map_err(|e| store(e.to_string()))
-}
-
-/// Every blob a stored tree reaches: its folder records and its files.
-pub fn tree_blobs(cas: &Cas, root: &Digest) -> Result<Vec<Digest>, String> {
-    let mut blobs = vec![*root];
-    for (_, entry) in tree::walk(cas, root).map_err(|e| e.to_string())? {
-        if let Entry::Dir { digest, .. } | Entry::File { digest, .. } = entry {
-            blobs.push(digest);
-        }
-    }
-    blobs.sort_by_key(|d| d.hash);
-    blobs.dedup();
-    Ok(blobs)
 }
 
 #[cfg(test)]
