@@ -13,7 +13,9 @@
 #                                   [--keepalive SECONDS] [--cas-size SIZE]
 #
 #   --dir        the cluster, the config and the logs (default
-#                ~/.cache/strata-buildgrid; the cluster is reused)
+#                ~/.cache/strata-buildgrid; the cluster is reused; as root,
+#                when the postgres user cannot enter DIR, the cluster
+#                itself lives in that user's home)
 #   --port       BuildGrid's port (default 50051); PostgreSQL takes a free one
 #   --instance   the REAPI instance name (default `main`)
 #   --keepalive  seconds a worker may stay silent before its session is
@@ -57,6 +59,12 @@ if ((EUID == 0)); then
   as_db_user=(runuser -u postgres --)
   # The user must reach the cluster's folder (not list this one).
   chmod 711 "$dir"
+  if ! runuser -u postgres -- test -x "$dir"; then
+    # A parent it cannot enter (root's home is 0700): the cluster goes to
+    # the postgres user's own home instead, one per folder given.
+    home=$(getent passwd postgres | cut -d: -f6)
+    data=$home/strata-buildgrid-$(printf '%s' "$dir" | sha256sum | cut -c1-12)
+  fi
   mkdir -p "$data"
   chown postgres: "$data"
 fi
