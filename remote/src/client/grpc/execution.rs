@@ -4,7 +4,6 @@
 
 use bazel_remote_apis::build::bazel::remote::execution::v2 as pb;
 use bazel_remote_apis::google::longrunning::Operation;
-use pb::capabilities_client::CapabilitiesClient;
 use pb::execution_client::ExecutionClient;
 use tonic::codec::Streaming;
 
@@ -25,16 +24,10 @@ impl GrpcRemote {
     /// Asks GetCapabilities what the instance executes. A wrong instance
     /// name is refused here by servers that check it (BuildGrid).
     pub async fn execution_capabilities(&self) -> Result<ExecutionCapabilities, RemoteError> {
-        let what = "GetCapabilities";
-        let mut client =
-            CapabilitiesClient::new(self.transport()).max_decoding_message_size(MAX_MESSAGE);
-        let request = self.request(pb::GetCapabilitiesRequest {
-            instance_name: self.instance(),
-        });
         let capabilities = self
-            .unary(what, client.get_capabilities(request))
+            .capabilities()
             .await
-            .map_err(|s| self.status_error(what, s))?;
+            .map_err(|s| self.status_error("GetCapabilities", s))?;
         let Some(execution) = capabilities.execution_capabilities else {
             return Ok(ExecutionCapabilities {
                 enabled: false,

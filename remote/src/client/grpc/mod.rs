@@ -191,29 +191,33 @@ impl GrpcRemote {
         }
     }
 
-    pub(crate) async fn digest_functions(&self) -> Result<Vec<DigestFunction>, RemoteError> {
-        let what = "GetCapabilities";
+    /// What the instance says it can do (GetCapabilities); a wrong instance
+    /// name is refused here by servers that check it (BuildGrid).
+    pub(crate) async fn capabilities(&self) -> Result<pb::ServerCapabilities, tonic::Status> {
         let mut client =
             CapabilitiesClient::new(self.transport()).max_decoding_message_size(MAX_MESSAGE);
         let request = self.request(pb::GetCapabilitiesRequest {
             instance_name: self.instance(),
         });
-        let capabilities = self
-            .unary(what, client.get_capabilities(request))
+        self.unary("GetCapabilities", client.get_capabilities(request))
             .await
-            .map_err(|s| {
-                // A status made here from a broken connection (it has a
-                // source), not one the server sent: on the first call over
-                // a connection that opened, the likely cause is a server
-                // that speaks HTTP/1 only and drops or garbles gRPC.
-                let made_here = std::error::Error::source(&s).is_some();
-                let e = self.status_error(what, s);
-                if made_here {
-                    not_grpc_hint(e, &self.inner.origin)
-                } else {
-                    e
-                }
-            })?;
+    }
+
+    pub(crate) async fn digest_functions(&self) -> Result<Vec<DigestFunction>, RemoteError> {
+        let what = "GetCapabilities";
+        let capabilities = self.capabilities().await.map_err(|s| {
+            // A status made here from a broken connection (it has a
+            // source), not one the server sent: on the first call over
+            // a connection that opened, the likely cause is a server
+            // that speaks HTTP/1 only and drops or garbles gRPC.
+            let made_here = std::error::Error::source(&s).is_some();
+            let e = self.status_error(what, s);
+            if made_here {
+                not_grpc_hint(e, &self.inner.origin)
+            } else {
+                e
+            }
+        })?;
         // A server without cache capabilities caches nothing, in any function.
         let Some(cache) = capabilities.cache_capabilities else {
             return Ok(Vec::new());
