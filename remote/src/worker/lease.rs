@@ -353,3 +353,59 @@ fn now() -> Timestamp {
         nanos: d.subsec_nanos() as i32,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn action(properties: &[(&str, &str)]) -> pb::Action {
+        pb::Action {
+            platform: Some(pb::Platform {
+                properties: properties
+                    .iter()
+                    .map(|(name, value)| pb::platform::Property {
+                        name: name.to_string(),
+                        value: value.to_string(),
+                    })
+                    .collect(),
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn an_action_names_its_image_and_its_isa_the_platform() {
+        let command = pb::Command::default();
+        let host = action(&[("OSFamily", "linux"), ("ISA", "x86-64")]);
+        assert_eq!(container_of(&host, &command).unwrap(), None);
+        let arm = action(&[
+            ("ISA", "aarch64"),
+            ("OSFamily", "linux"),
+            ("container-image", "docker://reg.example/tool@sha256:ab"),
+        ]);
+        assert_eq!(
+            container_of(&arm, &command).unwrap(),
+            Some(Container {
+                image: "reg.example/tool@sha256:ab".into(),
+                platform: "linux/arm64".into(),
+            })
+        );
+        let amd = action(&[("ISA", "x86-64"), ("container-image", "docker://sha256:cd")]);
+        assert_eq!(
+            container_of(&amd, &command).unwrap().unwrap().platform,
+            "linux/amd64"
+        );
+        for bad in [
+            action(&[("container-image", "oci://x@sha256:ab")]),
+            action(&[
+                ("ISA", "riscv64"),
+                ("container-image", "docker://sha256:ab"),
+            ]),
+        ] {
+            assert!(matches!(
+                container_of(&bad, &command),
+                Err(LeaseError::Invalid(_))
+            ));
+        }
+    }
+}
