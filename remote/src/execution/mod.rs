@@ -581,3 +581,36 @@ impl Executor for RemoteExecutor {
         Box::pin(self.run(request))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_rules::platform::{Platform, RunsOn};
+
+    fn container(platform: &str) -> Container {
+        Container {
+            image: ImageRef::Target("base".into()),
+            user: None,
+            caches: Default::default(),
+            runs_on: RunsOn::native(Platform::parse_known(platform).unwrap()),
+        }
+    }
+
+    #[test]
+    fn steps_in_images_go_remote_as_amd64_or_arm64_without_user_or_caches() {
+        assert!(goes_remote(&container("linux/amd64")));
+        assert!(goes_remote(&container("linux/arm64")));
+        assert!(!goes_remote(&container("linux/arm/v7")));
+        assert!(!goes_remote(&container("linux/riscv64")));
+        let user = Container {
+            user: Some("1000:1000".into()),
+            ..container("linux/amd64")
+        };
+        assert!(!goes_remote(&user));
+        let mut caches = container("linux/amd64");
+        caches.caches.insert("apt".into(), "/var/cache/apt".into());
+        assert!(!goes_remote(&caches));
+        assert_eq!(isa_of_architecture("arm64"), "aarch64");
+        assert_eq!(isa_of_architecture("amd64"), "x86-64");
+    }
+}
