@@ -135,9 +135,14 @@ schedulers:
     sql: *sql
     storage: *cas
     action-cache: *ac
-    # Jobs go to workers whose platform has every property they ask for.
+    # Jobs go to workers whose platform has every property they ask for;
+    # container-image (docker://NAME@sha256:...) takes any value, once, and
+    # is the worker's to read: jobs in an image ask for container-runtime,
+    # which only workers with a Docker Engine advertise.
     property-set: !dynamic-property-set
-      match-property-keys: [OSFamily, ISA]
+      match-property-keys: [OSFamily, ISA, container-runtime]
+      wildcard-property-keys: [container-image]
+      unique-property-keys: [container-image, container-runtime]
     bot-session-keepalive-timeout: $keepalive
     session-expiry-timer-interval: 1
     poll-interval: 0.2

@@ -3,9 +3,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use strata_engine::binfmt;
 use strata_engine::gc::parse_size;
+use strata_exec::remote_step::ContainerHost;
 use strata_remote::client::RemoteConfig;
 use strata_remote::execution::isa;
 use strata_remote::worker::{self, WorkerError, WorkerOptions};
@@ -44,6 +46,7 @@ pub fn command(args: WorkerArgs) -> ExitCode {
         max_size: args.max_size,
         jobs: args.jobs,
         platform: platform(),
+        containers: Some(Box::new(|| Box::pin(docker_engine()))),
         bot_id: args.bot_id.unwrap_or_else(|| {
             let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
             format!("{}-{}", host.trim(), std::process::id())
@@ -70,6 +73,17 @@ fn platform() -> Vec<(String, String)> {
         platform.push(("ISA".to_string(), isa("aarch64").to_string()));
     }
     platform
+}
+
+/// The Docker Engine that runs `container-image` actions, if one answers.
+async fn docker_engine() -> Option<Arc<dyn ContainerHost>> {
+    match strata_docker::WorkerContainers::connect().await {
+        Ok(engine) => Some(Arc::new(engine)),
+        Err(e) => {
+            eprintln!("strata worker: no container-image actions here: {e}");
+            None
+        }
+    }
 }
 
 fn default_cache_dir() -> PathBuf {

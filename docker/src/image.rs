@@ -157,7 +157,10 @@ pub async fn ensure_tree_image(
 }
 
 /// The engine's image `reference`, if it has one.
-async fn inspect(engine: &Engine, reference: &str) -> Result<Option<ImageInspect>, DockerError> {
+pub(crate) async fn inspect(
+    engine: &Engine,
+    reference: &str,
+) -> Result<Option<ImageInspect>, DockerError> {
     match engine.quick().inspect_image(reference).await {
         Ok(image) => Ok(Some(image)),
         Err(e) if status(&e) == Some(404) => Ok(None),
@@ -166,7 +169,7 @@ async fn inspect(engine: &Engine, reference: &str) -> Result<Option<ImageInspect
 }
 
 /// Whether the engine's image `image` is labelled for `platform`.
-fn labelled_for(image: &ImageInspect, platform: &Platform) -> bool {
+pub(crate) fn labelled_for(image: &ImageInspect, platform: &Platform) -> bool {
     platform.matches(
         image.os.as_deref().unwrap_or(""),
         image.architecture.as_deref().unwrap_or(""),

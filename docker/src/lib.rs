@@ -30,6 +30,9 @@
 //!    [`Engine`] connection they were made through (so to the executor that
 //!    connected), never to the process.
 //!
+//! A `strata worker` runs the actions that name a `container-image` through
+//! [`WorkerContainers`] (`strata_exec::remote_step::ContainerHost`).
+//!
 //! `strata store gc --docker` lists the engine's tree images
 //! ([`tree_images`]) and removes those whose tree the store no longer holds
 //! ([`remove_tree_image`]).
@@ -53,6 +56,7 @@ mod prune;
 mod steps;
 mod upload;
 mod upper;
+mod worker_containers;
 
 pub use cleanup::{reap_stale, remove_all};
 pub use connect::{Engine, connect, connect_to};
@@ -66,3 +70,4 @@ pub use prune::{
     PruneReport, Removal, TreeImage, prune_tree_images, remove_tree_image, tree_images,
 };
 pub use strata_formats::oci::reference::split_tag;
+pub use worker_containers::WorkerContainers;

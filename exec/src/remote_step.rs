@@ -81,6 +81,50 @@ impl Staged {
     fn exec_root(&self) -> PathBuf {
         self.scratch.join("exec")
     }
+
+    /// Hands what the command wrote back to this process's user (a step of
+    /// root's ran as another); for commands run outside the sandbox, in a
+    /// container.
+    pub fn reclaim_outputs(&self) -> std::io::Result<()> {
+        sandbox::reclaim_outputs(&self.exec_root())
+    }
+}
+
+/// Runs a command in a container image instead of the sandbox: the
+/// worker's Docker Engine, for actions that name a `container-image`.
+pub trait ContainerHost: Send + Sync {
+    /// Runs `command` in `image` (a reference the engine takes:
+    /// `NAME@sha256:<hex>` or an image ID `sha256:<hex>`) as `platform`
+    /// (`linux/arm64`), with [`Staged::input_root`] mounted at
+    /// [`CONTAINER_INPUT_ROOT`]; its output in [`Staged::stdout`] and
+    /// [`Staged::stderr`]. Cancel-safe: dropping the future removes the
+    /// container.
+    fn run<'a>(
+        &'a self,
+        image: &'a str,
+        platform: &'a str,
+        staged: &'a Staged,
+        command: &'a RemoteCommand,
+    ) -> crate::BoxFuture<'a, Result<Ended, ContainerError>>;
+
+    /// Removes the containers still there (the worker stops; a dropped
+    /// run only scheduled its container's removal).
+    fn shutdown(&self) -> crate::BoxFuture<'_, ()>;
+}
+
+/// Where a container sees the input root: the exec root of a local step,
+/// so the command finds its sources and dependencies where a local step
+/// in that image does.
+pub const CONTAINER_INPUT_ROOT: &str = layout::EXEC_ROOT;
+
+/// Why a command did not run in its container.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ContainerError {
+    /// The engine lacks the image, or holds it for another platform: the
+    /// action cannot run on this worker as it is.
+    Image(String),
+    /// The engine failed.
+    Engine(String),
 }
 
 impl Drop for Staged {

@@ -228,6 +228,17 @@ impl Worker {
     /// Starts `strata worker -j JOBS --max-size MAX_SIZE` with a cache of
     /// its own and waits until its session is open.
     pub fn start(service: &Service, jobs: usize, max_size: &str) -> Worker {
+        Worker::start_with_env(service, jobs, max_size, &[])
+    }
+
+    /// As [`Worker::start`], with `env` set for the worker (such as a
+    /// `DOCKER_HOST` where no engine answers).
+    pub fn start_with_env(
+        service: &Service,
+        jobs: usize,
+        max_size: &str,
+        env: &[(&str, &str)],
+    ) -> Worker {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("worker.log");
         let cache = dir.path().join("cache");
@@ -236,6 +247,7 @@ impl Worker {
             .args(["-j", &jobs.to_string(), "--max-size", max_size])
             .arg("--cache-dir")
             .arg(&cache)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(fs::File::create(&log).unwrap())

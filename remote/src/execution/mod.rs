@@ -28,7 +28,7 @@ use bazel_remote_apis::build::bazel::remote::execution::v2 as pb;
 use strata_exec::step::{self, Failure, StepFailure, StepSuccess};
 use strata_exec::{BoxFuture, Executor, Request};
 use strata_rules::Work;
-use strata_rules::run::RunStep;
+use strata_rules::run::{Container, ImageRef, RunStep};
 use strata_store::{Digest, DigestFunction, Store};
 
 use crate::client::{GrpcRemote, Remote, RemoteError};
@@ -41,6 +41,25 @@ use outputs::Unusable;
 pub fn isa(arch: &str) -> &str {
     match arch {
         "x86_64" => "x86-64",
+        other => other,
+    }
+}
+
+/// The platform property naming the image an action runs in, as
+/// `docker://NAME@sha256:<hex>` (or `docker://sha256:<hex>`, an image ID):
+/// the REAPI convention of Bazel, BuildGrid and buildbox.
+pub const CONTAINER_IMAGE: &str = "container-image";
+
+/// The platform property a worker that runs `container-image` actions
+/// advertises, and such an action asks for, so that a scheduler matching
+/// it (BuildGrid's `match-property-keys`) hands them only to such workers.
+pub const CONTAINER_RUNTIME: (&str, &str) = ("container-runtime", "docker");
+
+/// REAPI's `ISA` for an OCI architecture (`amd64`, `arm64`).
+pub fn isa_of_architecture(architecture: &str) -> &str {
+    match architecture {
+        "amd64" => "x86-64",
+        "arm64" => "aarch64",
         other => other,
     }
 }
@@ -238,7 +257,7 @@ impl RemoteExecutor {
             ))));
         };
         match self
-            .remote_run(service, &request.store, step, input_root)
+            .remote_run(service, &request.store, step, input_root, &request.deps)
             .await
         {
             Ok(success) => Ok(success),
@@ -266,11 +285,19 @@ impl RemoteExecutor {
         store: &Store,
         step: &RunStep,
         input_root: Digest,
+        deps: &[(String, Digest)],
     ) -> Result<StepSuccess, Miss> {
         let function = service.function;
-        let remote = RemoteAction::of(function, step, input_root, &service.platform);
         let cas = store.cas().clone();
+        let (store2, step2, deps, host) = (
+            store.clone(),
+            step.clone(),
+            deps.to_vec(),
+            service.platform.clone(),
+        );
         let (action, blobs) = tokio::task::spawn_blocking(move || {
+            let platform = platform_for(&store2, &step2, &deps, &host)?;
+            let remote = RemoteAction::of(function, &step2, input_root, &platform);
             let command = cas.put_message(&remote.command).map_err(Failure::Store)?;
             let action = cas.put_message(&remote.action).map_err(Failure::Store)?;
             let mut blobs = crate::client::tree_blobs(&cas, &input_root).map_err(|e| {
@@ -450,6 +477,64 @@ impl RemoteExecutor {
     }
 }
 
+/// Whether a step in this image may run on a worker: as linux/amd64 or
+/// linux/arm64 (the `ISA`s workers advertise), as the image's own user
+/// (REAPI has no property for another), without caches (named folders of
+/// this machine's store).
+fn goes_remote(container: &Container) -> bool {
+    let platform = &container.runs_on.platform;
+    platform.os == "linux"
+        && platform.variant.is_none()
+        && matches!(platform.architecture.as_str(), "amd64" | "arm64")
+        && container.user.is_none()
+        && container.caches.is_empty()
+}
+
+/// The platform an action asks for: `OSFamily` and `ISA` (the image's
+/// architecture for a step in an image, this machine's otherwise), and for
+/// a step in an image its `container-image` by digest and the
+/// `container-runtime` workers that run images advertise. Reads an image
+/// target's layout from the store: blocking.
+fn platform_for(
+    store: &Store,
+    step: &RunStep,
+    deps: &[(String, Digest)],
+    host: &[(String, String)],
+) -> Result<Vec<(String, String)>, Failure> {
+    let Some(container) = &step.container else {
+        return Ok(host.to_vec());
+    };
+    let platform = &container.runs_on.platform;
+    let image = match &container.image {
+        ImageRef::Pinned { name, digest } => format!("docker://{name}@{digest}"),
+        // An image Strata made is known to an engine by its ID, the digest
+        // of its config: a loaded archive has no registry digest.
+        ImageRef::Target(target) => {
+            let layout = deps
+                .iter()
+                .find(|(n, _)| n == target)
+                .map(|(_, d)| *d)
+                .ok_or_else(|| Failure::Io(format!("image `{target}` is not a dependency")))?;
+            let image =
+                strata_formats::oci::layout::read(store.cas(), &layout, &platform.to_string())
+                    .map_err(|e| Failure::Rule(format!("`{target}` is not an image: {e}")))?;
+            format!("docker://{}", image.config.sha256)
+        }
+    };
+    Ok(vec![
+        ("OSFamily".to_string(), "linux".to_string()),
+        (
+            "ISA".to_string(),
+            isa_of_architecture(&platform.architecture).to_string(),
+        ),
+        (CONTAINER_IMAGE.to_string(), image),
+        (
+            CONTAINER_RUNTIME.0.to_string(),
+            CONTAINER_RUNTIME.1.to_string(),
+        ),
+    ])
+}
+
 /// What failed and why, without the "remote cache" the error's own text
 /// starts with.
 fn described(e: &RemoteError) -> String {
@@ -473,14 +558,14 @@ fn status_text(code: i32, message: &str) -> String {
 }
 
 impl Executor for RemoteExecutor {
-    /// `run` steps on the host's toolchain that need nothing this machine
-    /// alone has: not in an image, no network, no secret, no memory
-    /// limit, not marked `local: true`.
+    /// `run` steps that need nothing this machine alone has: no network,
+    /// no secret, no memory limit, not marked `local: true`; in an image,
+    /// one of linux/amd64 or linux/arm64, without `user:` or `caches:`.
     fn runs(&self, work: &Work) -> bool {
         let Work::Run(step) = work else { return false };
         self.service.get().is_some()
             && !self.gone.load(Ordering::Relaxed)
-            && step.container.is_none()
+            && step.container.as_ref().is_none_or(goes_remote)
             && !step.local
             && !step.network
             && step.fixed_output.is_none()
@@ -494,5 +579,38 @@ impl Executor for RemoteExecutor {
 
     fn execute(&self, request: Request) -> BoxFuture<'_, Result<StepSuccess, StepFailure>> {
         Box::pin(self.run(request))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_rules::platform::{Platform, RunsOn};
+
+    fn container(platform: &str) -> Container {
+        Container {
+            image: ImageRef::Target("base".into()),
+            user: None,
+            caches: Default::default(),
+            runs_on: RunsOn::native(Platform::parse_known(platform).unwrap()),
+        }
+    }
+
+    #[test]
+    fn steps_in_images_go_remote_as_amd64_or_arm64_without_user_or_caches() {
+        assert!(goes_remote(&container("linux/amd64")));
+        assert!(goes_remote(&container("linux/arm64")));
+        assert!(!goes_remote(&container("linux/arm/v7")));
+        assert!(!goes_remote(&container("linux/riscv64")));
+        let user = Container {
+            user: Some("1000:1000".into()),
+            ..container("linux/amd64")
+        };
+        assert!(!goes_remote(&user));
+        let mut caches = container("linux/amd64");
+        caches.caches.insert("apt".into(), "/var/cache/apt".into());
+        assert!(!goes_remote(&caches));
+        assert_eq!(isa_of_architecture("arm64"), "aarch64");
+        assert_eq!(isa_of_architecture("amd64"), "x86-64");
     }
 }

@@ -14,7 +14,7 @@ use bazel_remote_apis::build::bazel::remote::execution::v2 as pb;
 use bazel_remote_apis::google::protobuf::{Any, Timestamp};
 use bazel_remote_apis::google::rpc::Status;
 use prost::Message;
-use strata_exec::remote_step::{self, Ended, RemoteCommand};
+use strata_exec::remote_step::{self, ContainerError, Ended, RemoteCommand};
 use strata_store::Digest;
 use tonic::Code;
 
@@ -22,6 +22,7 @@ use super::Worker;
 use super::bots::{PRECONDITION_FAILURE_TYPE, PreconditionFailure, Violation};
 use super::inputs::{self, Source};
 use super::outputs;
+use crate::execution::CONTAINER_IMAGE;
 
 const ACTION_TYPE: &str = "type.googleapis.com/build.bazel.remote.execution.v2.Action";
 const DIGEST_TYPE: &str = "type.googleapis.com/build.bazel.remote.execution.v2.Digest";
@@ -34,6 +35,8 @@ pub(crate) enum LeaseError {
     Missing(Vec<Digest>),
     /// The action cannot be run as sent.
     Invalid(String),
+    /// The action needs what this worker lacks (its container image).
+    Precondition(String),
     /// This worker failed; another may not.
     Internal(String),
     /// The service could not be reached or asked to wait.
@@ -85,6 +88,7 @@ impl Outcome {
                 )
             }
             LeaseError::Invalid(m) => (Code::InvalidArgument, m, Vec::new()),
+            LeaseError::Precondition(m) => (Code::FailedPrecondition, m, Vec::new()),
             LeaseError::Internal(m) => (Code::Internal, m, Vec::new()),
             LeaseError::Unavailable(m) => (Code::Unavailable, m, Vec::new()),
         };
@@ -161,6 +165,12 @@ async fn run(worker: &Worker, payload: Option<&Any>) -> Result<Outcome, LeaseErr
     let held = worker.local.hold().await;
     let inputs = inputs::fetch(&source, &action).await?;
     let step = remote_command(&inputs.command, &action)?;
+    let container = container_of(&action, &inputs.command)?;
+    if container.is_some() && worker.containers.is_none() {
+        return Err(LeaseError::Precondition(
+            "the action names a container-image, and this worker has no Docker Engine".into(),
+        ));
+    }
     let staged = {
         let (store, prefix, root, step) = (
             worker.local.store().clone(),
@@ -181,9 +191,18 @@ async fn run(worker: &Worker, payload: Option<&Any>) -> Result<Outcome, LeaseErr
     metadata.input_fetch_completed_timestamp = Some(now());
 
     metadata.execution_start_timestamp = Some(now());
-    let ended = remote_step::run(&staged, &worker.isolation, &step)
-        .await
-        .map_err(LeaseError::Internal)?;
+    let ended = match (&container, &worker.containers) {
+        (Some(c), Some(host)) => host
+            .run(&c.image, &c.platform, &staged, &step)
+            .await
+            .map_err(|e| match e {
+                ContainerError::Image(m) => LeaseError::Precondition(m),
+                ContainerError::Engine(m) => LeaseError::Internal(m),
+            })?,
+        _ => remote_step::run(&staged, &worker.isolation, &step)
+            .await
+            .map_err(LeaseError::Internal)?,
+    };
     metadata.execution_completed_timestamp = Some(now());
     let (code, message, exit_code) = match &ended {
         Ended::Exited(code) => (Code::Ok, String::new(), *code),
@@ -262,6 +281,69 @@ fn remote_command(command: &pb::Command, action: &pb::Action) -> Result<RemoteCo
     })
 }
 
+/// The image an action runs in and the platform it runs as.
+#[derive(Debug, PartialEq, Eq)]
+struct Container {
+    /// As the engine takes it: `NAME@sha256:<hex>`, or an image ID.
+    image: String,
+    /// `linux/arm64`, from the action's `ISA`.
+    platform: String,
+}
+
+/// The `container-image` property (`docker://REFERENCE`) of the action's
+/// platform (or, from an older client, its command's), with the platform
+/// its `ISA` names; `None` for an action on the host.
+#[allow(deprecated)]
+fn container_of(
+    action: &pb::Action,
+    command: &pb::Command,
+) -> Result<Option<Container>, LeaseError> {
+    let properties = action
+        .platform
+        .as_ref()
+        .filter(|p| !p.properties.is_empty())
+        .or(command.platform.as_ref())
+        .map(|p| p.properties.as_slice())
+        .unwrap_or_default();
+    let value = |name: &str| {
+        properties
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.value.as_str())
+    };
+    let Some(image) = value(CONTAINER_IMAGE) else {
+        return Ok(None);
+    };
+    let image = image.strip_prefix("docker://").ok_or_else(|| {
+        LeaseError::Invalid(format!(
+            "container-image `{image}` is not a Docker image (`docker://NAME@sha256:...`)"
+        ))
+    })?;
+    let architecture = match value("ISA") {
+        None => native_architecture(),
+        Some("x86-64") => "amd64",
+        Some("aarch64") => "arm64",
+        Some(other) => {
+            return Err(LeaseError::Invalid(format!(
+                "ISA `{other}` is not one this worker runs containers of"
+            )));
+        }
+    };
+    Ok(Some(Container {
+        image: image.to_string(),
+        platform: format!("linux/{architecture}"),
+    }))
+}
+
+/// This machine's architecture as OCI names it.
+fn native_architecture() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
 fn now() -> Timestamp {
     let d = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -269,5 +351,61 @@ fn now() -> Timestamp {
     Timestamp {
         seconds: d.as_secs() as i64,
         nanos: d.subsec_nanos() as i32,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn action(properties: &[(&str, &str)]) -> pb::Action {
+        pb::Action {
+            platform: Some(pb::Platform {
+                properties: properties
+                    .iter()
+                    .map(|(name, value)| pb::platform::Property {
+                        name: name.to_string(),
+                        value: value.to_string(),
+                    })
+                    .collect(),
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn an_action_names_its_image_and_its_isa_the_platform() {
+        let command = pb::Command::default();
+        let host = action(&[("OSFamily", "linux"), ("ISA", "x86-64")]);
+        assert_eq!(container_of(&host, &command).unwrap(), None);
+        let arm = action(&[
+            ("ISA", "aarch64"),
+            ("OSFamily", "linux"),
+            ("container-image", "docker://reg.example/tool@sha256:ab"),
+        ]);
+        assert_eq!(
+            container_of(&arm, &command).unwrap(),
+            Some(Container {
+                image: "reg.example/tool@sha256:ab".into(),
+                platform: "linux/arm64".into(),
+            })
+        );
+        let amd = action(&[("ISA", "x86-64"), ("container-image", "docker://sha256:cd")]);
+        assert_eq!(
+            container_of(&amd, &command).unwrap().unwrap().platform,
+            "linux/amd64"
+        );
+        for bad in [
+            action(&[("container-image", "oci://x@sha256:ab")]),
+            action(&[
+                ("ISA", "riscv64"),
+                ("container-image", "docker://sha256:ab"),
+            ]),
+        ] {
+            assert!(matches!(
+                container_of(&bad, &command),
+                Err(LeaseError::Invalid(_))
+            ));
+        }
     }
 }

@@ -26,10 +26,12 @@ use std::fs;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use strata_exec::{Isolation, LocalExecutor, step};
+use strata_exec::remote_step::ContainerHost;
+use strata_exec::{BoxFuture, Isolation, LocalExecutor, step};
 use strata_store::{Digest, DigestFunction};
 
 use crate::client::{Remote, RemoteConfig, RemoteError};
+use crate::execution::CONTAINER_RUNTIME;
 use cache::LocalCas;
 use lease::LeaseError;
 
@@ -37,7 +39,6 @@ use lease::LeaseError;
 const SCRATCH_PREFIX: &str = "worker-";
 
 /// What `strata worker` was asked to do.
-#[derive(Debug)]
 pub struct WorkerOptions {
     /// `grpc[s]://HOST:PORT[/INSTANCE]`, with any headers and token.
     pub server: RemoteConfig,
@@ -53,7 +54,16 @@ pub struct WorkerOptions {
     /// Names this bot to the service: a restarted bot with the same id
     /// replaces its old session (whose leases are requeued).
     pub bot_id: String,
+    /// Connects to what runs the actions that name a `container-image`
+    /// (the worker's Docker Engine), on the worker's runtime; `None` from
+    /// it (or no connector): no engine, and the worker advertises no
+    /// container runtime.
+    pub containers: Option<ContainerConnect>,
 }
+
+/// Connects a worker to its container engine, if there is one.
+pub type ContainerConnect =
+    Box<dyn FnOnce() -> BoxFuture<'static, Option<Arc<dyn ContainerHost>>> + Send>;
 
 /// Why `strata worker` stopped.
 #[derive(Debug)]
@@ -72,6 +82,7 @@ pub(crate) struct Worker {
     local: LocalCas,
     function: DigestFunction,
     isolation: Isolation,
+    containers: Option<Arc<dyn ContainerHost>>,
     bot_id: String,
     scratch_prefix: String,
 }
@@ -206,6 +217,14 @@ async fn serve(options: WorkerOptions, ready: impl FnOnce(&str)) -> Result<(), W
     }
     // Leftovers of a worker killed before it could clean up.
     step::remove_stale_scratch(local.store(), SCRATCH_PREFIX);
+    let containers = match options.containers {
+        Some(connect) => connect().await,
+        None => None,
+    };
+    let mut platform = options.platform.clone();
+    if containers.is_some() {
+        platform.push((CONTAINER_RUNTIME.0.into(), CONTAINER_RUNTIME.1.into()));
+    }
 
     let worker = Arc::new(Worker {
         remote: remote.clone(),
@@ -213,14 +232,14 @@ async fn serve(options: WorkerOptions, ready: impl FnOnce(&str)) -> Result<(), W
         local,
         function,
         isolation,
+        containers: containers.clone(),
         bot_id: options.bot_id.clone(),
         scratch_prefix: SCRATCH_PREFIX.to_string(),
     });
     let shape = bots::Worker {
         devices: vec![bots::Device {
             handle: "strata".to_string(),
-            properties: options
-                .platform
+            properties: platform
                 .iter()
                 .map(|(key, value)| bots::Property {
                     key: key.clone(),
@@ -247,15 +266,11 @@ async fn serve(options: WorkerOptions, ready: impl FnOnce(&str)) -> Result<(), W
         session = opened => session?,
         stopped = &mut stopping => return stopped,
     };
-    let platform: Vec<String> = options
-        .platform
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
+    let shown: Vec<String> = platform.iter().map(|(k, v)| format!("{k}={v}")).collect();
     ready(&format!(
         "serving {server} as bot {} ({}; {} at once; {} cache {} up to {} bytes)",
         options.bot_id,
-        platform.join(" "),
+        shown.join(" "),
         if options.jobs == 1 {
             "1 lease".to_string()
         } else {
@@ -279,6 +294,9 @@ async fn serve(options: WorkerOptions, ready: impl FnOnce(&str)) -> Result<(), W
             Ok(())
         }
     };
+    if let Some(containers) = &containers {
+        containers.shutdown().await;
+    }
     drop(lock);
     result
 }
