@@ -59,6 +59,11 @@ pub enum Failure {
         limit: u64,
         ended: Box<Failure>,
     },
+    /// The step ran past its time limit (`limits: time`) and was killed,
+    /// here or by a remote worker.
+    TimedOut {
+        limit: std::time::Duration,
+    },
     /// The step declares a memory limit this machine cannot enforce.
     NoMemoryController {
         limit: u64,
@@ -100,6 +105,11 @@ impl std::fmt::Display for Failure {
                 f,
                 "the step went over its memory limit of {} (the kernel killed a process of it), and {ended}",
                 cgroup::shown(*limit)
+            ),
+            Failure::TimedOut { limit } => write!(
+                f,
+                "the step passed its time limit of {} and was killed",
+                strata_rules::run::shown_time(*limit)
             ),
             Failure::NoMemoryController { limit, reason } => write!(
                 f,
@@ -345,9 +355,16 @@ async fn run_in(
     let early = |failure: Failure| kept(&scratch, failure);
 
     let started = SystemTime::now();
-    let status = match req.runs_in {
-        RunsIn::Container(c) => c.run(req.step, &scratch, &exec_root).await,
-        RunsIn::Host(isolation) => {
+    let status = match (req.runs_in, req.step.limits.time) {
+        (RunsIn::Container(c), None) => c.run(req.step, &scratch, &exec_root).await,
+        // Dropping the runner's future at the limit removes the container
+        // (forced, so its processes are killed).
+        (RunsIn::Container(c), Some(limit)) => {
+            tokio::time::timeout(limit, c.run(req.step, &scratch, &exec_root))
+                .await
+                .unwrap_or(Ok(Some(Failure::TimedOut { limit })))
+        }
+        (RunsIn::Host(isolation), _) => {
             spawn_and_wait(req, isolation, &scratch, &exec_root, mounts).await
         }
     }
@@ -767,13 +784,26 @@ async fn spawn_and_wait(
         }
     };
     let guard = GroupGuard(child.id().map(|p| p as i32));
-    let status = child
-        .wait()
-        .await
-        .map_err(|e| io("cannot wait for the step", e))?;
+    let waited = match step.limits.time {
+        Some(limit) => tokio::time::timeout(limit, child.wait()).await.ok(),
+        None => Some(child.wait().await),
+    };
     // In the sandbox the step's processes died with its PID namespace;
-    // unsandboxed, this kills whatever it left in its group.
+    // unsandboxed, this kills whatever it left in its group. At the time
+    // limit it kills the helper (and with it the namespace) or the step's
+    // group, with its memory cgroup's processes killed when it goes.
     drop(guard);
+    let Some(status) = waited else {
+        let _ = child.wait().await;
+        if matches!(isolation, Isolation::Sandbox { .. }) {
+            sandbox::reclaim_outputs(exec_root)
+                .map_err(|e| io("cannot take back the step's outputs", e))?;
+        }
+        return Ok(Some(Failure::TimedOut {
+            limit: step.limits.time.unwrap_or_default(),
+        }));
+    };
+    let status = status.map_err(|e| io("cannot wait for the step", e))?;
     if matches!(isolation, Isolation::Sandbox { .. }) {
         sandbox::reclaim_outputs(exec_root)
             .map_err(|e| io("cannot take back the step's outputs", e))?;
