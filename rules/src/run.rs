@@ -302,9 +302,9 @@ pub fn shown_time(limit: std::time::Duration) -> String {
     let secs = limit.as_secs();
     if limit.subsec_nanos() != 0 || secs == 0 {
         format!("{limit:?}")
-    } else if secs % 3600 == 0 {
+    } else if secs.is_multiple_of(3600) {
         format!("{}h", secs / 3600)
-    } else if secs % 60 == 0 {
+    } else if secs.is_multiple_of(60) {
         format!("{}m", secs / 60)
     } else {
         format!("{secs}s")
