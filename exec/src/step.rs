@@ -205,7 +205,8 @@ pub enum RunsIn<'a> {
 
 /// Runs a staged `run` step somewhere other than this machine's process
 /// tree (a container), its exec root's folders mounted at the sandbox
-/// layout and its logs written to `<scratch>/stdout` and `stderr`.
+/// layout and its logs written to `<scratch>/stdout` and `stderr`; stopped
+/// at the step's time limit (`Failure::TimedOut`), its container gone.
 pub trait ContainerRunner: Send + Sync {
     /// `Ok(None)` when the step exited 0; `Ok(Some)` how it failed.
     fn run<'a>(
@@ -355,16 +356,9 @@ async fn run_in(
     let early = |failure: Failure| kept(&scratch, failure);
 
     let started = SystemTime::now();
-    let status = match (req.runs_in, req.step.limits.time) {
-        (RunsIn::Container(c), None) => c.run(req.step, &scratch, &exec_root).await,
-        // Dropping the runner's future at the limit removes the container
-        // (forced, so its processes are killed).
-        (RunsIn::Container(c), Some(limit)) => {
-            tokio::time::timeout(limit, c.run(req.step, &scratch, &exec_root))
-                .await
-                .unwrap_or(Ok(Some(Failure::TimedOut { limit })))
-        }
-        (RunsIn::Host(isolation), _) => {
+    let status = match req.runs_in {
+        RunsIn::Container(c) => c.run(req.step, &scratch, &exec_root).await,
+        RunsIn::Host(isolation) => {
             spawn_and_wait(req, isolation, &scratch, &exec_root, mounts).await
         }
     }
