@@ -503,6 +503,75 @@ fn a_memory_limit_in_any_accepted_unit_loads() {
 }
 
 #[test]
+fn a_time_limit_must_be_a_duration_with_a_unit() {
+    for value in [
+        "0s", "90", "-1s", "lots", "1.5h", "1d", "\"\"", "1h30m", "8761h", "[1]",
+    ] {
+        expect_config_error(
+            &format!(
+                r#"targets:
+  t:
+    rule: run
+    limits: {{time: {value}}}
+    cmd: "echo x > $OUT/x.txt"
+    outs: [x.txt]
+"#
+            ),
+            // line 4: `    limits: {time: 0s}`, the value at column 20
+            "BUILD.yaml:4:20",
+            "bad limits.time",
+        );
+    }
+}
+
+#[test]
+fn a_bad_time_limit_says_how_to_write_one() {
+    let r = expect_config_error(
+        r#"targets:
+  t:
+    rule: run
+    limits: {memory: 64MiB, time: 90}
+    cmd: "echo x > $OUT/x.txt"
+    outs: [x.txt]
+"#,
+        // line 4: the time value at column 35
+        "BUILD.yaml:4:35",
+        "bad limits.time `90`: no unit",
+    );
+    assert!(r.stderr.contains("`10m`"), "{}", r.stderr);
+}
+
+#[test]
+fn a_time_limit_loads_in_the_sandbox_and_in_a_container() {
+    for (image, value) in [
+        ("", "90s"),
+        ("", "10m"),
+        ("", "2h"),
+        (
+            "image: \"alpine@sha256:0000000000000000000000000000000000000000000000000000000000000000\"",
+            "1m",
+        ),
+    ] {
+        let ws = Ws::new();
+        ws.write(
+            "BUILD.yaml",
+            &format!(
+                r#"targets:
+  t:
+    rule: run
+    {image}
+    limits: {{time: {value}}}
+    cmd: "echo x > $OUT/x.txt"
+    outs: [x.txt]
+"#
+            ),
+        );
+        let r = ws.run(&["graph"]);
+        assert_eq!(r.code, 0, "{image} {value}: {}", r.stderr);
+    }
+}
+
+#[test]
 fn limits_do_not_apply_to_a_step_in_a_container() {
     expect_config_error(
         r#"targets:
@@ -514,6 +583,19 @@ fn limits_do_not_apply_to_a_step_in_a_container() {
     outs: [x.txt]
 "#,
         // line 5: `    limits: {processes: 64}`, the value at column 13
+        "BUILD.yaml:5:13",
+        "not in a container",
+    );
+    // A time limit beside them does not make them apply.
+    expect_config_error(
+        r#"targets:
+  t:
+    rule: run
+    image: "alpine@sha256:0000000000000000000000000000000000000000000000000000000000000000"
+    limits: {time: 1m, memory: 64MiB}
+    cmd: "echo x > $OUT/x.txt"
+    outs: [x.txt]
+"#,
         "BUILD.yaml:5:13",
         "not in a container",
     );

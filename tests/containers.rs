@@ -316,15 +316,18 @@ fn a_cache_mount_persists_across_builds_and_is_not_keyed() {
 }
 
 #[test]
-fn no_container_is_left_after_a_failed_step() {
+fn no_container_is_left_after_a_failed_step_or_one_past_its_time_limit() {
     if !docker_available() {
         return;
     }
-    let ws = workspace(
+    let ws = workspace(concat!(
         "  bad:\n    rule: run\n    image: base\n    cmd: echo oops >&2; exit 3\n    outs: [x]\n",
-    );
+        "  slow:\n    rule: run\n    image: base\n    limits: {time: 5s}\n",
+        "    cmd: echo going to sleep; sleep 60\n    outs: [x]\n",
+    ));
+    let started = Instant::now();
     let child = ws
-        .cmd(&["build"])
+        .cmd(&["build", "-k"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -335,6 +338,13 @@ fn no_container_is_left_after_a_failed_step() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("exited with code 3"), "{stderr}");
     assert!(stderr.contains("oops"), "the step's log is shown: {stderr}");
+    // A step past its time limit: its container is removed, its log shown.
+    assert!(
+        stderr.contains("the step passed its time limit of 5s and was killed"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("going to sleep"), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(50));
     assert!(containers_of(pid).is_empty(), "{:?}", containers_of(pid));
 }
 

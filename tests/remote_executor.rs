@@ -16,6 +16,13 @@
 //!   is an error naming it (exit 2).
 //! - A result missing a declared output (the command removes `$OUT`) fails
 //!   the step (exit 1) and `out/` gets nothing of it.
+//! - A step past its time limit (`limits: time`, the action's timeout,
+//!   which the worker enforces) fails as it does locally, with its log,
+//!   without waiting for the step; the next build runs it again. A time
+//!   limit is part of the action sent, not of the step's key: another limit
+//!   is a local cache hit, and the service's cache is asked by the digest it
+//!   executed (a clone with the same limit gets the result from it, one
+//!   with another limit runs the step there again).
 //! - A service that goes away while a step runs there: one warning, that
 //!   step and the rest run here, the build succeeds.
 
@@ -130,6 +137,8 @@ fn run_steps_execute_on_buildgrid_and_strata_workers() {
     an_unreachable_service_builds_locally_unless_remote_only();
     a_wrong_instance_name_is_an_error(&service);
     a_result_missing_a_declared_output_fails_the_step(&service);
+    a_step_past_its_time_limit_fails_there_as_here(&service, &worker);
+    a_time_limit_is_in_the_action_sent_not_in_the_key(&service, &worker);
     // Last: it stops the service.
     a_service_gone_mid_build_leaves_the_rest_to_this_machine(&mut service, &worker);
 }
@@ -286,6 +295,113 @@ targets:
     );
     assert!(run.stderr.contains("made it"), "its log: {}", run.stderr);
     assert!(!Path::new(&ws.path().join("out/gone")).exists());
+}
+
+fn a_step_past_its_time_limit_fails_there_as_here(service: &Service, worker: &Worker) {
+    let ws = Ws::new();
+    ws.write(
+        "BUILD.yaml",
+        r#"
+targets:
+  sleeper:
+    rule: run
+    limits: {time: 2s}
+    cmd: echo going to sleep; sleep 30; echo woke > $OUT/o
+    outs: [o]
+  bystander:
+    rule: run
+    cmd: echo fine > $OUT/o
+    outs: [o]
+"#,
+    );
+    let url = service.url();
+    for round in 0..2 {
+        let timed_out_before = worker
+            .finished()
+            .iter()
+            .filter(|(_, what)| what.starts_with("DeadlineExceeded"))
+            .count();
+        let start = std::time::Instant::now();
+        let run = ws.build_fails(&["--json", "-k", "--remote-executor", &url], 1);
+        let took = start.elapsed();
+        assert!(
+            run.stderr
+                .contains("the step passed its time limit of 2s and was killed"),
+            "{}",
+            run.stderr
+        );
+        assert!(
+            run.stderr.contains("going to sleep"),
+            "its log: {}",
+            run.stderr
+        );
+        assert!(took < std::time::Duration::from_secs(25), "{took:?}");
+        assert_eq!(run.with_status("failed"), ["sleeper"], "{}", run.stdout);
+        // The bystander ran there the first time, was a hit the second.
+        assert_eq!(run.json()["remote_executed"], 1 - round, "{}", run.stdout);
+        assert!(!ws.path().join("out/sleeper").exists());
+        // The worker killed it (the client does not wait it out).
+        let timed_out = worker
+            .finished()
+            .iter()
+            .filter(|(_, what)| what.starts_with("DeadlineExceeded"))
+            .count();
+        assert_eq!(timed_out, timed_out_before + 1, "{}", worker.log());
+    }
+}
+
+/// A step limited to `limit` in a fresh workspace of its own.
+fn limited_workspace(limit: &str) -> Ws {
+    let ws = Ws::new();
+    limit_to(&ws, limit);
+    ws
+}
+
+fn limit_to(ws: &Ws, limit: &str) {
+    ws.write(
+        "BUILD.yaml",
+        &format!(
+            r#"
+targets:
+  limited:
+    rule: run
+    limits: {{time: {limit}}}
+    cmd: echo limited > $OUT/o
+    outs: [o]
+"#
+        ),
+    );
+}
+
+fn a_time_limit_is_in_the_action_sent_not_in_the_key(service: &Service, worker: &Worker) {
+    let url = service.url();
+    let ran = || worker.finished().len();
+    let before = ran();
+    let ws = limited_workspace("1m");
+    let run = ws.build_ok(&["--remote-executor", &url]);
+    assert_eq!(run.json()["remote_executed"], 1, "{}", run.stdout);
+    assert_eq!(ran(), before + 1, "{}", worker.log());
+    // Another limit: the same key, so a local cache hit.
+    limit_to(&ws, "2m");
+    let run = ws.build_ok(&["--remote-executor", &url]);
+    assert_eq!(run.executed(), Vec::<String>::new(), "{}", run.stdout);
+    assert_eq!(ran(), before + 1);
+    // A clone with the first limit finds the result the service cached
+    // under the action it executed (with its timeout).
+    let clone = limited_workspace("1m");
+    let run = clone.build_ok(&["--remote-executor", &url]);
+    let json = run.json();
+    assert_eq!(count(&json, "cached"), 1, "{}", run.stdout);
+    assert_eq!(count(&json, "uploaded_blobs"), 0);
+    assert_eq!(clone.read("out/limited/o"), "limited\n");
+    // One with another limit sends another action: it runs there again.
+    let other = limited_workspace("2m");
+    let run = other.build_ok(&["--remote-executor", &url]);
+    let json = run.json();
+    assert_eq!(json["remote_executed"], 1, "{}", run.stdout);
+    assert_eq!(count(&json, "cached"), 0);
+    assert_eq!(ran(), before + 2, "{}", worker.log());
+    assert_eq!(other.read("out/limited/o"), "limited\n");
 }
 
 fn a_service_gone_mid_build_leaves_the_rest_to_this_machine(

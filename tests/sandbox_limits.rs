@@ -1,6 +1,6 @@
 //! What a step cannot take from the process that started `strata`: its open
-//! file descriptors and its kernel keyrings; and how many processes a step
-//! may start.
+//! file descriptors and its kernel keyrings; and how many processes, how
+//! much memory and how much time a step may take.
 
 mod common;
 
@@ -499,4 +499,119 @@ fn store_gc_removes_the_cgroup_of_a_killed_build() {
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     assert_eq!(cgroups_left_by(pid), Vec::<String>::new());
     assert!(!any_alive(&leftovers), "{leftovers:?}");
+}
+
+/// A step that would sleep 30 s (and leaves a child sleeping too) under a
+/// 1 s time limit, and an independent bystander. `marker` is a sleep time
+/// no other process uses, to find what the step left running.
+fn sleeper(marker: &str) -> String {
+    format!(
+        r#"
+targets:
+  sleeper:
+    rule: run
+    limits: {{time: 1s}}
+    cmd: |
+      echo "going to sleep"
+      sleep {marker} &
+      sleep {marker}
+      echo woke > $OUT/o
+    outs: [o]
+  bystander:
+    rule: run
+    cmd: "echo fine > $OUT/o"
+    outs: [o]
+"#
+    )
+}
+
+/// Processes whose command line holds `needle`.
+fn processes_with(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let cmdline = fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(needle) {
+            found.push(format!(
+                "{}: {cmdline}",
+                entry.file_name().to_string_lossy()
+            ));
+        }
+    }
+    found
+}
+
+fn assert_step_past_its_time_limit_fails_alone(sandbox: bool, marker: &str) {
+    let ws = Ws::new();
+    ws.write("BUILD.yaml", &sleeper(marker));
+    // Twice: a step that passed its limit is never cached, so the next
+    // build runs it again (and the bystander is a cache hit).
+    for round in 0..2 {
+        let start = std::time::Instant::now();
+        let mut cmd = ws.cmd(&["build", "--json", "-k"]);
+        if !sandbox {
+            cmd.env("STRATA_SANDBOX", "off");
+        }
+        let r: Run = cmd.output().unwrap().into();
+        let took = start.elapsed();
+        assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+        assert_eq!(r.with_status("failed"), ["sleeper"], "{}", r.stdout);
+        let bystander: &[&str] = if round == 0 { &["bystander"] } else { &[] };
+        assert_eq!(r.executed(), bystander, "{}", r.stdout);
+        assert!(
+            r.stderr
+                .contains("the step passed its time limit of 1s and was killed"),
+            "{}",
+            r.stderr
+        );
+        // Its log up to the kill is shown.
+        assert!(r.stderr.contains("going to sleep"), "{}", r.stderr);
+        assert!(took < std::time::Duration::from_secs(15), "{took:?}");
+        assert_eq!(ws.read("out/bystander/o"), "fine\n");
+        assert!(!ws.path().join("out/sleeper").exists());
+        // Nothing it started is left running: the sleep in front and the
+        // one in the background.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !processes_with(&format!("sleep {marker}")).is_empty()
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert_eq!(
+            processes_with(&format!("sleep {marker}")),
+            Vec::<String>::new()
+        );
+    }
+}
+
+#[test]
+fn a_sandboxed_step_past_its_time_limit_fails_alone() {
+    let _cgroups = alongside_others();
+    assert_step_past_its_time_limit_fails_alone(true, "29.71");
+}
+
+#[test]
+fn an_unsandboxed_step_past_its_time_limit_fails_alone() {
+    let _cgroups = alongside_others();
+    assert_step_past_its_time_limit_fails_alone(false, "29.72");
+}
+
+#[test]
+fn a_step_within_its_time_limit_succeeds() {
+    let _cgroups = alongside_others();
+    let ws = Ws::new();
+    ws.write(
+        "BUILD.yaml",
+        r#"
+targets:
+  quick:
+    rule: run
+    limits: {time: 1m}
+    cmd: "echo done > $OUT/o"
+    outs: [o]
+"#,
+    );
+    let r = ws.build_ok(&[]);
+    assert_eq!(r.executed(), ["quick"]);
+    assert_eq!(ws.read("out/quick/o"), "done\n");
 }

@@ -115,6 +115,18 @@ pub async fn run(
     spec: &ContainerSpec,
     logs: LogSink,
 ) -> Result<Finished, DockerError> {
+    run_within(engine, spec, logs, None).await
+}
+
+/// As [`run`], stopped at `limit` (from the container's creation): then the
+/// container is removed, and waited for, and the error is
+/// [`DockerError::TimedOut`].
+pub async fn run_within(
+    engine: &Engine,
+    spec: &ContainerSpec,
+    logs: LogSink,
+    limit: Option<std::time::Duration>,
+) -> Result<Finished, DockerError> {
     let body = create_body(spec)?;
     let mut sink = logs.open().await?;
     let name = new_name();
@@ -127,7 +139,13 @@ pub async fn run(
         injected: injected_paths(spec),
         state: State::Creating,
     };
-    let driven = drive(&mut handle, &spec.image, body, &mut sink).await;
+    let driving = drive(&mut handle, &spec.image, body, &mut sink);
+    let driven = match limit {
+        None => driving.await,
+        Some(limit) => tokio::time::timeout(limit, driving)
+            .await
+            .unwrap_or(Err(DockerError::TimedOut { limit })),
+    };
     // Flushed whatever happened: a failed step's output is what its user
     // needs most.
     let flushed = sink.finish().await;

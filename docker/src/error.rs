@@ -42,6 +42,9 @@ pub enum DockerError {
         #[source]
         source: EditError,
     },
+    /// The container ran past its time limit and was removed.
+    #[error("the container ran past its time limit of {limit:?} and was removed")]
+    TimedOut { limit: std::time::Duration },
     #[error("{what}: {source}")]
     Io {
         what: String,

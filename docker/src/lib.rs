@@ -60,7 +60,7 @@ mod worker_containers;
 
 pub use cleanup::{reap_stale, remove_all};
 pub use connect::{Engine, connect, connect_to};
-pub use container::{ContainerHandle, ContainerSpec, Finished, Mount, run};
+pub use container::{ContainerHandle, ContainerSpec, Finished, Mount, run, run_within};
 pub use error::DockerError;
 pub use executor::DockerExecutor;
 pub use export::{INJECTED, restore_injected};

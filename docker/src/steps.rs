@@ -191,9 +191,14 @@ async fn run_step(
         network: step.network,
         mounts,
     };
-    let finished = crate::run(&run.engine, &spec, log_sink(scratch, &run.log))
-        .await
-        .map_err(docker_failure)?;
+    let sink = log_sink(scratch, &run.log);
+    let finished = match crate::run_within(&run.engine, &spec, sink, step.limits.time).await {
+        Ok(finished) => finished,
+        Err(crate::DockerError::TimedOut { limit }) => {
+            return Ok(Some(Failure::TimedOut { limit }));
+        }
+        Err(e) => return Err(docker_failure(e)),
+    };
     let code = finished.exit_code;
     finished.container.remove().await.map_err(docker_failure)?;
     Ok(match code {

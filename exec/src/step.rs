@@ -59,6 +59,11 @@ pub enum Failure {
         limit: u64,
         ended: Box<Failure>,
     },
+    /// The step ran past its time limit (`limits: time`) and was killed,
+    /// here or by a remote worker.
+    TimedOut {
+        limit: std::time::Duration,
+    },
     /// The step declares a memory limit this machine cannot enforce.
     NoMemoryController {
         limit: u64,
@@ -100,6 +105,11 @@ impl std::fmt::Display for Failure {
                 f,
                 "the step went over its memory limit of {} (the kernel killed a process of it), and {ended}",
                 cgroup::shown(*limit)
+            ),
+            Failure::TimedOut { limit } => write!(
+                f,
+                "the step passed its time limit of {} and was killed",
+                strata_rules::run::shown_time(*limit)
             ),
             Failure::NoMemoryController { limit, reason } => write!(
                 f,
@@ -195,7 +205,8 @@ pub enum RunsIn<'a> {
 
 /// Runs a staged `run` step somewhere other than this machine's process
 /// tree (a container), its exec root's folders mounted at the sandbox
-/// layout and its logs written to `<scratch>/stdout` and `stderr`.
+/// layout and its logs written to `<scratch>/stdout` and `stderr`; stopped
+/// at the step's time limit (`Failure::TimedOut`), its container gone.
 pub trait ContainerRunner: Send + Sync {
     /// `Ok(None)` when the step exited 0; `Ok(Some)` how it failed.
     fn run<'a>(
@@ -767,13 +778,26 @@ async fn spawn_and_wait(
         }
     };
     let guard = GroupGuard(child.id().map(|p| p as i32));
-    let status = child
-        .wait()
-        .await
-        .map_err(|e| io("cannot wait for the step", e))?;
+    let waited = match step.limits.time {
+        Some(limit) => tokio::time::timeout(limit, child.wait()).await.ok(),
+        None => Some(child.wait().await),
+    };
     // In the sandbox the step's processes died with its PID namespace;
-    // unsandboxed, this kills whatever it left in its group.
+    // unsandboxed, this kills whatever it left in its group. At the time
+    // limit it kills the helper (and with it the namespace) or the step's
+    // group, with its memory cgroup's processes killed when it goes.
     drop(guard);
+    let Some(status) = waited else {
+        let _ = child.wait().await;
+        if matches!(isolation, Isolation::Sandbox { .. }) {
+            sandbox::reclaim_outputs(exec_root)
+                .map_err(|e| io("cannot take back the step's outputs", e))?;
+        }
+        return Ok(Some(Failure::TimedOut {
+            limit: step.limits.time.unwrap_or_default(),
+        }));
+    };
+    let status = status.map_err(|e| io("cannot wait for the step", e))?;
     if matches!(isolation, Isolation::Sandbox { .. }) {
         sandbox::reclaim_outputs(exec_root)
             .map_err(|e| io("cannot take back the step's outputs", e))?;

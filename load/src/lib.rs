@@ -11,6 +11,7 @@ mod compose;
 mod containers;
 mod defaults;
 pub mod diag;
+mod duration;
 pub mod globs;
 mod includes;
 mod interp;
@@ -1081,14 +1082,17 @@ impl Loader {
         let Some(raw) = raw else {
             return limits;
         };
-        if let Some(image) = image {
-            // Docker runs those steps, under its own limits.
+        let sandbox_only = raw.value.processes.is_some() || raw.value.memory.is_some();
+        if let (Some(image), true) = (image, sandbox_only) {
+            // Docker runs those steps, under its own process and memory
+            // limits; a time limit is Strata's to keep (it removes the
+            // container), so it applies there too.
             let e = self.at().error(
                 ids.at(raw),
-                "`limits` applies to steps in the sandbox, not in a container",
+                "`limits: processes` and `memory` apply to steps in the sandbox, not in a container",
                 "with `image:`",
                 Some(format!(
-                    "drop `limits:` here, or run the step in the sandbox without `image: {}`",
+                    "drop them here (`time` may stay), or run the step in the sandbox without `image: {}`",
                     image.value
                 )),
             );
@@ -1128,6 +1132,29 @@ impl Loader {
                         format!("bad limits.memory `{shown}`: {why}"),
                         "not a memory size",
                         Some("the most memory the step may use, in bytes or with a binary unit: `512MiB` (or `512M`), `2GiB` (or `2G`); at least 1 MiB".into()),
+                    );
+                    self.errors.push(e);
+                }
+            }
+        }
+        if let Some(t) = &raw.value.time {
+            let parsed = match &t.value {
+                serde_json::Value::String(s) => {
+                    duration::parse_time(s).map_err(|why| (s.clone(), why))
+                }
+                serde_json::Value::Number(n) => {
+                    Err((n.to_string(), "no unit: write `90s`, `10m` or `2h`"))
+                }
+                v => Err((v.to_string(), "not a duration")),
+            };
+            match parsed {
+                Ok(limit) => limits.time = Some(limit),
+                Err((shown, why)) => {
+                    let e = self.at().error(
+                        ids.at(t),
+                        format!("bad limits.time `{shown}`: {why}"),
+                        "not a time limit",
+                        Some("how long the step may run, a whole number of seconds, minutes or hours: `90s`, `10m`, `2h`".into()),
                     );
                     self.errors.push(e);
                 }

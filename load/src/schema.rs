@@ -291,6 +291,8 @@ pub struct RawLimits {
     pub processes: Option<Spanned<serde_json::Value>>,
     #[serde(default)]
     pub memory: Option<Spanned<serde_json::Value>>,
+    #[serde(default)]
+    pub time: Option<Spanned<serde_json::Value>>,
 }
 
 /// Registry credentials, by the names of the environment variables that

@@ -43,7 +43,7 @@ pub const RULE: Rule = Rule {
             "caches",
             "cache folders mounted into the container, by name",
         ),
-        Field::typed("limits", "processes and memory the step may use"),
+        Field::typed("limits", "processes, memory and time the step may use"),
     ],
     parse: Parse::Run,
     image_output: false,
@@ -290,6 +290,25 @@ pub struct Limits {
     /// The most memory, in bytes, the step's processes may use together
     /// (swap included); `None` for no limit.
     pub memory: Option<u64>,
+    /// How long the step may run, from its start to its end (wall-clock);
+    /// `None` for no limit. A remote step's Action carries it as its
+    /// `timeout`.
+    pub time: Option<std::time::Duration>,
+}
+
+/// A time limit as BUILD.yaml writes it, in its largest whole unit:
+/// `10m` for 600 seconds, `90s`, `2h`.
+pub fn shown_time(limit: std::time::Duration) -> String {
+    let secs = limit.as_secs();
+    if limit.subsec_nanos() != 0 || secs == 0 {
+        format!("{limit:?}")
+    } else if secs.is_multiple_of(3600) {
+        format!("{}h", secs / 3600)
+    } else if secs.is_multiple_of(60) {
+        format!("{}m", secs / 60)
+    } else {
+        format!("{secs}s")
+    }
 }
 
 /// A `run` step ready to be keyed and executed.
@@ -528,6 +547,38 @@ mod tests {
             tools: None,
             limits: Limits::default(),
         }
+    }
+
+    #[test]
+    fn a_time_limit_is_shown_in_its_largest_whole_unit() {
+        let s = std::time::Duration::from_secs;
+        assert_eq!(shown_time(s(600)), "10m");
+        assert_eq!(shown_time(s(90)), "90s");
+        assert_eq!(shown_time(s(7200)), "2h");
+        assert_eq!(shown_time(s(5400)), "90m");
+        assert_eq!(shown_time(s(1)), "1s");
+    }
+
+    #[test]
+    fn limits_never_enter_the_key() {
+        let free = params().step();
+        let mut p = params();
+        p.limits = Limits {
+            processes: Some(64),
+            memory: Some(64 << 20),
+            time: Some(std::time::Duration::from_secs(60)),
+        };
+        let limited = p.step();
+        assert_eq!(limited.keyed_command, free.keyed_command);
+        let (cmd, root) = (
+            Digest::from_hex(&"1".repeat(64), 3).unwrap(),
+            Digest::from_hex(&"2".repeat(64), 5).unwrap(),
+        );
+        assert_eq!(
+            limited.action("t", cmd, root, true),
+            free.action("t", cmd, root, true),
+            "the keyed action carries no timeout"
+        );
     }
 
     #[test]

@@ -12,6 +12,12 @@
 //! whole folder (REAPI has workers create the parents of output paths,
 //! which a step writing `$OUT/a/b` would not expect); the declared outputs
 //! are picked from it afterwards, as a local step's are from `$OUT`.
+//!
+//! A step's time limit (`limits: time`) is the action's `timeout`, which the
+//! worker enforces. It is part of the action, so of the digest the
+//! service's action cache is asked by (the digest executed), but never of
+//! the step's key: the local cache and a remote cache hit whatever the
+//! limit, the service's cache per limit.
 
 use strata_rules::layout;
 use strata_rules::run::RunStep;
@@ -63,7 +69,10 @@ impl RemoteAction {
         let action = reapi::Action {
             command_digest: Some(command_digest.to_proto()),
             input_root_digest: Some(input_root.to_proto()),
-            timeout: None,
+            timeout: step.limits.time.map(|limit| reapi::Duration {
+                seconds: limit.as_secs() as i64,
+                nanos: limit.subsec_nanos() as i32,
+            }),
             do_not_cache: false,
             salt: SALT.to_vec(),
             platform: Some(platform),
@@ -182,5 +191,39 @@ mod tests {
         assert_ne!(digest(&a), digest(&b));
         assert_ne!(digest(&a), digest(&c));
         assert_eq!(digest(&a), digest(&again));
+    }
+
+    #[test]
+    fn the_time_limit_is_the_actions_timeout_and_another_limit_another_action() {
+        let function = DigestFunction::Sha256;
+        let root = function.of_bytes(b"root");
+        let limited = |secs: u64| {
+            let mut s = step("sleep 1; echo a > $OUT/o");
+            s.limits.time = Some(std::time::Duration::from_secs(secs));
+            RemoteAction::of(function, &s, root, &platform())
+        };
+        let free = RemoteAction::of(
+            function,
+            &step("sleep 1; echo a > $OUT/o"),
+            root,
+            &platform(),
+        );
+        assert_eq!(free.action.timeout, None);
+        let ten = limited(600);
+        assert_eq!(
+            ten.action.timeout,
+            Some(reapi::Duration {
+                seconds: 600,
+                nanos: 0
+            })
+        );
+        // The command is the same: only the action (and its digest, by
+        // which the service's cache is asked) differs.
+        assert_eq!(ten.command, free.command);
+        let digest =
+            |r: &RemoteAction| function.of_bytes(&prost::Message::encode_to_vec(&r.action));
+        assert_ne!(digest(&ten), digest(&free));
+        assert_ne!(digest(&ten), digest(&limited(90)));
+        assert_eq!(digest(&ten), digest(&limited(600)));
     }
 }

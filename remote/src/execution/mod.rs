@@ -327,6 +327,14 @@ impl RemoteExecutor {
             self.upload(service, store, &blobs).await?;
             let response = match operation::execute(&service.grpc, function, &action).await? {
                 operation::Ended::Response(r) => *r,
+                operation::Ended::Error(status)
+                    if status.code == tonic::Code::DeadlineExceeded as i32 =>
+                {
+                    return Err(Miss::Step(StepFailure::without_logs(timed_out(
+                        step,
+                        &status.message,
+                    ))));
+                }
                 operation::Ended::Error(status) => {
                     return Err(Miss::Remote(format!(
                         "the operation failed: {}",
@@ -402,6 +410,13 @@ impl RemoteExecutor {
             )));
         }
         let Some(result) = response.result else {
+            if timed_out {
+                // Stopped without its logs.
+                return Err(Miss::Step(StepFailure::without_logs(self::timed_out(
+                    step,
+                    &status.message,
+                ))));
+            }
             return Err(Miss::Remote("the service's answer holds no result".into()));
         };
         let unusable = |u: Unusable| match u {
@@ -416,10 +431,7 @@ impl RemoteExecutor {
                 .downloaded_bytes
                 .fetch_add(bytes, Ordering::Relaxed);
             let failure = if timed_out {
-                Failure::Io(format!(
-                    "the step passed its timeout on the remote worker: {}",
-                    status_text(status.code, &status.message)
-                ))
+                self::timed_out(step, &status.message)
             } else if result.exit_code > 128 {
                 Failure::Signal(result.exit_code - 128)
             } else {
@@ -533,6 +545,18 @@ fn platform_for(
             CONTAINER_RUNTIME.1.to_string(),
         ),
     ])
+}
+
+/// A step the service stopped at its deadline (DEADLINE_EXCEEDED): past
+/// its own time limit, as locally, or past one of the service's.
+fn timed_out(step: &RunStep, message: &str) -> Failure {
+    match step.limits.time {
+        Some(limit) => Failure::TimedOut { limit },
+        None => Failure::Io(format!(
+            "the step passed a time limit of the remote executor's: {}",
+            status_text(tonic::Code::DeadlineExceeded as i32, message)
+        )),
+    }
 }
 
 /// What failed and why, without the "remote cache" the error's own text
