@@ -1,0 +1,528 @@
+//! The facts of `strata sbom` and `strata provenance`, gathered from what a
+//! build already keeps: the last build record (targets, keys, outputs, the
+//! labels of dependencies, an image pull's reference, the variables) and
+//! the store (each key's command and input root, each output tree). The
+//! documents themselves are strata-supply's.
+//!
+//! What each kind of target contributes:
+//! - `extract` of a .deb: the package from its control file, the .deb's
+//!   SHA-256, and the URL of the fetch it came from;
+//! - a fixed-output step (`output_digest`): its files with their SHA-256,
+//!   the URLs its command names (a file's own where `curl -o NAME URL` or
+//!   the URL's last component names it), and a `.dsc`'s source package;
+//! - `image-pull`: the reference, digest and platform;
+//! - a `run` or `stage` step: the source packages found through its
+//!   inputs (what it compiled);
+//! - the graph: a rule that assembles its dependencies' outputs (`rootfs`,
+//!   `archive`, `initramfs`, `makeself`, `image`, `deb`,
+//!   `docker-data-root`) contains them; any other was generated from them.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::io::Read;
+use std::path::Path;
+use std::str::FromStr;
+
+use strata_rules::layout;
+use strata_store::tree::{Entry, list, walk};
+use strata_store::{Digest, DigestFunction, Store, reapi};
+use strata_supply::facts::{
+    DebPackage, FetchedFile, FileFact, PulledImage, SourcePackage,
+};
+use strata_supply::{Component, Facts, Kind, Relation, RelationKind};
+
+use crate::keyinfo::{self, KeyInfo};
+use crate::manifest::{Error, last_record};
+use crate::records::{Record, RecordedTarget};
+use strata_load::diag::did_you_mean;
+
+/// Rules whose output holds their dependencies' outputs.
+const ASSEMBLING: &[&str] = &[
+    "rootfs",
+    "archive",
+    "initramfs",
+    "makeself",
+    "image",
+    "deb",
+    "docker-data-root",
+];
+
+/// The facts of `target` (a name, or a matrix build's `<config>/<name>`)
+/// in the last build of `build_file`; `all_files`: every component's files,
+/// not only the target's.
+pub fn facts_of_last_build(
+    store_dir: &Path,
+    build_file: &Path,
+    target: &str,
+    all_files: bool,
+) -> Result<Facts, Error> {
+    let (canonical, record) = last_record(store_dir, build_file)?;
+    let label = resolve(&record, target, &canonical)?;
+    let root = &record.targets[&label];
+    if root.output.is_none() {
+        return Err(Error::Usage(format!(
+            "`{label}` did not build in the last build of {} ({}); build it first",
+            strata_load::source::shown(&canonical),
+            root.status
+        )));
+    }
+    let function = DigestFunction::from_str(&record.digest_function)
+        .map_err(|e| Error::Environment(format!("the last build record is unreadable: {e}")))?;
+    let store = Store::open(store_dir, function)
+        .map_err(|e| Error::Environment(format!("cannot open the store: {e}")))?;
+    Gatherer {
+        store: &store,
+        record: &record,
+    }
+    .facts(&label, all_files)
+}
+
+/// The record's label for `target`: itself, or the one configuration's
+/// `<config>/<target>` of a matrix build.
+fn resolve(record: &Record, target: &str, build_file: &Path) -> Result<String, Error> {
+    if record.targets.contains_key(target) {
+        return Ok(target.to_string());
+    }
+    let labels: Vec<&String> = record
+        .targets
+        .keys()
+        .filter(|l| l.rsplit_once('/').is_some_and(|(_, n)| n == target))
+        .collect();
+    match labels.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => {
+            let hint = did_you_mean(target, record.targets.keys().map(String::as_str))
+                .map(|h| format!(" ({h})"))
+                .unwrap_or_default();
+            Err(Error::Usage(format!(
+                "target `{target}` is not in the last build of {}{hint}; build it first",
+                strata_load::source::shown(build_file)
+            )))
+        }
+        many => Err(Error::Usage(format!(
+            "`{target}` was built in several configurations; name one: {}",
+            many.iter()
+                .map(|l| l.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
+struct Gatherer<'a> {
+    store: &'a Store,
+    record: &'a Record,
+}
+
+/// One target of the closure, with its key taken apart.
+struct Node<'a> {
+    target: &'a RecordedTarget,
+    info: KeyInfo,
+    /// Dependency labels.
+    deps: BTreeSet<String>,
+}
+
+impl Gatherer<'_> {
+    fn facts(&self, root: &str, all_files: bool) -> Result<Facts, Error> {
+        let nodes = self.closure(root)?;
+        let mut components = BTreeMap::new();
+        let mut relations = BTreeSet::new();
+        let mut sources = BTreeMap::new();
+        // Fetches first: an extract names the URL of the file it unpacked.
+        let mut fetched: BTreeMap<&str, Vec<FetchedFile>> = BTreeMap::new();
+        for (label, node) in &nodes {
+            if node.info.properties.contains_key("strata.output_digest") {
+                fetched.insert(label, self.fetched_files(label, node)?);
+            }
+        }
+        for (label, node) in &nodes {
+            let kind = if let Some(files) = fetched.get(label.as_str()) {
+                Kind::Fetched {
+                    files: files.clone(),
+                    urls: urls(&node.info.arguments),
+                }
+            } else if node.target.rule == "image-pull" {
+                Kind::Image(PulledImage {
+                    reference: node.target.image.clone(),
+                    digest: node.info.arguments.get(1).cloned().unwrap_or_default(),
+                    platform: node.info.arguments.get(2).cloned().unwrap_or_default(),
+                })
+            } else if node.target.rule == "extract" {
+                match self.deb_of_extract(label, node, &fetched)? {
+                    Some(deb) => Kind::Deb(deb),
+                    None => Kind::Built,
+                }
+            } else {
+                Kind::Built
+            };
+            let relation = if ASSEMBLING.contains(&node.target.rule.as_str()) {
+                RelationKind::Contains
+            } else {
+                RelationKind::GeneratedFrom
+            };
+            for dep in &node.deps {
+                relations.insert(Relation {
+                    from: label.clone(),
+                    kind: relation,
+                    to: dep.clone(),
+                });
+            }
+            for (path, digest) in &node.info.sources {
+                sources.insert(format!("{label}/{path}"), digest.clone());
+            }
+            let files = if label == root || all_files {
+                Some(self.files(label, node.target)?)
+            } else {
+                None
+            };
+            components.insert(
+                label.clone(),
+                Component {
+                    rule: node.target.rule.clone(),
+                    output: node.target.output.clone(),
+                    key: node.target.key.clone(),
+                    kind,
+                    built_from: Vec::new(),
+                    files,
+                },
+            );
+        }
+        // What each compiling step compiled: the source packages reached
+        // through its inputs, not crossing into another step's.
+        let compiled: Vec<String> = components
+            .iter()
+            .filter(|(_, c)| matches!(c.kind, Kind::Built) && (c.rule == "run" || c.rule == "stage"))
+            .map(|(l, _)| l.clone())
+            .collect();
+        for label in compiled {
+            let found = built_from(&label, &nodes, &components);
+            if let Some(c) = components.get_mut(&label) {
+                c.built_from = found;
+            }
+        }
+        Ok(Facts {
+            target: root.to_string(),
+            source_date_epoch: self.source_date_epoch(),
+            digest_function: self.record.digest_function.clone(),
+            tool_version: env!("CARGO_PKG_VERSION").to_string(),
+            components,
+            relations,
+            vars: self.record.vars.clone(),
+            sources,
+        })
+    }
+
+    /// The build's SOURCE_DATE_EPOCH: its variable, else the environment's,
+    /// else 0 (what built-in rules stamp without one).
+    fn source_date_epoch(&self) -> u64 {
+        self.record
+            .vars
+            .get("SOURCE_DATE_EPOCH")
+            .and_then(|v| v.parse().ok())
+            .or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok()?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Every target `root` was made from, with its key's parts.
+    fn closure(&self, root: &str) -> Result<BTreeMap<String, Node<'_>>, Error> {
+        let mut nodes = BTreeMap::new();
+        let mut todo = VecDeque::from([root.to_string()]);
+        while let Some(label) = todo.pop_front() {
+            if nodes.contains_key(&label) {
+                continue;
+            }
+            let target = self.record.targets.get(&label).ok_or_else(|| {
+                Error::Environment(format!(
+                    "the last build record names a dependency `{label}` it does not hold"
+                ))
+            })?;
+            let info = target
+                .key_digest()
+                .and_then(|k| keyinfo::read(self.store, &k))
+                .ok_or_else(|| gone(&label, "its action"))?;
+            let deps: BTreeSet<String> = info
+                .deps
+                .keys()
+                .map(|name| target.dep_label(name).to_string())
+                .collect();
+            todo.extend(deps.iter().cloned());
+            nodes.insert(label, Node { target, info, deps });
+        }
+        Ok(nodes)
+    }
+
+    fn output_tree(&self, label: &str, target: &RecordedTarget) -> Result<Digest, Error> {
+        target
+            .output_digest(self.store)
+            .ok_or_else(|| gone(label, "its output"))
+    }
+
+    fn read(&self, label: &str, digest: &Digest) -> Result<Vec<u8>, Error> {
+        self.store
+            .cas()
+            .read(digest)
+            .map_err(|_| gone(label, "a file of its output"))
+    }
+
+    /// Every file of `label`'s output, sorted by path.
+    fn files(&self, label: &str, target: &RecordedTarget) -> Result<Vec<FileFact>, Error> {
+        let tree = self.output_tree(label, target)?;
+        let entries = walk(self.store.cas(), &tree).map_err(|_| gone(label, "its output"))?;
+        let mut files = Vec::new();
+        for (path, entry) in entries {
+            if let Entry::File { digest, .. } = entry {
+                files.push(FileFact::of(path, &self.read(label, &digest)?));
+            }
+        }
+        Ok(files)
+    }
+
+    fn fetched_files(&self, label: &str, node: &Node) -> Result<Vec<FetchedFile>, Error> {
+        let named = named_urls(&node.info.arguments);
+        let all = urls(&node.info.arguments);
+        let mut out = Vec::new();
+        for f in self.files(label, node.target)? {
+            let base = f.path.rsplit('/').next().unwrap_or(&f.path).to_string();
+            let url = named.get(&base).cloned().or_else(|| {
+                all.iter()
+                    .find(|u| percent_decode(u.rsplit('/').next().unwrap_or("")) == base)
+                    .cloned()
+            });
+            let source_package = if base.ends_with(".dsc") {
+                let tree = self.output_tree(label, node.target)?;
+                let digest = file_at(self.store, &tree, &f.path)
+                    .ok_or_else(|| gone(label, "a file of its output"))?;
+                let text = String::from_utf8_lossy(&self.read(label, &digest)?).into_owned();
+                strata_supply::deb::dsc(&text).map(|(name, version)| SourcePackage {
+                    name,
+                    version,
+                    fetched_by: label.to_string(),
+                })
+            } else {
+                None
+            };
+            out.push(FetchedFile {
+                path: f.path,
+                sha256: f.sha256,
+                size: f.size,
+                url,
+                source_package,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The Debian package an `extract` unpacked, if its archive is a .deb.
+    fn deb_of_extract(
+        &self,
+        label: &str,
+        node: &Node,
+        fetched: &BTreeMap<&str, Vec<FetchedFile>>,
+    ) -> Result<Option<DebPackage>, Error> {
+        // The keyed command is `strata-builtin extract <parameters>`.
+        let Some(from) = node
+            .info
+            .arguments
+            .get(2)
+            .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok())
+            .and_then(|p| p.get("from")?.as_str().map(str::to_string))
+        else {
+            return Ok(None);
+        };
+        let (head, path) = from.split_once(':').unwrap_or((&from, ""));
+        let in_root = if head == "srcs" {
+            format!("{}/{path}", layout::WORK)
+        } else {
+            format!("{}/{head}/{path}", layout::DEPS)
+        };
+        let action: reapi::Action = self
+            .store
+            .cas()
+            .get_message(
+                &node.target.key_digest().ok_or_else(|| gone(label, "its action"))?,
+                "an action",
+            )
+            .map_err(|_| gone(label, "its action"))?;
+        let Some(root) = action.input_root_digest.as_ref().and_then(Digest::from_proto) else {
+            return Ok(None);
+        };
+        let Some(digest) = file_at(self.store, &root, in_root.trim_end_matches('/')) else {
+            return Ok(None);
+        };
+        // Only a .deb is read whole: a source tarball can be large.
+        let mut head_bytes = [0u8; 8];
+        let is_deb = std::fs::File::open(self.store.cas().path(&digest))
+            .and_then(|mut f| f.read_exact(&mut head_bytes))
+            .is_ok()
+            && strata_supply::deb::looks_like_deb(&head_bytes);
+        if !is_deb {
+            return Ok(None);
+        }
+        let bytes = self.read(label, &digest)?;
+        let control = strata_supply::deb::control(&bytes).map_err(|e| {
+            Error::Environment(format!("`{label}`: the .deb it unpacked is unreadable: {e}"))
+        })?;
+        let sha256 = FileFact::of(String::new(), &bytes).sha256;
+        let dep_label = (head != "srcs").then(|| node.target.dep_label(head).to_string());
+        let url = dep_label
+            .and_then(|d| fetched.get(d.as_str()))
+            .and_then(|files| files.iter().find(|f| f.path == path))
+            .and_then(|f| f.url.clone());
+        Ok(Some(DebPackage {
+            package: control.package,
+            version: control.version,
+            architecture: control.architecture,
+            source: control.source,
+            source_version: control.source_version,
+            sha256,
+            url,
+        }))
+    }
+}
+
+/// The source packages below a compiling step: fetched `.dsc`s reached
+/// through its dependencies, passing through its own stage's steps and
+/// through assembled or extracted trees, never into another compiling step.
+fn built_from(
+    label: &str,
+    nodes: &BTreeMap<String, Node>,
+    components: &BTreeMap<String, Component>,
+) -> Vec<SourcePackage> {
+    let stage_of = |l: &str| l.split('#').next().unwrap_or(l).to_string();
+    let own = stage_of(label);
+    let mut found = BTreeSet::new();
+    let mut seen = BTreeSet::from([label.to_string()]);
+    let mut todo: Vec<String> = nodes[label].deps.iter().cloned().collect();
+    while let Some(at) = todo.pop() {
+        if !seen.insert(at.clone()) {
+            continue;
+        }
+        let Some(c) = components.get(&at) else {
+            continue;
+        };
+        match &c.kind {
+            Kind::Fetched { files, .. } => {
+                found.extend(files.iter().filter_map(|f| f.source_package.clone()));
+                continue;
+            }
+            Kind::Deb(_) | Kind::Image(_) => continue,
+            Kind::Built => {}
+        }
+        let compiling = c.rule == "run" || c.rule == "stage";
+        if compiling && stage_of(&at) != own {
+            continue;
+        }
+        todo.extend(nodes[&at].deps.iter().cloned());
+    }
+    found.into_iter().collect()
+}
+
+fn gone(label: &str, what: &str) -> Error {
+    Error::Environment(format!(
+        "{what} of `{label}` is no longer in the store (collected by `strata store gc`?); build it again"
+    ))
+}
+
+/// The file at `path` inside the stored tree `root`.
+fn file_at(store: &Store, root: &Digest, path: &str) -> Option<Digest> {
+    let mut at = *root;
+    let mut parts = path.split('/').filter(|p| !p.is_empty()).peekable();
+    while let Some(part) = parts.next() {
+        let (_, entry) = list(store.cas(), &at)
+            .ok()?
+            .into_iter()
+            .find(|(name, _)| name == part)?;
+        match (entry, parts.peek()) {
+            (Entry::Dir { digest, .. }, Some(_)) => at = digest,
+            (Entry::File { digest, .. }, None) => return Some(digest),
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// The words of a command (the arguments split on white space and shell
+/// quotes: enough to find URLs and `-o NAME`).
+fn words(arguments: &[String]) -> Vec<String> {
+    arguments
+        .iter()
+        .flat_map(|a| a.split(|c: char| c.is_whitespace() || c == '"' || c == '\''))
+        .filter(|w| !w.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Every http(s) URL the command names, sorted, each once.
+fn urls(arguments: &[String]) -> Vec<String> {
+    let set: BTreeSet<String> = words(arguments)
+        .into_iter()
+        .filter(|w| w.starts_with("https://") || w.starts_with("http://"))
+        .collect();
+    set.into_iter().collect()
+}
+
+/// File name -> URL where a command line says `-o NAME` (or `-O`,
+/// `--output`) and a URL before its end.
+fn named_urls(arguments: &[String]) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for arg in arguments {
+        for line in arg.lines() {
+            let w = words(&[line.to_string()]);
+            let name = w
+                .windows(2)
+                .find(|p| matches!(p[0].as_str(), "-o" | "-O" | "--output"))
+                .map(|p| p[1].rsplit('/').next().unwrap_or(&p[1]).to_string());
+            let url = w
+                .iter()
+                .find(|x| x.starts_with("https://") || x.starts_with("http://"));
+            if let (Some(name), Some(url)) = (name, url) {
+                out.insert(name, url.clone());
+            }
+        }
+    }
+    out
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && let Some(v) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_of_a_fetch_command() {
+        let cmd = vec![
+            "sh".into(),
+            "-c".into(),
+            "mkdir -p $OUT/debs && cd $OUT/debs\ncurl -fsSL --retry 3 -o busybox_1%3a1.35_amd64.deb http://deb.debian.org/b/busybox_1.35_amd64.deb\nwget 'https://example.org/x%2By.tar.gz'\n".into(),
+        ];
+        assert_eq!(
+            urls(&cmd),
+            [
+                "http://deb.debian.org/b/busybox_1.35_amd64.deb",
+                "https://example.org/x%2By.tar.gz"
+            ]
+        );
+        let named = named_urls(&cmd);
+        assert_eq!(
+            named.get("busybox_1%3a1.35_amd64.deb").map(String::as_str),
+            Some("http://deb.debian.org/b/busybox_1.35_amd64.deb")
+        );
+        assert_eq!(percent_decode("x%2By.tar.gz"), "x+y.tar.gz");
+    }
+}
