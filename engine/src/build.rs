@@ -403,6 +403,12 @@ pub fn build(
                             strata_rules::Work::ImagePull(p) => Some(p.reference.clone()),
                             _ => None,
                         },
+                        fetch_command: match &t.work {
+                            strata_rules::Work::Run(step) if step.fixed_output.is_some() => {
+                                step.keyed_command.arguments.clone()
+                            }
+                            _ => Vec::new(),
+                        },
                     }
                     .runs_on(runs_on.get(&r.name)),
                 )

@@ -88,6 +88,11 @@ pub struct RecordedTarget {
     /// its key holds only the digest, SBOMs name the image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// A fixed-output step's command as keyed (secrets hashed): its key
+    /// holds only the output digest, SBOMs and provenance name the URLs it
+    /// fetches from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fetch_command: Vec<String>,
 }
 
 /// A binfmt_misc handler that ran a step of another architecture.

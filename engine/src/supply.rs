@@ -138,7 +138,7 @@ impl Gatherer<'_> {
             let kind = if let Some(files) = fetched.get(label.as_str()) {
                 Kind::Fetched {
                     files: files.clone(),
-                    urls: urls(&node.info.arguments),
+                    urls: urls(&node.target.fetch_command),
                 }
             } else if node.target.rule == "image-pull" {
                 Kind::Image(PulledImage {
@@ -277,8 +277,10 @@ impl Gatherer<'_> {
     }
 
     fn fetched_files(&self, label: &str, node: &Node) -> Result<Vec<FetchedFile>, Error> {
-        let named = named_urls(&node.info.arguments);
-        let all = urls(&node.info.arguments);
+        // The key of a fixed-output step is its output digest alone; the
+        // record keeps the command it ran.
+        let named = named_urls(&node.target.fetch_command);
+        let all = urls(&node.target.fetch_command);
         let mut out = Vec::new();
         for f in self.files(label, node.target)? {
             let base = f.path.rsplit('/').next().unwrap_or(&f.path).to_string();

@@ -124,7 +124,6 @@ fn component(label: &str, c: &Component) -> Value {
     match &c.kind {
         Kind::Deb(d) => {
             v["purl"] = purl::deb(d).into();
-            v["publisher"] = "Debian".into();
             hashes.push(d.sha256.clone());
             urls.extend(d.url.clone());
             props.push(("debian:source", d.source.clone()));

@@ -106,7 +106,6 @@ fn package(label: &str, id: &str, c: &Component, files_analyzed: bool) -> Value 
                 None => format!("built from Debian source package {}", d.source),
             }
             .into();
-            p["supplier"] = "Organization: Debian".into();
             refs.push(purl::deb(d));
         }
         Kind::Image(i) => {
