@@ -136,12 +136,12 @@ fn facts(
     let store = store.unwrap_or_else(build::default_store_dir);
     let store = std::path::absolute(&store).unwrap_or(store);
     let file = crate::build_file::resolve(file)?;
-    strata_engine::supply::facts_of_last_build(&store, &file, target, all_files).map_err(|e| {
-        match e {
+    strata_engine::supply::facts_of_last_build(&store, &file, target, all_files).map_err(
+        |e| match e {
             Error::Usage(msg) => report::usage_error(&msg),
             Error::Environment(msg) => report::failure(&msg),
-        }
-    })
+        },
+    )
 }
 
 fn emit(text: &str, output: Option<&Path>) -> ExitCode {

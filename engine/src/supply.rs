@@ -25,9 +25,7 @@ use std::str::FromStr;
 use strata_rules::layout;
 use strata_store::tree::{Entry, list, walk};
 use strata_store::{Digest, DigestFunction, Store, reapi};
-use strata_supply::facts::{
-    DebPackage, FetchedFile, FileFact, PulledImage, SourcePackage,
-};
+use strata_supply::facts::{DebPackage, FetchedFile, FileFact, PulledImage, SourcePackage};
 use strata_supply::{Component, Facts, Kind, Relation, RelationKind};
 
 use crate::keyinfo::{self, KeyInfo};
@@ -190,7 +188,9 @@ impl Gatherer<'_> {
         // through its inputs, not crossing into another step's.
         let compiled: Vec<String> = components
             .iter()
-            .filter(|(_, c)| matches!(c.kind, Kind::Built) && (c.rule == "run" || c.rule == "stage"))
+            .filter(|(_, c)| {
+                matches!(c.kind, Kind::Built) && (c.rule == "run" || c.rule == "stage")
+            })
             .map(|(l, _)| l.clone())
             .collect();
         for label in compiled {
@@ -340,11 +340,18 @@ impl Gatherer<'_> {
             .store
             .cas()
             .get_message(
-                &node.target.key_digest().ok_or_else(|| gone(label, "its action"))?,
+                &node
+                    .target
+                    .key_digest()
+                    .ok_or_else(|| gone(label, "its action"))?,
                 "an action",
             )
             .map_err(|_| gone(label, "its action"))?;
-        let Some(root) = action.input_root_digest.as_ref().and_then(Digest::from_proto) else {
+        let Some(root) = action
+            .input_root_digest
+            .as_ref()
+            .and_then(Digest::from_proto)
+        else {
             return Ok(None);
         };
         let Some(digest) = file_at(self.store, &root, in_root.trim_end_matches('/')) else {
@@ -361,7 +368,9 @@ impl Gatherer<'_> {
         }
         let bytes = self.read(label, &digest)?;
         let control = strata_supply::deb::control(&bytes).map_err(|e| {
-            Error::Environment(format!("`{label}`: the .deb it unpacked is unreadable: {e}"))
+            Error::Environment(format!(
+                "`{label}`: the .deb it unpacked is unreadable: {e}"
+            ))
         })?;
         let sha256 = FileFact::of(String::new(), &bytes).sha256;
         let dep_label = (head != "srcs").then(|| node.target.dep_label(head).to_string());
@@ -490,7 +499,9 @@ fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%'
-            && let Some(v) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())
+            && let Some(v) = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
         {
             out.push(v);
             i += 3;

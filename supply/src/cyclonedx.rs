@@ -115,7 +115,10 @@ fn component(label: &str, c: &Component) -> Value {
     if let Some(version) = c.version() {
         v["version"] = version.into();
     }
-    let mut props = vec![("strata:target", label.to_string()), ("strata:rule", c.rule.clone())];
+    let mut props = vec![
+        ("strata:target", label.to_string()),
+        ("strata:rule", c.rule.clone()),
+    ];
     if let Some(o) = &c.output {
         props.push(("strata:output", o.clone()));
     }
@@ -150,7 +153,10 @@ fn component(label: &str, c: &Component) -> Value {
         }
         Kind::Built => {
             for s in &c.built_from {
-                props.push(("strata:built-from", format!("{} {} (fetched by {})", s.name, s.version, s.fetched_by)));
+                props.push((
+                    "strata:built-from",
+                    format!("{} {} (fetched by {})", s.name, s.version, s.fetched_by),
+                ));
             }
             if !c.built_from.is_empty() {
                 v["purl"] = purl::generic(label, c.version()).into();

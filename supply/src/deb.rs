@@ -27,8 +27,8 @@ pub fn looks_like_deb(head: &[u8]) -> bool {
 /// The control fields of the .deb `bytes`.
 pub fn control(bytes: &[u8]) -> Result<Control, String> {
     let member = ar_member(bytes, "control.tar")?;
-    let decoder = strata_formats::compress::decoder(member)
-        .map_err(|e| format!("control.tar: {e}"))?;
+    let decoder =
+        strata_formats::compress::decoder(member).map_err(|e| format!("control.tar: {e}"))?;
     let mut archive = tar::Archive::new(decoder.take(MAX_CONTROL));
     let entries = archive.entries().map_err(|e| format!("control.tar: {e}"))?;
     for entry in entries {
@@ -70,7 +70,11 @@ fn ar_member<'a>(bytes: &'a [u8], prefix: &str) -> Result<&'a [u8], String> {
             .checked_add(size)
             .filter(|e| *e <= bytes.len())
             .ok_or_else(|| format!("member `{name}` runs past the end"))?;
-        if name == prefix || name.strip_prefix(prefix).is_some_and(|r| r.starts_with('.')) {
+        if name == prefix
+            || name
+                .strip_prefix(prefix)
+                .is_some_and(|r| r.starts_with('.'))
+        {
             return Ok(&bytes[start..end]);
         }
         at = end + (size % 2);

@@ -124,7 +124,10 @@ fn package(label: &str, id: &str, c: &Component, files_analyzed: bool) -> Value 
                     "; fetched {} sha256:{}{}",
                     f.path,
                     f.sha256,
-                    f.url.as_deref().map(|u| format!(" from {u}")).unwrap_or_default()
+                    f.url
+                        .as_deref()
+                        .map(|u| format!(" from {u}"))
+                        .unwrap_or_default()
                 ));
             }
         }
