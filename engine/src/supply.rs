@@ -67,11 +67,26 @@ pub fn facts_of_last_build(
         .map_err(|e| Error::Environment(format!("the last build record is unreadable: {e}")))?;
     let store = Store::open(store_dir, function)
         .map_err(|e| Error::Environment(format!("cannot open the store: {e}")))?;
+    let nodes = nodes_of_record(&store, &record, &label)?;
     Gatherer {
         store: &store,
-        record: &record,
+        nodes,
+        vars: record.vars.clone(),
+        source_date_epoch: source_date_epoch(&record),
+        digest_function: record.digest_function.clone(),
     }
     .facts(&label, all_files)
+}
+
+/// The build's SOURCE_DATE_EPOCH: its variable, else the environment's,
+/// else 0 (what built-in rules stamp without one).
+fn source_date_epoch(record: &Record) -> u64 {
+    record
+        .vars
+        .get("SOURCE_DATE_EPOCH")
+        .and_then(|v| v.parse().ok())
+        .or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok()?.parse().ok())
+        .unwrap_or(0)
 }
 
 /// The record's label for `target`: itself, or the one configuration's
@@ -106,78 +121,299 @@ fn resolve(record: &Record, target: &str, build_file: &Path) -> Result<String, E
     }
 }
 
-struct Gatherer<'a> {
-    store: &'a Store,
-    record: &'a Record,
+/// One target of the closure as the facts need it, however it was learnt:
+/// from a build record and the store (`strata sbom`), or from a running
+/// build (the `sbom` rule).
+pub struct GraphNode {
+    pub rule: String,
+    /// The key's hex digest.
+    pub key: Option<String>,
+    /// The output tree.
+    pub output: Digest,
+    /// Dependency name (as the key names it) -> label.
+    pub deps: BTreeMap<String, String>,
+    /// Source path -> digest, as keys show them.
+    pub sources: BTreeMap<String, String>,
+    /// A fixed-output step's command as keyed.
+    pub fetch_command: Option<Vec<String>>,
+    pub image: Option<PulledImage>,
+    /// What an `extract` unpacked.
+    pub archive: Option<Archive>,
 }
 
-/// One target of the closure, with its key taken apart.
-struct Node<'a> {
-    target: &'a RecordedTarget,
-    info: KeyInfo,
-    /// Dependency labels.
-    deps: BTreeSet<String>,
+/// The archive an `extract` unpacked: its file, and the dependency label
+/// and path it came from (`None` for a source).
+pub struct Archive {
+    pub digest: Digest,
+    pub from: Option<(String, String)>,
+}
+
+/// One target of a running build's closure: the `sbom` rule's facts.
+pub struct Built<'a> {
+    pub label: &'a str,
+    pub work: &'a strata_rules::Work,
+    pub sources: &'a [strata_exec::source::SourceFile],
+    /// Dependency name -> label.
+    pub deps: BTreeMap<String, String>,
+    pub key: Option<Digest>,
+    pub output: Digest,
+}
+
+/// The facts of `root` in a running build whose closure is `closure` (every
+/// target `root` was made from, done): what the `sbom` rule renders.
+pub fn facts_in_build(
+    store: &Store,
+    root: &str,
+    closure: &[Built],
+    source_date_epoch: u64,
+    all_files: bool,
+) -> Result<Facts, String> {
+    let function = store.function();
+    let outputs: BTreeMap<&str, Digest> = closure.iter().map(|b| (b.label, b.output)).collect();
+    let mut nodes = BTreeMap::new();
+    for b in closure {
+        use strata_rules::Work;
+        use strata_rules::builtin::Builtin;
+        let archive = match b.work {
+            Work::Builtin {
+                rule: Builtin::Extract(p),
+                ..
+            } => match &p.from.target {
+                None => b
+                    .sources
+                    .iter()
+                    .find(|s| s.rel == p.from.path)
+                    .map(|s| Archive {
+                        digest: s.digest,
+                        from: None,
+                    }),
+                Some(dep) => {
+                    let label = b.deps.get(dep).cloned().unwrap_or_else(|| dep.clone());
+                    outputs
+                        .get(label.as_str())
+                        .and_then(|tree| file_at(store, tree, &p.from.path))
+                        .map(|digest| Archive {
+                            digest,
+                            from: Some((label, p.from.path.clone())),
+                        })
+                }
+            },
+            _ => None,
+        };
+        nodes.insert(
+            b.label.to_string(),
+            GraphNode {
+                rule: b.work.rule_name().to_string(),
+                key: b.key.map(|k| k.hex()),
+                output: b.output,
+                deps: b.deps.clone(),
+                sources: b
+                    .sources
+                    .iter()
+                    .map(|s| {
+                        let mut d = function.qualified(&s.digest);
+                        if s.executable {
+                            d.push_str(" (x)");
+                        }
+                        (s.rel.clone(), d)
+                    })
+                    .collect(),
+                fetch_command: match b.work {
+                    Work::Run(step) if step.fixed_output.is_some() => {
+                        Some(step.keyed_command.arguments.clone())
+                    }
+                    _ => None,
+                },
+                image: match b.work {
+                    Work::ImagePull(p) => Some(PulledImage {
+                        reference: Some(p.reference.clone()),
+                        digest: p.digest.clone(),
+                        platform: p.platform.clone(),
+                    }),
+                    _ => None,
+                },
+                archive,
+            },
+        );
+    }
+    Gatherer {
+        store,
+        nodes,
+        // The rule's statement holds no variables: its key does not.
+        vars: BTreeMap::new(),
+        source_date_epoch,
+        digest_function: function.to_string(),
+    }
+    .facts(root, all_files)
+    .map_err(|e| match e {
+        Error::Usage(m) | Error::Environment(m) => m,
+    })
+}
+
+struct Gatherer<'a> {
+    store: &'a Store,
+    nodes: BTreeMap<String, GraphNode>,
+    vars: BTreeMap<String, String>,
+    source_date_epoch: u64,
+    digest_function: String,
+}
+
+/// The closure of `root` in `record`, read back from the store.
+fn nodes_of_record(
+    store: &Store,
+    record: &Record,
+    root: &str,
+) -> Result<BTreeMap<String, GraphNode>, Error> {
+    let mut nodes = BTreeMap::new();
+    let mut todo = VecDeque::from([root.to_string()]);
+    while let Some(label) = todo.pop_front() {
+        if nodes.contains_key(&label) {
+            continue;
+        }
+        let target = record.targets.get(&label).ok_or_else(|| {
+            Error::Environment(format!(
+                "the last build record names a dependency `{label}` it does not hold"
+            ))
+        })?;
+        let info = target
+            .key_digest()
+            .and_then(|k| keyinfo::read(store, &k))
+            .ok_or_else(|| gone(&label, "its action"))?;
+        let output = target
+            .output_digest(store)
+            .ok_or_else(|| gone(&label, "its output"))?;
+        let deps: BTreeMap<String, String> = info
+            .deps
+            .keys()
+            .map(|name| (name.clone(), target.dep_label(name).to_string()))
+            .collect();
+        todo.extend(deps.values().cloned());
+        let archive = if target.rule == "extract" {
+            archive_of_extract(store, &label, target, &info)?
+        } else {
+            None
+        };
+        nodes.insert(
+            label,
+            GraphNode {
+                rule: target.rule.clone(),
+                key: target.key.clone(),
+                output,
+                deps,
+                sources: info.sources.clone(),
+                // The key of a fixed-output step is its output digest
+                // alone; the record keeps the command it ran.
+                fetch_command: info
+                    .properties
+                    .contains_key("strata.output_digest")
+                    .then(|| target.fetch_command.clone()),
+                image: (target.rule == "image-pull").then(|| PulledImage {
+                    reference: target.image.clone(),
+                    digest: info.arguments.get(1).cloned().unwrap_or_default(),
+                    platform: info.arguments.get(2).cloned().unwrap_or_default(),
+                }),
+                archive,
+            },
+        );
+    }
+    Ok(nodes)
+}
+
+/// The archive an `extract` unpacked, found in its stored input root
+/// through its keyed parameters (`strata-builtin extract <parameters>`).
+fn archive_of_extract(
+    store: &Store,
+    label: &str,
+    target: &RecordedTarget,
+    info: &KeyInfo,
+) -> Result<Option<Archive>, Error> {
+    let Some(from) = info
+        .arguments
+        .get(2)
+        .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok())
+        .and_then(|p| p.get("from")?.as_str().map(str::to_string))
+    else {
+        return Ok(None);
+    };
+    let (head, path) = from.split_once(':').unwrap_or((&from, ""));
+    let in_root = if head == "srcs" {
+        format!("{}/{path}", layout::WORK)
+    } else {
+        format!("{}/{head}/{path}", layout::DEPS)
+    };
+    let key = target.key_digest().ok_or_else(|| gone(label, "its action"))?;
+    let action: reapi::Action = store
+        .cas()
+        .get_message(&key, "an action")
+        .map_err(|_| gone(label, "its action"))?;
+    let Some(root) = action.input_root_digest.as_ref().and_then(Digest::from_proto) else {
+        return Ok(None);
+    };
+    Ok(
+        file_at(store, &root, in_root.trim_end_matches('/')).map(|digest| Archive {
+            digest,
+            from: (head != "srcs").then(|| (target.dep_label(head).to_string(), path.to_string())),
+        }),
+    )
 }
 
 impl Gatherer<'_> {
     fn facts(&self, root: &str, all_files: bool) -> Result<Facts, Error> {
-        let nodes = self.closure(root)?;
+        let nodes = &self.nodes;
         let mut components = BTreeMap::new();
         let mut relations = BTreeSet::new();
         let mut sources = BTreeMap::new();
         // Fetches first: an extract names the URL of the file it unpacked.
         let mut fetched: BTreeMap<&str, Vec<FetchedFile>> = BTreeMap::new();
-        for (label, node) in &nodes {
-            if node.info.properties.contains_key("strata.output_digest") {
-                fetched.insert(label, self.fetched_files(label, node)?);
+        for (label, node) in nodes {
+            if let Some(command) = &node.fetch_command {
+                fetched.insert(label, self.fetched_files(label, node, command)?);
             }
         }
-        for (label, node) in &nodes {
-            let kind = if let Some(files) = fetched.get(label.as_str()) {
+        for (label, node) in nodes {
+            let kind = if let (Some(files), Some(command)) =
+                (fetched.get(label.as_str()), &node.fetch_command)
+            {
                 Kind::Fetched {
                     files: files.clone(),
-                    urls: urls(&node.target.fetch_command),
+                    urls: urls(command),
                 }
-            } else if node.target.rule == "image-pull" {
-                Kind::Image(PulledImage {
-                    reference: node.target.image.clone(),
-                    digest: node.info.arguments.get(1).cloned().unwrap_or_default(),
-                    platform: node.info.arguments.get(2).cloned().unwrap_or_default(),
-                })
-            } else if node.target.rule == "extract" {
-                match self.deb_of_extract(label, node, &fetched)? {
+            } else if let Some(image) = &node.image {
+                Kind::Image(image.clone())
+            } else if let Some(archive) = &node.archive {
+                match self.deb(label, archive, &fetched)? {
                     Some(deb) => Kind::Deb(deb),
                     None => Kind::Built,
                 }
             } else {
                 Kind::Built
             };
-            let relation = if ASSEMBLING.contains(&node.target.rule.as_str()) {
+            let relation = if ASSEMBLING.contains(&node.rule.as_str()) {
                 RelationKind::Contains
             } else {
                 RelationKind::GeneratedFrom
             };
-            for dep in &node.deps {
+            for dep in node.deps.values() {
                 relations.insert(Relation {
                     from: label.clone(),
                     kind: relation,
                     to: dep.clone(),
                 });
             }
-            for (path, digest) in &node.info.sources {
+            for (path, digest) in &node.sources {
                 sources.insert(format!("{label}/{path}"), digest.clone());
             }
             let files = if label == root || all_files {
-                Some(self.files(label, node.target)?)
+                Some(self.files(label, &node.output)?)
             } else {
                 None
             };
             components.insert(
                 label.clone(),
                 Component {
-                    rule: node.target.rule.clone(),
-                    output: node.target.output.clone(),
-                    key: node.target.key.clone(),
+                    rule: node.rule.clone(),
+                    output: Some(self.store.function().qualified(&node.output)),
+                    key: node.key.clone(),
                     kind,
                     built_from: Vec::new(),
                     files,
@@ -194,66 +430,21 @@ impl Gatherer<'_> {
             .map(|(l, _)| l.clone())
             .collect();
         for label in compiled {
-            let found = built_from(&label, &nodes, &components);
+            let found = built_from(&label, nodes, &components);
             if let Some(c) = components.get_mut(&label) {
                 c.built_from = found;
             }
         }
         Ok(Facts {
             target: root.to_string(),
-            source_date_epoch: self.source_date_epoch(),
-            digest_function: self.record.digest_function.clone(),
+            source_date_epoch: self.source_date_epoch,
+            digest_function: self.digest_function.clone(),
             tool_version: env!("CARGO_PKG_VERSION").to_string(),
             components,
             relations,
-            vars: self.record.vars.clone(),
+            vars: self.vars.clone(),
             sources,
         })
-    }
-
-    /// The build's SOURCE_DATE_EPOCH: its variable, else the environment's,
-    /// else 0 (what built-in rules stamp without one).
-    fn source_date_epoch(&self) -> u64 {
-        self.record
-            .vars
-            .get("SOURCE_DATE_EPOCH")
-            .and_then(|v| v.parse().ok())
-            .or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok()?.parse().ok())
-            .unwrap_or(0)
-    }
-
-    /// Every target `root` was made from, with its key's parts.
-    fn closure(&self, root: &str) -> Result<BTreeMap<String, Node<'_>>, Error> {
-        let mut nodes = BTreeMap::new();
-        let mut todo = VecDeque::from([root.to_string()]);
-        while let Some(label) = todo.pop_front() {
-            if nodes.contains_key(&label) {
-                continue;
-            }
-            let target = self.record.targets.get(&label).ok_or_else(|| {
-                Error::Environment(format!(
-                    "the last build record names a dependency `{label}` it does not hold"
-                ))
-            })?;
-            let info = target
-                .key_digest()
-                .and_then(|k| keyinfo::read(self.store, &k))
-                .ok_or_else(|| gone(&label, "its action"))?;
-            let deps: BTreeSet<String> = info
-                .deps
-                .keys()
-                .map(|name| target.dep_label(name).to_string())
-                .collect();
-            todo.extend(deps.iter().cloned());
-            nodes.insert(label, Node { target, info, deps });
-        }
-        Ok(nodes)
-    }
-
-    fn output_tree(&self, label: &str, target: &RecordedTarget) -> Result<Digest, Error> {
-        target
-            .output_digest(self.store)
-            .ok_or_else(|| gone(label, "its output"))
     }
 
     fn read(&self, label: &str, digest: &Digest) -> Result<Vec<u8>, Error> {
@@ -263,10 +454,9 @@ impl Gatherer<'_> {
             .map_err(|_| gone(label, "a file of its output"))
     }
 
-    /// Every file of `label`'s output, sorted by path.
-    fn files(&self, label: &str, target: &RecordedTarget) -> Result<Vec<FileFact>, Error> {
-        let tree = self.output_tree(label, target)?;
-        let entries = walk(self.store.cas(), &tree).map_err(|_| gone(label, "its output"))?;
+    /// Every file of an output, sorted by path.
+    fn files(&self, label: &str, tree: &Digest) -> Result<Vec<FileFact>, Error> {
+        let entries = walk(self.store.cas(), tree).map_err(|_| gone(label, "its output"))?;
         let mut files = Vec::new();
         for (path, entry) in entries {
             if let Entry::File { digest, .. } = entry {
@@ -276,13 +466,16 @@ impl Gatherer<'_> {
         Ok(files)
     }
 
-    fn fetched_files(&self, label: &str, node: &Node) -> Result<Vec<FetchedFile>, Error> {
-        // The key of a fixed-output step is its output digest alone; the
-        // record keeps the command it ran.
-        let named = named_urls(&node.target.fetch_command);
-        let all = urls(&node.target.fetch_command);
+    fn fetched_files(
+        &self,
+        label: &str,
+        node: &GraphNode,
+        command: &[String],
+    ) -> Result<Vec<FetchedFile>, Error> {
+        let named = named_urls(command);
+        let all = urls(command);
         let mut out = Vec::new();
-        for f in self.files(label, node.target)? {
+        for f in self.files(label, &node.output)? {
             let base = f.path.rsplit('/').next().unwrap_or(&f.path).to_string();
             let url = named.get(&base).cloned().or_else(|| {
                 all.iter()
@@ -290,8 +483,7 @@ impl Gatherer<'_> {
                     .cloned()
             });
             let source_package = if base.ends_with(".dsc") {
-                let tree = self.output_tree(label, node.target)?;
-                let digest = file_at(self.store, &tree, &f.path)
+                let digest = file_at(self.store, &node.output, &f.path)
                     .ok_or_else(|| gone(label, "a file of its output"))?;
                 let text = String::from_utf8_lossy(&self.read(label, &digest)?).into_owned();
                 strata_supply::deb::dsc(&text).map(|(name, version)| SourcePackage {
@@ -314,69 +506,29 @@ impl Gatherer<'_> {
     }
 
     /// The Debian package an `extract` unpacked, if its archive is a .deb.
-    fn deb_of_extract(
+    fn deb(
         &self,
         label: &str,
-        node: &Node,
+        archive: &Archive,
         fetched: &BTreeMap<&str, Vec<FetchedFile>>,
     ) -> Result<Option<DebPackage>, Error> {
-        // The keyed command is `strata-builtin extract <parameters>`.
-        let Some(from) = node
-            .info
-            .arguments
-            .get(2)
-            .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok())
-            .and_then(|p| p.get("from")?.as_str().map(str::to_string))
-        else {
-            return Ok(None);
-        };
-        let (head, path) = from.split_once(':').unwrap_or((&from, ""));
-        let in_root = if head == "srcs" {
-            format!("{}/{path}", layout::WORK)
-        } else {
-            format!("{}/{head}/{path}", layout::DEPS)
-        };
-        let action: reapi::Action = self
-            .store
-            .cas()
-            .get_message(
-                &node
-                    .target
-                    .key_digest()
-                    .ok_or_else(|| gone(label, "its action"))?,
-                "an action",
-            )
-            .map_err(|_| gone(label, "its action"))?;
-        let Some(root) = action
-            .input_root_digest
-            .as_ref()
-            .and_then(Digest::from_proto)
-        else {
-            return Ok(None);
-        };
-        let Some(digest) = file_at(self.store, &root, in_root.trim_end_matches('/')) else {
-            return Ok(None);
-        };
         // Only a .deb is read whole: a source tarball can be large.
-        let mut head_bytes = [0u8; 8];
-        let is_deb = std::fs::File::open(self.store.cas().path(&digest))
-            .and_then(|mut f| f.read_exact(&mut head_bytes))
+        let mut head = [0u8; 8];
+        let is_deb = std::fs::File::open(self.store.cas().path(&archive.digest))
+            .and_then(|mut f| f.read_exact(&mut head))
             .is_ok()
-            && strata_supply::deb::looks_like_deb(&head_bytes);
+            && strata_supply::deb::looks_like_deb(&head);
         if !is_deb {
             return Ok(None);
         }
-        let bytes = self.read(label, &digest)?;
+        let bytes = self.read(label, &archive.digest)?;
         let control = strata_supply::deb::control(&bytes).map_err(|e| {
-            Error::Environment(format!(
-                "`{label}`: the .deb it unpacked is unreadable: {e}"
-            ))
+            Error::Environment(format!("`{label}`: the .deb it unpacked is unreadable: {e}"))
         })?;
-        let sha256 = FileFact::of(String::new(), &bytes).sha256;
-        let dep_label = (head != "srcs").then(|| node.target.dep_label(head).to_string());
-        let url = dep_label
-            .and_then(|d| fetched.get(d.as_str()))
-            .and_then(|files| files.iter().find(|f| f.path == path))
+        let url = archive
+            .from
+            .as_ref()
+            .and_then(|(dep, path)| fetched.get(dep.as_str())?.iter().find(|f| &f.path == path))
             .and_then(|f| f.url.clone());
         Ok(Some(DebPackage {
             package: control.package,
@@ -384,7 +536,7 @@ impl Gatherer<'_> {
             architecture: control.architecture,
             source: control.source,
             source_version: control.source_version,
-            sha256,
+            sha256: FileFact::of(String::new(), &bytes).sha256,
             url,
         }))
     }
@@ -395,14 +547,14 @@ impl Gatherer<'_> {
 /// through assembled or extracted trees, never into another compiling step.
 fn built_from(
     label: &str,
-    nodes: &BTreeMap<String, Node>,
+    nodes: &BTreeMap<String, GraphNode>,
     components: &BTreeMap<String, Component>,
 ) -> Vec<SourcePackage> {
     let stage_of = |l: &str| l.split('#').next().unwrap_or(l).to_string();
     let own = stage_of(label);
     let mut found = BTreeSet::new();
     let mut seen = BTreeSet::from([label.to_string()]);
-    let mut todo: Vec<String> = nodes[label].deps.iter().cloned().collect();
+    let mut todo: Vec<String> = nodes[label].deps.values().cloned().collect();
     while let Some(at) = todo.pop() {
         if !seen.insert(at.clone()) {
             continue;
@@ -422,7 +574,7 @@ fn built_from(
         if compiling && stage_of(&at) != own {
             continue;
         }
-        todo.extend(nodes[&at].deps.iter().cloned());
+        todo.extend(nodes[&at].deps.values().cloned());
     }
     found.into_iter().collect()
 }
