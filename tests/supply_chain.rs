@@ -66,6 +66,12 @@ targets:
     rule: archive
     from: rootfs
     compression: gzip
+  bundle-sbom:
+    rule: sbom
+    of: bundle
+  sums:
+    rule: checksums
+    of: [bundle, bundle-sbom]
 "#;
 
 /// The mirror's files, made once: the same bytes in every workspace.
@@ -553,6 +559,63 @@ fn signed_provenance_verifies_and_tampering_or_another_key_is_refused() {
 }
 
 #[test]
+fn the_sbom_rule_ships_the_documents_beside_the_checksums() {
+    let ws = workspace();
+    let (debs, src) = digests();
+    let vars = [
+        "--var".to_string(),
+        format!("debs_digest={debs}"),
+        "--var".to_string(),
+        format!("src_digest={src}"),
+    ];
+    let mut args: Vec<&str> = vars.iter().map(String::as_str).collect();
+    args.extend(["bundle", "bundle-sbom", "sums"]);
+    ws.build_ok(&args);
+    // What the build shipped is what `strata sbom` says of the same build.
+    assert_eq!(
+        ws.read("out/bundle-sbom/bundle.spdx.json"),
+        ok(&ws, &["sbom", "bundle"])
+    );
+    assert_eq!(
+        ws.read("out/bundle-sbom/bundle.cdx.json"),
+        ok(&ws, &["sbom", "bundle", "--format", "cyclonedx-json"])
+    );
+    let shipped: Value =
+        serde_json::from_str(&ws.read("out/bundle-sbom/bundle.intoto.json")).unwrap();
+    let printed: Value = serde_json::from_str(&ok(&ws, &["provenance", "bundle"])).unwrap();
+    assert_eq!(shipped["subject"], printed["subject"]);
+    assert_eq!(
+        shipped["predicate"]["buildDefinition"]["resolvedDependencies"],
+        printed["predicate"]["buildDefinition"]["resolvedDependencies"]
+    );
+    // Listed beside the archive in SHA256SUMS and the build manifest.
+    let sums = ws.read("out/sums/SHA256SUMS");
+    for name in [
+        "bundle/rootfs.tar.gz",
+        "bundle-sbom/bundle.spdx.json",
+        "bundle-sbom/bundle.cdx.json",
+    ] {
+        assert!(sums.contains(name), "{name} not in SHA256SUMS:\n{sums}");
+    }
+    // The facts are an input of its key: nothing changed, nothing runs.
+    let again = ws.build_ok(&args);
+    assert!(again.executed().is_empty(), "{:?}", again.executed());
+    // A changed tool changes the SBOM (the tool's component and hashes).
+    ws.write(
+        "build-tool.sh",
+        "mkdir -p $OUT/usr/bin && cp $DEPS/hello-orig/hello.sh $OUT/usr/bin/hello-tool2\n",
+    );
+    let before = ws.read("out/bundle-sbom/bundle.spdx.json");
+    let r = ws.build_ok(&args);
+    assert!(
+        r.executed().contains(&"bundle-sbom".to_string()),
+        "{:?}",
+        r.executed()
+    );
+    assert_ne!(ws.read("out/bundle-sbom/bundle.spdx.json"), before);
+}
+
+#[test]
 fn bad_requests_are_usage_errors() {
     let ws = built();
     let r = ws.run(&["sbom", "bundle", "--format", "swid"]);
@@ -584,6 +647,20 @@ fn bad_requests_are_usage_errors() {
         r.stderr
     );
     assert!(r.stderr.contains("build it first"), "{}", r.stderr);
+
+    // A format the rule does not write, at its place in BUILD.yaml.
+    let bad = workspace();
+    bad.write(
+        "BUILD.yaml",
+        &BUILD.replace(
+            "    of: bundle\n",
+            "    of: bundle\n    formats: [spdx-json, swid]\n",
+        ),
+    );
+    let r = bad.run(&["build", "bundle-sbom"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("unknown format `swid`"), "{}", r.stderr);
+    assert!(r.stderr.contains("BUILD.yaml:"), "{}", r.stderr);
 
     let r = ws.run(&["provenance", "bundle", "--sign-key", "missing.key"]);
     assert_eq!(r.code, 2, "{}", r.stderr);

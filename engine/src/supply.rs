@@ -207,9 +207,12 @@ pub fn facts_in_build(
                 key: b.key.map(|k| k.hex()),
                 output: b.output,
                 deps: b.deps.clone(),
+                // As keys hold them: a fixed-output step's key is its
+                // output digest alone, whatever sources fetched it.
                 sources: b
                     .sources
                     .iter()
+                    .filter(|_| !matches!(b.work, Work::Run(step) if step.fixed_output.is_some()))
                     .map(|s| {
                         let mut d = function.qualified(&s.digest);
                         if s.executable {
@@ -341,12 +344,18 @@ fn archive_of_extract(
     } else {
         format!("{}/{head}/{path}", layout::DEPS)
     };
-    let key = target.key_digest().ok_or_else(|| gone(label, "its action"))?;
+    let key = target
+        .key_digest()
+        .ok_or_else(|| gone(label, "its action"))?;
     let action: reapi::Action = store
         .cas()
         .get_message(&key, "an action")
         .map_err(|_| gone(label, "its action"))?;
-    let Some(root) = action.input_root_digest.as_ref().and_then(Digest::from_proto) else {
+    let Some(root) = action
+        .input_root_digest
+        .as_ref()
+        .and_then(Digest::from_proto)
+    else {
         return Ok(None);
     };
     Ok(
@@ -523,7 +532,9 @@ impl Gatherer<'_> {
         }
         let bytes = self.read(label, &archive.digest)?;
         let control = strata_supply::deb::control(&bytes).map_err(|e| {
-            Error::Environment(format!("`{label}`: the .deb it unpacked is unreadable: {e}"))
+            Error::Environment(format!(
+                "`{label}`: the .deb it unpacked is unreadable: {e}"
+            ))
         })?;
         let url = archive
             .from

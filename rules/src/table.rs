@@ -10,7 +10,7 @@
 //! [`Parse::Builtin`] as JSON.
 
 use crate::builtin::{Builtin, ParamError, archive, checksums, deb, extract, image, initramfs};
-use crate::builtin::{makeself, rootfs};
+use crate::builtin::{makeself, rootfs, sbom};
 use crate::{data_root, image_pull, run, stage};
 
 /// A rule a target names with `rule:`.
@@ -119,6 +119,7 @@ pub const RULES: &[&Rule] = &[
     &initramfs::RULE,
     &makeself::RULE,
     &rootfs::RULE,
+    &sbom::RULE,
 ];
 
 /// Fields every target takes, whatever its rule.

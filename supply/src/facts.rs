@@ -163,10 +163,16 @@ impl FileFact {
 }
 
 impl Facts {
-    /// SHA-256 of the facts' canonical JSON: what the SPDX namespace and the
-    /// CycloneDX serial number are derived from, so they name the content.
+    /// SHA-256 of the facts' canonical JSON, without the variables (which
+    /// no SBOM shows): what the SPDX namespace and the CycloneDX serial
+    /// number are derived from, so they name the content, and an SBOM made
+    /// in the build (the `sbom` rule) is the one `strata sbom` prints.
     pub fn digest(&self) -> String {
-        let bytes = serde_json::to_vec(self).expect("facts serialize");
+        let without_vars = Facts {
+            vars: BTreeMap::new(),
+            ..self.clone()
+        };
+        let bytes = serde_json::to_vec(&without_vars).expect("facts serialize");
         hex::encode(Sha256::digest(bytes))
     }
 
