@@ -39,6 +39,11 @@ pub struct SbomArgs {
     /// target's own files are always hashed).
     #[arg(long = "files")]
     files: bool,
+    /// A `run` or `stage` target whose output holds its inputs (a disk
+    /// image made from a rootfs): what went into it is contained in it, not
+    /// only what it was made from (repeatable).
+    #[arg(long = "holds-inputs", value_name = "TARGET")]
+    holds_inputs: Vec<String>,
     /// The BUILD file (default: the nearest BUILD.yaml, in this folder or above).
     #[arg(short = 'f', long = "file")]
     file: Option<PathBuf>,
@@ -88,7 +93,8 @@ pub fn sbom_command(args: SbomArgs) -> ExitCode {
         Format::SpdxJson => SbomFormat::SpdxJson,
         Format::CyclonedxJson => SbomFormat::CycloneDxJson,
     };
-    let facts = match facts(args.file, args.store, &args.target, args.files) {
+    let holds = args.holds_inputs.iter().cloned().collect();
+    let facts = match facts(args.file, args.store, &args.target, args.files, &holds) {
         Ok(f) => f,
         Err(code) => return code,
     };
@@ -110,7 +116,7 @@ pub fn provenance_command(args: ProvenanceArgs) -> ExitCode {
         Some(Ok(k)) => Some(k),
         None => None,
     };
-    let facts = match facts(args.file, args.store, &target, false) {
+    let facts = match facts(args.file, args.store, &target, false, &Default::default()) {
         Ok(f) => f,
         Err(code) => return code,
     };
@@ -132,16 +138,16 @@ fn facts(
     store: Option<PathBuf>,
     target: &str,
     all_files: bool,
+    holds_inputs: &std::collections::BTreeSet<String>,
 ) -> Result<strata_supply::Facts, ExitCode> {
     let store = store.unwrap_or_else(build::default_store_dir);
     let store = std::path::absolute(&store).unwrap_or(store);
     let file = crate::build_file::resolve(file)?;
-    strata_engine::supply::facts_of_last_build(&store, &file, target, all_files).map_err(
-        |e| match e {
+    strata_engine::supply::facts_of_last_build(&store, &file, target, all_files, holds_inputs)
+        .map_err(|e| match e {
             Error::Usage(msg) => report::usage_error(&msg),
             Error::Environment(msg) => report::failure(&msg),
-        },
-    )
+        })
 }
 
 fn emit(text: &str, output: Option<&Path>) -> ExitCode {

@@ -66,9 +66,19 @@ targets:
     rule: archive
     from: rootfs
     compression: gzip
+  disk:
+    rule: run
+    deps: [rootfs]
+    outs: [disk.tar]
+    cmd: tar -C $DEPS/rootfs -cf $OUT/disk.tar .
   bundle-sbom:
     rule: sbom
     of: bundle
+  disk-sbom:
+    rule: sbom
+    of: disk
+    formats: [cyclonedx-json]
+    holds_inputs: [disk]
   sums:
     rule: checksums
     of: [bundle, bundle-sbom]
@@ -613,6 +623,53 @@ fn the_sbom_rule_ships_the_documents_beside_the_checksums() {
         r.executed()
     );
     assert_ne!(ws.read("out/bundle-sbom/bundle.spdx.json"), before);
+}
+
+#[test]
+fn a_step_named_as_holding_its_inputs_contains_them() {
+    let ws = workspace();
+    let (debs, src) = digests();
+    let (d, s) = (format!("debs_digest={debs}"), format!("src_digest={src}"));
+    ws.build_ok(&["--var", &d, "--var", &s, "disk", "disk-sbom"]);
+    // A run step is made from its inputs...
+    let plain: Value = serde_json::from_str(&ok(&ws, &["sbom", "disk"])).unwrap();
+    assert_eq!(related(&plain, "disk", "GENERATED_FROM"), ["rootfs"]);
+    assert!(related(&plain, "disk", "CONTAINS").is_empty());
+    // ...unless it is said to hold them (a disk image made from a rootfs).
+    let held: Value =
+        serde_json::from_str(&ok(&ws, &["sbom", "disk", "--holds-inputs", "disk"])).unwrap();
+    assert_eq!(related(&held, "disk", "CONTAINS"), ["rootfs"]);
+    let cdx: Value = serde_json::from_str(&ok(
+        &ws,
+        &[
+            "sbom",
+            "disk",
+            "--holds-inputs",
+            "disk",
+            "--format",
+            "cyclonedx-json",
+        ],
+    ))
+    .unwrap();
+    let rootfs = &cdx["components"][0];
+    assert_eq!(rootfs["bom-ref"], "rootfs");
+    assert!(rootfs["scope"].is_null(), "{rootfs}");
+    assert_eq!(rootfs["components"][0]["name"], "hello-sbom");
+    // The rule's `holds_inputs` says the same.
+    assert_eq!(
+        ws.read("out/disk-sbom/disk.cdx.json"),
+        ok(
+            &ws,
+            &[
+                "sbom",
+                "disk",
+                "--holds-inputs",
+                "disk",
+                "--format",
+                "cyclonedx-json"
+            ]
+        )
+    );
 }
 
 #[test]

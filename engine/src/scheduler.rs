@@ -446,6 +446,7 @@ struct FactsRequest {
     labels: BTreeMap<NodeIndex, String>,
     source_date_epoch: u64,
     all_files: bool,
+    holds_inputs: BTreeSet<String>,
 }
 
 fn facts_request(
@@ -491,6 +492,7 @@ fn facts_request(
         // hash: the documents then say 0.
         source_date_epoch: source_date_epoch.keyed.parse().unwrap_or(0),
         all_files: p.files,
+        holds_inputs: p.holds_inputs.iter().cloned().collect(),
     })
 }
 
@@ -520,6 +522,7 @@ impl FactsRequest {
             &built,
             self.source_date_epoch,
             self.all_files,
+            &self.holds_inputs,
         )?;
         let bytes = serde_json::to_vec(&facts).expect("facts serialize");
         let cas = store.cas();

@@ -15,7 +15,9 @@
 //!   inputs (what it compiled);
 //! - the graph: a rule that assembles its dependencies' outputs (`rootfs`,
 //!   `archive`, `initramfs`, `makeself`, `image`, `deb`,
-//!   `docker-data-root`) contains them; any other was generated from them.
+//!   `docker-data-root`) contains them, and so does a `run` or `stage`
+//!   step the user names (`holds_inputs`: a disk image made with mke2fs);
+//!   any other was generated from them.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::Read;
@@ -46,12 +48,14 @@ const ASSEMBLING: &[&str] = &[
 
 /// The facts of `target` (a name, or a matrix build's `<config>/<name>`)
 /// in the last build of `build_file`; `all_files`: every component's files,
-/// not only the target's.
+/// not only the target's; `holds_inputs`: `run` and `stage` targets whose
+/// output contains their dependencies' (otherwise made from them).
 pub fn facts_of_last_build(
     store_dir: &Path,
     build_file: &Path,
     target: &str,
     all_files: bool,
+    holds_inputs: &BTreeSet<String>,
 ) -> Result<Facts, Error> {
     let (canonical, record) = last_record(store_dir, build_file)?;
     let label = resolve(&record, target, &canonical)?;
@@ -71,6 +75,7 @@ pub fn facts_of_last_build(
     Gatherer {
         store: &store,
         nodes,
+        holds_inputs,
         vars: record.vars.clone(),
         source_date_epoch: source_date_epoch(&record),
         digest_function: record.digest_function.clone(),
@@ -167,6 +172,7 @@ pub fn facts_in_build(
     closure: &[Built],
     source_date_epoch: u64,
     all_files: bool,
+    holds_inputs: &BTreeSet<String>,
 ) -> Result<Facts, String> {
     let function = store.function();
     let outputs: BTreeMap<&str, Digest> = closure.iter().map(|b| (b.label, b.output)).collect();
@@ -242,6 +248,7 @@ pub fn facts_in_build(
     Gatherer {
         store,
         nodes,
+        holds_inputs,
         // The rule's statement holds no variables: its key does not.
         vars: BTreeMap::new(),
         source_date_epoch,
@@ -256,6 +263,9 @@ pub fn facts_in_build(
 struct Gatherer<'a> {
     store: &'a Store,
     nodes: BTreeMap<String, GraphNode>,
+    /// Names of `run` and `stage` targets whose output holds their inputs'
+    /// (a disk image made by mke2fs from a rootfs): the user says so.
+    holds_inputs: &'a BTreeSet<String>,
     vars: BTreeMap<String, String>,
     source_date_epoch: u64,
     digest_function: String,
@@ -397,11 +407,13 @@ impl Gatherer<'_> {
             } else {
                 Kind::Built
             };
-            let relation = if ASSEMBLING.contains(&node.rule.as_str()) {
-                RelationKind::Contains
-            } else {
-                RelationKind::GeneratedFrom
-            };
+            let name = label.rsplit('/').next().unwrap_or(label);
+            let relation =
+                if ASSEMBLING.contains(&node.rule.as_str()) || self.holds_inputs.contains(name) {
+                    RelationKind::Contains
+                } else {
+                    RelationKind::GeneratedFrom
+                };
             for dep in node.deps.values() {
                 relations.insert(Relation {
                     from: label.clone(),

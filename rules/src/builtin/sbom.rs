@@ -7,6 +7,7 @@
 //!   of: ramdisk                      # the target described
 //!   formats: [spdx-json, cyclonedx-json, provenance]   # the default
 //!   files: false                     # every component's files too
+//!   holds_inputs: [disk]             # run/stage steps that pack their inputs
 //! ```
 //!
 //! Writes `<of>.spdx.json`, `<of>.cdx.json` and `<of>.intoto.json` (the
@@ -42,6 +43,10 @@ pub const RULE: Rule = Rule {
             "files",
             "list every file of every component with its SHA-256 (default false)",
         ),
+        Field::value(
+            "holds_inputs",
+            "`run` or `stage` targets whose output holds their inputs (a disk image made from a rootfs): contained, not only made from them",
+        ),
     ],
     parse: Parse::Builtin(|f| Ok(Builtin::Sbom(from_fields(f)?))),
     image_output: false,
@@ -63,6 +68,9 @@ pub struct Params {
     pub formats: Option<Vec<String>>,
     #[serde(default)]
     pub files: bool,
+    /// `run` and `stage` targets whose output holds their dependencies'.
+    #[serde(default)]
+    pub holds_inputs: Vec<String>,
 }
 
 impl Params {
