@@ -610,6 +610,16 @@ fn the_sbom_rule_ships_the_documents_beside_the_checksums() {
     // The facts are an input of its key: nothing changed, nothing runs.
     let again = ws.build_ok(&args);
     assert!(again.executed().is_empty(), "{:?}", again.executed());
+    // explain and audit key it as the build does (the facts included).
+    let mut explain = vec!["explain", "bundle-sbom", "--json"];
+    explain.extend(vars.iter().map(String::as_str));
+    let e: Value = serde_json::from_str(&ok(&ws, &explain)).unwrap();
+    assert_eq!(e["changes"], serde_json::json!([]), "{e}");
+    assert!(e["components"]["deps"][".facts"].is_string(), "{e}");
+    let mut audit = vec!["audit", "bundle-sbom"];
+    audit.extend(vars.iter().map(String::as_str));
+    let a = ws.run(&audit);
+    assert_eq!(a.code, 0, "{}\n{}", a.stdout, a.stderr);
     // A changed tool changes the SBOM (the tool's component and hashes).
     ws.write(
         "build-tool.sh",

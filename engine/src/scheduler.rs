@@ -434,106 +434,15 @@ fn task_for(
         job: job.clone(),
         deps,
         dep_keys,
-        facts: facts_request(jobs, job, outcomes, shared),
-    }
-}
-
-/// What an `sbom` target describes: its `of` target and everything that
-/// was made into it, all done, with their keys and outputs.
-struct FactsRequest {
-    root: String,
-    closure: Vec<(Arc<Job>, Option<Digest>, Digest)>,
-    labels: BTreeMap<NodeIndex, String>,
-    source_date_epoch: u64,
-    all_files: bool,
-    holds_inputs: BTreeSet<String>,
-}
-
-fn facts_request(
-    jobs: &BTreeMap<NodeIndex, Arc<Job>>,
-    job: &Job,
-    outcomes: &BTreeMap<NodeIndex, Outcome>,
-    shared: &Shared,
-) -> Option<FactsRequest> {
-    let Work::Builtin {
-        rule: strata_rules::builtin::Builtin::Sbom(p),
-        source_date_epoch,
-    } = &job.work
-    else {
-        return None;
-    };
-    let (_, of) = job.deps.iter().find(|(name, _)| name == p.target())?;
-    let mut closure = Vec::new();
-    let mut labels = BTreeMap::new();
-    let mut todo = vec![*of];
-    while let Some(n) = todo.pop() {
-        if labels.contains_key(&n) {
-            continue;
-        }
-        labels.insert(n, jobs[&n].name.clone());
-        let fed = shared
-            .settings
-            .audit
-            .as_ref()
-            .and_then(|a| a.feed.get(&jobs[&n].name).copied());
-        let output = fed.or_else(|| outcomes.get(&n).and_then(Outcome::output))?;
-        closure.push((
-            jobs[&n].clone(),
-            outcomes.get(&n).and_then(Outcome::key),
-            output,
-        ));
-        todo.extend(jobs[&n].deps.iter().map(|(_, d)| *d));
-    }
-    Some(FactsRequest {
-        root: jobs[of].name.clone(),
-        closure,
-        labels,
-        // A secret SOURCE_DATE_EPOCH (read with !ENV) is keyed as its
-        // hash: the documents then say 0.
-        source_date_epoch: source_date_epoch.keyed.parse().unwrap_or(0),
-        all_files: p.files,
-        holds_inputs: p.holds_inputs.iter().cloned().collect(),
-    })
-}
-
-impl FactsRequest {
-    /// The facts as a tree holding `facts.json`, stored: the `sbom` rule's
-    /// extra input.
-    fn tree(&self, store: &Store) -> Result<Digest, String> {
-        let built: Vec<crate::supply::Built> = self
-            .closure
-            .iter()
-            .map(|(job, key, output)| crate::supply::Built {
-                label: &job.name,
-                work: &job.work,
-                sources: &job.sources,
-                deps: job
-                    .deps
-                    .iter()
-                    .map(|(name, d)| (name.clone(), self.labels[d].clone()))
-                    .collect(),
-                key: *key,
-                output: *output,
-            })
-            .collect();
-        let facts = crate::supply::facts_in_build(
-            store,
-            &self.root,
-            &built,
-            self.source_date_epoch,
-            self.all_files,
-            &self.holds_inputs,
-        )?;
-        let bytes = serde_json::to_vec(&facts).expect("facts serialize");
-        let cas = store.cas();
-        let blob = cas.put_bytes(&bytes).map_err(|e| e.to_string())?;
-        let mut tree = strata_store::tree::TreeBuilder::new();
-        tree.insert(
-            strata_rules::builtin::sbom::FACTS_FILE,
-            strata_store::tree::Node::file(blob, false),
-        )
-        .map_err(|e| e.to_string())?;
-        tree.store(cas).map_err(|e| e.to_string())
+        facts: crate::supply::FactsRequest::of(jobs, job, |n| {
+            let fed = shared
+                .settings
+                .audit
+                .as_ref()
+                .and_then(|a| a.feed.get(&jobs[&n].name).copied());
+            let output = fed.or_else(|| outcomes.get(&n).and_then(Outcome::output))?;
+            Some((outcomes.get(&n).and_then(Outcome::key), output))
+        }),
     }
 }
 
@@ -544,7 +453,7 @@ struct Task {
     dep_keys: BTreeMap<String, Digest>,
     /// An `sbom` target's facts, still to be gathered (by `look_up`, off
     /// the loop) and added to `deps`.
-    facts: Option<FactsRequest>,
+    facts: Option<crate::supply::FactsRequest<Arc<Job>>>,
 }
 
 impl Task {
@@ -552,10 +461,8 @@ impl Task {
     /// or the miss to execute.
     async fn look_up(mut self, shared: &Shared) -> Result<Outcome, Box<Miss>> {
         if let Some(request) = self.facts.take() {
-            match request.tree(&shared.store) {
-                Ok(tree) => self
-                    .deps
-                    .push((strata_rules::builtin::sbom::FACTS_DEP.to_string(), tree)),
+            match request.add_to(&shared.store, &mut self.deps) {
+                Ok(()) => {}
                 Err(msg) => {
                     return Ok(Outcome::Failed {
                         key: None,

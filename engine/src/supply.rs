@@ -714,3 +714,106 @@ mod tests {
         assert_eq!(percent_decode("x%2By.tar.gz"), "x+y.tar.gz");
     }
 }
+
+/// What an `sbom` target describes: its `of` target and everything that
+/// was made into it, all done, with their keys and outputs. Made by every
+/// place that keys targets (the scheduler, and `audit` and `explain` when
+/// they recompute keys), so an `sbom` target has one key.
+pub(crate) struct FactsRequest<J> {
+    pub(crate) root: String,
+    closure: Vec<(J, Option<Digest>, Digest)>,
+    labels: BTreeMap<petgraph::graph::NodeIndex, String>,
+    source_date_epoch: u64,
+    all_files: bool,
+    holds_inputs: BTreeSet<String>,
+}
+
+impl<J: std::borrow::Borrow<crate::job::Job> + Clone> FactsRequest<J> {
+    /// The request of `job` if it is an `sbom` target whose closure is
+    /// done: `done` gives a node's key and output.
+    pub(crate) fn of(
+        jobs: &BTreeMap<petgraph::graph::NodeIndex, J>,
+        job: &crate::job::Job,
+        done: impl Fn(petgraph::graph::NodeIndex) -> Option<(Option<Digest>, Digest)>,
+    ) -> Option<FactsRequest<J>> {
+        let strata_rules::Work::Builtin {
+            rule: strata_rules::builtin::Builtin::Sbom(p),
+            source_date_epoch,
+        } = &job.work
+        else {
+            return None;
+        };
+        let (_, of) = job.deps.iter().find(|(name, _)| name == p.target())?;
+        let mut closure = Vec::new();
+        let mut labels = BTreeMap::new();
+        let mut todo = vec![*of];
+        while let Some(n) = todo.pop() {
+            if labels.contains_key(&n) {
+                continue;
+            }
+            let node: &crate::job::Job = jobs[&n].borrow();
+            labels.insert(n, node.name.clone());
+            let (key, output) = done(n)?;
+            closure.push((jobs[&n].clone(), key, output));
+            todo.extend(node.deps.iter().map(|(_, d)| *d));
+        }
+        Some(FactsRequest {
+            root: jobs[of].borrow().name.clone(),
+            closure,
+            labels,
+            // A secret SOURCE_DATE_EPOCH (read with !ENV) is keyed as its
+            // hash: the documents then say 0.
+            source_date_epoch: source_date_epoch.keyed.parse().unwrap_or(0),
+            all_files: p.files,
+            holds_inputs: p.holds_inputs.iter().cloned().collect(),
+        })
+    }
+
+    /// Gathers the facts and adds them to `deps` as the dependency
+    /// `.facts`: a stored tree holding `facts.json`, the rule's input.
+    pub(crate) fn add_to(
+        &self,
+        store: &Store,
+        deps: &mut Vec<(String, Digest)>,
+    ) -> Result<(), String> {
+        let built: Vec<Built> = self
+            .closure
+            .iter()
+            .map(|(job, key, output)| {
+                let job: &crate::job::Job = job.borrow();
+                Built {
+                    label: &job.name,
+                    work: &job.work,
+                    sources: &job.sources,
+                    deps: job
+                        .deps
+                        .iter()
+                        .map(|(name, d)| (name.clone(), self.labels[d].clone()))
+                        .collect(),
+                    key: *key,
+                    output: *output,
+                }
+            })
+            .collect();
+        let facts = facts_in_build(
+            store,
+            &self.root,
+            &built,
+            self.source_date_epoch,
+            self.all_files,
+            &self.holds_inputs,
+        )?;
+        let bytes = serde_json::to_vec(&facts).expect("facts serialize");
+        let cas = store.cas();
+        let blob = cas.put_bytes(&bytes).map_err(|e| e.to_string())?;
+        let mut tree = strata_store::tree::TreeBuilder::new();
+        tree.insert(
+            strata_rules::builtin::sbom::FACTS_FILE,
+            strata_store::tree::Node::file(blob, false),
+        )
+        .map_err(|e| e.to_string())?;
+        let tree = tree.store(cas).map_err(|e| e.to_string())?;
+        deps.push((strata_rules::builtin::sbom::FACTS_DEP.to_string(), tree));
+        Ok(())
+    }
+}
