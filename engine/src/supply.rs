@@ -144,6 +144,9 @@ pub struct GraphNode {
     pub image: Option<PulledImage>,
     /// What an `extract` unpacked.
     pub archive: Option<Archive>,
+    /// The dependency whose image a `run` step runs in (`image: target`):
+    /// the step was made in it, whatever its output holds.
+    pub runs_in: Option<String>,
 }
 
 /// The archive an `extract` unpacked: its file, and the dependency label
@@ -242,6 +245,13 @@ pub fn facts_in_build(
                     _ => None,
                 },
                 archive,
+                runs_in: match b.work {
+                    Work::Run(step) => match step.container.as_ref().map(|c| &c.image) {
+                        Some(strata_rules::run::ImageRef::Target(t)) => Some(t.clone()),
+                        _ => None,
+                    },
+                    _ => None,
+                },
             },
         );
     }
@@ -326,6 +336,11 @@ fn nodes_of_record(
                     platform: info.arguments.get(2).cloned().unwrap_or_default(),
                 }),
                 archive,
+                runs_in: info
+                    .properties
+                    .get("image")
+                    .and_then(|i| i.strip_prefix("target:"))
+                    .map(str::to_string),
             },
         );
     }
@@ -414,10 +429,15 @@ impl Gatherer<'_> {
                 } else {
                     RelationKind::GeneratedFrom
                 };
-            for dep in node.deps.values() {
+            for (name, dep) in &node.deps {
+                let kind = if node.runs_in.as_ref() == Some(name) {
+                    RelationKind::GeneratedFrom
+                } else {
+                    relation
+                };
                 relations.insert(Relation {
                     from: label.clone(),
-                    kind: relation,
+                    kind,
                     to: dep.clone(),
                 });
             }
