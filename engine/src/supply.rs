@@ -708,33 +708,6 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls_of_a_fetch_command() {
-        let cmd = vec![
-            "sh".into(),
-            "-c".into(),
-            "mkdir -p $OUT/debs && cd $OUT/debs\ncurl -fsSL --retry 3 -o busybox_1%3a1.35_amd64.deb http://deb.debian.org/b/busybox_1.35_amd64.deb\nwget 'https://example.org/x%2By.tar.gz'\n".into(),
-        ];
-        assert_eq!(
-            urls(&cmd),
-            [
-                "http://deb.debian.org/b/busybox_1.35_amd64.deb",
-                "https://example.org/x%2By.tar.gz"
-            ]
-        );
-        let named = named_urls(&cmd);
-        assert_eq!(
-            named.get("busybox_1%3a1.35_amd64.deb").map(String::as_str),
-            Some("http://deb.debian.org/b/busybox_1.35_amd64.deb")
-        );
-        assert_eq!(percent_decode("x%2By.tar.gz"), "x+y.tar.gz");
-    }
-}
-
 /// What an `sbom` target describes: its `of` target and everything that
 /// was made into it, all done, with their keys and outputs. Made by every
 /// place that keys targets (the scheduler, and `audit` and `explain` when
@@ -835,5 +808,32 @@ impl<J: std::borrow::Borrow<crate::job::Job> + Clone> FactsRequest<J> {
         let tree = tree.store(cas).map_err(|e| e.to_string())?;
         deps.push((strata_rules::builtin::sbom::FACTS_DEP.to_string(), tree));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_of_a_fetch_command() {
+        let cmd = vec![
+            "sh".into(),
+            "-c".into(),
+            "mkdir -p $OUT/debs && cd $OUT/debs\ncurl -fsSL --retry 3 -o busybox_1%3a1.35_amd64.deb http://deb.debian.org/b/busybox_1.35_amd64.deb\nwget 'https://example.org/x%2By.tar.gz'\n".into(),
+        ];
+        assert_eq!(
+            urls(&cmd),
+            [
+                "http://deb.debian.org/b/busybox_1.35_amd64.deb",
+                "https://example.org/x%2By.tar.gz"
+            ]
+        );
+        let named = named_urls(&cmd);
+        assert_eq!(
+            named.get("busybox_1%3a1.35_amd64.deb").map(String::as_str),
+            Some("http://deb.debian.org/b/busybox_1.35_amd64.deb")
+        );
+        assert_eq!(percent_decode("x%2By.tar.gz"), "x+y.tar.gz");
     }
 }
