@@ -13,9 +13,9 @@
 //! - `image-pull`: the reference, digest and platform;
 //! - a `run` or `stage` step: the source packages found through its
 //!   inputs (what it compiled);
-//! - the graph: a rule that assembles its dependencies' outputs (`rootfs`,
-//!   `archive`, `initramfs`, `makeself`, `image`, `deb`,
-//!   `docker-data-root`) contains them, and so does a `run` or `stage`
+//! - the graph: a rule whose output holds its dependencies' (the rule
+//!   table's `contains_inputs`: `rootfs`, `archive`, `initramfs`,
+//!   `makeself`, `image`, `deb`, `docker-data-root`) contains them, and so does a `run` or `stage`
 //!   step the user names (`holds_inputs`: a disk image made with mke2fs);
 //!   any other was generated from them.
 
@@ -34,17 +34,6 @@ use crate::keyinfo::{self, KeyInfo};
 use crate::manifest::{Error, last_record};
 use crate::records::{Record, RecordedTarget};
 use strata_load::diag::did_you_mean;
-
-/// Rules whose output holds their dependencies' outputs.
-const ASSEMBLING: &[&str] = &[
-    "rootfs",
-    "archive",
-    "initramfs",
-    "makeself",
-    "image",
-    "deb",
-    "docker-data-root",
-];
 
 /// The facts of `target` (a name, or a matrix build's `<config>/<name>`)
 /// in the last build of `build_file`; `all_files`: every component's files,
@@ -423,12 +412,13 @@ impl Gatherer<'_> {
                 Kind::Built
             };
             let name = label.rsplit('/').next().unwrap_or(label);
-            let relation =
-                if ASSEMBLING.contains(&node.rule.as_str()) || self.holds_inputs.contains(name) {
-                    RelationKind::Contains
-                } else {
-                    RelationKind::GeneratedFrom
-                };
+            let assembles =
+                strata_rules::table::rule(&node.rule).is_some_and(|r| r.contains_inputs);
+            let relation = if assembles || self.holds_inputs.contains(name) {
+                RelationKind::Contains
+            } else {
+                RelationKind::GeneratedFrom
+            };
             for (name, dep) in &node.deps {
                 let kind = if node.runs_in.as_ref() == Some(name) {
                     RelationKind::GeneratedFrom

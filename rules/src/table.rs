@@ -29,6 +29,10 @@ pub struct Rule {
     /// the loader records where `platform`, `from` and `base` are written,
     /// to check the platforms of the images it is made from.
     pub image_output: bool,
+    /// Its output holds its dependencies' outputs (a rootfs its layers, an
+    /// archive its tree, a data-root its images): SBOMs nest them in it
+    /// rather than saying it was made from them.
+    pub contains_inputs: bool,
 }
 
 /// How a rule's parameters are read.

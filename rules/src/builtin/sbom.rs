@@ -50,6 +50,7 @@ pub const RULE: Rule = Rule {
     ],
     parse: Parse::Builtin(|f| Ok(Builtin::Sbom(from_fields(f)?))),
     image_output: false,
+    contains_inputs: false,
 };
 
 /// The dependency name the engine gives the facts document; no target can
