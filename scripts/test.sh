@@ -68,6 +68,14 @@ STRATA_BAZEL_BIN=$(scripts/bazel-up.sh)
 export STRATA_BAZEL_BIN
 export STRATA_REQUIRE_BAZEL=1
 
+# The supply-chain tests check Strata's SBOMs and signed provenance with
+# third-party validators (spdx-tools, cyclonedx-python-lib, securesystemslib)
+# from a venv the script makes once under ~/.cache/strata-test; in CI they
+# must run, never skip.
+STRATA_SUPPLY_PYTHON=$(scripts/supply-validators-up.sh)
+export STRATA_SUPPLY_PYTHON
+export STRATA_REQUIRE_SUPPLY_VALIDATORS=1
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # The crate layering ARCHITECTURE.md promises (no network client below the

@@ -95,6 +95,41 @@ fn flash_and_mount(ws: &Ws, bundle: &Path, scratch: &Path, cleanup: &mut Cleanup
     mnt
 }
 
+/// A CycloneDX document's nested components, one line each (indented by
+/// depth): `bom-ref: name version purl`, files left out.
+fn nesting(components: &serde_json::Value, depth: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    for c in components.as_array().into_iter().flatten() {
+        if c["scope"] == "excluded" || c["properties"].is_null() {
+            continue;
+        }
+        out.push(format!(
+            "{}{}: {} {} {}",
+            "  ".repeat(depth),
+            c["bom-ref"].as_str().unwrap_or(""),
+            c["name"].as_str().unwrap_or(""),
+            c["version"].as_str().unwrap_or(""),
+            c["purl"].as_str().unwrap_or("")
+        ));
+        out.extend(nesting(&c["components"], depth + 1));
+    }
+    out
+}
+
+/// The bom-refs of the lines `line` is nested in, innermost first.
+fn ancestors(tree: &[String], line: usize) -> Vec<String> {
+    let depth = |l: &str| l.len() - l.trim_start().len();
+    let mut want = depth(&tree[line]);
+    let mut out = Vec::new();
+    for l in tree[..line].iter().rev() {
+        if depth(l) < want {
+            want = depth(l);
+            out.push(l.trim_start().split(':').next().unwrap_or("").to_string());
+        }
+    }
+    out
+}
+
 #[test]
 fn the_appliance_is_built_flashed_and_starts_its_services_without_a_registry() {
     if !docker_available() {
@@ -142,6 +177,36 @@ fn the_appliance_is_built_flashed_and_starts_its_services_without_a_registry() {
     let repos = ws.read("out/rootfs/var/lib/docker/image/overlay2/repositories.json");
     assert!(repos.contains(&format!("\"{agent_ref}\"")), "{repos}");
     assert!(repos.contains("\"appliance/web:1\""), "{repos}");
+
+    // The SBOM shipped with it nests the pulled service in the data-root in
+    // the rootfs in the disk image in the flashing bundle, and names the
+    // Debian packages of the rootfs; SHA256SUMS lists it.
+    let cdx: serde_json::Value =
+        serde_json::from_str(&ws.read("out/sbom/bundle.cdx.json")).unwrap();
+    let tree = nesting(&cdx["components"], 0);
+    eprintln!("the bundle's SBOM nests:\n{}", tree.join("\n"));
+    let encoded_digest = digest.replace(':', "%3A");
+    let agent_line = tree
+        .iter()
+        .position(|l| l.contains(&format!("pkg:oci/agent@{encoded_digest}")))
+        .unwrap_or_else(|| panic!("the agent image is not nested:\n{}", tree.join("\n")));
+    let ancestors = ancestors(&tree, agent_line);
+    for outer in ["rootfs", "rootfs-tar", "disk", "flash-payload"] {
+        assert!(
+            ancestors.iter().any(|a| a == outer),
+            "{outer} not around the agent: {ancestors:?}"
+        );
+    }
+    assert!(
+        tree.iter()
+            .any(|l| l.contains("pkg:deb/debian/coreutils@9.1-1?arch=amd64")),
+        "{}",
+        tree.join("\n")
+    );
+    assert!(
+        ws.read("out/sums/SHA256SUMS")
+            .contains("sbom/bundle.spdx.json")
+    );
 
     // The .deb: version from `git describe`, the services' files, the
     // postinst that loads, pulls and starts them.

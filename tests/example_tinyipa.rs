@@ -183,7 +183,7 @@ fn builds_and_boots(arch: &str) -> Ws {
     // branch_path, in output_dir: the default targets only.
     let base = format!("tinyipa-{arch}-master");
     let placed = sh(ws.path(), "ls dist");
-    assert_eq!(placed, "bundle\nchecksums\nramdisk\nvmlinuz\n");
+    assert_eq!(placed, "bundle\nchecksums\nramdisk\nsbom\nvmlinuz\n");
     let shipped = [
         format!("ramdisk/{base}.gz"),
         format!("vmlinuz/{base}.vmlinuz"),
@@ -213,6 +213,50 @@ fn builds_and_boots(arch: &str) -> Ws {
             "{file} not in build-manifest.txt:\n{manifest}"
         );
     }
+
+    // The SBOM shipped beside them names the Debian packages in the bundle
+    // (busybox-static in the ramdisk, the kernel's package in vmlinuz) with
+    // their versions and the tools compiled from Debian source packages;
+    // it is listed in SHA256SUMS.
+    let deb_arch = if arch == "x86_64" { "amd64" } else { "arm64" };
+    let spdx: serde_json::Value =
+        serde_json::from_str(&ws.read("dist/sbom/bundle.spdx.json")).unwrap();
+    let packages = spdx["packages"].as_array().unwrap();
+    let package = |name: &str| {
+        packages
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{name} not in the SBOM"))
+    };
+    let busybox = package("busybox-static");
+    assert_eq!(busybox["versionInfo"], "1:1.35.0-4+deb12u1+b1");
+    assert_eq!(
+        busybox["externalRefs"][0]["referenceLocator"],
+        format!("pkg:deb/debian/busybox-static@1%3A1.35.0-4%2Bdeb12u1%2Bb1?arch={deb_arch}")
+    );
+    assert!(
+        busybox["downloadLocation"]
+            .as_str()
+            .unwrap()
+            .starts_with("http://deb.debian.org/debian/pool/main/b/busybox/"),
+        "{busybox}"
+    );
+    assert!(
+        package("ipmitool")["sourceInfo"]
+            .as_str()
+            .unwrap()
+            .starts_with("compiled from Debian source package ipmitool "),
+        "{}",
+        package("ipmitool")
+    );
+    assert!(sums.contains("sbom/bundle.spdx.json"), "{sums}");
+    let cdx: serde_json::Value =
+        serde_json::from_str(&ws.read("dist/sbom/bundle.cdx.json")).unwrap();
+    let nested = cdx.to_string();
+    assert!(
+        nested.contains("\"bom-ref\":\"runtime-deb-busybox-static\""),
+        "{nested}"
+    );
 
     // The ramdisk holds busybox, init, the tools and their libraries (the
     // architecture's own), and no qemu-img.

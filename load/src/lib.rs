@@ -103,6 +103,9 @@ pub struct Workspace {
     pub declared_vars: BTreeMap<String, DeclaredVar>,
     /// `matrix:` of the root file: the values each listed variable may take.
     pub matrix: Vec<MatrixAxis>,
+    /// Every variable's value as keys see it (`Text::keyed`: a secret as
+    /// its hash only), for build records and provenance.
+    pub vars: BTreeMap<String, String>,
 }
 
 /// Reads a YAML settings file of Strata's own (`strata.yaml`, the remote cache settings)
@@ -245,6 +248,10 @@ pub fn load(build_file: &Path, options: &LoadOptions) -> Result<Workspace, Vec<C
         out_dir_loc,
         declared_vars: loader.declared_vars,
         matrix,
+        vars: vars
+            .names()
+            .filter_map(|n| Some((n.to_string(), vars.get(n)?.text().keyed)))
+            .collect(),
     })
 }
 

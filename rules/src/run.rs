@@ -47,6 +47,7 @@ pub const RULE: Rule = Rule {
     ],
     parse: Parse::Run,
     image_output: false,
+    contains_inputs: false,
 };
 
 /// Version of the key encoding of `run`. Bump it when the meaning of a key

@@ -10,7 +10,7 @@
 //! [`Parse::Builtin`] as JSON.
 
 use crate::builtin::{Builtin, ParamError, archive, checksums, deb, extract, image, initramfs};
-use crate::builtin::{makeself, rootfs};
+use crate::builtin::{makeself, rootfs, sbom};
 use crate::{data_root, image_pull, run, stage};
 
 /// A rule a target names with `rule:`.
@@ -29,6 +29,10 @@ pub struct Rule {
     /// the loader records where `platform`, `from` and `base` are written,
     /// to check the platforms of the images it is made from.
     pub image_output: bool,
+    /// Its output holds its dependencies' outputs (a rootfs its layers, an
+    /// archive its tree, a data-root its images): SBOMs nest them in it
+    /// rather than saying it was made from them.
+    pub contains_inputs: bool,
 }
 
 /// How a rule's parameters are read.
@@ -119,6 +123,7 @@ pub const RULES: &[&Rule] = &[
     &initramfs::RULE,
     &makeself::RULE,
     &rootfs::RULE,
+    &sbom::RULE,
 ];
 
 /// Fields every target takes, whatever its rule.

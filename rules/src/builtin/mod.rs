@@ -18,6 +18,7 @@ pub mod image;
 pub mod initramfs;
 pub mod makeself;
 pub mod rootfs;
+pub mod sbom;
 #[cfg(test)]
 pub(crate) mod testkit;
 
@@ -45,6 +46,7 @@ pub enum Builtin {
     Initramfs(initramfs::Params),
     Makeself(makeself::Params),
     Rootfs(rootfs::Params),
+    Sbom(sbom::Params),
 }
 
 /// Applies one expression to the parameters of whichever rule `$b` is.
@@ -59,6 +61,7 @@ macro_rules! each_rule {
             Builtin::Initramfs($p) => $e,
             Builtin::Makeself($p) => $e,
             Builtin::Rootfs($p) => $e,
+            Builtin::Sbom($p) => $e,
         }
     };
 }
@@ -287,6 +290,7 @@ impl Builtin {
             Builtin::Initramfs(_) => "initramfs",
             Builtin::Makeself(_) => "makeself",
             Builtin::Rootfs(_) => "rootfs",
+            Builtin::Sbom(_) => "sbom",
         }
     }
 
@@ -382,6 +386,7 @@ impl Builtin {
             Builtin::Initramfs(p) => initramfs::run(p, ctx),
             Builtin::Makeself(p) => makeself::run(p, ctx),
             Builtin::Rootfs(p) => rootfs::run(p, ctx),
+            Builtin::Sbom(p) => sbom::run(p, ctx),
         }
     }
 }
