@@ -126,6 +126,18 @@ impl Cas {
         })
     }
 
+    /// A new empty file in the store's temporary folder, read, written and
+    /// sought at will (a file-system image is laid out out of order), that
+    /// becomes one blob when [`ScratchFile::finish`] is called. Dropped
+    /// without `finish`, it leaves nothing behind.
+    pub fn scratch_file(&self) -> Result<ScratchFile<'_>> {
+        let file = tempfile::Builder::new()
+            .prefix(".tmp-")
+            .tempfile_in(&self.tmp)
+            .map_err(|e| StoreError::io("cannot create a temporary file", &self.tmp, e))?;
+        Ok(ScratchFile { cas: self, file })
+    }
+
     /// Stores the content of `src` by moving it into the store. `src` must be
     /// on the store's file system and must not be written by anyone else.
     pub fn put_file_move(&self, src: &Path) -> Result<Digest> {
@@ -311,6 +323,30 @@ impl BlobWriter<'_> {
         }
         self.cas.durability.note_unsynced()?;
         atomic::publish(tmp, &self.cas.path(&digest), BLOB_MODE)?;
+        Ok(digest)
+    }
+}
+
+/// A seekable temporary file in the store; see [`Cas::scratch_file`].
+pub struct ScratchFile<'a> {
+    cas: &'a Cas,
+    file: tempfile::NamedTempFile,
+}
+
+impl ScratchFile<'_> {
+    /// The open file.
+    pub fn file(&mut self) -> &mut File {
+        self.file.as_file_mut()
+    }
+
+    /// Stores the file's content as a blob (moved, not copied) and returns
+    /// its digest.
+    pub fn finish(self) -> Result<Digest> {
+        let path = self.file.into_temp_path();
+        let digest = self.cas.put_file_move(&path)?;
+        // Moved into the store, or equal to a blob already there: either
+        // way the temporary name is gone or may go.
+        drop(path);
         Ok(digest)
     }
 }

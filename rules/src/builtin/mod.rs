@@ -18,8 +18,13 @@ pub mod image;
 pub mod initramfs;
 pub mod makeself;
 pub mod rootfs;
+pub mod squashfs;
 #[cfg(test)]
 pub(crate) mod testkit;
+pub mod vfat;
+mod volume;
+
+pub use volume::Size;
 
 use std::collections::BTreeMap;
 
@@ -45,6 +50,8 @@ pub enum Builtin {
     Initramfs(initramfs::Params),
     Makeself(makeself::Params),
     Rootfs(rootfs::Params),
+    Squashfs(squashfs::Params),
+    Vfat(vfat::Params),
 }
 
 /// Applies one expression to the parameters of whichever rule `$b` is.
@@ -59,6 +66,8 @@ macro_rules! each_rule {
             Builtin::Initramfs($p) => $e,
             Builtin::Makeself($p) => $e,
             Builtin::Rootfs($p) => $e,
+            Builtin::Squashfs($p) => $e,
+            Builtin::Vfat($p) => $e,
         }
     };
 }
@@ -247,7 +256,7 @@ pub(crate) fn located<T: serde::de::DeserializeOwned>(
 
 impl Builtin {
     /// The one file the rule's output tree holds, for rules that write a
-    /// single file (`archive`, `deb`, `initramfs`, `makeself`); `None` for
+    /// single file (`archive`, `deb`, `initramfs`, `makeself`, the image rules); `None` for
     /// the others, whose trees depend on their inputs.
     pub fn single_output_file(&self) -> Option<String> {
         match self {
@@ -255,6 +264,8 @@ impl Builtin {
             Builtin::Deb(p) => p.file_name().ok(),
             Builtin::Initramfs(p) => Some(p.file_name()),
             Builtin::Makeself(p) => Some(p.file_name()),
+            Builtin::Squashfs(p) => Some(p.file_name()),
+            Builtin::Vfat(p) => Some(p.file_name()),
             _ => None,
         }
     }
@@ -287,6 +298,8 @@ impl Builtin {
             Builtin::Initramfs(_) => "initramfs",
             Builtin::Makeself(_) => "makeself",
             Builtin::Rootfs(_) => "rootfs",
+            Builtin::Squashfs(_) => "squashfs",
+            Builtin::Vfat(_) => "vfat",
         }
     }
 
@@ -382,6 +395,8 @@ impl Builtin {
             Builtin::Initramfs(p) => initramfs::run(p, ctx),
             Builtin::Makeself(p) => makeself::run(p, ctx),
             Builtin::Rootfs(p) => rootfs::run(p, ctx),
+            Builtin::Squashfs(p) => squashfs::run(p, ctx),
+            Builtin::Vfat(p) => vfat::run(p, ctx),
         }
     }
 }
