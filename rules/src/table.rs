@@ -9,7 +9,9 @@
 //! name. This crate knows no YAML: a built-in rule's fields reach
 //! [`Parse::Builtin`] as JSON.
 
-use crate::builtin::{Builtin, ParamError, archive, checksums, deb, extract, image, initramfs};
+use crate::builtin::{
+    Builtin, ParamError, archive, checksums, deb, disk, extract, image, initramfs,
+};
 use crate::builtin::{makeself, rootfs, squashfs, vfat};
 use crate::{data_root, image_pull, run, stage};
 
@@ -114,6 +116,7 @@ pub const RULES: &[&Rule] = &[
     &archive::RULE,
     &checksums::RULE,
     &deb::RULE,
+    &disk::RULE,
     &extract::RULE,
     &image::RULE,
     &initramfs::RULE,

@@ -13,6 +13,7 @@
 pub mod archive;
 pub mod checksums;
 pub mod deb;
+pub mod disk;
 pub mod extract;
 pub mod image;
 pub mod initramfs;
@@ -45,6 +46,7 @@ pub enum Builtin {
     Archive(archive::Params),
     Checksums(checksums::Params),
     Deb(deb::Params),
+    Disk(disk::Params),
     Extract(extract::Params),
     Image(image::Params),
     Initramfs(initramfs::Params),
@@ -61,6 +63,7 @@ macro_rules! each_rule {
             Builtin::Archive($p) => $e,
             Builtin::Checksums($p) => $e,
             Builtin::Deb($p) => $e,
+            Builtin::Disk($p) => $e,
             Builtin::Extract($p) => $e,
             Builtin::Image($p) => $e,
             Builtin::Initramfs($p) => $e,
@@ -264,6 +267,7 @@ impl Builtin {
             Builtin::Deb(p) => p.file_name().ok(),
             Builtin::Initramfs(p) => Some(p.file_name()),
             Builtin::Makeself(p) => Some(p.file_name()),
+            Builtin::Disk(p) => Some(p.file_name()),
             Builtin::Squashfs(p) => Some(p.file_name()),
             Builtin::Vfat(p) => Some(p.file_name()),
             _ => None,
@@ -293,6 +297,7 @@ impl Builtin {
             Builtin::Archive(_) => "archive",
             Builtin::Checksums(_) => "checksums",
             Builtin::Deb(_) => "deb",
+            Builtin::Disk(_) => "disk",
             Builtin::Extract(_) => "extract",
             Builtin::Image(_) => "image",
             Builtin::Initramfs(_) => "initramfs",
@@ -390,6 +395,7 @@ impl Builtin {
             Builtin::Archive(p) => archive::run(p, ctx),
             Builtin::Checksums(p) => checksums::run(p, ctx),
             Builtin::Deb(p) => deb::run(p, ctx),
+            Builtin::Disk(p) => disk::run(p, ctx),
             Builtin::Extract(p) => extract::run(p, ctx),
             Builtin::Image(p) => image::run(p, ctx),
             Builtin::Initramfs(p) => initramfs::run(p, ctx),

@@ -158,7 +158,6 @@ pub(crate) fn derived_id<const N: usize>(parts: &[&[u8]]) -> [u8; N] {
 
 /// An RFC 4122 version 4 style UUID from 16 derived bytes (the version and
 /// variant bits set, so tools that check them accept it).
-#[allow(dead_code)] // used by `disk`, next
 pub(crate) fn as_uuid(mut b: [u8; 16]) -> [u8; 16] {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
