@@ -1,7 +1,9 @@
 //! The file-system image rules, checked by other projects' tools:
 //! `squashfs` by squashfs-tools (`unsquashfs -lln`, and unpacking a file),
-//! `vfat` by dosfstools (`fsck.vfat -n`) and mtools (`mdir`, `mtype`), and
-//! both for identical bytes across paths, umask, TZ and locale.
+//! `vfat` by dosfstools (`fsck.vfat -n`) and mtools (`mdir`, `mtype`),
+//! `ext4` by e2fsprogs (`fsck.ext4 -fn`, `debugfs` reading files, owners and
+//! modes back), and all for identical bytes across paths, umask, TZ and
+//! locale.
 
 mod common;
 
@@ -31,6 +33,15 @@ targets:
       - {type: symlink, target: /usr/bin/tool, link: /usr/local/bin/t}
       - {type: device, path: /dev/console, kind: char, major: 5, minor: 1, mode: "0600"}
       - {type: device, path: /dev/sda1, kind: block, major: 8, minor: 1, mode: "0660", chown: "0:6"}
+  root-ext4:
+    rule: ext4
+    from: rootfs
+    label: root
+  root-ext4-sized:
+    rule: ext4
+    from: rootfs
+    size: 16MiB
+    name: root.img
   root-squash:
     rule: squashfs
     from: rootfs
@@ -159,7 +170,13 @@ fn vfat_images_pass_fsck_and_read_back_with_long_names() {
 fn images_are_identical_across_paths_umask_tz_and_locale() {
     let a = workspace();
     let b = workspace();
-    let targets = ["root-squash", "boot-fat", "boot-fat-sized"];
+    let targets = [
+        "root-squash",
+        "boot-fat",
+        "boot-fat-sized",
+        "root-ext4",
+        "root-ext4-sized",
+    ];
     let first = a.build_ok(&targets);
     let mut cmd = b.cmd(&["build", "--json"]);
     cmd.args(targets);
@@ -259,4 +276,84 @@ fn image_parameters_are_checked_where_they_are_written() {
     );
     let r = ws.build_fails(&[], 2);
     assert!(r.stderr.contains("BUILD.yaml:5:18"), "{}", r.stderr);
+}
+
+#[test]
+fn ext4_passes_fsck_and_keeps_modes_owners_links_and_devices() {
+    let ws = workspace();
+    let r = ws.build_ok(&["root-ext4", "root-ext4-sized"]);
+    // The layout step is hidden; the image is the target's output.
+    assert!(
+        !ws.path().join("out/root-ext4#layout").exists(),
+        "{}",
+        r.stdout
+    );
+    for (target, file, size) in [
+        ("root-ext4", "rootfs.ext4", None),
+        ("root-ext4-sized", "root.img", Some(16u64 << 20)),
+    ] {
+        let img = output(&ws, target, file);
+        if let Some(size) = size {
+            assert_eq!(std::fs::metadata(&img).unwrap().len(), size);
+        }
+        let img = img.to_str().unwrap();
+        tool(ws.path(), &["fsck.ext4", "-fn", img]);
+        let debugfs = |request: &str| tool(ws.path(), &["debugfs", "-R", request, img]);
+        assert_eq!(debugfs("cat /usr/bin/tool"), "#!/bin/sh\necho tool\n");
+        let stat = debugfs("stat /usr/bin/tool");
+        assert!(stat.contains("Mode:  04755"), "{stat}");
+        assert!(stat.contains("User:     0   Group:     0"), "{stat}");
+        let stat = debugfs("stat /home/user");
+        assert!(stat.contains("Mode:  0700"), "{stat}");
+        assert!(stat.contains("User:  1000   Group:  1000"), "{stat}");
+        assert!(stat.contains("mtime: 0x6553f100"), "{stat}");
+        let stat = debugfs("stat /usr/local/bin/t");
+        assert!(stat.contains("Type: symlink"), "{stat}");
+        assert!(stat.contains("Fast link dest: \"/usr/bin/tool\""), "{stat}");
+        let dev = debugfs("ls -l /dev");
+        assert!(dev.contains("20600") && dev.contains("console"), "{dev}");
+        let stat = debugfs("stat /dev/sda1");
+        assert!(stat.contains("Type: block special"), "{stat}");
+        assert!(stat.contains("Device major/minor number: 08:01"), "{stat}");
+        assert!(stat.contains("Group:     6"), "{stat}");
+    }
+    let sb = tool(
+        ws.path(),
+        &[
+            "dumpe2fs",
+            "-h",
+            output(&ws, "root-ext4", "rootfs.ext4").to_str().unwrap(),
+        ],
+    );
+    assert!(sb.contains("Filesystem volume name:   root"), "{sb}");
+}
+
+#[test]
+fn an_ext4_tree_larger_than_the_size_names_the_size_needed() {
+    let ws = Ws::new();
+    ws.write("big/a.bin", &"x".repeat(3 << 20));
+    ws.write(
+        "BUILD.yaml",
+        "targets:\n  fs:\n    rule: ext4\n    srcs: [big]\n    from: srcs:big\n    size: 2MiB\n",
+    );
+    let r = ws.build_fails(&[], 1);
+    assert!(
+        r.stderr.contains("does not fit in a 2 MiB ext4 image"),
+        "{}",
+        r.stderr
+    );
+    let needed = r
+        .stderr
+        .split("size: ")
+        .nth(1)
+        .and_then(|t| t.split("MiB").next())
+        .unwrap_or_else(|| panic!("no size in:\n{}", r.stderr))
+        .to_string();
+    ws.write(
+        "BUILD.yaml",
+        &format!("targets:\n  fs:\n    rule: ext4\n    srcs: [big]\n    from: srcs:big\n    size: {needed}MiB\n"),
+    );
+    ws.build_ok(&[]);
+    let img = output(&ws, "fs", "srcs.ext4");
+    tool(ws.path(), &["fsck.ext4", "-fn", img.to_str().unwrap()]);
 }

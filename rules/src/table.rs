@@ -12,7 +12,7 @@
 use crate::builtin::{
     Builtin, ParamError, archive, checksums, deb, disk, extract, image, initramfs,
 };
-use crate::builtin::{makeself, rootfs, squashfs, vfat};
+use crate::builtin::{ext4, makeself, rootfs, squashfs, vfat};
 use crate::{data_root, image_pull, run, stage};
 
 /// A rule a target names with `rule:`.
@@ -117,6 +117,7 @@ pub const RULES: &[&Rule] = &[
     &checksums::RULE,
     &deb::RULE,
     &disk::RULE,
+    &ext4::RULE,
     &extract::RULE,
     &image::RULE,
     &initramfs::RULE,

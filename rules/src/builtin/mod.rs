@@ -14,6 +14,7 @@ pub mod archive;
 pub mod checksums;
 pub mod deb;
 pub mod disk;
+pub mod ext4;
 pub mod extract;
 pub mod image;
 pub mod initramfs;
@@ -47,6 +48,7 @@ pub enum Builtin {
     Checksums(checksums::Params),
     Deb(deb::Params),
     Disk(disk::Params),
+    Ext4(ext4::Params),
     Extract(extract::Params),
     Image(image::Params),
     Initramfs(initramfs::Params),
@@ -64,6 +66,7 @@ macro_rules! each_rule {
             Builtin::Checksums($p) => $e,
             Builtin::Deb($p) => $e,
             Builtin::Disk($p) => $e,
+            Builtin::Ext4($p) => $e,
             Builtin::Extract($p) => $e,
             Builtin::Image($p) => $e,
             Builtin::Initramfs($p) => $e,
@@ -274,6 +277,23 @@ impl Builtin {
         }
     }
 
+    /// The `run` step that finishes a rule made by a standard tool (`ext4`),
+    /// reading what this rule lays out: the loader makes the built-in rule
+    /// a hidden target named `layout` and this step the target itself, so
+    /// the tools run in the sandbox and their versions enter its key
+    /// (`tools:`). `None` for rules that make their output alone.
+    pub fn tool_step(&self, layout: &str) -> Option<ToolStep> {
+        match self {
+            Builtin::Ext4(p) => Some(ToolStep {
+                tools: ext4::TOOLS,
+                package: "e2fsprogs",
+                command: p.image_command(layout),
+                output: p.file_name(),
+            }),
+            _ => None,
+        }
+    }
+
     /// Reads the parameters of `rule` from the target's own fields.
     pub fn parse(
         rule: &str,
@@ -298,6 +318,7 @@ impl Builtin {
             Builtin::Checksums(_) => "checksums",
             Builtin::Deb(_) => "deb",
             Builtin::Disk(_) => "disk",
+            Builtin::Ext4(_) => "ext4",
             Builtin::Extract(_) => "extract",
             Builtin::Image(_) => "image",
             Builtin::Initramfs(_) => "initramfs",
@@ -396,6 +417,7 @@ impl Builtin {
             Builtin::Checksums(p) => checksums::run(p, ctx),
             Builtin::Deb(p) => deb::run(p, ctx),
             Builtin::Disk(p) => disk::run(p, ctx),
+            Builtin::Ext4(p) => ext4::run(p, ctx),
             Builtin::Extract(p) => extract::run(p, ctx),
             Builtin::Image(p) => image::run(p, ctx),
             Builtin::Initramfs(p) => initramfs::run(p, ctx),
@@ -405,6 +427,20 @@ impl Builtin {
             Builtin::Vfat(p) => vfat::run(p, ctx),
         }
     }
+}
+
+/// The `run` step of a rule made by a standard tool; see
+/// [`Builtin::tool_step`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ToolStep {
+    /// The programs it runs (`tools:`).
+    pub tools: &'static [&'static str],
+    /// The Debian package that has them, for the hint when one is missing.
+    pub package: &'static str,
+    /// Its shell command.
+    pub command: String,
+    /// The one file it makes.
+    pub output: String,
 }
 
 /// Where a rule reads a tree from: the target's sources, or a dependency's
