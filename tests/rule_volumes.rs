@@ -17,7 +17,9 @@ fn workspace() -> Ws {
         .write("boot/overlays/Some Long Overlay Name.dtbo", "dtbo\n")
         .write("boot/cmdline.txt", "console=serial0 root=/dev/mmcblk0p2\n")
         .write("boot/firmware/nested/deep.txt", "deep\n")
-        .write("files/tool", "#!/bin/sh\necho tool\n");
+        .write("files/tool", "#!/bin/sh\necho tool\n")
+        .write("files/odd/system-systemd\\x2dcryptsetup.slice", "slice\n")
+        .write("files/odd/say \"hi\"", "quoted\n");
     ws.write(
         "BUILD.yaml",
         r#"
@@ -30,6 +32,7 @@ targets:
     components:
       - {type: file, source: files/tool, target: /usr/bin/tool, chmod: "4755", chown: "0:0"}
       - {type: directory, target: /home/user, chmod: "0700", chown: "1000:1000"}
+      - {type: directory, source: files/odd, target: /etc/odd}
       - {type: symlink, target: /usr/bin/tool, link: /usr/local/bin/t}
       - {type: device, path: /dev/console, kind: char, major: 5, minor: 1, mode: "0600"}
       - {type: device, path: /dev/sda1, kind: block, major: 8, minor: 1, mode: "0660", chown: "0:6"}
@@ -310,6 +313,12 @@ fn ext4_passes_fsck_and_keeps_modes_owners_links_and_devices() {
         let stat = debugfs("stat /usr/local/bin/t");
         assert!(stat.contains("Type: symlink"), "{stat}");
         assert!(stat.contains("Fast link dest: \"/usr/bin/tool\""), "{stat}");
+        // Names systemd writes with a backslash, and a quote.
+        assert_eq!(
+            debugfs("cat \"/etc/odd/system-systemd\\x2dcryptsetup.slice\""),
+            "slice\n"
+        );
+        assert_eq!(debugfs("cat \"/etc/odd/say \"\"hi\"\"\""), "quoted\n");
         let dev = debugfs("ls -l /dev");
         assert!(dev.contains("20600") && dev.contains("console"), "{dev}");
         let stat = debugfs("stat /dev/sda1");

@@ -119,17 +119,16 @@ impl Params {
     }
 }
 
-/// A name as a debugfs script quotes it; refused if it cannot be.
+/// A name as a debugfs script quotes it (libss: inside double quotes, `""`
+/// is a quote and a backslash is itself); refused if it cannot be.
 fn quoted(path: &str) -> Result<String, BuiltinError> {
-    if path.contains(['"', '\n', '\r', '\\']) {
+    if path.contains(['\n', '\r']) {
         return Err(BuiltinError::Refused {
             entry: path.to_string(),
-            reason:
-                "a name with a quote, a backslash or a line break cannot be written through debugfs"
-                    .into(),
+            reason: "a name with a line break cannot be written through debugfs".into(),
         });
     }
-    Ok(format!("\"{path}\""))
+    Ok(format!("\"{}\"", path.replace('"', "\"\"")))
 }
 
 /// The journal mke2fs gives a file system of `blocks` 4 KiB blocks
@@ -341,9 +340,10 @@ mod tests {
     }
 
     #[test]
-    fn names_debugfs_cannot_take_are_refused() {
+    fn names_are_quoted_for_debugfs_or_refused() {
         assert_eq!(quoted("a b").unwrap(), "\"a b\"");
-        assert!(quoted("a\"b").is_err());
+        assert_eq!(quoted("a\"b").unwrap(), "\"a\"\"b\"");
+        assert_eq!(quoted("a\\x2db").unwrap(), "\"a\\x2db\"");
         assert!(quoted("a\nb").is_err());
     }
 
