@@ -335,6 +335,17 @@ fn ext4_passes_fsck_and_keeps_modes_owners_links_and_devices() {
         ],
     );
     assert!(sb.contains("Filesystem volume name:   root"), "{sb}");
+    // One inode per 16 KiB, as mke2fs alone gives: room to write to the
+    // image once it is flashed.
+    let sb = tool(
+        ws.path(),
+        &[
+            "dumpe2fs",
+            "-h",
+            output(&ws, "root-ext4-sized", "root.img").to_str().unwrap(),
+        ],
+    );
+    assert!(sb.contains("Inode count:              1024\n"), "{sb}");
 }
 
 #[test]

@@ -148,19 +148,33 @@ fn journal(blocks: u64) -> u64 {
     j * BLOCK
 }
 
-/// The size a tree of `data` bytes (in blocks) and `inodes` entries needs:
+/// One inode per this many bytes, at least: mke2fs's own ratio for an
+/// ordinary file system (`inode_ratio` of `mke2fs.conf`), so an image
+/// written to after it is flashed has inodes to spare, as one mke2fs made
+/// alone would.
+const INODE_RATIO: u64 = 16_384;
+
+/// The inodes of an image of `size` bytes holding `entries` entries.
+fn inode_count(entries: u64, size: u64) -> u64 {
+    round_up((entries + 64).max(size / INODE_RATIO), 64)
+}
+
+/// The size a tree of `data` bytes (in blocks) and `entries` entries needs:
 /// its blocks, inode tables, the journal, per-group metadata (bitmaps and
-/// descriptors, about 1 in 128 blocks with reserved descriptors) and 1 MiB
+/// descriptors, about 1 in 32 blocks with reserved descriptors) and 2 MiB
 /// to spare, to whole MiB.
-fn needed(data: u64, inodes: u64) -> u64 {
-    let base = data + inodes * INODE_SIZE + (2 << 20);
-    let mut size = round_up(base + base / 32, 1 << 20);
+fn needed(data: u64, entries: u64) -> u64 {
+    let total = |size: u64| {
+        let base = data + inode_count(entries, size) * INODE_SIZE + (2 << 20);
+        round_up(base + base / 32 + journal(size / BLOCK), 1 << 20)
+    };
+    let mut size = total(0);
     loop {
-        let with_journal = round_up(base + base / 32 + journal(size / BLOCK), 1 << 20);
-        if with_journal <= size {
+        let next = total(size);
+        if next <= size {
             return size;
         }
-        size = with_journal;
+        size = next;
     }
 }
 
@@ -243,9 +257,8 @@ pub fn run(p: &Params, ctx: &Ctx) -> Result<strata_store::Digest, BuiltinError> 
         times(&mut script, &path);
     }
 
-    // Inodes: every entry, the reserved ones, and room to grow.
-    let inodes = round_up(items.len() as u64 + 64, 64);
-    let need = needed(data + BLOCK * 4, inodes);
+    let entries = items.len() as u64;
+    let need = needed(data + BLOCK * 4, entries);
     let size = match p.size {
         Some(s) if s.0 < need => {
             return Err(BuiltinError::Input {
@@ -261,6 +274,8 @@ pub fn run(p: &Params, ctx: &Ctx) -> Result<strata_store::Digest, BuiltinError> 
         Some(s) => s.0,
         None => need,
     };
+    // Every entry, the reserved ones, and room to grow.
+    let inodes = inode_count(entries, size);
     let uuid = uuid_text(as_uuid(derived_id(&[
         b"strata/ext4/uuid",
         &root.hash,
@@ -330,6 +345,12 @@ fn uuid_text(b: [u8; 16]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inodes_follow_mke2fs_ratio_or_the_entries() {
+        assert_eq!(inode_count(10, 256 << 20), 16_384);
+        assert_eq!(inode_count(100_000, 256 << 20), round_up(100_064, 64));
+    }
 
     #[test]
     fn the_size_needed_grows_with_content_and_journal() {
