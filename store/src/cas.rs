@@ -377,6 +377,29 @@ mod tests {
     }
 
     #[test]
+    fn a_scratch_file_written_out_of_order_becomes_one_blob() {
+        use std::io::{Seek, SeekFrom};
+        let (_d, s) = store();
+        let cas = s.cas();
+        let mut f = cas.scratch_file().unwrap();
+        f.file().write_all(b"xxxxx.world").unwrap();
+        f.file().seek(SeekFrom::Start(0)).unwrap();
+        f.file().write_all(b"hello").unwrap();
+        let d = f.finish().unwrap();
+        assert_eq!(d, DigestFunction::Blake3.of_bytes(b"hello.world"));
+        assert_eq!(cas.read(&d).unwrap(), b"hello.world");
+        // The same bytes again: the blob stays, nothing is left behind;
+        // a scratch file dropped unfinished leaves nothing either.
+        let mut again = cas.scratch_file().unwrap();
+        again.file().write_all(b"hello.world").unwrap();
+        assert_eq!(again.finish().unwrap(), d);
+        let mut dropped = cas.scratch_file().unwrap();
+        dropped.file().write_all(b"partial").unwrap();
+        drop(dropped);
+        assert_eq!(std::fs::read_dir(s.tmp_dir()).unwrap().count(), 0);
+    }
+
+    #[test]
     fn a_blob_of_the_wrong_size_is_absent_and_every_writer_replaces_it() {
         let (d, s) = store();
         let cas = s.cas();
