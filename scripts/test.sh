@@ -35,6 +35,7 @@ need unsquashfs squashfs-tools
 need fsck.vfat dosfstools
 need mdir mtools
 need sfdisk fdisk
+need xorriso xorriso
 need losetup mount
 need git git
 need keyctl keyutils

@@ -2,8 +2,9 @@
 //! `squashfs` by squashfs-tools (`unsquashfs -lln`, and unpacking a file),
 //! `vfat` by dosfstools (`fsck.vfat -n`) and mtools (`mdir`, `mtype`),
 //! `ext4` by e2fsprogs (`fsck.ext4 -fn`, `debugfs` reading files, owners and
-//! modes back), and all for identical bytes across paths, umask, TZ and
-//! locale.
+//! modes back), `iso` by xorriso reading the image (`-find -exec lsdl`,
+//! `-report_el_torito`, `-pvd_info`, osirrox extracting a file), and all for
+//! identical bytes across paths, umask, TZ and locale.
 
 mod common;
 
@@ -19,7 +20,10 @@ fn workspace() -> Ws {
         .write("boot/firmware/nested/deep.txt", "deep\n")
         .write("files/tool", "#!/bin/sh\necho tool\n")
         .write("files/odd/system-systemd\\x2dcryptsetup.slice", "slice\n")
-        .write("files/odd/say \"hi\"", "quoted\n");
+        .write("files/odd/say \"hi\"", "quoted\n")
+        .write("cd/isolinux/isolinux.bin", &"\u{90}".repeat(2048))
+        .write("cd/isolinux/isolinux.cfg", "default tinyipa\n")
+        .write("cd/it's here.txt", "quoted\n");
     ws.write(
         "BUILD.yaml",
         r#"
@@ -45,6 +49,22 @@ targets:
     from: rootfs
     size: 16MiB
     name: root.img
+  cd-root:
+    rule: rootfs
+    srcs: [cd, files/tool]
+    layers: [{from: "srcs:cd"}]
+    components:
+      - {type: file, source: files/tool, target: /bin/tool, chmod: "4755", chown: "1000:1000"}
+      - {type: symlink, target: /bin/tool, link: /bin/t}
+  cd:
+    rule: iso
+    from: cd-root
+    volume_id: STRATA_TEST
+    boot: {isolinux: /isolinux}
+    name: test.iso
+  root-iso:
+    rule: iso
+    from: rootfs
   root-squash:
     rule: squashfs
     from: rootfs
@@ -179,6 +199,7 @@ fn images_are_identical_across_paths_umask_tz_and_locale() {
         "boot-fat-sized",
         "root-ext4",
         "root-ext4-sized",
+        "cd",
     ];
     let first = a.build_ok(&targets);
     let mut cmd = b.cmd(&["build", "--json"]);
@@ -376,4 +397,82 @@ fn an_ext4_tree_larger_than_the_size_names_the_size_needed() {
     ws.build_ok(&[]);
     let img = output(&ws, "fs", "srcs.ext4");
     tool(ws.path(), &["fsck.ext4", "-fn", img.to_str().unwrap()]);
+}
+
+#[test]
+fn iso_keeps_modes_owners_and_links_and_boots_through_el_torito() {
+    let ws = workspace();
+    ws.build_ok(&["cd"]);
+    let img = output(&ws, "cd", "test.iso");
+    let img = img.to_str().unwrap();
+    let xorriso = |args: &[&str]| {
+        let mut all = vec!["xorriso", "-no_rc", "-indev", img];
+        all.extend_from_slice(args);
+        tool(ws.path(), &all)
+    };
+    let listing = xorriso(&["-find", "/", "-exec", "lsdl"]);
+    let line = |path: &str| -> String {
+        listing
+            .lines()
+            .find(|l| {
+                // The entry's own path is the first quoted one.
+                let own = l.find('\'').map_or("", |i| &l[i..]);
+                own == format!("'{path}'") || own.starts_with(&format!("'{path}' -> "))
+            })
+            .unwrap_or_else(|| panic!("{path} not listed:\n{listing}"))
+            .to_string()
+    };
+    assert!(
+        line("/bin/tool").starts_with("-rwsr-xr-x    1 1000     1000 "),
+        "{listing}"
+    );
+    assert!(
+        line("/bin/t").ends_with("'/bin/t' -> '/bin/tool'"),
+        "{listing}"
+    );
+    assert!(
+        line("/isolinux/isolinux.cfg").starts_with("-rw-r--r--    1 0        0 "),
+        "{listing}"
+    );
+    // Every time is SOURCE_DATE_EPOCH (2023-11-14).
+    assert!(line("/bin/tool").contains("Nov 14  2023"), "{listing}");
+    // xorriso writes the quote as a shell would: '/it'"'"'s here.txt'.
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.contains("s here.txt'") && l.contains("Nov 14  2023")),
+        "{listing}"
+    );
+    let torito = xorriso(&["-report_el_torito", "plain"]);
+    assert!(
+        torito.contains("El Torito img path :   1  /isolinux/isolinux.bin"),
+        "{torito}"
+    );
+    assert!(
+        torito.contains("El Torito cat path : /isolinux/boot.cat"),
+        "{torito}"
+    );
+    let pvd = xorriso(&["-pvd_info"]);
+    assert!(pvd.contains("Volume Id    : STRATA_TEST"), "{pvd}");
+    let dest = ws.path().join("extracted");
+    xorriso(&[
+        "-osirrox",
+        "on",
+        "-extract",
+        "/it's here.txt",
+        dest.to_str().unwrap(),
+    ]);
+    assert_eq!(std::fs::read_to_string(&dest).unwrap(), "quoted\n");
+}
+
+#[test]
+fn device_nodes_an_iso_cannot_hold_are_refused_naming_them() {
+    let ws = workspace();
+    let r = ws.build_fails(&["root-iso"], 1);
+    assert!(
+        r.stderr.contains("refused entry `dev/console`"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("no device nodes"), "{}", r.stderr);
 }

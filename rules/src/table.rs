@@ -12,7 +12,7 @@
 use crate::builtin::{
     Builtin, ParamError, archive, checksums, deb, disk, extract, image, initramfs,
 };
-use crate::builtin::{ext4, makeself, rootfs, squashfs, vfat};
+use crate::builtin::{ext4, iso, makeself, rootfs, squashfs, vfat};
 use crate::{data_root, image_pull, run, stage};
 
 /// A rule a target names with `rule:`.
@@ -121,6 +121,7 @@ pub const RULES: &[&Rule] = &[
     &extract::RULE,
     &image::RULE,
     &initramfs::RULE,
+    &iso::RULE,
     &makeself::RULE,
     &rootfs::RULE,
     &squashfs::RULE,

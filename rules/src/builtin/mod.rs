@@ -18,6 +18,7 @@ pub mod ext4;
 pub mod extract;
 pub mod image;
 pub mod initramfs;
+pub mod iso;
 pub mod makeself;
 pub mod rootfs;
 pub mod squashfs;
@@ -52,6 +53,7 @@ pub enum Builtin {
     Extract(extract::Params),
     Image(image::Params),
     Initramfs(initramfs::Params),
+    Iso(iso::Params),
     Makeself(makeself::Params),
     Rootfs(rootfs::Params),
     Squashfs(squashfs::Params),
@@ -70,6 +72,7 @@ macro_rules! each_rule {
             Builtin::Extract($p) => $e,
             Builtin::Image($p) => $e,
             Builtin::Initramfs($p) => $e,
+            Builtin::Iso($p) => $e,
             Builtin::Makeself($p) => $e,
             Builtin::Rootfs($p) => $e,
             Builtin::Squashfs($p) => $e,
@@ -290,6 +293,12 @@ impl Builtin {
                 command: p.image_command(layout),
                 output: p.file_name(),
             }),
+            Builtin::Iso(p) => Some(ToolStep {
+                tools: iso::TOOLS,
+                package: "xorriso",
+                command: p.image_command(layout),
+                output: p.file_name(),
+            }),
             _ => None,
         }
     }
@@ -322,6 +331,7 @@ impl Builtin {
             Builtin::Extract(_) => "extract",
             Builtin::Image(_) => "image",
             Builtin::Initramfs(_) => "initramfs",
+            Builtin::Iso(_) => "iso",
             Builtin::Makeself(_) => "makeself",
             Builtin::Rootfs(_) => "rootfs",
             Builtin::Squashfs(_) => "squashfs",
@@ -421,6 +431,7 @@ impl Builtin {
             Builtin::Extract(p) => extract::run(p, ctx),
             Builtin::Image(p) => image::run(p, ctx),
             Builtin::Initramfs(p) => initramfs::run(p, ctx),
+            Builtin::Iso(p) => iso::run(p, ctx),
             Builtin::Makeself(p) => makeself::run(p, ctx),
             Builtin::Rootfs(p) => rootfs::run(p, ctx),
             Builtin::Squashfs(p) => squashfs::run(p, ctx),
