@@ -30,6 +30,12 @@ need qemu-system-aarch64 qemu-system-arm
 need docker-compose docker-compose
 need mke2fs e2fsprogs
 need debugfs e2fsprogs
+# The image rules' oracles (tests/rule_volumes.rs, tests/rule_disk.rs).
+need unsquashfs squashfs-tools
+need fsck.vfat dosfstools
+need mdir mtools
+need sfdisk fdisk
+need xorriso xorriso
 need losetup mount
 need git git
 need keyctl keyutils

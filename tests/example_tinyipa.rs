@@ -1,13 +1,14 @@
 //! examples/tinyipa, end to end: a TinyIPA-style network-boot ramdisk made
 //! from pinned Debian 12 packages and sources, with ipmitool and lshw
 //! compiled in a build image, booted under qemu (software emulation): init
-//! runs, the tools print their versions, the guest powers off. The same for
-//! aarch64, its tools cross-compiled on an amd64 build image and booted on
+//! runs, the tools print their versions, the guest powers off; for x86_64
+//! also as `tinyipa-x86_64.iso` (the `iso` rule, isolinux from Debian)
+//! booted from `-cdrom` to the same checks. The same for aarch64, its tools cross-compiled on an amd64 build image and booted on
 //! qemu's `virt` machine. Also: the `require_*` variables shape the graph,
 //! and arm64 build images are refused before anything runs on a machine
 //! that cannot run them. Needs a Docker Engine, Debian's archive,
-//! qemu-system-x86_64 and qemu-system-aarch64 (`scripts/test.sh` installs
-//! them).
+//! qemu-system-x86_64, qemu-system-aarch64 and xorriso (`scripts/test.sh`
+//! installs them).
 
 mod common;
 
@@ -59,15 +60,32 @@ fn machine(arch: &str) -> (&'static str, &'static [&'static str], &'static str) 
 /// `limit`.
 fn boot(arch: &str, kernel: &Path, initrd: &Path, limit: Duration) -> (String, Option<i32>) {
     let (qemu, machine, console) = machine(arch);
-    let mut child = Command::new(qemu)
-        .args(machine)
+    let mut cmd = Command::new(qemu);
+    cmd.args(machine)
         .arg("-kernel")
         .arg(kernel)
         .arg("-initrd")
         .arg(initrd)
         .args(["-nographic", "-no-reboot", "-m", "512"])
         .arg("-append")
-        .arg(format!("console={console} panic=-1"))
+        .arg(format!("console={console} panic=-1"));
+    run_qemu(cmd, limit)
+}
+
+/// Boots a PC from a CD image (its El Torito boot loader, which passes the
+/// console to the kernel itself).
+fn boot_cdrom(iso: &Path, limit: Duration) -> (String, Option<i32>) {
+    let mut cmd = Command::new("qemu-system-x86_64");
+    cmd.arg("-cdrom")
+        .arg(iso)
+        .args(["-nographic", "-no-reboot", "-m", "512"]);
+    run_qemu(cmd, limit)
+}
+
+/// Runs qemu until it exits or `limit` passes; its console and status.
+fn run_qemu(mut cmd: Command, limit: Duration) -> (String, Option<i32>) {
+    let qemu = format!("{:?}", cmd.get_program());
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -155,6 +173,33 @@ fn elf_machine(ws: &Ws, ramdisk: &str, path: &str) -> u16 {
         .collect();
     assert_eq!(&bytes[..4], b"\x7fELF", "{path} is not an ELF file: {out}");
     u16::from_le_bytes([bytes[18], bytes[19]])
+}
+
+/// The console of a boot that reached init, ran each tool and powered
+/// off, qemu exiting on its own.
+fn assert_reaches_its_tools(arch: &str, console: &str, status: Option<i32>) {
+    assert!(
+        console.contains(&format!("tinyipa: init running on {arch}")),
+        "init did not run:\n{console}"
+    );
+    assert!(
+        console.contains("tinyipa: ipmitool (exit 0): ipmitool version 1.8.19"),
+        "{console}"
+    );
+    assert!(
+        console.contains("tinyipa: lshw (exit 0): 02.19.git.2021.06.19.996aaad9c7"),
+        "{console}"
+    );
+    assert!(
+        console.contains("tinyipa: qemu-img: not in this image"),
+        "{console}"
+    );
+    assert!(
+        console.contains("reboot: Power down"),
+        "the guest did not power off:\n{console}"
+    );
+    assert!(!console.contains("Kernel panic"), "{console}");
+    assert_eq!(status, Some(0), "qemu did not exit by itself:\n{console}");
 }
 
 /// Builds the example for `arch` as CI can afford it (no qemu-img) and
@@ -292,28 +337,7 @@ fn builds_and_boots(arch: &str) -> Ws {
     // It boots: init runs, each tool prints its version, the guest powers
     // off and qemu exits on its own.
     let (console, status) = boot(arch, &kernel, &gz, Duration::from_secs(300));
-    assert!(
-        console.contains(&format!("tinyipa: init running on {arch}")),
-        "init did not run:\n{console}"
-    );
-    assert!(
-        console.contains("tinyipa: ipmitool (exit 0): ipmitool version 1.8.19"),
-        "{console}"
-    );
-    assert!(
-        console.contains("tinyipa: lshw (exit 0): 02.19.git.2021.06.19.996aaad9c7"),
-        "{console}"
-    );
-    assert!(
-        console.contains("tinyipa: qemu-img: not in this image"),
-        "{console}"
-    );
-    assert!(
-        console.contains("reboot: Power down"),
-        "the guest did not power off:\n{console}"
-    );
-    assert!(!console.contains("Kernel panic"), "{console}");
-    assert_eq!(status, Some(0), "qemu did not exit by itself:\n{console}");
+    assert_reaches_its_tools(arch, &console, status);
 
     // Nothing changed: nothing runs.
     let again = ws.build_ok(&args);
@@ -327,7 +351,32 @@ fn the_ramdisk_builds_and_boots_to_its_tools_and_powers_off() {
     if !docker_available() || !qemu_available(qemu, "qemu-system-x86") {
         return;
     }
-    builds_and_boots("x86_64");
+    let ws = builds_and_boots("x86_64");
+
+    // The same kernel and ramdisk as a CD image (`iso`: isolinux from
+    // Debian, El Torito) boot to the same checks from `-cdrom`.
+    let mut args = CI_BUILD.to_vec();
+    args.push("iso");
+    let r = ws.build_ok(&args);
+    assert_eq!(r.json()["targets"]["iso"]["status"], "executed");
+    let iso = ws.path().join("dist/iso/tinyipa-x86_64-master.iso");
+    let torito = sh(
+        ws.path(),
+        &format!(
+            "xorriso -no_rc -indev {} -report_el_torito plain",
+            iso.display()
+        ),
+    );
+    assert!(
+        torito.contains("El Torito img path :   1  /isolinux/isolinux.bin"),
+        "{torito}"
+    );
+    let (console, status) = boot_cdrom(&iso, Duration::from_secs(300));
+    assert!(
+        console.contains("ISOLINUX"),
+        "isolinux did not start:\n{console}"
+    );
+    assert_reaches_its_tools("x86_64", &console, status);
 }
 
 /// The platform (`os/architecture`) in the config of the OCI image layout

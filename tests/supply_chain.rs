@@ -71,6 +71,15 @@ targets:
     deps: [rootfs]
     outs: [disk.tar]
     cmd: tar -C $DEPS/rootfs -cf $OUT/disk.tar .
+  root-fs:
+    rule: ext4
+    from: rootfs
+    size: 8MiB
+  card:
+    rule: disk
+    table: gpt
+    partitions:
+      - {type: linux, from: root-fs}
   bundle-sbom:
     rule: sbom
     of: bundle
@@ -680,6 +689,22 @@ fn a_step_named_as_holding_its_inputs_contains_them() {
             ]
         )
     );
+}
+
+#[test]
+fn a_disk_image_holds_its_file_system_which_holds_the_tree() {
+    let ws = workspace();
+    let (debs, src) = digests();
+    let (d, s) = (format!("debs_digest={debs}"), format!("src_digest={src}"));
+    ws.build_ok(&["--var", &d, "--var", &s, "card"]);
+    let doc: Value = serde_json::from_str(&ok(&ws, &["sbom", "card"])).unwrap();
+    assert_eq!(related(&doc, "card", "CONTAINS"), ["root-fs"]);
+    // `ext4` is mke2fs run over the tree its hidden layout lays out: the
+    // image holds that tree, it is not merely made from it.
+    assert_eq!(related(&doc, "root-fs", "CONTAINS"), ["root-fs#layout"]);
+    assert!(related(&doc, "root-fs", "GENERATED_FROM").is_empty());
+    assert_eq!(related(&doc, "root-fs#layout", "CONTAINS"), ["rootfs"]);
+    assert!(related(&doc, "rootfs", "CONTAINS").contains(&"hello-sbom".to_string()));
 }
 
 #[test]

@@ -412,8 +412,14 @@ impl Gatherer<'_> {
                 Kind::Built
             };
             let name = label.rsplit('/').next().unwrap_or(label);
-            let assembles =
-                strata_rules::table::rule(&node.rule).is_some_and(|r| r.contains_inputs);
+            // A rule a standard tool makes (`ext4`, `iso`) is a `run` step
+            // over its hidden layout: the image holds what the layout does.
+            let tool_made = node
+                .deps
+                .values()
+                .any(|dep| *dep == strata_rules::builtin::layout_target(label));
+            let assembles = tool_made
+                || strata_rules::table::rule(&node.rule).is_some_and(|r| r.contains_inputs);
             let relation = if assembles || self.holds_inputs.contains(name) {
                 RelationKind::Contains
             } else {
