@@ -229,7 +229,7 @@ fn the_appliance_is_built_flashed_and_starts_its_services_without_a_registry() {
         .position(|l| l.contains(&format!("pkg:oci/agent@{encoded_digest}")))
         .unwrap_or_else(|| panic!("the agent image is not nested:\n{}", tree.join("\n")));
     let ancestors = ancestors(&tree, agent_line);
-    for outer in ["rootfs", "rootfs-tar", "disk", "flash-payload"] {
+    for outer in ["rootfs", "root-fs", "sdcard", "disk", "flash-payload"] {
         assert!(
             ancestors.iter().any(|a| a == outer),
             "{outer} not around the agent: {ancestors:?}"
@@ -851,7 +851,19 @@ fn an_unknown_architecture_is_refused_where_it_is_included() {
         "{}",
         r.stderr
     );
-    assert!(r.stderr.contains("BUILD.yaml:33:"), "{}", r.stderr);
+    let include_line = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/appliance/BUILD.yaml"),
+    )
+    .unwrap()
+    .lines()
+    .position(|l| l.starts_with("include:"))
+    .expect("an include: line")
+        + 1;
+    assert!(
+        r.stderr.contains(&format!("BUILD.yaml:{include_line}:")),
+        "{}",
+        r.stderr
+    );
     // Nothing ran: the build stopped while loading.
     assert!(!r.stderr.contains("] executed"), "{}", r.stderr);
 }
