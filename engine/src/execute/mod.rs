@@ -177,12 +177,18 @@ impl Layers {
         // Publishing blocks: the action-cache entry waits for the store's
         // group commit (a `syncfs`). The runtime's other tasks move to
         // another worker meanwhile.
+        let held = success.held_remotely;
         tokio::task::block_in_place(|| {
             self.publishers
                 .iter()
+                .filter(|layer| !held || !layer.needs_whole_output())
                 .try_for_each(|layer| layer.publish(&keyed, &success.result))
         })
         .map_err(step_failure)?;
+        if held {
+            // No entry was written: nothing for the next build to remember.
+            return Ok(success.output);
+        }
         // The entry just written, as the next build's lookup would find it
         // (still staged while the group commit publishes it: then its stat
         // is taken when the hits are saved).

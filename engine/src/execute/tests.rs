@@ -36,10 +36,10 @@ impl Executor for Fake {
             }
             let output = TreeBuilder::new().store(request.store.cas()).unwrap();
             let now = std::time::SystemTime::now();
-            Ok(StepSuccess {
+            Ok(StepSuccess::whole(
                 output,
-                result: strata_exec::step::action_result(output, None, now, now),
-            })
+                strata_exec::step::action_result(output, None, now, now),
+            ))
         })
     }
 }

@@ -270,6 +270,14 @@ impl RemoteExecutor {
                     ));
                 }
                 self.counters.fell_back.fetch_add(1, Ordering::Relaxed);
+                // Its dependencies' outputs must be whole to run here; those
+                // the service held went away with it.
+                if let Some(name) = held_dependency(&request) {
+                    return Err(StepFailure::without_logs(Failure::Io(format!(
+                        "remote executor {} went away holding the output of its dependency `{name}`; build again",
+                        service.url
+                    ))));
+                }
                 self.local.execute(request).await
             }
             Err(Miss::Unavailable(why) | Miss::Remote(why)) => Err(StepFailure::without_logs(
@@ -373,9 +381,17 @@ impl RemoteExecutor {
         })
     }
 
-    /// Sends what the service lacks of `blobs`.
+    /// Sends what the service lacks of `blobs`. An input the service lacks
+    /// and this store does not hold is a dependency's output the service
+    /// held for this build and has lost since.
     async fn upload(&self, service: &Service, store: &Store, blobs: &[Digest]) -> Result<(), Miss> {
         let missing = service.remote.find_missing(service.function, blobs).await?;
+        if let Some(lost) = missing.iter().find(|d| !store.cas().contains(d)) {
+            return Err(Miss::Remote(format!(
+                "remote executor {} no longer holds blob {lost} of a dependency's output it made in this build (evicted from its storage); building again runs that step again",
+                service.url
+            )));
+        }
         service
             .remote
             .upload_many(service.function, &missing, store.cas())
@@ -444,7 +460,15 @@ impl RemoteExecutor {
                 scratch: None,
             }));
         }
-        let fetched = match outputs::fetch(&service.remote, cas, step, &result).await {
+        let fetched = match outputs::fetch(
+            &service.remote,
+            cas,
+            step,
+            &result,
+            response.cached_result,
+        )
+        .await
+        {
             Ok(f) => f,
             Err(Unusable::Step(failure)) => {
                 // As a local step's: with its logs.
@@ -485,8 +509,64 @@ impl RemoteExecutor {
         Ok(StepSuccess {
             output: fetched.output,
             result: action_result,
+            held_remotely: !fetched.held.is_empty(),
         })
     }
+
+    /// Fetches held blobs from the service, in batches.
+    async fn fetch_held(&self, store: &Store, blobs: Vec<Digest>) -> Result<(), String> {
+        let Some(service) = self.service.get() else {
+            return Err("no remote executor is open".into());
+        };
+        let missing: Vec<Digest> = blobs
+            .into_iter()
+            .filter(|d| !store.cas().contains(d))
+            .collect();
+        match service
+            .remote
+            .download_many(service.function, &missing, store.cas())
+            .await
+        {
+            Ok(()) => {
+                self.counters.downloaded_bytes.fetch_add(
+                    missing.iter().map(|d| d.size_bytes).sum::<u64>(),
+                    Ordering::Relaxed,
+                );
+                Ok(())
+            }
+            Err(e @ RemoteError::NotFound { .. }) => Err(format!(
+                "remote executor {} no longer holds it ({}): it was evicted from the service's storage; building again runs the step again",
+                service.url,
+                described(&e)
+            )),
+            Err(e) => Err(format!(
+                "fetching it from remote executor {} failed: {}",
+                service.url,
+                described(&e)
+            )),
+        }
+    }
+}
+
+/// The files of outputs a step returned held (`StepSuccess::held_remotely`)
+/// come from the service that made them.
+impl strata_exec::BlobSource for RemoteExecutor {
+    fn fetch<'a>(
+        &'a self,
+        store: &'a Store,
+        blobs: Vec<Digest>,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(self.fetch_held(store, blobs))
+    }
+}
+
+/// A dependency of `request` whose output's files are not all stored.
+fn held_dependency(request: &Request) -> Option<&str> {
+    request
+        .deps
+        .iter()
+        .find(|(_, tree)| strata_store::tree::first_missing(request.store.cas(), tree).is_some())
+        .map(|(name, _)| name.as_str())
 }
 
 /// Whether a step in this image may run on a worker: as linux/amd64 or
@@ -598,6 +678,11 @@ impl Executor for RemoteExecutor {
     }
 
     fn reads_inputs_from_store(&self, work: &Work) -> bool {
+        self.runs(work)
+    }
+
+    /// The service needs only its inputs' digests: it holds what it made.
+    fn takes_held_inputs(&self, work: &Work) -> bool {
         self.runs(work)
     }
 
