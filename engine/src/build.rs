@@ -239,6 +239,11 @@ pub fn build(
         estimates: estimates.clone(),
         ready_order: ReadyOrder::from_env(),
         hits: Some(hits.clone()),
+        placed: plan
+            .roots
+            .iter()
+            .map(|r| plan.nodes[r.node].label.clone())
+            .collect(),
     };
     let run = runtime.block_on(scheduler::run(
         store.clone(),

@@ -22,7 +22,11 @@ use crate::executor::BoxFuture;
 pub trait BlobSource: Send + Sync {
     /// Fetches `blobs` into `store`'s CAS, each checked against its digest.
     /// `Err` says why they cannot be had (the service lost them).
-    fn fetch<'a>(&'a self, store: &'a Store, blobs: Vec<Digest>) -> BoxFuture<'a, Result<(), String>>;
+    fn fetch<'a>(
+        &'a self,
+        store: &'a Store,
+        blobs: Vec<Digest>,
+    ) -> BoxFuture<'a, Result<(), String>>;
 }
 
 /// The held output trees of one build, and where to fetch their files.

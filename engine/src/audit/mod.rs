@@ -281,6 +281,7 @@ pub fn audit(
             .unwrap_or_default(),
         ready_order: crate::critical_path::ReadyOrder::from_env(),
         hits: None,
+        placed: Default::default(),
     };
     let run = runtime.block_on(scheduler::run(
         store.clone(),

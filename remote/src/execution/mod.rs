@@ -460,32 +460,26 @@ impl RemoteExecutor {
                 scratch: None,
             }));
         }
-        let fetched = match outputs::fetch(
-            &service.remote,
-            cas,
-            step,
-            &result,
-            response.cached_result,
-        )
-        .await
-        {
-            Ok(f) => f,
-            Err(Unusable::Step(failure)) => {
-                // As a local step's: with its logs.
-                let logs = outputs::logs(&service.remote, cas, &result).await.ok();
-                return Err(Miss::Step(StepFailure {
-                    failure,
-                    stdout: logs
-                        .map(|l| step::tail(&cas.path(&l.0)))
-                        .unwrap_or_default(),
-                    stderr: logs
-                        .map(|l| step::tail(&cas.path(&l.1)))
-                        .unwrap_or_default(),
-                    scratch: None,
-                }));
-            }
-            Err(u) => return Err(unusable(u)),
-        };
+        let fetched =
+            match outputs::fetch(&service.remote, cas, step, &result, response.cached_result).await
+            {
+                Ok(f) => f,
+                Err(Unusable::Step(failure)) => {
+                    // As a local step's: with its logs.
+                    let logs = outputs::logs(&service.remote, cas, &result).await.ok();
+                    return Err(Miss::Step(StepFailure {
+                        failure,
+                        stdout: logs
+                            .map(|l| step::tail(&cas.path(&l.0)))
+                            .unwrap_or_default(),
+                        stderr: logs
+                            .map(|l| step::tail(&cas.path(&l.1)))
+                            .unwrap_or_default(),
+                        scratch: None,
+                    }));
+                }
+                Err(u) => return Err(unusable(u)),
+            };
         let c = &self.counters;
         c.downloaded_bytes
             .fetch_add(fetched.bytes, Ordering::Relaxed);
