@@ -146,9 +146,11 @@ fn run_steps_execute_on_buildgrid_and_strata_workers() {
     a_result_missing_a_declared_output_fails_the_step(&service);
     a_step_past_its_time_limit_fails_there_as_here(&service, &worker);
     a_time_limit_is_in_the_action_sent_not_in_the_key(&service, &worker);
-    outputs_are_fetched_only_where_needed(&service, &worker);
+    let lazy = outputs_are_fetched_only_where_needed(&service, &worker);
     // Last: it stops the service.
     a_service_gone_mid_build_leaves_the_rest_to_this_machine(&mut service, &worker);
+    drop(worker);
+    a_service_that_lost_what_it_held_runs_it_again(&lazy);
 }
 
 fn a_remote_build_gives_what_a_local_build_gives(
@@ -464,7 +466,8 @@ fn stores_blob_of(ws: &Ws, size: u64) -> bool {
     false
 }
 
-fn outputs_are_fetched_only_where_needed(service: &Service, worker: &Worker) {
+/// Returns the workspace whose `a` and `b` the service held.
+fn outputs_are_fetched_only_where_needed(service: &Service, worker: &Worker) -> Ws {
     let url = service.url();
     let local = chain(false);
     local.build_ok(&["c"]);
@@ -503,6 +506,7 @@ fn outputs_are_fetched_only_where_needed(service: &Service, worker: &Worker) {
     assert!(!stores_blob_of(&ws, A_BIG));
     assert_eq!(out_files(&ws), expected);
 
+    let lazy = ws;
     // `b` here: `a`'s files come first (from the service's cache now; `c`
     // too, its input being the same).
     let ws = chain(true);
@@ -518,6 +522,28 @@ fn outputs_are_fetched_only_where_needed(service: &Service, worker: &Worker) {
     );
     assert!(stores_blob_of(&ws, A_BIG));
     assert_eq!(out_files(&ws), expected);
+    lazy
+}
+
+/// The workspace whose `a` and `b` a service held, built against a new
+/// service (empty storage, empty action cache: a restart): what it lacks
+/// runs again there, and `out/` is right.
+fn a_service_that_lost_what_it_held_runs_it_again(lazy: &Ws) {
+    let local = chain(false);
+    local.build_ok(&["b"]);
+    let service = Service::start(10);
+    let worker = Worker::start(&service, 1, "1G");
+    let run = lazy.build_ok(&["--remote-executor", &service.url(), "b"]);
+    let json = run.json();
+    assert_eq!(json["remote_executed"], 2, "a and b: {}", run.stdout);
+    assert_eq!(worker.finished().len(), 2, "{}", worker.log());
+    let of_b = |ws: &Ws| {
+        let mut files = out_files(ws);
+        files.retain(|path, _| path.starts_with("out/b/"));
+        files
+    };
+    assert_eq!(of_b(lazy), of_b(&local));
+    assert!(!of_b(&local).is_empty());
 }
 
 fn a_service_gone_mid_build_leaves_the_rest_to_this_machine(
