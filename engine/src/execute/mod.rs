@@ -194,7 +194,7 @@ impl Layers {
         let outcome = self.executors.execute(request).await;
         // Dependencies this step needed whole are now (even if it failed):
         // their entries.
-        self.publish_made_whole(&deps)?;
+        self.publish_made_whole(&deps).map_err(step_failure)?;
         let success = outcome?;
         let mut held = success.held_remotely;
         if held && placed {
@@ -208,7 +208,8 @@ impl Layers {
                 })?;
             held = false;
         }
-        self.publish(&keyed, &success.result, held)?;
+        self.publish(&keyed, &success.result, held)
+            .map_err(step_failure)?;
         if held {
             // No entry was written: nothing for the next build to remember
             // until the output is whole.
@@ -237,19 +238,18 @@ impl Layers {
         keyed: &KeyedAction,
         result: &reapi::ActionResult,
         held: bool,
-    ) -> Result<(), StepFailure> {
+    ) -> Result<(), strata_exec::Failure> {
         tokio::task::block_in_place(|| {
             self.publishers
                 .iter()
                 .filter(|layer| !held || !layer.needs_whole_output())
                 .try_for_each(|layer| layer.publish(keyed, result))
         })
-        .map_err(step_failure)
     }
 
     /// Finishes publishing the held results among `outputs` that are whole
     /// now: their action-cache entries (and uploads), as any result's.
-    fn publish_made_whole(&self, outputs: &[Digest]) -> Result<(), StepFailure> {
+    fn publish_made_whole(&self, outputs: &[Digest]) -> Result<(), strata_exec::Failure> {
         let whole: Vec<Held> = {
             let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
             outputs
@@ -265,8 +265,7 @@ impl Layers {
                     .iter()
                     .filter(|layer| layer.needs_whole_output())
                     .try_for_each(|layer| layer.publish(&h.keyed, &h.result))
-            })
-            .map_err(step_failure)?;
+            })?;
             self.remember(&h.keyed, h.declared.as_ref());
         }
         Ok(())
