@@ -505,6 +505,15 @@ fn outputs_are_fetched_only_where_needed(service: &Service, worker: &Worker) -> 
     assert!(count(&json, "downloaded_bytes") < c_bytes, "{}", run.stdout);
     assert!(!stores_blob_of(&ws, A_BIG));
     assert_eq!(out_files(&ws), expected);
+    // The store is whole by its own rules: no entry names a blob it lacks.
+    for command in [
+        &["store", "verify"][..],
+        &["store", "gc"],
+        &["store", "verify"],
+    ] {
+        let run = ws.run(command);
+        assert_eq!(run.code, 0, "{command:?}: {}\n{}", run.stdout, run.stderr);
+    }
 
     let lazy = ws;
     // `b` here: `a`'s files come first (from the service's cache now; `c`

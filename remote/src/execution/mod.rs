@@ -18,7 +18,7 @@
 
 mod action;
 pub(crate) mod operation;
-mod outputs;
+pub(crate) mod outputs;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
