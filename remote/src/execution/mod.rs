@@ -12,7 +12,9 @@
 //! For each step: the action ([`action`]) is stored, what the service lacks
 //! of it and its input root is uploaded (FindMissingBlobs, then batches or
 //! ByteStream), it is executed and followed ([`operation`]), and its result
-//! checked and fetched ([`outputs`]). A step the service cannot run
+//! checked and its folder records fetched ([`outputs`]); its files stay on
+//! the service (`StepSuccess::held_remotely`) until the build needs them,
+//! fetched then through this executor as a `strata_exec::BlobSource`. A step the service cannot run
 //! because it went away runs locally, with one warning; any other failure
 //! of the service fails the step, never with a wrong output.
 
@@ -76,7 +78,8 @@ pub struct ExecutionStats {
     /// Blobs and bytes sent (what the service lacked).
     pub uploaded_blobs: u64,
     pub uploaded_bytes: u64,
-    /// Bytes fetched: declared outputs and logs.
+    /// Bytes fetched: folder records and logs of results, and the files
+    /// of those something needed (`out/`, a step run here).
     pub downloaded_bytes: u64,
 }
 
