@@ -325,34 +325,41 @@ impl RemoteExecutor {
         let started = SystemTime::now();
         // The service's action cache first: a hit needs no upload and no
         // operation. Anything wrong with it (absent, failed, unusable)
-        // leaves the step to Execute.
-        if let Some(hit) = self.cached(service, &action).await
-            && let Ok(success) = self
+        // leaves the step to Execute; an unusable hit (its files lost)
+        // must not come back from Execute's own cache lookup.
+        let mut skip_cache_lookup = false;
+        if let Some(hit) = self.cached(service, &action).await {
+            match self
                 .finish(service, store, step, hit, started, SystemTime::now())
                 .await
-        {
-            return Ok(success);
+            {
+                Ok(success) => return Ok(success),
+                Err(_) => skip_cache_lookup = true,
+            }
         }
         let mut uploaded_again = false;
         let response = loop {
             self.upload(service, store, &blobs).await?;
-            let response = match operation::execute(&service.grpc, function, &action).await? {
-                operation::Ended::Response(r) => *r,
-                operation::Ended::Error(status)
-                    if status.code == tonic::Code::DeadlineExceeded as i32 =>
+            let response =
+                match operation::execute(&service.grpc, function, &action, skip_cache_lookup)
+                    .await?
                 {
-                    return Err(Miss::Step(StepFailure::without_logs(timed_out(
-                        step,
-                        &status.message,
-                    ))));
-                }
-                operation::Ended::Error(status) => {
-                    return Err(Miss::Remote(format!(
-                        "the operation failed: {}",
-                        status_text(status.code, &status.message)
-                    )));
-                }
-            };
+                    operation::Ended::Response(r) => *r,
+                    operation::Ended::Error(status)
+                        if status.code == tonic::Code::DeadlineExceeded as i32 =>
+                    {
+                        return Err(Miss::Step(StepFailure::without_logs(timed_out(
+                            step,
+                            &status.message,
+                        ))));
+                    }
+                    operation::Ended::Error(status) => {
+                        return Err(Miss::Remote(format!(
+                            "the operation failed: {}",
+                            status_text(status.code, &status.message)
+                        )));
+                    }
+                };
             let code = response.status.as_ref().map_or(0, |s| s.code);
             // Blobs the service lost between the upload and the run: once more.
             if code == tonic::Code::FailedPrecondition as i32 && !uploaded_again {

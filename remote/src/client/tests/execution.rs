@@ -75,7 +75,7 @@ async fn execution_a_broken_stream_is_resumed_with_wait_execution() {
     ]);
     let remote = grpc(&fake).await;
     let action = DigestFunction::Sha256.of_bytes(b"action");
-    let ended = operation::execute(&remote, DigestFunction::Sha256, &action)
+    let ended = operation::execute(&remote, DigestFunction::Sha256, &action, false)
         .await
         .unwrap();
     assert_eq!(exit_code(ended), 7);
@@ -101,7 +101,7 @@ async fn execution_an_operation_the_server_forgot_is_executed_again() {
     ]);
     let remote = grpc(&fake).await;
     let action = DigestFunction::Sha256.of_bytes(b"action");
-    let ended = operation::execute(&remote, DigestFunction::Sha256, &action)
+    let ended = operation::execute(&remote, DigestFunction::Sha256, &action, false)
         .await
         .unwrap();
     assert_eq!(exit_code(ended), 0);
@@ -117,7 +117,7 @@ async fn execution_a_refusal_is_an_error_not_a_retry() {
         .push_back(Streamed::Refused(Status::invalid_argument("bad instance")));
     let remote = grpc(&fake).await;
     let action = DigestFunction::Sha256.of_bytes(b"action");
-    let Err(e) = operation::execute(&remote, DigestFunction::Sha256, &action).await else {
+    let Err(e) = operation::execute(&remote, DigestFunction::Sha256, &action, false).await else {
         panic!("a refusal must fail");
     };
     assert!(!e.is_transient(), "{e}");
@@ -135,7 +135,7 @@ async fn execution_a_service_that_keeps_breaking_fails_after_a_few_attempts() {
     }
     let remote = grpc(&fake).await;
     let action = DigestFunction::Sha256.of_bytes(b"action");
-    let Err(e) = operation::execute(&remote, DigestFunction::Sha256, &action).await else {
+    let Err(e) = operation::execute(&remote, DigestFunction::Sha256, &action, false).await else {
         panic!("must fail");
     };
     assert!(e.is_transient(), "{e}");
