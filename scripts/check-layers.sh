@@ -10,7 +10,7 @@ fail() { echo "layering: $*" >&2; failed=1; }
 # Crates that must link no outside-system client: the core knows no Docker,
 # registry or network protocol.
 network='^(bollard|reqwest|hyper|tonic) v'
-for crate in strata-store strata-formats strata-rules strata-load strata-exec strata-engine; do
+for crate in strata-store strata-formats strata-supply strata-rules strata-load strata-exec strata-engine; do
   found=$(cargo tree -q --locked -p "$crate" -e normal --prefix none | sed "s/ (\*)//" | sort -u | grep -E "$network" || true)
   [[ -z $found ]] || fail "$crate links $(echo "$found" | tr '\n' ' ')"
 done

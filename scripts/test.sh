@@ -30,6 +30,12 @@ need qemu-system-aarch64 qemu-system-arm
 need docker-compose docker-compose
 need mke2fs e2fsprogs
 need debugfs e2fsprogs
+# The image rules' oracles (tests/rule_volumes.rs, tests/rule_disk.rs).
+need unsquashfs squashfs-tools
+need fsck.vfat dosfstools
+need mdir mtools
+need sfdisk fdisk
+need xorriso xorriso
 need losetup mount
 need git git
 need keyctl keyutils
@@ -67,6 +73,14 @@ export STRATA_REQUIRE_REMOTE_SERVERS=1
 STRATA_BAZEL_BIN=$(scripts/bazel-up.sh)
 export STRATA_BAZEL_BIN
 export STRATA_REQUIRE_BAZEL=1
+
+# The supply-chain tests check Strata's SBOMs and signed provenance with
+# third-party validators (spdx-tools, cyclonedx-python-lib, securesystemslib)
+# from a venv the script makes once under ~/.cache/strata-test; in CI they
+# must run, never skip.
+STRATA_SUPPLY_PYTHON=$(scripts/supply-validators-up.sh)
+export STRATA_SUPPLY_PYTHON
+export STRATA_REQUIRE_SUPPLY_VALIDATORS=1
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -82,6 +82,14 @@ enum Command {
     /// The hashes of the last build: keys, their parts, every output file;
     /// `manifest diff A B` compares two saved with --json.
     Manifest(crate::manifest::ManifestArgs),
+    /// A software bill of materials of TARGET as last built: the Debian
+    /// packages, fetched files, pulled images and compiled tools in it and
+    /// how they nest, as SPDX 2.3 or CycloneDX 1.6 JSON.
+    Sbom(crate::supply::SbomArgs),
+    /// SLSA provenance of TARGET as last built (an in-toto statement),
+    /// signed into a DSSE envelope with --sign-key; `provenance verify FILE
+    /// --trusted-key KEY` checks one.
+    Provenance(crate::supply::ProvenanceArgs),
     /// Run actions for a remote execution service: a bot of BuildGrid's
     /// Remote Workers API that runs the REAPI actions leased to it in
     /// Strata's sandbox, with a CAS of its own.
@@ -340,6 +348,8 @@ pub fn run() -> ExitCode {
             json,
         } => explain_command(target, file, store, vars, matrix, json),
         Command::Manifest(args) => crate::manifest::command(args),
+        Command::Sbom(args) => crate::supply::sbom_command(args),
+        Command::Provenance(args) => crate::supply::provenance_command(args),
         Command::Worker(args) => crate::worker::command(args),
         Command::Log {
             target,

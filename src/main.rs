@@ -10,6 +10,7 @@ mod manifest;
 mod progress;
 mod report;
 mod store_cmd;
+mod supply;
 mod worker;
 
 use std::process::ExitCode;

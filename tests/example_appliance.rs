@@ -1,8 +1,9 @@
 //! examples/appliance, end to end: a Debian root file system with a
 //! docker-compose component (one service built by Strata, one pulled from a
-//! local registry by digest), made into an ext4 image, bundled with a flash
-//! script, flashed onto a loop device and booted by a fresh dockerd with no
-//! registry reachable; and the services' .deb.
+//! local registry by digest), made into an ext4 root partition beside a FAT
+//! boot partition on an MBR disk image (no container, no root), bundled
+//! with a flash script, flashed onto a loop device and booted by a fresh
+//! dockerd with no registry reachable; and the services' .deb.
 
 mod common;
 
@@ -65,11 +66,13 @@ impl Drop for Cleanup {
     }
 }
 
-/// Flashes the bundle onto a loop device, checks what it wrote and mounts
-/// it (read-write, as a device boots it); returns the mount point.
+/// Flashes the bundle onto a loop device, checks what it wrote (an MBR
+/// disk: the FAT boot partition read with mtools, the ext4 root with
+/// e2fsprogs) and mounts the root partition (read-write, as a device boots
+/// it); returns the mount point.
 fn flash_and_mount(ws: &Ws, bundle: &Path, scratch: &Path, cleanup: &mut Cleanup) -> PathBuf {
     let backing = scratch.join("device.img");
-    sh(scratch, &format!("truncate -s 320M {}", backing.display()));
+    sh(scratch, &format!("truncate -s 400M {}", backing.display()));
     let device = sh(scratch, &format!("losetup -f --show {}", backing.display()))
         .trim()
         .to_string();
@@ -82,17 +85,87 @@ fn flash_and_mount(ws: &Ws, bundle: &Path, scratch: &Path, cleanup: &mut Cleanup
         flashed.contains(&format!("verified: {device} holds the appliance image")),
         "{flashed}"
     );
-    sh(scratch, &format!("e2fsck -fn {device}"));
+    let table: serde_json::Value =
+        serde_json::from_str(&sh(scratch, &format!("sfdisk --json {device}"))).unwrap();
+    let parts = table["partitiontable"]["partitions"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(table["partitiontable"]["label"], "dos", "{table}");
+    assert_eq!(
+        (&parts[0]["type"], &parts[1]["type"]),
+        (&"c".into(), &"83".into())
+    );
+    let sector = |p: &serde_json::Value, f: &str| p[f].as_u64().unwrap() * 512;
+    assert_eq!(
+        sh(
+            scratch,
+            &format!(
+                "mtype -i {}@@{} ::/cmdline.txt",
+                backing.display(),
+                sector(&parts[0], "start")
+            )
+        ),
+        ws.read("boot/cmdline.txt")
+    );
+    // The root partition as a device of its own (no partition scanning).
+    let root = sh(
+        scratch,
+        &format!(
+            "losetup -f --show -o {} --sizelimit {} {device}",
+            sector(&parts[1], "start"),
+            sector(&parts[1], "size")
+        ),
+    )
+    .trim()
+    .to_string();
+    cleanup.sh(format!("losetup -d {root}"));
+    sh(scratch, &format!("e2fsck -fn {root}"));
     let motd = sh(
         scratch,
-        &format!("debugfs -R 'cat /etc/motd' {device} 2>/dev/null"),
+        &format!("debugfs -R 'cat /etc/motd' {root} 2>/dev/null"),
     );
     assert_eq!(motd, ws.read("files/motd"));
     let mnt = scratch.join("mnt");
     std::fs::create_dir(&mnt).unwrap();
-    sh(scratch, &format!("mount {device} {}", mnt.display()));
+    sh(scratch, &format!("mount {root} {}", mnt.display()));
     cleanup.sh(format!("umount {}", mnt.display()));
     mnt
+}
+
+/// A CycloneDX document's nested components, one line each (indented by
+/// depth): `bom-ref: name version purl`, files left out.
+fn nesting(components: &serde_json::Value, depth: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    for c in components.as_array().into_iter().flatten() {
+        if c["scope"] == "excluded" || c["properties"].is_null() {
+            continue;
+        }
+        out.push(format!(
+            "{}{}: {} {} {}",
+            "  ".repeat(depth),
+            c["bom-ref"].as_str().unwrap_or(""),
+            c["name"].as_str().unwrap_or(""),
+            c["version"].as_str().unwrap_or(""),
+            c["purl"].as_str().unwrap_or("")
+        ));
+        out.extend(nesting(&c["components"], depth + 1));
+    }
+    out
+}
+
+/// The bom-refs of the lines `line` is nested in, innermost first.
+fn ancestors(tree: &[String], line: usize) -> Vec<String> {
+    let depth = |l: &str| l.len() - l.trim_start().len();
+    let mut want = depth(&tree[line]);
+    let mut out = Vec::new();
+    for l in tree[..line].iter().rev() {
+        if depth(l) < want {
+            want = depth(l);
+            out.push(l.trim_start().split(':').next().unwrap_or("").to_string());
+        }
+    }
+    out
 }
 
 #[test]
@@ -142,6 +215,36 @@ fn the_appliance_is_built_flashed_and_starts_its_services_without_a_registry() {
     let repos = ws.read("out/rootfs/var/lib/docker/image/overlay2/repositories.json");
     assert!(repos.contains(&format!("\"{agent_ref}\"")), "{repos}");
     assert!(repos.contains("\"appliance/web:1\""), "{repos}");
+
+    // The SBOM shipped with it nests the pulled service in the data-root in
+    // the rootfs in the disk image in the flashing bundle, and names the
+    // Debian packages of the rootfs; SHA256SUMS lists it.
+    let cdx: serde_json::Value =
+        serde_json::from_str(&ws.read("out/sbom/bundle.cdx.json")).unwrap();
+    let tree = nesting(&cdx["components"], 0);
+    eprintln!("the bundle's SBOM nests:\n{}", tree.join("\n"));
+    let encoded_digest = digest.replace(':', "%3A");
+    let agent_line = tree
+        .iter()
+        .position(|l| l.contains(&format!("pkg:oci/agent@{encoded_digest}")))
+        .unwrap_or_else(|| panic!("the agent image is not nested:\n{}", tree.join("\n")));
+    let ancestors = ancestors(&tree, agent_line);
+    for outer in ["rootfs", "rootfs-tar", "disk", "flash-payload"] {
+        assert!(
+            ancestors.iter().any(|a| a == outer),
+            "{outer} not around the agent: {ancestors:?}"
+        );
+    }
+    assert!(
+        tree.iter()
+            .any(|l| l.contains("pkg:deb/debian/coreutils@9.1-1?arch=amd64")),
+        "{}",
+        tree.join("\n")
+    );
+    assert!(
+        ws.read("out/sums/SHA256SUMS")
+            .contains("sbom/bundle.spdx.json")
+    );
 
     // The .deb: version from `git describe`, the services' files, the
     // postinst that loads, pulls and starts them.
@@ -441,17 +544,13 @@ fn the_arm64_appliance_is_built_from_arm64_packages_without_emulation_and_runs_u
         ws.build_ok(&vars).executed().is_empty(),
         "a second build is a no-op"
     );
-    // Nothing in the build ran under emulation: the only container step,
-    // the disk image's, ran its amd64 tools natively (the data-root's
-    // dockerd is this machine's, and loading runs no image's programs).
+    // Nothing in the build ran under emulation: no step runs in a
+    // container (the disk image's tools are this machine's, in the
+    // sandbox), the data-root's dockerd is this machine's, and loading
+    // runs no image's programs.
     let manifest = ws.run(&["manifest"]);
     assert_eq!(manifest.code, 0, "{}", manifest.stderr);
     assert!(!manifest.stdout.contains("emulated"), "{}", manifest.stdout);
-    assert!(
-        manifest.stdout.contains("linux/amd64, natively"),
-        "{}",
-        manifest.stdout
-    );
 
     // The rootfs holds arm64 programs from the arm64 packages, which run
     // under qemu-user (called directly, so with or without a binfmt_misc
@@ -701,6 +800,13 @@ fn compose_mistakes_are_reported_in_the_compose_file() {
         "compose.yaml",
         &format!("{compose}  tools:\n    image: appliance/tools:1\n"),
     );
+    let build = ws.read("BUILD.yaml");
+    ws.write(
+        "BUILD.yaml",
+        &format!(
+            "{build}  tools-image:\n    rule: image\n    from: web-root\n    platform: linux/amd64\n    tag: appliance/tools:1\n"
+        ),
+    );
     ws.write(
         "components/50-compose.yaml",
         &component.replace("{web: web-image}", "{web: web-image, tools: tools-image}"),
@@ -715,6 +821,7 @@ fn compose_mistakes_are_reported_in_the_compose_file() {
     );
     ws.write("compose.yaml", &compose);
     ws.write("components/50-compose.yaml", &component);
+    ws.write("BUILD.yaml", &build);
 
     // Without the digest variable, the compose file says what is missing.
     let r = ws.build_fails(&[], 2);
@@ -744,7 +851,7 @@ fn an_unknown_architecture_is_refused_where_it_is_included() {
         "{}",
         r.stderr
     );
-    assert!(r.stderr.contains("BUILD.yaml:37:"), "{}", r.stderr);
+    assert!(r.stderr.contains("BUILD.yaml:33:"), "{}", r.stderr);
     // Nothing ran: the build stopped while loading.
     assert!(!r.stderr.contains("] executed"), "{}", r.stderr);
 }

@@ -1,13 +1,14 @@
 //! examples/tinyipa, end to end: a TinyIPA-style network-boot ramdisk made
 //! from pinned Debian 12 packages and sources, with ipmitool and lshw
 //! compiled in a build image, booted under qemu (software emulation): init
-//! runs, the tools print their versions, the guest powers off. The same for
-//! aarch64, its tools cross-compiled on an amd64 build image and booted on
+//! runs, the tools print their versions, the guest powers off; for x86_64
+//! also as `tinyipa-x86_64.iso` (the `iso` rule, isolinux from Debian)
+//! booted from `-cdrom` to the same checks. The same for aarch64, its tools cross-compiled on an amd64 build image and booted on
 //! qemu's `virt` machine. Also: the `require_*` variables shape the graph,
 //! and arm64 build images are refused before anything runs on a machine
 //! that cannot run them. Needs a Docker Engine, Debian's archive,
-//! qemu-system-x86_64 and qemu-system-aarch64 (`scripts/test.sh` installs
-//! them).
+//! qemu-system-x86_64, qemu-system-aarch64 and xorriso (`scripts/test.sh`
+//! installs them).
 
 mod common;
 
@@ -59,15 +60,32 @@ fn machine(arch: &str) -> (&'static str, &'static [&'static str], &'static str) 
 /// `limit`.
 fn boot(arch: &str, kernel: &Path, initrd: &Path, limit: Duration) -> (String, Option<i32>) {
     let (qemu, machine, console) = machine(arch);
-    let mut child = Command::new(qemu)
-        .args(machine)
+    let mut cmd = Command::new(qemu);
+    cmd.args(machine)
         .arg("-kernel")
         .arg(kernel)
         .arg("-initrd")
         .arg(initrd)
         .args(["-nographic", "-no-reboot", "-m", "512"])
         .arg("-append")
-        .arg(format!("console={console} panic=-1"))
+        .arg(format!("console={console} panic=-1"));
+    run_qemu(cmd, limit)
+}
+
+/// Boots a PC from a CD image (its El Torito boot loader, which passes the
+/// console to the kernel itself).
+fn boot_cdrom(iso: &Path, limit: Duration) -> (String, Option<i32>) {
+    let mut cmd = Command::new("qemu-system-x86_64");
+    cmd.arg("-cdrom")
+        .arg(iso)
+        .args(["-nographic", "-no-reboot", "-m", "512"]);
+    run_qemu(cmd, limit)
+}
+
+/// Runs qemu until it exits or `limit` passes; its console and status.
+fn run_qemu(mut cmd: Command, limit: Duration) -> (String, Option<i32>) {
+    let qemu = format!("{:?}", cmd.get_program());
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -157,6 +175,33 @@ fn elf_machine(ws: &Ws, ramdisk: &str, path: &str) -> u16 {
     u16::from_le_bytes([bytes[18], bytes[19]])
 }
 
+/// The console of a boot that reached init, ran each tool and powered
+/// off, qemu exiting on its own.
+fn assert_reaches_its_tools(arch: &str, console: &str, status: Option<i32>) {
+    assert!(
+        console.contains(&format!("tinyipa: init running on {arch}")),
+        "init did not run:\n{console}"
+    );
+    assert!(
+        console.contains("tinyipa: ipmitool (exit 0): ipmitool version 1.8.19"),
+        "{console}"
+    );
+    assert!(
+        console.contains("tinyipa: lshw (exit 0): 02.19.git.2021.06.19.996aaad9c7"),
+        "{console}"
+    );
+    assert!(
+        console.contains("tinyipa: qemu-img: not in this image"),
+        "{console}"
+    );
+    assert!(
+        console.contains("reboot: Power down"),
+        "the guest did not power off:\n{console}"
+    );
+    assert!(!console.contains("Kernel panic"), "{console}");
+    assert_eq!(status, Some(0), "qemu did not exit by itself:\n{console}");
+}
+
 /// Builds the example for `arch` as CI can afford it (no qemu-img) and
 /// checks the Packer guide's output set, what the ramdisk holds, and that
 /// it boots to its tools and powers off.
@@ -183,7 +228,7 @@ fn builds_and_boots(arch: &str) -> Ws {
     // branch_path, in output_dir: the default targets only.
     let base = format!("tinyipa-{arch}-master");
     let placed = sh(ws.path(), "ls dist");
-    assert_eq!(placed, "bundle\nchecksums\nramdisk\nvmlinuz\n");
+    assert_eq!(placed, "bundle\nchecksums\nramdisk\nsbom\nvmlinuz\n");
     let shipped = [
         format!("ramdisk/{base}.gz"),
         format!("vmlinuz/{base}.vmlinuz"),
@@ -213,6 +258,50 @@ fn builds_and_boots(arch: &str) -> Ws {
             "{file} not in build-manifest.txt:\n{manifest}"
         );
     }
+
+    // The SBOM shipped beside them names the Debian packages in the bundle
+    // (busybox-static in the ramdisk, the kernel's package in vmlinuz) with
+    // their versions and the tools compiled from Debian source packages;
+    // it is listed in SHA256SUMS.
+    let deb_arch = if arch == "x86_64" { "amd64" } else { "arm64" };
+    let spdx: serde_json::Value =
+        serde_json::from_str(&ws.read("dist/sbom/bundle.spdx.json")).unwrap();
+    let packages = spdx["packages"].as_array().unwrap();
+    let package = |name: &str| {
+        packages
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{name} not in the SBOM"))
+    };
+    let busybox = package("busybox-static");
+    assert_eq!(busybox["versionInfo"], "1:1.35.0-4+deb12u1+b1");
+    assert_eq!(
+        busybox["externalRefs"][0]["referenceLocator"],
+        format!("pkg:deb/debian/busybox-static@1%3A1.35.0-4%2Bdeb12u1%2Bb1?arch={deb_arch}")
+    );
+    assert!(
+        busybox["downloadLocation"]
+            .as_str()
+            .unwrap()
+            .starts_with("http://deb.debian.org/debian/pool/main/b/busybox/"),
+        "{busybox}"
+    );
+    assert!(
+        package("ipmitool")["sourceInfo"]
+            .as_str()
+            .unwrap()
+            .starts_with("compiled from Debian source package ipmitool "),
+        "{}",
+        package("ipmitool")
+    );
+    assert!(sums.contains("sbom/bundle.spdx.json"), "{sums}");
+    let cdx: serde_json::Value =
+        serde_json::from_str(&ws.read("dist/sbom/bundle.cdx.json")).unwrap();
+    let nested = cdx.to_string();
+    assert!(
+        nested.contains("\"bom-ref\":\"runtime-deb-busybox-static\""),
+        "{nested}"
+    );
 
     // The ramdisk holds busybox, init, the tools and their libraries (the
     // architecture's own), and no qemu-img.
@@ -248,28 +337,7 @@ fn builds_and_boots(arch: &str) -> Ws {
     // It boots: init runs, each tool prints its version, the guest powers
     // off and qemu exits on its own.
     let (console, status) = boot(arch, &kernel, &gz, Duration::from_secs(300));
-    assert!(
-        console.contains(&format!("tinyipa: init running on {arch}")),
-        "init did not run:\n{console}"
-    );
-    assert!(
-        console.contains("tinyipa: ipmitool (exit 0): ipmitool version 1.8.19"),
-        "{console}"
-    );
-    assert!(
-        console.contains("tinyipa: lshw (exit 0): 02.19.git.2021.06.19.996aaad9c7"),
-        "{console}"
-    );
-    assert!(
-        console.contains("tinyipa: qemu-img: not in this image"),
-        "{console}"
-    );
-    assert!(
-        console.contains("reboot: Power down"),
-        "the guest did not power off:\n{console}"
-    );
-    assert!(!console.contains("Kernel panic"), "{console}");
-    assert_eq!(status, Some(0), "qemu did not exit by itself:\n{console}");
+    assert_reaches_its_tools(arch, &console, status);
 
     // Nothing changed: nothing runs.
     let again = ws.build_ok(&args);
@@ -283,7 +351,32 @@ fn the_ramdisk_builds_and_boots_to_its_tools_and_powers_off() {
     if !docker_available() || !qemu_available(qemu, "qemu-system-x86") {
         return;
     }
-    builds_and_boots("x86_64");
+    let ws = builds_and_boots("x86_64");
+
+    // The same kernel and ramdisk as a CD image (`iso`: isolinux from
+    // Debian, El Torito) boot to the same checks from `-cdrom`.
+    let mut args = CI_BUILD.to_vec();
+    args.push("iso");
+    let r = ws.build_ok(&args);
+    assert_eq!(r.json()["targets"]["iso"]["status"], "executed");
+    let iso = ws.path().join("dist/iso/tinyipa-x86_64-master.iso");
+    let torito = sh(
+        ws.path(),
+        &format!(
+            "xorriso -no_rc -indev {} -report_el_torito plain",
+            iso.display()
+        ),
+    );
+    assert!(
+        torito.contains("El Torito img path :   1  /isolinux/isolinux.bin"),
+        "{torito}"
+    );
+    let (console, status) = boot_cdrom(&iso, Duration::from_secs(300));
+    assert!(
+        console.contains("ISOLINUX"),
+        "isolinux did not start:\n{console}"
+    );
+    assert_reaches_its_tools("x86_64", &console, status);
 }
 
 /// The platform (`os/architecture`) in the config of the OCI image layout

@@ -87,17 +87,7 @@ fn archives_are_identical_across_paths_umask_tz_and_locale() {
     let b = workspace();
     let first = a.build_ok(&[]);
     let mut cmd = b.cmd(&["build", "--json"]);
-    cmd.env("TZ", "America/Lima")
-        .env("LANG", "fr_FR.UTF-8")
-        .env("LC_ALL", "fr_FR.UTF-8");
-    use std::os::unix::process::CommandExt;
-    // SAFETY: umask(2) is async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::umask(0o027);
-            Ok(())
-        });
-    }
+    common::perturbed(&mut cmd);
     let second: common::Run = cmd.output().unwrap().into();
     assert_eq!(second.code, 0, "{}", second.stderr);
     for t in ["tgz", "tzst", "txz"] {

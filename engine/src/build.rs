@@ -377,6 +377,11 @@ pub fn build(
         },
         out_dir: Some(out_dir_now),
         left_behind,
+        vars: if plan.configs.len() == 1 {
+            plan.ws().vars.clone()
+        } else {
+            BTreeMap::new()
+        },
         targets: plan
             .nodes
             .iter()
@@ -409,6 +414,16 @@ pub fn build(
                             .map(|p| p.display().to_string()),
                         platform: None,
                         emulator: None,
+                        image: match &t.work {
+                            strata_rules::Work::ImagePull(p) => Some(p.reference.clone()),
+                            _ => None,
+                        },
+                        fetch_command: match &t.work {
+                            strata_rules::Work::Run(step) if step.fixed_output.is_some() => {
+                                step.keyed_command.arguments.clone()
+                            }
+                            _ => Vec::new(),
+                        },
                     }
                     .runs_on(runs_on.get(&r.name)),
                 )

@@ -150,6 +150,16 @@ pub fn explain(
             .iter()
             .map(|(name, d)| (name.clone(), keyed[d].key))
             .collect();
+        // An `sbom` target's key holds the facts of what it describes,
+        // known when everything it describes is cached.
+        let mut deps = deps;
+        let facts = crate::supply::FactsRequest::of(&jobs, job, |d| {
+            let k = keyed.get(&d)?;
+            Some((Some(k.key), k.cached?))
+        });
+        if let Some(request) = facts {
+            let _ = request.add_to(&store, &mut deps);
+        }
         let action = key::of_work(
             store.function(),
             store.cas(),

@@ -201,7 +201,7 @@ impl KeyedAction {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use strata_rules::run::{Program, RunParams};
+    use strata_rules::run::RunParams;
 
     /// The key of a sandboxed step (the usual case).
     fn key(
@@ -237,18 +237,7 @@ mod tests {
     }
 
     fn params_of(cmd: &str) -> RunParams {
-        RunParams {
-            program: Program::Shell(Text::plain(cmd)),
-            env: BTreeMap::new(),
-            outs: vec!["o".into()],
-            network: false,
-            local: false,
-            fixed_output: None,
-            source_date_epoch: Text::plain("0"),
-            container: None,
-            tools: None,
-            limits: Default::default(),
-        }
+        RunParams::shell(cmd, &["o"])
     }
 
     fn step(cmd: &str) -> RunStep {

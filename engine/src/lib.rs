@@ -37,6 +37,7 @@ pub mod records;
 pub mod render;
 pub mod scheduler;
 pub mod statcache;
+pub mod supply;
 pub mod targets;
 pub mod toolchain;
 pub mod trace;

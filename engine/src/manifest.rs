@@ -120,14 +120,14 @@ pub enum Error {
     Environment(String),
 }
 
-/// The manifest of the last build of the workspace of `build_file` recorded
-/// in the store at `store_dir`: every target of that build, or only
-/// `targets` when some are named.
-pub fn of_last_build(
+/// The newest build record of the workspace of `build_file` in the store at
+/// `store_dir`, with the BUILD file's canonical path. Reads records before
+/// the store is opened, so asking about a workspace never built creates
+/// nothing.
+pub fn last_record(
     store_dir: &Path,
     build_file: &Path,
-    targets: &[String],
-) -> Result<Manifest, Error> {
+) -> Result<(std::path::PathBuf, records::Record), Error> {
     let canonical = std::fs::canonicalize(build_file)
         .map_err(|e| Error::Usage(format!("cannot open {}: {e}", build_file.display())))?;
     if !store_dir.is_dir() {
@@ -136,8 +136,6 @@ pub fn of_last_build(
             store_dir.display()
         )));
     }
-    // Records are read before the store is opened so that asking about a
-    // workspace never built does not create anything.
     let record = records::read_all(&store_dir.join("meta"), &workspace_tag(&canonical))
         .pop()
         .ok_or_else(|| {
@@ -147,6 +145,18 @@ pub fn of_last_build(
                 store_dir.display()
             ))
         })?;
+    Ok((canonical, record))
+}
+
+/// The manifest of the last build of the workspace of `build_file` recorded
+/// in the store at `store_dir`: every target of that build, or only
+/// `targets` when some are named.
+pub fn of_last_build(
+    store_dir: &Path,
+    build_file: &Path,
+    targets: &[String],
+) -> Result<Manifest, Error> {
+    let (canonical, record) = last_record(store_dir, build_file)?;
     let chosen: Vec<(&String, &RecordedTarget)> = if targets.is_empty() {
         record.targets.iter().collect()
     } else {

@@ -29,6 +29,11 @@ pub struct Record {
     /// hold outputs (after `out_dir` changed), so it is said once per folder.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub left_behind: BTreeSet<String>,
+    /// The build's variables as keys see them (a secret as its hash only),
+    /// for provenance; absent for a matrix build, whose configurations
+    /// differ.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub vars: BTreeMap<String, String>,
     pub targets: BTreeMap<String, RecordedTarget>,
 }
 
@@ -79,6 +84,15 @@ pub struct RecordedTarget {
     /// is told from a native one by this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub emulator: Option<RecordedEmulator>,
+    /// An `image-pull`'s reference as written (`host/name@sha256:<hex>`):
+    /// its key holds only the digest, SBOMs name the image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// A fixed-output step's command as keyed (secrets hashed): its key
+    /// holds only the output digest, SBOMs and provenance name the URLs it
+    /// fetches from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fetch_command: Vec<String>,
 }
 
 /// A binfmt_misc handler that ran a step of another architecture.

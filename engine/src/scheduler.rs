@@ -438,6 +438,15 @@ fn task_for(
         job: job.clone(),
         deps,
         dep_keys,
+        facts: crate::supply::FactsRequest::of(jobs, job, |n| {
+            let fed = shared
+                .settings
+                .audit
+                .as_ref()
+                .and_then(|a| a.feed.get(&jobs[&n].name).copied());
+            let output = fed.or_else(|| outcomes.get(&n).and_then(Outcome::output))?;
+            Some((outcomes.get(&n).and_then(Outcome::key), output))
+        }),
     }
 }
 
@@ -446,12 +455,29 @@ struct Task {
     job: Arc<Job>,
     deps: Vec<(String, Digest)>,
     dep_keys: BTreeMap<String, Digest>,
+    /// An `sbom` target's facts, still to be gathered (by `look_up`, off
+    /// the loop) and added to `deps`.
+    facts: Option<crate::supply::FactsRequest<Arc<Job>>>,
 }
 
 impl Task {
     /// Keys the target and looks it up in the layers: its cached outcome,
     /// or the miss to execute.
-    async fn look_up(self, shared: &Shared) -> Result<Outcome, Box<Miss>> {
+    async fn look_up(mut self, shared: &Shared) -> Result<Outcome, Box<Miss>> {
+        if let Some(request) = self.facts.take() {
+            match request.add_to(&shared.store, &mut self.deps) {
+                Ok(()) => {}
+                Err(msg) => {
+                    return Ok(Outcome::Failed {
+                        key: None,
+                        failure: StepFailure::without_logs(strata_exec::Failure::Rule(format!(
+                            "cannot gather the facts of `{}`: {msg}",
+                            request.root
+                        ))),
+                    });
+                }
+            }
+        }
         let function = shared.store.function();
         let sandboxed = matches!(shared.isolation, Isolation::Sandbox { .. });
         let keyed = key::of_work(

@@ -4,10 +4,6 @@
 # scripts/debian-lock.sh):
 #   packages-<arch>.yaml       the device's packages for that architecture
 #                              (amd64 or arm64): debs, deb-*, base-rootfs
-#   tools-packages.yaml        the disk image's tools (mke2fs, debugfs, tar),
-#                              amd64 whatever the device's architecture: they
-#                              run on the build machine, natively:
-#                              tools-debs, tools-deb-*, tools-base-rootfs
 # (platform-<arch>.yaml is written by hand.) Then build once per
 # architecture: each fetch whose list changed fails with its new output
 # digest, which goes into the matching `*_debs_digest` variable of
@@ -16,7 +12,6 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 lock="$here/../../scripts/debian-lock.sh"
 device_packages=(dash coreutils busybox systemd-sysv e2fsprogs gzip sed findutils tar)
-tools_packages=(dash coreutils e2fsprogs gzip sed findutils tar)
 
 arches=("$@")
 ((${#arches[@]})) || arches=(x86_64 aarch64)
@@ -29,5 +24,3 @@ for arch in "${arches[@]}"; do
   "$lock" --arch "$deb" --digest-var "${deb}_debs_digest" \
     "$here/packages-$arch.yaml" "${device_packages[@]}"
 done
-"$lock" --arch amd64 --prefix tools- --digest-var tools_debs_digest \
-  "$here/tools-packages.yaml" "${tools_packages[@]}"

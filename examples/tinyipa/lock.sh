@@ -5,6 +5,8 @@
 #   runtime-packages.yaml busybox-static (runtime-debs, runtime-deb-*)
 #   kernel-packages.yaml  the kernel package of linux-image-<arch> (kernel-debs)
 #                         and `kernel`, its /boot/vmlinuz-*
+#   iso-packages.yaml     (x86_64) isolinux and syslinux-common, the CD
+#                         image's boot loader (iso-debs, iso-deb-*)
 # per architecture of the build machine (`build_arch`), toolchains/<build_arch>/
 #   build-packages.yaml   the build image's packages (compilers, autotools,
 #                         libssl-dev): build-debs, build-deb-*, build-base-rootfs
@@ -70,6 +72,12 @@ for arch in "${arches[@]}"; do
   fi
   "$lock" --arch "$deb" --prefix runtime- --digest-var "${deb}_runtime_debs_digest" \
     --exact --no-rootfs "$out/runtime-packages.yaml" busybox-static
+  if [[ $arch == x86_64 ]]; then
+    # The CD image's boot loader (isolinux boots PCs): isolinux.bin and
+    # ldlinux.c32, for arch/x86_64/iso.yaml.
+    "$lock" --arch amd64 --prefix iso- --digest-var amd64_iso_debs_digest \
+      --exact --no-rootfs "$out/iso-packages.yaml" isolinux syslinux-common
+  fi
   # The kernel: the package linux-image-<arch> points to, fetched alone (its
   # dependencies are initramfs tools a ramdisk does not need), and only its
   # /boot/vmlinuz-* extracted.

@@ -195,7 +195,8 @@ async fn probe_isolation(store: &Store) -> Isolation {
     };
     let exec_root = probe.join("exec");
     let _ = step::create_exec_root(&exec_root);
-    let out = tokio::process::Command::new(&helper)
+    let mut probe_command = tokio::process::Command::new(&helper);
+    probe_command
         .args(sandbox::helper_args(
             &exec_root,
             false,
@@ -205,8 +206,15 @@ async fn probe_isolation(store: &Store) -> Isolation {
         ))
         .env_clear()
         .stdin(std::process::Stdio::null())
-        .output()
-        .await;
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    // The helper asks to die with the thread that started it, as every
+    // step's does: started from a runtime thread that retires mid-probe, it
+    // would be killed and the sandbox wrongly reported as unusable.
+    let out = match crate::launch::spawn(probe_command).await {
+        Ok(child) => child.wait_with_output().await,
+        Err(e) => Err(e),
+    };
     fstree::remove_tree(&probe);
     match out {
         Ok(o) if o.status.success() => Isolation::Sandbox { helper },

@@ -103,6 +103,9 @@ pub struct Workspace {
     pub declared_vars: BTreeMap<String, DeclaredVar>,
     /// `matrix:` of the root file: the values each listed variable may take.
     pub matrix: Vec<MatrixAxis>,
+    /// Every variable's value as keys see it (`Text::keyed`: a secret as
+    /// its hash only), for build records and provenance.
+    pub vars: BTreeMap<String, String>,
 }
 
 /// Reads a YAML settings file of Strata's own (`strata.yaml`, the remote cache settings)
@@ -245,6 +248,10 @@ pub fn load(build_file: &Path, options: &LoadOptions) -> Result<Workspace, Vec<C
         out_dir_loc,
         declared_vars: loader.declared_vars,
         matrix,
+        vars: vars
+            .names()
+            .filter_map(|n| Some((n.to_string(), vars.get(n)?.text().keyed)))
+            .collect(),
     })
 }
 
@@ -1505,22 +1512,83 @@ impl Loader {
             self.platforms.image(&name.value, &field_locs);
         }
         let mut targets = hidden;
+        // A rule a standard tool makes (`ext4`): the built-in rule lays the
+        // input out as the hidden `<name>#layout`, and a `run` step with
+        // the tools keyed makes the output under the target's own name.
+        let layout = strata_rules::builtin::layout_target(&name.value);
+        let tool_step = parsed.tool_step(&layout);
+        if let Some(step) = &tool_step {
+            for tool in step.tools {
+                if let Err(msg) = crate::tools::resolve(tool) {
+                    let e = self.at().error(
+                        rule_loc,
+                        format!("rule `{rule}` runs `{tool}`, which this machine lacks: {msg}"),
+                        "needs a tool",
+                        Some(format!(
+                            "install the `{}` package (Debian: `apt-get install {}`)",
+                            step.package, step.package
+                        )),
+                    );
+                    self.errors.push(e);
+                }
+            }
+            if self.errors.len() > errors_before {
+                return Vec::new();
+            }
+        }
         targets.push(Target {
-            name: name.value,
+            name: if tool_step.is_some() {
+                layout.clone()
+            } else {
+                name.value.clone()
+            },
             loc: name.loc,
-            dir,
+            dir: dir.clone(),
             srcs,
             named_srcs,
             deps,
             outs: Vec::new(),
             output_digest: None,
-            hidden: false,
+            hidden: tool_step.is_some(),
             work: Work::Builtin {
                 rule: parsed,
                 source_date_epoch: source_date_epoch.clone(),
             },
             run: None,
         });
+        if let Some(step) = tool_step {
+            let run = RunParams {
+                program: Program::Shell(Text::plain(step.command)),
+                env: BTreeMap::new(),
+                outs: vec![step.output.clone()],
+                network: false,
+                local: false,
+                fixed_output: None,
+                source_date_epoch: source_date_epoch.clone(),
+                container: None,
+                tools: Some(step.tools.iter().map(|t| t.to_string()).collect()),
+                limits: Limits::default(),
+            };
+            targets.push(Target {
+                name: name.value,
+                loc: name.loc,
+                dir,
+                srcs: Vec::new(),
+                named_srcs: Vec::new(),
+                deps: vec![Located {
+                    value: layout,
+                    loc: name.loc,
+                }],
+                outs: vec![Located {
+                    value: step.output,
+                    loc: name.loc,
+                }],
+                output_digest: None,
+                hidden: false,
+                run: Some(run.declared()),
+                work: Work::Run(run.step()),
+            });
+        }
         targets
     }
 }

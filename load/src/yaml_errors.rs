@@ -206,7 +206,12 @@ pub(super) fn explain(message: &str, loc: Loc, text: &str, in_root: bool) -> Exp
         help,
         also: None,
     };
-    if message.contains("tab") {
+    // The word, not the letters: an unknown field's message lists the
+    // fields rules take, and `table` (disk) is one.
+    if message
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .any(|w| w == "tab" || w == "tabs")
+    {
         return tab(message, loc, text);
     }
     let tree = plain_yaml(text);

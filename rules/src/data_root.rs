@@ -17,6 +17,7 @@ pub const RULE: Rule = Rule {
     fields: &[Field::typed("images", "the image targets to preload")],
     parse: Parse::DataRoot,
     image_output: false,
+    contains_inputs: true,
 };
 
 const DATA_ROOT_SALT: &[u8] = b"strata/docker-data-root/v1";

@@ -25,6 +25,7 @@ pub const RULE: Rule = Rule {
     ],
     parse: Parse::ImagePull,
     image_output: false,
+    contains_inputs: false,
 };
 
 const PULL_SALT: &[u8] = b"strata/image-pull/v1";

@@ -47,6 +47,7 @@ pub const RULE: Rule = Rule {
     ],
     parse: Parse::Run,
     image_output: false,
+    contains_inputs: false,
 };
 
 /// Version of the key encoding of `run`. Bump it when the meaning of a key
@@ -335,6 +336,24 @@ pub struct RunStep {
 }
 
 impl RunParams {
+    /// A plain `cmd:` step declaring `outs`: no environment, no network, no
+    /// image, no limits, SOURCE_DATE_EPOCH 0 (what tests and tools that make
+    /// a step without BUILD.yaml start from).
+    pub fn shell(cmd: &str, outs: &[&str]) -> RunParams {
+        RunParams {
+            program: Program::Shell(Text::plain(cmd)),
+            env: BTreeMap::new(),
+            outs: outs.iter().map(|o| o.to_string()).collect(),
+            network: false,
+            local: false,
+            fixed_output: None,
+            source_date_epoch: Text::plain("0"),
+            container: None,
+            tools: None,
+            limits: Limits::default(),
+        }
+    }
+
     /// Whether the step may reach the network: declared, or implied by a
     /// declared output digest (a fixed-output step, as in Nix).
     pub fn network_allowed(&self) -> bool {
@@ -535,18 +554,7 @@ mod tests {
     use super::*;
 
     fn params() -> RunParams {
-        RunParams {
-            program: Program::Shell(Text::plain("echo hi > $OUT/a")),
-            env: BTreeMap::new(),
-            outs: vec!["a".into()],
-            network: false,
-            local: false,
-            fixed_output: None,
-            source_date_epoch: Text::plain("0"),
-            container: None,
-            tools: None,
-            limits: Limits::default(),
-        }
+        RunParams::shell("echo hi > $OUT/a", &["a"])
     }
 
     #[test]

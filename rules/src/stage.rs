@@ -35,6 +35,7 @@ pub const RULE: Rule = Rule {
     ],
     parse: Parse::Stage,
     image_output: false,
+    contains_inputs: false,
 };
 
 const STAGE_SALT: &[u8] = b"strata/stage/v1";

@@ -9,8 +9,10 @@
 //! name. This crate knows no YAML: a built-in rule's fields reach
 //! [`Parse::Builtin`] as JSON.
 
-use crate::builtin::{Builtin, ParamError, archive, checksums, deb, extract, image, initramfs};
-use crate::builtin::{makeself, rootfs};
+use crate::builtin::{
+    Builtin, ParamError, archive, checksums, deb, disk, extract, image, initramfs,
+};
+use crate::builtin::{ext4, iso, makeself, rootfs, sbom, squashfs, vfat};
 use crate::{data_root, image_pull, run, stage};
 
 /// A rule a target names with `rule:`.
@@ -29,6 +31,10 @@ pub struct Rule {
     /// the loader records where `platform`, `from` and `base` are written,
     /// to check the platforms of the images it is made from.
     pub image_output: bool,
+    /// Its output holds its dependencies' outputs (a rootfs its layers, an
+    /// archive its tree, a data-root its images): SBOMs nest them in it
+    /// rather than saying it was made from them.
+    pub contains_inputs: bool,
 }
 
 /// How a rule's parameters are read.
@@ -114,11 +120,17 @@ pub const RULES: &[&Rule] = &[
     &archive::RULE,
     &checksums::RULE,
     &deb::RULE,
+    &disk::RULE,
+    &ext4::RULE,
     &extract::RULE,
     &image::RULE,
     &initramfs::RULE,
+    &iso::RULE,
     &makeself::RULE,
     &rootfs::RULE,
+    &sbom::RULE,
+    &squashfs::RULE,
+    &vfat::RULE,
 ];
 
 /// Fields every target takes, whatever its rule.

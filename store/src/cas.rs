@@ -126,6 +126,18 @@ impl Cas {
         })
     }
 
+    /// A new empty file in the store's temporary folder, read, written and
+    /// sought at will (a file-system image is laid out out of order), that
+    /// becomes one blob when [`ScratchFile::finish`] is called. Dropped
+    /// without `finish`, it leaves nothing behind.
+    pub fn scratch_file(&self) -> Result<ScratchFile<'_>> {
+        let file = tempfile::Builder::new()
+            .prefix(".tmp-")
+            .tempfile_in(&self.tmp)
+            .map_err(|e| StoreError::io("cannot create a temporary file", &self.tmp, e))?;
+        Ok(ScratchFile { cas: self, file })
+    }
+
     /// Stores the content of `src` by moving it into the store. `src` must be
     /// on the store's file system and must not be written by anyone else.
     pub fn put_file_move(&self, src: &Path) -> Result<Digest> {
@@ -315,6 +327,30 @@ impl BlobWriter<'_> {
     }
 }
 
+/// A seekable temporary file in the store; see [`Cas::scratch_file`].
+pub struct ScratchFile<'a> {
+    cas: &'a Cas,
+    file: tempfile::NamedTempFile,
+}
+
+impl ScratchFile<'_> {
+    /// The open file.
+    pub fn file(&mut self) -> &mut File {
+        self.file.as_file_mut()
+    }
+
+    /// Stores the file's content as a blob (moved, not copied) and returns
+    /// its digest.
+    pub fn finish(self) -> Result<Digest> {
+        let path = self.file.into_temp_path();
+        let digest = self.cas.put_file_move(&path)?;
+        // Moved into the store, or equal to a blob already there: either
+        // way the temporary name is gone or may go.
+        drop(path);
+        Ok(digest)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::Write;
@@ -338,6 +374,29 @@ mod tests {
         bytes.extend_from_slice(append);
         fs::set_permissions(path, fs::Permissions::from_mode(0o644)).unwrap();
         fs::write(path, bytes).unwrap();
+    }
+
+    #[test]
+    fn a_scratch_file_written_out_of_order_becomes_one_blob() {
+        use std::io::{Seek, SeekFrom};
+        let (_d, s) = store();
+        let cas = s.cas();
+        let mut f = cas.scratch_file().unwrap();
+        f.file().write_all(b"xxxxx.world").unwrap();
+        f.file().seek(SeekFrom::Start(0)).unwrap();
+        f.file().write_all(b"hello").unwrap();
+        let d = f.finish().unwrap();
+        assert_eq!(d, DigestFunction::Blake3.of_bytes(b"hello.world"));
+        assert_eq!(cas.read(&d).unwrap(), b"hello.world");
+        // The same bytes again: the blob stays, nothing is left behind;
+        // a scratch file dropped unfinished leaves nothing either.
+        let mut again = cas.scratch_file().unwrap();
+        again.file().write_all(b"hello.world").unwrap();
+        assert_eq!(again.finish().unwrap(), d);
+        let mut dropped = cas.scratch_file().unwrap();
+        dropped.file().write_all(b"partial").unwrap();
+        drop(dropped);
+        assert_eq!(std::fs::read_dir(s.tmp_dir()).unwrap().count(), 0);
     }
 
     #[test]

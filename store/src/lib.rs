@@ -41,7 +41,7 @@ use std::sync::Arc;
 
 pub use action_cache::{ActionCache, StagedEntry};
 pub use atomic::write_atomic;
-pub use cas::{BLOB_MODE, BlobWriter, Cas};
+pub use cas::{BLOB_MODE, BlobWriter, Cas, ScratchFile};
 pub use digest::{Digest, DigestFunction, Hasher};
 use durability::Durability;
 pub use error::{Result, StoreError};

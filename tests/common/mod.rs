@@ -189,3 +189,21 @@ pub fn tool(dir: &Path, args: &[&str]) -> String {
     c.args(&args[1..]).current_dir(dir);
     checked(c, &format!("{args:?}"))
 }
+
+/// `cmd` under another machine's habits: a TZ far from UTC, a French
+/// locale and a tight umask, for the tests that outputs are identical
+/// across them.
+pub fn perturbed(cmd: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    cmd.env("TZ", "America/Lima")
+        .env("LANG", "fr_FR.UTF-8")
+        .env("LC_ALL", "fr_FR.UTF-8");
+    // SAFETY: umask(2) is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::umask(0o027);
+            Ok(())
+        });
+    }
+    cmd
+}

@@ -516,6 +516,15 @@ fn check_references(
             .iter()
             .map(|(name, d)| (name.clone(), refs[&jobs[d].name].key))
             .collect();
+        // An `sbom` target's key holds the facts of what it describes.
+        let mut deps = deps;
+        let facts = crate::supply::FactsRequest::of(jobs, job, |d| {
+            let r = refs.get(&jobs[&d].name)?;
+            Some((Some(r.key), r.output))
+        });
+        if let Some(request) = facts {
+            let _ = request.add_to(store, &mut deps);
+        }
         let keyed = crate::key::of_work(
             store.function(),
             store.cas(),

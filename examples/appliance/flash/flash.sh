@@ -8,8 +8,8 @@ if [ $# -ne 1 ]; then
   exit 2
 fi
 dest=$1
-sum=$(cut -d' ' -f1 appliance.ext4.sha256)
-size=$(cat appliance.ext4.size)
+sum=$(cut -d' ' -f1 appliance.img.sha256)
+size=$(cat appliance.img.size)
 if [ -b "$dest" ]; then
   have=$(blockdev --getsize64 "$dest")
   if [ "$have" -lt "$size" ]; then
@@ -18,7 +18,7 @@ if [ -b "$dest" ]; then
   fi
 fi
 echo "writing the appliance image ($size bytes) to $dest"
-gzip -dc appliance.ext4.gz | dd of="$dest" bs=4M conv=notrunc,fsync status=none
+gzip -dc appliance.img.gz | dd of="$dest" bs=4M conv=notrunc,fsync status=none
 if [ -b "$dest" ]; then
   # Read back from the device, not from the page cache.
   blockdev --flushbufs "$dest"

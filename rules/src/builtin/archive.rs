@@ -38,6 +38,7 @@ pub const RULE: Rule = Rule {
     ],
     parse: Parse::Builtin(|f| Ok(Builtin::Archive(from_fields(f)?))),
     image_output: false,
+    contains_inputs: true,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

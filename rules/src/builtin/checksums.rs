@@ -49,6 +49,7 @@ pub const RULE: Rule = Rule {
     ],
     parse: Parse::Builtin(|f| Ok(Builtin::Checksums(from_fields(f)?))),
     image_output: false,
+    contains_inputs: false,
 };
 
 /// The manifest's file name.

@@ -77,6 +77,7 @@ pub const RULE: Rule = Rule {
     ],
     parse: Parse::Builtin(|f| Ok(Builtin::Deb(from_fields(f)?))),
     image_output: false,
+    contains_inputs: true,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -91,6 +91,7 @@ pub const RULE: Rule = Rule {
     ],
     parse: Parse::Builtin(|f| Ok(Builtin::Extract(from_fields(f)?))),
     image_output: false,
+    contains_inputs: false,
 };
 
 /// The `max_size` doc, with the default the code applies: a const cannot

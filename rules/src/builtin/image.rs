@@ -75,6 +75,7 @@ pub const RULE: Rule = Rule {
     ],
     parse: Parse::Builtin(|f| Ok(Builtin::Image(from_fields(f)?))),
     image_output: true,
+    contains_inputs: true,
 };
 
 fn default_platform() -> String {

@@ -13,13 +13,22 @@
 pub mod archive;
 pub mod checksums;
 pub mod deb;
+pub mod disk;
+pub mod ext4;
 pub mod extract;
 pub mod image;
 pub mod initramfs;
+pub mod iso;
 pub mod makeself;
 pub mod rootfs;
+pub mod sbom;
+pub mod squashfs;
 #[cfg(test)]
 pub(crate) mod testkit;
+pub mod vfat;
+mod volume;
+
+pub use volume::Size;
 
 use std::collections::BTreeMap;
 
@@ -40,11 +49,17 @@ pub enum Builtin {
     Archive(archive::Params),
     Checksums(checksums::Params),
     Deb(deb::Params),
+    Disk(disk::Params),
+    Ext4(ext4::Params),
     Extract(extract::Params),
     Image(image::Params),
     Initramfs(initramfs::Params),
+    Iso(iso::Params),
     Makeself(makeself::Params),
     Rootfs(rootfs::Params),
+    Sbom(sbom::Params),
+    Squashfs(squashfs::Params),
+    Vfat(vfat::Params),
 }
 
 /// Applies one expression to the parameters of whichever rule `$b` is.
@@ -54,11 +69,17 @@ macro_rules! each_rule {
             Builtin::Archive($p) => $e,
             Builtin::Checksums($p) => $e,
             Builtin::Deb($p) => $e,
+            Builtin::Disk($p) => $e,
+            Builtin::Ext4($p) => $e,
             Builtin::Extract($p) => $e,
             Builtin::Image($p) => $e,
             Builtin::Initramfs($p) => $e,
+            Builtin::Iso($p) => $e,
             Builtin::Makeself($p) => $e,
             Builtin::Rootfs($p) => $e,
+            Builtin::Sbom($p) => $e,
+            Builtin::Squashfs($p) => $e,
+            Builtin::Vfat($p) => $e,
         }
     };
 }
@@ -247,7 +268,7 @@ pub(crate) fn located<T: serde::de::DeserializeOwned>(
 
 impl Builtin {
     /// The one file the rule's output tree holds, for rules that write a
-    /// single file (`archive`, `deb`, `initramfs`, `makeself`); `None` for
+    /// single file (`archive`, `deb`, `initramfs`, `makeself`, the image rules); `None` for
     /// the others, whose trees depend on their inputs.
     pub fn single_output_file(&self) -> Option<String> {
         match self {
@@ -255,6 +276,32 @@ impl Builtin {
             Builtin::Deb(p) => p.file_name().ok(),
             Builtin::Initramfs(p) => Some(p.file_name()),
             Builtin::Makeself(p) => Some(p.file_name()),
+            Builtin::Disk(p) => Some(p.file_name()),
+            Builtin::Squashfs(p) => Some(p.file_name()),
+            Builtin::Vfat(p) => Some(p.file_name()),
+            _ => None,
+        }
+    }
+
+    /// The `run` step that finishes a rule made by a standard tool (`ext4`),
+    /// reading what this rule lays out: the loader makes the built-in rule
+    /// a hidden target named `layout` and this step the target itself, so
+    /// the tools run in the sandbox and their versions enter its key
+    /// (`tools:`). `None` for rules that make their output alone.
+    pub fn tool_step(&self, layout: &str) -> Option<ToolStep> {
+        match self {
+            Builtin::Ext4(p) => Some(ToolStep {
+                tools: ext4::TOOLS,
+                package: "e2fsprogs",
+                command: p.image_command(layout),
+                output: p.file_name(),
+            }),
+            Builtin::Iso(p) => Some(ToolStep {
+                tools: iso::TOOLS,
+                package: "xorriso",
+                command: p.image_command(layout),
+                output: p.file_name(),
+            }),
             _ => None,
         }
     }
@@ -282,11 +329,17 @@ impl Builtin {
             Builtin::Archive(_) => "archive",
             Builtin::Checksums(_) => "checksums",
             Builtin::Deb(_) => "deb",
+            Builtin::Disk(_) => "disk",
+            Builtin::Ext4(_) => "ext4",
             Builtin::Extract(_) => "extract",
             Builtin::Image(_) => "image",
             Builtin::Initramfs(_) => "initramfs",
+            Builtin::Iso(_) => "iso",
             Builtin::Makeself(_) => "makeself",
             Builtin::Rootfs(_) => "rootfs",
+            Builtin::Sbom(_) => "sbom",
+            Builtin::Squashfs(_) => "squashfs",
+            Builtin::Vfat(_) => "vfat",
         }
     }
 
@@ -377,13 +430,39 @@ impl Builtin {
             Builtin::Archive(p) => archive::run(p, ctx),
             Builtin::Checksums(p) => checksums::run(p, ctx),
             Builtin::Deb(p) => deb::run(p, ctx),
+            Builtin::Disk(p) => disk::run(p, ctx),
+            Builtin::Ext4(p) => ext4::run(p, ctx),
             Builtin::Extract(p) => extract::run(p, ctx),
             Builtin::Image(p) => image::run(p, ctx),
             Builtin::Initramfs(p) => initramfs::run(p, ctx),
+            Builtin::Iso(p) => iso::run(p, ctx),
             Builtin::Makeself(p) => makeself::run(p, ctx),
             Builtin::Rootfs(p) => rootfs::run(p, ctx),
+            Builtin::Sbom(p) => sbom::run(p, ctx),
+            Builtin::Squashfs(p) => squashfs::run(p, ctx),
+            Builtin::Vfat(p) => vfat::run(p, ctx),
         }
     }
+}
+
+/// The hidden target that lays out the input of `target`, a rule made by a
+/// standard tool (see [`Builtin::tool_step`]): `<target>#layout`.
+pub fn layout_target(target: &str) -> String {
+    format!("{target}#layout")
+}
+
+/// The `run` step of a rule made by a standard tool; see
+/// [`Builtin::tool_step`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ToolStep {
+    /// The programs it runs (`tools:`).
+    pub tools: &'static [&'static str],
+    /// The Debian package that has them, for the hint when one is missing.
+    pub package: &'static str,
+    /// Its shell command.
+    pub command: String,
+    /// The one file it makes.
+    pub output: String,
 }
 
 /// Where a rule reads a tree from: the target's sources, or a dependency's

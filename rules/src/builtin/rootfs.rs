@@ -62,6 +62,7 @@ pub const RULE: Rule = Rule {
     ],
     parse: Parse::Builtin(|f| Ok(Builtin::Rootfs(Params::parse(f)?))),
     image_output: false,
+    contains_inputs: true,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

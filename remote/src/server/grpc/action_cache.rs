@@ -22,8 +22,7 @@ impl ActionCache for Service {
     ) -> Result<Response<pb::ActionResult>, Status> {
         let cx = &self.0;
         let request = request.into_inner();
-        cx.check_instance(&request.instance_name)?;
-        cx.check_function(request.digest_function)?;
+        cx.check_addressed(&request.instance_name, request.digest_function)?;
         let key = cx.digest(request.action_digest.as_ref(), "action_digest")?;
         // Inlining (`inline_stdout`, `inline_output_files`) is something a
         // server MAY do; the blobs are there to fetch.
@@ -62,8 +61,7 @@ impl ActionCache for Service {
     ) -> Result<Response<pb::ActionResult>, Status> {
         let cx = &self.0;
         let request = request.into_inner();
-        cx.check_instance(&request.instance_name)?;
-        cx.check_function(request.digest_function)?;
+        cx.check_addressed(&request.instance_name, request.digest_function)?;
         let key = cx.digest(request.action_digest.as_ref(), "action_digest")?;
         let result = request
             .action_result

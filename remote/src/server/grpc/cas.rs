@@ -38,8 +38,7 @@ impl ContentAddressableStorage for Service {
     ) -> Result<Response<pb::FindMissingBlobsResponse>, Status> {
         let cx = &self.0;
         let request = request.into_inner();
-        cx.check_instance(&request.instance_name)?;
-        cx.check_function(request.digest_function)?;
+        cx.check_addressed(&request.instance_name, request.digest_function)?;
         let mut missing = Vec::new();
         for (i, d) in request.blob_digests.iter().enumerate() {
             let blob = cx.digest(Some(d), &format!("blob_digests[{i}]"))?;
@@ -58,8 +57,7 @@ impl ContentAddressableStorage for Service {
     ) -> Result<Response<pb::BatchUpdateBlobsResponse>, Status> {
         let cx = self.0.clone();
         let request = request.into_inner();
-        cx.check_instance(&request.instance_name)?;
-        cx.check_function(request.digest_function)?;
+        cx.check_addressed(&request.instance_name, request.digest_function)?;
         let total: u64 = request.requests.iter().map(|r| r.data.len() as u64).sum();
         if total > MAX_BATCH {
             return Err(too_much("BatchUpdateBlobs", total));
@@ -90,8 +88,7 @@ impl ContentAddressableStorage for Service {
     ) -> Result<Response<pb::BatchReadBlobsResponse>, Status> {
         let cx = &self.0;
         let request = request.into_inner();
-        cx.check_instance(&request.instance_name)?;
-        cx.check_function(request.digest_function)?;
+        cx.check_addressed(&request.instance_name, request.digest_function)?;
         let total: u64 = request
             .digests
             .iter()
@@ -124,8 +121,7 @@ impl ContentAddressableStorage for Service {
     ) -> Result<Response<Self::GetTreeStream>, Status> {
         let cx = self.0.clone();
         let request = request.into_inner();
-        cx.check_instance(&request.instance_name)?;
-        cx.check_function(request.digest_function)?;
+        cx.check_addressed(&request.instance_name, request.digest_function)?;
         let root = cx.digest(request.root_digest.as_ref(), "root_digest")?;
         // The token is how many directories earlier answers held: the
         // walk's order depends only on the tree, so it is the same again.

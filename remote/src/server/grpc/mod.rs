@@ -175,6 +175,13 @@ fn answer(r: Response<tonic::body::Body>) -> Response<Body> {
 
 impl Context {
     /// The instance a request names must be the one served.
+    /// A request's instance name and digest function, both ours (every
+    /// CAS and action-cache call names them).
+    fn check_addressed(&self, instance: &str, function: i32) -> Result<(), Status> {
+        self.check_instance(instance)?;
+        self.check_function(function)
+    }
+
     fn check_instance(&self, name: &str) -> Result<(), Status> {
         if name == self.instance {
             return Ok(());
