@@ -147,6 +147,7 @@ fn run_steps_execute_on_buildgrid_and_strata_workers() {
     a_step_past_its_time_limit_fails_there_as_here(&service, &worker);
     a_time_limit_is_in_the_action_sent_not_in_the_key(&service, &worker);
     let lazy = outputs_are_fetched_only_where_needed(&service, &worker);
+    an_sbom_reads_the_files_the_service_held(&service);
     // Last: it stops the service.
     a_service_gone_mid_build_leaves_the_rest_to_this_machine(&mut service, &worker);
     drop(worker);
@@ -529,6 +530,21 @@ fn outputs_are_fetched_only_where_needed(service: &Service, worker: &Worker) -> 
     assert!(stores_blob_of(&ws, A_BIG));
     assert_eq!(out_files(&ws), expected);
     lazy
+}
+
+/// An `sbom` of `c` listing every file reads its closure's files, which
+/// the service held: they are fetched first.
+fn an_sbom_reads_the_files_the_service_held(service: &Service) {
+    let ws = chain(false);
+    let build = fs::read_to_string(ws.path().join("BUILD.yaml")).unwrap();
+    ws.write(
+        "BUILD.yaml",
+        &format!("{build}  c-sbom:\n    rule: sbom\n    of: c\n    files: true\n"),
+    );
+    let run = ws.build_ok(&["--remote-executor", &service.url(), "c-sbom"]);
+    assert!(stores_blob_of(&ws, A_BIG), "{}", run.stderr);
+    let placed = fs::read_dir(ws.path().join("out/c-sbom")).unwrap().count();
+    assert!(placed > 0, "{}", run.stdout);
 }
 
 /// The workspace whose `a` and `b` a service held, built against a new

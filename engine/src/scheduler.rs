@@ -465,7 +465,9 @@ impl Task {
     /// or the miss to execute.
     async fn look_up(mut self, shared: &Shared) -> Result<Outcome, Box<Miss>> {
         if let Some(request) = self.facts.take() {
-            match request.add_to(&shared.store, &mut self.deps) {
+            // The facts read the closure's files.
+            let whole = shared.layers.make_whole(&request.outputs()).await;
+            match whole.and_then(|()| request.add_to(&shared.store, &mut self.deps)) {
                 Ok(()) => {}
                 Err(msg) => {
                     return Ok(Outcome::Failed {

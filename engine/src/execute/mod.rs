@@ -229,6 +229,14 @@ impl Layers {
         Ok(success.output)
     }
 
+    /// Fetches the files of every output among `trees` a remote executor
+    /// held, for work outside the executors that reads them (an `sbom`
+    /// target's facts), and publishes the results made whole.
+    pub async fn make_whole(&self, trees: &[Digest]) -> Result<(), String> {
+        self.executors.make_whole(&self.store, trees).await?;
+        self.publish_made_whole(trees).map_err(|f| f.to_string())
+    }
+
     /// Publishes a result through the layers, those needing its whole
     /// output only if it is whole. Publishing blocks: the action-cache
     /// entry waits for the store's group commit (a `syncfs`); the
