@@ -18,13 +18,15 @@ pub fn of_this_machine() -> Executors {
 /// As [`of_this_machine`], with a remote execution service ahead of the
 /// local executor for the `run` steps it takes, once the build's opener
 /// has asked it (`strata_remote::Opener::with_executor`); its steps fall
-/// back to the local executor if it goes away.
+/// back to the local executor if it goes away. The outputs it returns
+/// without their files are fetched from it when needed.
 pub fn with_remote(cli: ExecutorCli) -> (Executors, Arc<RemoteExecutor>) {
     let local = Arc::new(LocalExecutor::new());
     let remote = Arc::new(RemoteExecutor::new(cli, local.clone()));
     let executors = Executors::new(local)
         .preferring(remote.clone())
-        .with(Arc::new(DockerExecutor::new()));
+        .with(Arc::new(DockerExecutor::new()))
+        .with_blob_source(remote.clone());
     (executors, remote)
 }
 

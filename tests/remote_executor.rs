@@ -23,6 +23,13 @@
 //!   is a local cache hit, and the service's cache is asked by the digest it
 //!   executed (a clone with the same limit gets the result from it, one
 //!   with another limit runs the step there again).
+//! - Outputs are fetched only when needed ("build without the bytes"): in
+//!   a chain a -> b -> c run there with only `c` requested, only `c`'s
+//!   files are downloaded (the store never holds `a`'s or `b`'s big file)
+//!   and `out/c` is what a local build gives; the next build executes
+//!   nothing (the service's action cache answers) and downloads nothing
+//!   new. With `b` marked `local: true`, `a`'s files are fetched before `b`
+//!   runs here.
 //! - A service that goes away while a step runs there: one warning, that
 //!   step and the rest run here, the build succeeds.
 
@@ -139,8 +146,12 @@ fn run_steps_execute_on_buildgrid_and_strata_workers() {
     a_result_missing_a_declared_output_fails_the_step(&service);
     a_step_past_its_time_limit_fails_there_as_here(&service, &worker);
     a_time_limit_is_in_the_action_sent_not_in_the_key(&service, &worker);
+    let lazy = outputs_are_fetched_only_where_needed(&service, &worker);
+    an_sbom_reads_the_files_the_service_held(&service);
     // Last: it stops the service.
     a_service_gone_mid_build_leaves_the_rest_to_this_machine(&mut service, &worker);
+    drop(worker);
+    a_service_that_lost_what_it_held_runs_it_again(&lazy);
 }
 
 fn a_remote_build_gives_what_a_local_build_gives(
@@ -402,6 +413,159 @@ fn a_time_limit_is_in_the_action_sent_not_in_the_key(service: &Service, worker: 
     assert_eq!(count(&json, "cached"), 0);
     assert_eq!(ran(), before + 2, "{}", worker.log());
     assert_eq!(other.read("out/limited/o"), "limited\n");
+}
+
+/// Sizes of `a`'s and `b`'s big files in [`chain`]: no other blob of a
+/// test has them.
+const A_BIG: u64 = 3_000_017;
+const B_BIG: u64 = 2_000_029;
+
+/// a -> b -> c, each leaving a big file `c` does not need; `b` runs here
+/// when `b_local`.
+fn chain(b_local: bool) -> Ws {
+    let ws = Ws::new();
+    ws.write(
+        "BUILD.yaml",
+        &format!(
+            r#"
+targets:
+  a:
+    rule: run
+    cmd: yes lazy-a | head -c {A_BIG} > $OUT/big.bin && echo a > $OUT/a.txt
+    outs: [big.bin, a.txt]
+  b:
+    rule: run
+    local: {b_local}
+    deps: [a]
+    cmd: wc -c < $DEPS/a/big.bin > $OUT/b.txt && yes lazy-b | head -c {B_BIG} > $OUT/big.bin
+    outs: [b.txt, big.bin]
+  c:
+    rule: run
+    deps: [b]
+    cmd: cat $DEPS/b/b.txt > $OUT/c.txt && sha256sum < $DEPS/b/big.bin >> $OUT/c.txt
+    outs: [c.txt]
+"#
+        ),
+    );
+    ws
+}
+
+/// Whether `ws`'s store holds a blob of `size` bytes.
+fn stores_blob_of(ws: &Ws, size: u64) -> bool {
+    let suffix = format!("-{size}");
+    let mut todo = vec![ws.store.clone()];
+    while let Some(dir) = todo.pop() {
+        for entry in fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if entry.file_type().unwrap().is_dir() {
+                todo.push(path);
+            } else if path.to_string_lossy().ends_with(&suffix) {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// Returns the workspace whose `a` and `b` the service held.
+fn outputs_are_fetched_only_where_needed(service: &Service, worker: &Worker) -> Ws {
+    let url = service.url();
+    let local = chain(false);
+    local.build_ok(&["c"]);
+    let expected = out_files(&local);
+    let c_bytes = local.read("out/c/c.txt").len() as u64;
+
+    let ws = chain(false);
+    let ran = worker.finished().len();
+    let run = ws.build_ok(&["--remote-executor", &url, "c"]);
+    let json = run.json();
+    assert_eq!(
+        json["remote_executed"], 3,
+        "{}
+{}",
+        run.stdout, run.stderr
+    );
+    assert_eq!(worker.finished().len(), ran + 3, "{}", worker.log());
+    let downloaded = count(&json, "downloaded_bytes");
+    // c's file, the folder records and logs: not a's or b's big files.
+    assert!(downloaded >= c_bytes, "{downloaded}");
+    assert!(downloaded < B_BIG, "only what out/ needs: {downloaded}");
+    assert!(!stores_blob_of(&ws, A_BIG) && !stores_blob_of(&ws, B_BIG));
+    assert_eq!(out_files(&ws), expected);
+    assert_eq!(
+        ws.read("out/c/c.txt").lines().next(),
+        Some(&*A_BIG.to_string())
+    );
+
+    // The next build: nothing runs again, the service's cache answers and
+    // nothing more is downloaded.
+    let run = ws.build_ok(&["--remote-executor", &url, "c"]);
+    let json = run.json();
+    assert_eq!(json["remote_executed"], 0, "{}", run.stdout);
+    assert_eq!(worker.finished().len(), ran + 3, "{}", worker.log());
+    assert!(count(&json, "downloaded_bytes") < c_bytes, "{}", run.stdout);
+    assert!(!stores_blob_of(&ws, A_BIG));
+    assert_eq!(out_files(&ws), expected);
+    // The store is whole by its own rules: no entry names a blob it lacks.
+    for command in [
+        &["store", "verify"][..],
+        &["store", "gc", "--max-size", "0"],
+        &["store", "verify"],
+    ] {
+        let run = ws.run(command);
+        assert_eq!(run.code, 0, "{command:?}: {}\n{}", run.stdout, run.stderr);
+    }
+
+    let lazy = ws;
+    // `b` here: `a`'s files come first (from the service's cache now; `c`
+    // too, its input being the same).
+    let ws = chain(true);
+    let run = ws.build_ok(&["--remote-executor", &url, "c"]);
+    let json = run.json();
+    assert_eq!(count(&json, "cached"), 2, "a and c: {}", run.stdout);
+    assert_eq!(json["remote_executed"], 0, "{}", run.stdout);
+    assert_eq!(worker.finished().len(), ran + 3, "{}", worker.log());
+    let downloaded = count(&json, "downloaded_bytes");
+    assert!((A_BIG..A_BIG + B_BIG).contains(&downloaded), "{downloaded}");
+    assert!(stores_blob_of(&ws, A_BIG));
+    assert_eq!(out_files(&ws), expected);
+    lazy
+}
+
+/// An `sbom` of `c` listing every file reads its closure's files, which
+/// the service held: they are fetched first.
+fn an_sbom_reads_the_files_the_service_held(service: &Service) {
+    let ws = chain(false);
+    let build = fs::read_to_string(ws.path().join("BUILD.yaml")).unwrap();
+    ws.write(
+        "BUILD.yaml",
+        &format!("{build}  c-sbom:\n    rule: sbom\n    of: c\n    files: true\n"),
+    );
+    let run = ws.build_ok(&["--remote-executor", &service.url(), "c-sbom"]);
+    assert!(stores_blob_of(&ws, A_BIG), "{}", run.stderr);
+    let placed = fs::read_dir(ws.path().join("out/c-sbom")).unwrap().count();
+    assert!(placed > 0, "{}", run.stdout);
+}
+
+/// The workspace whose `a` and `b` a service held, built against a new
+/// service (empty storage, empty action cache: a restart): what it lacks
+/// runs again there, and `out/` is right.
+fn a_service_that_lost_what_it_held_runs_it_again(lazy: &Ws) {
+    let local = chain(false);
+    local.build_ok(&["b"]);
+    let service = Service::start(10);
+    let worker = Worker::start(&service, 1, "1G");
+    let run = lazy.build_ok(&["--remote-executor", &service.url(), "b"]);
+    let json = run.json();
+    assert_eq!(json["remote_executed"], 2, "a and b: {}", run.stdout);
+    assert_eq!(worker.finished().len(), 2, "{}", worker.log());
+    let of_b = |ws: &Ws| {
+        let mut files = out_files(ws);
+        files.retain(|path, _| path.starts_with("out/b/"));
+        files
+    };
+    assert_eq!(of_b(lazy), of_b(&local));
+    assert!(!of_b(&local).is_empty());
 }
 
 fn a_service_gone_mid_build_leaves_the_rest_to_this_machine(

@@ -99,7 +99,7 @@ impl DockerExecutor {
                 let output = steps::pull(&req.store, params).await.map_err(failed)?;
                 let result =
                     step::action_result(output, None, started, std::time::SystemTime::now());
-                Ok(StepSuccess { output, result })
+                Ok(StepSuccess::whole(output, result))
             }
             Work::DataRoot(params) => {
                 let started = std::time::SystemTime::now();
@@ -108,7 +108,7 @@ impl DockerExecutor {
                         .await?;
                 let result =
                     step::action_result(output, None, started, std::time::SystemTime::now());
-                Ok(StepSuccess { output, result })
+                Ok(StepSuccess::whole(output, result))
             }
             Work::Builtin { .. } => Err(failed(Failure::Io(format!(
                 "`{}` is a built-in rule: the local executor runs it",
@@ -161,7 +161,7 @@ impl DockerExecutor {
                 .map_err(failed)?;
                 let result =
                     step::action_result(output, None, started, std::time::SystemTime::now());
-                Ok(StepSuccess { output, result })
+                Ok(StepSuccess::whole(output, result))
             }
             StageStep::Run(run) => {
                 let engine = self.engine().await.map_err(failed)?;

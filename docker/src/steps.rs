@@ -303,7 +303,7 @@ pub async fn run_stage(req: StageRequest<'_>) -> Result<StepSuccess, StepFailure
         .map_err(|e| early(Failure::Store(e)))?;
     remove_tree(&scratch);
     let result = step::action_result(output, Some(logs), started, finished);
-    Ok(StepSuccess { output, result })
+    Ok(StepSuccess::whole(output, result))
 }
 
 /// A `run` step of a stage: the command in a container whose root file

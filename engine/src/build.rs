@@ -239,6 +239,11 @@ pub fn build(
         estimates: estimates.clone(),
         ready_order: ReadyOrder::from_env(),
         hits: Some(hits.clone()),
+        placed: plan
+            .roots
+            .iter()
+            .map(|r| plan.nodes[r.node].label.clone())
+            .collect(),
     };
     let run = runtime.block_on(scheduler::run(
         store.clone(),
@@ -247,7 +252,7 @@ pub fn build(
         order,
         observer.clone(),
         remote.clone(),
-        executors,
+        executors.clone(),
     ));
     phase("execute", started);
     let started = Instant::now();
@@ -308,6 +313,16 @@ pub fn build(
             .iter()
             .map(|r| (r.place.clone(), reports[&plan.nodes[r.node].label].output))
             .collect();
+        // Outputs whose files the remote executor held are fetched now,
+        // the requested ones only.
+        let placed: Vec<Digest> = requested.values().flatten().copied().collect();
+        runtime
+            .block_on(executors.make_whole(&store, &placed))
+            .map_err(|why| {
+                BuildError::Environment(format!(
+                    "cannot fetch the requested outputs the remote executor held: {why}"
+                ))
+            })?;
         let scope = out_scope(&plan);
         let lock = materialize::lock(&out_dir, |holder| {
             observer.warn(&format!(

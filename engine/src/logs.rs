@@ -106,8 +106,9 @@ pub fn last_run(store_dir: &Path, build_file: &Path, target: &str) -> Result<Ste
 fn from_store(store: &Store, target: &str, t: &RecordedTarget) -> Result<Option<Streams>, Error> {
     let gone = || {
         Error::Gone(format!(
-            "the result of `{target}`'s last run is no longer in the store (`strata store gc` \
-             removes old ones): `strata build --no-cache {target}` runs it again"
+            "the result of `{target}`'s last run is not in the store (`strata store gc` \
+             removes old ones, and a remote executor's result whose files were left on the \
+             service is never stored): `strata build --no-cache {target}` runs it again"
         ))
     };
     let key = t.key_digest().ok_or_else(gone)?;

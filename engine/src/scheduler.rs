@@ -93,6 +93,10 @@ pub struct Settings {
     pub ready_order: ReadyOrder,
     /// The action-cache hits the workspace's builds keep (a build's only).
     pub hits: Option<Arc<HitCache>>,
+    /// The nodes (by label) whose outputs go to `out/`: an output of one
+    /// that a remote executor returned with its files held is fetched as
+    /// soon as the step ends.
+    pub placed: std::collections::HashSet<String>,
 }
 
 struct Shared {
@@ -461,7 +465,9 @@ impl Task {
     /// or the miss to execute.
     async fn look_up(mut self, shared: &Shared) -> Result<Outcome, Box<Miss>> {
         if let Some(request) = self.facts.take() {
-            match request.add_to(&shared.store, &mut self.deps) {
+            // The facts read the closure's files.
+            let whole = shared.layers.make_whole(&request.outputs()).await;
+            match whole.and_then(|()| request.add_to(&shared.store, &mut self.deps)) {
                 Ok(()) => {}
                 Err(msg) => {
                     return Ok(Outcome::Failed {
@@ -529,7 +535,8 @@ impl Task {
                 name: self.job.name.clone(),
             }),
         };
-        match shared.layers.execute(action, request).await {
+        let placed = shared.settings.placed.contains(&self.job.name);
+        match shared.layers.execute(action, request, placed).await {
             Ok(output) => Outcome::Executed { key, output },
             Err(failure) => Outcome::Failed {
                 key: Some(key),

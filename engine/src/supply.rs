@@ -620,7 +620,9 @@ fn built_from(
 
 fn gone(label: &str, what: &str) -> Error {
     Error::Environment(format!(
-        "{what} of `{label}` is no longer in the store (collected by `strata store gc`?); build it again"
+        "{what} of `{label}` is not in the store (collected by `strata store gc`, or left on \
+         the remote executor that ran it?); build it again (without --remote-executor, every \
+         output is stored whole)"
     ))
 }
 
@@ -756,6 +758,13 @@ impl<J: std::borrow::Borrow<crate::job::Job> + Clone> FactsRequest<J> {
             all_files: p.files,
             holds_inputs: p.holds_inputs.iter().cloned().collect(),
         })
+    }
+
+    /// The outputs of the closure the facts are gathered from, which must
+    /// be whole in the store first (a remote executor may have left their
+    /// files on the service).
+    pub(crate) fn outputs(&self) -> Vec<Digest> {
+        self.closure.iter().map(|(_, _, output)| *output).collect()
     }
 
     /// Gathers the facts and adds them to `deps` as the dependency

@@ -66,7 +66,15 @@ pub trait Executor: Send + Sync {
         false
     }
 
-    /// Runs one step to completion: its output tree (stored) and action
+    /// Whether this executor runs `work` from its inputs' digests alone,
+    /// so dependencies' outputs held remotely need not be fetched first
+    /// (a remote executor: the service holds them).
+    fn takes_held_inputs(&self, _work: &Work) -> bool {
+        false
+    }
+
+    /// Runs one step to completion: its output tree (stored, or its files
+    /// held remotely: `StepSuccess::held_remotely`) and action
     /// result. Cancel-safe: dropping the future stops the step (what cannot
     /// be stopped at once is finished by `shutdown`).
     fn execute(&self, request: Request) -> BoxFuture<'_, Result<StepSuccess, StepFailure>>;

@@ -4,7 +4,10 @@ use std::sync::Arc;
 
 use strata_rules::Work;
 
+use strata_store::{Digest, Store};
+
 use crate::executor::{Executor, Request};
+use crate::held::{BlobSource, Held};
 use crate::local::LocalExecutor;
 use crate::step::{Failure, StepFailure, StepSuccess};
 
@@ -17,6 +20,8 @@ pub struct Executors {
     executors: Vec<Arc<dyn Executor>>,
     /// How many executors come before the local one.
     preferred: usize,
+    /// Output trees of this build whose files are held remotely.
+    held: Arc<Held>,
 }
 
 impl Executors {
@@ -25,7 +30,28 @@ impl Executors {
             executors: vec![local.clone()],
             local,
             preferred: 0,
+            held: Arc::default(),
         }
+    }
+
+    /// Where the files of outputs held remotely are fetched from (the
+    /// remote executor that returns such outputs).
+    pub fn with_blob_source(self, source: Arc<dyn BlobSource>) -> Executors {
+        self.held.set_source(source);
+        self
+    }
+
+    /// Fetches the files of every output among `trees` held remotely, so
+    /// each is whole in the store: before anything reads their bytes (the
+    /// engine calls it before placing outputs in `out/`).
+    pub async fn make_whole(&self, store: &Store, trees: &[Digest]) -> Result<(), String> {
+        self.held.make_whole(store, trees).await
+    }
+
+    /// Whether `tree` is an output of this build whose files are held
+    /// remotely.
+    pub fn is_held(&self, tree: &Digest) -> bool {
+        self.held.is_held(tree)
     }
 
     /// Adds `executor`, after those added before it.
@@ -60,14 +86,35 @@ impl Executors {
     }
 
     /// Runs `request` on its executor; a step no executor runs fails.
+    /// Dependencies' outputs held remotely are fetched first unless the
+    /// executor takes them as they are; an output returned held is noted.
     pub async fn execute(&self, request: Request) -> Result<StepSuccess, StepFailure> {
-        match self.of(&request.work) {
-            Some(executor) => executor.execute(request).await,
-            None => Err(StepFailure::without_logs(Failure::Io(format!(
+        let Some(executor) = self.of(&request.work) else {
+            return Err(StepFailure::without_logs(Failure::Io(format!(
                 "no executor of this build runs `{}` (a container step needs the Docker executor)",
                 request.name
-            )))),
+            ))));
+        };
+        if !executor.takes_held_inputs(&request.work) {
+            self.fetch_held_deps(&request).await?;
         }
+        let success = executor.execute(request).await?;
+        if success.held_remotely {
+            self.held.insert(success.output);
+        }
+        Ok(success)
+    }
+
+    /// Makes every dependency output of `request` held remotely whole.
+    async fn fetch_held_deps(&self, request: &Request) -> Result<(), StepFailure> {
+        for (name, tree) in &request.deps {
+            if let Err(why) = self.held.make_whole(&request.store, &[*tree]).await {
+                return Err(StepFailure::without_logs(Failure::Io(format!(
+                    "cannot fetch the output of its dependency `{name}`, which the remote executor held: {why}"
+                ))));
+            }
+        }
+        Ok(())
     }
 
     /// Shuts every executor down (after Ctrl-C).

@@ -12,7 +12,9 @@
 //! any depth handled through handles (`fstree`), and what `strata audit`
 //! perturbs (`perturb`, `reorder`). `remote_step` runs what a remote
 //! execution service hands `strata worker`: a REAPI command over its input
-//! root, in the same sandbox.
+//! root, in the same sandbox. `held` keeps the outputs a remote executor
+//! returned without their files, and fetches them when something needs
+//! their bytes.
 //!
 //! The only code that spawns step processes. It never writes the action
 //! cache: an executor returns the output and action result, and the
@@ -24,6 +26,7 @@ pub mod descriptors;
 mod executor;
 mod executors;
 pub mod fstree;
+pub mod held;
 pub mod keyring;
 pub mod launch;
 mod local;
@@ -39,6 +42,7 @@ pub mod trees;
 
 pub use executor::{BoxFuture, Executor, Request, StepEvents};
 pub use executors::Executors;
+pub use held::{BlobSource, Held};
 pub use local::LocalExecutor;
 pub use source::SourceFile;
 pub use step::{Failure, Isolation, StepFailure, StepSuccess};

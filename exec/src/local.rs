@@ -92,7 +92,7 @@ impl LocalExecutor {
                 .map_err(failed)?;
                 let result =
                     step::action_result(output, None, started, std::time::SystemTime::now());
-                Ok(StepSuccess { output, result })
+                Ok(StepSuccess::whole(output, result))
             }
             _ => Err(failed(Failure::Io(format!(
                 "the local executor does not run `{}`",

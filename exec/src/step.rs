@@ -172,11 +172,28 @@ impl StepFailure {
     }
 }
 
-/// A step that ran and whose outputs are in the store.
+/// A step that ran and whose output tree is in the store: its folder
+/// records always, its files too unless `held_remotely`.
 #[derive(Debug)]
 pub struct StepSuccess {
     pub output: Digest,
     pub result: reapi::ActionResult,
+    /// Some files of the output are held by the remote executor that ran
+    /// the step, not by the store: fetched when something needs their
+    /// bytes (`Executors::make_whole`). Such a result gets no action-cache
+    /// entry, so every entry's blobs stay stored.
+    pub held_remotely: bool,
+}
+
+impl StepSuccess {
+    /// A result whose whole output tree is in the store.
+    pub fn whole(output: Digest, result: reapi::ActionResult) -> StepSuccess {
+        StepSuccess {
+            output,
+            result,
+            held_remotely: false,
+        }
+    }
 }
 
 /// Everything one step needs.
@@ -399,7 +416,7 @@ async fn run_in(
         started,
         finished,
     );
-    Ok(StepSuccess { output, result })
+    Ok(StepSuccess::whole(output, result))
 }
 
 /// Masks the secrets a step received in its logs, before they are shown,

@@ -281,6 +281,7 @@ pub fn audit(
             .unwrap_or_default(),
         ready_order: crate::critical_path::ReadyOrder::from_env(),
         hits: None,
+        placed: Default::default(),
     };
     let run = runtime.block_on(scheduler::run(
         store.clone(),
@@ -482,7 +483,9 @@ fn references(
     }
     if !gone.is_empty() {
         return Err(BuildError::Usage(format!(
-            "the last build's output of {} is no longer in the store: {BUILD_FIRST}",
+            "the last build's output of {} is no longer in the store, or its files were left \
+             on the remote executor: {BUILD_FIRST} (requesting those targets, which fetches \
+             their files)",
             gone.join(", ")
         )));
     }

@@ -27,12 +27,13 @@ mod inputs;
 pub mod lookup;
 pub mod publish;
 
+use std::collections::HashMap;
 use std::ops::ControlFlow;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use strata_exec::{Executors, Request, StepFailure};
 use strata_store::remote_cache::{RemoteCache, Warn};
-use strata_store::{Digest, Store};
+use strata_store::{Digest, Store, reapi};
 
 use crate::declared::DeclaredOutputs;
 use crate::key::KeyedAction;
@@ -90,6 +91,17 @@ pub struct Layers {
     /// The hits a build keeps for the next (`Policy::Build` only): its
     /// lookups answer from it, and each step it runs is remembered there.
     hits: Option<Arc<HitCache>>,
+    /// Results whose output files a remote executor held, by output: each
+    /// is published (its action-cache entry written) once its output is
+    /// whole, when a later step needed its bytes.
+    held: Mutex<HashMap<Digest, Vec<Held>>>,
+}
+
+/// A result published only as far as its files allow.
+struct Held {
+    keyed: KeyedAction,
+    result: reapi::ActionResult,
+    declared: Option<DeclaredOutputs>,
 }
 
 impl Layers {
@@ -139,6 +151,7 @@ impl Layers {
             executors,
             publishers,
             hits,
+            held: Mutex::default(),
         }
     }
 
@@ -154,11 +167,15 @@ impl Layers {
     /// Runs `request` (the step of `action`) on its executor and publishes
     /// a success: its output tree. Work that reads its inputs from the
     /// store (or whose executor does: a remote one) has them stored first,
-    /// and `request.input_root` set.
+    /// and `request.input_root` set. An output whose files the executor
+    /// held remotely is fetched at once if it is `placed` in `out/`;
+    /// otherwise it is published without an action-cache entry until a
+    /// later step makes it whole.
     pub async fn execute(
         &self,
         action: PreparedAction,
         mut request: Request,
+        placed: bool,
     ) -> Result<Digest, StepFailure> {
         let PreparedAction {
             keyed, declared, ..
@@ -173,26 +190,106 @@ impl Layers {
         } else {
             keyed
         };
-        let success = self.executors.execute(request).await?;
-        // Publishing blocks: the action-cache entry waits for the store's
-        // group commit (a `syncfs`). The runtime's other tasks move to
-        // another worker meanwhile.
+        let deps: Vec<Digest> = request.deps.iter().map(|(_, d)| *d).collect();
+        let outcome = self.executors.execute(request).await;
+        // Dependencies this step needed whole are now (even if it failed):
+        // their entries.
+        self.publish_made_whole(&deps).map_err(step_failure)?;
+        let success = outcome?;
+        let mut held = success.held_remotely;
+        if held && placed {
+            self.executors
+                .make_whole(&self.store, &[success.output])
+                .await
+                .map_err(|why| {
+                    step_failure(strata_exec::Failure::Io(format!(
+                        "cannot fetch its output, which the remote executor held: {why}"
+                    )))
+                })?;
+            held = false;
+        }
+        self.publish(&keyed, &success.result, held)
+            .map_err(step_failure)?;
+        if held {
+            // No entry was written: nothing for the next build to remember
+            // until the output is whole.
+            self.held
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(success.output)
+                .or_default()
+                .push(Held {
+                    keyed,
+                    result: success.result,
+                    declared,
+                });
+            return Ok(success.output);
+        }
+        self.remember(&keyed, declared.as_ref());
+        Ok(success.output)
+    }
+
+    /// Fetches the files of every output among `trees` a remote executor
+    /// held, for work outside the executors that reads them (an `sbom`
+    /// target's facts), and publishes the results made whole.
+    pub async fn make_whole(&self, trees: &[Digest]) -> Result<(), String> {
+        self.executors.make_whole(&self.store, trees).await?;
+        self.publish_made_whole(trees).map_err(|f| f.to_string())
+    }
+
+    /// Publishes a result through the layers, those needing its whole
+    /// output only if it is whole. Publishing blocks: the action-cache
+    /// entry waits for the store's group commit (a `syncfs`); the
+    /// runtime's other tasks move to another worker meanwhile.
+    fn publish(
+        &self,
+        keyed: &KeyedAction,
+        result: &reapi::ActionResult,
+        held: bool,
+    ) -> Result<(), strata_exec::Failure> {
         tokio::task::block_in_place(|| {
             self.publishers
                 .iter()
-                .try_for_each(|layer| layer.publish(&keyed, &success.result))
+                .filter(|layer| !held || !layer.needs_whole_output())
+                .try_for_each(|layer| layer.publish(keyed, result))
         })
-        .map_err(step_failure)?;
+    }
+
+    /// Finishes publishing the held results among `outputs` that are whole
+    /// now: their action-cache entries (and uploads), as any result's.
+    fn publish_made_whole(&self, outputs: &[Digest]) -> Result<(), strata_exec::Failure> {
+        let whole: Vec<Held> = {
+            let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+            outputs
+                .iter()
+                .filter(|d| !self.executors.is_held(d))
+                .filter_map(|d| held.remove(d))
+                .flatten()
+                .collect()
+        };
+        for h in whole {
+            tokio::task::block_in_place(|| {
+                self.publishers
+                    .iter()
+                    .filter(|layer| layer.needs_whole_output())
+                    .try_for_each(|layer| layer.publish(&h.keyed, &h.result))
+            })?;
+            self.remember(&h.keyed, h.declared.as_ref());
+        }
+        Ok(())
+    }
+
+    /// Notes the entry just written in the hits.
+    fn remember(&self, keyed: &KeyedAction, declared: Option<&DeclaredOutputs>) {
         // The entry just written, as the next build's lookup would find it
         // (still staged while the group commit publishes it: then its stat
         // is taken when the hits are saved).
         if let Some(hits) = &self.hits
-            && let Ok(Some(found)) = lookup::examine(&self.store, &keyed.key, declared.as_ref())
+            && let Ok(Some(found)) = lookup::examine(&self.store, &keyed.key, declared)
         {
-            let fingerprint = DeclaredOutputs::fingerprint(declared.as_ref());
+            let fingerprint = DeclaredOutputs::fingerprint(declared);
             hits.remember(&keyed.key, &fingerprint, &found);
         }
-        Ok(success.output)
     }
 
     /// Waits for what the layers still do in the background (uploads).

@@ -1,6 +1,8 @@
 //! The layers a succeeded step's result goes back through: the action into
 //! the store, then the action cache, then a remote cache. A failed step
-//! reaches none of them, so it writes nothing to the action cache.
+//! reaches none of them, so it writes nothing to the action cache; a
+//! result whose files are held remotely reaches only the first (it is
+//! known to this build in memory, `strata_exec::held`).
 
 use std::sync::{Arc, Mutex};
 
@@ -14,6 +16,14 @@ use crate::key::KeyedAction;
 /// this one are not reached.
 pub trait Publish: Send + Sync {
     fn publish(&self, keyed: &KeyedAction, result: &reapi::ActionResult) -> Result<(), Failure>;
+
+    /// Whether this layer needs every blob of the output stored, so a
+    /// result whose files are held remotely (`StepSuccess::held_remotely`)
+    /// skips it: an action-cache entry or an upload names only stored
+    /// blobs.
+    fn needs_whole_output(&self) -> bool {
+        true
+    }
 
     /// Waits for what the layer still does in the background.
     fn finish(&self) -> BoxFuture<'_, ()> {
@@ -42,6 +52,10 @@ impl StoreAction {
 impl Publish for StoreAction {
     fn publish(&self, keyed: &KeyedAction, _: &reapi::ActionResult) -> Result<(), Failure> {
         keyed.store(self.store.cas()).map_err(Failure::Store)
+    }
+
+    fn needs_whole_output(&self) -> bool {
+        false
     }
 }
 

@@ -36,10 +36,10 @@ impl Executor for Fake {
             }
             let output = TreeBuilder::new().store(request.store.cas()).unwrap();
             let now = std::time::SystemTime::now();
-            Ok(StepSuccess {
+            Ok(StepSuccess::whole(
                 output,
-                result: strata_exec::step::action_result(output, None, now, now),
-            })
+                strata_exec::step::action_result(output, None, now, now),
+            ))
         })
     }
 }
@@ -200,7 +200,7 @@ async fn look_up(layers: &Layers, store: &Store, work: &Work) -> ControlFlow<Dig
 
 async fn execute(layers: &Layers, store: &Store, work: &Work) -> Result<Digest, StepFailure> {
     layers
-        .execute(prepared(store, work), request(store, work))
+        .execute(prepared(store, work), request(store, work), false)
         .await
 }
 
@@ -292,6 +292,165 @@ async fn a_failed_step_writes_nothing() {
     assert!(!s.cached(&work));
     assert!(s.remote.uploads.lock().unwrap().is_empty());
     assert!(!s.store.cas().contains(&prepared(&s.store, &work).key()));
+}
+
+/// A remote executor as `strata build --remote-executor` has one: it runs
+/// image pulls, returning an output of one file whose bytes it keeps
+/// (`held_remotely`), and is where they are fetched from, unless it lost
+/// them.
+struct Holding {
+    bytes: Vec<u8>,
+    lost: bool,
+    fetched: AtomicUsize,
+}
+
+impl Holding {
+    fn new(lost: bool) -> Arc<Holding> {
+        Arc::new(Holding {
+            bytes: b"held remotely".to_vec(),
+            lost,
+            fetched: AtomicUsize::new(0),
+        })
+    }
+
+    fn blob(&self, store: &Store) -> Digest {
+        store.function().of_bytes(&self.bytes)
+    }
+}
+
+impl Executor for Holding {
+    fn runs(&self, work: &Work) -> bool {
+        matches!(work, Work::ImagePull(_))
+    }
+
+    fn takes_held_inputs(&self, _: &Work) -> bool {
+        true
+    }
+
+    fn execute(&self, request: Request) -> BoxFuture<'_, Result<StepSuccess, StepFailure>> {
+        Box::pin(async move {
+            let mut tree = TreeBuilder::new();
+            let file = strata_store::tree::Node::File {
+                digest: self.blob(&request.store),
+                executable: false,
+                meta: None,
+            };
+            tree.insert("held.txt", file).unwrap();
+            let output = tree.store(request.store.cas()).unwrap();
+            let now = std::time::SystemTime::now();
+            Ok(StepSuccess {
+                output,
+                result: strata_exec::step::action_result(output, None, now, now),
+                held_remotely: true,
+            })
+        })
+    }
+}
+
+impl strata_exec::BlobSource for Holding {
+    fn fetch<'a>(
+        &'a self,
+        store: &'a Store,
+        blobs: Vec<Digest>,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            if self.lost {
+                return Err("not found".into());
+            }
+            assert_eq!(blobs, vec![self.blob(store)], "only the missing file");
+            self.fetched.fetch_add(1, Ordering::SeqCst);
+            store
+                .cas()
+                .put_bytes(&self.bytes)
+                .map_err(|e| e.to_string())?;
+            Ok(())
+        })
+    }
+}
+
+fn holding_layers(s: &Setup, holding: &Arc<Holding>) -> Layers {
+    let executors = Executors::new(Arc::new(LocalExecutor::new()))
+        .preferring(holding.clone())
+        .with(s.executor.clone())
+        .with_blob_source(holding.clone());
+    let remote: Arc<dyn RemoteCache> = s.remote.clone();
+    Layers::new(
+        s.store.clone(),
+        executors,
+        Some(remote),
+        Policy::Build,
+        None,
+        Arc::new(|_: &str| {}),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_output_held_remotely_gets_no_entry_until_a_step_needs_it_whole() {
+    let s = Setup::new(false);
+    let holding = Holding::new(false);
+    let layers = holding_layers(&s, &holding);
+    let held = pinned();
+    let output = execute(&layers, &s.store, &held).await.unwrap();
+    let blob = holding.blob(&s.store);
+    assert!(!s.store.cas().contains(&blob), "its file stays remote");
+    assert!(!s.cached(&held), "no entry names a blob the store lacks");
+    assert!(
+        s.remote.uploads.lock().unwrap().is_empty(),
+        "nor is it uploaded"
+    );
+    assert!(s.store.cas().contains(&prepared(&s.store, &held).key()));
+
+    // A step on an executor that reads its inputs' bytes: fetched first.
+    let work = unpinned();
+    let mut req = request(&s.store, &work);
+    req.deps = vec![("held".into(), output)];
+    layers
+        .execute(prepared(&s.store, &work), req, false)
+        .await
+        .unwrap();
+    assert_eq!(holding.fetched.load(Ordering::SeqCst), 1);
+    assert!(strata_store::tree::first_missing(s.store.cas(), &output).is_none());
+    assert!(s.cached(&held), "whole now: its entry is written");
+    assert_eq!(s.remote.uploads.lock().unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_output_held_remotely_and_placed_in_out_is_fetched_at_once() {
+    let s = Setup::new(false);
+    let holding = Holding::new(false);
+    let layers = holding_layers(&s, &holding);
+    let held = pinned();
+    let output = layers
+        .execute(prepared(&s.store, &held), request(&s.store, &held), true)
+        .await
+        .unwrap();
+    assert_eq!(holding.fetched.load(Ordering::SeqCst), 1);
+    assert!(strata_store::tree::first_missing(s.store.cas(), &output).is_none());
+    assert!(s.cached(&held));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_output_the_remote_lost_fails_the_step_needing_it_and_writes_nothing() {
+    let s = Setup::new(false);
+    let holding = Holding::new(true);
+    let layers = holding_layers(&s, &holding);
+    let held = pinned();
+    let output = execute(&layers, &s.store, &held).await.unwrap();
+    let work = unpinned();
+    let mut req = request(&s.store, &work);
+    req.deps = vec![("held".into(), output)];
+    let failure = layers
+        .execute(prepared(&s.store, &work), req, false)
+        .await
+        .unwrap_err();
+    let message = failure.failure.to_string();
+    assert!(
+        message.contains("cannot fetch the output of its dependency `held`")
+            && message.contains("not found"),
+        "{message}"
+    );
+    assert_eq!(s.runs(), 0, "the step did not run on a partial input");
+    assert!(!s.cached(&held) && !s.cached(&work));
 }
 
 #[test]

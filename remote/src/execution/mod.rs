@@ -12,13 +12,15 @@
 //! For each step: the action ([`action`]) is stored, what the service lacks
 //! of it and its input root is uploaded (FindMissingBlobs, then batches or
 //! ByteStream), it is executed and followed ([`operation`]), and its result
-//! checked and fetched ([`outputs`]). A step the service cannot run
+//! checked and its folder records fetched ([`outputs`]); its files stay on
+//! the service (`StepSuccess::held_remotely`) until the build needs them,
+//! fetched then through this executor as a `strata_exec::BlobSource`. A step the service cannot run
 //! because it went away runs locally, with one warning; any other failure
 //! of the service fails the step, never with a wrong output.
 
 mod action;
 pub(crate) mod operation;
-mod outputs;
+pub(crate) mod outputs;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -76,7 +78,8 @@ pub struct ExecutionStats {
     /// Blobs and bytes sent (what the service lacked).
     pub uploaded_blobs: u64,
     pub uploaded_bytes: u64,
-    /// Bytes fetched: declared outputs and logs.
+    /// Bytes fetched: folder records and logs of results, and the files
+    /// of those something needed (`out/`, a step run here).
     pub downloaded_bytes: u64,
 }
 
@@ -270,6 +273,14 @@ impl RemoteExecutor {
                     ));
                 }
                 self.counters.fell_back.fetch_add(1, Ordering::Relaxed);
+                // Its dependencies' outputs must be whole to run here; those
+                // the service held went away with it.
+                if let Some(name) = held_dependency(&request) {
+                    return Err(StepFailure::without_logs(Failure::Io(format!(
+                        "remote executor {} went away holding the output of its dependency `{name}`; build again",
+                        service.url
+                    ))));
+                }
                 self.local.execute(request).await
             }
             Err(Miss::Unavailable(why) | Miss::Remote(why)) => Err(StepFailure::without_logs(
@@ -314,34 +325,41 @@ impl RemoteExecutor {
         let started = SystemTime::now();
         // The service's action cache first: a hit needs no upload and no
         // operation. Anything wrong with it (absent, failed, unusable)
-        // leaves the step to Execute.
-        if let Some(hit) = self.cached(service, &action).await
-            && let Ok(success) = self
+        // leaves the step to Execute; an unusable hit (its files lost)
+        // must not come back from Execute's own cache lookup.
+        let mut skip_cache_lookup = false;
+        if let Some(hit) = self.cached(service, &action).await {
+            match self
                 .finish(service, store, step, hit, started, SystemTime::now())
                 .await
-        {
-            return Ok(success);
+            {
+                Ok(success) => return Ok(success),
+                Err(_) => skip_cache_lookup = true,
+            }
         }
         let mut uploaded_again = false;
         let response = loop {
             self.upload(service, store, &blobs).await?;
-            let response = match operation::execute(&service.grpc, function, &action).await? {
-                operation::Ended::Response(r) => *r,
-                operation::Ended::Error(status)
-                    if status.code == tonic::Code::DeadlineExceeded as i32 =>
+            let response =
+                match operation::execute(&service.grpc, function, &action, skip_cache_lookup)
+                    .await?
                 {
-                    return Err(Miss::Step(StepFailure::without_logs(timed_out(
-                        step,
-                        &status.message,
-                    ))));
-                }
-                operation::Ended::Error(status) => {
-                    return Err(Miss::Remote(format!(
-                        "the operation failed: {}",
-                        status_text(status.code, &status.message)
-                    )));
-                }
-            };
+                    operation::Ended::Response(r) => *r,
+                    operation::Ended::Error(status)
+                        if status.code == tonic::Code::DeadlineExceeded as i32 =>
+                    {
+                        return Err(Miss::Step(StepFailure::without_logs(timed_out(
+                            step,
+                            &status.message,
+                        ))));
+                    }
+                    operation::Ended::Error(status) => {
+                        return Err(Miss::Remote(format!(
+                            "the operation failed: {}",
+                            status_text(status.code, &status.message)
+                        )));
+                    }
+                };
             let code = response.status.as_ref().map_or(0, |s| s.code);
             // Blobs the service lost between the upload and the run: once more.
             if code == tonic::Code::FailedPrecondition as i32 && !uploaded_again {
@@ -373,9 +391,17 @@ impl RemoteExecutor {
         })
     }
 
-    /// Sends what the service lacks of `blobs`.
+    /// Sends what the service lacks of `blobs`. An input the service lacks
+    /// and this store does not hold is a dependency's output the service
+    /// held for this build and has lost since.
     async fn upload(&self, service: &Service, store: &Store, blobs: &[Digest]) -> Result<(), Miss> {
         let missing = service.remote.find_missing(service.function, blobs).await?;
+        if let Some(lost) = missing.iter().find(|d| !store.cas().contains(d)) {
+            return Err(Miss::Remote(format!(
+                "remote executor {} no longer holds blob {lost} of a dependency's output it made in this build (evicted from its storage); building again runs that step again",
+                service.url
+            )));
+        }
         service
             .remote
             .upload_many(service.function, &missing, store.cas())
@@ -444,24 +470,26 @@ impl RemoteExecutor {
                 scratch: None,
             }));
         }
-        let fetched = match outputs::fetch(&service.remote, cas, step, &result).await {
-            Ok(f) => f,
-            Err(Unusable::Step(failure)) => {
-                // As a local step's: with its logs.
-                let logs = outputs::logs(&service.remote, cas, &result).await.ok();
-                return Err(Miss::Step(StepFailure {
-                    failure,
-                    stdout: logs
-                        .map(|l| step::tail(&cas.path(&l.0)))
-                        .unwrap_or_default(),
-                    stderr: logs
-                        .map(|l| step::tail(&cas.path(&l.1)))
-                        .unwrap_or_default(),
-                    scratch: None,
-                }));
-            }
-            Err(u) => return Err(unusable(u)),
-        };
+        let fetched =
+            match outputs::fetch(&service.remote, cas, step, &result, response.cached_result).await
+            {
+                Ok(f) => f,
+                Err(Unusable::Step(failure)) => {
+                    // As a local step's: with its logs.
+                    let logs = outputs::logs(&service.remote, cas, &result).await.ok();
+                    return Err(Miss::Step(StepFailure {
+                        failure,
+                        stdout: logs
+                            .map(|l| step::tail(&cas.path(&l.0)))
+                            .unwrap_or_default(),
+                        stderr: logs
+                            .map(|l| step::tail(&cas.path(&l.1)))
+                            .unwrap_or_default(),
+                        scratch: None,
+                    }));
+                }
+                Err(u) => return Err(unusable(u)),
+            };
         let c = &self.counters;
         c.downloaded_bytes
             .fetch_add(fetched.bytes, Ordering::Relaxed);
@@ -485,8 +513,64 @@ impl RemoteExecutor {
         Ok(StepSuccess {
             output: fetched.output,
             result: action_result,
+            held_remotely: !fetched.held.is_empty(),
         })
     }
+
+    /// Fetches held blobs from the service, in batches.
+    async fn fetch_held(&self, store: &Store, blobs: Vec<Digest>) -> Result<(), String> {
+        let Some(service) = self.service.get() else {
+            return Err("no remote executor is open".into());
+        };
+        let missing: Vec<Digest> = blobs
+            .into_iter()
+            .filter(|d| !store.cas().contains(d))
+            .collect();
+        match service
+            .remote
+            .download_many(service.function, &missing, store.cas())
+            .await
+        {
+            Ok(()) => {
+                self.counters.downloaded_bytes.fetch_add(
+                    missing.iter().map(|d| d.size_bytes).sum::<u64>(),
+                    Ordering::Relaxed,
+                );
+                Ok(())
+            }
+            Err(e @ RemoteError::NotFound { .. }) => Err(format!(
+                "remote executor {} no longer holds it ({}): it was evicted from the service's storage; building again runs the step again",
+                service.url,
+                described(&e)
+            )),
+            Err(e) => Err(format!(
+                "fetching it from remote executor {} failed: {}",
+                service.url,
+                described(&e)
+            )),
+        }
+    }
+}
+
+/// The files of outputs a step returned held (`StepSuccess::held_remotely`)
+/// come from the service that made them.
+impl strata_exec::BlobSource for RemoteExecutor {
+    fn fetch<'a>(
+        &'a self,
+        store: &'a Store,
+        blobs: Vec<Digest>,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(self.fetch_held(store, blobs))
+    }
+}
+
+/// A dependency of `request` whose output's files are not all stored.
+fn held_dependency(request: &Request) -> Option<&str> {
+    request
+        .deps
+        .iter()
+        .find(|(_, tree)| strata_store::tree::first_missing(request.store.cas(), tree).is_some())
+        .map(|(name, _)| name.as_str())
 }
 
 /// Whether a step in this image may run on a worker: as linux/amd64 or
@@ -598,6 +682,11 @@ impl Executor for RemoteExecutor {
     }
 
     fn reads_inputs_from_store(&self, work: &Work) -> bool {
+        self.runs(work)
+    }
+
+    /// The service needs only its inputs' digests: it holds what it made.
+    fn takes_held_inputs(&self, work: &Work) -> bool {
         self.runs(work)
     }
 

@@ -29,6 +29,7 @@ pub async fn execute(
     remote: &GrpcRemote,
     function: DigestFunction,
     action: &Digest,
+    skip_cache_lookup: bool,
 ) -> Result<Ended, RemoteError> {
     let what = format!("Execute of action {action}");
     let mut name: Option<String> = None;
@@ -41,11 +42,11 @@ pub async fn execute(
                 // at once if it finished meanwhile).
                 Err(s) if s.code() == Code::NotFound => {
                     name = None;
-                    remote.execute(function, action).await
+                    remote.execute(function, action, skip_cache_lookup).await
                 }
                 Err(s) => Err(s),
             },
-            None => remote.execute(function, action).await,
+            None => remote.execute(function, action, skip_cache_lookup).await,
         };
         let stream = match stream {
             Ok(s) => s,

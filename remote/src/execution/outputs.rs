@@ -1,9 +1,12 @@
 //! A remote step's `ActionResult` made into what a local step returns: the
 //! declared outputs picked from the `out` folder the service sent back,
 //! checked as a local step's are (present, of their declared kind, not
-//! behind a symlink), fetched into the local store, and the logs with
-//! them. Nothing of a result that fails a check is used, so `out/` never
-//! sees a partial or wrong output.
+//! behind a symlink), their folder records and the logs fetched into the
+//! local store. Their files stay on the service ("build without the
+//! bytes"): the result says so (`Fetched::held`), and they are fetched, in
+//! batches, only when something reads them (`strata_exec::held`). Nothing
+//! of a result that fails a check is used, so `out/` never sees a partial
+//! or wrong output.
 
 use strata_exec::Failure;
 use strata_rules::layout;
@@ -34,6 +37,9 @@ pub struct Fetched {
     pub stdout: Digest,
     pub stderr: Digest,
     pub bytes: u64,
+    /// Files of the output the store lacks, left on the service, and
+    /// their size.
+    pub held: Vec<Digest>,
 }
 
 /// Fetches the logs of `result` into `cas` (missing logs are empty).
@@ -62,14 +68,18 @@ pub async fn logs(
 
 use bazel_remote_apis::build::bazel::remote::execution::v2 as pb;
 
-/// The declared outputs of `step` from `result` (which exited 0), fetched
-/// into `cas`: only the folder records of `out` and the files the step
-/// declares are downloaded, never what else the step left in `$OUT`.
+/// The declared outputs of `step` from `result` (which exited 0), their
+/// folder records fetched into `cas`, their files left on the service
+/// (`Fetched::held`, those `cas` lacks). With `confirm` (a result from the
+/// service's action cache, whose blobs may have been evicted since), the
+/// service is asked whether it still holds every one of them, and a result
+/// it does not is unusable.
 pub async fn fetch(
     remote: &Remote,
     cas: &Cas,
     step: &RunStep,
     result: &pb::ActionResult,
+    confirm: bool,
 ) -> Result<Fetched, Unusable> {
     let function = cas.function();
     let out = result
@@ -106,17 +116,14 @@ pub async fn fetch(
         Picked::Step(f) => Unusable::Step(f),
         Picked::Store(e) => Unusable::Remote(e),
     })?;
-    let missing: Vec<Digest> = crate::client::tree_blobs(cas, &output)
-        .map_err(Unusable::Remote)?
-        .into_iter()
-        .filter(|d| !cas.contains(d))
-        .collect();
-    remote.download_many(function, &missing, cas).await?;
-    bytes += missing.iter().map(|d| d.size_bytes).sum::<u64>();
-    if let Some(d) = tree::first_missing(cas, &output) {
-        return Err(Unusable::Remote(format!(
-            "blob {d} of the outputs is still missing after fetching them"
-        )));
+    let held = strata_exec::held::missing_files(cas, &output).map_err(Unusable::Remote)?;
+    if confirm && !held.is_empty() {
+        let lost = remote.find_missing(function, &held).await?;
+        if let Some(d) = lost.first() {
+            return Err(Unusable::Remote(format!(
+                "the service no longer holds blob {d} of the cached result"
+            )));
+        }
     }
     let (stdout, stderr, log_bytes) = logs(remote, cas, result).await?;
     Ok(Fetched {
@@ -124,6 +131,7 @@ pub async fn fetch(
         stdout,
         stderr,
         bytes: bytes + log_bytes,
+        held,
     })
 }
 

@@ -47,17 +47,19 @@ impl GrpcRemote {
     }
 
     /// Starts executing `action` (stored on the server with everything it
-    /// names); the server may answer from its action cache.
+    /// names); the server may answer from its action cache, unless
+    /// `skip_cache_lookup` (its cached result proved unusable).
     pub(crate) async fn execute(
         &self,
         function: DigestFunction,
         action: &Digest,
+        skip_cache_lookup: bool,
     ) -> Result<Streaming<Operation>, tonic::Status> {
         let mut client =
             ExecutionClient::new(self.transport()).max_decoding_message_size(MAX_MESSAGE);
         let request = pb::ExecuteRequest {
             instance_name: self.instance(),
-            skip_cache_lookup: false,
+            skip_cache_lookup,
             action_digest: Some(names::digest(action)),
             execution_policy: None,
             results_cache_policy: None,

@@ -75,7 +75,7 @@ async fn execution_a_broken_stream_is_resumed_with_wait_execution() {
     ]);
     let remote = grpc(&fake).await;
     let action = DigestFunction::Sha256.of_bytes(b"action");
-    let ended = operation::execute(&remote, DigestFunction::Sha256, &action)
+    let ended = operation::execute(&remote, DigestFunction::Sha256, &action, false)
         .await
         .unwrap();
     assert_eq!(exit_code(ended), 7);
@@ -101,7 +101,7 @@ async fn execution_an_operation_the_server_forgot_is_executed_again() {
     ]);
     let remote = grpc(&fake).await;
     let action = DigestFunction::Sha256.of_bytes(b"action");
-    let ended = operation::execute(&remote, DigestFunction::Sha256, &action)
+    let ended = operation::execute(&remote, DigestFunction::Sha256, &action, false)
         .await
         .unwrap();
     assert_eq!(exit_code(ended), 0);
@@ -117,7 +117,7 @@ async fn execution_a_refusal_is_an_error_not_a_retry() {
         .push_back(Streamed::Refused(Status::invalid_argument("bad instance")));
     let remote = grpc(&fake).await;
     let action = DigestFunction::Sha256.of_bytes(b"action");
-    let Err(e) = operation::execute(&remote, DigestFunction::Sha256, &action).await else {
+    let Err(e) = operation::execute(&remote, DigestFunction::Sha256, &action, false).await else {
         panic!("a refusal must fail");
     };
     assert!(!e.is_transient(), "{e}");
@@ -135,7 +135,7 @@ async fn execution_a_service_that_keeps_breaking_fails_after_a_few_attempts() {
     }
     let remote = grpc(&fake).await;
     let action = DigestFunction::Sha256.of_bytes(b"action");
-    let Err(e) = operation::execute(&remote, DigestFunction::Sha256, &action).await else {
+    let Err(e) = operation::execute(&remote, DigestFunction::Sha256, &action, false).await else {
         panic!("must fail");
     };
     assert!(e.is_transient(), "{e}");
@@ -202,4 +202,124 @@ async fn execution_a_service_that_does_not_execute_is_refused() {
     assert!(e.contains("does not execute actions"), "{e}");
     let e = open(None).await.unwrap_err();
     assert!(e.contains("does not execute actions"), "{e}");
+}
+
+/// A result as a worker reports it: its `out` folder (one declared file
+/// `o`) as a `Tree` the fake holds, and the file itself only if `file_kept`.
+/// Returns the store, the result and the file's digest.
+fn held_result(
+    fake: &Fake,
+    file_kept: bool,
+) -> (
+    tempfile::TempDir,
+    strata_store::Store,
+    pb::ActionResult,
+    strata_store::Digest,
+) {
+    use strata_store::{reapi, tree};
+    let tmp = tempfile::tempdir().unwrap();
+    let worker =
+        strata_store::Store::open(&tmp.path().join("worker"), DigestFunction::Sha256).unwrap();
+    let out = tmp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("o"), "held by the service").unwrap();
+    std::fs::write(out.join("scratch"), "not declared").unwrap();
+    let root = tree::capture(worker.cas(), &out, &["o".into(), "scratch".into()]).unwrap();
+    let root_dir = tree::read_directory(worker.cas(), &root).unwrap();
+    let file = worker.cas().function().of_bytes(b"held by the service");
+    let message = reapi::Tree {
+        root: Some(root_dir),
+        children: Vec::new(),
+    }
+    .encode_to_vec();
+    let tree_digest = worker.cas().function().of_bytes(&message);
+    let mut state = fake.state();
+    state.blobs.insert(tree_digest.hex(), message);
+    if file_kept {
+        state
+            .blobs
+            .insert(file.hex(), b"held by the service".to_vec());
+    }
+    drop(state);
+    let result = pb::ActionResult {
+        output_directories: vec![pb::OutputDirectory {
+            path: "out".into(),
+            tree_digest: Some(pb::Digest {
+                hash: tree_digest.hex(),
+                size_bytes: tree_digest.size_bytes as i64,
+            }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let store =
+        strata_store::Store::open(&tmp.path().join("client"), DigestFunction::Sha256).unwrap();
+    (tmp, store, result, file)
+}
+
+fn declaring_o() -> strata_rules::run::RunStep {
+    use strata_rules::Text;
+    use strata_rules::run::{Program, RunParams};
+    RunParams {
+        program: Program::Shell(Text::plain("true")),
+        env: Default::default(),
+        outs: vec!["o".into()],
+        network: false,
+        local: false,
+        fixed_output: None,
+        source_date_epoch: Text::plain("0"),
+        container: None,
+        tools: None,
+        limits: Default::default(),
+    }
+    .step()
+}
+
+#[tokio::test]
+async fn execution_a_result_s_files_stay_on_the_service_until_needed() {
+    use crate::execution::outputs::{self, Unusable};
+    let fake = Fake::default();
+    let remote = Remote::Grpc(grpc(&fake).await);
+    let (_tmp, store, result, file) = held_result(&fake, true);
+    let fetched = match outputs::fetch(&remote, store.cas(), &declaring_o(), &result, false).await {
+        Ok(f) => f,
+        Err(Unusable::Step(f)) => panic!("{f}"),
+        Err(Unusable::Remote(e)) => panic!("{e}"),
+    };
+    assert_eq!(fetched.held, vec![file], "the declared file, held");
+    assert!(!store.cas().contains(&file), "not downloaded");
+    let read: Vec<String> = ["BatchReadBlobs", "Read"]
+        .iter()
+        .flat_map(|rpc| fake.calls(rpc))
+        .flat_map(|c| c.hashes.into_iter().chain(c.resource))
+        .collect();
+    assert!(!read.is_empty(), "the tree was read");
+    assert!(
+        !read.iter().any(|r| r.contains(&file.hex())),
+        "the file was not: {read:?}"
+    );
+    // The folder records are here: the output's digests are known.
+    let files = strata_store::tree::walk(store.cas(), &fetched.output).unwrap();
+    assert_eq!(files.len(), 1, "{files:?}");
+}
+
+#[tokio::test]
+async fn execution_a_cached_result_whose_files_the_service_lost_is_unusable() {
+    use crate::execution::outputs::{self, Unusable};
+    let fake = Fake::default();
+    let remote = Remote::Grpc(grpc(&fake).await);
+    let (_tmp, store, result, _) = held_result(&fake, false);
+    // Executed just now: its files are taken to be there.
+    assert!(
+        outputs::fetch(&remote, store.cas(), &declaring_o(), &result, false)
+            .await
+            .is_ok()
+    );
+    // From the action cache: asked, and found lost.
+    match outputs::fetch(&remote, store.cas(), &declaring_o(), &result, true).await {
+        Err(Unusable::Remote(why)) => assert!(why.contains("no longer holds"), "{why}"),
+        Err(Unusable::Step(f)) => panic!("{f}"),
+        Ok(_) => panic!("a result whose files are lost must not be used"),
+    }
+    assert_eq!(fake.calls("FindMissingBlobs").len(), 1);
 }
