@@ -97,24 +97,10 @@ fn platform_of(properties: &[(String, String)]) -> reapi::Platform {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
-    use strata_rules::Text;
-    use strata_rules::run::{Program, RunParams};
+    use strata_rules::run::RunParams;
 
     fn step(cmd: &str) -> RunStep {
-        RunParams {
-            program: Program::Shell(Text::plain(cmd)),
-            env: BTreeMap::new(),
-            outs: vec!["o".into()],
-            network: false,
-            local: false,
-            fixed_output: None,
-            source_date_epoch: Text::plain("0"),
-            container: None,
-            tools: None,
-            limits: Default::default(),
-        }
-        .step()
+        RunParams::shell(cmd, &["o"]).step()
     }
 
     fn platform() -> Vec<(String, String)> {

@@ -210,26 +210,12 @@ fn pick(cas: &Cas, root: Digest, step: &RunStep) -> Result<Digest, Picked> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
     use std::fs;
-    use strata_rules::Text;
-    use strata_rules::run::{Program, RunParams};
+    use strata_rules::run::RunParams;
     use strata_store::{DigestFunction, Store};
 
     fn step(outs: &[&str]) -> RunStep {
-        RunParams {
-            program: Program::Shell(Text::plain("true")),
-            env: BTreeMap::new(),
-            outs: outs.iter().map(|o| o.to_string()).collect(),
-            network: false,
-            local: false,
-            fixed_output: None,
-            source_date_epoch: Text::plain("0"),
-            container: None,
-            tools: None,
-            limits: Default::default(),
-        }
-        .step()
+        RunParams::shell("true", outs).step()
     }
 
     /// A `$OUT` as a step leaves it, with more than it declares.

@@ -258,21 +258,7 @@ fn held_result(
 }
 
 fn declaring_o() -> strata_rules::run::RunStep {
-    use strata_rules::Text;
-    use strata_rules::run::{Program, RunParams};
-    RunParams {
-        program: Program::Shell(Text::plain("true")),
-        env: Default::default(),
-        outs: vec!["o".into()],
-        network: false,
-        local: false,
-        fixed_output: None,
-        source_date_epoch: Text::plain("0"),
-        container: None,
-        tools: None,
-        limits: Default::default(),
-    }
-    .step()
+    strata_rules::run::RunParams::shell("true", &["o"]).step()
 }
 
 #[tokio::test]
