@@ -108,16 +108,7 @@ impl Params {
     }
 
     pub fn file_name(&self) -> String {
-        self.name.clone().unwrap_or_else(|| {
-            let stem = self.from.target.clone().unwrap_or_else(|| "srcs".into());
-            format!("{stem}.ext4")
-        })
-    }
-
-    /// The command of the `run` step that makes the image from the layout
-    /// this rule wrote, found at `$DEPS/<layout>`.
-    pub fn image_command(&self, layout: &str) -> String {
-        format!("sh \"$DEPS/{layout}/make.sh\"")
+        super::volume::image_name(&self.name, &self.from, "ext4")
     }
 }
 

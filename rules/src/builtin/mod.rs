@@ -293,13 +293,13 @@ impl Builtin {
             Builtin::Ext4(p) => Some(ToolStep {
                 tools: ext4::TOOLS,
                 package: "e2fsprogs",
-                command: p.image_command(layout),
+                command: layout_command(layout),
                 output: p.file_name(),
             }),
             Builtin::Iso(p) => Some(ToolStep {
                 tools: iso::TOOLS,
                 package: "xorriso",
-                command: p.image_command(layout),
+                command: layout_command(layout),
                 output: p.file_name(),
             }),
             _ => None,
@@ -449,6 +449,13 @@ impl Builtin {
 /// standard tool (see [`Builtin::tool_step`]): `<target>#layout`.
 pub fn layout_target(target: &str) -> String {
     format!("{target}#layout")
+}
+
+/// The command of the `run` step that makes a tool-made rule's output
+/// from what its layout wrote, found at `$DEPS/<layout>` (every such
+/// layout writes a `make.sh`).
+fn layout_command(layout: &str) -> String {
+    format!("sh \"$DEPS/{layout}/make.sh\"")
 }
 
 /// The `run` step of a rule made by a standard tool; see

@@ -72,10 +72,7 @@ impl Params {
     }
 
     pub fn file_name(&self) -> String {
-        self.name.clone().unwrap_or_else(|| {
-            let stem = self.from.target.clone().unwrap_or_else(|| "srcs".into());
-            format!("{stem}.squashfs")
-        })
+        super::volume::image_name(&self.name, &self.from, "squashfs")
     }
 }
 

@@ -106,10 +106,7 @@ impl Params {
     }
 
     pub fn file_name(&self) -> String {
-        self.name.clone().unwrap_or_else(|| {
-            let stem = self.from.target.clone().unwrap_or_else(|| "srcs".into());
-            format!("{stem}.vfat")
-        })
+        super::volume::image_name(&self.name, &self.from, "vfat")
     }
 
     fn fat_type(&self) -> Option<fatfs::FatType> {

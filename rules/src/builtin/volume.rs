@@ -79,6 +79,15 @@ pub(crate) fn items(cas: &Cas, root: &Digest) -> Result<Vec<Item>, BuiltinError>
         .collect())
 }
 
+/// The file an image rule writes: `name:`, else `<from's target>.<extension>`
+/// (`srcs.<extension>` for an image of the sources).
+pub(crate) fn image_name(name: &Option<String>, from: &super::From, extension: &str) -> String {
+    name.clone().unwrap_or_else(|| {
+        let stem = from.target.clone().unwrap_or_else(|| "srcs".into());
+        format!("{stem}.{extension}")
+    })
+}
+
 /// `n` bytes with a unit, for messages: `48 MiB`, `1536 KiB`, `700 bytes`.
 pub(crate) fn show_size(n: u64) -> String {
     for (shift, unit) in [(30, "GiB"), (20, "MiB"), (10, "KiB")] {
