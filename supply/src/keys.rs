@@ -31,11 +31,20 @@ pub fn public_key_string(k: &VerifyingKey) -> String {
     format!("ed25519:{}", hex::encode(k.as_bytes()))
 }
 
-/// Reads a public key written as `ed25519:<64 hex>`.
+/// Reads a public key written as `ed25519:<64 hex>`. Text without the
+/// prefix is never repeated in the error: it may be a signing key (a
+/// secret) given where its public key belongs.
 pub fn parse_public_key(s: &str) -> Result<VerifyingKey, String> {
-    let hex_part = s
-        .strip_prefix("ed25519:")
-        .ok_or_else(|| format!("`{s}` is not `ed25519:` followed by 64 hex digits"))?;
+    let hex_part = s.strip_prefix("ed25519:").ok_or_else(|| {
+        if s.trim().len() == 64 && s.trim().bytes().all(|b| b.is_ascii_hexdigit()) {
+            "a signing key (secret, not shown) was given where its public key belongs: \
+             use the `ed25519:<64 hex>` that `strata cache keygen` printed"
+                .to_string()
+        } else {
+            "a public key is `ed25519:` followed by 64 hex digits (what was given is not shown)"
+                .to_string()
+        }
+    })?;
     let bytes: [u8; 32] = hex::decode(hex_part)
         .ok()
         .and_then(|b| b.try_into().ok())
@@ -57,4 +66,22 @@ pub fn read_signing_key(path: &Path) -> Result<SigningKey, String> {
             )
         })?;
     Ok(SigningKey::from_bytes(&seed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signing_key_given_as_a_public_key_is_refused_without_showing_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k");
+        keygen(&path).unwrap();
+        let secret = std::fs::read_to_string(&path).unwrap();
+        let e = parse_public_key(secret.trim()).unwrap_err();
+        assert!(e.contains("signing key"), "{e}");
+        assert!(!e.contains(secret.trim()), "{e}");
+        let e = parse_public_key("not a key").unwrap_err();
+        assert!(!e.contains("not a key"), "{e}");
+    }
 }
