@@ -23,7 +23,7 @@
 #   --cas-size   the in-memory CAS's bound (default 2G)
 #
 # Prints `buildgrid: serving grpc://127.0.0.1:PORT/INSTANCE` once PostgreSQL
-# is ready and BuildGrid starts; BuildGrid is ready when it answers.
+# is ready and BuildGrid accepts connections on PORT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -172,6 +172,17 @@ EOF
 
 "$bgd" server start "$dir/buildgrid.yml" >"$dir/buildgrid.log" 2>&1 &
 children+=($!)
+# Said only once BuildGrid accepts connections: a `strata worker` started on
+# the word would otherwise find the port closed and exit.
+for _ in $(seq 1 600); do
+  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+  kill -0 "${children[-1]}" 2>/dev/null || { cat "$dir/buildgrid.log" >&2; exit 1; }
+  sleep 0.2
+done
+(exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || {
+  echo "buildgrid-serve: BuildGrid did not listen on port $port within 120 s; logs in $dir" >&2
+  exit 1
+}
 echo "buildgrid: serving grpc://127.0.0.1:$port/$instance (logs in $dir)"
 # Whichever stops first takes the other with it.
 wait -n
